@@ -1,0 +1,73 @@
+"""swarm_memory: shared, versioned, permission-checked memory for agent swarms on Redis."""
+
+from swarm_memory._ops import Incoming
+from swarm_memory.aio import AsyncNamespace, AsyncSwarmMemory
+from swarm_memory.client import Namespace, SwarmMemory
+from swarm_memory.codec import Codec, JsonCodec
+from swarm_memory.errors import (
+    ConflictError,
+    InvalidInput,
+    InvalidName,
+    InvalidOption,
+    InvalidTTL,
+    InvalidValue,
+    InvalidVersion,
+    LastAdminError,
+    NamespaceError,
+    NamespaceExists,
+    NamespaceNotFound,
+    NotAnInteger,
+    OutcomeUnknown,
+    PermissionDenied,
+    QuotaExceeded,
+    ResolverError,
+    RetryLimitExceeded,
+    ServerError,
+    SwarmMemoryError,
+    TransportError,
+    VersionNotFound,
+    VersionRequired,
+)
+from swarm_memory.merge import merge_patch
+from swarm_memory.models import Entry, Event, NamespaceInfo, SweepResult
+from swarm_memory.settings import Settings
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "AsyncNamespace",
+    "AsyncSwarmMemory",
+    "Codec",
+    "ConflictError",
+    "Entry",
+    "Event",
+    "Incoming",
+    "InvalidInput",
+    "InvalidName",
+    "InvalidOption",
+    "InvalidTTL",
+    "InvalidValue",
+    "InvalidVersion",
+    "JsonCodec",
+    "LastAdminError",
+    "Namespace",
+    "NamespaceError",
+    "NamespaceExists",
+    "NamespaceInfo",
+    "NamespaceNotFound",
+    "NotAnInteger",
+    "OutcomeUnknown",
+    "PermissionDenied",
+    "QuotaExceeded",
+    "ResolverError",
+    "RetryLimitExceeded",
+    "ServerError",
+    "Settings",
+    "SweepResult",
+    "SwarmMemory",
+    "SwarmMemoryError",
+    "TransportError",
+    "VersionNotFound",
+    "VersionRequired",
+    "merge_patch",
+]

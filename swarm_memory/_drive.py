@@ -1,0 +1,168 @@
+"""The one place where sync and async differ: performing the effects flows yield.
+
+Also the one place that maps low-level redis-py errors to ours, and the one retry layer
+(tenacity, DESIGN.md decision 6): transport errors are retried with the same op id, which
+the write script dedupes, so a retried write is applied at most once. When retries run
+out, a write raises :class:`OutcomeUnknown` and a read :class:`TransportError`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+
+import redis
+import redis.asyncio
+import redis.exceptions as rexc
+from tenacity import (
+    AsyncRetrying,
+    Retrying,
+    retry_if_exception_type,
+    stop_after_attempt,
+    wait_exponential_jitter,
+)
+
+from swarm_memory import errors
+from swarm_memory._ops import Command, Effect, Flow, ScriptCall, Sleep
+from swarm_memory.settings import Settings
+
+T = TypeVar("T")
+ScriptObserver = Callable[[str, list[str], list[Any]], None]
+
+_RETRYABLE = (rexc.ConnectionError, rexc.TimeoutError)
+
+
+def _final_error(effect: ScriptCall | Command, exc: BaseException) -> errors.SwarmMemoryError:
+    """Map a redis-py error that survived the retry policy."""
+    if isinstance(exc, rexc.AuthenticationError):
+        return errors.TransportError(f"Redis refused the credentials: {exc}")
+    if isinstance(exc, _RETRYABLE):
+        op_id = effect.op_id if isinstance(effect, ScriptCall) else None
+        is_write = op_id is not None or (isinstance(effect, Command) and effect.write)
+        if is_write and op_id is not None:
+            return errors.OutcomeUnknown(
+                f"no reply from Redis after retries; the write may or may not be applied "
+                f"(retry with op_id={op_id!r} to learn its outcome): {exc}",
+                op_id=op_id,
+            )
+        if is_write:
+            return errors.TransportError(f"Redis unreachable; write outcome unknown: {exc}")
+        return errors.TransportError(f"Redis unreachable after retries: {exc}")
+    return errors.ServerError(f"Redis refused the command: {exc}")
+
+
+class _Base:
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.observers: list[ScriptObserver] = []
+
+    def _notify(self, call: ScriptCall) -> None:
+        call.script.check(call.keys, call.args)
+        for observer in self.observers:
+            observer(call.script.name, call.keys, call.args)
+
+    def _retry_kwargs(self) -> dict[str, Any]:
+        s = self.settings
+        return {
+            "stop": stop_after_attempt(s.retry_attempts),
+            "wait": wait_exponential_jitter(initial=s.retry_backoff, max=s.retry_backoff_max),
+            "retry": retry_if_exception_type(_RETRYABLE),
+            "reraise": True,
+        }
+
+
+class SyncDriver(_Base):
+    """Runs flows against a sync redis-py client (standalone or cluster)."""
+
+    def __init__(self, client: redis.Redis | redis.RedisCluster, settings: Settings) -> None:
+        super().__init__(settings)
+        self.client = client
+
+    def run(self, flow: Flow[T]) -> T:
+        send: Any = None
+        throw: BaseException | None = None
+        while True:
+            try:
+                effect = flow.throw(throw) if throw is not None else flow.send(send)
+            except StopIteration as stop:
+                return stop.value  # type: ignore[no-any-return]
+            send, throw = None, None
+            try:
+                send = self.perform(effect)
+            except errors.SwarmMemoryError as exc:
+                throw = exc
+
+    def perform(self, effect: Effect) -> Any:
+        if isinstance(effect, Sleep):
+            time.sleep(effect.seconds)
+            return None
+        if isinstance(effect, ScriptCall):
+            self._notify(effect)
+            fn: Callable[[], Any] = lambda: self._script(effect)  # noqa: E731
+        else:
+            fn = lambda: self.client.execute_command(*effect.args)  # noqa: E731
+        try:
+            for attempt in Retrying(**self._retry_kwargs()):
+                with attempt:
+                    return fn()
+        except rexc.RedisError as exc:
+            raise _final_error(effect, exc) from exc
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _script(self, call: ScriptCall) -> Any:
+        n = len(call.keys)
+        try:
+            return self.client.evalsha(call.script.sha, n, *call.keys, *call.args)  # type: ignore[no-untyped-call]
+        except rexc.NoScriptError:
+            # EVAL also caches the script on the node that ran it (also after a failover).
+            return self.client.eval(call.script.source, n, *call.keys, *call.args)  # type: ignore[no-untyped-call]
+
+
+class AsyncDriver(_Base):
+    """Runs flows against a redis.asyncio client (standalone or cluster)."""
+
+    def __init__(
+        self, client: redis.asyncio.Redis | redis.asyncio.RedisCluster, settings: Settings
+    ) -> None:
+        super().__init__(settings)
+        self.client = client
+
+    async def run(self, flow: Flow[T]) -> T:
+        send: Any = None
+        throw: BaseException | None = None
+        while True:
+            try:
+                effect = flow.throw(throw) if throw is not None else flow.send(send)
+            except StopIteration as stop:
+                return stop.value  # type: ignore[no-any-return]
+            send, throw = None, None
+            try:
+                send = await self.perform(effect)
+            except errors.SwarmMemoryError as exc:
+                throw = exc
+
+    async def perform(self, effect: Effect) -> Any:
+        if isinstance(effect, Sleep):
+            await asyncio.sleep(effect.seconds)
+            return None
+        if isinstance(effect, ScriptCall):
+            self._notify(effect)
+            fn: Callable[[], Awaitable[Any]] = lambda: self._script(effect)  # noqa: E731
+        else:
+            fn = lambda: self.client.execute_command(*effect.args)  # noqa: E731
+        try:
+            async for attempt in AsyncRetrying(**self._retry_kwargs()):
+                with attempt:
+                    return await fn()
+        except rexc.RedisError as exc:
+            raise _final_error(effect, exc) from exc
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    async def _script(self, call: ScriptCall) -> Any:
+        n = len(call.keys)
+        try:
+            return await self.client.evalsha(call.script.sha, n, *call.keys, *call.args)  # type: ignore[misc]
+        except rexc.NoScriptError:
+            return await self.client.eval(call.script.source, n, *call.keys, *call.args)  # type: ignore[misc]

@@ -1,0 +1,1022 @@
+"""I/O-free flows: every public operation as a generator of effects.
+
+A flow validates its input, yields :class:`ScriptCall` / :class:`Command` / :class:`Sleep`
+effects, receives the replies, and returns the result. It never touches a socket, so
+the sync and async clients share every decision here and differ only in how
+``_drive.py`` performs the effects (the httpx/httpcore layout).
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import uuid
+from collections.abc import Callable, Generator, Iterable, Mapping
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any, TypeVar
+
+from swarm_memory import errors
+from swarm_memory.codec import JSON_FORMAT, Encoded, ValueCodec
+from swarm_memory.keys import NamespaceKeys, registry_key, validate_key, validate_namespace
+from swarm_memory.merge import merge_patch
+from swarm_memory.models import (
+    Entry,
+    NamespaceInfo,
+    SweepResult,
+    level_rank,
+    ms_to_datetime,
+    validate_level,
+    validate_over_quota,
+    validate_strategy,
+)
+from swarm_memory.scripts import Script, load
+from swarm_memory.settings import Settings
+
+T = TypeVar("T")
+
+MAX_EXACT = 2**53 - 1
+MAX_BATCH = 10_000
+
+
+# ------------------------------------------------------------------------------ effects
+@dataclass(frozen=True, slots=True)
+class ScriptCall:
+    script: Script
+    keys: list[str]
+    args: list[str | bytes | int]
+    op_id: str | None  # set for writes: the reply may be lost, the op id makes a retry safe
+
+
+@dataclass(frozen=True, slots=True)
+class Command:
+    args: tuple[str | bytes | int | float, ...]
+    write: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Sleep:
+    seconds: float
+
+
+Effect = ScriptCall | Command | Sleep
+Flow = Generator[Effect, Any, T]
+
+
+@dataclass(frozen=True, slots=True)
+class Incoming:
+    """What a ``custom``-strategy resolver gets besides the current entry."""
+
+    key: str
+    value: Any
+    agent: str
+
+
+Resolver = Callable[[Entry | None, Incoming], Any]
+
+
+@dataclass(frozen=True, slots=True)
+class Context:
+    """Everything a flow needs: who, where, and how to encode."""
+
+    namespace: str
+    agent: str
+    settings: Settings
+    codec: ValueCodec
+    resolver: Resolver | None = None
+
+    @property
+    def keys(self) -> NamespaceKeys:
+        return NamespaceKeys.of(self.settings.key_prefix, self.namespace)
+
+    def key(self, key: object) -> str:
+        return validate_key(key, self.settings.max_key_bytes)
+
+    def err(self, **kw: Any) -> dict[str, Any]:
+        return {"namespace": self.namespace, "agent": self.agent, **kw}
+
+
+# ---------------------------------------------------------------------------- arguments
+def new_op_id() -> str:
+    return uuid.uuid4().hex
+
+
+def op_id_arg(op_id: object) -> str:
+    if op_id is None:
+        return new_op_id()
+    if not isinstance(op_id, str) or not 1 <= len(op_id) <= 128 or not op_id.isprintable():
+        raise errors.InvalidInput(
+            "op_id must be 1..128 printable characters", field="op_id", value=op_id
+        )
+    return op_id
+
+
+def version_arg(version: object, field: str = "expected_version") -> int | None:
+    """``None`` or a plain int in [0, 2**53). Rejects bools, strings like ``"0x10"``, floats."""
+    if version is None:
+        return None
+    if isinstance(version, bool) or not isinstance(version, int):
+        raise errors.InvalidVersion(
+            f"{field} must be an int, not {type(version).__name__}", field=field, value=version
+        )
+    if not 0 <= version <= MAX_EXACT:
+        raise errors.InvalidVersion(
+            f"{field} must be between 0 and 2**53-1", field=field, value=version
+        )
+    return version
+
+
+def ttl_arg(ttl: object, settings: Settings, field: str = "ttl") -> int | None:
+    """Seconds (int/float) or timedelta -> whole milliseconds; ``None`` passes through."""
+    if ttl is None:
+        return None
+    if isinstance(ttl, timedelta):
+        seconds = ttl.total_seconds()
+    elif isinstance(ttl, int | float) and not isinstance(ttl, bool):
+        seconds = float(ttl)
+    else:
+        raise errors.InvalidTTL(
+            f"{field} must be seconds or a timedelta, not {type(ttl).__name__}",
+            field=field,
+            value=ttl,
+        )
+    if not math.isfinite(seconds) or seconds <= 0:
+        raise errors.InvalidTTL(f"{field} must be positive and finite", field=field, value=ttl)
+    if seconds > settings.max_ttl:
+        raise errors.InvalidTTL(
+            f"{field} of {seconds:g}s is above the maximum of {settings.max_ttl:g}s",
+            field=field,
+            value=ttl,
+        )
+    ms = round(seconds * 1000)
+    if ms < 1:
+        raise errors.InvalidTTL(f"{field} must be at least 1 ms", field=field, value=ttl)
+    return ms
+
+
+def limit_arg(value: object, field: str) -> int:
+    """Optional non-negative limit (None -> 0 = unlimited)."""
+    if value is None:
+        return 0
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 < value <= MAX_EXACT:
+        raise errors.InvalidInput(
+            f"{field} must be a positive int or None", field=field, value=value
+        )
+    return value
+
+
+def amount_arg(amount: object) -> int:
+    if isinstance(amount, bool) or not isinstance(amount, int) or abs(amount) > MAX_EXACT:
+        raise errors.InvalidInput(
+            "amount must be an int with |amount| < 2**53", field="amount", value=amount
+        )
+    return amount
+
+
+def _opt(value: int | None) -> str:
+    return "" if value is None else str(value)
+
+
+def _s(raw: bytes | str | int) -> str:
+    if isinstance(raw, bytes):
+        return raw.decode("utf-8")
+    return str(raw)
+
+
+def unpack(packed: bytes) -> list[bytes]:
+    """Inverse of ``pack`` in lua/_lib.lua (netstrings)."""
+    out: list[bytes] = []
+    pos, end = 0, len(packed)
+    while pos < end:
+        colon = packed.index(b":", pos)
+        size = int(packed[pos:colon])
+        out.append(packed[colon + 1 : colon + 1 + size])
+        pos = colon + 1 + size
+    return out
+
+
+# ------------------------------------------------------------------------ reply parsing
+ENTRY_WIDTH = 9  # ver cr mr ct mt x by f v   (a lone "" means absent)
+
+
+def _entry(ctx: Context, key: str, f: list[Any]) -> Entry:
+    x = int(f[5])
+    return Entry(
+        key=key,
+        value=ctx.codec.decode(f[8], _s(f[7])),
+        version=int(f[0]),
+        create_revision=int(f[1]),
+        mod_revision=int(f[2]),
+        created_at=ms_to_datetime(int(f[3])),
+        updated_at=ms_to_datetime(int(f[4])),
+        updated_by=_s(f[6]),
+        expires_at=ms_to_datetime(x) if x > 0 else None,
+        size=len(f[8]),
+    )
+
+
+def _entries(ctx: Context, keys: list[str], flat: list[Any]) -> dict[str, Entry | None]:
+    out: dict[str, Entry | None] = {}
+    pos = 0
+    for key in keys:
+        if flat[pos] == b"":
+            out[key] = None
+            pos += 1
+        else:
+            out[key] = _entry(ctx, key, flat[pos : pos + ENTRY_WIDTH])
+            pos += ENTRY_WIDTH
+    return out
+
+
+def _denied(ctx: Context, reply: list[Any], action: str, required: str, key: str | None) -> None:
+    granted = _s(reply[1])
+    raise errors.PermissionDenied(
+        f"agent {ctx.agent!r} has {granted!r} in namespace {ctx.namespace!r}; "
+        f"{action} needs {required!r}",
+        action=action,
+        required=required,
+        granted=granted,
+        **ctx.err(key=key),
+    )
+
+
+def _common(ctx: Context, reply: list[Any], action: str, required: str, key: str | None) -> None:
+    tag = reply[0]
+    if tag == b"nons":
+        raise errors.NamespaceNotFound(
+            f"namespace {ctx.namespace!r} does not exist", **ctx.err(key=key)
+        )
+    if tag == b"denied":
+        _denied(ctx, reply, action, required, key)
+
+
+@dataclass(frozen=True, slots=True)
+class Item:
+    op: str  # P S D I T (see lua/write.lua)
+    key: str
+    value: bytes = b""
+    fmt: str = ""
+    expected: int | None = None
+    ttl_ms: int | None = None
+    source: Any = None  # the caller's value, kept for the returned Entry
+
+
+@dataclass(frozen=True, slots=True)
+class ItemResult:
+    status: str  # w (written) d (deleted) t (touched) a (absent)
+    fields: list[bytes]
+
+
+@dataclass(frozen=True, slots=True)
+class WriteResult:
+    revision: int
+    sweep_due: bool
+    items: list[ItemResult]
+    evicted: list[str]
+    replayed: bool
+
+
+class _MergeFallback(Exception):  # noqa: N818 - internal signal, never escapes _ops
+    def __init__(self, reason: str) -> None:
+        self.reason = reason
+
+
+def _item_entry(ctx: Context, item: Item, r: ItemResult) -> Entry:
+    f = r.fields
+    if f[8]:  # the server computed the value (merge, incr): decode what it stored
+        value = ctx.codec.decode(f[8], _s(f[9]))
+    else:
+        value = item.source
+    x = int(f[6])
+    return Entry(
+        key=item.key,
+        value=value,
+        version=int(f[1]),
+        create_revision=int(f[2]),
+        mod_revision=int(f[3]),
+        created_at=ms_to_datetime(int(f[4])),
+        updated_at=ms_to_datetime(int(f[5])),
+        updated_by=ctx.agent,
+        expires_at=ms_to_datetime(x) if x > 0 else None,
+        size=int(f[7]),
+    )
+
+
+def _parse_write(packed: bytes, replayed: bool) -> WriteResult:
+    flat = unpack(packed)
+    n = int(flat[2])
+    items = [
+        ItemResult(_s(flat[3 + i * 10]), flat[3 + i * 10 : 3 + (i + 1) * 10]) for i in range(n)
+    ]
+    pos = 3 + n * 10
+    n_evicted = int(flat[pos])
+    evicted = [_s(x) for x in flat[pos + 1 : pos + 1 + n_evicted]]
+    return WriteResult(int(flat[0]), flat[1] == b"1", items, evicted, replayed)
+
+
+# ------------------------------------------------------------------------------ writing
+def _write(ctx: Context, items: list[Item], action: str, op_id: str) -> Flow[WriteResult]:
+    """Run the write script; resolve evict-oldest victims; raise typed errors."""
+    s = ctx.settings
+    nk = ctx.keys
+    keys = nk.fixed()
+    args: list[str | bytes | int] = [
+        ctx.agent,
+        op_id,
+        int(s.dedupe_window * 1000),
+        s.stream_maxlen,
+        s.audit_maxlen,
+        s.max_value_bytes,
+        len(items),
+        0,
+        action,
+    ]
+    names = set()
+    for it in items:
+        keys += [nk.entry(it.key), nk.history(it.key)]
+        args += [it.op, it.key, it.value, it.fmt, _opt(it.expected), _opt(it.ttl_ms)]
+        names.add(it.key)
+    victims: list[str] = []
+    for _round in range(64):
+        call_keys = keys + [k for v in victims for k in (nk.entry(v), nk.history(v))]
+        args[7] = len(victims)
+        reply = yield ScriptCall(load("write"), call_keys, args + list(victims), op_id)
+        tag = reply[0]
+        if tag in (b"ok", b"dup"):
+            result = _parse_write(reply[1], replayed=tag == b"dup")
+            if result.sweep_due:
+                yield from _sweep_quietly(ctx)
+            return result
+        if tag == b"victims":
+            wanted = max(int(reply[1]), 1)
+            oldest = yield Command(("ZRANGE", nk.lru, 0, wanted + len(items) + 7))
+            victims = [_s(v) for v in oldest if _s(v) not in names][:wanted]
+            continue
+        _raise_write(ctx, reply, items, action)
+    raise errors.ServerError("could not settle evict-oldest victims", **ctx.err())
+
+
+def _raise_write(ctx: Context, reply: list[Any], items: list[Item], action: str) -> None:
+    tag = reply[0]
+    key = items[int(reply[1]) - 1].key if tag not in (b"nons", b"denied", b"quota") else None
+    _common(ctx, reply, action, "write", key or (items[0].key if items else None))
+    if tag == b"conflict":
+        item = items[int(reply[1]) - 1]
+        current = None if reply[2] == b"" else _entry(ctx, item.key, reply[2:])
+        if item.expected is not None:
+            why = f"expected version {item.expected}, found " + (
+                f"version {current.version}" if current else "no entry"
+            )
+        else:
+            why = "the key exists and the strategy is first-wins"
+        raise errors.ConflictError(
+            f"write to {item.key!r} lost: {why}",
+            current=current,
+            expected=item.expected,
+            **ctx.err(key=item.key),
+        )
+    if tag == b"version_required":
+        strategy = _s(reply[2])
+        err = errors.VersionRequired(
+            f"namespace {ctx.namespace!r} uses strategy {strategy!r}: "
+            "every write must give expected_version",
+            current=None,
+            **ctx.err(key=key),
+        )
+        err.strategy = strategy  # type: ignore[attr-defined]
+        raise err
+    if tag == b"quota":
+        kind, limit, current_n, requested = _s(reply[1]), *map(int, reply[2:5])
+        raise errors.QuotaExceeded(
+            f"namespace {ctx.namespace!r} {kind} is {limit}; "
+            f"this write would take it from {current_n} to {requested}",
+            limit_kind=kind,
+            limit=limit,
+            current=current_n,
+            requested=requested,
+            **ctx.err(key=items[0].key if items else None),
+        )
+    if tag == b"merge_fallback":
+        raise _MergeFallback(_s(reply[2]))
+    if tag == b"not_integer":
+        raise errors.NotAnInteger(
+            f"{key!r} does not hold an integer with |n| < 2**53 (or the sum leaves that range)",
+            **ctx.err(key=key),
+        )
+    if tag == b"too_large":
+        raise errors.InvalidValue(
+            f"merged value of {key!r} would be {int(reply[2])} bytes, above the limit",
+            field="value",
+            value=int(reply[2]),
+            **ctx.err(key=key),
+        )
+    raise errors.ServerError(f"unexpected reply {tag!r} from the write script", **ctx.err())
+
+
+def _encode(ctx: Context, value: Any, allow_compress: bool = True) -> Encoded:
+    return ctx.codec.encode(value, allow_compress=allow_compress)
+
+
+def _sweep_quietly(ctx: Context) -> Flow[None]:
+    """Opportunistic sweep after a reply said expired entries are due; never fails the
+    operation that triggered it."""
+    try:
+        yield from sweep(ctx, max_rounds=2)
+    except errors.SwarmMemoryError:
+        pass
+
+
+def put(
+    ctx: Context,
+    key: str,
+    value: Any,
+    *,
+    expected_version: int | None = None,
+    ttl: float | timedelta | None = None,
+    op_id: str | None = None,
+) -> Flow[Entry]:
+    entries = yield from put_many(
+        ctx, {key: value}, expected_versions={key: expected_version}, ttl=ttl, op_id=op_id,
+        action="put",
+    )
+    return entries[ctx.key(key)]
+
+
+def put_many(
+    ctx: Context,
+    values: Mapping[str, Any],
+    *,
+    expected_versions: Mapping[str, int | None] | None = None,
+    ttl: float | timedelta | None = None,
+    op_id: str | None = None,
+    action: str = "put_many",
+) -> Flow[dict[str, Entry]]:
+    """All-or-nothing: every key is written under the namespace strategy, or none is."""
+    if not isinstance(values, Mapping):
+        raise errors.InvalidInput("values must be a mapping", field="values", value=type(values))
+    if not 1 <= len(values) <= MAX_BATCH:
+        raise errors.InvalidInput(
+            f"put_many takes 1..{MAX_BATCH} keys", field="values", value=len(values)
+        )
+    expected = dict(expected_versions or {})
+    for k in expected:
+        if k not in values:
+            raise errors.InvalidInput(
+                f"expected_versions names {k!r}, which is not being written",
+                field="expected_versions",
+                value=k,
+            )
+    ttl_ms = ttl_arg(ttl, ctx.settings)
+    op = op_id_arg(op_id)
+    prepared = [
+        (ctx.key(k), v, version_arg(expected.get(k)), _encode(ctx, v)) for k, v in values.items()
+    ]
+
+    def items_for(compress: bool) -> list[Item]:
+        out = []
+        for k, v, ev, enc in prepared:
+            e = enc if compress or not enc.fmt.endswith("+z") else _encode(ctx, v, False)
+            out.append(Item("P", k, e.data, e.fmt, ev, ttl_ms, v))
+        return out
+
+    items = items_for(True)
+    try:
+        try:
+            result = yield from _write(ctx, items, action, op)
+        except _MergeFallback as fb:
+            if fb.reason != "patch" or ctx.codec.codec.name != JSON_FORMAT:
+                raise
+            items = items_for(False)
+            result = yield from _write(ctx, items, action, op)
+    except _MergeFallback:
+        # Stored values the server cannot merge (compressed, other codec): merge here,
+        # as one CAS batch so the whole call stays all-or-nothing.
+        patches = {it.key: it.source for it in items}
+        pinned = {it.key: it.expected for it in items if it.expected is not None}
+        return (
+            yield from _batch_cas(
+                ctx,
+                list(patches),
+                lambda k, cur: merge_patch(None if cur is None else cur.value, patches[k]),
+                ttl_ms,
+                op,
+                action,
+                pinned=pinned,
+            )
+        )
+    except errors.VersionRequired as exc:
+        if getattr(exc, "strategy", None) != "custom" or ctx.resolver is None:
+            raise
+        resolver = ctx.resolver
+        incoming = {it.key: it.source for it in items}
+
+        def resolve(k: str, cur: Entry | None) -> Any:
+            try:
+                return resolver(cur, Incoming(k, incoming[k], ctx.agent))
+            except Exception as err:
+                raise errors.ResolverError(
+                    f"custom resolver raised {type(err).__name__}: {err}", **ctx.err(key=k)
+                ) from err
+
+        return (
+            yield from _batch_cas(
+                ctx, list(incoming), resolve, ttl_ms, op, action, wrap_bad_values=True
+            )
+        )
+    return {it.key: _item_entry(ctx, it, r) for it, r in zip(items, result.items, strict=True)}
+
+
+def create(
+    ctx: Context,
+    key: str,
+    value: Any,
+    *,
+    ttl: float | timedelta | None = None,
+    op_id: str | None = None,
+) -> Flow[Entry]:
+    """Write only if absent; ConflictError(current=...) otherwise."""
+    k = ctx.key(key)
+    enc = _encode(ctx, value)
+    item = Item("S", k, enc.data, enc.fmt, 0, ttl_arg(ttl, ctx.settings), value)
+    result = yield from _write(ctx, [item], "create", op_id_arg(op_id))
+    return _item_entry(ctx, item, result.items[0])
+
+
+def _batch_cas(
+    ctx: Context,
+    keys: list[str],
+    compute: Callable[[str, Entry | None], Any],
+    ttl_ms: int | None,
+    op_id: str,
+    action: str,
+    *,
+    pinned: Mapping[str, int] | None = None,
+    wrap_bad_values: bool = False,
+) -> Flow[dict[str, Entry]]:
+    """Client-side compare-and-set loop over one or more keys, written atomically.
+
+    Every attempt reuses ``op_id``: a lost conflict is not recorded by the server, and the
+    first applied attempt is, so a replay still returns the first outcome.
+    """
+    s = ctx.settings
+    current = yield from get_many(ctx, keys)
+    for attempt in range(1, s.update_max_attempts + 1):
+        items = []
+        for k in keys:
+            cur = current[k]
+            have = cur.version if cur else 0
+            if pinned and k in pinned and pinned[k] != have:
+                raise errors.ConflictError(
+                    f"write to {k!r} lost: expected version {pinned[k]}, found {have}",
+                    current=cur,
+                    expected=pinned[k],
+                    **ctx.err(key=k),
+                )
+            new_value = compute(k, cur)
+            try:
+                enc = _encode(ctx, new_value)
+            except errors.InvalidValue as exc:
+                if not wrap_bad_values:
+                    raise
+                raise errors.ResolverError(
+                    f"custom resolver returned an unusable value: {exc.message}",
+                    **ctx.err(key=k),
+                ) from exc
+            items.append(Item("S", k, enc.data, enc.fmt, have, ttl_ms, new_value))
+        try:
+            result = yield from _write(ctx, items, action, op_id)
+        except errors.ConflictError as exc:
+            if isinstance(exc, errors.VersionRequired) or pinned:
+                raise
+            assert exc.key is not None
+            current[exc.key] = exc.current  # the reply carries the winner: no extra read
+            if s.update_backoff_max:
+                yield Sleep(random.uniform(0, s.update_backoff_max * min(1.0, attempt / 8)))
+            continue
+        return {it.key: _item_entry(ctx, it, r) for it, r in zip(items, result.items, strict=True)}
+    raise errors.RetryLimitExceeded(
+        f"gave up on {keys[0]!r} after {s.update_max_attempts} conflicting attempts",
+        attempts=s.update_max_attempts,
+        current=current[keys[0]],
+        **ctx.err(key=keys[0]),
+    )
+
+
+def update(
+    ctx: Context,
+    key: str,
+    fn: Callable[[Any], Any],
+    *,
+    ttl: float | timedelta | None = None,
+    op_id: str | None = None,
+) -> Flow[Entry]:
+    """Read-modify-write with ``fn(current_value_or_None)``, retried on conflict.
+
+    ``fn`` may run several times; exceptions it raises propagate unchanged and nothing
+    is written.
+    """
+    k = ctx.key(key)
+    if not callable(fn):
+        raise errors.InvalidInput("fn must be callable", field="fn", value=type(fn))
+    result = yield from _batch_cas(
+        ctx,
+        [k],
+        lambda _k, cur: fn(None if cur is None else cur.value),
+        ttl_arg(ttl, ctx.settings),
+        op_id_arg(op_id),
+        "update",
+    )
+    return result[k]
+
+
+def delete(
+    ctx: Context, key: str, *, expected_version: int | None = None, op_id: str | None = None
+) -> Flow[bool]:
+    item = Item("D", ctx.key(key), expected=version_arg(expected_version))
+    result = yield from _write(ctx, [item], "delete", op_id_arg(op_id))
+    return result.items[0].status == "d"
+
+
+def incr(
+    ctx: Context,
+    key: str,
+    amount: int = 1,
+    *,
+    ttl: float | timedelta | None = None,
+    op_id: str | None = None,
+) -> Flow[int]:
+    """Atomic server-side add on an integer value (absent counts as 0); |n| < 2**53."""
+    item = Item(
+        "I", ctx.key(key), str(amount_arg(amount)).encode(), JSON_FORMAT, None,
+        ttl_arg(ttl, ctx.settings),
+    )
+    result = yield from _write(ctx, [item], "incr", op_id_arg(op_id))
+    return int(result.items[0].fields[8])
+
+
+def touch(
+    ctx: Context, key: str, ttl: float | timedelta, *, op_id: str | None = None
+) -> Flow[bool]:
+    """Set a new expiry (from now) without changing the value or version."""
+    ttl_ms = ttl_arg(ttl, ctx.settings)
+    if ttl_ms is None:
+        raise errors.InvalidTTL("touch needs a ttl", field="ttl", value=None)
+    result = yield from _write(
+        ctx, [Item("T", ctx.key(key), ttl_ms=ttl_ms)], "touch", op_id_arg(op_id)
+    )
+    return result.items[0].status == "t"
+
+
+def rollback(
+    ctx: Context, key: str, *, to_version: int, op_id: str | None = None
+) -> Flow[Entry]:
+    """Write version ``to_version``'s value as a new version (history is never rewritten)."""
+    k = ctx.key(key)
+    want = version_arg(to_version, "to_version")
+    old = yield from get(ctx, k, version=want)
+    if old is None:
+        raise errors.VersionNotFound(
+            f"version {want} of {k!r} is not kept", version=want or 0, **ctx.err(key=k)
+        )
+    result = yield from _batch_cas(
+        ctx, [k], lambda _k, _cur: old.value, None, op_id_arg(op_id), "rollback"
+    )
+    return result[k]
+
+
+# ------------------------------------------------------------------------------ reading
+def _read(
+    ctx: Context, action: str, keys: list[str], extra: list[str | bytes | int]
+) -> Flow[list[Any]]:
+    nk = ctx.keys
+    call_keys = nk.fixed() + [x for k in keys for x in (nk.entry(k), nk.history(k))]
+    args: list[str | bytes | int] = [ctx.agent, ctx.settings.audit_maxlen, action, *extra]
+    reply = yield ScriptCall(load("read"), call_keys, args, None)
+    _common(ctx, reply, action, "read", keys[0] if len(keys) == 1 else None)
+    if reply[1] == 1:
+        yield from _sweep_quietly(ctx)
+    return list(reply[2:])
+
+
+def get(ctx: Context, key: str, *, version: int | None = None) -> Flow[Entry | None]:
+    k = ctx.key(key)
+    v = version_arg(version, "version")
+    if v is None:
+        flat = yield from _read(ctx, "get", [k], [])
+        return _entries(ctx, [k], flat)[k]
+    flat = yield from _read(ctx, "version", [k], [v])
+    if flat[0] == b"":
+        return None
+    if len(flat) == ENTRY_WIDTH:
+        return _entry(ctx, k, flat)
+    return _history_entry(ctx, k, int(flat[0]), flat[1], flat[2])
+
+
+def _history_entry(ctx: Context, key: str, version: int, meta: bytes, value: bytes) -> Entry:
+    cr, mr, ct, mt, x, by, fmt = unpack(meta)
+    return _entry(ctx, key, [version, cr, mr, ct, mt, x, by, fmt, value])
+
+
+def get_many(ctx: Context, keys: Iterable[str]) -> Flow[dict[str, Entry | None]]:
+    names = list(dict.fromkeys(ctx.key(k) for k in keys))
+    if len(names) > MAX_BATCH:
+        raise errors.InvalidInput(f"get_many takes at most {MAX_BATCH} keys", field="keys")
+    if not names:
+        return {}
+    flat = yield from _read(ctx, "get", names, [])
+    return _entries(ctx, names, flat)
+
+
+def exists(ctx: Context, key: str) -> Flow[bool]:
+    k = ctx.key(key)
+    flat = yield from _read(ctx, "exists", [k], [])
+    return bool(flat[0] == 1)
+
+
+def history(ctx: Context, key: str) -> Flow[list[Entry]]:
+    """Kept versions, newest first (the current one included); [] when absent."""
+    k = ctx.key(key)
+    flat = yield from _read(ctx, "history", [k], [])
+    if flat[0] == b"":
+        return []
+    out = [_entry(ctx, k, flat[:ENTRY_WIDTH])]
+    fields = dict(zip(flat[ENTRY_WIDTH::2], flat[ENTRY_WIDTH + 1 :: 2], strict=True))
+    versions = sorted((int(f[1:]) for f in fields if f.startswith(b"m")), reverse=True)
+    for ver in versions:
+        out.append(_history_entry(ctx, k, ver, fields[b"m%d" % ver], fields[b"v%d" % ver]))
+    return out
+
+
+def _glob_prefix(pattern: str) -> str:
+    for i, ch in enumerate(pattern):
+        if ch in "*?[\\":
+            return pattern[:i]
+    return pattern
+
+
+def key_page(ctx: Context, pattern: str, after: str | None) -> Flow[tuple[list[str], str | None]]:
+    """One page of live key names matching ``pattern`` (fnmatch glob), in byte order.
+
+    Returns the names and the cursor for the next page (None at the end). Paging walks
+    the namespace's own sorted index by lexicographic range; it never runs KEYS or SCAN.
+    """
+    import fnmatch  # noqa: PLC0415 - only listing needs it
+
+    if not isinstance(pattern, str) or "\x00" in pattern:
+        raise errors.InvalidInput("pattern must be a str without NUL", field="pattern")
+    prefix = _glob_prefix(pattern)
+    start = ("(" + after) if after is not None else ("[" + prefix if prefix else "-")
+    # UTF-8 never contains byte 0xFF, so prefix + 0xFF bounds every name with that prefix.
+    upto: bytes = b"(" + prefix.encode() + b"\xff" if prefix else b"+"
+    flat = yield from _read(ctx, "page", [], [start, upto, ctx.settings.page_size])
+    last = _s(flat[0]) if flat[0] else None
+    names = [_s(n) for n in flat[1:]]
+    matched = [n for n in names if fnmatch.fnmatchcase(n, pattern)]
+    return matched, last
+
+
+# ---------------------------------------------------------------------------- sweeping
+def sweep(ctx: Context, *, max_rounds: int = 1000) -> Flow[SweepResult]:
+    """Remove expired entries from every index, with an ``expire`` event each."""
+    nk = ctx.keys
+    s = ctx.settings
+    candidates: list[str] = []
+    expired: list[str] = []
+    for _ in range(max_rounds):
+        keys = nk.fixed() + [x for k in candidates for x in (nk.entry(k), nk.history(k))]
+        args: list[str | bytes | int] = [ctx.agent, s.audit_maxlen, s.stream_maxlen, s.sweep_batch]
+        reply = yield ScriptCall(load("sweep"), keys, [*args, *candidates], new_op_id())
+        _common(ctx, reply, "sweep", "read", None)
+        n = int(reply[1])
+        expired += [_s(x) for x in reply[2 : 2 + n]]
+        candidates = [_s(x) for x in reply[2 + n :]]
+        if not candidates:
+            return SweepResult(expired, more=False)
+    return SweepResult(expired, more=True)
+
+
+# -------------------------------------------------------------------------- namespaces
+_FIELD_OF = {
+    "default_permission": "dp",
+    "strategy": "strat",
+    "ttl": "ttl",
+    "max_keys": "mk",
+    "max_bytes": "mb",
+    "history": "hd",
+    "over_quota": "oq",
+}
+
+
+def _config_fields(settings: Settings, options: Mapping[str, Any]) -> list[str]:
+    out: list[str] = []
+    for name, value in options.items():
+        if name not in _FIELD_OF:
+            raise errors.InvalidOption(f"unknown namespace option {name!r}", field=name)
+        if name == "default_permission":
+            text = validate_level(value, "default_permission")
+        elif name == "strategy":
+            text = validate_strategy(value)
+        elif name == "over_quota":
+            text = validate_over_quota(value)
+        elif name == "ttl":
+            text = str(ttl_arg(value, settings) or 0)
+        elif name == "history":
+            if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= 10_000:
+                raise errors.InvalidInput(
+                    "history must be an int between 0 and 10000", field="history", value=value
+                )
+            text = str(value)
+        else:
+            text = str(limit_arg(value, name))
+        out += [_FIELD_OF[name], text]
+    return out
+
+
+def _ns_call(ctx: Context, action: str, extra: list[str]) -> Flow[list[Any]]:
+    s = ctx.settings
+    args: list[str | bytes | int] = [ctx.agent, s.audit_maxlen, s.stream_maxlen, action, *extra]
+    op_id = new_op_id() if action != "info" else None
+    reply = yield ScriptCall(load("ns"), ctx.keys.fixed(), args, op_id)
+    required = "read" if action == "info" else "admin"
+    _common(ctx, reply, "ns_" + action, required, None)
+    if reply[0] == b"last_admin":
+        raise errors.LastAdminError(
+            f"namespace {ctx.namespace!r} must keep at least one admin",
+            action="ns_" + action,
+            required="admin",
+            granted="admin",
+            **ctx.err(),
+        )
+    return list(reply)
+
+
+def create_namespace(
+    ctx: Context,
+    *,
+    default_permission: str = "write",
+    permissions: Mapping[str, str] | None = None,
+    strategy: str = "latest-wins",
+    ttl: float | timedelta | None = None,
+    max_keys: int | None = None,
+    max_bytes: int | None = None,
+    history: int = 0,
+    over_quota: str = "reject",
+    exist_ok: bool = False,
+) -> Flow[NamespaceInfo]:
+    from swarm_memory.keys import validate_agent  # noqa: PLC0415
+
+    validate_namespace(ctx.namespace)
+    fields = _config_fields(
+        ctx.settings,
+        {
+            "default_permission": default_permission,
+            "strategy": strategy,
+            "ttl": ttl,
+            "max_keys": max_keys,
+            "max_bytes": max_bytes,
+            "history": history,
+            "over_quota": over_quota,
+        },
+    )
+    if strategy == "merge" and ctx.codec.codec.name != JSON_FORMAT:
+        raise errors.InvalidOption(
+            "the merge strategy needs the JSON codec", field="strategy", value=strategy
+        )
+    acl: list[str] = []
+    for agent, level in (permissions or {}).items():
+        acl += [validate_agent(agent), validate_level(level)]
+    reply = yield ScriptCall(
+        load("ns"),
+        ctx.keys.fixed(),
+        [ctx.agent, ctx.settings.audit_maxlen, ctx.settings.stream_maxlen, "create",
+         "", *fields, "--", *acl],
+        new_op_id(),
+    )
+    if reply[0] == b"deleting":
+        raise errors.NamespaceExists(
+            f"namespace {ctx.namespace!r} is being deleted; finish delete_namespace first",
+            **ctx.err(),
+        )
+    if reply[0] == b"exists" and not exist_ok:
+        raise errors.NamespaceExists(f"namespace {ctx.namespace!r} exists", **ctx.err())
+    # The registry lives outside the namespace slot, so it is a separate single-key
+    # command (decision 1). ZADD NX is idempotent; create with exist_ok repairs it.
+    yield Command(("ZADD", registry_key(ctx.settings.key_prefix), "NX", 0, ctx.namespace), True)
+    return (yield from namespace_info(ctx))
+
+
+def namespace_info(ctx: Context) -> Flow[NamespaceInfo]:
+    reply = yield from _ns_call(ctx, "info", [])
+    meta = _pairs(reply[1])
+    acl = {k: validate_level(v) for k, v in _pairs(reply[2]).items()}
+    stats = {k: int(v) for k, v in _pairs(reply[3]).items()}
+    ttl_ms = int(meta["ttl"])
+    return NamespaceInfo(
+        name=ctx.namespace,
+        default_permission=validate_level(meta["dp"]),
+        permissions=acl,
+        strategy=validate_strategy(meta["strat"]),
+        ttl=ttl_ms / 1000 if ttl_ms else None,
+        max_keys=int(meta["mk"]) or None,
+        max_bytes=int(meta["mb"]) or None,
+        history=int(meta["hd"]),
+        over_quota=validate_over_quota(meta["oq"]),
+        revision=int(meta["rev"]),
+        keys=int(meta["n"]),
+        bytes=int(meta["b"]),
+        created_at=ms_to_datetime(int(meta["ct"])),
+        created_by=meta["cb"],
+        stats=stats,
+    )
+
+
+def _pairs(flat: list[bytes]) -> dict[str, str]:
+    return {_s(flat[i]): _s(flat[i + 1]) for i in range(0, len(flat), 2)}
+
+
+def update_namespace(ctx: Context, options: Mapping[str, Any]) -> Flow[NamespaceInfo]:
+    fields = _config_fields(ctx.settings, options)
+    if options.get("strategy") == "merge" and ctx.codec.codec.name != JSON_FORMAT:
+        raise errors.InvalidOption("the merge strategy needs the JSON codec", field="strategy")
+    yield from _ns_call(ctx, "update", fields)
+    return (yield from namespace_info(ctx))
+
+
+def grant(ctx: Context, permissions: Mapping[str, str]) -> Flow[None]:
+    from swarm_memory.keys import validate_agent  # noqa: PLC0415
+
+    if not isinstance(permissions, Mapping) or not permissions:
+        raise errors.InvalidInput("grant takes a non-empty {agent: level} mapping", field="permissions")
+    pairs: list[str] = []
+    for agent, level in permissions.items():
+        pairs += [validate_agent(agent), validate_level(level)]
+    yield from _ns_call(ctx, "grant", pairs)
+
+
+def revoke(ctx: Context, agents: Iterable[str]) -> Flow[None]:
+    from swarm_memory.keys import validate_agent  # noqa: PLC0415
+
+    if isinstance(agents, str):
+        raise errors.InvalidInput("revoke takes a list of agent names", field="agents", value=agents)
+    names = [validate_agent(a) for a in agents]
+    if not names:
+        raise errors.InvalidInput("revoke takes at least one agent", field="agents")
+    yield from _ns_call(ctx, "revoke", names)
+
+
+def _purge(ctx: Context, mode: str) -> Flow[int]:
+    nk = ctx.keys
+    s = ctx.settings
+    names: list[str] = []
+    removed = 0
+    while True:
+        keys = nk.fixed() + [x for k in names for x in (nk.entry(k), nk.history(k))]
+        args: list[str | bytes | int] = [ctx.agent, s.audit_maxlen, s.stream_maxlen, mode, s.clear_batch]
+        reply = yield ScriptCall(load("purge"), keys, [*args, *names], new_op_id())
+        _common(ctx, reply, "ns_" + mode, "admin", None)
+        removed += int(reply[1])
+        if reply[0] == b"dropped":
+            return removed
+        names = [_s(x) for x in reply[2:]]
+        if not names and mode == "clear":
+            return removed
+
+
+def clear_namespace(ctx: Context) -> Flow[int]:
+    """Delete every entry (admin). Each batch is atomic; the whole is not (see docs)."""
+    return (yield from _purge(ctx, "clear"))
+
+
+def delete_namespace(ctx: Context) -> Flow[None]:
+    """Mark the namespace deleted (atomically: no read or write succeeds after this),
+    then remove its keys in batches, then unlist it. Re-running finishes a partial delete."""
+    try:
+        yield from _ns_call(ctx, "delete", [])
+    except errors.NamespaceNotFound:
+        state = yield Command(("HGET", ctx.keys.meta, "state"))
+        if state != b"deleting":
+            raise
+    yield from _purge(ctx, "delete")
+    yield Command(("ZREM", registry_key(ctx.settings.key_prefix), ctx.namespace), True)
+
+
+def list_namespaces(ctx_for: Callable[[str], Context], prefix: str) -> Flow[list[str]]:
+    """Names of namespaces this agent may read (checked by the info script per name)."""
+    names = yield Command(("ZRANGE", registry_key(prefix), 0, -1))
+    visible = []
+    for raw in names:
+        name = _s(raw)
+        try:
+            yield from _ns_call(ctx_for(name), "info", [])
+        except (errors.PermissionDenied, errors.NamespaceNotFound):
+            continue
+        visible.append(name)
+    return visible
+
+
+def stats(ctx: Context) -> Flow[dict[str, int]]:
+    info = yield from namespace_info(ctx)
+    return {"keys": info.keys, "bytes": info.bytes, "revision": info.revision, **info.stats}
+
+
+__all__ = ["level_rank"]

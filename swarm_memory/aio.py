@@ -1,0 +1,312 @@
+"""AsyncSwarmMemory: the same names and signatures as ``client.py``, awaited.
+
+Both shells hand the same I/O-free flows (``_ops``) to a driver; only the driver differs.
+``tests/unit/test_api_parity.py`` checks that the two stay identical in names and
+parameters.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping
+from datetime import timedelta
+from typing import Any
+
+import redis.asyncio
+
+from swarm_memory import _ops
+from swarm_memory._drive import AsyncDriver, ScriptObserver
+from swarm_memory._ops import Context, Resolver
+from swarm_memory.client import check_client, client_options, make_codec, resolve_url
+from swarm_memory.codec import Codec
+from swarm_memory.errors import InvalidInput
+from swarm_memory.keys import validate_agent, validate_namespace
+from swarm_memory.models import Entry, NamespaceInfo, OverQuota, PermissionLevel, Strategy, SweepResult
+from swarm_memory.settings import Settings
+
+
+class AsyncSwarmMemory:
+    """Shared memory for one agent identity, over one Redis (standalone or Cluster).
+
+    Build with :meth:`from_url` or :meth:`from_client`; :meth:`as_agent` gives another
+    identity over the same connection pool.
+    """
+
+    def __init__(
+        self,
+        client: redis.asyncio.Redis | redis.asyncio.RedisCluster,
+        *,
+        agent: str,
+        settings: Settings | None = None,
+        codec: Codec | None = None,
+        _driver: AsyncDriver | None = None,
+        _owns_client: bool = False,
+    ) -> None:
+        self.agent = validate_agent(agent)
+        self.settings = settings or Settings()
+        self._codec = make_codec(self.settings, codec)
+        self._raw_codec = codec
+        if _driver is None:
+            check_client(client)
+            _driver = AsyncDriver(client, self.settings)
+        self._driver = _driver
+        self._owns_client = _owns_client
+
+    @classmethod
+    def from_url(
+        cls,
+        url: str | None = None,
+        *,
+        agent: str,
+        settings: Settings | None = None,
+        codec: Codec | None = None,
+    ) -> AsyncSwarmMemory:
+        """Connect to ``url`` (or ``SWARM_MEMORY_REDIS_URL``). Raises InvalidInput."""
+        settings = settings or Settings()
+        target = resolve_url(url, settings)
+        client: redis.asyncio.Redis | redis.asyncio.RedisCluster
+        if settings.cluster:
+            client = redis.asyncio.RedisCluster.from_url(target, **client_options(settings))
+        else:
+            client = redis.asyncio.Redis.from_url(target, **client_options(settings))
+        return cls(client, agent=agent, settings=settings, codec=codec, _owns_client=True)
+
+    @classmethod
+    def from_client(
+        cls,
+        client: redis.asyncio.Redis | redis.asyncio.RedisCluster,
+        *,
+        agent: str,
+        settings: Settings | None = None,
+        codec: Codec | None = None,
+    ) -> AsyncSwarmMemory:
+        """Use an existing redis-py client. Turn its own retries off for exactly-once
+        retries (``retry=Retry(NoBackoff(), 0)``); ours run on top of whatever it does."""
+        return cls(client, agent=agent, settings=settings, codec=codec)
+
+    @property
+    def redis(self) -> redis.asyncio.Redis | redis.asyncio.RedisCluster:
+        return self._driver.client
+
+    def as_agent(self, agent: str) -> AsyncSwarmMemory:
+        """Another identity over the same connection pool."""
+        return AsyncSwarmMemory(
+            self._driver.client,
+            agent=agent,
+            settings=self.settings,
+            codec=self._raw_codec,
+            _driver=self._driver,
+        )
+
+    def observe_scripts(self, observer: ScriptObserver) -> None:
+        """Call ``observer(script_name, keys, args)`` before every script call (tests,
+        tracing). Shared by every identity made with :meth:`as_agent`."""
+        self._driver.observers.append(observer)
+
+    def _ctx(self, namespace: str, resolver: Resolver | None = None) -> Context:
+        return Context(validate_namespace(namespace), self.agent, self.settings, self._codec, resolver)
+
+    def namespace(self, name: str, *, resolver: Resolver | None = None) -> AsyncNamespace:
+        """A handle bound to (namespace, agent). ``resolver`` serves the custom strategy."""
+        if resolver is not None and not callable(resolver):
+            raise InvalidInput("resolver must be callable", field="resolver", value=resolver)
+        return AsyncNamespace(self, self._ctx(name, resolver))
+
+    async def create_namespace(
+        self,
+        name: str,
+        *,
+        default_permission: PermissionLevel = "write",
+        permissions: Mapping[str, PermissionLevel] | None = None,
+        strategy: Strategy = "latest-wins",
+        ttl: float | timedelta | None = None,
+        max_keys: int | None = None,
+        max_bytes: int | None = None,
+        history: int = 0,
+        over_quota: OverQuota = "reject",
+        exist_ok: bool = False,
+    ) -> NamespaceInfo:
+        """Create a namespace; its creator is admin. Raises NamespaceExists, InvalidInput."""
+        return await self._driver.run(
+            _ops.create_namespace(
+                self._ctx(name),
+                default_permission=default_permission,
+                permissions=permissions,
+                strategy=strategy,
+                ttl=ttl,
+                max_keys=max_keys,
+                max_bytes=max_bytes,
+                history=history,
+                over_quota=over_quota,
+                exist_ok=exist_ok,
+            )
+        )
+
+    async def list_namespaces(self) -> list[str]:
+        """Namespaces this agent may read, sorted by name."""
+        return await self._driver.run(_ops.list_namespaces(self._ctx, self.settings.key_prefix))
+
+    async def namespace_info(self, name: str) -> NamespaceInfo:
+        """Config, counters and permissions (read permission). Raises NamespaceNotFound."""
+        return await self._driver.run(_ops.namespace_info(self._ctx(name)))
+
+    async def update_namespace(self, name: str, **options: Any) -> NamespaceInfo:
+        """Change config options (admin): default_permission, strategy, ttl, max_keys,
+        max_bytes, history, over_quota."""
+        return await self._driver.run(_ops.update_namespace(self._ctx(name), options))
+
+    async def clear_namespace(self, name: str) -> int:
+        """Delete every entry (admin); returns how many. Batched: see docs/guarantees.md."""
+        return await self._driver.run(_ops.clear_namespace(self._ctx(name)))
+
+    async def delete_namespace(self, name: str) -> None:
+        """Delete the namespace and all its keys (admin)."""
+        await self._driver.run(_ops.delete_namespace(self._ctx(name)))
+
+    async def close(self) -> None:
+        if self._owns_client:
+            await self._driver.client.aclose()
+
+    async def __aenter__(self) -> AsyncSwarmMemory:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+
+class AsyncNamespace:
+    """Operations on one namespace as one agent. Every call is permission-checked in Redis."""
+
+    def __init__(self, memory: AsyncSwarmMemory, ctx: Context) -> None:
+        self.memory = memory
+        self._ctx = ctx
+        self._run = memory._driver.run
+
+    @property
+    def name(self) -> str:
+        return self._ctx.namespace
+
+    @property
+    def agent(self) -> str:
+        return self._ctx.agent
+
+    async def put(
+        self,
+        key: str,
+        value: Any,
+        *,
+        expected_version: int | None = None,
+        ttl: float | timedelta | None = None,
+        op_id: str | None = None,
+    ) -> Entry:
+        """Write under the namespace strategy. Raises ConflictError, QuotaExceeded,
+        PermissionDenied, InvalidInput, OutcomeUnknown."""
+        return await self._run(
+            _ops.put(self._ctx, key, value, expected_version=expected_version, ttl=ttl, op_id=op_id)
+        )
+
+    async def create(
+        self, key: str, value: Any, *, ttl: float | timedelta | None = None, op_id: str | None = None
+    ) -> Entry:
+        """Write only if absent. Raises ConflictError(current=...) if the key exists."""
+        return await self._run(_ops.create(self._ctx, key, value, ttl=ttl, op_id=op_id))
+
+    async def get(self, key: str, *, version: int | None = None) -> Entry | None:
+        """The live entry, or a kept past ``version``; None if absent / not kept."""
+        return await self._run(_ops.get(self._ctx, key, version=version))
+
+    async def delete(
+        self, key: str, *, expected_version: int | None = None, op_id: str | None = None
+    ) -> bool:
+        """True if an entry was deleted. Raises ConflictError on a version mismatch."""
+        return await self._run(
+            _ops.delete(self._ctx, key, expected_version=expected_version, op_id=op_id)
+        )
+
+    async def exists(self, key: str) -> bool:
+        return await self._run(_ops.exists(self._ctx, key))
+
+    async def keys(self, pattern: str = "*") -> AsyncIterator[str]:
+        """Live keys matching a glob, in byte order, fetched page by page."""
+        after: str | None = None
+        while True:
+            names, after = await self._run(_ops.key_page(self._ctx, pattern, after))
+            for name in names:
+                yield name
+            if after is None:
+                return
+
+    async def get_many(self, keys: Iterable[str]) -> dict[str, Entry | None]:
+        """One round trip; a dict in the order given (duplicates collapsed)."""
+        return await self._run(_ops.get_many(self._ctx, keys))
+
+    async def put_many(
+        self,
+        values: Mapping[str, Any],
+        *,
+        expected_versions: Mapping[str, int | None] | None = None,
+        ttl: float | timedelta | None = None,
+        op_id: str | None = None,
+    ) -> dict[str, Entry]:
+        """Write all keys atomically (one revision) or none."""
+        return await self._run(
+            _ops.put_many(
+                self._ctx, values, expected_versions=expected_versions, ttl=ttl, op_id=op_id
+            )
+        )
+
+    async def update(
+        self,
+        key: str,
+        fn: Callable[[Any], Any],
+        *,
+        ttl: float | timedelta | None = None,
+        op_id: str | None = None,
+    ) -> Entry:
+        """Compare-and-set loop: ``fn(value or None)`` -> new value, retried on conflict
+        up to ``settings.update_max_attempts``. Raises RetryLimitExceeded."""
+        return await self._run(_ops.update(self._ctx, key, fn, ttl=ttl, op_id=op_id))
+
+    async def incr(
+        self,
+        key: str,
+        amount: int = 1,
+        *,
+        ttl: float | timedelta | None = None,
+        op_id: str | None = None,
+    ) -> int:
+        """Atomic add, server-side. Raises NotAnInteger."""
+        return await self._run(_ops.incr(self._ctx, key, amount, ttl=ttl, op_id=op_id))
+
+    async def touch(self, key: str, ttl: float | timedelta, *, op_id: str | None = None) -> bool:
+        """New expiry from now; value and version unchanged. False if absent."""
+        return await self._run(_ops.touch(self._ctx, key, ttl, op_id=op_id))
+
+    async def history(self, key: str) -> list[Entry]:
+        """Kept versions, newest first, current included."""
+        return await self._run(_ops.history(self._ctx, key))
+
+    async def rollback(self, key: str, *, to_version: int, op_id: str | None = None) -> Entry:
+        """Write an old version's value as a new version. Raises VersionNotFound."""
+        return await self._run(_ops.rollback(self._ctx, key, to_version=to_version, op_id=op_id))
+
+    async def sweep(self) -> SweepResult:
+        """Remove expired entries now (also done opportunistically by every call)."""
+        return await self._run(_ops.sweep(self._ctx))
+
+    async def info(self) -> NamespaceInfo:
+        return await self._run(_ops.namespace_info(self._ctx))
+
+    async def stats(self) -> dict[str, int]:
+        """keys, bytes, revision and the per-operation counters the scripts keep."""
+        return await self._run(_ops.stats(self._ctx))
+
+    async def grant(self, permissions: Mapping[str, PermissionLevel]) -> None:
+        """Set agents' levels (admin). Raises LastAdminError if no admin would remain."""
+        await self._run(_ops.grant(self._ctx, permissions))
+
+    async def revoke(self, agents: Iterable[str]) -> None:
+        """Remove agents' explicit levels (they fall back to the default; admin)."""
+        await self._run(_ops.revoke(self._ctx, agents))
+
+    async def clear(self) -> int:
+        return await self._run(_ops.clear_namespace(self._ctx))

@@ -1,0 +1,354 @@
+"""SwarmMemory and its namespace handle: thin shells over the flows in ``_ops``.
+
+Every method validates nothing itself and decides nothing: it builds a flow and hands it
+to the driver. The async twin lives in ``aio.py`` with the same names and signatures.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from datetime import timedelta
+from typing import Any
+
+import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
+
+from swarm_memory import _ops
+from swarm_memory._drive import ScriptObserver, SyncDriver
+from swarm_memory._ops import Context, Resolver
+from swarm_memory.codec import Codec, ValueCodec
+from swarm_memory.errors import InvalidInput, InvalidOption
+from swarm_memory.keys import validate_agent, validate_namespace
+from swarm_memory.models import Entry, NamespaceInfo, OverQuota, PermissionLevel, Strategy, SweepResult
+from swarm_memory.settings import Settings
+
+
+def resolve_url(url: str | None, settings: Settings) -> str:
+    found = url or settings.redis_url
+    if not found:
+        raise InvalidInput(
+            "no Redis URL: pass one or set SWARM_MEMORY_REDIS_URL", field="url", value=None
+        )
+    return found
+
+
+def client_options(settings: Settings) -> dict[str, Any]:
+    """redis-py options for clients we build: its own retries off (tenacity is the one
+    retry layer), bytes replies (values are binary-safe), our timeouts."""
+    return {
+        "socket_timeout": settings.socket_timeout,
+        "socket_connect_timeout": settings.connect_timeout,
+        "retry": Retry(NoBackoff(), 0),
+        "decode_responses": False,
+    }
+
+
+def check_client(client: Any) -> None:
+    kwargs: dict[str, Any] = {}
+    pool = getattr(client, "connection_pool", None)
+    if pool is not None:
+        kwargs = getattr(pool, "connection_kwargs", {})
+    elif hasattr(client, "get_connection_kwargs"):
+        kwargs = client.get_connection_kwargs()
+    if kwargs.get("decode_responses"):
+        raise InvalidOption(
+            "the redis client must not use decode_responses=True (values are binary)",
+            field="client",
+        )
+
+
+def make_codec(settings: Settings, codec: Codec | None) -> ValueCodec:
+    return ValueCodec(
+        codec,
+        max_bytes=settings.max_value_bytes,
+        max_depth=settings.max_depth,
+        compress_threshold=settings.compress_threshold,
+    )
+
+
+class SwarmMemory:
+    """Shared memory for one agent identity, over one Redis (standalone or Cluster).
+
+    Build with :meth:`from_url` or :meth:`from_client`; :meth:`as_agent` gives another
+    identity over the same connection pool.
+    """
+
+    def __init__(
+        self,
+        client: redis.Redis | redis.RedisCluster,
+        *,
+        agent: str,
+        settings: Settings | None = None,
+        codec: Codec | None = None,
+        _driver: SyncDriver | None = None,
+        _owns_client: bool = False,
+    ) -> None:
+        self.agent = validate_agent(agent)
+        self.settings = settings or Settings()
+        self._codec = make_codec(self.settings, codec)
+        self._raw_codec = codec
+        if _driver is None:
+            check_client(client)
+            _driver = SyncDriver(client, self.settings)
+        self._driver = _driver
+        self._owns_client = _owns_client
+
+    @classmethod
+    def from_url(
+        cls,
+        url: str | None = None,
+        *,
+        agent: str,
+        settings: Settings | None = None,
+        codec: Codec | None = None,
+    ) -> SwarmMemory:
+        """Connect to ``url`` (or ``SWARM_MEMORY_REDIS_URL``). Raises InvalidInput."""
+        settings = settings or Settings()
+        target = resolve_url(url, settings)
+        client: redis.Redis | redis.RedisCluster
+        if settings.cluster:
+            client = redis.RedisCluster.from_url(target, **client_options(settings))
+        else:
+            client = redis.Redis.from_url(target, **client_options(settings))
+        return cls(client, agent=agent, settings=settings, codec=codec, _owns_client=True)
+
+    @classmethod
+    def from_client(
+        cls,
+        client: redis.Redis | redis.RedisCluster,
+        *,
+        agent: str,
+        settings: Settings | None = None,
+        codec: Codec | None = None,
+    ) -> SwarmMemory:
+        """Use an existing redis-py client. Turn its own retries off for exactly-once
+        retries (``retry=Retry(NoBackoff(), 0)``); ours run on top of whatever it does."""
+        return cls(client, agent=agent, settings=settings, codec=codec)
+
+    @property
+    def redis(self) -> redis.Redis | redis.RedisCluster:
+        return self._driver.client
+
+    def as_agent(self, agent: str) -> SwarmMemory:
+        """Another identity over the same connection pool."""
+        return SwarmMemory(
+            self._driver.client,
+            agent=agent,
+            settings=self.settings,
+            codec=self._raw_codec,
+            _driver=self._driver,
+        )
+
+    def observe_scripts(self, observer: ScriptObserver) -> None:
+        """Call ``observer(script_name, keys, args)`` before every script call (tests,
+        tracing). Shared by every identity made with :meth:`as_agent`."""
+        self._driver.observers.append(observer)
+
+    def _ctx(self, namespace: str, resolver: Resolver | None = None) -> Context:
+        return Context(validate_namespace(namespace), self.agent, self.settings, self._codec, resolver)
+
+    def namespace(self, name: str, *, resolver: Resolver | None = None) -> Namespace:
+        """A handle bound to (namespace, agent). ``resolver`` serves the custom strategy."""
+        if resolver is not None and not callable(resolver):
+            raise InvalidInput("resolver must be callable", field="resolver", value=resolver)
+        return Namespace(self, self._ctx(name, resolver))
+
+    def create_namespace(
+        self,
+        name: str,
+        *,
+        default_permission: PermissionLevel = "write",
+        permissions: Mapping[str, PermissionLevel] | None = None,
+        strategy: Strategy = "latest-wins",
+        ttl: float | timedelta | None = None,
+        max_keys: int | None = None,
+        max_bytes: int | None = None,
+        history: int = 0,
+        over_quota: OverQuota = "reject",
+        exist_ok: bool = False,
+    ) -> NamespaceInfo:
+        """Create a namespace; its creator is admin. Raises NamespaceExists, InvalidInput."""
+        return self._driver.run(
+            _ops.create_namespace(
+                self._ctx(name),
+                default_permission=default_permission,
+                permissions=permissions,
+                strategy=strategy,
+                ttl=ttl,
+                max_keys=max_keys,
+                max_bytes=max_bytes,
+                history=history,
+                over_quota=over_quota,
+                exist_ok=exist_ok,
+            )
+        )
+
+    def list_namespaces(self) -> list[str]:
+        """Namespaces this agent may read, sorted by name."""
+        return self._driver.run(_ops.list_namespaces(self._ctx, self.settings.key_prefix))
+
+    def namespace_info(self, name: str) -> NamespaceInfo:
+        """Config, counters and permissions (read permission). Raises NamespaceNotFound."""
+        return self._driver.run(_ops.namespace_info(self._ctx(name)))
+
+    def update_namespace(self, name: str, **options: Any) -> NamespaceInfo:
+        """Change config options (admin): default_permission, strategy, ttl, max_keys,
+        max_bytes, history, over_quota."""
+        return self._driver.run(_ops.update_namespace(self._ctx(name), options))
+
+    def clear_namespace(self, name: str) -> int:
+        """Delete every entry (admin); returns how many. Batched: see docs/guarantees.md."""
+        return self._driver.run(_ops.clear_namespace(self._ctx(name)))
+
+    def delete_namespace(self, name: str) -> None:
+        """Delete the namespace and all its keys (admin)."""
+        self._driver.run(_ops.delete_namespace(self._ctx(name)))
+
+    def close(self) -> None:
+        if self._owns_client:
+            self._driver.client.close()
+
+    def __enter__(self) -> SwarmMemory:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class Namespace:
+    """Operations on one namespace as one agent. Every call is permission-checked in Redis."""
+
+    def __init__(self, memory: SwarmMemory, ctx: Context) -> None:
+        self.memory = memory
+        self._ctx = ctx
+        self._run = memory._driver.run
+
+    @property
+    def name(self) -> str:
+        return self._ctx.namespace
+
+    @property
+    def agent(self) -> str:
+        return self._ctx.agent
+
+    def put(
+        self,
+        key: str,
+        value: Any,
+        *,
+        expected_version: int | None = None,
+        ttl: float | timedelta | None = None,
+        op_id: str | None = None,
+    ) -> Entry:
+        """Write under the namespace strategy. Raises ConflictError, QuotaExceeded,
+        PermissionDenied, InvalidInput, OutcomeUnknown."""
+        return self._run(
+            _ops.put(self._ctx, key, value, expected_version=expected_version, ttl=ttl, op_id=op_id)
+        )
+
+    def create(
+        self, key: str, value: Any, *, ttl: float | timedelta | None = None, op_id: str | None = None
+    ) -> Entry:
+        """Write only if absent. Raises ConflictError(current=...) if the key exists."""
+        return self._run(_ops.create(self._ctx, key, value, ttl=ttl, op_id=op_id))
+
+    def get(self, key: str, *, version: int | None = None) -> Entry | None:
+        """The live entry, or a kept past ``version``; None if absent / not kept."""
+        return self._run(_ops.get(self._ctx, key, version=version))
+
+    def delete(
+        self, key: str, *, expected_version: int | None = None, op_id: str | None = None
+    ) -> bool:
+        """True if an entry was deleted. Raises ConflictError on a version mismatch."""
+        return self._run(
+            _ops.delete(self._ctx, key, expected_version=expected_version, op_id=op_id)
+        )
+
+    def exists(self, key: str) -> bool:
+        return self._run(_ops.exists(self._ctx, key))
+
+    def keys(self, pattern: str = "*") -> Iterator[str]:
+        """Live keys matching a glob, in byte order, fetched page by page."""
+        after: str | None = None
+        while True:
+            names, after = self._run(_ops.key_page(self._ctx, pattern, after))
+            yield from names
+            if after is None:
+                return
+
+    def get_many(self, keys: Iterable[str]) -> dict[str, Entry | None]:
+        """One round trip; a dict in the order given (duplicates collapsed)."""
+        return self._run(_ops.get_many(self._ctx, keys))
+
+    def put_many(
+        self,
+        values: Mapping[str, Any],
+        *,
+        expected_versions: Mapping[str, int | None] | None = None,
+        ttl: float | timedelta | None = None,
+        op_id: str | None = None,
+    ) -> dict[str, Entry]:
+        """Write all keys atomically (one revision) or none."""
+        return self._run(
+            _ops.put_many(
+                self._ctx, values, expected_versions=expected_versions, ttl=ttl, op_id=op_id
+            )
+        )
+
+    def update(
+        self,
+        key: str,
+        fn: Callable[[Any], Any],
+        *,
+        ttl: float | timedelta | None = None,
+        op_id: str | None = None,
+    ) -> Entry:
+        """Compare-and-set loop: ``fn(value or None)`` -> new value, retried on conflict
+        up to ``settings.update_max_attempts``. Raises RetryLimitExceeded."""
+        return self._run(_ops.update(self._ctx, key, fn, ttl=ttl, op_id=op_id))
+
+    def incr(
+        self,
+        key: str,
+        amount: int = 1,
+        *,
+        ttl: float | timedelta | None = None,
+        op_id: str | None = None,
+    ) -> int:
+        """Atomic add, server-side. Raises NotAnInteger."""
+        return self._run(_ops.incr(self._ctx, key, amount, ttl=ttl, op_id=op_id))
+
+    def touch(self, key: str, ttl: float | timedelta, *, op_id: str | None = None) -> bool:
+        """New expiry from now; value and version unchanged. False if absent."""
+        return self._run(_ops.touch(self._ctx, key, ttl, op_id=op_id))
+
+    def history(self, key: str) -> list[Entry]:
+        """Kept versions, newest first, current included."""
+        return self._run(_ops.history(self._ctx, key))
+
+    def rollback(self, key: str, *, to_version: int, op_id: str | None = None) -> Entry:
+        """Write an old version's value as a new version. Raises VersionNotFound."""
+        return self._run(_ops.rollback(self._ctx, key, to_version=to_version, op_id=op_id))
+
+    def sweep(self) -> SweepResult:
+        """Remove expired entries now (also done opportunistically by every call)."""
+        return self._run(_ops.sweep(self._ctx))
+
+    def info(self) -> NamespaceInfo:
+        return self._run(_ops.namespace_info(self._ctx))
+
+    def stats(self) -> dict[str, int]:
+        """keys, bytes, revision and the per-operation counters the scripts keep."""
+        return self._run(_ops.stats(self._ctx))
+
+    def grant(self, permissions: Mapping[str, PermissionLevel]) -> None:
+        """Set agents' levels (admin). Raises LastAdminError if no admin would remain."""
+        self._run(_ops.grant(self._ctx, permissions))
+
+    def revoke(self, agents: Iterable[str]) -> None:
+        """Remove agents' explicit levels (they fall back to the default; admin)."""
+        self._run(_ops.revoke(self._ctx, agents))
+
+    def clear(self) -> int:
+        return self._run(_ops.clear_namespace(self._ctx))

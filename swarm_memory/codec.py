@@ -1,0 +1,152 @@
+"""Value encoding: JSON by default (never pickle), size/depth limits, optional zlib.
+
+An encoded value travels with a short *format tag* stored next to it in Redis:
+``<codec name>`` or ``<codec name>+z`` when zlib-compressed. Redis never decodes user
+JSON (DESIGN.md decision 9): server-side merges operate on the encoded text, and only
+the plain ``json`` format (never compressed) is eligible for them.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import zlib
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, Protocol, runtime_checkable
+
+from swarm_memory.errors import InvalidOption, InvalidValue
+
+JSON_FORMAT = "json"
+_COMPRESSED = "+z"
+
+
+@runtime_checkable
+class Codec(Protocol):
+    """A value codec. ``name`` is stored with every value it encodes."""
+
+    name: str
+
+    def encode(self, value: Any) -> bytes: ...
+
+    def decode(self, data: bytes) -> Any: ...
+
+
+class JsonCodec:
+    """Strict JSON: no NaN/inf, no sets/bytes/objects; compact, UTF-8, key order kept."""
+
+    name = JSON_FORMAT
+
+    def encode(self, value: Any) -> bytes:
+        return json.dumps(
+            value, ensure_ascii=False, separators=(",", ":"), allow_nan=False
+        ).encode("utf-8")
+
+    def decode(self, data: bytes) -> Any:
+        return json.loads(data)
+
+
+def check_depth(value: Any, max_depth: int) -> None:
+    """Raise :class:`InvalidValue` if containers nest deeper than ``max_depth``.
+
+    Iterative, so a hostile million-deep list cannot hit Python's recursion limit here;
+    it also catches cycles (a cycle is infinitely deep).
+    """
+    stack: list[tuple[Any, int]] = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, Mapping):
+            children: Any = item.values()
+        elif isinstance(item, list | tuple):
+            children = item
+        else:
+            continue
+        if depth > max_depth:
+            raise InvalidValue(
+                f"value nests deeper than the limit of {max_depth}", field="value", value=depth
+            )
+        stack.extend((child, depth + 1) for child in children)
+
+
+def _reject_non_finite(value: Any) -> None:
+    # json.dumps(allow_nan=False) catches these too; this gives a clearer message.
+    if isinstance(value, float) and not math.isfinite(value):
+        raise InvalidValue(f"{value!r} is not valid JSON", field="value", value=repr(value))
+
+
+@dataclass(frozen=True, slots=True)
+class Encoded:
+    data: bytes
+    fmt: str
+
+    @property
+    def size(self) -> int:
+        return len(self.data)
+
+
+class ValueCodec:
+    """Applies a :class:`Codec`, the limits, and compression; decodes by format tag."""
+
+    def __init__(
+        self,
+        codec: Codec | None = None,
+        *,
+        max_bytes: int,
+        max_depth: int,
+        compress_threshold: int,
+        extra: Mapping[str, Codec] | None = None,
+    ) -> None:
+        self.codec: Codec = codec or JsonCodec()
+        if not isinstance(self.codec, Codec) or not self.codec.name or "+" in self.codec.name:
+            raise InvalidOption("codec must have a name without '+'", field="codec", value=codec)
+        self.max_bytes = max_bytes
+        self.max_depth = max_depth
+        self.compress_threshold = compress_threshold
+        self._by_name: dict[str, Codec] = {JSON_FORMAT: JsonCodec(), self.codec.name: self.codec}
+        if extra:
+            self._by_name.update(extra)
+
+    def encode(self, value: Any, *, allow_compress: bool = True) -> Encoded:
+        """Encode ``value``; raise :class:`InvalidValue` on anything the codec rejects."""
+        _reject_non_finite(value)
+        check_depth(value, self.max_depth)
+        try:
+            data = self.codec.encode(value)
+        except RecursionError as exc:
+            raise InvalidValue("value nests too deeply to encode", field="value") from exc
+        except (TypeError, ValueError, OverflowError) as exc:
+            raise InvalidValue(
+                f"value is not encodable with the {self.codec.name!r} codec: {exc}",
+                field="value",
+                value=type(value).__name__,
+            ) from exc
+        if not isinstance(data, bytes):
+            raise InvalidValue("codec returned non-bytes", field="value")
+        fmt = self.codec.name
+        if allow_compress and self.compress_threshold and len(data) > self.compress_threshold:
+            packed = zlib.compress(data, 6)
+            if len(packed) < len(data):
+                data, fmt = packed, fmt + _COMPRESSED
+        if len(data) > self.max_bytes:
+            raise InvalidValue(
+                f"encoded value is {len(data)} bytes, above the limit of {self.max_bytes}",
+                field="value",
+                value=len(data),
+            )
+        return Encoded(data, fmt)
+
+    def decode(self, data: bytes, fmt: str) -> Any:
+        name, compressed = (fmt[: -len(_COMPRESSED)], True) if fmt.endswith(_COMPRESSED) else (
+            fmt,
+            False,
+        )
+        codec = self._by_name.get(name)
+        if codec is None:
+            raise InvalidOption(
+                f"stored value uses codec {name!r}, which this client does not know",
+                field="codec",
+                value=name,
+            )
+        if compressed:
+            data = zlib.decompress(data)
+        return codec.decode(data)

@@ -1,0 +1,228 @@
+"""Every exception swarm_memory raises.
+
+The tree (catch the base, or any branch)::
+
+    SwarmMemoryError
+    ├── InvalidInput                     bad argument, raised before anything reaches Redis
+    │   ├── InvalidName                  namespace / key / agent name syntax
+    │   ├── InvalidValue                 not encodable, NaN/inf, too deep, too large
+    │   ├── InvalidVersion               bool, non-int, negative or >= 2**53 versions
+    │   ├── InvalidTTL                   <= 0, NaN, or above the configured maximum
+    │   └── InvalidOption                unknown strategy / permission / policy / codec
+    ├── NamespaceError
+    │   ├── NamespaceNotFound
+    │   └── NamespaceExists
+    ├── PermissionDenied                 .agent .namespace .action .required .granted
+    │   └── LastAdminError               refusing to remove the last admin
+    ├── ConflictError                    .current (Entry | None): the state that won
+    │   ├── VersionRequired              strategy "version"/"custom" needs expected_version
+    │   └── RetryLimitExceeded           a CAS loop (update / custom) gave up
+    ├── QuotaExceeded                    .limit_kind .limit .current .requested
+    ├── NotAnInteger                     incr on a non-integer or out-of-range value
+    ├── VersionNotFound                  get(version=) / rollback to a version not kept (.version)
+    ├── ResolverError                    a custom resolver / update fn raised or returned junk
+    ├── ServerError                      Redis refused the command (OOM, READONLY, script error)
+    └── TransportError                   Redis unreachable after the retry policy
+        └── OutcomeUnknown               a write may or may not have been applied (.op_id)
+
+Every error carries structured attributes (``namespace``, ``key``, ``agent`` where they
+apply), so the CLI and metrics never parse messages.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from swarm_memory.models import Entry
+
+
+class SwarmMemoryError(Exception):
+    """Base of every swarm_memory error."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        namespace: str | None = None,
+        key: str | None = None,
+        agent: str | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        self.namespace = namespace
+        self.key = key
+        self.agent = agent
+
+
+class InvalidInput(SwarmMemoryError, ValueError):
+    """An argument is malformed; nothing was sent to Redis.
+
+    ``field`` names the offending argument, ``value`` holds a short repr of it.
+    """
+
+    def __init__(self, message: str, *, field: str, value: Any = None, **ctx: Any) -> None:
+        super().__init__(message, **ctx)
+        self.field = field
+        self.value = value
+
+
+class InvalidName(InvalidInput):
+    """A namespace, key or agent name breaks the naming rules."""
+
+
+class InvalidValue(InvalidInput):
+    """A value cannot be encoded, is too deep, or is too large."""
+
+
+class InvalidVersion(InvalidInput):
+    """A version is not a plain non-negative int below 2**53."""
+
+
+class InvalidTTL(InvalidInput):
+    """A TTL is not positive and finite, or is above the configured maximum."""
+
+
+class InvalidOption(InvalidInput):
+    """An enumerated option (strategy, permission level, policy, codec) is unknown."""
+
+
+class NamespaceError(SwarmMemoryError):
+    """Namespace lifecycle problems."""
+
+
+class NamespaceNotFound(NamespaceError):
+    """The namespace does not exist (or is being deleted)."""
+
+
+class NamespaceExists(NamespaceError):
+    """``create_namespace`` without ``exist_ok`` found the namespace already there."""
+
+
+class PermissionDenied(SwarmMemoryError):
+    """The agent's level in the namespace is below what the action needs.
+
+    Checked inside the Lua scripts: ``required`` and ``granted`` are level names
+    (``none`` < ``read`` < ``write`` < ``admin``).
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        action: str,
+        required: str,
+        granted: str,
+        namespace: str | None = None,
+        key: str | None = None,
+        agent: str | None = None,
+    ) -> None:
+        super().__init__(message, namespace=namespace, key=key, agent=agent)
+        self.action = action
+        self.required = required
+        self.granted = granted
+
+
+class LastAdminError(PermissionDenied):
+    """Revoking or downgrading would leave the namespace without any admin."""
+
+
+class ConflictError(SwarmMemoryError):
+    """A write lost: expected version mismatch, first-wins, or create on an existing key.
+
+    ``current`` is the entry as it is now (``None`` when absent); ``expected`` is the
+    version the caller gave (``None`` when it gave none).
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        current: Entry | None,
+        expected: int | None = None,
+        namespace: str | None = None,
+        key: str | None = None,
+        agent: str | None = None,
+    ) -> None:
+        super().__init__(message, namespace=namespace, key=key, agent=agent)
+        self.current = current
+        self.expected = expected
+
+
+class VersionRequired(ConflictError):
+    """The namespace strategy (``version`` or ``custom``) demands ``expected_version``."""
+
+
+class RetryLimitExceeded(ConflictError):
+    """A client-side CAS loop (``update``, ``custom`` strategy) hit its retry bound."""
+
+    def __init__(self, message: str, *, attempts: int, **kw: Any) -> None:
+        super().__init__(message, **kw)
+        self.attempts = attempts
+
+
+class QuotaExceeded(SwarmMemoryError):
+    """A write would take the namespace over ``max_keys`` or ``max_bytes``.
+
+    ``limit_kind`` is ``"max_keys"`` or ``"max_bytes"``.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        limit_kind: str,
+        limit: int,
+        current: int,
+        requested: int,
+        namespace: str | None = None,
+        key: str | None = None,
+        agent: str | None = None,
+    ) -> None:
+        super().__init__(message, namespace=namespace, key=key, agent=agent)
+        self.limit_kind = limit_kind
+        self.limit = limit
+        self.current = current
+        self.requested = requested
+
+
+class NotAnInteger(SwarmMemoryError):
+    """``incr`` found a stored value that is not an integer in the exact range (|n| < 2**53)."""
+
+
+class VersionNotFound(SwarmMemoryError):
+    """The requested version is neither current nor kept in the entry's history."""
+
+    def __init__(self, message: str, *, version: int, **ctx: Any) -> None:
+        super().__init__(message, **ctx)
+        self.version = version
+
+
+class ServerError(SwarmMemoryError):
+    """Redis answered with an error (out of memory, read-only replica, script error).
+
+    Nothing was applied: scripts validate before they write.
+    """
+
+
+class ResolverError(SwarmMemoryError):
+    """A user callback (custom resolver, ``update`` function) raised or returned non-JSON.
+
+    The original exception is chained as ``__cause__``; nothing was written.
+    """
+
+
+class TransportError(SwarmMemoryError):
+    """Redis could not be reached (after the retry policy) for a read or admin call."""
+
+
+class OutcomeUnknown(TransportError):
+    """A write was sent but its reply never arrived, and retries were exhausted.
+
+    Retry the same call with ``op_id=err.op_id``: within the dedupe window the store
+    returns the first outcome instead of applying the write twice.
+    """
+
+    def __init__(self, message: str, *, op_id: str, **ctx: Any) -> None:
+        super().__init__(message, **ctx)
+        self.op_id = op_id

@@ -1,0 +1,152 @@
+"""The only place Redis key names are built (DESIGN.md decision 1).
+
+Every key of a namespace carries the namespace as a hash tag, ``<prefix>:{<ns>}:...``,
+so all of a namespace's keys live in one Cluster slot and every script touches one slot.
+Names are validated here, before anything reaches Redis.
+"""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+from dataclasses import dataclass
+
+from swarm_memory.errors import InvalidName
+
+# Namespace and agent names: conservative ASCII so they are safe inside a hash tag, in
+# metric-free logs and in ACL user names. No glob characters, no braces, no whitespace.
+_NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:@/+=-]{0,127}")
+MAX_NAME_LEN = 128
+
+
+def _name_problem(name: object) -> str | None:
+    if not isinstance(name, str):
+        return f"must be a str, not {type(name).__name__}"
+    if not name:
+        return "must not be empty"
+    if len(name) > MAX_NAME_LEN:
+        return f"must be at most {MAX_NAME_LEN} characters"
+    if _NAME_RE.fullmatch(name) is None:
+        return (
+            "may hold only ASCII letters, digits and . _ : @ / + = - "
+            "(starting with a letter or digit; no whitespace, glob characters or braces)"
+        )
+    return None
+
+
+def validate_namespace(name: object) -> str:
+    """Return ``name`` if it is a valid namespace name, else raise :class:`InvalidName`."""
+    problem = _name_problem(name)
+    if problem:
+        raise InvalidName(f"namespace name {name!r:.80} {problem}", field="namespace", value=name)
+    assert isinstance(name, str)
+    return name
+
+
+def validate_agent(name: object) -> str:
+    """Return ``name`` if it is a valid agent name, else raise :class:`InvalidName`."""
+    problem = _name_problem(name)
+    if problem:
+        raise InvalidName(f"agent name {name!r:.80} {problem}", field="agent", value=name)
+    assert isinstance(name, str)
+    return name
+
+
+def validate_key(key: object, max_bytes: int) -> str:
+    """Return ``key`` if it is a valid entry key, else raise :class:`InvalidName`.
+
+    Keys are any Unicode text of 1..``max_bytes`` UTF-8 bytes without control characters
+    (NUL included), surrogates, or leading/trailing whitespace.
+    """
+    if not isinstance(key, str):
+        raise InvalidName(f"key must be a str, not {type(key).__name__}", field="key", value=key)
+    problem: str | None = None
+    if not key or not key.strip():
+        problem = "must not be empty or whitespace only"
+    elif key != key.strip():
+        problem = "must not start or end with whitespace"
+    elif any(unicodedata.category(ch) in ("Cc", "Cs") for ch in key):
+        problem = "must not contain control characters (NUL included) or lone surrogates"
+    elif len(key.encode("utf-8")) > max_bytes:
+        problem = f"must be at most {max_bytes} UTF-8 bytes"
+    if problem:
+        raise InvalidName(f"key {key!r:.80} {problem}", field="key", value=key[:80])
+    return key
+
+
+@dataclass(frozen=True, slots=True)
+class NamespaceKeys:
+    """Redis key names of one namespace. All share the ``{ns}`` hash tag."""
+
+    base: str  # "<prefix>:{<ns>}:"
+
+    @classmethod
+    def of(cls, prefix: str, namespace: str) -> NamespaceKeys:
+        return cls(f"{prefix}:{{{namespace}}}:")
+
+    @property
+    def meta(self) -> str:  # hash: config, revision, counters (n keys, b bytes)
+        return self.base + "meta"
+
+    @property
+    def acl(self) -> str:  # hash: agent -> level
+        return self.base + "acl"
+
+    @property
+    def stats(self) -> str:  # hash: operation counters kept by the scripts
+        return self.base + "stats"
+
+    @property
+    def index(self) -> str:  # zset, all scores 0: live keys in lexicographic order
+        return self.base + "idx"
+
+    @property
+    def lru(self) -> str:  # zset: key -> mod_revision (evict-oldest order)
+        return self.base + "lru"
+
+    @property
+    def expiry(self) -> str:  # zset: key -> expires_at ms (sweeper work list)
+        return self.base + "exp"
+
+    @property
+    def events(self) -> str:  # stream: change feed; ids are "<revision>-<n>"
+        return self.base + "events"
+
+    @property
+    def audit(self) -> str:  # stream: who did what, capped
+        return self.base + "audit"
+
+    @property
+    def ops(self) -> str:  # hash: op_id -> packed first outcome (dedupe)
+        return self.base + "ops"
+
+    @property
+    def ops_time(self) -> str:  # zset: op_id -> recorded at ms (dedupe window purge)
+        return self.base + "opst"
+
+    def entry(self, key: str) -> str:  # hash: value + metadata of one entry
+        return self.base + "e:" + key
+
+    def history(self, key: str) -> str:  # hash: past versions of one entry
+        return self.base + "h:" + key
+
+    def fixed(self) -> list[str]:
+        """The keys every write script gets, in the order the scripts expect."""
+        return [
+            self.meta,
+            self.acl,
+            self.stats,
+            self.index,
+            self.lru,
+            self.expiry,
+            self.events,
+            self.audit,
+            self.ops,
+            self.ops_time,
+        ]
+
+
+def registry_key(prefix: str) -> str:
+    """Sorted set of namespace names. Outside every namespace slot: only single-key
+    commands touch it, never a script (decision 1)."""
+    return f"{prefix}:registry"

@@ -1,0 +1,208 @@
+-- Shared helpers, prepended to every script by the loader (swarm_memory/scripts.py).
+-- Every script receives the ten fixed namespace keys first, in this order.
+local K_META, K_ACL, K_STATS, K_IDX, K_LRU, K_EXP, K_EVENTS, K_AUDIT, K_OPS, K_OPST =
+  KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7], KEYS[8], KEYS[9], KEYS[10]
+local N_FIXED = 10
+
+local LEVEL_RANK = { none = 0, read = 1, write = 2, admin = 3 }
+local RANK_NAME = { [0] = "none", [1] = "read", [2] = "write", [3] = "admin" }
+
+-- Strict integer parsing: tonumber() would accept "0x10", " 5 ", "1e3" and "inf".
+-- 16 digits at most; callers that need exactness also bound the magnitude by 2^53.
+local function int_arg(s, what)
+  if type(s) ~= "string" or not string.match(s, "^%-?%d+$") or #s > 17 then
+    error("swarm_memory: bad integer for " .. what .. ": " .. tostring(s))
+  end
+  return tonumber(s)
+end
+
+-- "" means "not given"; anything else must be a strict integer.
+local function opt_int(s, what)
+  if s == nil or s == "" then return nil end
+  return int_arg(s, what)
+end
+
+-- Server time in integer milliseconds (DESIGN.md decision 4: never agent clocks).
+local function now_ms()
+  local t = redis.call("TIME")
+  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+end
+
+-- Integers as exact decimal text: tostring() would print 2^53 as 9.007199254741e+15.
+local function itos(n)
+  return string.format("%.0f", n)
+end
+
+-- Length-prefixed packing of a flat list (netstrings): binary safe, no cjson involved.
+local function pack(list)
+  local out = {}
+  for i = 1, #list do
+    local s = list[i]
+    if type(s) == "number" then s = itos(s) end
+    out[#out + 1] = #s .. ":" .. s
+  end
+  return table.concat(out)
+end
+
+-- The namespace's state or nil if missing / being deleted.
+local function load_meta()
+  local m = redis.call("HMGET", K_META, "state", "dp")
+  if m[1] ~= "live" then return nil end
+  return m
+end
+
+local function level_of(agent, default_level)
+  local lv = redis.call("HGET", K_ACL, agent)
+  if not lv then lv = default_level end
+  return LEVEL_RANK[lv] or 0
+end
+
+local function audit(maxlen, agent, action, key, op_id, outcome, rev)
+  redis.call("XADD", K_AUDIT, "MAXLEN", "~", maxlen, "*",
+    "a", agent, "act", action, "k", key or "", "op", op_id or "", "out", outcome, "r", rev or 0)
+end
+
+-- Permission gate shared by every script. Returns nil when allowed, else the reply to send.
+local function deny_reply(agent, default_level, needed, action, key, audit_maxlen)
+  local have = level_of(agent, default_level)
+  if have >= needed then return nil end
+  redis.call("HINCRBY", K_STATS, "denied", 1)
+  audit(audit_maxlen, agent, action, key, "", "denied", 0)
+  return { "denied", RANK_NAME[have] }
+end
+
+local ENTRY_FIELDS = { "v", "f", "ver", "cr", "mr", "ct", "mt", "by", "x" }
+
+-- Current entry (as a table) or nil; `expired` is true when present but past its expiry.
+local function read_entry(key, now)
+  local h = redis.call("HMGET", key, "v", "f", "ver", "cr", "mr", "ct", "mt", "by", "x")
+  if not h[3] then return nil, false end
+  local e = { v = h[1], f = h[2], ver = tonumber(h[3]), cr = tonumber(h[4]), mr = tonumber(h[5]),
+    ct = tonumber(h[6]), mt = tonumber(h[7]), by = h[8], x = tonumber(h[9]) }
+  if e.x > 0 and e.x <= now then return nil, true, e end
+  return e, false
+end
+
+-- Flat reply form of an entry: absent entries are {""}.
+local function entry_reply(e)
+  if not e then return { "" } end
+  return { e.ver, e.cr, e.mr, e.ct, e.mt, e.x, e.by, e.f, e.v }
+end
+
+local function sweep_due(now)
+  local first = redis.call("ZRANGE", K_EXP, 0, 0, "WITHSCORES")
+  if first[2] and tonumber(first[2]) <= now then return 1 end
+  return 0
+end
+
+-- Remove one entry from every index and adjust the counters. Returns its size.
+local function drop_entry(name, ekey, hkey, size)
+  redis.call("DEL", ekey, hkey)
+  redis.call("ZREM", K_IDX, name)
+  redis.call("ZREM", K_LRU, name)
+  redis.call("ZREM", K_EXP, name)
+  redis.call("HINCRBY", K_META, "n", -1)
+  redis.call("HINCRBY", K_META, "b", -size)
+end
+
+-- Stream ids are "<revision>-<seq>", so a revision is also a resume cursor.
+local function emit(maxlen, rev, seq, etype, key, ver, agent, now)
+  redis.call("XADD", K_EVENTS, "MAXLEN", "~", maxlen, rev .. "-" .. seq,
+    "t", etype, "k", key or "", "v", ver or 0, "a", agent, "ms", now)
+end
+
+---------------------------------------------------------------------------------------
+-- JSON merge patch (RFC 7386) on encoded text, never decoded by cjson (DESIGN.md
+-- decision 9: cjson keeps 14 significant digits and turns [] into {}). The scanner only
+-- finds value boundaries; scalars, arrays and strings are copied byte for byte.
+---------------------------------------------------------------------------------------
+local function skip_ws(s, i)
+  return string.find(s, "[^ \t\r\n]", i) or (#s + 1)
+end
+
+local function scan_string(s, i) -- s[i] == '"'; returns index after the closing quote
+  local j = i + 1
+  while true do
+    local c = string.find(s, '["\\]', j)
+    if not c then error("swarm_memory: malformed JSON string") end
+    if string.sub(s, c, c) == '"' then return c + 1 end
+    j = c + 2
+  end
+end
+
+local function scan_value(s, i) -- returns start, index after the value
+  i = skip_ws(s, i)
+  local c = string.sub(s, i, i)
+  if c == '"' then return i, scan_string(s, i) end
+  if c == "{" or c == "[" then
+    local depth, j = 0, i
+    while true do
+      local p = string.find(s, '[%[%]{}"]', j)
+      if not p then error("swarm_memory: malformed JSON container") end
+      local ch = string.sub(s, p, p)
+      if ch == '"' then
+        j = scan_string(s, p)
+      elseif ch == "{" or ch == "[" then
+        depth = depth + 1
+        j = p + 1
+      else
+        depth = depth - 1
+        j = p + 1
+        if depth == 0 then return i, j end
+      end
+    end
+  end
+  local e = string.find(s, "[,%]} \t\r\n]", i) or (#s + 1)
+  if e == i then error("swarm_memory: malformed JSON scalar") end
+  return i, e
+end
+
+local function object_members(s) -- s is an object's text; returns { {rawkey, rawvalue}, ... }
+  local members = {}
+  local i = skip_ws(s, 2)
+  if string.sub(s, i, i) == "}" then return members end
+  while true do
+    i = skip_ws(s, i)
+    local ke = scan_string(s, i)
+    local key = string.sub(s, i, ke - 1)
+    i = skip_ws(s, ke) + 1 -- past ':'
+    local vs, ve = scan_value(s, i)
+    members[#members + 1] = { key, string.sub(s, vs, ve - 1) }
+    i = skip_ws(s, ve)
+    if string.sub(s, i, i) == "}" then return members end
+    i = i + 1 -- past ','
+  end
+end
+
+local function is_object(raw)
+  return raw ~= nil and string.sub(raw, skip_ws(raw, 1), skip_ws(raw, 1)) == "{"
+end
+
+-- Arrays and scalars in the patch replace the target's value wholesale (RFC 7386).
+local function merge_patch(target, patch)
+  if not is_object(patch) then return patch end
+  local values, order = {}, {}
+  if is_object(target) then
+    for _, m in ipairs(object_members(target)) do
+      order[#order + 1] = m[1]
+      values[m[1]] = m[2]
+    end
+  end
+  for _, m in ipairs(object_members(patch)) do
+    local k, v = m[1], m[2]
+    if v == "null" then
+      values[k] = nil
+    else
+      if values[k] == nil then order[#order + 1] = k end
+      values[k] = merge_patch(values[k], v)
+    end
+  end
+  local out, seen = {}, {}
+  for _, k in ipairs(order) do
+    if values[k] ~= nil and not seen[k] then
+      seen[k] = true
+      out[#out + 1] = k .. ":" .. values[k]
+    end
+  end
+  return "{" .. table.concat(out, ",") .. "}"
+end

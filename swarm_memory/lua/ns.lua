@@ -1,0 +1,106 @@
+--! keys: meta acl stats idx lru exp events audit ops opst
+--! args: agent audit_maxlen stream_maxlen action +args
+--! returns: {"ok", ...} | {"nons"} | {"exists"} | {"deleting"} | {"denied", granted} | {"last_admin"}
+--
+-- Namespace lifecycle and permissions. All checks happen here, server-side:
+--   create  exist_ok, then config pairs, "--", then agent/level pairs
+--   info                                -> {"ok", meta pairs, acl pairs, stats pairs}
+--   update  config pairs                (admin)
+--   grant   agent/level pairs           (admin)
+--   revoke  agent names                 (admin)
+--   delete                              (admin) marks the namespace "deleting"; purge.lua
+--                                       then removes entries and finally every key.
+-- Removing the last admin is refused: a namespace must stay administrable.
+local agent, audit_maxlen, stream_maxlen = ARGV[1], int_arg(ARGV[2], "audit_maxlen"), int_arg(ARGV[3], "stream_maxlen")
+local action = ARGV[4]
+local CONFIG_FIELDS = { dp = true, strat = true, ttl = true, mk = true, mb = true, hd = true, oq = true }
+local now = now_ms()
+
+if action == "create" then
+  local state = redis.call("HGET", K_META, "state")
+  if state == "live" then return { "exists" } end
+  if state then return { "deleting" } end
+  local i, fields = 6, {}
+  while ARGV[i] ~= "--" do
+    if not CONFIG_FIELDS[ARGV[i]] then error("swarm_memory: unknown namespace field " .. ARGV[i]) end
+    fields[#fields + 1] = ARGV[i]
+    fields[#fields + 1] = ARGV[i + 1]
+    i = i + 2
+  end
+  redis.call("HSET", K_META, "state", "live", "rev", 1, "n", 0, "b", 0, "ct", now, "cb", agent, unpack(fields))
+  i = i + 1
+  while i <= #ARGV do
+    if not LEVEL_RANK[ARGV[i + 1]] then error("swarm_memory: unknown level " .. ARGV[i + 1]) end
+    redis.call("HSET", K_ACL, ARGV[i], ARGV[i + 1])
+    i = i + 2
+  end
+  redis.call("HSET", K_ACL, agent, "admin") -- the creator administers what it created
+  emit(stream_maxlen, 1, 0, "ns_create", "", 0, agent, now)
+  audit(audit_maxlen, agent, "ns_create", "", "", "ok", 1)
+  return { "ok", 1 }
+end
+
+local meta = load_meta()
+if not meta then return { "nons" } end
+
+if action == "info" then
+  local denied = deny_reply(agent, meta[2], LEVEL_RANK.read, "ns_info", nil, audit_maxlen)
+  if denied then return denied end
+  return { "ok", redis.call("HGETALL", K_META), redis.call("HGETALL", K_ACL), redis.call("HGETALL", K_STATS) }
+end
+
+local denied = deny_reply(agent, meta[2], LEVEL_RANK.admin, "ns_" .. action, nil, audit_maxlen)
+if denied then return denied end
+
+-- Would the namespace still have an admin after `changes` (agent -> level or false)?
+local function keeps_an_admin(changes, default_level)
+  if default_level == "admin" then return true end
+  local acl = redis.call("HGETALL", K_ACL)
+  for j = 1, #acl, 2 do
+    local lv = acl[j + 1]
+    if changes[acl[j]] ~= nil then lv = changes[acl[j]] end
+    if lv == "admin" then return true end
+  end
+  for name, lv in pairs(changes) do
+    if lv == "admin" then return true end
+  end
+  return false
+end
+
+local etype
+if action == "update" then
+  local fields, default_level = {}, meta[2]
+  for i = 5, #ARGV, 2 do
+    if not CONFIG_FIELDS[ARGV[i]] then error("swarm_memory: unknown namespace field " .. ARGV[i]) end
+    if ARGV[i] == "dp" then default_level = ARGV[i + 1] end
+    fields[#fields + 1] = ARGV[i]
+    fields[#fields + 1] = ARGV[i + 1]
+  end
+  if not keeps_an_admin({}, default_level) then return { "last_admin" } end
+  if #fields > 0 then redis.call("HSET", K_META, unpack(fields)) end
+  etype = "ns_update"
+elseif action == "grant" then
+  local changes = {}
+  for i = 5, #ARGV, 2 do
+    if not LEVEL_RANK[ARGV[i + 1]] then error("swarm_memory: unknown level " .. ARGV[i + 1]) end
+    changes[ARGV[i]] = ARGV[i + 1]
+  end
+  if not keeps_an_admin(changes, meta[2]) then return { "last_admin" } end
+  for name, lv in pairs(changes) do redis.call("HSET", K_ACL, name, lv) end
+  etype = "ns_grant"
+elseif action == "revoke" then
+  local changes = {}
+  for i = 5, #ARGV do changes[ARGV[i]] = false end
+  if not keeps_an_admin(changes, meta[2]) then return { "last_admin" } end
+  for i = 5, #ARGV do redis.call("HDEL", K_ACL, ARGV[i]) end
+  etype = "ns_revoke"
+elseif action == "delete" then
+  redis.call("HSET", K_META, "state", "deleting")
+  etype = "ns_delete"
+else
+  error("swarm_memory: unknown namespace action " .. tostring(action))
+end
+local rev = redis.call("HINCRBY", K_META, "rev", 1)
+emit(stream_maxlen, rev, 0, etype, "", 0, agent, now)
+audit(audit_maxlen, agent, etype, "", "", "ok", rev)
+return { "ok", rev }

@@ -1,0 +1,52 @@
+--! keys: meta acl stats idx lru exp events audit ops opst +items(entry hist)
+--! args: agent audit_maxlen stream_maxlen mode batch +items(key)
+--! returns: {"ok", removed, next_names...} | {"dropped", removed} | {"nons"} | {"denied", granted}
+--
+-- Removes entries in batches for clear_namespace ("clear", namespace live) and
+-- delete_namespace ("delete", namespace already marked "deleting"). Key names cannot be
+-- built in Lua, so each call returns the next batch of names for the caller to pass back.
+-- "clear" walks forward (lexicographically) past the last name it removed, so writers
+-- adding keys meanwhile cannot make it run forever. When "delete" finds the index
+-- empty it removes every remaining key of the namespace.
+local agent, audit_maxlen, stream_maxlen = ARGV[1], int_arg(ARGV[2], "audit_maxlen"), int_arg(ARGV[3], "stream_maxlen")
+local mode, batch = ARGV[4], int_arg(ARGV[5], "batch")
+local state = redis.call("HGET", K_META, "state")
+if (mode == "clear" and state ~= "live") or (mode == "delete" and state ~= "deleting") then
+  return { "nons" }
+end
+local denied = deny_reply(agent, redis.call("HGET", K_META, "dp"), LEVEL_RANK.admin, "ns_" .. mode, nil, audit_maxlen)
+if denied then return denied end
+local now = now_ms()
+
+local removed, rev, last = 0, nil, nil
+for j = 1, (#KEYS - N_FIXED) / 2 do
+  local name = ARGV[5 + j]
+  local ekey, hkey = KEYS[N_FIXED + 2 * j - 1], KEYS[N_FIXED + 2 * j]
+  last = name
+  if redis.call("ZSCORE", K_IDX, name) then
+    if not rev then rev = redis.call("HINCRBY", K_META, "rev", 1) end
+    local ver = redis.call("HGET", ekey, "ver")
+    drop_entry(name, ekey, hkey, redis.call("HSTRLEN", ekey, "v"))
+    emit(stream_maxlen, rev, removed, "delete", name, ver, agent, now)
+    removed = removed + 1
+  end
+end
+if removed > 0 then
+  redis.call("HINCRBY", K_STATS, "delete", removed)
+  audit(audit_maxlen, agent, "ns_" .. mode, "", "", "ok", rev)
+end
+
+local from = "-"
+if last and mode == "clear" then from = "(" .. last end
+local next_names = redis.call("ZRANGEBYLEX", K_IDX, from, "+", "LIMIT", 0, batch)
+if mode == "delete" and #next_names == 0 then
+  redis.call("DEL", K_META, K_ACL, K_STATS, K_IDX, K_LRU, K_EXP, K_EVENTS, K_AUDIT, K_OPS, K_OPST)
+  return { "dropped", removed }
+end
+if mode == "clear" and #next_names == 0 then
+  rev = redis.call("HINCRBY", K_META, "rev", 1)
+  emit(stream_maxlen, rev, 0, "ns_clear", "", 0, agent, now)
+end
+local reply = { "ok", removed }
+for _, name in ipairs(next_names) do reply[#reply + 1] = name end
+return reply

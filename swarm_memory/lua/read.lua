@@ -1,0 +1,68 @@
+--! keys: meta acl stats idx lru exp events audit ops opst +items(entry hist)
+--! args: agent audit_maxlen action +args
+--! returns: {"ok", sweep_due, ...} | {"nons"} | {"denied", granted}
+--
+-- Every read path, permission-checked like writes (DESIGN.md decision 8). Expired entries
+-- read as absent even before the sweeper removes them.
+--   get   +items               -> {"ok", due, entry...} one flat entry per item ({""} = absent)
+--   exists +items              -> {"ok", due, 0|1 ...}
+--   version 1 item, ARGV ver   -> {"ok", due, entry}  (current or from history)
+--   history 1 item             -> {"ok", due, entry (current), field, value, ...} (raw HGETALL)
+--   page  ARGV after, upto, n  -> {"ok", due, last_scanned, key...}  (lexicographic, live only)
+local agent, audit_maxlen, action = ARGV[1], int_arg(ARGV[2], "audit_maxlen"), ARGV[3]
+local meta = load_meta()
+if not meta then return { "nons" } end
+local denied = deny_reply(agent, meta[2], LEVEL_RANK.read, action, nil, audit_maxlen)
+if denied then return denied end
+local now = now_ms()
+local reply = { "ok", sweep_due(now) }
+
+local function add_entry(e)
+  for _, x in ipairs(entry_reply(e)) do reply[#reply + 1] = x end
+end
+
+if action == "get" then
+  for i = N_FIXED + 1, #KEYS, 2 do
+    add_entry((read_entry(KEYS[i], now)))
+  end
+elseif action == "exists" then
+  for i = N_FIXED + 1, #KEYS, 2 do
+    local e = read_entry(KEYS[i], now)
+    reply[#reply + 1] = e and 1 or 0
+  end
+elseif action == "version" then
+  local want = int_arg(ARGV[4], "version")
+  local cur = read_entry(KEYS[N_FIXED + 1], now)
+  if cur and cur.ver == want then
+    add_entry(cur)
+  elseif cur then
+    local h = redis.call("HMGET", KEYS[N_FIXED + 2], "m" .. want, "v" .. want)
+    if h[1] then
+      reply[#reply + 1] = want
+      reply[#reply + 1] = h[1]
+      reply[#reply + 1] = h[2]
+    else
+      reply[#reply + 1] = ""
+    end
+  else
+    reply[#reply + 1] = ""
+  end
+elseif action == "history" then
+  local cur = read_entry(KEYS[N_FIXED + 1], now)
+  add_entry(cur)
+  if cur then
+    -- Raw field/value pairs: "m<ver>" -> packed metadata, "v<ver>" -> value.
+    for _, x in ipairs(redis.call("HGETALL", KEYS[N_FIXED + 2])) do reply[#reply + 1] = x end
+  end
+elseif action == "page" then
+  local after, upto, limit = ARGV[4], ARGV[5], int_arg(ARGV[6], "limit")
+  local names = redis.call("ZRANGEBYLEX", K_IDX, after, upto, "LIMIT", 0, limit)
+  reply[#reply + 1] = names[#names] or ""
+  for _, name in ipairs(names) do
+    local x = redis.call("ZSCORE", K_EXP, name)
+    if not x or tonumber(x) > now then reply[#reply + 1] = name end
+  end
+else
+  error("swarm_memory: unknown read action " .. tostring(action))
+end
+return reply

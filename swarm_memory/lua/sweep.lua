@@ -1,0 +1,39 @@
+--! keys: meta acl stats idx lru exp events audit ops opst +items(entry hist)
+--! args: agent audit_maxlen stream_maxlen batch +items(key)
+--! returns: {"ok", n_expired, expired..., next_candidates...} | {"nons"} | {"denied", granted}
+--
+-- The sweeper: removes entries whose expiry has passed from every index, with an
+-- "expire" event each (keyspace notifications are lossy and off by default, so expiry is
+-- made visible here). Candidates come from the expiry index; names cannot be built in Lua,
+-- so each call returns the next due names for the caller to pass back. Each candidate is
+-- re-checked against server time, so a stale candidate list is harmless.
+local agent, audit_maxlen, stream_maxlen = ARGV[1], int_arg(ARGV[2], "audit_maxlen"), int_arg(ARGV[3], "stream_maxlen")
+local batch = int_arg(ARGV[4], "batch")
+local meta = load_meta()
+if not meta then return { "nons" } end
+local denied = deny_reply(agent, meta[2], LEVEL_RANK.read, "sweep", nil, audit_maxlen)
+if denied then return denied end
+local now = now_ms()
+
+local expired, rev = {}, nil
+for j = 1, (#KEYS - N_FIXED) / 2 do
+  local name = ARGV[4 + j]
+  local ekey, hkey = KEYS[N_FIXED + 2 * j - 1], KEYS[N_FIXED + 2 * j]
+  local live, is_expired, e = read_entry(ekey, now)
+  if is_expired then
+    if not rev then rev = redis.call("HINCRBY", K_META, "rev", 1) end
+    drop_entry(name, ekey, hkey, #e.v)
+    emit(stream_maxlen, rev, #expired, "expire", name, e.ver, agent, now)
+    expired[#expired + 1] = name
+  elseif not live and redis.call("ZSCORE", K_EXP, name) and redis.call("EXISTS", ekey) == 0 then
+    redis.call("ZREM", K_EXP, name) -- an index entry without its entry: never keep it
+  end
+end
+if #expired > 0 then redis.call("HINCRBY", K_STATS, "expired", #expired) end
+
+local reply = { "ok", #expired }
+for _, name in ipairs(expired) do reply[#reply + 1] = name end
+for _, name in ipairs(redis.call("ZRANGEBYSCORE", K_EXP, "-inf", now, "LIMIT", 0, batch)) do
+  reply[#reply + 1] = name
+end
+return reply

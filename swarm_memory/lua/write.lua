@@ -1,0 +1,249 @@
+--! keys: meta acl stats idx lru exp events audit ops opst +items(entry hist) +victims(entry hist)
+--! args: agent op_id dedupe_ms stream_maxlen audit_maxlen max_value_bytes n_items n_victims action +items(op key value fmt expected ttl_ms) +victims(key)
+--! returns: {"ok"|"dup", packed} | {"nons"} | {"denied", granted} | {"conflict", i, entry...} | {"version_required", i, strategy} | {"quota", kind, limit, current, requested} | {"victims", wanted} | {"merge_fallback", i, "patch"|"stored"} | {"not_integer", i} | {"too_large", i, size}
+--
+-- Every write in one script (DESIGN.md decision 2): permission, dedupe, strategy and
+-- expected-version checks, quota (with evict-oldest), value + metadata, versions and the
+-- namespace revision, indexes, TTL, history, events, audit, stats and the op record.
+-- Phase 1 validates and computes everything without writing; phase 2 only writes, because
+-- Redis does not roll back a script that fails halfway.
+--
+-- Item ops: P = put by the namespace strategy, S = set the whole value (never merged),
+-- D = delete, I = increment an integer, T = touch (change the expiry only).
+local agent, op_id = ARGV[1], ARGV[2]
+local dedupe_ms = int_arg(ARGV[3], "dedupe_ms")
+local stream_maxlen, audit_maxlen = int_arg(ARGV[4], "stream_maxlen"), int_arg(ARGV[5], "audit_maxlen")
+local max_value_bytes = int_arg(ARGV[6], "max_value_bytes")
+local n_items, n_victims = int_arg(ARGV[7], "n_items"), int_arg(ARGV[8], "n_victims")
+local action = ARGV[9]
+local ARG0, ITEM_ARGS = 9, 6
+local VICTIM_KEY0 = N_FIXED + 2 * n_items
+
+if #KEYS ~= N_FIXED + 2 * n_items + 2 * n_victims or #ARGV ~= ARG0 + ITEM_ARGS * n_items + n_victims then
+  error("swarm_memory: write called with mismatched KEYS/ARGV")
+end
+
+local meta = load_meta()
+if not meta then return { "nons" } end
+local first_key = ARGV[ARG0 + 2]
+local denied = deny_reply(agent, meta[2], LEVEL_RANK.write, action, first_key, audit_maxlen)
+if denied then return denied end
+
+local now = now_ms()
+
+-- A replayed op id returns its first outcome instead of applying twice (decision 6).
+local previous = redis.call("HGET", K_OPS, op_id)
+if previous then return { "dup", previous } end
+local stale = redis.call("ZRANGEBYSCORE", K_OPST, "-inf", now - dedupe_ms, "LIMIT", 0, 16)
+if #stale > 0 then
+  redis.call("HDEL", K_OPS, unpack(stale))
+  redis.call("ZREM", K_OPST, unpack(stale))
+end
+
+local cfg = redis.call("HMGET", K_META, "strat", "ttl", "mk", "mb", "hd", "oq", "n", "b")
+local strategy, default_ttl = cfg[1], tonumber(cfg[2])
+local max_keys, max_bytes, history_depth = tonumber(cfg[3]), tonumber(cfg[4]), tonumber(cfg[5])
+local over_quota, n_keys, n_bytes = cfg[6], tonumber(cfg[7]), tonumber(cfg[8])
+local needs_version = (strategy == "version" or strategy == "custom")
+local MAX_EXACT = 9007199254740991
+
+---------------------------------------------------------------------------- phase 1
+local plan = {}
+local in_batch = {}
+local key_delta, byte_delta = 0, 0
+for i = 1, n_items do
+  local a = ARG0 + (i - 1) * ITEM_ARGS
+  local op, name, value, fmt = ARGV[a + 1], ARGV[a + 2], ARGV[a + 3], ARGV[a + 4]
+  local expected, ttl_ms = opt_int(ARGV[a + 5], "expected"), opt_int(ARGV[a + 6], "ttl_ms")
+  local ekey, hkey = KEYS[N_FIXED + 2 * i - 1], KEYS[N_FIXED + 2 * i]
+  in_batch[name] = true
+  local cur, expired, stale_entry = read_entry(ekey, now)
+  local p = { op = op, name = name, ekey = ekey, hkey = hkey, cur = cur, expired = stale_entry }
+
+  if expected ~= nil then
+    if (expected == 0 and cur) or (expected > 0 and (not cur or cur.ver ~= expected)) then
+      local r = { "conflict", i }
+      for _, x in ipairs(entry_reply(cur)) do r[#r + 1] = x end
+      return r
+    end
+  elseif op == "S" or ((op == "P" or op == "D") and needs_version) then
+    return { "version_required", i, strategy }
+  elseif op == "P" and strategy == "first-wins" and cur then
+    local r = { "conflict", i }
+    for _, x in ipairs(entry_reply(cur)) do r[#r + 1] = x end
+    return r
+  end
+
+  local old_size = 0
+  if cur then old_size = #cur.v elseif stale_entry then old_size = #stale_entry.v end
+  local existed = (cur ~= nil) or (stale_entry ~= nil)
+
+  if op == "D" or op == "T" then
+    if not cur then
+      p.status = "a"
+    else
+      p.status = (op == "D") and "d" or "t"
+    end
+    if op == "T" then p.x = now + ttl_ms end
+    if op == "D" and cur then key_delta, byte_delta = key_delta - 1, byte_delta - old_size end
+    if existed and not cur then key_delta, byte_delta = key_delta - 1, byte_delta - old_size end
+  else
+    local new_value, new_fmt, computed = value, fmt, false
+    if op == "I" then
+      local base = "0"
+      if cur then
+        if cur.f ~= "json" or not string.match(cur.v, "^%-?%d+$") or #cur.v > 17 then
+          return { "not_integer", i }
+        end
+        base = cur.v
+      end
+      local sum = tonumber(base) + int_arg(value, "amount")
+      if math.abs(tonumber(base)) > MAX_EXACT or math.abs(sum) > MAX_EXACT then
+        return { "not_integer", i }
+      end
+      new_value, new_fmt, computed = itos(sum), "json", true
+    elseif op == "P" and strategy == "merge" then
+      -- Only plain JSON text can be merged here; the client re-sends a compressed patch
+      -- uncompressed, and merges values stored compressed or in another codec itself.
+      if fmt ~= "json" then return { "merge_fallback", i, "patch" } end
+      if cur and cur.f ~= "json" then return { "merge_fallback", i, "stored" } end
+      local target = nil
+      if cur then target = cur.v end
+      new_value, computed = merge_patch(target, value), true
+      -- A patch applied to nothing still drops its nulls: merge it into an empty object.
+      if not cur and is_object(value) then new_value = merge_patch("{}", value) end
+    end
+    if #new_value > max_value_bytes then return { "too_large", i, #new_value } end
+    p.value, p.fmt, p.computed, p.status = new_value, new_fmt, computed, "w"
+    if ttl_ms then
+      p.x = now + ttl_ms
+    elseif op == "I" and cur then
+      p.x = cur.x -- counters keep their expiry, like Redis INCR
+    elseif default_ttl > 0 then
+      p.x = now + default_ttl
+    else
+      p.x = 0
+    end
+    if not existed then key_delta = key_delta + 1 end
+    byte_delta = byte_delta + #new_value - old_size
+  end
+  plan[i] = p
+end
+
+-- Quotas. Updating an existing key never counts against max_keys; bytes count by delta.
+local victims = {}
+local function over(nk, nb)
+  if max_keys > 0 and key_delta > 0 and nk > max_keys then
+    return "max_keys", max_keys, n_keys, n_keys + key_delta
+  end
+  if max_bytes > 0 and byte_delta > 0 and nb > max_bytes then
+    return "max_bytes", max_bytes, n_bytes, n_bytes + byte_delta
+  end
+  return nil
+end
+local kind, limit, current, requested = over(n_keys + key_delta, n_bytes + byte_delta)
+if kind then
+  if over_quota ~= "evict-oldest" then return { "quota", kind, limit, current, requested } end
+  -- The caller passes the oldest keys it saw (not in this batch); they must still be the
+  -- oldest, or the caller retries with a fresh list. Keys cannot be named inside Lua.
+  local oldest = redis.call("ZRANGE", K_LRU, 0, n_victims + n_items + 8)
+  local expect = {}
+  for _, name in ipairs(oldest) do
+    if not in_batch[name] and #expect < n_victims then expect[#expect + 1] = name end
+  end
+  for j = 1, n_victims do
+    if expect[j] ~= ARGV[ARG0 + ITEM_ARGS * n_items + j] then return { "victims", n_victims } end
+  end
+  local nk, nb, satisfied = n_keys + key_delta, n_bytes + byte_delta, false
+  for j = 1, n_victims do
+    local ekey = KEYS[VICTIM_KEY0 + 2 * j - 1]
+    local size = redis.call("HSTRLEN", ekey, "v")
+    victims[j] = { name = expect[j], ekey = ekey, hkey = KEYS[VICTIM_KEY0 + 2 * j], size = size }
+    nk, nb = nk - 1, nb - size
+    key_delta, byte_delta = key_delta - 1, byte_delta - size
+    if not over(nk, nb) then satisfied = true break end
+  end
+  if not satisfied then
+    local candidates = redis.call("ZCARD", K_LRU)
+    for name in pairs(in_batch) do
+      if redis.call("ZSCORE", K_LRU, name) then candidates = candidates - 1 end
+    end
+    if candidates > n_victims then return { "victims", math.max(2 * n_victims, 4) } end
+    return { "quota", kind, limit, current, requested }
+  end
+end
+
+---------------------------------------------------------------------------- phase 2
+local rev = redis.call("HINCRBY", K_META, "rev", 1)
+local seq = 0
+local evicted = {}
+for _, v in ipairs(victims) do
+  local ver = redis.call("HGET", v.ekey, "ver")
+  drop_entry(v.name, v.ekey, v.hkey, v.size)
+  emit(stream_maxlen, rev, seq, "evict", v.name, ver, agent, now)
+  seq = seq + 1
+  evicted[#evicted + 1] = v.name
+end
+
+local result = {}
+for i = 1, n_items do
+  local p = plan[i]
+  if p.expired then
+    drop_entry(p.name, p.ekey, p.hkey, #p.expired.v)
+    emit(stream_maxlen, rev, seq, "expire", p.name, p.expired.ver, agent, now)
+    seq = seq + 1
+  end
+  local cur, out = p.cur, nil
+  if p.status == "a" then
+    out = { "a", 0, 0, 0, 0, 0, 0, 0, "", "" }
+  elseif p.status == "d" then
+    drop_entry(p.name, p.ekey, p.hkey, #cur.v)
+    emit(stream_maxlen, rev, seq, "delete", p.name, cur.ver, agent, now)
+    out = { "d", cur.ver, cur.cr, cur.mr, cur.ct, cur.mt, cur.x, #cur.v, "", "" }
+  elseif p.status == "t" then
+    redis.call("HSET", p.ekey, "x", p.x)
+    redis.call("ZADD", K_EXP, p.x, p.name)
+    emit(stream_maxlen, rev, seq, "touch", p.name, cur.ver, agent, now)
+    out = { "t", cur.ver, cur.cr, cur.mr, cur.ct, cur.mt, p.x, #cur.v, "", "" }
+  else
+    local ver, cr, ct = 1, rev, now
+    if cur then
+      ver, cr, ct = cur.ver + 1, cur.cr, cur.ct
+      if history_depth > 0 then
+        redis.call("HSET", p.hkey, "m" .. cur.ver, pack({ cur.cr, cur.mr, cur.ct, cur.mt, cur.x, cur.by, cur.f }),
+          "v" .. cur.ver, cur.v)
+        local gone = cur.ver - history_depth
+        if gone >= 1 then redis.call("HDEL", p.hkey, "m" .. gone, "v" .. gone) end
+      end
+    else
+      redis.call("ZADD", K_IDX, 0, p.name)
+      redis.call("HINCRBY", K_META, "n", 1)
+    end
+    redis.call("HSET", p.ekey, "v", p.value, "f", p.fmt, "ver", ver, "cr", cr, "mr", rev,
+      "ct", ct, "mt", now, "by", agent, "x", p.x)
+    redis.call("HINCRBY", K_META, "b", #p.value - (cur and #cur.v or 0))
+    redis.call("ZADD", K_LRU, rev, p.name)
+    if p.x > 0 then redis.call("ZADD", K_EXP, p.x, p.name) elseif cur and cur.x > 0 then
+      redis.call("ZREM", K_EXP, p.name)
+    end
+    emit(stream_maxlen, rev, seq, "put", p.name, ver, agent, now)
+    local vout, fout = "", ""
+    if p.computed then vout, fout = p.value, p.fmt end
+    out = { "w", ver, cr, rev, ct, now, p.x, #p.value, vout, fout }
+  end
+  seq = seq + 1
+  for _, x in ipairs(out) do result[#result + 1] = x end
+end
+
+redis.call("HINCRBY", K_STATS, action, 1)
+if #evicted > 0 then redis.call("HINCRBY", K_STATS, "evicted", #evicted) end
+audit(audit_maxlen, agent, action, first_key, op_id, "ok", rev)
+
+local reply = { rev, sweep_due(now), n_items }
+for _, x in ipairs(result) do reply[#reply + 1] = x end
+reply[#reply + 1] = #evicted
+for _, name in ipairs(evicted) do reply[#reply + 1] = name end
+local packed = pack(reply)
+redis.call("HSET", K_OPS, op_id, packed)
+redis.call("ZADD", K_OPST, now, op_id)
+return { "ok", packed }

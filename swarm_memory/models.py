@@ -1,0 +1,109 @@
+"""Frozen data returned by the public API, and the enumerations it accepts."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any, Literal
+
+from swarm_memory.errors import InvalidOption
+
+PermissionLevel = Literal["none", "read", "write", "admin"]
+Strategy = Literal["latest-wins", "first-wins", "version", "merge", "custom"]
+OverQuota = Literal["reject", "evict-oldest"]
+
+LEVELS: tuple[PermissionLevel, ...] = ("none", "read", "write", "admin")
+STRATEGIES: tuple[Strategy, ...] = ("latest-wins", "first-wins", "version", "merge", "custom")
+OVER_QUOTA: tuple[OverQuota, ...] = ("reject", "evict-oldest")
+
+
+def level_rank(level: str) -> int:
+    return LEVELS.index(level)  # type: ignore[arg-type]
+
+
+def validate_level(level: object, field: str = "permission") -> PermissionLevel:
+    if not isinstance(level, str) or level not in LEVELS:
+        raise InvalidOption(
+            f"unknown permission level {level!r}; use one of {', '.join(LEVELS)}",
+            field=field,
+            value=level,
+        )
+    return level  # type: ignore[return-value]
+
+
+def validate_strategy(strategy: object) -> Strategy:
+    if not isinstance(strategy, str) or strategy not in STRATEGIES:
+        raise InvalidOption(
+            f"unknown strategy {strategy!r}; use one of {', '.join(STRATEGIES)}",
+            field="strategy",
+            value=strategy,
+        )
+    return strategy  # type: ignore[return-value]
+
+
+def validate_over_quota(policy: object) -> OverQuota:
+    if not isinstance(policy, str) or policy not in OVER_QUOTA:
+        raise InvalidOption(
+            f"unknown over-quota policy {policy!r}; use one of {', '.join(OVER_QUOTA)}",
+            field="over_quota",
+            value=policy,
+        )
+    return policy  # type: ignore[return-value]
+
+
+def ms_to_datetime(ms: int) -> datetime:
+    return datetime.fromtimestamp(ms / 1000, tz=UTC)
+
+
+@dataclass(frozen=True, slots=True)
+class Entry:
+    """One key's state. Times come from the Redis server clock (UTC)."""
+
+    key: str
+    value: Any
+    version: int
+    create_revision: int
+    mod_revision: int
+    created_at: datetime
+    updated_at: datetime
+    updated_by: str
+    expires_at: datetime | None
+    size: int  # encoded bytes stored in Redis (after compression)
+
+
+@dataclass(frozen=True, slots=True)
+class NamespaceInfo:
+    name: str
+    default_permission: PermissionLevel
+    permissions: dict[str, PermissionLevel]
+    strategy: Strategy
+    ttl: float | None
+    max_keys: int | None
+    max_bytes: int | None
+    history: int
+    over_quota: OverQuota
+    revision: int
+    keys: int
+    bytes: int
+    created_at: datetime
+    created_by: str
+    stats: dict[str, int] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    """One change in a namespace's feed. ``cursor`` is the stream id to resume after."""
+
+    revision: int
+    type: str
+    key: str | None
+    version: int | None
+    agent: str
+    time: datetime
+    cursor: str
+
+
+@dataclass(frozen=True, slots=True)
+class SweepResult:
+    expired: list[str]
+    more: bool

@@ -1,0 +1,101 @@
+"""Lua scripts shipped inside the package, loaded with importlib.resources.
+
+Each script file starts with a machine-readable header::
+
+    --! keys: meta acl ... +items(entry hist)
+    --! args: agent op_id ... +items(op key ...)
+
+The loader prepends ``_lib.lua`` and checks every call against the header: the number of
+fixed keys and args, and that variable parts come in whole groups. A call that does not
+fit raises before it reaches Redis.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from dataclasses import dataclass
+from functools import cache
+from importlib import resources
+
+_HEADER = re.compile(r"^--! (keys|args|returns): (.*)$", re.MULTILINE)
+_GROUP = re.compile(r"\+(\w+)(?:\(([^)]*)\))?")
+
+
+@dataclass(frozen=True, slots=True)
+class Signature:
+    fixed: tuple[str, ...]
+    groups: tuple[tuple[str, int], ...]  # (name, arity); arity 0 = free-form tail
+
+    @classmethod
+    def parse(cls, text: str) -> Signature:
+        fixed: list[str] = []
+        groups: list[tuple[str, int]] = []
+        for token in re.findall(r"\+\w+(?:\([^)]*\))?|[^\s+]+", text):
+            m = _GROUP.fullmatch(token)
+            if m:
+                inner = (m.group(2) or "").split()
+                groups.append((m.group(1), len(inner)))
+            elif groups:
+                raise ValueError(f"fixed name {token!r} after a variable group")
+            else:
+                fixed.append(token)
+        return cls(tuple(fixed), tuple(groups))
+
+    def accepts(self, count: int) -> bool:
+        rest = count - len(self.fixed)
+        if rest < 0:
+            return False
+        if not self.groups:
+            return rest == 0
+        if any(arity == 0 for _, arity in self.groups):
+            return True
+        # Is `rest` a sum of whole groups? (coin-change reachability; counts are small)
+        reachable = [True] + [False] * rest
+        for total in range(1, rest + 1):
+            reachable[total] = any(
+                arity <= total and reachable[total - arity] for _, arity in self.groups
+            )
+        return reachable[rest]
+
+
+@dataclass(frozen=True, slots=True)
+class Script:
+    name: str
+    source: str
+    sha: str
+    keys: Signature
+    args: Signature
+
+    def check(self, keys: list[str], args: list[str | bytes | int]) -> None:
+        if not self.keys.accepts(len(keys)) or not self.args.accepts(len(args)):
+            raise ValueError(
+                f"script {self.name}: {len(keys)} keys / {len(args)} args do not fit its header"
+            )
+
+
+SCRIPT_NAMES = ("write", "read", "ns", "purge", "sweep")
+
+
+def _read(name: str) -> str:
+    return resources.files("swarm_memory").joinpath("lua").joinpath(f"{name}.lua").read_text("utf-8")
+
+
+@cache
+def load(name: str) -> Script:
+    body = _read(name)
+    headers = dict(_HEADER.findall(body))
+    if "keys" not in headers or "args" not in headers:
+        raise RuntimeError(f"lua/{name}.lua lacks its --! keys / --! args header")
+    source = _read("_lib") + "\n" + body
+    return Script(
+        name=name,
+        source=source,
+        sha=hashlib.sha1(source.encode("utf-8")).hexdigest(),  # noqa: S324 - Redis script id
+        keys=Signature.parse(headers["keys"]),
+        args=Signature.parse(headers["args"]),
+    )
+
+
+def all_scripts() -> dict[str, Script]:
+    return {name: load(name) for name in SCRIPT_NAMES}

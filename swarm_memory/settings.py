@@ -1,0 +1,53 @@
+"""Configuration, read from ``SWARM_MEMORY_*`` environment variables only when asked.
+
+Nothing here runs at import time: ``Settings()`` reads the environment when it is
+constructed, and the clients construct it only if the caller passes no ``settings``.
+"""
+
+from __future__ import annotations
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    """Every tunable of the client. Field names map to ``SWARM_MEMORY_<NAME>``."""
+
+    model_config = SettingsConfigDict(env_prefix="SWARM_MEMORY_", frozen=True, extra="ignore")
+
+    redis_url: str | None = Field(
+        default=None, description="Redis URL; None means 'use the embedded default' where offered."
+    )
+    key_prefix: str = Field(default="sm", pattern=r"^[A-Za-z0-9_.-]{1,32}$")
+    cluster: bool = Field(default=False, description="Treat redis_url as a Redis Cluster seed.")
+
+    # Transport. redis-py's own retries are turned off for clients we build; these drive
+    # the single tenacity layer (DESIGN.md decision 6).
+    socket_timeout: float = Field(default=5.0, gt=0)
+    connect_timeout: float = Field(default=5.0, gt=0)
+    retry_attempts: int = Field(default=4, ge=1, le=50, description="Tries per call, first included.")
+    retry_backoff: float = Field(default=0.05, ge=0, description="First backoff, seconds; doubles.")
+    retry_backoff_max: float = Field(default=1.0, ge=0)
+
+    # Idempotency: how long a write's outcome is remembered for replays of its op id.
+    dedupe_window: float = Field(default=600.0, gt=0)
+
+    # Input limits, enforced client-side before anything is sent.
+    max_key_bytes: int = Field(default=512, ge=1, le=65536)
+    max_value_bytes: int = Field(default=1 << 20, ge=64)
+    max_depth: int = Field(default=32, ge=1, le=1000)
+    max_ttl: float = Field(default=366 * 86400.0, gt=0)
+    compress_threshold: int = Field(
+        default=16384, ge=0, description="zlib-compress encoded values above this; 0 = never."
+    )
+
+    # Bounded server-side structures.
+    stream_maxlen: int = Field(default=100_000, ge=1, description="Events kept (MAXLEN ~).")
+    audit_maxlen: int = Field(default=10_000, ge=1)
+    sweep_batch: int = Field(default=128, ge=1, le=10_000)
+    clear_batch: int = Field(default=256, ge=1, le=10_000)
+    page_size: int = Field(default=500, ge=1, le=100_000, description="keys() page size.")
+
+    # Client-side CAS loops (update(), custom strategy).
+    update_max_attempts: int = Field(default=200, ge=1)
+    update_backoff_max: float = Field(default=0.02, ge=0)
