@@ -21,7 +21,7 @@ from tenacity import (
     Retrying,
     retry_if_exception_type,
     stop_after_attempt,
-    wait_exponential_jitter,
+    wait_random_exponential,
 )
 
 from swarm_memory import errors
@@ -67,7 +67,7 @@ class _Base:
         s = self.settings
         return {
             "stop": stop_after_attempt(s.retry_attempts),
-            "wait": wait_exponential_jitter(initial=s.retry_backoff, max=s.retry_backoff_max),
+            "wait": wait_random_exponential(multiplier=s.retry_backoff, max=s.retry_backoff_max),
             "retry": retry_if_exception_type(_RETRYABLE),
             "reraise": True,
         }

@@ -1,0 +1,66 @@
+"""Test helpers: one sync-looking facade over both clients, keyspace snapshots."""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+from collections.abc import AsyncIterator
+from typing import Any
+
+import redis
+
+from swarm_memory import AsyncNamespace, AsyncSwarmMemory
+
+
+async def _collect(agen: AsyncIterator[Any]) -> list[Any]:
+    return [x async for x in agen]
+
+
+class Facade:
+    """Presents AsyncSwarmMemory / AsyncNamespace with the sync API, so one test body runs
+    through both clients: coroutines are awaited on the test's loop, async iterators
+    collected, and handles wrapped again. Exceptions pass through unchanged."""
+
+    def __init__(self, target: Any, loop: asyncio.AbstractEventLoop) -> None:
+        self._target = target
+        self._loop = loop
+
+    def __getattr__(self, name: str) -> Any:
+        attr = getattr(self._target, name)
+        if not callable(attr):
+            return attr
+
+        def call(*args: Any, **kwargs: Any) -> Any:
+            result = attr(*args, **kwargs)
+            if inspect.iscoroutine(result):
+                result = self._loop.run_until_complete(result)
+            if inspect.isasyncgen(result):
+                return iter(self._loop.run_until_complete(_collect(result)))
+            if isinstance(result, AsyncSwarmMemory | AsyncNamespace):
+                return Facade(result, self._loop)
+            return result
+
+        return call
+
+
+def snapshot(raw: redis.Redis | redis.RedisCluster, prefix: str) -> dict[bytes, Any]:
+    """Every key under ``prefix`` with its full content, type-aware."""
+    out: dict[bytes, Any] = {}
+    for key in raw.scan_iter(match=prefix + "*", count=1000):
+        kind = raw.type(key)
+        kind = kind.decode() if isinstance(kind, bytes) else kind
+        if kind == "hash":
+            out[key] = ("hash", raw.hgetall(key))
+        elif kind == "zset":
+            out[key] = ("zset", raw.zrange(key, 0, -1, withscores=True))
+        elif kind == "stream":
+            out[key] = ("stream", raw.xrange(key))
+        elif kind == "string":
+            out[key] = ("string", raw.get(key))
+        elif kind == "list":
+            out[key] = ("list", raw.lrange(key, 0, -1))
+        elif kind == "set":
+            out[key] = ("set", sorted(raw.smembers(key)))
+        else:
+            out[key] = (kind, None)
+    return out
