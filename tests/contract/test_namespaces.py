@@ -1,0 +1,108 @@
+"""Namespace lifecycle: create / info / list / update / clear / delete, and the key layout."""
+
+from __future__ import annotations
+
+import pytest
+
+from swarm_memory import NamespaceExists, NamespaceNotFound, PermissionDenied
+
+
+def test_create_info_and_exist_ok(env):
+    mem = env.mem()
+    info = mem.create_namespace(
+        "team", default_permission="read", permissions={"auditor": "read", "w": "write"},
+        strategy="first-wins", ttl=60, max_keys=10, max_bytes=1000, history=3,
+        over_quota="evict-oldest",
+    )
+    assert info.default_permission == "read" and info.strategy == "first-wins"
+    assert info.permissions == {"auditor": "read", "w": "write", "planner": "admin"}
+    assert (info.ttl, info.max_keys, info.max_bytes, info.history) == (60.0, 10, 1000, 3)
+    assert info.over_quota == "evict-oldest" and info.created_by == "planner"
+    with pytest.raises(NamespaceExists) as exc:
+        mem.create_namespace("team")
+    assert exc.value.namespace == "team"
+    again = mem.create_namespace("team", strategy="merge", exist_ok=True)
+    assert again.strategy == "first-wins"  # exist_ok never rewrites an existing config
+
+
+def test_missing_namespace(env):
+    ns = env.mem().namespace("ghost")
+    with pytest.raises(NamespaceNotFound):
+        ns.get("x")
+    with pytest.raises(NamespaceNotFound):
+        ns.put("x", 1)
+    assert env.snapshot() == {}
+
+
+def test_list_namespaces_shows_only_readable(env):
+    mem = env.mem()
+    mem.create_namespace("open")
+    mem.create_namespace("secret", default_permission="none")
+    mem.create_namespace("shared", default_permission="none", permissions={"worker": "read"})
+    assert mem.list_namespaces() == ["open", "secret", "shared"]
+    assert mem.as_agent("worker").list_namespaces() == ["open", "shared"]
+
+
+def test_update_namespace(env):
+    mem = env.mem()
+    mem.create_namespace("team")
+    info = mem.update_namespace("team", strategy="version", max_keys=5, ttl=None)
+    assert info.strategy == "version" and info.max_keys == 5 and info.ttl is None
+    with pytest.raises(PermissionDenied) as exc:
+        mem.as_agent("worker").update_namespace("team", max_keys=50)
+    assert (exc.value.action, exc.value.required, exc.value.granted) == (
+        "ns_update", "admin", "write",
+    )
+    assert mem.namespace_info("team").max_keys == 5
+
+
+def test_clear_namespace_removes_every_entry_in_batches(env):
+    mem = env.mem(clear_batch=7)
+    mem.create_namespace("team", history=2)
+    ns = mem.namespace("team")
+    ns.put_many({f"k{i}": i for i in range(30)})
+    ns.put("k1", "again")
+    ns.put("t", 1, ttl=3600)
+    assert mem.clear_namespace("team") == 31
+    info = ns.info()
+    assert info.keys == 0 and info.bytes == 0
+    assert list(ns.keys()) == []
+    leftover = {k for k in env.snapshot() if b":e:" in k or b":h:" in k}
+    assert leftover == set()
+    with pytest.raises(PermissionDenied):
+        mem.as_agent("worker").clear_namespace("team")
+
+
+def test_delete_namespace_removes_every_key(env):
+    mem = env.mem(clear_batch=5)
+    mem.create_namespace("team", history=2)
+    mem.create_namespace("keep")
+    mem.namespace("keep").put("x", 1)
+    ns = mem.namespace("team")
+    ns.put_many({f"k{i}": i for i in range(12)})
+    ns.put("k1", 2)
+    with pytest.raises(PermissionDenied):
+        mem.as_agent("worker").delete_namespace("team")
+    mem.delete_namespace("team")
+    assert mem.list_namespaces() == ["keep"]
+    assert not [k for k in env.snapshot() if b"{team}" in k]
+    with pytest.raises(NamespaceNotFound):
+        ns.get("k1")
+    mem.create_namespace("team")  # the name is free again, starting afresh
+    assert mem.namespace("team").put("k1", 1).version == 1
+
+
+def test_every_key_of_a_namespace_shares_one_slot(env):
+    """Decision 1, checked on the real keys the scripts created."""
+    from redis.crc import key_slot
+
+    mem = env.mem()
+    mem.create_namespace("team", history=2)
+    ns = mem.namespace("team")
+    ns.put_many({"a{b}": 1, "{x}": 2, "ü": 3})
+    ns.put("a{b}", 4)
+    assert ns.get("a{b}").value == 4
+    keys = [k for k in env.snapshot() if b"{team}" in k]
+    assert len(keys) > 8
+    assert len({key_slot(k) for k in keys}) == 1
+    assert env.guard.calls > 0 and set(env.guard.by_script) >= {"ns", "write", "read"}
