@@ -102,7 +102,7 @@ class SyncDriver(_Base):
             self._notify(effect)
             fn: Callable[[], Any] = lambda: self._script(effect)  # noqa: E731
         else:
-            fn = lambda: self.client.execute_command(*effect.args)  # noqa: E731
+            fn = lambda: self.client.execute_command(*effect.args)  # type: ignore[no-untyped-call]  # noqa: E731
         try:
             for attempt in Retrying(**self._retry_kwargs()):
                 with attempt:
@@ -114,10 +114,10 @@ class SyncDriver(_Base):
     def _script(self, call: ScriptCall) -> Any:
         n = len(call.keys)
         try:
-            return self.client.evalsha(call.script.sha, n, *call.keys, *call.args)  # type: ignore[no-untyped-call]
+            return self.client.evalsha(call.script.sha, n, *call.keys, *call.args)
         except rexc.NoScriptError:
             # EVAL also caches the script on the node that ran it (also after a failover).
-            return self.client.eval(call.script.source, n, *call.keys, *call.args)  # type: ignore[no-untyped-call]
+            return self.client.eval(call.script.source, n, *call.keys, *call.args)
 
 
 class AsyncDriver(_Base):
@@ -163,6 +163,6 @@ class AsyncDriver(_Base):
     async def _script(self, call: ScriptCall) -> Any:
         n = len(call.keys)
         try:
-            return await self.client.evalsha(call.script.sha, n, *call.keys, *call.args)  # type: ignore[misc]
+            return await self.client.evalsha(call.script.sha, n, *call.keys, *call.args)
         except rexc.NoScriptError:
-            return await self.client.eval(call.script.source, n, *call.keys, *call.args)  # type: ignore[misc]
+            return await self.client.eval(call.script.source, n, *call.keys, *call.args)

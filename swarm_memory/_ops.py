@@ -8,6 +8,7 @@ the sync and async clients share every decision here and differ only in how
 
 from __future__ import annotations
 
+import contextlib
 import math
 import random
 import uuid
@@ -276,17 +277,15 @@ class WriteResult:
     replayed: bool
 
 
-class _MergeFallback(Exception):  # noqa: N818 - internal signal, never escapes _ops
+class _MergeFallback(Exception):
     def __init__(self, reason: str) -> None:
         self.reason = reason
 
 
 def _item_entry(ctx: Context, item: Item, r: ItemResult) -> Entry:
     f = r.fields
-    if f[8]:  # the server computed the value (merge, incr): decode what it stored
-        value = ctx.codec.decode(f[8], _s(f[9]))
-    else:
-        value = item.source
+    # When the server computed the value (merge, incr) it sends it back: decode that.
+    value = ctx.codec.decode(f[8], _s(f[9])) if f[8] else item.source
     x = int(f[6])
     return Entry(
         key=item.key,
@@ -420,10 +419,8 @@ def _encode(ctx: Context, value: Any, allow_compress: bool = True) -> Encoded:
 def _sweep_quietly(ctx: Context) -> Flow[None]:
     """Opportunistic sweep after a reply said expired entries are due; never fails the
     operation that triggered it."""
-    try:
+    with contextlib.suppress(errors.SwarmMemoryError):
         yield from sweep(ctx, max_rounds=2)
-    except errors.SwarmMemoryError:
-        pass
 
 
 def put(
@@ -436,7 +433,11 @@ def put(
     op_id: str | None = None,
 ) -> Flow[Entry]:
     entries = yield from put_many(
-        ctx, {key: value}, expected_versions={key: expected_version}, ttl=ttl, op_id=op_id,
+        ctx,
+        {key: value},
+        expected_versions={key: expected_version},
+        ttl=ttl,
+        op_id=op_id,
         action="put",
     )
     return entries[ctx.key(key)]
@@ -498,9 +499,9 @@ def put_many(
                 ctx,
                 list(patches),
                 lambda k, cur: merge_patch(None if cur is None else cur.value, patches[k]),
-                ttl_ms,
-                op,
-                action,
+                ttl_ms=ttl_ms,
+                op_id=op,
+                action=action,
                 pinned=pinned,
             )
         )
@@ -520,7 +521,13 @@ def put_many(
 
         return (
             yield from _batch_cas(
-                ctx, list(incoming), resolve, ttl_ms, op, action, wrap_bad_values=True
+                ctx,
+                list(incoming),
+                resolve,
+                ttl_ms=ttl_ms,
+                op_id=op,
+                action=action,
+                wrap_bad_values=True,
             )
         )
     return {it.key: _item_entry(ctx, it, r) for it, r in zip(items, result.items, strict=True)}
@@ -546,10 +553,10 @@ def _batch_cas(
     ctx: Context,
     keys: list[str],
     compute: Callable[[str, Entry | None], Any],
+    *,
     ttl_ms: int | None,
     op_id: str,
     action: str,
-    *,
     pinned: Mapping[str, int] | None = None,
     wrap_bad_values: bool = False,
 ) -> Flow[dict[str, Entry]]:
@@ -622,9 +629,9 @@ def update(
         ctx,
         [k],
         lambda _k, cur: fn(None if cur is None else cur.value),
-        ttl_arg(ttl, ctx.settings),
-        op_id_arg(op_id),
-        "update",
+        ttl_ms=ttl_arg(ttl, ctx.settings),
+        op_id=op_id_arg(op_id),
+        action="update",
     )
     return result[k]
 
@@ -647,7 +654,11 @@ def incr(
 ) -> Flow[int]:
     """Atomic server-side add on an integer value (absent counts as 0); |n| < 2**53."""
     item = Item(
-        "I", ctx.key(key), str(amount_arg(amount)).encode(), JSON_FORMAT, None,
+        "I",
+        ctx.key(key),
+        str(amount_arg(amount)).encode(),
+        JSON_FORMAT,
+        None,
         ttl_arg(ttl, ctx.settings),
     )
     result = yield from _write(ctx, [item], "incr", op_id_arg(op_id))
@@ -667,9 +678,7 @@ def touch(
     return result.items[0].status == "t"
 
 
-def rollback(
-    ctx: Context, key: str, *, to_version: int, op_id: str | None = None
-) -> Flow[Entry]:
+def rollback(ctx: Context, key: str, *, to_version: int, op_id: str | None = None) -> Flow[Entry]:
     """Write version ``to_version``'s value as a new version (history is never rewritten)."""
     k = ctx.key(key)
     want = version_arg(to_version, "to_version")
@@ -679,7 +688,7 @@ def rollback(
             f"version {want} of {k!r} is not kept", version=want or 0, **ctx.err(key=k)
         )
     result = yield from _batch_cas(
-        ctx, [k], lambda _k, _cur: old.value, None, op_id_arg(op_id), "rollback"
+        ctx, [k], lambda _k, _cur: old.value, ttl_ms=None, op_id=op_id_arg(op_id), action="rollback"
     )
     return result[k]
 
@@ -810,6 +819,7 @@ _FIELD_OF = {
 def _config_fields(settings: Settings, options: Mapping[str, Any]) -> list[str]:
     out: list[str] = []
     for name, value in options.items():
+        text: str
         if name not in _FIELD_OF:
             raise errors.InvalidOption(f"unknown namespace option {name!r}", field=name)
         if name == "default_permission":
@@ -888,8 +898,16 @@ def create_namespace(
     reply = yield ScriptCall(
         load("ns"),
         ctx.keys.fixed(),
-        [ctx.agent, ctx.settings.audit_maxlen, ctx.settings.stream_maxlen, "create",
-         "", *fields, "--", *acl],
+        [
+            ctx.agent,
+            ctx.settings.audit_maxlen,
+            ctx.settings.stream_maxlen,
+            "create",
+            "",
+            *fields,
+            "--",
+            *acl,
+        ],
         new_op_id(),
     )
     if reply[0] == b"deleting":
@@ -946,7 +964,9 @@ def grant(ctx: Context, permissions: Mapping[str, str]) -> Flow[None]:
     from swarm_memory.keys import validate_agent  # noqa: PLC0415
 
     if not isinstance(permissions, Mapping) or not permissions:
-        raise errors.InvalidInput("grant takes a non-empty {agent: level} mapping", field="permissions")
+        raise errors.InvalidInput(
+            "grant takes a non-empty {agent: level} mapping", field="permissions"
+        )
     pairs: list[str] = []
     for agent, level in permissions.items():
         pairs += [validate_agent(agent), validate_level(level)]
@@ -957,7 +977,9 @@ def revoke(ctx: Context, agents: Iterable[str]) -> Flow[None]:
     from swarm_memory.keys import validate_agent  # noqa: PLC0415
 
     if isinstance(agents, str):
-        raise errors.InvalidInput("revoke takes a list of agent names", field="agents", value=agents)
+        raise errors.InvalidInput(
+            "revoke takes a list of agent names", field="agents", value=agents
+        )
     names = [validate_agent(a) for a in agents]
     if not names:
         raise errors.InvalidInput("revoke takes at least one agent", field="agents")
@@ -971,7 +993,13 @@ def _purge(ctx: Context, mode: str) -> Flow[int]:
     removed = 0
     while True:
         keys = nk.fixed() + [x for k in names for x in (nk.entry(k), nk.history(k))]
-        args: list[str | bytes | int] = [ctx.agent, s.audit_maxlen, s.stream_maxlen, mode, s.clear_batch]
+        args: list[str | bytes | int] = [
+            ctx.agent,
+            s.audit_maxlen,
+            s.stream_maxlen,
+            mode,
+            s.clear_batch,
+        ]
         reply = yield ScriptCall(load("purge"), keys, [*args, *names], new_op_id())
         _common(ctx, reply, "ns_" + mode, "admin", None)
         removed += int(reply[1])

@@ -20,7 +20,14 @@ from swarm_memory.client import check_client, client_options, make_codec, resolv
 from swarm_memory.codec import Codec
 from swarm_memory.errors import InvalidInput
 from swarm_memory.keys import validate_agent, validate_namespace
-from swarm_memory.models import Entry, NamespaceInfo, OverQuota, PermissionLevel, Strategy, SweepResult
+from swarm_memory.models import (
+    Entry,
+    NamespaceInfo,
+    OverQuota,
+    PermissionLevel,
+    Strategy,
+    SweepResult,
+)
 from swarm_memory.settings import Settings
 
 
@@ -103,7 +110,9 @@ class AsyncSwarmMemory:
         self._driver.observers.append(observer)
 
     def _ctx(self, namespace: str, resolver: Resolver | None = None) -> Context:
-        return Context(validate_namespace(namespace), self.agent, self.settings, self._codec, resolver)
+        return Context(
+            validate_namespace(namespace), self.agent, self.settings, self._codec, resolver
+        )
 
     def namespace(self, name: str, *, resolver: Resolver | None = None) -> AsyncNamespace:
         """A handle bound to (namespace, agent). ``resolver`` serves the custom strategy."""
@@ -205,7 +214,12 @@ class AsyncNamespace:
         )
 
     async def create(
-        self, key: str, value: Any, *, ttl: float | timedelta | None = None, op_id: str | None = None
+        self,
+        key: str,
+        value: Any,
+        *,
+        ttl: float | timedelta | None = None,
+        op_id: str | None = None,
     ) -> Entry:
         """Write only if absent. Raises ConflictError(current=...) if the key exists."""
         return await self._run(_ops.create(self._ctx, key, value, ttl=ttl, op_id=op_id))

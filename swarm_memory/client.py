@@ -20,7 +20,14 @@ from swarm_memory._ops import Context, Resolver
 from swarm_memory.codec import Codec, ValueCodec
 from swarm_memory.errors import InvalidInput, InvalidOption
 from swarm_memory.keys import validate_agent, validate_namespace
-from swarm_memory.models import Entry, NamespaceInfo, OverQuota, PermissionLevel, Strategy, SweepResult
+from swarm_memory.models import (
+    Entry,
+    NamespaceInfo,
+    OverQuota,
+    PermissionLevel,
+    Strategy,
+    SweepResult,
+)
 from swarm_memory.settings import Settings
 
 
@@ -146,7 +153,9 @@ class SwarmMemory:
         self._driver.observers.append(observer)
 
     def _ctx(self, namespace: str, resolver: Resolver | None = None) -> Context:
-        return Context(validate_namespace(namespace), self.agent, self.settings, self._codec, resolver)
+        return Context(
+            validate_namespace(namespace), self.agent, self.settings, self._codec, resolver
+        )
 
     def namespace(self, name: str, *, resolver: Resolver | None = None) -> Namespace:
         """A handle bound to (namespace, agent). ``resolver`` serves the custom strategy."""
@@ -248,7 +257,12 @@ class Namespace:
         )
 
     def create(
-        self, key: str, value: Any, *, ttl: float | timedelta | None = None, op_id: str | None = None
+        self,
+        key: str,
+        value: Any,
+        *,
+        ttl: float | timedelta | None = None,
+        op_id: str | None = None,
     ) -> Entry:
         """Write only if absent. Raises ConflictError(current=...) if the key exists."""
         return self._run(_ops.create(self._ctx, key, value, ttl=ttl, op_id=op_id))

@@ -38,9 +38,9 @@ class JsonCodec:
     name = JSON_FORMAT
 
     def encode(self, value: Any) -> bytes:
-        return json.dumps(
-            value, ensure_ascii=False, separators=(",", ":"), allow_nan=False
-        ).encode("utf-8")
+        return json.dumps(value, ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode(
+            "utf-8"
+        )
 
     def decode(self, data: bytes) -> Any:
         return json.loads(data)
@@ -136,9 +136,13 @@ class ValueCodec:
         return Encoded(data, fmt)
 
     def decode(self, data: bytes, fmt: str) -> Any:
-        name, compressed = (fmt[: -len(_COMPRESSED)], True) if fmt.endswith(_COMPRESSED) else (
-            fmt,
-            False,
+        name, compressed = (
+            (fmt[: -len(_COMPRESSED)], True)
+            if fmt.endswith(_COMPRESSED)
+            else (
+                fmt,
+                False,
+            )
         )
         codec = self._by_name.get(name)
         if codec is None:

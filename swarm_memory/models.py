@@ -18,7 +18,7 @@ OVER_QUOTA: tuple[OverQuota, ...] = ("reject", "evict-oldest")
 
 
 def level_rank(level: str) -> int:
-    return LEVELS.index(level)  # type: ignore[arg-type]
+    return LEVELS.index(level)
 
 
 def validate_level(level: object, field: str = "permission") -> PermissionLevel:
@@ -28,7 +28,7 @@ def validate_level(level: object, field: str = "permission") -> PermissionLevel:
             field=field,
             value=level,
         )
-    return level  # type: ignore[return-value]
+    return level
 
 
 def validate_strategy(strategy: object) -> Strategy:
@@ -38,7 +38,7 @@ def validate_strategy(strategy: object) -> Strategy:
             field="strategy",
             value=strategy,
         )
-    return strategy  # type: ignore[return-value]
+    return strategy
 
 
 def validate_over_quota(policy: object) -> OverQuota:
@@ -48,7 +48,7 @@ def validate_over_quota(policy: object) -> OverQuota:
             field="over_quota",
             value=policy,
         )
-    return policy  # type: ignore[return-value]
+    return policy
 
 
 def ms_to_datetime(ms: int) -> datetime:

@@ -78,7 +78,9 @@ SCRIPT_NAMES = ("write", "read", "ns", "purge", "sweep")
 
 
 def _read(name: str) -> str:
-    return resources.files("swarm_memory").joinpath("lua").joinpath(f"{name}.lua").read_text("utf-8")
+    return (
+        resources.files("swarm_memory").joinpath("lua").joinpath(f"{name}.lua").read_text("utf-8")
+    )
 
 
 @cache
@@ -91,7 +93,7 @@ def load(name: str) -> Script:
     return Script(
         name=name,
         source=source,
-        sha=hashlib.sha1(source.encode("utf-8")).hexdigest(),  # noqa: S324 - Redis script id
+        sha=hashlib.sha1(source.encode("utf-8")).hexdigest(),
         keys=Signature.parse(headers["keys"]),
         args=Signature.parse(headers["args"]),
     )

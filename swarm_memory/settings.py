@@ -25,7 +25,9 @@ class Settings(BaseSettings):
     # the single tenacity layer (DESIGN.md decision 6).
     socket_timeout: float = Field(default=5.0, gt=0)
     connect_timeout: float = Field(default=5.0, gt=0)
-    retry_attempts: int = Field(default=4, ge=1, le=50, description="Tries per call, first included.")
+    retry_attempts: int = Field(
+        default=4, ge=1, le=50, description="Tries per call, first included."
+    )
     retry_backoff: float = Field(default=0.05, ge=0, description="First backoff, seconds; doubles.")
     retry_backoff_max: float = Field(default=1.0, ge=0)
 
