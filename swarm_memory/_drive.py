@@ -57,6 +57,10 @@ class _Base:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.observers: list[ScriptObserver] = []
+        # Scripts are SCRIPT LOADed once per client before their first EVALSHA (on Cluster,
+        # redis-py sends SCRIPT LOAD to every primary), so the NOSCRIPT error path is only
+        # taken after a server restart or failover; it then falls back to EVAL.
+        self.loaded: set[str] = set()
 
     def _notify(self, call: ScriptCall) -> None:
         call.script.check(call.keys, call.args)
@@ -113,11 +117,15 @@ class SyncDriver(_Base):
 
     def _script(self, call: ScriptCall) -> Any:
         n = len(call.keys)
+        script = call.script
+        if script.sha not in self.loaded:
+            self.client.script_load(script.source)
+            self.loaded.add(script.sha)
         try:
-            return self.client.evalsha(call.script.sha, n, *call.keys, *call.args)
+            return self.client.evalsha(script.sha, n, *call.keys, *call.args)
         except rexc.NoScriptError:
             # EVAL also caches the script on the node that ran it (also after a failover).
-            return self.client.eval(call.script.source, n, *call.keys, *call.args)
+            return self.client.eval(script.source, n, *call.keys, *call.args)
 
 
 class AsyncDriver(_Base):
@@ -162,7 +170,11 @@ class AsyncDriver(_Base):
 
     async def _script(self, call: ScriptCall) -> Any:
         n = len(call.keys)
+        script = call.script
+        if script.sha not in self.loaded:
+            await self.client.script_load(script.source)
+            self.loaded.add(script.sha)
         try:
-            return await self.client.evalsha(call.script.sha, n, *call.keys, *call.args)
+            return await self.client.evalsha(script.sha, n, *call.keys, *call.args)
         except rexc.NoScriptError:
-            return await self.client.eval(call.script.source, n, *call.keys, *call.args)
+            return await self.client.eval(script.source, n, *call.keys, *call.args)

@@ -62,9 +62,16 @@ def _free_port() -> int:
 
 
 @contextlib.contextmanager
-def embedded_server() -> Iterator[str]:
-    """Yield a ``redis://`` URL of a private server that lives for the ``with`` block."""
-    binary = shutil.which("redis-server")
+def embedded_server(kind: str = "auto") -> Iterator[str]:
+    """Yield a ``redis://`` URL of a private server that lives for the ``with`` block.
+
+    ``kind``: ``"redis-server"``, ``"fakeredis"``, or ``"auto"`` (the binary if found).
+    """
+    if kind not in ("auto", "redis-server", "fakeredis"):
+        raise ValueError(f"unknown embedded server kind {kind!r}")
+    binary = shutil.which("redis-server") if kind != "fakeredis" else None
+    if kind == "redis-server" and not binary:
+        raise FileNotFoundError("redis-server is not installed")
     if binary:
         port = _free_port()
         workdir = tempfile.mkdtemp(prefix="swarm-memory-")

@@ -1,0 +1,3 @@
+from swarm_memory.quickstart import main
+
+raise SystemExit(main())

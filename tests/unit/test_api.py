@@ -1,0 +1,111 @@
+"""The public surface: exports, sync/async parity, shipped scripts and their headers."""
+
+from __future__ import annotations
+
+import inspect
+import re
+import zipfile
+from pathlib import Path
+
+import pytest
+
+import swarm_memory
+from swarm_memory import AsyncNamespace, AsyncSwarmMemory, Namespace, SwarmMemory
+from swarm_memory.scripts import SCRIPT_NAMES, Signature, load
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_all_is_sorted_and_complete():
+    assert swarm_memory.__all__ == sorted(swarm_memory.__all__)
+    for name in swarm_memory.__all__:
+        assert hasattr(swarm_memory, name), name
+
+
+def test_design_contract_names_exist():
+    """Names DESIGN.md's public API contract relies on (add freely, rename never)."""
+    for cls in (SwarmMemory, AsyncSwarmMemory):
+        for name in ("from_url", "create_namespace", "namespace", "as_agent"):
+            assert callable(getattr(cls, name)), (cls, name)
+    for cls in (Namespace, AsyncNamespace):
+        for name in (
+            "put", "create", "get", "delete", "exists", "keys", "get_many", "put_many",
+            "update", "incr", "history", "rollback", "grant", "revoke", "stats", "touch",
+        ):
+            assert callable(getattr(cls, name)), (cls, name)
+
+
+@pytest.mark.parametrize(("sync_cls", "async_cls"), [(SwarmMemory, AsyncSwarmMemory), (Namespace, AsyncNamespace)])
+def test_sync_and_async_have_identical_signatures(sync_cls, async_cls):
+    def public(cls):
+        return {n: m for n, m in vars(cls).items() if not n.startswith("_") and callable(m)}
+
+    sync_methods, async_methods = public(sync_cls), public(async_cls)
+    assert set(sync_methods) - {"close"} == set(async_methods) - {"close"}
+    for name, method in sync_methods.items():
+        other = async_methods[name]
+        fn = method.__func__ if isinstance(method, classmethod) else method
+        afn = other.__func__ if isinstance(other, classmethod) else other
+        sp = [(p.name, p.kind, p.default) for p in inspect.signature(fn).parameters.values()]
+        ap = [(p.name, p.kind, p.default) for p in inspect.signature(afn).parameters.values()]
+        assert sp == ap, name
+        returns_handle = name in ("from_url", "from_client", "as_agent", "namespace", "keys")
+        if not returns_handle and name not in ("observe_scripts", "close"):
+            assert inspect.iscoroutinefunction(afn), f"{async_cls.__name__}.{name} must be async"
+
+
+def test_every_script_has_a_header_the_loader_checks():
+    for name in SCRIPT_NAMES:
+        script = load(name)
+        assert script.keys.fixed[:10] == (
+            "meta", "acl", "stats", "idx", "lru", "exp", "events", "audit", "ops", "opst",
+        )
+        assert re.fullmatch(r"[0-9a-f]{40}", script.sha)
+        with pytest.raises(ValueError):
+            script.check(["only-one-key"], [])
+
+
+def test_signature_groups():
+    sig = Signature.parse("a b +items(x y) +victims(z)")
+    assert sig.fixed == ("a", "b") and sig.accepts(2) and sig.accepts(5) and sig.accepts(7)
+    assert not sig.accepts(1)
+    exact = Signature.parse("a b")
+    assert exact.accepts(2) and not exact.accepts(3)
+
+
+def test_no_key_is_built_inside_lua():
+    """Decision 1: every key a script touches arrives in KEYS. No string concatenation
+    may flow into a redis.call key position, and no KEYS/SCAN calls."""
+    lua_dir = ROOT / "swarm_memory" / "lua"
+    for path in lua_dir.glob("*.lua"):
+        text = path.read_text()
+        assert not re.search(r'redis\.call\("(KEYS|SCAN)"', text), path.name
+        for call in re.finditer(r'redis\.call\("(\w+)",\s*([^,)]+)', text):
+            first_arg = call.group(2).strip()
+            assert ".." not in first_arg, f"{path.name}: key built in Lua: {call.group(0)}"
+
+
+def test_top_level_lua_dir_is_the_package_source():
+    top = ROOT / "lua"
+    assert top.is_symlink() or top.is_dir()
+    assert {p.name for p in top.glob("*.lua")} == {
+        p.name for p in (ROOT / "swarm_memory" / "lua").glob("*.lua")
+    }
+
+
+def test_wheel_ships_the_scripts(tmp_path):
+    """Build the wheel and look inside: scripts are package data, not repo files."""
+    import subprocess
+    import sys
+
+    out = subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation",
+         "-w", str(tmp_path), str(ROOT)],
+        capture_output=True, text=True, check=False,
+    )
+    assert out.returncode == 0, out.stderr[-2000:]
+    (wheel,) = tmp_path.glob("swarm_memory-*.whl")
+    names = set(zipfile.ZipFile(wheel).namelist())
+    for name in (*SCRIPT_NAMES, "_lib"):
+        assert f"swarm_memory/lua/{name}.lua" in names
+    assert "swarm_memory/py.typed" in names
