@@ -67,6 +67,31 @@ class _Base:
         for observer in self.observers:
             observer(call.script.name, call.keys, call.args)
 
+    def _check_durable(self, client: Any) -> None:
+        if self.settings.wait_replicas and "Cluster" in type(client).__name__:
+            # WAIT must run on the connection of the primary that ran the script; on
+            # Cluster that is not the connection redis-py would pick for a keyless WAIT.
+            raise errors.InvalidOption(
+                "wait_replicas is supported on standalone Redis (and Sentinel), not Cluster",
+                field="wait_replicas",
+                value=self.settings.wait_replicas,
+            )
+
+    def _acked(self, call: ScriptCall, acked: Any) -> None:
+        required = self.settings.wait_replicas
+        if int(acked) < required:
+            assert call.op_id is not None
+            raise errors.NotReplicated(
+                f"write applied on the primary but only {int(acked)} of {required} replicas "
+                f"acknowledged it within {self.settings.wait_timeout}s",
+                op_id=call.op_id,
+                required=required,
+                acked=int(acked),
+            )
+
+    def _wait_args(self) -> tuple[str, int, int]:
+        return ("WAIT", self.settings.wait_replicas, int(self.settings.wait_timeout * 1000))
+
     def _retry_kwargs(self) -> dict[str, Any]:
         s = self.settings
         return {
@@ -82,6 +107,7 @@ class SyncDriver(_Base):
 
     def __init__(self, client: redis.Redis | redis.RedisCluster, settings: Settings) -> None:
         super().__init__(settings)
+        self._check_durable(client)
         self.client = client
 
     def run(self, flow: Flow[T]) -> T:
@@ -121,6 +147,18 @@ class SyncDriver(_Base):
         if script.sha not in self.loaded:
             self.client.script_load(script.source)
             self.loaded.add(script.sha)
+        if call.op_id is not None and self.settings.wait_replicas:
+            # One pipeline = one connection: WAIT then counts this very write.
+            pipe = self.client.pipeline(transaction=False)
+            pipe.evalsha(script.sha, n, *call.keys, *call.args)
+            pipe.execute_command(*self._wait_args())
+            try:
+                reply, acked = pipe.execute()
+            except rexc.NoScriptError:
+                self.loaded.discard(script.sha)
+                raise rexc.ConnectionError("script cache was flushed; reloading") from None
+            self._acked(call, acked)
+            return reply
         try:
             return self.client.evalsha(script.sha, n, *call.keys, *call.args)
         except rexc.NoScriptError:
@@ -135,6 +173,7 @@ class AsyncDriver(_Base):
         self, client: redis.asyncio.Redis | redis.asyncio.RedisCluster, settings: Settings
     ) -> None:
         super().__init__(settings)
+        self._check_durable(client)
         self.client = client
 
     async def run(self, flow: Flow[T]) -> T:
@@ -174,6 +213,17 @@ class AsyncDriver(_Base):
         if script.sha not in self.loaded:
             await self.client.script_load(script.source)
             self.loaded.add(script.sha)
+        if call.op_id is not None and self.settings.wait_replicas:
+            pipe = self.client.pipeline(transaction=False)
+            pipe.evalsha(script.sha, n, *call.keys, *call.args)
+            pipe.execute_command(*self._wait_args())
+            try:
+                reply, acked = await pipe.execute()
+            except rexc.NoScriptError:
+                self.loaded.discard(script.sha)
+                raise rexc.ConnectionError("script cache was flushed; reloading") from None
+            self._acked(call, acked)
+            return reply
         try:
             return await self.client.evalsha(script.sha, n, *call.keys, *call.args)
         except rexc.NoScriptError:

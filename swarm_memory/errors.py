@@ -22,6 +22,7 @@ The tree (catch the base, or any branch)::
     ├── VersionNotFound                  get(version=) / rollback to a version not kept (.version)
     ├── ResolverError                    a custom resolver / update fn raised or returned junk
     ├── ServerError                      Redis refused the command (OOM, READONLY, script error)
+    ├── NotReplicated                    applied on the primary, but WAIT saw too few replicas
     └── TransportError                   Redis unreachable after the retry policy
         └── OutcomeUnknown               a write may or may not have been applied (.op_id)
 
@@ -203,6 +204,20 @@ class ServerError(SwarmMemoryError):
 
     Nothing was applied: scripts validate before they write.
     """
+
+
+class NotReplicated(SwarmMemoryError):
+    """With ``wait_replicas`` set: the write WAS applied on the primary, but fewer than
+    ``required`` replicas acknowledged it within ``wait_timeout`` (``acked`` did).
+
+    It may be lost if the primary fails now. Replaying ``op_id`` is safe (it is deduped).
+    """
+
+    def __init__(self, message: str, *, op_id: str, required: int, acked: int, **ctx: Any) -> None:
+        super().__init__(message, **ctx)
+        self.op_id = op_id
+        self.required = required
+        self.acked = acked
 
 
 class ResolverError(SwarmMemoryError):

@@ -68,7 +68,8 @@ def run(agents: int, tasks: int, url: str | None, embedded: str = "auto") -> int
             ctx = mp.get_context("spawn")
             with ctx.Pool(agents) as pool:
                 reports = pool.starmap(
-                    _agent, [(target, prefix, namespace, f"agent-{i}", tasks) for i in range(agents)]
+                    _agent,
+                    [(target, prefix, namespace, f"agent-{i}", tasks) for i in range(agents)],
                 )
             elapsed = time.perf_counter() - started
             ns = mem.namespace(namespace)

@@ -31,8 +31,13 @@ class Settings(BaseSettings):
     retry_backoff: float = Field(default=0.05, ge=0, description="First backoff, seconds; doubles.")
     retry_backoff_max: float = Field(default=1.0, ge=0)
 
+    # Durability (DESIGN.md decision 10): after each write, WAIT for this many replicas
+    # to acknowledge it, on the same connection. 0 = off. Standalone / Sentinel only.
+    wait_replicas: int = Field(default=0, ge=0, le=64)
+    wait_timeout: float = Field(default=1.0, gt=0)
+
     # Idempotency: how long a write's outcome is remembered for replays of its op id.
-    dedupe_window: float = Field(default=600.0, gt=0)
+    dedupe_window: float = Field(default=300.0, gt=0)
 
     # Input limits, enforced client-side before anything is sent.
     max_key_bytes: int = Field(default=512, ge=1, le=65536)

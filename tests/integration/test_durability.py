@@ -1,0 +1,63 @@
+"""WAIT-based durability (DESIGN.md decision 10), on a real primary + replica."""
+
+from __future__ import annotations
+
+import time
+import uuid
+
+import pytest
+import redis
+
+from swarm_memory import InvalidOption, NotReplicated, Settings, SwarmMemory
+from tests.servers import RedisServer
+
+
+@pytest.fixture(scope="module")
+def primary_and_replica():
+    with RedisServer() as primary:
+        with RedisServer(["--replicaof", "127.0.0.1", str(primary.port)]) as replica:
+            client = replica.client()
+            deadline = time.monotonic() + 15
+            while client.info("replication").get("master_link_status") != "up":
+                assert time.monotonic() < deadline, "replica never connected"
+                time.sleep(0.05)
+            yield primary, replica
+
+
+def test_write_waits_for_the_replica(primary_and_replica):
+    primary, replica = primary_and_replica
+    settings = Settings(key_prefix="t" + uuid.uuid4().hex[:8], wait_replicas=1, wait_timeout=2)
+    with SwarmMemory.from_url(primary.url, agent="a", settings=settings) as mem:
+        mem.create_namespace("d")
+        e = mem.namespace("d").put("k", {"v": 1})
+    # Acknowledged by the replica before put() returned: it is there, no polling needed.
+    entry_key = f"{settings.key_prefix}:{{d}}:e:k"
+    assert replica.client().hget(entry_key, "ver") == b"1" and e.version == 1
+
+
+def test_too_few_replicas_raises_not_replicated_but_write_is_applied(primary_and_replica):
+    primary, replica = primary_and_replica
+    settings = Settings(key_prefix="t" + uuid.uuid4().hex[:8], wait_replicas=1, wait_timeout=0.3)
+    with SwarmMemory.from_url(primary.url, agent="a", settings=settings) as mem:
+        mem.create_namespace("d")
+        ns = mem.namespace("d")
+        replica.pause()
+        try:
+            with pytest.raises(NotReplicated) as exc:
+                ns.put("k", 1, op_id="op-1")
+        finally:
+            replica.resume()
+        assert (exc.value.required, exc.value.acked, exc.value.op_id) == (1, 0, "op-1")
+        assert ns.get("k").value == 1  # applied on the primary, as the error says
+        again = ns.put("k", 1, op_id="op-1")  # replay: deduped, and now replicated
+        assert again.version == 1 and ns.get("k").version == 1
+
+
+def test_wait_replicas_is_refused_on_cluster(redis_cluster):
+    client = redis.RedisCluster(host="127.0.0.1", port=redis_cluster.ports[0])
+    try:
+        with pytest.raises(InvalidOption) as exc:
+            SwarmMemory.from_client(client, agent="a", settings=Settings(wait_replicas=1))
+        assert exc.value.field == "wait_replicas"
+    finally:
+        client.close()
