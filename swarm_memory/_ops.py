@@ -432,15 +432,16 @@ def put(
     ttl: float | timedelta | None = None,
     op_id: str | None = None,
 ) -> Flow[Entry]:
+    k = ctx.key(key)
     entries = yield from put_many(
         ctx,
-        {key: value},
-        expected_versions={key: expected_version},
+        {k: value},
+        expected_versions={k: expected_version},
         ttl=ttl,
         op_id=op_id,
         action="put",
     )
-    return entries[ctx.key(key)]
+    return entries[k]
 
 
 def put_many(
@@ -682,13 +683,14 @@ def rollback(ctx: Context, key: str, *, to_version: int, op_id: str | None = Non
     """Write version ``to_version``'s value as a new version (history is never rewritten)."""
     k = ctx.key(key)
     want = version_arg(to_version, "to_version")
+    op = op_id_arg(op_id)
     old = yield from get(ctx, k, version=want)
     if old is None:
         raise errors.VersionNotFound(
             f"version {want} of {k!r} is not kept", version=want or 0, **ctx.err(key=k)
         )
     result = yield from _batch_cas(
-        ctx, [k], lambda _k, _cur: old.value, ttl_ms=None, op_id=op_id_arg(op_id), action="rollback"
+        ctx, [k], lambda _k, _cur: old.value, ttl_ms=None, op_id=op, action="rollback"
     )
     return result[k]
 
@@ -727,6 +729,8 @@ def _history_entry(ctx: Context, key: str, version: int, meta: bytes, value: byt
 
 
 def get_many(ctx: Context, keys: Iterable[str]) -> Flow[dict[str, Entry | None]]:
+    if isinstance(keys, str | bytes):
+        raise errors.InvalidInput("get_many takes a list of keys, not one str", field="keys")
     names = list(dict.fromkeys(ctx.key(k) for k in keys))
     if len(names) > MAX_BATCH:
         raise errors.InvalidInput(f"get_many takes at most {MAX_BATCH} keys", field="keys")
@@ -891,6 +895,10 @@ def create_namespace(
     if strategy == "merge" and ctx.codec.codec.name != JSON_FORMAT:
         raise errors.InvalidOption(
             "the merge strategy needs the JSON codec", field="strategy", value=strategy
+        )
+    if permissions is not None and not isinstance(permissions, Mapping):
+        raise errors.InvalidInput(
+            "permissions must be an {agent: level} mapping", field="permissions", value=permissions
         )
     acl: list[str] = []
     for agent, level in (permissions or {}).items():

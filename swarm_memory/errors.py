@@ -20,7 +20,7 @@ The tree (catch the base, or any branch)::
     ├── QuotaExceeded                    .limit_kind .limit .current .requested
     ├── NotAnInteger                     incr on a non-integer or out-of-range value
     ├── VersionNotFound                  get(version=) / rollback to a version not kept (.version)
-    ├── ResolverError                    a custom resolver / update fn raised or returned junk
+    ├── ResolverError                    a custom-strategy resolver raised or returned non-JSON
     ├── ServerError                      Redis refused the command (OOM, READONLY, script error)
     ├── NotReplicated                    applied on the primary, but WAIT saw too few replicas
     └── TransportError                   Redis unreachable after the retry policy
@@ -221,9 +221,11 @@ class NotReplicated(SwarmMemoryError):
 
 
 class ResolverError(SwarmMemoryError):
-    """A user callback (custom resolver, ``update`` function) raised or returned non-JSON.
+    """A ``custom``-strategy resolver raised or returned non-JSON.
 
-    The original exception is chained as ``__cause__``; nothing was written.
+    The original exception is chained as ``__cause__``; nothing was written. (An
+    ``update`` function's own exceptions propagate unchanged, and a non-JSON return from
+    it is an :class:`InvalidValue` like any other bad value.)
     """
 
 
