@@ -172,4 +172,3 @@ def test_compressed_values_roundtrip(env):
     e = ns.put("doc", value)
     assert e.size < 3000  # stored compressed
     assert ns.get("doc").value == value
-

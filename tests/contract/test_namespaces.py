@@ -10,8 +10,14 @@ from swarm_memory import NamespaceExists, NamespaceNotFound, PermissionDenied
 def test_create_info_and_exist_ok(env):
     mem = env.mem()
     info = mem.create_namespace(
-        "team", default_permission="read", permissions={"auditor": "read", "w": "write"},
-        strategy="first-wins", ttl=60, max_keys=10, max_bytes=1000, history=3,
+        "team",
+        default_permission="read",
+        permissions={"auditor": "read", "w": "write"},
+        strategy="first-wins",
+        ttl=60,
+        max_keys=10,
+        max_bytes=1000,
+        history=3,
         over_quota="evict-oldest",
     )
     assert info.default_permission == "read" and info.strategy == "first-wins"
@@ -51,7 +57,9 @@ def test_update_namespace(env):
     with pytest.raises(PermissionDenied) as exc:
         mem.as_agent("worker").update_namespace("team", max_keys=50)
     assert (exc.value.action, exc.value.required, exc.value.granted) == (
-        "ns_update", "admin", "write",
+        "ns_update",
+        "admin",
+        "write",
     )
     assert mem.namespace_info("team").max_keys == 5
 

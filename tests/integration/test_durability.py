@@ -14,14 +14,16 @@ from tests.servers import RedisServer
 
 @pytest.fixture(scope="module")
 def primary_and_replica():
-    with RedisServer() as primary:
-        with RedisServer(["--replicaof", "127.0.0.1", str(primary.port)]) as replica:
-            client = replica.client()
-            deadline = time.monotonic() + 15
-            while client.info("replication").get("master_link_status") != "up":
-                assert time.monotonic() < deadline, "replica never connected"
-                time.sleep(0.05)
-            yield primary, replica
+    with (
+        RedisServer() as primary,
+        RedisServer(["--replicaof", "127.0.0.1", str(primary.port)]) as replica,
+    ):
+        client = replica.client()
+        deadline = time.monotonic() + 15
+        while client.info("replication").get("master_link_status") != "up":
+            assert time.monotonic() < deadline, "replica never connected"
+            time.sleep(0.05)
+        yield primary, replica
 
 
 def test_write_waits_for_the_replica(primary_and_replica):

@@ -13,9 +13,22 @@ import pytest
 def test_quickstart_runs_and_loses_nothing(embedded):
     env = {k: v for k, v in os.environ.items() if k != "SWARM_MEMORY_REDIS_URL"}
     out = subprocess.run(
-        [sys.executable, "-m", "swarm_memory", "--agents", "3", "--tasks", "40",
-         "--embedded", embedded],
-        capture_output=True, text=True, timeout=120, env=env, check=False,
+        [
+            sys.executable,
+            "-m",
+            "swarm_memory",
+            "--agents",
+            "3",
+            "--tasks",
+            "40",
+            "--embedded",
+            embedded,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=env,
+        check=False,
     )
     assert out.returncode == 0, out.stdout + out.stderr
     assert out.stdout.count("[ok]") == 5 and "FAIL" not in out.stdout
@@ -26,7 +39,11 @@ def test_quickstart_uses_the_configured_url(redis_server):
     env = {**os.environ, "SWARM_MEMORY_REDIS_URL": redis_server.url}
     out = subprocess.run(
         [sys.executable, "-m", "swarm_memory", "--agents", "2", "--tasks", "20"],
-        capture_output=True, text=True, timeout=120, env=env, check=False,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=env,
+        check=False,
     )
     assert out.returncode == 0, out.stdout + out.stderr
     assert "configured Redis" in out.stdout

@@ -29,13 +29,29 @@ def test_design_contract_names_exist():
             assert callable(getattr(cls, name)), (cls, name)
     for cls in (Namespace, AsyncNamespace):
         for name in (
-            "put", "create", "get", "delete", "exists", "keys", "get_many", "put_many",
-            "update", "incr", "history", "rollback", "grant", "revoke", "stats", "touch",
+            "put",
+            "create",
+            "get",
+            "delete",
+            "exists",
+            "keys",
+            "get_many",
+            "put_many",
+            "update",
+            "incr",
+            "history",
+            "rollback",
+            "grant",
+            "revoke",
+            "stats",
+            "touch",
         ):
             assert callable(getattr(cls, name)), (cls, name)
 
 
-@pytest.mark.parametrize(("sync_cls", "async_cls"), [(SwarmMemory, AsyncSwarmMemory), (Namespace, AsyncNamespace)])
+@pytest.mark.parametrize(
+    ("sync_cls", "async_cls"), [(SwarmMemory, AsyncSwarmMemory), (Namespace, AsyncNamespace)]
+)
 def test_sync_and_async_have_identical_signatures(sync_cls, async_cls):
     def public(cls):
         return {n: m for n, m in vars(cls).items() if not n.startswith("_") and callable(m)}
@@ -58,7 +74,16 @@ def test_every_script_has_a_header_the_loader_checks():
     for name in SCRIPT_NAMES:
         script = load(name)
         assert script.keys.fixed[:10] == (
-            "meta", "acl", "stats", "idx", "lru", "exp", "events", "audit", "ops", "opst",
+            "meta",
+            "acl",
+            "stats",
+            "idx",
+            "lru",
+            "exp",
+            "events",
+            "audit",
+            "ops",
+            "opst",
         )
         assert re.fullmatch(r"[0-9a-f]{40}", script.sha)
         with pytest.raises(ValueError):
@@ -99,9 +124,20 @@ def test_wheel_ships_the_scripts(tmp_path):
     import sys
 
     out = subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation",
-         "-w", str(tmp_path), str(ROOT)],
-        capture_output=True, text=True, check=False,
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            "--no-deps",
+            "--no-build-isolation",
+            "-w",
+            str(tmp_path),
+            str(ROOT),
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
     )
     assert out.returncode == 0, out.stderr[-2000:]
     (wheel,) = tmp_path.glob("swarm_memory-*.whl")
