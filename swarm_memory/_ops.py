@@ -9,6 +9,7 @@ the sync and async clients share every decision here and differ only in how
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import math
 import random
 import uuid
@@ -275,6 +276,7 @@ class WriteResult:
     items: list[ItemResult]
     evicted: list[str]
     replayed: bool
+    digest: str
 
 
 class _MergeFallback(Exception):
@@ -303,19 +305,39 @@ def _item_entry(ctx: Context, item: Item, r: ItemResult) -> Entry:
 
 def _parse_write(packed: bytes, replayed: bool) -> WriteResult:
     flat = unpack(packed)
-    n = int(flat[2])
+    digest = _s(flat[0])
+    n = int(flat[3])
     items = [
-        ItemResult(_s(flat[3 + i * 10]), flat[3 + i * 10 : 3 + (i + 1) * 10]) for i in range(n)
+        ItemResult(_s(flat[4 + i * 10]), flat[4 + i * 10 : 4 + (i + 1) * 10]) for i in range(n)
     ]
-    pos = 3 + n * 10
+    pos = 4 + n * 10
     n_evicted = int(flat[pos])
     evicted = [_s(x) for x in flat[pos + 1 : pos + 1 + n_evicted]]
-    return WriteResult(int(flat[0]), flat[1] == b"1", items, evicted, replayed)
+    return WriteResult(int(flat[1]), flat[2] == b"1", items, evicted, replayed, digest)
+
+
+def request_digest(agent: str, action: str, items: list[Item]) -> str:
+    """Fingerprint of a plain write, stored with its op record: replaying the op id with
+    a *different* request is an error, not a silent "success" of something else."""
+    h = hashlib.blake2b(digest_size=12)
+    for part in (agent, action):
+        h.update(b"%d:%s" % (len(part), part.encode()))
+    for it in items:
+        for field in (it.op, it.key, it.fmt, _opt(it.expected), _opt(it.ttl_ms)):
+            h.update(b"%d:%s" % (len(field), field.encode()))
+        h.update(b"%d:" % len(it.value) + it.value)
+    return h.hexdigest()
 
 
 # ------------------------------------------------------------------------------ writing
-def _write(ctx: Context, items: list[Item], action: str, op_id: str) -> Flow[WriteResult]:
-    """Run the write script; resolve evict-oldest victims; raise typed errors."""
+def _write(
+    ctx: Context, items: list[Item], action: str, op_id: str, *, echo: bool = False
+) -> Flow[WriteResult]:
+    """Run the write script; resolve evict-oldest victims; raise typed errors.
+
+    Plain writes carry a request digest; CAS loops (``echo=True``) carry none, since their
+    attempts differ, and have the written values echoed so that replays report them.
+    """
     s = ctx.settings
     nk = ctx.keys
     keys = nk.fixed()
@@ -329,6 +351,8 @@ def _write(ctx: Context, items: list[Item], action: str, op_id: str) -> Flow[Wri
         len(items),
         0,
         action,
+        "" if echo else request_digest(ctx.agent, action, items),
+        "1" if echo else "0",
     ]
     names = set()
     for it in items:
@@ -343,6 +367,13 @@ def _write(ctx: Context, items: list[Item], action: str, op_id: str) -> Flow[Wri
         tag = reply[0]
         if tag in (b"ok", b"dup"):
             result = _parse_write(reply[1], replayed=tag == b"dup")
+            if result.replayed and result.digest != args[9]:
+                raise errors.OpIdReused(
+                    f"op id {op_id!r} was already used for a different request; "
+                    "an op id names one request (its replays must be identical)",
+                    op_id=op_id,
+                    **ctx.err(key=items[0].key if items else None),
+                )
             if result.sweep_due:
                 yield from _sweep_quietly(ctx)
             return result
@@ -592,14 +623,18 @@ def _batch_cas(
                 ) from exc
             items.append(Item("S", k, enc.data, enc.fmt, have, ttl_ms, new_value))
         try:
-            result = yield from _write(ctx, items, action, op_id)
+            result = yield from _write(ctx, items, action, op_id, echo=True)
         except errors.ConflictError as exc:
             if isinstance(exc, errors.VersionRequired) or pinned:
                 raise
             assert exc.key is not None
-            current[exc.key] = exc.current  # the reply carries the winner: no extra read
-            if s.update_backoff_max:
+            if s.update_backoff_max and attempt > 1:
+                # Back off, then re-read: the winner's entry from the conflict reply is
+                # stale after a sleep, and retrying against it starves the loser.
                 yield Sleep(random.uniform(0, s.update_backoff_max * min(1.0, attempt / 8)))
+                current = yield from get_many(ctx, keys)
+            else:
+                current[exc.key] = exc.current  # the reply carries the winner: no extra read
             continue
         return {it.key: _item_entry(ctx, it, r) for it, r in zip(items, result.items, strict=True)}
     raise errors.RetryLimitExceeded(

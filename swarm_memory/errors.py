@@ -21,6 +21,7 @@ The tree (catch the base, or any branch)::
     ├── NotAnInteger                     incr on a non-integer or out-of-range value
     ├── VersionNotFound                  get(version=) / rollback to a version not kept (.version)
     ├── ResolverError                    a custom-strategy resolver raised or returned non-JSON
+    ├── OpIdReused                       an op id replayed with a different request (.op_id)
     ├── ServerError                      Redis refused the command (OOM, READONLY, script error)
     ├── NotReplicated                    applied on the primary, but WAIT saw too few replicas
     └── TransportError                   Redis unreachable after the retry policy
@@ -197,6 +198,17 @@ class VersionNotFound(SwarmMemoryError):
     def __init__(self, message: str, *, version: int, **ctx: Any) -> None:
         super().__init__(message, **ctx)
         self.version = version
+
+
+class OpIdReused(SwarmMemoryError):
+    """An op id was replayed with a request that differs from its first use.
+
+    Nothing was applied; the first request's outcome stands. Use a fresh op id per request.
+    """
+
+    def __init__(self, message: str, *, op_id: str, **ctx: Any) -> None:
+        super().__init__(message, **ctx)
+        self.op_id = op_id
 
 
 class ServerError(SwarmMemoryError):

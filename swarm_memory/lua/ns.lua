@@ -92,7 +92,9 @@ elseif action == "revoke" then
   local changes = {}
   for i = 5, #ARGV do changes[ARGV[i]] = false end
   if not keeps_an_admin(changes, meta[2]) then return { "last_admin" } end
-  for i = 5, #ARGV do redis.call("HDEL", K_ACL, ARGV[i]) end
+  local removed = 0
+  for i = 5, #ARGV do removed = removed + redis.call("HDEL", K_ACL, ARGV[i]) end
+  if removed == 0 then return { "ok", tonumber(redis.call("HGET", K_META, "rev")) } end
   etype = "ns_revoke"
 elseif action == "delete" then
   redis.call("HSET", K_META, "state", "deleting")

@@ -57,7 +57,8 @@ elseif action == "history" then
 elseif action == "page" then
   local after, upto, limit = ARGV[4], ARGV[5], int_arg(ARGV[6], "limit")
   local names = redis.call("ZRANGEBYLEX", K_IDX, after, upto, "LIMIT", 0, limit)
-  reply[#reply + 1] = names[#names] or ""
+  -- A short page is the last one: no cursor, no extra round trip.
+  if #names == limit then reply[#reply + 1] = names[#names] else reply[#reply + 1] = "" end
   for _, name in ipairs(names) do
     local x = redis.call("ZSCORE", K_EXP, name)
     if not x or tonumber(x) > now then reply[#reply + 1] = name end

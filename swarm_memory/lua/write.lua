@@ -1,5 +1,5 @@
 --! keys: meta acl stats idx lru exp events audit ops opst +items(entry hist) +victims(entry hist)
---! args: agent op_id dedupe_ms stream_maxlen audit_maxlen max_value_bytes n_items n_victims action +items(op key value fmt expected ttl_ms) +victims(key)
+--! args: agent op_id dedupe_ms stream_maxlen audit_maxlen max_value_bytes n_items n_victims action digest echo +items(op key value fmt expected ttl_ms) +victims(key)
 --! returns: {"ok"|"dup", packed} | {"nons"} | {"denied", granted} | {"conflict", i, entry...} | {"version_required", i, strategy} | {"quota", kind, limit, current, requested} | {"victims", wanted} | {"merge_fallback", i, "patch"|"stored"} | {"not_integer", i} | {"too_large", i, size}
 --
 -- Every write in one script (DESIGN.md decision 2): permission, dedupe, strategy and
@@ -16,7 +16,12 @@ local stream_maxlen, audit_maxlen = int_arg(ARGV[4], "stream_maxlen"), int_arg(A
 local max_value_bytes = int_arg(ARGV[6], "max_value_bytes")
 local n_items, n_victims = int_arg(ARGV[7], "n_items"), int_arg(ARGV[8], "n_victims")
 local action = ARGV[9]
-local ARG0, ITEM_ARGS = 9, 6
+-- digest: the client's fingerprint of this request, kept with the op record so a replay
+-- of the op id with a different request is caught (the client compares). echo = "1":
+-- put every written value in the reply (and so in the op record), for CAS loops whose
+-- replays must report the value that was actually written.
+local digest, echo = ARGV[10], ARGV[11] == "1"
+local ARG0, ITEM_ARGS = 11, 6
 local VICTIM_KEY0 = N_FIXED + 2 * n_items
 
 if #KEYS ~= N_FIXED + 2 * n_items + 2 * n_victims or #ARGV ~= ARG0 + ITEM_ARGS * n_items + n_victims then
@@ -174,7 +179,17 @@ if kind then
 end
 
 ---------------------------------------------------------------------------- phase 2
-local rev = redis.call("HINCRBY", K_META, "rev", 1)
+-- A call that changes nothing (delete / touch of absent keys) takes no revision (etcd).
+local changed = #victims > 0
+for i = 1, n_items do
+  if plan[i].status ~= "a" or plan[i].expired then changed = true end
+end
+local rev
+if changed then
+  rev = redis.call("HINCRBY", K_META, "rev", 1)
+else
+  rev = tonumber(redis.call("HGET", K_META, "rev"))
+end
 local seq = 0
 local evicted = {}
 for _, v in ipairs(victims) do
@@ -228,7 +243,7 @@ for i = 1, n_items do
     end
     emit(stream_maxlen, rev, seq, "put", p.name, ver, agent, now)
     local vout, fout = "", ""
-    if p.computed then vout, fout = p.value, p.fmt end
+    if p.computed or echo then vout, fout = p.value, p.fmt end
     out = { "w", ver, cr, rev, ct, now, p.x, #p.value, vout, fout }
   end
   seq = seq + 1
@@ -239,7 +254,7 @@ redis.call("HINCRBY", K_STATS, action, 1)
 if #evicted > 0 then redis.call("HINCRBY", K_STATS, "evicted", #evicted) end
 audit(audit_maxlen, agent, action, first_key, op_id, "ok", rev)
 
-local reply = { rev, sweep_due(now), n_items }
+local reply = { digest, rev, sweep_due(now), n_items }
 for _, x in ipairs(result) do reply[#reply + 1] = x end
 reply[#reply + 1] = #evicted
 for _, name in ipairs(evicted) do reply[#reply + 1] = name end

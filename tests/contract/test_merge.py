@@ -22,6 +22,7 @@ from hypothesis import strategies as st
 
 from swarm_memory import ConflictError, Settings, SwarmMemory, merge_patch
 from swarm_memory.keys import NamespaceKeys
+from swarm_memory.scripts import load
 
 PRECISE = {
     "big": 123456789012345678,
@@ -50,7 +51,8 @@ class Calls:
     def __call__(self, script: str, keys: list[str], args: list[Any]) -> None:
         if script == "write":
             n = int(args[6])
-            self.log.append(("write", [str(args[9 + 6 * i]) for i in range(n)]))
+            first = len(load("write").args.fixed)  # item args follow the fixed ones
+            self.log.append(("write", [str(args[first + 6 * i]) for i in range(n)]))
         else:
             self.log.append((script, []))
 
@@ -118,9 +120,10 @@ def test_precision_survives_a_server_side_merge(env, setup):
     assert text(e.value) == text(ns.get("doc").value) == text(want)
     raw, fmt = stored(env, "doc")
     assert fmt == b"json"
-    for literal in (b"123456789012345678", b"-123456789012345678", b"18446744073709551617",
-                    b"0.30000000000000004", b"5e-324", b"1e-300", b'"empty":[]',
-                    b"9007199254740993", b"1.0000000000000002"):
+    literals = [b"123456789012345678", b"-123456789012345678", b"18446744073709551617",
+                b"0.30000000000000004", b"5e-324", b"1e-300", b'"empty":[]',
+                b"9007199254740993", b"1.0000000000000002"]  # fmt: skip
+    for literal in literals:
         assert literal in raw, literal
     assert raw == text(want).encode()
 
@@ -163,7 +166,10 @@ def test_merged_value_and_size_are_returned(ns):
     assert e.size == len(text(e.value).encode())
     got = ns.get("doc")
     assert (got.value, got.version, got.mod_revision, got.size) == (
-        e.value, e.version, e.mod_revision, e.size
+        e.value,
+        e.version,
+        e.mod_revision,
+        e.size,
     )
     assert ns.info().bytes == e.size
 
@@ -216,7 +222,9 @@ def test_put_many_merges_every_key_in_one_revision(ns):
     ns.put_many({"a": {"x": 1, "y": 1}, "b": {"l": [1, 2]}})
     out = ns.put_many({"a": {"y": None, "z": 2}, "b": {"l": []}, "c": {"n": None, "m": 1}})
     assert {k: e.value for k, e in out.items()} == {
-        "a": {"x": 1, "z": 2}, "b": {"l": []}, "c": {"m": 1}
+        "a": {"x": 1, "z": 2},
+        "b": {"l": []},
+        "c": {"m": 1},
     }
     assert len({e.mod_revision for e in out.values()}) == 1
     got = ns.get_many(["a", "b", "c"])
@@ -249,7 +257,7 @@ def test_put_many_with_a_compressed_key_falls_back_as_one_batch(env):
 TRICKY = st.sampled_from(
     ['"', "\\", '\\"', "{", "}", "[", "]", ",", ":", "null", '{"a":1}', "\\u0041",
      "\\n", "\n", "\t", "\x00", "\x1f", "é", "\u2028", "😀", " ", "}]", '"}', ""]
-)
+)  # fmt: skip
 STRINGS = st.lists(TRICKY | st.text(max_size=3), max_size=4).map("".join)
 NUMBERS = (
     st.integers()
@@ -280,7 +288,8 @@ COMMON_KEYS = st.sampled_from(["a", "b", '"q"', "\\", "{}", "é"])
 def pairs(draw: st.DrawFn) -> tuple[Any, Any]:
     keys = COMMON_KEYS | STRINGS
     tree = st.recursive(
-        LEAVES, lambda c: st.lists(c, max_size=2) | st.dictionaries(keys, c, max_size=3),
+        LEAVES,
+        lambda c: st.lists(c, max_size=2) | st.dictionaries(keys, c, max_size=3),
         max_leaves=10,
     )
     target = draw(st.one_of(OBJECTS, st.dictionaries(keys, tree, max_size=4), LEAVES))
@@ -303,9 +312,7 @@ def merge_ns(request: pytest.FixtureRequest) -> Iterator[Any]:
     raw.close()
 
 
-@settings(
-    max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow]
-)
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(pair=pairs())
 def test_server_merge_equals_python_merge(merge_ns, pair):
     target, patch = pair

@@ -23,7 +23,7 @@ import redis.asyncio
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-from swarm_memory import AsyncSwarmMemory, OutcomeUnknown, Settings, SwarmMemory
+from swarm_memory import AsyncSwarmMemory, OpIdReused, OutcomeUnknown, Settings, SwarmMemory
 from swarm_memory.keys import NamespaceKeys
 from tests.faultproxy import FaultProxy
 from tests.servers import RedisServer
@@ -437,8 +437,9 @@ async def test_from_url_turns_redis_py_retries_off(redis_server: RedisServer) ->
 def test_replayed_op_id_returns_the_first_outcome(
     redis_server: RedisServer, raw: redis.Redis
 ) -> None:
-    """No faults: the caller deliberately sends one op id twice, then a third time with
-    a different value. Every call answers with the first outcome; nothing is reapplied."""
+    """No faults: the caller deliberately sends one op id twice (same request: the first
+    outcome both times), then with a different value: refused with OpIdReused, never an
+    Entry describing a state that did not exist."""
     prefix = _prefix()
     mem = SwarmMemory.from_url(redis_server.url, agent="a", settings=Settings(key_prefix=prefix))
     try:
@@ -449,20 +450,44 @@ def test_replayed_op_id_returns_the_first_outcome(
 
         first = ns.put("k", 1, op_id="x")
         second = ns.put("k", 1, op_id="x")
-        third = ns.put("k", 2, op_id="x")
+        with pytest.raises(OpIdReused) as exc:
+            ns.put("k", 2, op_id="x")
+        assert exc.value.op_id == "x" and exc.value.key == "k"
+        with pytest.raises(OpIdReused):
+            ns.put("other", 1, op_id="x")  # another key is another request too
 
-        assert first.version == second.version == third.version == 1
-        assert first.mod_revision == second.mod_revision == third.mod_revision == rev_before + 1
-        assert first.updated_at == second.updated_at == third.updated_at
+        assert first.version == second.version == 1
+        assert first.mod_revision == second.mod_revision == rev_before + 1
+        assert first.updated_at == second.updated_at
         assert second.value == 1
         _check_applied_once(srv, "put", rev_before, events_before)  # value in Redis stays 1
         current = ns.get("k")
         assert current is not None and (current.value, current.version) == (1, 1)
-        # The first outcome is version 1 holding 1: an Entry claiming version 1 holds 2
-        # describes a state that never existed.
-        assert third.value == 1, (
-            f"replayed op id returned Entry(value={third.value!r}, version={third.version}) "
-            "but version 1 holds 1: the replay must describe the first outcome"
+        assert ns.get("other") is None
+    finally:
+        mem.close()
+
+
+def test_replayed_update_reports_the_value_it_wrote(
+    redis_server: RedisServer, raw: redis.Redis
+) -> None:
+    """update() with a caller-chosen op id, replayed after its effect landed: the replay's
+    fn sees the new state and computes something else, but the answer is the first
+    outcome, value included (CAS loops have the written value echoed into the record)."""
+    prefix = _prefix()
+    mem = SwarmMemory.from_url(redis_server.url, agent="a", settings=Settings(key_prefix=prefix))
+    try:
+        mem.create_namespace(NS)
+        ns = mem.namespace(NS)
+        ns.put("n", 10)
+        first = ns.update("n", lambda v: v + 1, op_id="u1")
+        replay = ns.update("n", lambda v: v + 1, op_id="u1")
+        assert (first.value, first.version) == (11, 2)
+        assert (replay.value, replay.version, replay.mod_revision) == (
+            11,
+            2,
+            first.mod_revision,
         )
+        assert ns.get("n").value == 11
     finally:
         mem.close()
