@@ -1,7 +1,7 @@
 """AsyncSwarmMemory: the same names and signatures as ``client.py``, awaited.
 
 Both shells hand the same I/O-free flows (``_ops``) to a driver; only the driver differs.
-``tests/unit/test_api_parity.py`` checks that the two stay identical in names and
+``tests/unit/test_api.py`` checks that the two stay identical in names and
 parameters.
 """
 
@@ -14,12 +14,10 @@ from typing import Any
 import redis.asyncio
 
 from swarm_memory import _ops
-from swarm_memory._drive import AsyncDriver, ScriptObserver
+from swarm_memory._drive import AsyncDriver
 from swarm_memory._ops import Context, Resolver
-from swarm_memory.client import check_client, client_options, make_codec, resolve_url
+from swarm_memory._shell import HandleBase, MemoryBase, client_options, resolve_url
 from swarm_memory.codec import Codec
-from swarm_memory.errors import InvalidInput
-from swarm_memory.keys import validate_agent, validate_namespace
 from swarm_memory.models import (
     Entry,
     NamespaceInfo,
@@ -31,32 +29,15 @@ from swarm_memory.models import (
 from swarm_memory.settings import Settings
 
 
-class AsyncSwarmMemory:
+class AsyncSwarmMemory(MemoryBase[AsyncDriver]):
     """Shared memory for one agent identity, over one Redis (standalone or Cluster).
 
     Build with :meth:`from_url` or :meth:`from_client`; :meth:`as_agent` gives another
     identity over the same connection pool.
     """
 
-    def __init__(
-        self,
-        client: redis.asyncio.Redis | redis.asyncio.RedisCluster,
-        *,
-        agent: str,
-        settings: Settings | None = None,
-        codec: Codec | None = None,
-        _driver: AsyncDriver | None = None,
-        _owns_client: bool = False,
-    ) -> None:
-        self.agent = validate_agent(agent)
-        self.settings = settings or Settings()
-        self._codec = make_codec(self.settings, codec)
-        self._raw_codec = codec
-        if _driver is None:
-            check_client(client)
-            _driver = AsyncDriver(client, self.settings)
-        self._driver = _driver
-        self._owns_client = _owns_client
+    def _new_driver(self, client: Any, settings: Settings) -> AsyncDriver:
+        return AsyncDriver(client, settings)
 
     @classmethod
     def from_url(
@@ -90,34 +71,9 @@ class AsyncSwarmMemory:
         retries (``retry=Retry(NoBackoff(), 0)``); ours run on top of whatever it does."""
         return cls(client, agent=agent, settings=settings, codec=codec)
 
-    @property
-    def redis(self) -> redis.asyncio.Redis | redis.asyncio.RedisCluster:
-        return self._driver.client
-
-    def as_agent(self, agent: str) -> AsyncSwarmMemory:
-        """Another identity over the same connection pool."""
-        return AsyncSwarmMemory(
-            self._driver.client,
-            agent=agent,
-            settings=self.settings,
-            codec=self._raw_codec,
-            _driver=self._driver,
-        )
-
-    def observe_scripts(self, observer: ScriptObserver) -> None:
-        """Call ``observer(script_name, keys, args)`` before every script call (tests,
-        tracing). Shared by every identity made with :meth:`as_agent`."""
-        self._driver.observers.append(observer)
-
-    def _ctx(self, namespace: str, resolver: Resolver | None = None) -> Context:
-        return Context(
-            validate_namespace(namespace), self.agent, self.settings, self._codec, resolver
-        )
-
     def namespace(self, name: str, *, resolver: Resolver | None = None) -> AsyncNamespace:
         """A handle bound to (namespace, agent). ``resolver`` serves the custom strategy."""
-        if resolver is not None and not callable(resolver):
-            raise InvalidInput("resolver must be callable", field="resolver", value=resolver)
+        self._check_resolver(resolver)
         return AsyncNamespace(self, self._ctx(name, resolver))
 
     async def create_namespace(
@@ -182,21 +138,12 @@ class AsyncSwarmMemory:
         await self.close()
 
 
-class AsyncNamespace:
+class AsyncNamespace(HandleBase[AsyncSwarmMemory]):
     """Operations on one namespace as one agent. Every call is permission-checked in Redis."""
 
     def __init__(self, memory: AsyncSwarmMemory, ctx: Context) -> None:
-        self.memory = memory
-        self._ctx = ctx
+        super().__init__(memory, ctx)
         self._run = memory._driver.run
-
-    @property
-    def name(self) -> str:
-        return self._ctx.namespace
-
-    @property
-    def agent(self) -> str:
-        return self._ctx.agent
 
     async def put(
         self,

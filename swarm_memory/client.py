@@ -11,15 +11,12 @@ from datetime import timedelta
 from typing import Any
 
 import redis
-from redis.backoff import NoBackoff
-from redis.retry import Retry
 
 from swarm_memory import _ops
-from swarm_memory._drive import ScriptObserver, SyncDriver
+from swarm_memory._drive import SyncDriver
 from swarm_memory._ops import Context, Resolver
-from swarm_memory.codec import Codec, ValueCodec
-from swarm_memory.errors import InvalidInput, InvalidOption
-from swarm_memory.keys import validate_agent, validate_namespace
+from swarm_memory._shell import HandleBase, MemoryBase, client_options, resolve_url
+from swarm_memory.codec import Codec
 from swarm_memory.models import (
     Entry,
     NamespaceInfo,
@@ -31,75 +28,15 @@ from swarm_memory.models import (
 from swarm_memory.settings import Settings
 
 
-def resolve_url(url: str | None, settings: Settings) -> str:
-    found = url or settings.redis_url
-    if not found:
-        raise InvalidInput(
-            "no Redis URL: pass one or set SWARM_MEMORY_REDIS_URL", field="url", value=None
-        )
-    return found
-
-
-def client_options(settings: Settings) -> dict[str, Any]:
-    """redis-py options for clients we build: its own retries off (tenacity is the one
-    retry layer), bytes replies (values are binary-safe), our timeouts."""
-    return {
-        "socket_timeout": settings.socket_timeout,
-        "socket_connect_timeout": settings.connect_timeout,
-        "retry": Retry(NoBackoff(), 0),
-        "decode_responses": False,
-    }
-
-
-def check_client(client: Any) -> None:
-    kwargs: dict[str, Any] = {}
-    pool = getattr(client, "connection_pool", None)
-    if pool is not None:
-        kwargs = getattr(pool, "connection_kwargs", {})
-    elif hasattr(client, "get_connection_kwargs"):
-        kwargs = client.get_connection_kwargs()
-    if kwargs.get("decode_responses"):
-        raise InvalidOption(
-            "the redis client must not use decode_responses=True (values are binary)",
-            field="client",
-        )
-
-
-def make_codec(settings: Settings, codec: Codec | None) -> ValueCodec:
-    return ValueCodec(
-        codec,
-        max_bytes=settings.max_value_bytes,
-        max_depth=settings.max_depth,
-        compress_threshold=settings.compress_threshold,
-    )
-
-
-class SwarmMemory:
+class SwarmMemory(MemoryBase[SyncDriver]):
     """Shared memory for one agent identity, over one Redis (standalone or Cluster).
 
     Build with :meth:`from_url` or :meth:`from_client`; :meth:`as_agent` gives another
     identity over the same connection pool.
     """
 
-    def __init__(
-        self,
-        client: redis.Redis | redis.RedisCluster,
-        *,
-        agent: str,
-        settings: Settings | None = None,
-        codec: Codec | None = None,
-        _driver: SyncDriver | None = None,
-        _owns_client: bool = False,
-    ) -> None:
-        self.agent = validate_agent(agent)
-        self.settings = settings or Settings()
-        self._codec = make_codec(self.settings, codec)
-        self._raw_codec = codec
-        if _driver is None:
-            check_client(client)
-            _driver = SyncDriver(client, self.settings)
-        self._driver = _driver
-        self._owns_client = _owns_client
+    def _new_driver(self, client: Any, settings: Settings) -> SyncDriver:
+        return SyncDriver(client, settings)
 
     @classmethod
     def from_url(
@@ -133,34 +70,9 @@ class SwarmMemory:
         retries (``retry=Retry(NoBackoff(), 0)``); ours run on top of whatever it does."""
         return cls(client, agent=agent, settings=settings, codec=codec)
 
-    @property
-    def redis(self) -> redis.Redis | redis.RedisCluster:
-        return self._driver.client
-
-    def as_agent(self, agent: str) -> SwarmMemory:
-        """Another identity over the same connection pool."""
-        return SwarmMemory(
-            self._driver.client,
-            agent=agent,
-            settings=self.settings,
-            codec=self._raw_codec,
-            _driver=self._driver,
-        )
-
-    def observe_scripts(self, observer: ScriptObserver) -> None:
-        """Call ``observer(script_name, keys, args)`` before every script call (tests,
-        tracing). Shared by every identity made with :meth:`as_agent`."""
-        self._driver.observers.append(observer)
-
-    def _ctx(self, namespace: str, resolver: Resolver | None = None) -> Context:
-        return Context(
-            validate_namespace(namespace), self.agent, self.settings, self._codec, resolver
-        )
-
     def namespace(self, name: str, *, resolver: Resolver | None = None) -> Namespace:
         """A handle bound to (namespace, agent). ``resolver`` serves the custom strategy."""
-        if resolver is not None and not callable(resolver):
-            raise InvalidInput("resolver must be callable", field="resolver", value=resolver)
+        self._check_resolver(resolver)
         return Namespace(self, self._ctx(name, resolver))
 
     def create_namespace(
@@ -225,21 +137,12 @@ class SwarmMemory:
         self.close()
 
 
-class Namespace:
+class Namespace(HandleBase[SwarmMemory]):
     """Operations on one namespace as one agent. Every call is permission-checked in Redis."""
 
     def __init__(self, memory: SwarmMemory, ctx: Context) -> None:
-        self.memory = memory
-        self._ctx = ctx
+        super().__init__(memory, ctx)
         self._run = memory._driver.run
-
-    @property
-    def name(self) -> str:
-        return self._ctx.namespace
-
-    @property
-    def agent(self) -> str:
-        return self._ctx.agent
 
     def put(
         self,

@@ -34,22 +34,22 @@ def _name_problem(name: object) -> str | None:
     return None
 
 
-def validate_namespace(name: object) -> str:
-    """Return ``name`` if it is a valid namespace name, else raise :class:`InvalidName`."""
+def _validate_name(name: object, field: str) -> str:
     problem = _name_problem(name)
     if problem:
-        raise InvalidName(f"namespace name {name!r:.80} {problem}", field="namespace", value=name)
+        raise InvalidName(f"{field} name {name!r:.80} {problem}", field=field, value=name)
     assert isinstance(name, str)
     return name
+
+
+def validate_namespace(name: object) -> str:
+    """Return ``name`` if it is a valid namespace name, else raise :class:`InvalidName`."""
+    return _validate_name(name, "namespace")
 
 
 def validate_agent(name: object) -> str:
     """Return ``name`` if it is a valid agent name, else raise :class:`InvalidName`."""
-    problem = _name_problem(name)
-    if problem:
-        raise InvalidName(f"agent name {name!r:.80} {problem}", field="agent", value=name)
-    assert isinstance(name, str)
-    return name
+    return _validate_name(name, "agent")
 
 
 def validate_key(key: object, max_bytes: int) -> str:

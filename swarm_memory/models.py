@@ -21,34 +21,27 @@ def level_rank(level: str) -> int:
     return LEVELS.index(level)
 
 
-def validate_level(level: object, field: str = "permission") -> PermissionLevel:
-    if not isinstance(level, str) or level not in LEVELS:
+def _choice(value: object, choices: tuple[str, ...], field: str, what: str) -> Any:
+    if not isinstance(value, str) or value not in choices:
         raise InvalidOption(
-            f"unknown permission level {level!r}; use one of {', '.join(LEVELS)}",
-            field=field,
-            value=level,
+            f"unknown {what} {value!r}; use one of {', '.join(choices)}", field=field, value=value
         )
-    return level
+    return value
+
+
+def validate_level(level: object, field: str = "permission") -> PermissionLevel:
+    result: PermissionLevel = _choice(level, LEVELS, field, "permission level")
+    return result
 
 
 def validate_strategy(strategy: object) -> Strategy:
-    if not isinstance(strategy, str) or strategy not in STRATEGIES:
-        raise InvalidOption(
-            f"unknown strategy {strategy!r}; use one of {', '.join(STRATEGIES)}",
-            field="strategy",
-            value=strategy,
-        )
-    return strategy
+    result: Strategy = _choice(strategy, STRATEGIES, "strategy", "strategy")
+    return result
 
 
 def validate_over_quota(policy: object) -> OverQuota:
-    if not isinstance(policy, str) or policy not in OVER_QUOTA:
-        raise InvalidOption(
-            f"unknown over-quota policy {policy!r}; use one of {', '.join(OVER_QUOTA)}",
-            field="over_quota",
-            value=policy,
-        )
-    return policy
+    result: OverQuota = _choice(policy, OVER_QUOTA, "over_quota", "over-quota policy")
+    return result
 
 
 def ms_to_datetime(ms: int) -> datetime:

@@ -54,7 +54,12 @@ def test_design_contract_names_exist():
 )
 def test_sync_and_async_have_identical_signatures(sync_cls, async_cls):
     def public(cls):
-        return {n: m for n, m in vars(cls).items() if not n.startswith("_") and callable(m)}
+        out = {}
+        for n in dir(cls):
+            m = inspect.getattr_static(cls, n)
+            if not n.startswith("_") and (callable(m) or isinstance(m, classmethod)):
+                out[n] = m
+        return out
 
     sync_methods, async_methods = public(sync_cls), public(async_cls)
     assert set(sync_methods) - {"close"} == set(async_methods) - {"close"}
