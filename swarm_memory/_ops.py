@@ -353,6 +353,7 @@ def _write(
         action,
         "" if echo else request_digest(ctx.agent, action, items),
         "1" if echo else "0",
+        s.event_value_max,
     ]
     names = set()
     for it in items:
@@ -852,6 +853,7 @@ _FIELD_OF = {
     "max_bytes": "mb",
     "history": "hd",
     "over_quota": "oq",
+    "max_events": "em",
 }
 
 
@@ -910,6 +912,7 @@ def create_namespace(
     max_bytes: int | None = None,
     history: int = 0,
     over_quota: str = "reject",
+    max_events: int | None = None,
     exist_ok: bool = False,
 ) -> Flow[NamespaceInfo]:
     from swarm_memory.keys import validate_agent  # noqa: PLC0415
@@ -925,6 +928,7 @@ def create_namespace(
             "max_bytes": max_bytes,
             "history": history,
             "over_quota": over_quota,
+            "max_events": max_events,
         },
     )
     if strategy == "merge" and ctx.codec.codec.name != JSON_FORMAT:
@@ -982,6 +986,7 @@ def namespace_info(ctx: Context) -> Flow[NamespaceInfo]:
         max_bytes=int(meta["mb"]) or None,
         history=int(meta["hd"]),
         over_quota=validate_over_quota(meta["oq"]),
+        max_events=int(meta.get("em", "0")) or None,
         revision=int(meta["rev"]),
         keys=int(meta["n"]),
         bytes=int(meta["b"]),

@@ -88,6 +88,7 @@ class AsyncSwarmMemory(MemoryBase[AsyncDriver]):
         max_bytes: int | None = None,
         history: int = 0,
         over_quota: OverQuota = "reject",
+        max_events: int | None = None,
         exist_ok: bool = False,
     ) -> NamespaceInfo:
         """Create a namespace; its creator is admin. Raises NamespaceExists, InvalidInput."""
@@ -102,6 +103,7 @@ class AsyncSwarmMemory(MemoryBase[AsyncDriver]):
                 max_bytes=max_bytes,
                 history=history,
                 over_quota=over_quota,
+                max_events=max_events,
                 exist_ok=exist_ok,
             )
         )
@@ -116,7 +118,7 @@ class AsyncSwarmMemory(MemoryBase[AsyncDriver]):
 
     async def update_namespace(self, name: str, **options: Any) -> NamespaceInfo:
         """Change config options (admin): default_permission, strategy, ttl, max_keys,
-        max_bytes, history, over_quota."""
+        max_bytes, history, over_quota, max_events."""
         return await self._driver.run(_ops.update_namespace(self._ctx(name), options))
 
     async def clear_namespace(self, name: str) -> int:

@@ -124,6 +124,10 @@ class NamespaceKeys:
     def ops_time(self) -> str:  # zset: op_id -> recorded at ms (dedupe window purge)
         return self.base + "opst"
 
+    @property
+    def bell(self) -> str:  # shard channel (not a key): the pub/sub doorbell of the feed
+        return self.base + "bell"
+
     def entry(self, key: str) -> str:  # hash: value + metadata of one entry
         return self.base + "e:" + key
 
@@ -131,7 +135,7 @@ class NamespaceKeys:
         return self.base + "h:" + key
 
     def fixed(self) -> list[str]:
-        """The keys every write script gets, in the order the scripts expect."""
+        """The names every namespace script gets first, in the order the scripts expect."""
         return [
             self.meta,
             self.acl,
@@ -143,6 +147,7 @@ class NamespaceKeys:
             self.audit,
             self.ops,
             self.ops_time,
+            self.bell,
         ]
 
 

@@ -75,6 +75,7 @@ class NamespaceInfo:
     max_bytes: int | None
     history: int
     over_quota: OverQuota
+    max_events: int | None  # events kept in the feed; None = the client's stream_maxlen
     revision: int
     keys: int
     bytes: int

@@ -49,7 +49,12 @@ class Settings(BaseSettings):
     )
 
     # Bounded server-side structures.
-    stream_maxlen: int = Field(default=100_000, ge=1, description="Events kept (MAXLEN ~).")
+    stream_maxlen: int = Field(
+        default=100_000, ge=1, description="Events kept (MAXLEN ~) unless the namespace sets max_events."
+    )
+    event_value_max: int = Field(
+        default=256, ge=0, description="Values up to this many encoded bytes ride in put events."
+    )
     audit_maxlen: int = Field(default=10_000, ge=1)
     sweep_batch: int = Field(default=128, ge=1, le=10_000)
     clear_batch: int = Field(default=256, ge=1, le=10_000)

@@ -1,8 +1,11 @@
 -- Shared helpers, prepended to every script by the loader (swarm_memory/scripts.py).
--- Every script receives the ten fixed namespace keys first, in this order.
-local K_META, K_ACL, K_STATS, K_IDX, K_LRU, K_EXP, K_EVENTS, K_AUDIT, K_OPS, K_OPST =
-  KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7], KEYS[8], KEYS[9], KEYS[10]
-local N_FIXED = 10
+-- Every namespace script receives the eleven fixed names first, in this order. The last,
+-- K_BELL, is not a key but the namespace's shard channel (the pub/sub doorbell): it
+-- carries the same hash tag, and passing it with the keys keeps every name a script
+-- touches out of Lua and in one Cluster slot.
+local K_META, K_ACL, K_STATS, K_IDX, K_LRU, K_EXP, K_EVENTS, K_AUDIT, K_OPS, K_OPST, K_BELL =
+  KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7], KEYS[8], KEYS[9], KEYS[10], KEYS[11]
+local N_FIXED = 11
 
 local LEVEL_RANK = { none = 0, read = 1, write = 2, admin = 3 }
 local RANK_NAME = { [0] = "none", [1] = "read", [2] = "write", [3] = "admin" }
@@ -105,10 +108,37 @@ local function drop_entry(name, ekey, hkey, size)
   redis.call("HINCRBY", K_META, "b", -size)
 end
 
--- Stream ids are "<revision>-<seq>", so a revision is also a resume cursor.
-local function emit(maxlen, rev, seq, etype, key, ver, agent, now)
-  redis.call("XADD", K_EVENTS, "MAXLEN", "~", maxlen, rev .. "-" .. seq,
-    "t", etype, "k", key or "", "v", ver or 0, "a", agent, "ms", now)
+-- Events of one call are queued, then appended together by publish_events: stream ids
+-- are "<revision>-<seq>" (so a revision is also a resume cursor) and every entry carries
+-- n, the number of events of its revision, so a reader knows where a revision ends.
+local PENDING_EVENTS = {}
+local function event(etype, key, ver, value, fmt)
+  PENDING_EVENTS[#PENDING_EVENTS + 1] = { etype, key or "", ver or 0, value, fmt }
+end
+
+local function events_maxlen(default)
+  local em = tonumber(redis.call("HGET", K_META, "em") or "0")
+  if em and em > 0 then return em end
+  return default
+end
+
+-- Append the queued events, then ring the doorbell (SPUBLISH: sharded pub/sub on
+-- Cluster, plain on one server). The doorbell is only a hint; readers never rely on it.
+local function publish_events(default_maxlen, rev, agent, now)
+  local n = #PENDING_EVENTS
+  if n == 0 then return end
+  local maxlen = events_maxlen(default_maxlen)
+  for seq, e in ipairs(PENDING_EVENTS) do
+    if e[4] then
+      redis.call("XADD", K_EVENTS, "MAXLEN", "~", maxlen, rev .. "-" .. (seq - 1),
+        "t", e[1], "k", e[2], "v", e[3], "a", agent, "ms", now, "n", n, "d", e[4], "f", e[5])
+    else
+      redis.call("XADD", K_EVENTS, "MAXLEN", "~", maxlen, rev .. "-" .. (seq - 1),
+        "t", e[1], "k", e[2], "v", e[3], "a", agent, "ms", now, "n", n)
+    end
+  end
+  PENDING_EVENTS = {}
+  redis.call("SPUBLISH", K_BELL, rev)
 end
 
 ---------------------------------------------------------------------------------------

@@ -1,4 +1,4 @@
---! keys: meta acl stats idx lru exp events audit ops opst
+--! keys: meta acl stats idx lru exp events audit ops opst bell
 --! args: agent audit_maxlen stream_maxlen action +args
 --! returns: {"ok", ...} | {"nons"} | {"exists"} | {"deleting"} | {"denied", granted} | {"last_admin"}
 --
@@ -13,7 +13,7 @@
 -- Removing the last admin is refused: a namespace must stay administrable.
 local agent, audit_maxlen, stream_maxlen = ARGV[1], int_arg(ARGV[2], "audit_maxlen"), int_arg(ARGV[3], "stream_maxlen")
 local action = ARGV[4]
-local CONFIG_FIELDS = { dp = true, strat = true, ttl = true, mk = true, mb = true, hd = true, oq = true }
+local CONFIG_FIELDS = { dp = true, strat = true, ttl = true, mk = true, mb = true, hd = true, oq = true, em = true }
 local now = now_ms()
 
 if action == "create" then
@@ -35,7 +35,8 @@ if action == "create" then
     i = i + 2
   end
   redis.call("HSET", K_ACL, agent, "admin") -- the creator administers what it created
-  emit(stream_maxlen, 1, 0, "ns_create", "", 0, agent, now)
+  event("ns_create")
+  publish_events(stream_maxlen, 1, agent, now)
   audit(audit_maxlen, agent, "ns_create", "", "", "ok", 1)
   return { "ok", 1 }
 end
@@ -103,6 +104,7 @@ else
   error("swarm_memory: unknown namespace action " .. tostring(action))
 end
 local rev = redis.call("HINCRBY", K_META, "rev", 1)
-emit(stream_maxlen, rev, 0, etype, "", 0, agent, now)
+event(etype)
+publish_events(stream_maxlen, rev, agent, now)
 audit(audit_maxlen, agent, etype, "", "", "ok", rev)
 return { "ok", rev }

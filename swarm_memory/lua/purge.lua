@@ -1,4 +1,4 @@
---! keys: meta acl stats idx lru exp events audit ops opst +items(entry hist)
+--! keys: meta acl stats idx lru exp events audit ops opst bell +items(entry hist)
 --! args: agent audit_maxlen stream_maxlen mode batch +items(key)
 --! returns: {"ok", removed, next_names...} | {"dropped", removed} | {"nons"} | {"denied", granted}
 --
@@ -27,11 +27,12 @@ for j = 1, (#KEYS - N_FIXED) / 2 do
     if not rev then rev = redis.call("HINCRBY", K_META, "rev", 1) end
     local ver = redis.call("HGET", ekey, "ver")
     drop_entry(name, ekey, hkey, redis.call("HSTRLEN", ekey, "v"))
-    emit(stream_maxlen, rev, removed, "delete", name, ver, agent, now)
+    event("delete", name, ver)
     removed = removed + 1
   end
 end
 if removed > 0 then
+  publish_events(stream_maxlen, rev, agent, now)
   redis.call("HINCRBY", K_STATS, "delete", removed)
   audit(audit_maxlen, agent, "ns_" .. mode, "", "", "ok", rev)
 end
@@ -41,11 +42,13 @@ if last and mode == "clear" then from = "(" .. last end
 local next_names = redis.call("ZRANGEBYLEX", K_IDX, from, "+", "LIMIT", 0, batch)
 if mode == "delete" and #next_names == 0 then
   redis.call("DEL", K_META, K_ACL, K_STATS, K_IDX, K_LRU, K_EXP, K_EVENTS, K_AUDIT, K_OPS, K_OPST)
+  redis.call("SPUBLISH", K_BELL, 0) -- wake watchers: their next read finds no namespace
   return { "dropped", removed }
 end
 if mode == "clear" and #next_names == 0 then
   rev = redis.call("HINCRBY", K_META, "rev", 1)
-  emit(stream_maxlen, rev, 0, "ns_clear", "", 0, agent, now)
+  event("ns_clear")
+  publish_events(stream_maxlen, rev, agent, now)
 end
 local reply = { "ok", removed }
 for _, name in ipairs(next_names) do reply[#reply + 1] = name end

@@ -1,4 +1,4 @@
---! keys: meta acl stats idx lru exp events audit ops opst +items(entry hist)
+--! keys: meta acl stats idx lru exp events audit ops opst bell +items(entry hist)
 --! args: agent audit_maxlen stream_maxlen batch +items(key)
 --! returns: {"ok", n_expired, expired..., next_candidates...} | {"nons"} | {"denied", granted}
 --
@@ -23,13 +23,16 @@ for j = 1, (#KEYS - N_FIXED) / 2 do
   if is_expired then
     if not rev then rev = redis.call("HINCRBY", K_META, "rev", 1) end
     drop_entry(name, ekey, hkey, #e.v)
-    emit(stream_maxlen, rev, #expired, "expire", name, e.ver, agent, now)
+    event("expire", name, e.ver)
     expired[#expired + 1] = name
   elseif not live and redis.call("ZSCORE", K_EXP, name) and redis.call("EXISTS", ekey) == 0 then
     redis.call("ZREM", K_EXP, name) -- an index entry without its entry: never keep it
   end
 end
-if #expired > 0 then redis.call("HINCRBY", K_STATS, "expired", #expired) end
+if #expired > 0 then
+  publish_events(stream_maxlen, rev, agent, now)
+  redis.call("HINCRBY", K_STATS, "expired", #expired)
+end
 
 local reply = { "ok", #expired }
 for _, name in ipairs(expired) do reply[#reply + 1] = name end

@@ -1,5 +1,5 @@
---! keys: meta acl stats idx lru exp events audit ops opst +items(entry hist) +victims(entry hist)
---! args: agent op_id dedupe_ms stream_maxlen audit_maxlen max_value_bytes n_items n_victims action digest echo +items(op key value fmt expected ttl_ms) +victims(key)
+--! keys: meta acl stats idx lru exp events audit ops opst bell +items(entry hist) +victims(entry hist)
+--! args: agent op_id dedupe_ms stream_maxlen audit_maxlen max_value_bytes n_items n_victims action digest echo event_value_max +items(op key value fmt expected ttl_ms) +victims(key)
 --! returns: {"ok"|"dup", packed} | {"nons"} | {"denied", granted} | {"conflict", i, entry...} | {"version_required", i, strategy} | {"quota", kind, limit, current, requested} | {"victims", wanted} | {"merge_fallback", i, "patch"|"stored"} | {"not_integer", i} | {"too_large", i, size}
 --
 -- Every write in one script (DESIGN.md decision 2): permission, dedupe, strategy and
@@ -21,7 +21,9 @@ local action = ARGV[9]
 -- put every written value in the reply (and so in the op record), for CAS loops whose
 -- replays must report the value that was actually written.
 local digest, echo = ARGV[10], ARGV[11] == "1"
-local ARG0, ITEM_ARGS = 11, 6
+-- Values up to this many encoded bytes ride along in their "put" event (0 = never).
+local event_value_max = int_arg(ARGV[12], "event_value_max")
+local ARG0, ITEM_ARGS = 12, 6
 local VICTIM_KEY0 = N_FIXED + 2 * n_items
 
 if #KEYS ~= N_FIXED + 2 * n_items + 2 * n_victims or #ARGV ~= ARG0 + ITEM_ARGS * n_items + n_victims then
@@ -190,13 +192,11 @@ if changed then
 else
   rev = tonumber(redis.call("HGET", K_META, "rev"))
 end
-local seq = 0
 local evicted = {}
 for _, v in ipairs(victims) do
   local ver = redis.call("HGET", v.ekey, "ver")
   drop_entry(v.name, v.ekey, v.hkey, v.size)
-  emit(stream_maxlen, rev, seq, "evict", v.name, ver, agent, now)
-  seq = seq + 1
+  event("evict", v.name, ver)
   evicted[#evicted + 1] = v.name
 end
 
@@ -205,20 +205,19 @@ for i = 1, n_items do
   local p = plan[i]
   if p.expired then
     drop_entry(p.name, p.ekey, p.hkey, #p.expired.v)
-    emit(stream_maxlen, rev, seq, "expire", p.name, p.expired.ver, agent, now)
-    seq = seq + 1
+    event("expire", p.name, p.expired.ver)
   end
   local cur, out = p.cur, nil
   if p.status == "a" then
     out = { "a", 0, 0, 0, 0, 0, 0, 0, "", "" }
   elseif p.status == "d" then
     drop_entry(p.name, p.ekey, p.hkey, #cur.v)
-    emit(stream_maxlen, rev, seq, "delete", p.name, cur.ver, agent, now)
+    event("delete", p.name, cur.ver)
     out = { "d", cur.ver, cur.cr, cur.mr, cur.ct, cur.mt, cur.x, #cur.v, "", "" }
   elseif p.status == "t" then
     redis.call("HSET", p.ekey, "x", p.x)
     redis.call("ZADD", K_EXP, p.x, p.name)
-    emit(stream_maxlen, rev, seq, "touch", p.name, cur.ver, agent, now)
+    event("touch", p.name, cur.ver)
     out = { "t", cur.ver, cur.cr, cur.mr, cur.ct, cur.mt, p.x, #cur.v, "", "" }
   else
     local ver, cr, ct = 1, rev, now
@@ -241,14 +240,18 @@ for i = 1, n_items do
     if p.x > 0 then redis.call("ZADD", K_EXP, p.x, p.name) elseif cur and cur.x > 0 then
       redis.call("ZREM", K_EXP, p.name)
     end
-    emit(stream_maxlen, rev, seq, "put", p.name, ver, agent, now)
+    if #p.value <= event_value_max then
+      event("put", p.name, ver, p.value, p.fmt)
+    else
+      event("put", p.name, ver)
+    end
     local vout, fout = "", ""
     if p.computed or echo then vout, fout = p.value, p.fmt end
     out = { "w", ver, cr, rev, ct, now, p.x, #p.value, vout, fout }
   end
-  seq = seq + 1
   for _, x in ipairs(out) do result[#result + 1] = x end
 end
+publish_events(stream_maxlen, rev, agent, now)
 
 redis.call("HINCRBY", K_STATS, action, 1)
 if #evicted > 0 then redis.call("HINCRBY", K_STATS, "evicted", #evicted) end

@@ -78,7 +78,7 @@ def test_sync_and_async_have_identical_signatures(sync_cls, async_cls):
 def test_every_script_has_a_header_the_loader_checks():
     for name in SCRIPT_NAMES:
         script = load(name)
-        assert script.keys.fixed[:10] == (
+        assert script.keys.fixed[:11] == (
             "meta",
             "acl",
             "stats",
@@ -89,6 +89,7 @@ def test_every_script_has_a_header_the_loader_checks():
             "audit",
             "ops",
             "opst",
+            "bell",
         )
         assert re.fullmatch(r"[0-9a-f]{40}", script.sha)
         with pytest.raises(ValueError):
