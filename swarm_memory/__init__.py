@@ -6,6 +6,7 @@ from swarm_memory.client import Namespace, SwarmMemory
 from swarm_memory.codec import Codec, JsonCodec
 from swarm_memory.errors import (
     ConflictError,
+    EventsTrimmed,
     InvalidInput,
     InvalidName,
     InvalidOption,
@@ -30,19 +31,24 @@ from swarm_memory.errors import (
     VersionNotFound,
     VersionRequired,
 )
+from swarm_memory.events import AsyncSubscription, AsyncWatch, Subscription, Watch
 from swarm_memory.merge import merge_patch
-from swarm_memory.models import Entry, Event, NamespaceInfo, SweepResult
+from swarm_memory.models import AuditRecord, Entry, Event, NamespaceInfo, Snapshot, SweepResult
 from swarm_memory.settings import Settings
 
 __version__ = "0.1.0"
 
 __all__ = [
     "AsyncNamespace",
+    "AsyncSubscription",
     "AsyncSwarmMemory",
+    "AsyncWatch",
+    "AuditRecord",
     "Codec",
     "ConflictError",
     "Entry",
     "Event",
+    "EventsTrimmed",
     "Incoming",
     "InvalidInput",
     "InvalidName",
@@ -67,11 +73,14 @@ __all__ = [
     "RetryLimitExceeded",
     "ServerError",
     "Settings",
+    "Snapshot",
+    "Subscription",
     "SwarmMemory",
     "SwarmMemoryError",
     "SweepResult",
     "TransportError",
     "VersionNotFound",
     "VersionRequired",
+    "Watch",
     "merge_patch",
 ]

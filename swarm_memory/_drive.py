@@ -61,6 +61,7 @@ class _Base:
         # redis-py sends SCRIPT LOAD to every primary), so the NOSCRIPT error path is only
         # taken after a server restart or failover; it then falls back to EVAL.
         self.loaded: set[str] = set()
+        self.hub: Any = None  # the event hub (events.py), made on first watch()
 
     def _notify(self, call: ScriptCall) -> None:
         call.script.check(call.keys, call.args)

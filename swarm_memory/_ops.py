@@ -15,7 +15,7 @@ import random
 import uuid
 from collections.abc import Callable, Generator, Iterable, Mapping
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any, TypeVar
 
 from swarm_memory import errors
@@ -23,8 +23,11 @@ from swarm_memory.codec import JSON_FORMAT, Encoded, ValueCodec
 from swarm_memory.keys import NamespaceKeys, registry_key, validate_key, validate_namespace
 from swarm_memory.merge import merge_patch
 from swarm_memory.models import (
+    AuditRecord,
     Entry,
+    Event,
     NamespaceInfo,
+    Snapshot,
     SweepResult,
     level_rank,
     ms_to_datetime,
@@ -1096,3 +1099,181 @@ def stats(ctx: Context) -> Flow[dict[str, int]]:
 
 
 __all__ = ["level_rank"]
+
+
+# ------------------------------------------------------------------------------ events
+FIRST_CURSOR = "1-0"
+
+
+def next_cursor(revision: int, seq: int, count: int) -> str:
+    """Stream id of the event after (revision, seq): entries know their revision's size."""
+    return f"{revision + 1}-0" if seq >= count - 1 else f"{revision}-{seq + 1}"
+
+
+def since_arg(since: object) -> str | None:
+    """``None``/"now" -> None (start at the current end); an int revision r -> after r;
+    an Event's cursor string -> right after that event."""
+    if since is None or since == "now":
+        return None
+    if isinstance(since, bool) or not isinstance(since, int | str):
+        raise errors.InvalidInput(
+            "since must be a revision (int), an Event cursor (str) or 'now'",
+            field="since",
+            value=since,
+        )
+    if isinstance(since, int):
+        version_arg(since, "since")
+        return f"{since + 1}-0"
+    parts = since.split("-")
+    if len(parts) != 2 or not all(p.isdigit() and len(p) <= 16 for p in parts):
+        raise errors.InvalidInput("not an event cursor", field="since", value=since)
+    return since
+
+
+def _event(ctx: Context, entry: list[Any]) -> Event:
+    raw_id, raw_fields = entry
+    sid = _s(raw_id)
+    rev_s, seq_s = sid.split("-")
+    f = {_s(raw_fields[i]): raw_fields[i + 1] for i in range(0, len(raw_fields), 2)}
+    revision, seq, count = int(rev_s), int(seq_s), int(f.get("n", b"1"))
+    key = _s(f["k"]) or None
+    has_value = "d" in f
+    return Event(
+        revision=revision,
+        type=_s(f["t"]),
+        key=key,
+        version=int(f["v"]) or None,
+        agent=_s(f["a"]),
+        time=ms_to_datetime(int(f["ms"])),
+        cursor=next_cursor(revision, seq, count),
+        seq=seq,
+        count=count,
+        has_value=has_value,
+        value=ctx.codec.decode(f["d"], _s(f["f"])) if has_value else None,
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class EventPage:
+    revision: int  # the namespace revision when read
+    events: list[Event]
+    next: str  # cursor to read from next
+
+
+def _events_call(
+    ctx: Context, action: str, extra: list[str | bytes | int], op_id: str | None
+) -> Flow[list[Any]]:
+    s = ctx.settings
+    args: list[str | bytes | int] = [
+        ctx.agent,
+        s.audit_maxlen,
+        s.stream_maxlen,
+        int(s.dedupe_window * 1000),
+        action,
+        *extra,
+    ]
+    reply = yield ScriptCall(load("events"), ctx.keys.fixed(), args, op_id)
+    _common(
+        ctx,
+        reply,
+        "watch" if action == "read" else action,
+        "write" if action == "broadcast" else "read",
+        None,
+    )
+    return list(reply)
+
+
+def read_events(ctx: Context, start: str | None, count: int) -> Flow[EventPage]:
+    """One page of the feed from stream id ``start`` (None: just find the current end)."""
+    reply = yield from _events_call(ctx, "read", [start or "now", count], None)
+    if reply[0] == b"trimmed":
+        oldest = int(_s(reply[1]).split("-")[0])
+        requested = int((start or "0-0").split("-")[0])
+        raise errors.EventsTrimmed(
+            f"events from revision {requested} of {ctx.namespace!r} were trimmed; "
+            f"the oldest kept is {oldest}",
+            requested=requested,
+            oldest=oldest,
+            **ctx.err(),
+        )
+    revision = int(reply[1])
+    entries = reply[2]
+    if start is None:
+        nxt = _event(ctx, entries[0]).cursor if entries else FIRST_CURSOR
+        return EventPage(revision, [], nxt)
+    events = [_event(ctx, e) for e in entries]
+    return EventPage(revision, events, events[-1].cursor if events else start)
+
+
+def broadcast(ctx: Context, message: Any, *, op_id: str | None = None) -> Flow[int]:
+    """Append a ``broadcast`` event carrying ``message`` (write permission); its revision."""
+    enc = _encode(ctx, message, allow_compress=False)
+    op = op_id_arg(op_id)
+    reply = yield from _events_call(ctx, "broadcast", [op, enc.data, enc.fmt], op)
+    return int(reply[1])
+
+
+def _ms_bound(value: object, field: str, default: str) -> str:
+    if value is None:
+        return default
+    if isinstance(value, datetime):
+        return str(int(value.timestamp() * 1000))
+    raise errors.InvalidInput(f"{field} must be a datetime or None", field=field, value=value)
+
+
+def audit(
+    ctx: Context,
+    *,
+    agent: str | None = None,
+    action: str | None = None,
+    since: datetime | None = None,
+    until: datetime | None = None,
+    limit: int = 100,
+) -> Flow[list[AuditRecord]]:
+    """Newest-first audit records, filtered server-side (read permission)."""
+    from swarm_memory.keys import validate_agent  # noqa: PLC0415
+
+    who = validate_agent(agent) if agent is not None else ""
+    if action is not None and (not isinstance(action, str) or not action.isidentifier()):
+        raise errors.InvalidInput("action must be an action name", field="action", value=action)
+    n = limit_arg(limit, "limit")
+    extra: list[str | bytes | int] = [
+        _ms_bound(since, "since", "-"),
+        _ms_bound(until, "until", "+"),
+        who,
+        action or "",
+        n,
+    ]
+    reply = yield from _events_call(ctx, "audit", extra, None)
+    out = []
+    for raw_id, raw_fields in reply[2]:
+        f = {_s(raw_fields[i]): _s(raw_fields[i + 1]) for i in range(0, len(raw_fields), 2)}
+        out.append(
+            AuditRecord(
+                time=ms_to_datetime(int(_s(raw_id).split("-")[0])),
+                agent=f["a"],
+                action=f["act"],
+                key=f.get("k") or None,
+                op_id=f.get("op") or None,
+                outcome=f["out"],
+                revision=int(f.get("r", "0")),
+            )
+        )
+    return out
+
+
+def snapshot(ctx: Context, pattern: str = "*") -> Flow[Snapshot]:
+    """The current entries matching ``pattern`` and a revision to watch from: read the
+    revision first, then the entries, so nothing between is missed (events up to the
+    entries' own versions may repeat — skip those not newer than the entry held)."""
+    page = yield from read_events(ctx, None, 1)
+    entries: dict[str, Entry] = {}
+    after: str | None = None
+    while True:
+        names, after = yield from key_page(ctx, pattern, after)
+        for i in range(0, len(names), 500):
+            got = yield from get_many(ctx, names[i : i + 500])
+            entries.update({k: e for k, e in got.items() if e is not None})
+        if after is None:
+            break
+    return Snapshot(revision=int(page.next.split("-")[0]) - 1, entries=entries)

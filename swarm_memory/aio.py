@@ -8,7 +8,7 @@ parameters.
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 import redis.asyncio
@@ -18,11 +18,23 @@ from swarm_memory._drive import AsyncDriver
 from swarm_memory._ops import Context, Resolver
 from swarm_memory._shell import HandleBase, MemoryBase, client_options, resolve_url
 from swarm_memory.codec import Codec
+from swarm_memory.errors import InvalidInput
+from swarm_memory.events import (
+    AsyncHub,
+    AsyncSubscription,
+    AsyncWatch,
+    OnError,
+    pattern_arg,
+    types_arg,
+)
 from swarm_memory.models import (
+    AuditRecord,
     Entry,
+    Event,
     NamespaceInfo,
     OverQuota,
     PermissionLevel,
+    Snapshot,
     Strategy,
     SweepResult,
 )
@@ -128,6 +140,13 @@ class AsyncSwarmMemory(MemoryBase[AsyncDriver]):
     async def delete_namespace(self, name: str) -> None:
         """Delete the namespace and all its keys (admin)."""
         await self._driver.run(_ops.delete_namespace(self._ctx(name)))
+
+    def _event_hub(self) -> AsyncHub:
+        d = self._driver
+        if d.hub is None:
+            d.hub = AsyncHub(d.run, d.client, self.settings.watch_poll, self.settings.watch_batch)
+        hub: AsyncHub = d.hub
+        return hub
 
     async def close(self) -> None:
         if self._owns_client:
@@ -273,3 +292,53 @@ class AsyncNamespace(HandleBase[AsyncSwarmMemory]):
 
     async def clear(self) -> int:
         return await self._run(_ops.clear_namespace(self._ctx))
+
+    # ------------------------------------------------------------------ events
+    async def watch(
+        self,
+        pattern: str = "*",
+        *,
+        types: Iterable[str] | None = None,
+        since: int | str | None = None,
+    ) -> AsyncWatch:
+        """``async for event in await ns.watch(...)``: see ``Namespace.watch``."""
+        pat, kinds, start = pattern_arg(pattern), types_arg(types), _ops.since_arg(since)
+        page = await self._run(_ops.read_events(self._ctx, start, 1))
+        return self.memory._event_hub().watch(self._ctx, start or page.next, pat, kinds)
+
+    async def subscribe(
+        self,
+        callback: Callable[[Event], Any],
+        *,
+        pattern: str = "*",
+        types: Iterable[str] | None = None,
+        since: int | str | None = None,
+        on_error: OnError | None = None,
+    ) -> AsyncSubscription:
+        """Call ``callback(event)`` (sync or async) on a background task."""
+        if not callable(callback):
+            raise InvalidInput("callback must be callable", field="callback", value=callback)
+        watch = await self.watch(pattern, types=types, since=since)
+        return AsyncSubscription(watch, callback, on_error)
+
+    async def broadcast(self, message: Any, *, op_id: str | None = None) -> int:
+        """An event of type ``broadcast`` carrying ``message`` (write permission)."""
+        return await self._run(_ops.broadcast(self._ctx, message, op_id=op_id))
+
+    async def audit(
+        self,
+        *,
+        agent: str | None = None,
+        action: str | None = None,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        limit: int = 100,
+    ) -> list[AuditRecord]:
+        """Who did what, newest first (read permission); capped at ``audit_maxlen``."""
+        return await self._run(
+            _ops.audit(self._ctx, agent=agent, action=action, since=since, until=until, limit=limit)
+        )
+
+    async def snapshot(self, pattern: str = "*") -> Snapshot:
+        """Current entries + the revision to ``watch(since=...)`` from (see docs)."""
+        return await self._run(_ops.snapshot(self._ctx, pattern))

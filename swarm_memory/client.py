@@ -7,7 +7,7 @@ to the driver. The async twin lives in ``aio.py`` with the same names and signat
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 import redis
@@ -17,11 +17,16 @@ from swarm_memory._drive import SyncDriver
 from swarm_memory._ops import Context, Resolver
 from swarm_memory._shell import HandleBase, MemoryBase, client_options, resolve_url
 from swarm_memory.codec import Codec
+from swarm_memory.errors import InvalidInput
+from swarm_memory.events import OnError, Subscription, SyncHub, Watch, pattern_arg, types_arg
 from swarm_memory.models import (
+    AuditRecord,
     Entry,
+    Event,
     NamespaceInfo,
     OverQuota,
     PermissionLevel,
+    Snapshot,
     Strategy,
     SweepResult,
 )
@@ -127,6 +132,13 @@ class SwarmMemory(MemoryBase[SyncDriver]):
     def delete_namespace(self, name: str) -> None:
         """Delete the namespace and all its keys (admin)."""
         self._driver.run(_ops.delete_namespace(self._ctx(name)))
+
+    def _event_hub(self) -> SyncHub:
+        d = self._driver
+        if d.hub is None:
+            d.hub = SyncHub(d.run, d.client, self.settings.watch_poll, self.settings.watch_batch)
+        hub: SyncHub = d.hub
+        return hub
 
     def close(self) -> None:
         if self._owns_client:
@@ -271,3 +283,58 @@ class Namespace(HandleBase[SwarmMemory]):
 
     def clear(self) -> int:
         return self._run(_ops.clear_namespace(self._ctx))
+
+    # ------------------------------------------------------------------ events
+    def watch(
+        self,
+        pattern: str = "*",
+        *,
+        types: Iterable[str] | None = None,
+        since: int | str | None = None,
+    ) -> Watch:
+        """Iterate events (in revision order, each once) for keys matching ``pattern``.
+
+        ``since``: None/"now" (new events only), a revision (everything after it), or an
+        ``Event.cursor``. Raises PermissionDenied / NamespaceNotFound / EventsTrimmed here
+        or, later, from the iterator."""
+        pat, kinds, start = pattern_arg(pattern), types_arg(types), _ops.since_arg(since)
+        page = self._run(_ops.read_events(self._ctx, start, 1))  # checks permission now
+        return self.memory._event_hub().watch(self._ctx, start or page.next, pat, kinds)
+
+    def subscribe(
+        self,
+        callback: Callable[[Event], Any],
+        *,
+        pattern: str = "*",
+        types: Iterable[str] | None = None,
+        since: int | str | None = None,
+        on_error: OnError | None = None,
+    ) -> Subscription:
+        """Call ``callback(event)`` on a background thread; returns the handle to
+        ``unsubscribe()``. A raising callback is reported, not fatal."""
+        if not callable(callback):
+            raise InvalidInput("callback must be callable", field="callback", value=callback)
+        return Subscription(self.watch(pattern, types=types, since=since), callback, on_error)
+
+    def broadcast(self, message: Any, *, op_id: str | None = None) -> int:
+        """An event of type ``broadcast`` carrying ``message`` to every reader of the
+        namespace (write permission). Returns its revision; late joiners can replay it."""
+        return self._run(_ops.broadcast(self._ctx, message, op_id=op_id))
+
+    def audit(
+        self,
+        *,
+        agent: str | None = None,
+        action: str | None = None,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        limit: int = 100,
+    ) -> list[AuditRecord]:
+        """Who did what, newest first (read permission); capped at ``audit_maxlen``."""
+        return self._run(
+            _ops.audit(self._ctx, agent=agent, action=action, since=since, until=until, limit=limit)
+        )
+
+    def snapshot(self, pattern: str = "*") -> Snapshot:
+        """Current entries + the revision to ``watch(since=...)`` from (see docs)."""
+        return self._run(_ops.snapshot(self._ctx, pattern))

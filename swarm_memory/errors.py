@@ -19,6 +19,7 @@ The tree (catch the base, or any branch)::
     │   └── RetryLimitExceeded           a CAS loop (update / custom) gave up
     ├── QuotaExceeded                    .limit_kind .limit .current .requested
     ├── NotAnInteger                     incr on a non-integer or out-of-range value
+    ├── EventsTrimmed                    watch cursor older than the feed keeps (.requested .oldest)
     ├── VersionNotFound                  get(version=) / rollback to a version not kept (.version)
     ├── ResolverError                    a custom-strategy resolver raised or returned non-JSON
     ├── OpIdReused                       an op id replayed with a different request (.op_id)
@@ -190,6 +191,19 @@ class QuotaExceeded(SwarmMemoryError):
 
 class NotAnInteger(SwarmMemoryError):
     """``incr`` found a stored value that is not an integer in the exact range (|n| < 2**53)."""
+
+
+class EventsTrimmed(SwarmMemoryError):
+    """A watcher asked for events older than the namespace's feed still keeps.
+
+    ``requested`` and ``oldest`` are revisions. Re-read the state (``ns.snapshot()``)
+    and watch from its revision: never a silent gap.
+    """
+
+    def __init__(self, message: str, *, requested: int, oldest: int, **ctx: Any) -> None:
+        super().__init__(message, **ctx)
+        self.requested = requested
+        self.oldest = oldest
 
 
 class VersionNotFound(SwarmMemoryError):

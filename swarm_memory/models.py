@@ -86,7 +86,12 @@ class NamespaceInfo:
 
 @dataclass(frozen=True, slots=True)
 class Event:
-    """One change in a namespace's feed. ``cursor`` is the stream id to resume after."""
+    """One change in a namespace's feed, in revision order.
+
+    ``cursor``: pass it as ``since=`` to resume right after this event. ``value`` is set
+    when ``has_value`` (small ``put`` values ride along, and every ``broadcast``);
+    otherwise read it on demand with ``ns.get(key, version=event.version)``.
+    """
 
     revision: int
     type: str
@@ -95,6 +100,30 @@ class Event:
     agent: str
     time: datetime
     cursor: str
+    seq: int = 0  # position within its revision (put_many / sweeps emit several)
+    count: int = 1  # events in this revision
+    has_value: bool = False
+    value: Any = None
+
+
+@dataclass(frozen=True, slots=True)
+class AuditRecord:
+    time: datetime
+    agent: str
+    action: str
+    key: str | None
+    op_id: str | None
+    outcome: str  # "ok" | "denied"
+    revision: int
+
+
+@dataclass(frozen=True, slots=True)
+class Snapshot:
+    """Entries read at or after ``revision``: watch with ``since=revision`` to follow on,
+    skipping events whose version is not newer than the entry you hold."""
+
+    revision: int
+    entries: dict[str, Entry]
 
 
 @dataclass(frozen=True, slots=True)

@@ -74,7 +74,7 @@ class Script:
             )
 
 
-SCRIPT_NAMES = ("write", "read", "ns", "purge", "sweep")
+SCRIPT_NAMES = ("write", "read", "ns", "purge", "sweep", "events")
 
 
 def _read(name: str) -> str:

@@ -50,7 +50,9 @@ class Settings(BaseSettings):
 
     # Bounded server-side structures.
     stream_maxlen: int = Field(
-        default=100_000, ge=1, description="Events kept (MAXLEN ~) unless the namespace sets max_events."
+        default=100_000,
+        ge=1,
+        description="Events kept (MAXLEN ~) unless the namespace sets max_events.",
     )
     event_value_max: int = Field(
         default=256, ge=0, description="Values up to this many encoded bytes ride in put events."
@@ -59,6 +61,10 @@ class Settings(BaseSettings):
     sweep_batch: int = Field(default=128, ge=1, le=10_000)
     clear_batch: int = Field(default=256, ge=1, le=10_000)
     page_size: int = Field(default=500, ge=1, le=100_000, description="keys() page size.")
+
+    # Watching: a poll bound for lost doorbells, and events read per round trip.
+    watch_poll: float = Field(default=0.5, gt=0, description="Seconds between polls when idle.")
+    watch_batch: int = Field(default=1000, ge=1, le=100_000)
 
     # Client-side CAS loops (update(), custom strategy).
     update_max_attempts: int = Field(default=200, ge=1)
