@@ -149,6 +149,11 @@ class AsyncSwarmMemory(MemoryBase[AsyncDriver]):
         return hub
 
     async def close(self) -> None:
+        """Stop watches and subscriptions of this client, and close the connection pool
+        if this object created it (``from_url``)."""
+        if self._driver.hub is not None:
+            await self._driver.hub.close()
+            self._driver.hub = None
         if self._owns_client:
             await self._driver.client.aclose()
 

@@ -141,6 +141,11 @@ class SwarmMemory(MemoryBase[SyncDriver]):
         return hub
 
     def close(self) -> None:
+        """Stop watches and subscriptions of this client, and close the connection pool
+        if this object created it (``from_url``)."""
+        if self._driver.hub is not None:
+            self._driver.hub.close()
+            self._driver.hub = None
         if self._owns_client:
             self._driver.client.close()
 

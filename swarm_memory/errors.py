@@ -23,6 +23,7 @@ The tree (catch the base, or any branch)::
     ├── VersionNotFound                  get(version=) / rollback to a version not kept (.version)
     ├── ResolverError                    a custom-strategy resolver raised or returned non-JSON
     ├── OpIdReused                       an op id replayed with a different request (.op_id)
+    ├── RequestTimeout                   request() got no reply in time (.correlation_id)
     ├── ServerError                      Redis refused the command (OOM, READONLY, script error)
     ├── NotReplicated                    applied on the primary, but WAIT saw too few replicas
     └── TransportError                   Redis unreachable after the retry policy
@@ -37,7 +38,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from swarm_memory.models import Entry
+    from swarm_memory.models import Entry, Message
 
 
 class SwarmMemoryError(Exception):
@@ -165,9 +166,10 @@ class RetryLimitExceeded(ConflictError):
 
 
 class QuotaExceeded(SwarmMemoryError):
-    """A write would take the namespace over ``max_keys`` or ``max_bytes``.
+    """A write would take the namespace over ``max_keys`` or ``max_bytes``, or a send
+    would take an inbox over ``inbox_maxlen`` unacknowledged messages.
 
-    ``limit_kind`` is ``"max_keys"`` or ``"max_bytes"``.
+    ``limit_kind`` is ``"max_keys"``, ``"max_bytes"`` or ``"inbox_maxlen"``.
     """
 
     def __init__(
@@ -223,6 +225,20 @@ class OpIdReused(SwarmMemoryError):
     def __init__(self, message: str, *, op_id: str, **ctx: Any) -> None:
         super().__init__(message, **ctx)
         self.op_id = op_id
+
+
+class RequestTimeout(SwarmMemoryError, TimeoutError):
+    """``request()`` sent its message but no reply with its ``correlation_id`` arrived
+    within the timeout. ``request`` is the message that was sent (it stays delivered); a
+    late reply lands in the inbox like any other message.
+    """
+
+    def __init__(
+        self, message: str, *, correlation_id: str, request: Message | None = None, **ctx: Any
+    ) -> None:
+        super().__init__(message, **ctx)
+        self.correlation_id = correlation_id
+        self.request = request
 
 
 class ServerError(SwarmMemoryError):

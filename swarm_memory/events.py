@@ -178,8 +178,21 @@ class SyncHub:
         self._thread: threading.Thread | None = None
         self._start_lock = threading.Lock()
         self._wake = threading.Event()
+        self._stop = threading.Event()
+
+    def close(self) -> None:
+        """End every watch of this hub and stop its thread."""
+        self._stop.set()
+        for sub in [s for subs in list(self.core.feeds.values()) for s in subs]:
+            self.core.remove(sub)
+            sub.push(errors.TransportError("the client was closed"))
+        thread = self._thread
+        if thread is not None and thread is not threading.current_thread():
+            thread.join(5)
 
     def watch(self, ctx: Context, start: str, pattern: str, types: frozenset[str] | None) -> Watch:
+        if self._stop.is_set():
+            raise errors.TransportError("the client was closed")
         q: queue.SimpleQueue[Any] = queue.SimpleQueue()
         sub = Subscriber(ctx, start, pattern, types, q.put)
         self.core.add(sub)
@@ -198,7 +211,7 @@ class SyncHub:
         last_poll = 0.0
         while True:
             with self._start_lock:
-                if self.core.empty():
+                if self.core.empty() or self._stop.is_set():
                     self._thread = None
                     break
             channel: str | None = None
@@ -287,10 +300,25 @@ class AsyncHub:
         self._poll = poll
         self._task: asyncio.Task[None] | None = None
         self._wake = asyncio.Event()
+        self._closed = False
+
+    async def close(self) -> None:
+        """End every watch of this hub and stop its task."""
+        self._closed = True
+        for sub in [s for subs in list(self.core.feeds.values()) for s in subs]:
+            self.core.remove(sub)
+            sub.push(errors.TransportError("the client was closed"))
+        task = self._task
+        if task is not None and not task.done():
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
 
     def watch(
         self, ctx: Context, start: str, pattern: str, types: frozenset[str] | None
     ) -> AsyncWatch:
+        if self._closed:
+            raise errors.TransportError("the client was closed")
         q: asyncio.Queue[Any] = asyncio.Queue()
         sub = Subscriber(ctx, start, pattern, types, q.put_nowait)
         self.core.add(sub)
@@ -313,7 +341,9 @@ class AsyncHub:
                     if wanted - subscribed:
                         await pubsub.ssubscribe(*(wanted - subscribed))
                         subscribed |= wanted
-                    msg = await pubsub.get_message(ignore_subscribe_messages=True, timeout=0.05)
+                    # Cluster pub/sub keeps one connection per shard: read those.
+                    read = getattr(pubsub, "get_sharded_message", pubsub.get_message)
+                    msg = await read(ignore_subscribe_messages=True, timeout=0.05)
                     if msg and msg.get("type") == "smessage":
                         raw = msg["channel"]
                         channel = raw.decode() if isinstance(raw, bytes) else raw

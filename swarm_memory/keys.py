@@ -151,6 +151,41 @@ class NamespaceKeys:
         ]
 
 
+@dataclass(frozen=True, slots=True)
+class InboxKeys:
+    """Redis key names of one agent's inbox, under its own hash tag ``{@inbox:<agent>}``.
+
+    A namespace name cannot start with ``@``, so an inbox never shares a tag (or a key)
+    with a namespace; every inbox script call touches this one slot.
+    """
+
+    base: str  # "<prefix>:{@inbox:<agent>}:"
+
+    @classmethod
+    def of(cls, prefix: str, agent: str) -> InboxKeys:
+        return cls(f"{prefix}:{{@inbox:{agent}}}:")
+
+    @property
+    def stream(self) -> str:  # stream: the messages; one consumer group reads it
+        return self.base + "stream"
+
+    @property
+    def ops(self) -> str:  # hash: "<sender>|<op_id>" -> packed first outcome (dedupe)
+        return self.base + "ops"
+
+    @property
+    def ops_time(self) -> str:  # zset: "<sender>|<op_id>" -> recorded at ms (window purge)
+        return self.base + "opst"
+
+    @property
+    def bell(self) -> str:  # shard channel (not a key): rung on every send
+        return self.base + "bell"
+
+    def fixed(self) -> list[str]:
+        """The names the inbox script gets, in the order it expects."""
+        return [self.stream, self.ops, self.ops_time, self.bell]
+
+
 def registry_key(prefix: str) -> str:
     """Sorted set of namespace names. Outside every namespace slot: only single-key
     commands touch it, never a script (decision 1)."""

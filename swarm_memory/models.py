@@ -130,3 +130,22 @@ class Snapshot:
 class SweepResult:
     expired: list[str]
     more: bool
+
+
+@dataclass(frozen=True, slots=True)
+class Message:
+    """A direct message in an agent's inbox (``mem.send`` / ``Inbox.receive``).
+
+    ``id`` is its stream id in the recipient's inbox; ``sent_at`` is the Redis server's
+    clock. ``deliveries`` counts how often it was handed to a consumer (1 on a first
+    delivery, more after a redelivery; 0 on the copy ``send`` returns).
+    """
+
+    id: str
+    sender: str
+    to: str
+    body: Any
+    sent_at: datetime
+    reply_to: str | None = None
+    correlation_id: str | None = None
+    deliveries: int = 0

@@ -74,7 +74,7 @@ class Script:
             )
 
 
-SCRIPT_NAMES = ("write", "read", "ns", "purge", "sweep", "events")
+SCRIPT_NAMES = ("write", "read", "ns", "purge", "sweep", "events", "inbox")
 
 
 def _read(name: str) -> str:

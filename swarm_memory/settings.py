@@ -58,6 +58,11 @@ class Settings(BaseSettings):
         default=256, ge=0, description="Values up to this many encoded bytes ride in put events."
     )
     audit_maxlen: int = Field(default=10_000, ge=1)
+    inbox_maxlen: int = Field(
+        default=10_000,
+        ge=1,
+        description="Unacknowledged messages an inbox holds; a send beyond is refused.",
+    )
     sweep_batch: int = Field(default=128, ge=1, le=10_000)
     clear_batch: int = Field(default=256, ge=1, le=10_000)
     page_size: int = Field(default=500, ge=1, le=100_000, description="keys() page size.")

@@ -64,6 +64,7 @@ class Env:
     loop: asyncio.AbstractEventLoop | None
     guard: SlotGuard = field(default_factory=SlotGuard)
     _async_clients: list[Any] = field(default_factory=list)
+    _memories: list[Any] = field(default_factory=list)
 
     @property
     def prefix(self) -> str:
@@ -79,12 +80,28 @@ class Env:
             self._async_clients.append(client)
             memory = AsyncSwarmMemory.from_client(client, agent=agent, settings=s)
         memory.observe_scripts(self.guard)
+        self._memories.append(memory)
         return memory if self.mode == "sync" else Facade(memory, self.loop)  # type: ignore[arg-type]
+
+    def sleep(self, seconds: float) -> None:
+        """Let time pass; on the async client, with the event loop running (its
+        background tasks, such as the event hub, only progress then)."""
+        if self.loop is None:
+            import time
+
+            time.sleep(seconds)
+        else:
+            self.loop.run_until_complete(asyncio.sleep(seconds))
 
     def snapshot(self) -> dict[bytes, Any]:
         return snapshot(self.raw, self.prefix)
 
     def close(self) -> None:
+        for memory in self._memories:  # stops event hubs (threads / tasks) of the test
+            if self.loop is None:
+                memory.close()
+            else:
+                self.loop.run_until_complete(memory.close())
         if self.loop is not None:
             for client in self._async_clients:
                 self.loop.run_until_complete(client.aclose())

@@ -9,7 +9,12 @@ from typing import Any
 
 import redis
 
-from swarm_memory import AsyncNamespace, AsyncSwarmMemory
+from swarm_memory import (
+    AsyncNamespace,
+    AsyncSubscription,
+    AsyncSwarmMemory,
+    AsyncWatch,
+)
 
 
 async def _collect(agen: AsyncIterator[Any]) -> list[Any]:
@@ -36,7 +41,9 @@ class Facade:
                 result = self._loop.run_until_complete(result)
             if inspect.isasyncgen(result):
                 return iter(self._loop.run_until_complete(_collect(result)))
-            if isinstance(result, AsyncSwarmMemory | AsyncNamespace):
+            if isinstance(
+                result, AsyncSwarmMemory | AsyncNamespace | AsyncWatch | AsyncSubscription
+            ):
                 return Facade(result, self._loop)
             return result
 

@@ -1,0 +1,212 @@
+"""The change feed: watch / subscribe / broadcast / audit / snapshot, every backend."""
+
+from __future__ import annotations
+
+import pytest
+
+from swarm_memory import EventsTrimmed, PermissionDenied
+
+
+@pytest.fixture
+def mem(env):
+    m = env.mem("planner", watch_poll=0.2)
+    m.create_namespace("team", history=3, permissions={"reader": "read"})
+    return m
+
+
+def _drain(w, n, timeout=5.0):
+    out = []
+    for _ in range(n):
+        ev = w.get(timeout)
+        assert ev is not None, f"only {len(out)} of {n} events arrived: {out}"
+        out.append(ev)
+    return out
+
+
+def test_watch_new_events_in_order_with_filters(env, mem):
+    ns = mem.namespace("team")
+    ns.put("before", 1)
+    w = ns.watch("task-*")
+    kinds = ns.watch(types={"delete", "broadcast"})
+    ns.put("task-1", {"a": 1})
+    ns.put_many({"task-2": 2, "other": 3, "task-3": 3})
+    ns.delete("task-1")
+    ns.broadcast({"msg": "hello"})
+    got = _drain(w, 5)
+    assert [(e.type, e.key) for e in got] == [
+        ("put", "task-1"),
+        ("put", "task-2"),
+        ("put", "task-3"),
+        ("delete", "task-1"),
+        ("broadcast", None),
+    ]
+    revs = [(e.revision, e.seq) for e in got]
+    assert revs == sorted(revs) and got[1].revision == got[2].revision
+    assert got[1].count == 3 and got[0].agent == "planner"
+    assert w.get(0.2) is None  # "other" was filtered out
+    assert [(e.type, e.key) for e in _drain(kinds, 2)] == [
+        ("delete", "task-1"),
+        ("broadcast", None),
+    ]
+    w.close()
+    kinds.close()
+
+
+def test_small_values_ride_in_events_large_ones_are_fetched(env, mem):
+    ns = mem.namespace("team")
+    w = ns.watch()
+    ns.put("small", {"n": 123456789012345678})
+    ns.put("large", "x" * 1000)
+    small, large = _drain(w, 2)
+    assert small.has_value and small.value == {"n": 123456789012345678}
+    assert not large.has_value and large.value is None
+    assert ns.get("large", version=large.version).value == "x" * 1000
+    w.close()
+
+
+def test_replay_from_a_revision_and_resume_from_a_cursor(env, mem):
+    ns = mem.namespace("team")
+    ns.put("a", 1)
+    ns.put_many({"b": 1, "c": 1, "d": 1})
+    ns.delete("a")
+    everything = ns.watch(since=0)
+    got = _drain(everything, 6)
+    assert [e.type for e in got] == ["ns_create", "put", "put", "put", "put", "delete"]
+    everything.close()
+    # Resume in the middle of the put_many revision: the rest of it, then what follows.
+    second = got[3]
+    assert (second.key, second.seq, second.count) == ("c", 1, 3)
+    resumed = ns.watch(since=second.cursor)
+    assert [(e.type, e.key) for e in _drain(resumed, 2)] == [("put", "d"), ("delete", "a")]
+    resumed.close()
+    after_rev = ns.watch(since=got[1].revision)  # everything after the revision of put a
+    assert [e.key for e in _drain(after_rev, 4)] == ["b", "c", "d", "a"]
+    after_rev.close()
+
+
+def test_every_kind_of_change_is_an_event(env):
+    mem = env.mem("planner", watch_poll=0.2)
+    mem.create_namespace("life", max_keys=2, over_quota="evict-oldest")
+    ns = mem.namespace("life")
+    w = ns.watch(since=0)
+    ns.put("a", 1)
+    ns.put("b", 1)
+    ns.put("c", 1)  # evicts a
+    ns.touch("b", 60)
+    ns.put("t", 1, ttl=0.02)  # evicts b
+    env.sleep(0.05)
+    ns.sweep()
+    mem.update_namespace("life", history=2)
+    ns.grant({"w": "write"})
+    ns.revoke(["w"])
+    mem.clear_namespace("life")
+    types = [e.type for e in _drain(w, 14)]
+    assert types == [
+        "ns_create",
+        "put",
+        "put",
+        "evict",
+        "put",
+        "touch",
+        "evict",
+        "put",
+        "expire",
+        "ns_update",
+        "ns_grant",
+        "ns_revoke",
+        "delete",
+        "ns_clear",
+    ]
+    w.close()
+
+
+def test_trimmed_cursor_raises_never_a_silent_gap(env):
+    mem = env.mem("planner", watch_poll=0.2)
+    mem.create_namespace("short", max_events=5)
+    ns = mem.namespace("short")
+    for i in range(300):
+        ns.put(f"k{i % 7}", i)
+    with pytest.raises(EventsTrimmed) as exc:
+        ns.watch(since=1)
+    assert exc.value.requested == 2 and exc.value.oldest > 2
+    recent = ns.watch(since=ns.info().revision - 2)
+    assert len(_drain(recent, 2)) == 2
+    recent.close()
+
+
+def test_permissions_on_the_feed_and_the_audit_log(env, mem):
+    ns = mem.namespace("team")
+    nobody = mem.as_agent("nobody")
+    mem.update_namespace("team", default_permission="none")
+    with pytest.raises(PermissionDenied) as exc:
+        nobody.namespace("team").watch()
+    assert exc.value.action == "watch" and exc.value.required == "read"
+    with pytest.raises(PermissionDenied):
+        nobody.namespace("team").audit()
+    reader = mem.as_agent("reader").namespace("team")
+    with pytest.raises(PermissionDenied) as exc:
+        reader.broadcast("not allowed")
+    assert exc.value.required == "write"
+    w = reader.watch()
+    ns.broadcast({"to": "all"})
+    ev = w.get(5)
+    assert ev.type == "broadcast" and ev.value == {"to": "all"} and ev.agent == "planner"
+    w.close()
+
+
+def test_audit_log_filters(env, mem):
+    ns = mem.namespace("team")
+    ns.put("a", 1)
+    ns.delete("a")
+    with pytest.raises(PermissionDenied):
+        mem.as_agent("reader").namespace("team").put("x", 1)
+    records = ns.audit()  # newest first
+    assert [(r.agent, r.action, r.outcome) for r in records] == [
+        ("reader", "put", "denied"),
+        ("planner", "delete", "ok"),
+        ("planner", "put", "ok"),
+        ("planner", "ns_create", "ok"),
+    ]
+    assert records[1].revision == records[2].revision + 1
+    by_reader = ns.audit(agent="reader")
+    assert [(r.action, r.outcome) for r in by_reader] == [("put", "denied")]
+    deletes = ns.audit(action="delete")
+    assert [(r.agent, r.key, r.outcome) for r in deletes] == [("planner", "a", "ok")]
+    assert len(ns.audit(limit=1)) == 1
+    times = [r.time for r in ns.audit()]
+    assert times == sorted(times, reverse=True)
+
+
+def test_snapshot_then_watch_misses_nothing(env, mem):
+    ns = mem.namespace("team")
+    ns.put_many({"a": 1, "b": 2})
+    snap = ns.snapshot()
+    assert {k: e.value for k, e in snap.entries.items()} == {"a": 1, "b": 2}
+    ns.put("c", 3)
+    w = ns.watch(since=snap.revision)
+    assert [e.key for e in _drain(w, 1)] == ["c"]
+    w.close()
+
+
+def test_subscribe_survives_a_raising_callback(env, mem):
+    ns = mem.namespace("team")
+    seen, reported = [], []
+
+    def callback(event):
+        seen.append(event.key)
+        if event.key == "boom":
+            raise RuntimeError("callback bug")
+
+    sub = ns.subscribe(callback, pattern="*", on_error=lambda exc, ev: reported.append(ev.key))
+    for key in ("one", "boom", "two"):
+        ns.put(key, 1)
+    for _ in range(50):
+        if len(seen) == 3:
+            break
+        env.sleep(0.05)
+    assert seen == ["one", "boom", "two"]
+    assert reported == ["boom"] and sub.errors == 1 and sub.delivered == 2
+    sub.unsubscribe()
+    ns.put("after", 1)
+    env.sleep(0.3)
+    assert seen == ["one", "boom", "two"]
