@@ -16,6 +16,8 @@ from swarm_memory import (
     AsyncWatch,
 )
 
+WRAPPED = (AsyncSwarmMemory, AsyncNamespace, AsyncWatch, AsyncSubscription)
+
 
 async def _collect(agen: AsyncIterator[Any]) -> list[Any]:
     return [x async for x in agen]
