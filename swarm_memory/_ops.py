@@ -1202,6 +1202,8 @@ def read_events(ctx: Context, start: str | None, count: int) -> Flow[EventPage]:
         nxt = _event(ctx, entries[0]).cursor if entries else FIRST_CURSOR
         return EventPage(revision, [], nxt)
     events = [_event(ctx, e) for e in entries]
+    if len(reply) > 3 and reply[3] == 1 and len(events) < count:
+        yield from _sweep_quietly(ctx)  # expired entries are due: their events come next read
     return EventPage(revision, events, events[-1].cursor if events else start)
 
 

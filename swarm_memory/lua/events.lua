@@ -38,7 +38,9 @@ if action == "read" then
   -- event count of their revision, so readers never guess): older than the oldest entry
   -- kept means it was trimmed.
   if first and id_less(start, first[1]) then return { "trimmed", first[1] } end
-  return { "ok", rev, redis.call("XRANGE", K_EVENTS, start, "+", "COUNT", count) }
+  -- The last element says whether expired entries await the sweeper: watchers run it,
+  -- which bounds the delay of "expire" events by their poll interval.
+  return { "ok", rev, redis.call("XRANGE", K_EVENTS, start, "+", "COUNT", count), sweep_due(now_ms()) }
 elseif action == "broadcast" then
   local op_id, value, fmt = ARGV[6], ARGV[7], ARGV[8]
   local now = now_ms()

@@ -210,3 +210,14 @@ def test_subscribe_survives_a_raising_callback(env, mem):
     ns.put("after", 1)
     env.sleep(0.3)
     assert seen == ["one", "boom", "two"]
+
+
+def test_expiry_events_reach_watchers_without_other_traffic(env, mem):
+    """The watcher's reads run the sweeper when entries are due: the delay of an
+    ``expire`` event is bounded by the watch poll interval, not by other traffic."""
+    ns = mem.namespace("team")
+    ns.put("lease", 1, ttl=0.05)
+    w = ns.watch(types={"expire"})
+    ev = w.get(5)  # nothing else is written: only the watcher's own polling sweeps
+    assert ev is not None and (ev.type, ev.key) == ("expire", "lease")
+    w.close()
