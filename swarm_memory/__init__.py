@@ -23,6 +23,7 @@ from swarm_memory.errors import (
     OutcomeUnknown,
     PermissionDenied,
     QuotaExceeded,
+    RequestTimeout,
     ResolverError,
     RetryLimitExceeded,
     ServerError,
@@ -32,13 +33,23 @@ from swarm_memory.errors import (
     VersionRequired,
 )
 from swarm_memory.events import AsyncSubscription, AsyncWatch, Subscription, Watch
+from swarm_memory.inbox import AsyncInbox, Inbox
 from swarm_memory.merge import merge_patch
-from swarm_memory.models import AuditRecord, Entry, Event, NamespaceInfo, Snapshot, SweepResult
+from swarm_memory.models import (
+    AuditRecord,
+    Entry,
+    Event,
+    Message,
+    NamespaceInfo,
+    Snapshot,
+    SweepResult,
+)
 from swarm_memory.settings import Settings
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "AsyncInbox",
     "AsyncNamespace",
     "AsyncSubscription",
     "AsyncSwarmMemory",
@@ -49,6 +60,7 @@ __all__ = [
     "Entry",
     "Event",
     "EventsTrimmed",
+    "Inbox",
     "Incoming",
     "InvalidInput",
     "InvalidName",
@@ -58,6 +70,7 @@ __all__ = [
     "InvalidVersion",
     "JsonCodec",
     "LastAdminError",
+    "Message",
     "Namespace",
     "NamespaceError",
     "NamespaceExists",
@@ -69,6 +82,7 @@ __all__ = [
     "OutcomeUnknown",
     "PermissionDenied",
     "QuotaExceeded",
+    "RequestTimeout",
     "ResolverError",
     "RetryLimitExceeded",
     "ServerError",

@@ -12,6 +12,7 @@ from redis.backoff import NoBackoff
 from redis.retry import Retry
 
 from swarm_memory._drive import AsyncDriver, ScriptObserver, SyncDriver
+from swarm_memory._inbox import InboxContext, InboxState, consumer_arg, default_consumer
 from swarm_memory._ops import Context, Resolver
 from swarm_memory.codec import Codec, ValueCodec
 from swarm_memory.errors import InvalidInput, InvalidOption
@@ -87,6 +88,9 @@ class MemoryBase(Generic[DriverT]):
             _driver = self._new_driver(client, self.settings)
         self._driver: DriverT = _driver
         self._owns_client = _owns_client
+        # Inbox consumers of this identity, by name: their buffers and scan cursors.
+        self._consumer = default_consumer()
+        self._inbox_states: dict[str, InboxState] = {}
 
     def _new_driver(self, client: Any, settings: Settings) -> DriverT:
         raise NotImplementedError
@@ -115,6 +119,16 @@ class MemoryBase(Generic[DriverT]):
         return Context(
             validate_namespace(namespace), self.agent, self.settings, self._codec, resolver
         )
+
+    def _inbox_ctx(self) -> InboxContext:
+        return InboxContext(self.agent, self.settings, self._codec)
+
+    def _inbox_state(self, consumer: str | None) -> InboxState:
+        name = consumer_arg(consumer) or self._consumer
+        state = self._inbox_states.get(name)
+        if state is None:
+            state = self._inbox_states[name] = InboxState(self.agent, name)
+        return state
 
     def _check_resolver(self, resolver: Resolver | None) -> None:
         if resolver is not None and not callable(resolver):

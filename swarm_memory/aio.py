@@ -13,7 +13,7 @@ from typing import Any
 
 import redis.asyncio
 
-from swarm_memory import _ops
+from swarm_memory import _inbox, _ops
 from swarm_memory._drive import AsyncDriver
 from swarm_memory._ops import Context, Resolver
 from swarm_memory._shell import HandleBase, MemoryBase, client_options, resolve_url
@@ -27,10 +27,12 @@ from swarm_memory.events import (
     pattern_arg,
     types_arg,
 )
+from swarm_memory.inbox import AsyncInbox
 from swarm_memory.models import (
     AuditRecord,
     Entry,
     Event,
+    Message,
     NamespaceInfo,
     OverQuota,
     PermissionLevel,
@@ -140,6 +142,57 @@ class AsyncSwarmMemory(MemoryBase[AsyncDriver]):
     async def delete_namespace(self, name: str) -> None:
         """Delete the namespace and all its keys (admin)."""
         await self._driver.run(_ops.delete_namespace(self._ctx(name)))
+
+    # ------------------------------------------------------------------ inbox
+    async def send(
+        self,
+        to_agent: str,
+        message: Any,
+        *,
+        reply_to: str | None = None,
+        correlation_id: str | None = None,
+        op_id: str | None = None,
+    ) -> Message:
+        """Append ``message`` (JSON, size-limited like values) to ``to_agent``'s inbox.
+        Any agent may send to any inbox. A replayed ``op_id`` returns the first message
+        instead of sending twice. Raises InvalidInput, QuotaExceeded (inbox full),
+        OpIdReused, OutcomeUnknown."""
+        return await self._driver.run(
+            _inbox.send(
+                self._inbox_ctx(),
+                to_agent,
+                message,
+                reply_to=reply_to,
+                correlation_id=correlation_id,
+                op_id=op_id,
+            )
+        )
+
+    async def inbox(
+        self, *, consumer: str | None = None, idle: float = 30.0, batch: int = 10
+    ) -> AsyncInbox:
+        """This agent's own inbox, read as ``consumer`` (default: a name unique to this
+        object and process; inboxes with one consumer name share its buffer). Messages
+        left unacknowledged for ``idle`` seconds are delivered again. See :class:`AsyncInbox`."""
+        state = self._inbox_state(consumer)
+        inbox = AsyncInbox(self._driver.run, self._inbox_ctx(), state, idle=idle, batch=batch)
+        await self._driver.run(_inbox.open_inbox(self._inbox_ctx(), state))
+        return inbox
+
+    async def request(
+        self, to_agent: str, message: Any, timeout: float = 30.0, *, op_id: str | None = None
+    ) -> Message:
+        """Send and wait for the reply (``AsyncInbox.request`` on the default ``inbox()``:
+        messages arriving meanwhile stay buffered for its ``receive``). Raises
+        RequestTimeout."""
+        state = self._inbox_state(None)
+        inbox = AsyncInbox(self._driver.run, self._inbox_ctx(), state, idle=30.0, batch=10)
+        return await inbox.request(to_agent, message, timeout, op_id=op_id)
+
+    async def reply(self, to: Message, message: Any, *, op_id: str | None = None) -> Message:
+        """Send ``message`` to ``to.reply_to`` with ``to``'s correlation id (its id if it
+        has none). Raises InvalidInput if ``to`` asks for no reply."""
+        return await self._driver.run(_inbox.reply(self._inbox_ctx(), to, message, op_id=op_id))
 
     def _event_hub(self) -> AsyncHub:
         d = self._driver

@@ -12,17 +12,19 @@ from typing import Any
 
 import redis
 
-from swarm_memory import _ops
+from swarm_memory import _inbox, _ops
 from swarm_memory._drive import SyncDriver
 from swarm_memory._ops import Context, Resolver
 from swarm_memory._shell import HandleBase, MemoryBase, client_options, resolve_url
 from swarm_memory.codec import Codec
 from swarm_memory.errors import InvalidInput
 from swarm_memory.events import OnError, Subscription, SyncHub, Watch, pattern_arg, types_arg
+from swarm_memory.inbox import Inbox
 from swarm_memory.models import (
     AuditRecord,
     Entry,
     Event,
+    Message,
     NamespaceInfo,
     OverQuota,
     PermissionLevel,
@@ -132,6 +134,55 @@ class SwarmMemory(MemoryBase[SyncDriver]):
     def delete_namespace(self, name: str) -> None:
         """Delete the namespace and all its keys (admin)."""
         self._driver.run(_ops.delete_namespace(self._ctx(name)))
+
+    # ------------------------------------------------------------------ inbox
+    def send(
+        self,
+        to_agent: str,
+        message: Any,
+        *,
+        reply_to: str | None = None,
+        correlation_id: str | None = None,
+        op_id: str | None = None,
+    ) -> Message:
+        """Append ``message`` (JSON, size-limited like values) to ``to_agent``'s inbox.
+        Any agent may send to any inbox. A replayed ``op_id`` returns the first message
+        instead of sending twice. Raises InvalidInput, QuotaExceeded (inbox full),
+        OpIdReused, OutcomeUnknown."""
+        return self._driver.run(
+            _inbox.send(
+                self._inbox_ctx(),
+                to_agent,
+                message,
+                reply_to=reply_to,
+                correlation_id=correlation_id,
+                op_id=op_id,
+            )
+        )
+
+    def inbox(self, *, consumer: str | None = None, idle: float = 30.0, batch: int = 10) -> Inbox:
+        """This agent's own inbox, read as ``consumer`` (default: a name unique to this
+        object and process; inboxes with one consumer name share its buffer). Messages
+        left unacknowledged for ``idle`` seconds are delivered again. See :class:`Inbox`."""
+        state = self._inbox_state(consumer)
+        inbox = Inbox(self._driver.run, self._inbox_ctx(), state, idle=idle, batch=batch)
+        self._driver.run(_inbox.open_inbox(self._inbox_ctx(), state))
+        return inbox
+
+    def request(
+        self, to_agent: str, message: Any, timeout: float = 30.0, *, op_id: str | None = None
+    ) -> Message:
+        """Send and wait for the reply (``Inbox.request`` on the default ``inbox()``:
+        messages arriving meanwhile stay buffered for its ``receive``). Raises
+        RequestTimeout."""
+        state = self._inbox_state(None)
+        inbox = Inbox(self._driver.run, self._inbox_ctx(), state, idle=30.0, batch=10)
+        return inbox.request(to_agent, message, timeout, op_id=op_id)
+
+    def reply(self, to: Message, message: Any, *, op_id: str | None = None) -> Message:
+        """Send ``message`` to ``to.reply_to`` with ``to``'s correlation id (its id if it
+        has none). Raises InvalidInput if ``to`` asks for no reply."""
+        return self._driver.run(_inbox.reply(self._inbox_ctx(), to, message, op_id=op_id))
 
     def _event_hub(self) -> SyncHub:
         d = self._driver

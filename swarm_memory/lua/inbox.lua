@@ -88,7 +88,12 @@ if action == "read" then
   if #claimed < count then
     local r = redis.call("XREADGROUP", "GROUP", group, consumer, "COUNT", count - #claimed,
       "STREAMS", K_STREAM, ">")
-    if r and r[1] then fresh = r[1][2] end
+    -- Redis replies {{stream, entries}}; fakeredis drops the outer array (one stream).
+    if r and type(r[1]) == "table" then
+      fresh = r[1][2]
+    elseif r and r[2] then
+      fresh = r[2]
+    end
   end
   return { "ok", cursor, claimed, deliveries, fresh }
 elseif action == "ack" then

@@ -1,0 +1,398 @@
+"""I/O-free flows of per-agent inboxes: direct messages with at-least-once delivery.
+
+Every agent has one inbox: a Redis stream under its own hash tag (``keys.InboxKeys``),
+read through one consumer group. All Redis work is one script, ``lua/inbox.lua``; these
+flows validate input, yield its calls (and :class:`~swarm_memory._ops.Sleep` while they
+wait), and parse the replies. The sync and async shells are in ``inbox.py``.
+
+Delivery: a message is handed to one consumer of the owner's group and stays pending
+until acknowledged. If it is not acknowledged within ``idle`` seconds (the consumer
+died or stalled), the next read of any consumer of that inbox takes it over and
+delivers it again (``Message.deliveries`` counts). Acknowledging deletes it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import os
+import secrets
+import socket
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from swarm_memory import errors
+from swarm_memory._ops import Flow, ScriptCall, Sleep, _s, new_op_id, op_id_arg, unpack
+from swarm_memory.codec import ValueCodec
+from swarm_memory.keys import InboxKeys, validate_agent
+from swarm_memory.models import Message, ms_to_datetime
+from swarm_memory.scripts import load
+from swarm_memory.settings import Settings
+
+GROUP = "agent"  # the one consumer group of every inbox: its owner's
+CONSUMER_GC_MS = 3_600_000  # forget consumers that hold nothing and were idle this long
+POLL_FIRST = 0.005  # seconds between polls while waiting: starts small, doubles ...
+POLL_MAX = 0.1  # ... up to this
+MAX_BATCH = 1000
+MAX_IDLE = 86_400.0 * 7
+_MAX_NAME = 128
+
+
+def default_consumer() -> str:
+    """A consumer name unique to this process and object: ``<host>-<pid>-<random>``."""
+    return f"{socket.gethostname()[:64]}-{os.getpid()}-{secrets.token_hex(4)}"
+
+
+@dataclass(frozen=True, slots=True)
+class InboxContext:
+    """The calling agent and how it encodes."""
+
+    agent: str
+    settings: Settings
+    codec: ValueCodec
+
+    def keys(self, owner: str) -> list[str]:
+        return InboxKeys.of(self.settings.key_prefix, owner).fixed()
+
+
+@dataclass(slots=True)
+class InboxState:
+    """What one consumer of an inbox keeps between calls, shared by every ``Inbox`` made
+    for that consumer name (so ``request`` and ``receive`` see one buffer).
+
+    ``buffer``: messages read from Redis (so pending for this consumer) but not handed
+    out yet, in delivery order. ``cursor``: where the next redelivery scan starts.
+    """
+
+    owner: str
+    consumer: str
+    buffer: dict[str, Message] = field(default_factory=dict)
+    cursor: str = "0-0"
+    opened: bool = False
+
+
+# ---------------------------------------------------------------------------- arguments
+def _printable(value: object, field: str, *, allow_none: bool) -> str | None:
+    if value is None and allow_none:
+        return None
+    if (
+        not isinstance(value, str)
+        or not 1 <= len(value) <= _MAX_NAME
+        or not value.isprintable()
+        or value != value.strip()
+    ):
+        raise errors.InvalidInput(
+            f"{field} must be 1..{_MAX_NAME} printable characters without surrounding spaces",
+            field=field,
+            value=value,
+        )
+    return value
+
+
+def consumer_arg(consumer: object) -> str | None:
+    return _printable(consumer, "consumer", allow_none=True)
+
+
+def correlation_arg(correlation_id: object) -> str | None:
+    return _printable(correlation_id, "correlation_id", allow_none=True)
+
+
+def _seconds(value: object, field: str, *, allow_zero: bool, maximum: float) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise errors.InvalidInput(f"{field} must be seconds", field=field, value=value)
+    seconds = float(value)
+    low_ok = seconds >= 0 if allow_zero else seconds > 0
+    if not math.isfinite(seconds) or not low_ok or seconds > maximum:
+        raise errors.InvalidInput(
+            f"{field} must be {'non-negative' if allow_zero else 'positive'}, finite and at "
+            f"most {maximum:g}s",
+            field=field,
+            value=value,
+        )
+    return seconds
+
+
+def idle_arg(idle: object) -> int:
+    """Seconds -> whole milliseconds (at least 1)."""
+    return max(1, round(_seconds(idle, "idle", allow_zero=False, maximum=MAX_IDLE) * 1000))
+
+
+def timeout_arg(timeout: object, *, allow_none: bool = True) -> float | None:
+    if timeout is None and allow_none:
+        return None
+    return _seconds(timeout, "timeout", allow_zero=True, maximum=float(2**31))
+
+
+def batch_arg(batch: object) -> int:
+    if isinstance(batch, bool) or not isinstance(batch, int) or not 1 <= batch <= MAX_BATCH:
+        raise errors.InvalidInput(
+            f"batch must be an int in 1..{MAX_BATCH}", field="batch", value=batch
+        )
+    return batch
+
+
+def _message_id(value: object) -> str:
+    if isinstance(value, str):
+        parts = value.split("-")
+        if len(parts) == 2 and all(p.isdigit() and len(p) <= 20 for p in parts):
+            return value
+    raise errors.InvalidInput(
+        "expected a Message or a message id like '1700000000000-0'", field="message", value=value
+    )
+
+
+def _digest(data: bytes, *parts: str) -> str:
+    """Fingerprint of a send, kept with its op record: replaying an op id with another
+    message raises OpIdReused instead of reporting the first message as this one."""
+    h = hashlib.blake2b(digest_size=12)
+    for part in parts:
+        h.update(b"%d:%s" % (len(part), part.encode()))
+    h.update(b"%d:" % len(data) + data)
+    return h.hexdigest()
+
+
+# ------------------------------------------------------------------------------- calls
+def _call(
+    ctx: InboxContext,
+    owner: str,
+    action: str,
+    extra: list[str | bytes | int],
+    op_id: str | None = None,
+) -> Flow[list[Any]]:
+    args: list[str | bytes | int] = [action, ctx.agent, owner, GROUP, *extra]
+    reply = yield ScriptCall(load("inbox"), ctx.keys(owner), args, op_id)
+    if reply[0] == b"denied":
+        what = "inbox_ack" if action == "ack" else "inbox_read"
+        raise errors.PermissionDenied(
+            f"agent {ctx.agent!r} may not {what.split('_')[1]} the inbox of {owner!r}: "
+            "only its owner may",
+            action=what,
+            required="owner",
+            granted=_s(reply[1]),
+            agent=ctx.agent,
+        )
+    return list(reply)
+
+
+def _message(ctx: InboxContext, owner: str, entry: list[Any], deliveries: int) -> Message:
+    raw_id, raw_fields = entry
+    f = {_s(raw_fields[i]): raw_fields[i + 1] for i in range(0, len(raw_fields), 2)}
+    return Message(
+        id=_s(raw_id),
+        sender=_s(f["from"]),
+        to=owner,
+        body=ctx.codec.decode(f["d"], _s(f["f"])),
+        sent_at=ms_to_datetime(int(f["ms"])),
+        reply_to=_s(f["rt"]) or None,
+        correlation_id=_s(f["cid"]) or None,
+        deliveries=deliveries,
+    )
+
+
+def open_inbox(ctx: InboxContext, state: InboxState) -> Flow[None]:
+    """Check that the caller owns the inbox and make its group (once per state)."""
+    if not state.opened:
+        yield from _call(ctx, state.owner, "open", [CONSUMER_GC_MS])
+        state.opened = True
+
+
+def send(
+    ctx: InboxContext,
+    to_agent: str,
+    message: Any,
+    *,
+    reply_to: str | None = None,
+    correlation_id: str | None = None,
+    op_id: str | None = None,
+) -> Flow[Message]:
+    """Append ``message`` to ``to_agent``'s inbox; a replayed op id returns the first."""
+    to = validate_agent(to_agent)
+    rt = validate_agent(reply_to) if reply_to is not None else ""
+    cid = correlation_arg(correlation_id) or ""
+    enc = ctx.codec.encode(message)
+    op = op_id_arg(op_id)
+    s = ctx.settings
+    digest = _digest(enc.data, ctx.agent, to, enc.fmt, rt, cid)
+    extra: list[str | bytes | int] = [
+        op,
+        int(s.dedupe_window * 1000),
+        s.inbox_maxlen,
+        enc.data,
+        enc.fmt,
+        rt,
+        cid,
+        digest,
+    ]
+    reply = yield from _call(ctx, to, "send", extra, op)
+    if reply[0] == b"full":
+        length = int(reply[1])
+        raise errors.QuotaExceeded(
+            f"the inbox of {to!r} holds {length} unacknowledged messages, its limit",
+            limit_kind="inbox_maxlen",
+            limit=s.inbox_maxlen,
+            current=length,
+            requested=length + 1,
+            agent=ctx.agent,
+        )
+    raw_id, raw_ms, first_digest = unpack(reply[1])
+    if reply[0] == b"dup" and _s(first_digest) != digest:
+        raise errors.OpIdReused(
+            f"op id {op!r} was already used for a different message to {to!r}",
+            op_id=op,
+            agent=ctx.agent,
+        )
+    return Message(
+        id=_s(raw_id),
+        sender=ctx.agent,
+        to=to,
+        body=message,
+        sent_at=ms_to_datetime(int(raw_ms)),
+        reply_to=rt or None,
+        correlation_id=cid or None,
+        deliveries=0,
+    )
+
+
+def reply(
+    ctx: InboxContext, to_message: Message, message: Any, *, op_id: str | None = None
+) -> Flow[Message]:
+    """Send ``message`` to ``to_message.reply_to`` under its correlation id (its id when
+    it has none)."""
+    if not isinstance(to_message, Message):
+        raise errors.InvalidInput(
+            "reply needs the Message being answered", field="message", value=to_message
+        )
+    if to_message.reply_to is None:
+        raise errors.InvalidInput(
+            f"message {to_message.id} from {to_message.sender!r} asks for no reply "
+            "(reply_to is None)",
+            field="reply_to",
+            value=None,
+        )
+    cid = to_message.correlation_id or to_message.id
+    return (yield from send(ctx, to_message.reply_to, message, correlation_id=cid, op_id=op_id))
+
+
+def _poll(ctx: InboxContext, state: InboxState, idle_ms: int, batch: int) -> Flow[None]:
+    """One read into the buffer: messages left pending (by any consumer, this one too)
+    longer than ``idle_ms`` first, then new ones. A message already buffered keeps its
+    place."""
+    yield from open_inbox(ctx, state)
+    reply = yield from _call(
+        ctx, state.owner, "read", [state.consumer, batch, idle_ms, state.cursor]
+    )
+    state.cursor = _s(reply[1])
+    claimed, deliveries, fresh = reply[2], reply[3], reply[4]
+    owner = state.owner
+    found = [_message(ctx, owner, e, int(n)) for e, n in zip(claimed, deliveries, strict=True)]
+    found += [_message(ctx, owner, e, 1) for e in fresh]
+    for msg in found:
+        state.buffer[msg.id] = msg
+
+
+class _Waiter:
+    """Sleep lengths of a wait bounded by ``timeout`` (None: forever): short at first,
+    growing to POLL_MAX, never past the deadline (a pub/sub doorbell may replace this)."""
+
+    def __init__(self, timeout: float | None) -> None:
+        self.deadline = None if timeout is None else time.monotonic() + timeout
+        self.delay = POLL_FIRST
+
+    def next_wait(self) -> float | None:
+        """The next sleep, or None once the deadline has passed."""
+        wait = self.delay
+        self.delay = min(self.delay * 2, POLL_MAX)
+        if self.deadline is None:
+            return wait
+        remaining = self.deadline - time.monotonic()
+        return min(wait, remaining) if remaining > 0 else None
+
+    def expired(self) -> bool:
+        return self.deadline is not None and time.monotonic() >= self.deadline
+
+
+def receive(
+    ctx: InboxContext, state: InboxState, timeout: float | None, idle_ms: int, batch: int
+) -> Flow[Message | None]:
+    """The next message (buffered first), waiting up to ``timeout``; None if none came."""
+    waiter = _Waiter(timeout)
+    while True:
+        if state.buffer:
+            return state.buffer.pop(next(iter(state.buffer)))
+        yield from _poll(ctx, state, idle_ms, batch)
+        if state.buffer:
+            continue
+        wait = waiter.next_wait()
+        if wait is None:
+            return None
+        yield Sleep(wait)
+
+
+def ack(ctx: InboxContext, state: InboxState, messages: tuple[Message | str, ...]) -> Flow[int]:
+    """Acknowledge (and delete) messages; returns how many were still pending.
+
+    A ``Message`` is acknowledged in the inbox it was delivered to (``.to``), so nobody
+    but that inbox's owner can acknowledge it; a bare id refers to this inbox.
+    """
+    by_owner: dict[str, list[str]] = {}
+    for m in messages:
+        if isinstance(m, Message):
+            owner, mid = validate_agent(m.to), _message_id(m.id)
+        else:
+            owner, mid = state.owner, _message_id(m)
+        by_owner.setdefault(owner, []).append(mid)
+    total = 0
+    for owner, ids in by_owner.items():
+        reply = yield from _call(ctx, owner, "ack", list(ids))
+        total += int(reply[1])
+        if owner == state.owner:
+            for mid in ids:
+                state.buffer.pop(mid, None)
+    return total
+
+
+def request(
+    ctx: InboxContext,
+    state: InboxState,
+    to_agent: str,
+    message: Any,
+    *,
+    timeout: float,
+    idle_ms: int,
+    batch: int,
+    op_id: str | None = None,
+) -> Flow[Message]:
+    """Send with ``reply_to`` = the caller and a fresh correlation id, then wait for the
+    reply carrying it; acknowledge and return that reply.
+
+    Other messages read meanwhile stay in this consumer's buffer, unacknowledged, and
+    ``receive`` hands them out afterwards in order: none is lost or skipped. The op id
+    doubles as the correlation id, so replaying a request after ``OutcomeUnknown`` waits
+    for the same reply.
+    """
+    wait_for = timeout_arg(timeout, allow_none=False)
+    op = op_id_arg(op_id) if op_id is not None else new_op_id()
+    sent = yield from send(
+        ctx, to_agent, message, reply_to=state.owner, correlation_id=op, op_id=op
+    )
+    waiter = _Waiter(wait_for)
+    while True:
+        for msg in state.buffer.values():
+            # A request to oneself arrives here too: it is not its own reply.
+            if msg.correlation_id == op and (msg.to, msg.id) != (sent.to, sent.id):
+                yield from ack(ctx, state, (msg,))
+                return msg
+        if waiter.expired():
+            raise errors.RequestTimeout(
+                f"no reply from {sent.to!r} to message {sent.id} within {wait_for:g}s",
+                correlation_id=op,
+                request=sent,
+                agent=ctx.agent,
+            )
+        size = len(state.buffer)
+        yield from _poll(ctx, state, idle_ms, batch)
+        if len(state.buffer) == size:
+            wait = waiter.next_wait()
+            if wait is not None:
+                yield Sleep(wait)
