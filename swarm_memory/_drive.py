@@ -135,7 +135,14 @@ class SyncDriver(_Base):
         else:
             fn = lambda: self.client.execute_command(*effect.args)  # type: ignore[no-untyped-call]  # noqa: E731
         try:
-            for attempt in Retrying(**self._retry_kwargs()):
+            try:
+                return fn()  # the fast path: no retry machinery unless the first try fails
+            except _RETRYABLE:
+                if self.settings.retry_attempts <= 1:
+                    raise
+            kwargs = self._retry_kwargs()
+            kwargs["stop"] = stop_after_attempt(self.settings.retry_attempts - 1)
+            for attempt in Retrying(**kwargs):
                 with attempt:
                     return fn()
         except rexc.RedisError as exc:
@@ -201,7 +208,14 @@ class AsyncDriver(_Base):
         else:
             fn = lambda: self.client.execute_command(*effect.args)  # noqa: E731
         try:
-            async for attempt in AsyncRetrying(**self._retry_kwargs()):
+            try:
+                return await fn()  # the fast path, as in SyncDriver.perform
+            except _RETRYABLE:
+                if self.settings.retry_attempts <= 1:
+                    raise
+            kwargs = self._retry_kwargs()
+            kwargs["stop"] = stop_after_attempt(self.settings.retry_attempts - 1)
+            async for attempt in AsyncRetrying(**kwargs):
                 with attempt:
                     return await fn()
         except rexc.RedisError as exc:

@@ -22,6 +22,7 @@ import logging
 import queue
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -44,7 +45,7 @@ class Subscriber:
     start: str  # stream id of the next event this subscriber needs
     pattern: str
     types: frozenset[str] | None
-    push: Callable[[Event | BaseException], None]
+    push: Callable[[list[Event] | BaseException], None]
     closed: bool = False
 
     @property
@@ -52,6 +53,8 @@ class Subscriber:
         return (self.ctx.keys.bell, self.ctx.namespace, self.ctx.agent)
 
     def wants(self, event: Event) -> bool:
+        if self.pattern == "*" and self.types is None:
+            return True
         if self.types is not None and event.type not in self.types:
             return False
         # Events without a key (broadcasts, namespace lifecycle) pass any pattern.
@@ -91,14 +94,19 @@ class FeedCore:
         with self.lock:
             return not self.feeds
 
-    def service(self, key: FeedKey) -> Flow[None]:
-        """Read the feed once per distinct position and deliver to every subscriber."""
+    def service(self, key: FeedKey, rung: int | None = None) -> Flow[None]:
+        """Read the feed once per distinct position and deliver to every subscriber.
+
+        ``rung``: the revision a doorbell announced; groups already past it skip the
+        read (a doorbell often arrives for events an earlier read delivered)."""
         with self.lock:
             subs = [s for s in self.feeds.get(key, []) if not s.closed]
         groups: dict[str, list[Subscriber]] = {}
         for sub in subs:
             groups.setdefault(sub.start, []).append(sub)
         for start, group in groups.items():
+            if rung is not None and int(start.split("-", 1)[0]) > rung:
+                continue
             cursor = start
             for _page in range(1000):  # bounded per wake-up; the next wake continues
                 try:
@@ -111,10 +119,11 @@ class FeedCore:
                 except errors.SwarmMemoryError as exc:  # transport: retried on the next wake
                     log.warning("event feed read failed, will retry: %s", exc)
                     break
-                for event in page.events:
-                    for sub in group:
-                        if not sub.closed and sub.wants(event):
-                            sub.push(event)
+                if page.events:
+                    for sub in group:  # one hand-off per page: one wake-up per subscriber
+                        wanted = [e for e in page.events if sub.wants(e)]
+                        if wanted and not sub.closed:
+                            sub.push(wanted)
                 cursor = page.next
                 for sub in group:
                     sub.start = cursor
@@ -128,6 +137,7 @@ class Watch:
 
     def __init__(self, hub: SyncHub, sub: Subscriber, q: queue.SimpleQueue[Any]) -> None:
         self._hub, self._sub, self._q = hub, sub, q
+        self._buffer: deque[Event] = deque()
 
     @property
     def cursor(self) -> str:
@@ -137,15 +147,16 @@ class Watch:
     def get(self, timeout: float | None = None) -> Event | None:
         """The next event, or None after ``timeout`` seconds. Raises EventsTrimmed,
         PermissionDenied or NamespaceNotFound when the feed ends that way."""
-        try:
-            item = self._q.get(timeout=timeout)
-        except queue.Empty:
-            return None
-        if isinstance(item, BaseException):
-            self.close()
-            raise item
-        event: Event = item
-        return event
+        if not self._buffer:
+            try:
+                item = self._q.get(timeout=timeout)
+            except queue.Empty:
+                return None
+            if isinstance(item, BaseException):
+                self.close()
+                raise item
+            self._buffer.extend(item)
+        return self._buffer.popleft()
 
     def __iter__(self) -> Iterator[Event]:
         return self
@@ -214,7 +225,7 @@ class SyncHub:
                 if self.core.empty() or self._stop.is_set():
                     self._thread = None
                     break
-            channel: str | None = None
+            rung: dict[str, int | None] = {}
             try:
                 if pubsub is None:
                     pubsub, subscribed = self._client.pubsub(), set()
@@ -223,9 +234,9 @@ class SyncHub:
                     pubsub.ssubscribe(*(wanted - subscribed))
                     subscribed |= wanted
                 msg = pubsub.get_sharded_message(ignore_subscribe_messages=True, timeout=0.05)
-                if msg and msg.get("type") == "smessage":
-                    raw = msg["channel"]
-                    channel = raw.decode() if isinstance(raw, bytes) else raw
+                while msg is not None and len(rung) < 256:  # drain: one read per burst
+                    _note(msg, rung)
+                    msg = pubsub.get_sharded_message(ignore_subscribe_messages=True, timeout=0)
             except (rexc.ConnectionError, rexc.TimeoutError, OSError) as exc:
                 log.info("event doorbell connection lost (%s); reconnecting", exc)
                 with contextlib.suppress(Exception):
@@ -233,15 +244,15 @@ class SyncHub:
                 pubsub = None
                 time.sleep(0.05)
             now = time.monotonic()
-            woken = self._wake.is_set()
-            if channel is None and not woken and now - last_poll < self._poll:
-                continue
-            if channel is None:
+            if self._wake.is_set() or now - last_poll >= self._poll:
                 self._wake.clear()
                 last_poll = now
-            for key in self.core.keys_for(channel):
+                rung = {key[0]: None for key in self.core.keys_for(None)}
+            for key in self.core.keys_for(None):
+                if key[0] not in rung:
+                    continue
                 try:
-                    self._run(self.core.service(key))
+                    self._run(self.core.service(key, rung[key[0]]))
                 except Exception:  # never let one bad read kill every watcher
                     log.exception("event feed service failed; retrying on the next wake")
         with contextlib.suppress(Exception):
@@ -254,21 +265,23 @@ class AsyncWatch:
 
     def __init__(self, hub: AsyncHub, sub: Subscriber, q: asyncio.Queue[Any]) -> None:
         self._hub, self._sub, self._q = hub, sub, q
+        self._buffer: deque[Event] = deque()
 
     @property
     def cursor(self) -> str:
         return self._sub.start
 
     async def get(self, timeout: float | None = None) -> Event | None:
-        try:
-            item = await asyncio.wait_for(self._q.get(), timeout)
-        except TimeoutError:
-            return None
-        if isinstance(item, BaseException):
-            await self.close()
-            raise item
-        event: Event = item
-        return event
+        if not self._buffer:
+            try:
+                item = await asyncio.wait_for(self._q.get(), timeout)
+            except TimeoutError:
+                return None
+            if isinstance(item, BaseException):
+                await self.close()
+                raise item
+            self._buffer.extend(item)
+        return self._buffer.popleft()
 
     def __aiter__(self) -> AsyncWatch:
         return self
@@ -333,7 +346,7 @@ class AsyncHub:
         last_poll = 0.0
         try:
             while not self.core.empty():
-                channel: str | None = None
+                rung: dict[str, int | None] = {}
                 try:
                     if pubsub is None:
                         pubsub, subscribed = self._client.pubsub(), set()
@@ -344,9 +357,9 @@ class AsyncHub:
                     # Cluster pub/sub keeps one connection per shard: read those.
                     read = getattr(pubsub, "get_sharded_message", pubsub.get_message)
                     msg = await read(ignore_subscribe_messages=True, timeout=0.05)
-                    if msg and msg.get("type") == "smessage":
-                        raw = msg["channel"]
-                        channel = raw.decode() if isinstance(raw, bytes) else raw
+                    while msg is not None and len(rung) < 256:  # drain: one read per burst
+                        _note(msg, rung)
+                        msg = await read(ignore_subscribe_messages=True, timeout=0)
                 except (rexc.ConnectionError, rexc.TimeoutError, OSError) as exc:
                     log.info("event doorbell connection lost (%s); reconnecting", exc)
                     with contextlib.suppress(Exception):
@@ -354,15 +367,15 @@ class AsyncHub:
                     pubsub = None
                     await asyncio.sleep(0.05)
                 now = time.monotonic()
-                woken = self._wake.is_set()
-                if channel is None and not woken and now - last_poll < self._poll:
-                    continue
-                if channel is None:
+                if self._wake.is_set() or now - last_poll >= self._poll:
                     self._wake.clear()
                     last_poll = now
-                for key in self.core.keys_for(channel):
+                    rung = {key[0]: None for key in self.core.keys_for(None)}
+                for key in self.core.keys_for(None):
+                    if key[0] not in rung:
+                        continue
                     try:
-                        await self._run(self.core.service(key))
+                        await self._run(self.core.service(key, rung[key[0]]))
                     except Exception:
                         log.exception("event feed service failed; retrying on the next wake")
         finally:
@@ -490,6 +503,22 @@ class AsyncSubscription:
 
     async def __aexit__(self, *exc: object) -> None:
         await self.unsubscribe()
+
+
+def _note(msg: dict[str, Any], rung: dict[str, int | None]) -> None:
+    """Record a doorbell: the highest revision rung per channel (None = read anyway)."""
+    if msg.get("type") != "smessage":
+        return
+    raw = msg["channel"]
+    channel = raw.decode() if isinstance(raw, bytes) else str(raw)
+    try:
+        rev: int | None = int(msg["data"])
+    except (TypeError, ValueError):
+        rev = None
+    if not rev:  # 0 (namespace dropped) or unparsable: always read
+        rung[channel] = None
+    elif channel not in rung or (rung[channel] is not None and rev > (rung[channel] or 0)):
+        rung[channel] = rev
 
 
 def types_arg(types: object) -> frozenset[str] | None:
