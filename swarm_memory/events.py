@@ -138,11 +138,13 @@ class Watch:
     def __init__(self, hub: SyncHub, sub: Subscriber, q: queue.SimpleQueue[Any]) -> None:
         self._hub, self._sub, self._q = hub, sub, q
         self._buffer: deque[Event] = deque()
+        self._position = sub.start
 
     @property
     def cursor(self) -> str:
-        """Where this watch would resume (``since=``) if it stopped now."""
-        return self._sub.start
+        """Where this watch would resume (``since=``) if it stopped now: right after the
+        last event it returned (the hub may have read further ahead; that does not count)."""
+        return self._position
 
     def get(self, timeout: float | None = None) -> Event | None:
         """The next event, or None after ``timeout`` seconds. Raises EventsTrimmed,
@@ -156,7 +158,9 @@ class Watch:
                 self.close()
                 raise item
             self._buffer.extend(item)
-        return self._buffer.popleft()
+        event = self._buffer.popleft()
+        self._position = event.cursor
+        return event
 
     def __iter__(self) -> Iterator[Event]:
         return self
@@ -237,12 +241,20 @@ class SyncHub:
                 while msg is not None and len(rung) < 256:  # drain: one read per burst
                     _note(msg, rung)
                     msg = pubsub.get_sharded_message(ignore_subscribe_messages=True, timeout=0)
-            except (rexc.ConnectionError, rexc.TimeoutError, OSError) as exc:
-                log.info("event doorbell connection lost (%s); reconnecting", exc)
+            except Exception as exc:
+                # Lost, or refused (an ACL without channel rights, a server without
+                # SSUBSCRIBE): the doorbell is only a hint, so keep serving by polling.
+                refused = not isinstance(exc, rexc.ConnectionError | rexc.TimeoutError | OSError)
+                log.log(
+                    logging.WARNING if refused else logging.INFO,
+                    "event doorbell unavailable (%s); polling every %ss",
+                    exc,
+                    self._poll,
+                )
                 with contextlib.suppress(Exception):
                     pubsub.close()
                 pubsub = None
-                time.sleep(0.05)
+                time.sleep(min(self._poll, 1.0) if refused else 0.05)
             now = time.monotonic()
             if self._wake.is_set() or now - last_poll >= self._poll:
                 self._wake.clear()
@@ -266,10 +278,12 @@ class AsyncWatch:
     def __init__(self, hub: AsyncHub, sub: Subscriber, q: asyncio.Queue[Any]) -> None:
         self._hub, self._sub, self._q = hub, sub, q
         self._buffer: deque[Event] = deque()
+        self._position = sub.start
 
     @property
     def cursor(self) -> str:
-        return self._sub.start
+        """Right after the last event returned: see :attr:`Watch.cursor`."""
+        return self._position
 
     async def get(self, timeout: float | None = None) -> Event | None:
         if not self._buffer:
@@ -281,7 +295,9 @@ class AsyncWatch:
                 await self.close()
                 raise item
             self._buffer.extend(item)
-        return self._buffer.popleft()
+        event = self._buffer.popleft()
+        self._position = event.cursor
+        return event
 
     def __aiter__(self) -> AsyncWatch:
         return self
@@ -360,12 +376,20 @@ class AsyncHub:
                     while msg is not None and len(rung) < 256:  # drain: one read per burst
                         _note(msg, rung)
                         msg = await read(ignore_subscribe_messages=True, timeout=0)
-                except (rexc.ConnectionError, rexc.TimeoutError, OSError) as exc:
-                    log.info("event doorbell connection lost (%s); reconnecting", exc)
+                except Exception as exc:  # lost or refused: keep serving by polling
+                    refused = not isinstance(
+                        exc, rexc.ConnectionError | rexc.TimeoutError | OSError
+                    )
+                    log.log(
+                        logging.WARNING if refused else logging.INFO,
+                        "event doorbell unavailable (%s); polling every %ss",
+                        exc,
+                        self._poll,
+                    )
                     with contextlib.suppress(Exception):
                         await pubsub.aclose()
                     pubsub = None
-                    await asyncio.sleep(0.05)
+                    await asyncio.sleep(min(self._poll, 1.0) if refused else 0.05)
                 now = time.monotonic()
                 if self._wake.is_set() or now - last_poll >= self._poll:
                     self._wake.clear()
