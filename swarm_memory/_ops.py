@@ -1153,6 +1153,21 @@ def _event(ctx: Context, entry: list[Any]) -> Event:
     )
 
 
+def doorbell_events(ctx: Context, payload: bytes) -> tuple[int, list[Event]]:
+    """The revision and events a doorbell carries (see publish_events in _lib.lua)."""
+    parts = unpack(payload)
+    revision, count = int(parts[0]), int(parts[1])
+    agent, ms = parts[-2], parts[-1]
+    events = []
+    for seq in range(count):
+        t, k, v, d, f, has = parts[2 + 6 * seq : 8 + 6 * seq]
+        fields = [b"t", t, b"k", k, b"v", v, b"a", agent, b"ms", ms, b"n", b"%d" % count]
+        if has == b"1":
+            fields += [b"d", d, b"f", f]
+        events.append(_event(ctx, [b"%d-%d" % (revision, seq), fields]))
+    return revision, events
+
+
 @dataclass(frozen=True, slots=True)
 class EventPage:
     revision: int  # the namespace revision when read

@@ -37,6 +37,8 @@ log = logging.getLogger("swarm_memory.events")
 
 FeedKey = tuple[str, str, str]  # (bell channel, namespace, agent)
 _FATAL = (errors.EventsTrimmed, errors.PermissionDenied, errors.NamespaceNotFound)
+# Events after which a watcher's right to read may differ: never taken from a doorbell.
+PERMISSION_EVENTS = frozenset({"ns_create", "ns_update", "ns_grant", "ns_revoke", "ns_delete"})
 
 
 @dataclass(eq=False)
@@ -94,20 +96,56 @@ class FeedCore:
         with self.lock:
             return not self.feeds
 
-    def service(self, key: FeedKey, rung: int | None = None) -> Flow[None]:
-        """Read the feed once per distinct position and deliver to every subscriber.
+    @staticmethod
+    def _deliver(group: list[Subscriber], events: list[Event]) -> None:
+        for sub in group:  # one hand-off per batch: one wake-up per subscriber
+            wanted = [e for e in events if sub.wants(e)]
+            if wanted and not sub.closed:
+                sub.push(wanted)
 
-        ``rung``: the revision a doorbell announced; groups already past it skip the
-        read (a doorbell often arrives for events an earlier read delivered)."""
+    def _take_carried(
+        self, group: list[Subscriber], start: str, carried: list[tuple[int, list[Event]]]
+    ) -> str:
+        cursor = start
+        for revision, events in carried:
+            if cursor != f"{revision}-0":
+                if revision < int(cursor.split("-", 1)[0]):
+                    continue  # already delivered
+                break  # a gap: the read fills it
+            if any(e.type in PERMISSION_EVENTS for e in events):
+                break
+            self._deliver(group, events)
+            cursor = events[-1].cursor
+        for sub in group:
+            sub.start = cursor
+        return cursor
+
+    def service(
+        self, key: FeedKey, rung: int | None = None, bells: list[bytes] | None = None
+    ) -> Flow[None]:
+        """Deliver new events to every subscriber of one feed.
+
+        ``bells``: doorbell payloads, which carry their revision's events: a group whose
+        cursor is exactly there takes them without a read, unless they change
+        permissions (then the permission-checked read decides). ``rung``: the newest
+        revision rung; a group already past it skips the read."""
         with self.lock:
             subs = [s for s in self.feeds.get(key, []) if not s.closed]
+        if not subs:
+            return
+        carried: list[tuple[int, list[Event]]] = []
+        for payload in bells or ():
+            try:
+                carried.append(_ops.doorbell_events(subs[0].ctx, payload))
+            except Exception:  # an undecodable value: the read path will report it
+                break
         groups: dict[str, list[Subscriber]] = {}
         for sub in subs:
             groups.setdefault(sub.start, []).append(sub)
-        for start, group in groups.items():
-            if rung is not None and int(start.split("-", 1)[0]) > rung:
+        for position, group in groups.items():
+            cursor = self._take_carried(group, position, carried)
+            if rung is not None and int(cursor.split("-", 1)[0]) > rung:
                 continue
-            cursor = start
             for _page in range(1000):  # bounded per wake-up; the next wake continues
                 try:
                     page = yield from _ops.read_events(group[0].ctx, cursor, self.batch)
@@ -120,10 +158,7 @@ class FeedCore:
                     log.warning("event feed read failed, will retry: %s", exc)
                     break
                 if page.events:
-                    for sub in group:  # one hand-off per page: one wake-up per subscriber
-                        wanted = [e for e in page.events if sub.wants(e)]
-                        if wanted and not sub.closed:
-                            sub.push(wanted)
+                    self._deliver(group, page.events)
                 cursor = page.next
                 for sub in group:
                     sub.start = cursor
@@ -230,6 +265,7 @@ class SyncHub:
                     self._thread = None
                     break
             rung: dict[str, int | None] = {}
+            bells: dict[str, list[bytes]] = {}
             try:
                 if pubsub is None:
                     pubsub, subscribed = self._client.pubsub(), set()
@@ -239,7 +275,7 @@ class SyncHub:
                     subscribed |= wanted
                 msg = pubsub.get_sharded_message(ignore_subscribe_messages=True, timeout=0.05)
                 while msg is not None and len(rung) < 256:  # drain: one read per burst
-                    _note(msg, rung)
+                    _note(msg, rung, bells)
                     msg = pubsub.get_sharded_message(ignore_subscribe_messages=True, timeout=0)
             except Exception as exc:
                 # Lost, or refused (an ACL without channel rights, a server without
@@ -264,7 +300,7 @@ class SyncHub:
                 if key[0] not in rung:
                     continue
                 try:
-                    self._run(self.core.service(key, rung[key[0]]))
+                    self._run(self.core.service(key, rung[key[0]], bells.get(key[0])))
                 except Exception:  # never let one bad read kill every watcher
                     log.exception("event feed service failed; retrying on the next wake")
         with contextlib.suppress(Exception):
@@ -363,6 +399,7 @@ class AsyncHub:
         try:
             while not self.core.empty():
                 rung: dict[str, int | None] = {}
+                bells: dict[str, list[bytes]] = {}
                 try:
                     if pubsub is None:
                         pubsub, subscribed = self._client.pubsub(), set()
@@ -374,7 +411,7 @@ class AsyncHub:
                     read = getattr(pubsub, "get_sharded_message", pubsub.get_message)
                     msg = await read(ignore_subscribe_messages=True, timeout=0.05)
                     while msg is not None and len(rung) < 256:  # drain: one read per burst
-                        _note(msg, rung)
+                        _note(msg, rung, bells)
                         msg = await read(ignore_subscribe_messages=True, timeout=0)
                 except Exception as exc:  # lost or refused: keep serving by polling
                     refused = not isinstance(
@@ -399,7 +436,7 @@ class AsyncHub:
                     if key[0] not in rung:
                         continue
                     try:
-                        await self._run(self.core.service(key, rung[key[0]]))
+                        await self._run(self.core.service(key, rung[key[0]], bells.get(key[0])))
                     except Exception:
                         log.exception("event feed service failed; retrying on the next wake")
         finally:
@@ -529,19 +566,23 @@ class AsyncSubscription:
         await self.unsubscribe()
 
 
-def _note(msg: dict[str, Any], rung: dict[str, int | None]) -> None:
-    """Record a doorbell: the highest revision rung per channel (None = read anyway)."""
+def _note(msg: dict[str, Any], rung: dict[str, int | None], bells: dict[str, list[bytes]]) -> None:
+    """Record a doorbell: the newest revision rung per channel (None = read anyway) and
+    its payload (the events it carries)."""
     if msg.get("type") != "smessage":
         return
     raw = msg["channel"]
     channel = raw.decode() if isinstance(raw, bytes) else str(raw)
+    data = msg["data"] if isinstance(msg["data"], bytes) else str(msg["data"]).encode()
     try:
-        rev: int | None = int(msg["data"])
-    except (TypeError, ValueError):
-        rev = None
-    if not rev:  # 0 (namespace dropped) or unparsable: always read
+        rev: int | None = int(_ops.unpack(data)[0])
+    except (ValueError, IndexError):
+        rev = None  # "0": the namespace was dropped; anything else: read anyway
+    if not rev:
         rung[channel] = None
-    elif channel not in rung or (rung[channel] is not None and rev > (rung[channel] or 0)):
+        return
+    bells.setdefault(channel, []).append(data)
+    if channel not in rung or (rung[channel] is not None and rev > (rung[channel] or 0)):
         rung[channel] = rev
 
 

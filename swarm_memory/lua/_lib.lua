@@ -128,7 +128,16 @@ local function publish_events(default_maxlen, rev, agent, now)
   local n = #PENDING_EVENTS
   if n == 0 then return end
   local maxlen = events_maxlen(default_maxlen)
+  -- The doorbell carries the events too, so an up-to-date watcher needs no read; one
+  -- that is behind (or sees a permission change) reads the stream as usual.
+  local bell = { rev, n }
   for seq, e in ipairs(PENDING_EVENTS) do
+    bell[#bell + 1] = e[1]
+    bell[#bell + 1] = e[2]
+    bell[#bell + 1] = e[3]
+    bell[#bell + 1] = e[4] or ""
+    bell[#bell + 1] = e[5] or ""
+    bell[#bell + 1] = e[4] and "1" or "0"
     if e[4] then
       redis.call("XADD", K_EVENTS, "MAXLEN", "~", maxlen, rev .. "-" .. (seq - 1),
         "t", e[1], "k", e[2], "v", e[3], "a", agent, "ms", now, "n", n, "d", e[4], "f", e[5])
@@ -138,7 +147,9 @@ local function publish_events(default_maxlen, rev, agent, now)
     end
   end
   PENDING_EVENTS = {}
-  redis.call("SPUBLISH", K_BELL, rev)
+  bell[#bell + 1] = agent
+  bell[#bell + 1] = now
+  redis.call("SPUBLISH", K_BELL, pack(bell))
 end
 
 ---------------------------------------------------------------------------------------
