@@ -96,6 +96,24 @@ class FeedCore:
         with self.lock:
             return not self.feeds
 
+    def plan(
+        self,
+        rung: dict[str, int | None],
+        bells: dict[str, list[bytes]],
+        wake: threading.Event | asyncio.Event,
+        last_poll: float,
+        poll: float,
+    ) -> tuple[list[tuple[FeedKey, int | None, list[bytes] | None]], float]:
+        """Which feeds to serve now: those a doorbell rang for, or every feed when a
+        watcher joined or the poll interval passed (lost doorbells)."""
+        now = time.monotonic()
+        if wake.is_set() or now - last_poll >= poll:
+            wake.clear()
+            last_poll = now
+            rung = {key[0]: None for key in self.keys_for(None)}
+        work = [(k, rung[k[0]], bells.get(k[0])) for k in self.keys_for(None) if k[0] in rung]
+        return work, last_poll
+
     @staticmethod
     def _deliver(group: list[Subscriber], events: list[Event]) -> None:
         for sub in group:  # one hand-off per batch: one wake-up per subscriber
@@ -274,33 +292,20 @@ class SyncHub:
                     pubsub.ssubscribe(*(wanted - subscribed))
                     subscribed |= wanted
                 msg = pubsub.get_sharded_message(ignore_subscribe_messages=True, timeout=0.05)
-                while msg is not None and len(rung) < 256:  # drain: one read per burst
+                for _ in range(256):  # drain what is queued: one service per burst
+                    if msg is None:
+                        break
                     _note(msg, rung, bells)
                     msg = pubsub.get_sharded_message(ignore_subscribe_messages=True, timeout=0)
             except Exception as exc:
-                # Lost, or refused (an ACL without channel rights, a server without
-                # SSUBSCRIBE): the doorbell is only a hint, so keep serving by polling.
-                refused = not isinstance(exc, rexc.ConnectionError | rexc.TimeoutError | OSError)
-                log.log(
-                    logging.WARNING if refused else logging.INFO,
-                    "event doorbell unavailable (%s); polling every %ss",
-                    exc,
-                    self._poll,
-                )
                 with contextlib.suppress(Exception):
                     pubsub.close()
                 pubsub = None
-                time.sleep(min(self._poll, 1.0) if refused else 0.05)
-            now = time.monotonic()
-            if self._wake.is_set() or now - last_poll >= self._poll:
-                self._wake.clear()
-                last_poll = now
-                rung = {key[0]: None for key in self.core.keys_for(None)}
-            for key in self.core.keys_for(None):
-                if key[0] not in rung:
-                    continue
+                time.sleep(_doorbell_failed(exc, self._poll))
+            work, last_poll = self.core.plan(rung, bells, self._wake, last_poll, self._poll)
+            for key, rev, payloads in work:
                 try:
-                    self._run(self.core.service(key, rung[key[0]], bells.get(key[0])))
+                    self._run(self.core.service(key, rev, payloads))
                 except Exception:  # never let one bad read kill every watcher
                     log.exception("event feed service failed; retrying on the next wake")
         with contextlib.suppress(Exception):
@@ -410,33 +415,20 @@ class AsyncHub:
                     # Cluster pub/sub keeps one connection per shard: read those.
                     read = getattr(pubsub, "get_sharded_message", pubsub.get_message)
                     msg = await read(ignore_subscribe_messages=True, timeout=0.05)
-                    while msg is not None and len(rung) < 256:  # drain: one read per burst
+                    for _ in range(256):  # drain what is queued: one service per burst
+                        if msg is None:
+                            break
                         _note(msg, rung, bells)
                         msg = await read(ignore_subscribe_messages=True, timeout=0)
-                except Exception as exc:  # lost or refused: keep serving by polling
-                    refused = not isinstance(
-                        exc, rexc.ConnectionError | rexc.TimeoutError | OSError
-                    )
-                    log.log(
-                        logging.WARNING if refused else logging.INFO,
-                        "event doorbell unavailable (%s); polling every %ss",
-                        exc,
-                        self._poll,
-                    )
+                except Exception as exc:
                     with contextlib.suppress(Exception):
                         await pubsub.aclose()
                     pubsub = None
-                    await asyncio.sleep(min(self._poll, 1.0) if refused else 0.05)
-                now = time.monotonic()
-                if self._wake.is_set() or now - last_poll >= self._poll:
-                    self._wake.clear()
-                    last_poll = now
-                    rung = {key[0]: None for key in self.core.keys_for(None)}
-                for key in self.core.keys_for(None):
-                    if key[0] not in rung:
-                        continue
+                    await asyncio.sleep(_doorbell_failed(exc, self._poll))
+                work, last_poll = self.core.plan(rung, bells, self._wake, last_poll, self._poll)
+                for key, rev, payloads in work:
                     try:
-                        await self._run(self.core.service(key, rung[key[0]], bells.get(key[0])))
+                        await self._run(self.core.service(key, rev, payloads))
                     except Exception:
                         log.exception("event feed service failed; retrying on the next wake")
         finally:
@@ -564,6 +556,20 @@ class AsyncSubscription:
 
     async def __aexit__(self, *exc: object) -> None:
         await self.unsubscribe()
+
+
+def _doorbell_failed(exc: BaseException, poll: float) -> float:
+    """Log a lost or refused doorbell (an ACL without channel rights, a server without
+    SSUBSCRIBE); return how long to wait before trying again. Watchers keep being served
+    by polling meanwhile: the doorbell is only a hint."""
+    refused = not isinstance(exc, rexc.ConnectionError | rexc.TimeoutError | OSError)
+    log.log(
+        logging.WARNING if refused else logging.INFO,
+        "event doorbell unavailable (%s); polling every %ss",
+        exc,
+        poll,
+    )
+    return min(poll, 1.0) if refused else 0.05
 
 
 def _note(msg: dict[str, Any], rung: dict[str, int | None], bells: dict[str, list[bytes]]) -> None:
