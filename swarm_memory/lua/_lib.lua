@@ -149,7 +149,11 @@ local function publish_events(default_maxlen, rev, agent, now)
   PENDING_EVENTS = {}
   bell[#bell + 1] = agent
   bell[#bell + 1] = now
-  redis.call("SPUBLISH", K_BELL, pack(bell))
+  if n <= 64 then
+    redis.call("SPUBLISH", K_BELL, pack(bell))
+  else
+    redis.call("SPUBLISH", K_BELL, rev) -- big batches: ring only; watchers read the stream
+  end
 end
 
 ---------------------------------------------------------------------------------------

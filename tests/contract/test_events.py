@@ -221,3 +221,14 @@ def test_expiry_events_reach_watchers_without_other_traffic(env, mem):
     ev = w.get(5)  # nothing else is written: only the watcher's own polling sweeps
     assert ev is not None and (ev.type, ev.key) == ("expire", "lease")
     w.close()
+
+
+def test_big_batches_arrive_through_the_stream_read(env, mem):
+    """A put_many too large to ride in the doorbell still reaches watchers whole."""
+    ns = mem.namespace("team")
+    w = ns.watch()
+    ns.put_many({f"k{i:03d}": i for i in range(100)})
+    got = _drain(w, 100)
+    assert [e.key for e in got] == [f"k{i:03d}" for i in range(100)]
+    assert {e.count for e in got} == {100} and [e.seq for e in got] == list(range(100))
+    w.close()
