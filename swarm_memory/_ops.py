@@ -316,7 +316,7 @@ def _parse_write(packed: bytes, replayed: bool) -> WriteResult:
     pos = 4 + n * 10
     n_evicted = int(flat[pos])
     evicted = [_s(x) for x in flat[pos + 1 : pos + 1 + n_evicted]]
-    return WriteResult(int(flat[1]), flat[2] == b"1", items, evicted, replayed, digest)
+    return WriteResult(int(flat[1]), flat[2] != b"0", items, evicted, replayed, digest)
 
 
 def request_digest(agent: str, action: str, items: list[Item]) -> str:
@@ -743,7 +743,7 @@ def _read(
     args: list[str | bytes | int] = [ctx.agent, ctx.settings.audit_maxlen, action, *extra]
     reply = yield ScriptCall(load("read"), call_keys, args, None)
     _common(ctx, reply, action, "read", keys[0] if len(keys) == 1 else None)
-    if reply[1] == 1:
+    if reply[1] != 0:
         yield from _sweep_quietly(ctx)
     return list(reply[2:])
 
@@ -1217,7 +1217,7 @@ def read_events(ctx: Context, start: str | None, count: int) -> Flow[EventPage]:
         nxt = _event(ctx, entries[0]).cursor if entries else FIRST_CURSOR
         return EventPage(revision, [], nxt)
     events = [_event(ctx, e) for e in entries]
-    if len(reply) > 3 and reply[3] == 1 and len(events) < count:
+    if len(reply) > 3 and reply[3] != 0 and len(events) < count:
         yield from _sweep_quietly(ctx)  # expired entries are due: their events come next read
     return EventPage(revision, events, events[-1].cursor if events else start)
 

@@ -128,6 +128,26 @@ class NamespaceKeys:
     def bell(self) -> str:  # shard channel (not a key): the pub/sub doorbell of the feed
         return self.base + "bell"
 
+    @property
+    def lease(self) -> str:  # zset: agent -> its lease expiry ms in this namespace
+        return self.base + "lease"
+
+    @property
+    def eph(self) -> str:  # zset, scores 0: "<agent>\0k<key>" / "<agent>\0l<lock>" tied to a lease
+        return self.base + "eph"
+
+    @property
+    def locks(self) -> str:  # zset: lock name -> latest holder expiry ms (held or expired)
+        return self.base + "locks"
+
+    @property
+    def lock_records(self) -> str:  # hash: lock name -> packed record (mode, holders, tokens)
+        return self.base + "lockh"
+
+    @property
+    def lock_bell(self) -> str:  # shard channel (not a key): rung with a lock's name on release
+        return self.base + "lbell"
+
     def entry(self, key: str) -> str:  # hash: value + metadata of one entry
         return self.base + "e:" + key
 
@@ -148,6 +168,11 @@ class NamespaceKeys:
             self.ops,
             self.ops_time,
             self.bell,
+            self.lease,
+            self.eph,
+            self.locks,
+            self.lock_records,
+            self.lock_bell,
         ]
 
 
@@ -184,6 +209,29 @@ class InboxKeys:
     def fixed(self) -> list[str]:
         """The names the inbox script gets, in the order it expects."""
         return [self.stream, self.ops, self.ops_time, self.bell]
+
+
+@dataclass(frozen=True, slots=True)
+class PresenceKeys:
+    """Agent presence (heartbeats), outside every namespace under its own hash tag
+    ``{@presence}``: both keys share one slot, so one script updates them atomically."""
+
+    base: str  # "<prefix>:{@presence}:"
+
+    @classmethod
+    def of(cls, prefix: str) -> PresenceKeys:
+        return cls(f"{prefix}:{{@presence}}:")
+
+    @property
+    def expiry(self) -> str:  # zset: agent -> presence expires_at ms
+        return self.base + "exp"
+
+    @property
+    def seen(self) -> str:  # hash: agent -> last heartbeat ms
+        return self.base + "seen"
+
+    def fixed(self) -> list[str]:
+        return [self.expiry, self.seen]
 
 
 def registry_key(prefix: str) -> str:

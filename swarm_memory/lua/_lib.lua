@@ -1,11 +1,13 @@
 -- Shared helpers, prepended to every script by the loader (swarm_memory/scripts.py).
--- Every namespace script receives the eleven fixed names first, in this order. The last,
--- K_BELL, is not a key but the namespace's shard channel (the pub/sub doorbell): it
--- carries the same hash tag, and passing it with the keys keeps every name a script
--- touches out of Lua and in one Cluster slot.
+-- Every namespace script receives the sixteen fixed names first, in this order (built in
+-- keys.py). K_BELL and K_LBELL are not keys but the namespace's shard channels (the
+-- pub/sub doorbells of the feed and of lock releases): they carry the same hash tag, and
+-- passing them with the keys keeps every name a script touches out of Lua and in one
+-- Cluster slot.
 local K_META, K_ACL, K_STATS, K_IDX, K_LRU, K_EXP, K_EVENTS, K_AUDIT, K_OPS, K_OPST, K_BELL =
   KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7], KEYS[8], KEYS[9], KEYS[10], KEYS[11]
-local N_FIXED = 11
+local K_LEASE, K_EPH, K_LOCKS, K_LOCKH, K_LBELL = KEYS[12], KEYS[13], KEYS[14], KEYS[15], KEYS[16]
+local N_FIXED = 16
 
 local LEVEL_RANK = { none = 0, read = 1, write = 2, admin = 3 }
 local RANK_NAME = { [0] = "none", [1] = "read", [2] = "write", [3] = "admin" }
@@ -78,10 +80,11 @@ local ENTRY_FIELDS = { "v", "f", "ver", "cr", "mr", "ct", "mt", "by", "x" }
 
 -- Current entry (as a table) or nil; `expired` is true when present but past its expiry.
 local function read_entry(key, now)
-  local h = redis.call("HMGET", key, "v", "f", "ver", "cr", "mr", "ct", "mt", "by", "x")
+  local h = redis.call("HMGET", key, "v", "f", "ver", "cr", "mr", "ct", "mt", "by", "x", "eo")
   if not h[3] then return nil, false end
+  -- eo: the agent whose lease this entry is tied to (ephemeral writes), or nil.
   local e = { v = h[1], f = h[2], ver = tonumber(h[3]), cr = tonumber(h[4]), mr = tonumber(h[5]),
-    ct = tonumber(h[6]), mt = tonumber(h[7]), by = h[8], x = tonumber(h[9]) }
+    ct = tonumber(h[6]), mt = tonumber(h[7]), by = h[8], x = tonumber(h[9]), eo = h[10] or nil }
   if e.x > 0 and e.x <= now then return nil, true, e end
   return e, false
 end
@@ -92,14 +95,26 @@ local function entry_reply(e)
   return { e.ver, e.cr, e.mr, e.ct, e.mt, e.x, e.by, e.f, e.v }
 end
 
+-- Work for the sweeper: 1 = entries past their expiry, 2 = agent leases that ran out
+-- (their ephemeral entries and locks must go), 3 = both.
 local function sweep_due(now)
+  local due = 0
   local first = redis.call("ZRANGE", K_EXP, 0, 0, "WITHSCORES")
-  if first[2] and tonumber(first[2]) <= now then return 1 end
-  return 0
+  if first[2] and tonumber(first[2]) <= now then due = 1 end
+  local lease = redis.call("ZRANGE", K_LEASE, 0, 0, "WITHSCORES")
+  if lease[2] and tonumber(lease[2]) <= now then due = due + 2 end
+  return due
+end
+
+-- Ephemeral bookkeeping: members of K_EPH name what an agent's lease holds.
+local function eph_member(agent, kind, name)
+  return agent .. "\0" .. kind .. name
 end
 
 -- Remove one entry from every index and adjust the counters. Returns its size.
 local function drop_entry(name, ekey, hkey, size)
+  local owner = redis.call("HGET", ekey, "eo")
+  if owner then redis.call("ZREM", K_EPH, eph_member(owner, "k", name)) end
   redis.call("DEL", ekey, hkey)
   redis.call("ZREM", K_IDX, name)
   redis.call("ZREM", K_LRU, name)

@@ -1,4 +1,4 @@
---! keys: meta acl stats idx lru exp events audit ops opst bell
+--! keys: meta acl stats idx lru exp events audit ops opst bell lease eph locks lockh lbell
 --! args: agent audit_maxlen stream_maxlen dedupe_ms action +args
 --! returns: {"ok", rev, entries} | {"trimmed", first_id} | {"ok", rev} | {"dup", rev} | {"nons"} | {"denied", granted}
 --

@@ -1,4 +1,4 @@
---! keys: meta acl stats idx lru exp events audit ops opst bell
+--! keys: meta acl stats idx lru exp events audit ops opst bell lease eph locks lockh lbell
 --! args: agent audit_maxlen stream_maxlen action +args
 --! returns: {"ok", ...} | {"nons"} | {"exists"} | {"deleting"} | {"denied", granted} | {"last_admin"}
 --

@@ -1,4 +1,4 @@
---! keys: meta acl stats idx lru exp events audit ops opst bell +items(entry hist)
+--! keys: meta acl stats idx lru exp events audit ops opst bell lease eph locks lockh lbell +items(entry hist)
 --! args: agent audit_maxlen stream_maxlen mode batch +items(key)
 --! returns: {"ok", removed, next_names...} | {"dropped", removed} | {"nons"} | {"denied", granted}
 --
@@ -41,7 +41,8 @@ local from = "-"
 if last and mode == "clear" then from = "(" .. last end
 local next_names = redis.call("ZRANGEBYLEX", K_IDX, from, "+", "LIMIT", 0, batch)
 if mode == "delete" and #next_names == 0 then
-  redis.call("DEL", K_META, K_ACL, K_STATS, K_IDX, K_LRU, K_EXP, K_EVENTS, K_AUDIT, K_OPS, K_OPST)
+  redis.call("DEL", K_META, K_ACL, K_STATS, K_IDX, K_LRU, K_EXP, K_EVENTS, K_AUDIT, K_OPS, K_OPST,
+    K_LEASE, K_EPH, K_LOCKS, K_LOCKH)
   redis.call("SPUBLISH", K_BELL, 0) -- wake watchers: their next read finds no namespace
   return { "dropped", removed }
 end

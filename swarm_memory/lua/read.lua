@@ -1,4 +1,4 @@
---! keys: meta acl stats idx lru exp events audit ops opst bell +items(entry hist)
+--! keys: meta acl stats idx lru exp events audit ops opst bell lease eph locks lockh lbell +items(entry hist)
 --! args: agent audit_maxlen action +args
 --! returns: {"ok", sweep_due, ...} | {"nons"} | {"denied", granted}
 --

@@ -1,4 +1,4 @@
---! keys: meta acl stats idx lru exp events audit ops opst bell +items(entry hist) +victims(entry hist)
+--! keys: meta acl stats idx lru exp events audit ops opst bell lease eph locks lockh lbell +items(entry hist) +victims(entry hist)
 --! args: agent op_id dedupe_ms stream_maxlen audit_maxlen max_value_bytes n_items n_victims action digest echo event_value_max +items(op key value fmt expected ttl_ms) +victims(key)
 --! returns: {"ok"|"dup", packed} | {"nons"} | {"denied", granted} | {"conflict", i, entry...} | {"version_required", i, strategy} | {"quota", kind, limit, current, requested} | {"victims", wanted} | {"merge_fallback", i, "patch"|"stored"} | {"not_integer", i} | {"too_large", i, size}
 --
