@@ -35,6 +35,7 @@ from swarm_memory.errors import (
 from swarm_memory.events import AsyncSubscription, AsyncWatch, Subscription, Watch
 from swarm_memory.inbox import AsyncInbox, Inbox
 from swarm_memory.merge import merge_patch
+from swarm_memory.metrics import ClientMetrics
 from swarm_memory.models import (
     AuditRecord,
     Entry,
@@ -55,6 +56,7 @@ __all__ = [
     "AsyncSwarmMemory",
     "AsyncWatch",
     "AuditRecord",
+    "ClientMetrics",
     "Codec",
     "ConflictError",
     "Entry",

@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Awaitable, Callable
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import redis
 import redis.asyncio
@@ -27,6 +27,9 @@ from tenacity import (
 from swarm_memory import errors
 from swarm_memory._ops import Command, Effect, Flow, ScriptCall, Sleep
 from swarm_memory.settings import Settings
+
+if TYPE_CHECKING:
+    from swarm_memory.metrics import ClientMetrics
 
 T = TypeVar("T")
 ScriptObserver = Callable[[str, list[str], list[Any]], None]
@@ -53,6 +56,13 @@ def _final_error(effect: ScriptCall | Command, exc: BaseException) -> errors.Swa
     return errors.ServerError(f"Redis refused the command: {exc}")
 
 
+def _call_name(effect: ScriptCall | Command) -> str:
+    """The retries metric's label: a script name or a Redis command name (bounded sets)."""
+    if isinstance(effect, ScriptCall):
+        return effect.script.name
+    return str(effect.args[0]).upper()
+
+
 class _Base:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
@@ -62,6 +72,8 @@ class _Base:
         # taken after a server restart or failover; it then falls back to EVAL.
         self.loaded: set[str] = set()
         self.hub: Any = None  # the event hub (events.py), made on first watch()
+        # Opt-in client metrics (metrics.py); None costs one attribute check per call.
+        self.metrics: ClientMetrics | None = None
 
     def _notify(self, call: ScriptCall) -> None:
         call.script.check(call.keys, call.args)
@@ -112,6 +124,8 @@ class SyncDriver(_Base):
         self.client = client
 
     def run(self, flow: Flow[T]) -> T:
+        if self.metrics is not None:
+            flow = self.metrics.measure(flow)
         send: Any = None
         throw: BaseException | None = None
         while True:
@@ -144,6 +158,8 @@ class SyncDriver(_Base):
             kwargs["stop"] = stop_after_attempt(self.settings.retry_attempts - 1)
             for attempt in Retrying(**kwargs):
                 with attempt:
+                    if self.metrics is not None:
+                        self.metrics.count_retry(_call_name(effect))
                     return fn()
         except rexc.RedisError as exc:
             raise _final_error(effect, exc) from exc
@@ -185,6 +201,8 @@ class AsyncDriver(_Base):
         self.client = client
 
     async def run(self, flow: Flow[T]) -> T:
+        if self.metrics is not None:
+            flow = self.metrics.measure(flow)
         send: Any = None
         throw: BaseException | None = None
         while True:
@@ -217,6 +235,8 @@ class AsyncDriver(_Base):
             kwargs["stop"] = stop_after_attempt(self.settings.retry_attempts - 1)
             async for attempt in AsyncRetrying(**kwargs):
                 with attempt:
+                    if self.metrics is not None:
+                        self.metrics.count_retry(_call_name(effect))
                     return await fn()
         except rexc.RedisError as exc:
             raise _final_error(effect, exc) from exc

@@ -17,6 +17,7 @@ from swarm_memory._ops import Context, Resolver
 from swarm_memory.codec import Codec, ValueCodec
 from swarm_memory.errors import InvalidInput, InvalidOption
 from swarm_memory.keys import validate_agent, validate_namespace
+from swarm_memory.metrics import ClientMetrics
 from swarm_memory.settings import Settings
 
 DriverT = TypeVar("DriverT", SyncDriver, AsyncDriver)
@@ -76,6 +77,7 @@ class MemoryBase(Generic[DriverT]):
         agent: str,
         settings: Settings | None = None,
         codec: Codec | None = None,
+        metrics: ClientMetrics | None = None,
         _driver: DriverT | None = None,
         _owns_client: bool = False,
     ) -> None:
@@ -86,6 +88,8 @@ class MemoryBase(Generic[DriverT]):
         if _driver is None:
             check_client(client)
             _driver = self._new_driver(client, self.settings)
+        if metrics is not None:  # opt-in instrumentation, shared by as_agent identities
+            _driver.metrics = metrics
         self._driver: DriverT = _driver
         self._owns_client = _owns_client
         # Inbox consumers of this identity, by name: their buffers and scan cursors.

@@ -28,6 +28,7 @@ from swarm_memory.events import (
     types_arg,
 )
 from swarm_memory.inbox import AsyncInbox
+from swarm_memory.metrics import ClientMetrics
 from swarm_memory.models import (
     AuditRecord,
     Entry,
@@ -61,8 +62,10 @@ class AsyncSwarmMemory(MemoryBase[AsyncDriver]):
         agent: str,
         settings: Settings | None = None,
         codec: Codec | None = None,
+        metrics: ClientMetrics | None = None,
     ) -> AsyncSwarmMemory:
-        """Connect to ``url`` (or ``SWARM_MEMORY_REDIS_URL``). Raises InvalidInput."""
+        """Connect to ``url`` (or ``SWARM_MEMORY_REDIS_URL``). Raises InvalidInput.
+        ``metrics``: opt-in client instrumentation (:class:`~swarm_memory.ClientMetrics`)."""
         settings = settings or Settings()
         target = resolve_url(url, settings)
         client: redis.asyncio.Redis | redis.asyncio.RedisCluster
@@ -70,7 +73,14 @@ class AsyncSwarmMemory(MemoryBase[AsyncDriver]):
             client = redis.asyncio.RedisCluster.from_url(target, **client_options(settings))
         else:
             client = redis.asyncio.Redis.from_url(target, **client_options(settings))
-        return cls(client, agent=agent, settings=settings, codec=codec, _owns_client=True)
+        return cls(
+            client,
+            agent=agent,
+            settings=settings,
+            codec=codec,
+            metrics=metrics,
+            _owns_client=True,
+        )
 
     @classmethod
     def from_client(
@@ -80,10 +90,11 @@ class AsyncSwarmMemory(MemoryBase[AsyncDriver]):
         agent: str,
         settings: Settings | None = None,
         codec: Codec | None = None,
+        metrics: ClientMetrics | None = None,
     ) -> AsyncSwarmMemory:
         """Use an existing redis-py client. Turn its own retries off for exactly-once
         retries (``retry=Retry(NoBackoff(), 0)``); ours run on top of whatever it does."""
-        return cls(client, agent=agent, settings=settings, codec=codec)
+        return cls(client, agent=agent, settings=settings, codec=codec, metrics=metrics)
 
     def namespace(self, name: str, *, resolver: Resolver | None = None) -> AsyncNamespace:
         """A handle bound to (namespace, agent). ``resolver`` serves the custom strategy."""
@@ -197,7 +208,13 @@ class AsyncSwarmMemory(MemoryBase[AsyncDriver]):
     def _event_hub(self) -> AsyncHub:
         d = self._driver
         if d.hub is None:
-            d.hub = AsyncHub(d.run, d.client, self.settings.watch_poll, self.settings.watch_batch)
+            d.hub = AsyncHub(
+                d.run,
+                d.client,
+                self.settings.watch_poll,
+                self.settings.watch_batch,
+                metrics=d.metrics,
+            )
         hub: AsyncHub = d.hub
         return hub
 

@@ -20,6 +20,7 @@ from swarm_memory.codec import Codec
 from swarm_memory.errors import InvalidInput
 from swarm_memory.events import OnError, Subscription, SyncHub, Watch, pattern_arg, types_arg
 from swarm_memory.inbox import Inbox
+from swarm_memory.metrics import ClientMetrics
 from swarm_memory.models import (
     AuditRecord,
     Entry,
@@ -53,8 +54,10 @@ class SwarmMemory(MemoryBase[SyncDriver]):
         agent: str,
         settings: Settings | None = None,
         codec: Codec | None = None,
+        metrics: ClientMetrics | None = None,
     ) -> SwarmMemory:
-        """Connect to ``url`` (or ``SWARM_MEMORY_REDIS_URL``). Raises InvalidInput."""
+        """Connect to ``url`` (or ``SWARM_MEMORY_REDIS_URL``). Raises InvalidInput.
+        ``metrics``: opt-in client instrumentation (:class:`~swarm_memory.ClientMetrics`)."""
         settings = settings or Settings()
         target = resolve_url(url, settings)
         client: redis.Redis | redis.RedisCluster
@@ -62,7 +65,14 @@ class SwarmMemory(MemoryBase[SyncDriver]):
             client = redis.RedisCluster.from_url(target, **client_options(settings))
         else:
             client = redis.Redis.from_url(target, **client_options(settings))
-        return cls(client, agent=agent, settings=settings, codec=codec, _owns_client=True)
+        return cls(
+            client,
+            agent=agent,
+            settings=settings,
+            codec=codec,
+            metrics=metrics,
+            _owns_client=True,
+        )
 
     @classmethod
     def from_client(
@@ -72,10 +82,11 @@ class SwarmMemory(MemoryBase[SyncDriver]):
         agent: str,
         settings: Settings | None = None,
         codec: Codec | None = None,
+        metrics: ClientMetrics | None = None,
     ) -> SwarmMemory:
         """Use an existing redis-py client. Turn its own retries off for exactly-once
         retries (``retry=Retry(NoBackoff(), 0)``); ours run on top of whatever it does."""
-        return cls(client, agent=agent, settings=settings, codec=codec)
+        return cls(client, agent=agent, settings=settings, codec=codec, metrics=metrics)
 
     def namespace(self, name: str, *, resolver: Resolver | None = None) -> Namespace:
         """A handle bound to (namespace, agent). ``resolver`` serves the custom strategy."""
@@ -187,7 +198,13 @@ class SwarmMemory(MemoryBase[SyncDriver]):
     def _event_hub(self) -> SyncHub:
         d = self._driver
         if d.hub is None:
-            d.hub = SyncHub(d.run, d.client, self.settings.watch_poll, self.settings.watch_batch)
+            d.hub = SyncHub(
+                d.run,
+                d.client,
+                self.settings.watch_poll,
+                self.settings.watch_batch,
+                metrics=d.metrics,
+            )
         hub: SyncHub = d.hub
         return hub
 

@@ -31,6 +31,7 @@ import redis.exceptions as rexc
 
 from swarm_memory import _ops, errors
 from swarm_memory._ops import Context, Flow
+from swarm_memory.metrics import ClientMetrics
 from swarm_memory.models import Event
 
 log = logging.getLogger("swarm_memory.events")
@@ -70,6 +71,7 @@ class FeedCore:
     batch: int
     lock: threading.Lock = field(default_factory=threading.Lock)
     feeds: dict[FeedKey, list[Subscriber]] = field(default_factory=dict)
+    metrics: ClientMetrics | None = None  # opt-in: events delivered, watcher lag
 
     def add(self, sub: Subscriber) -> None:
         with self.lock:
@@ -114,12 +116,15 @@ class FeedCore:
         work = [(k, rung[k[0]], bells.get(k[0])) for k in self.keys_for(None) if k[0] in rung]
         return work, last_poll
 
-    @staticmethod
-    def _deliver(group: list[Subscriber], events: list[Event]) -> None:
+    def _deliver(self, group: list[Subscriber], events: list[Event]) -> None:
+        delivered = 0
         for sub in group:  # one hand-off per batch: one wake-up per subscriber
             wanted = [e for e in events if sub.wants(e)]
             if wanted and not sub.closed:
                 sub.push(wanted)
+                delivered += len(wanted)
+        if self.metrics is not None and group:
+            self.metrics.count_events(group[0].ctx.namespace, delivered)
 
     def _take_carried(
         self, group: list[Subscriber], start: str, carried: list[tuple[int, list[Event]]]
@@ -180,6 +185,9 @@ class FeedCore:
                 cursor = page.next
                 for sub in group:
                     sub.start = cursor
+                if self.metrics is not None:
+                    behind = page.revision - int(cursor.split("-", 1)[0])
+                    self.metrics.set_watch_lag(group[0].ctx.namespace, behind)
                 if len(page.events) < self.batch:
                     break
 
@@ -237,9 +245,14 @@ class SyncHub:
     """One pub/sub connection + one reader thread per connection pool."""
 
     def __init__(
-        self, run: Callable[[Flow[Any]], Any], client: Any, poll: float, batch: int
+        self,
+        run: Callable[[Flow[Any]], Any],
+        client: Any,
+        poll: float,
+        batch: int,
+        metrics: ClientMetrics | None = None,
     ) -> None:
-        self.core = FeedCore(batch)
+        self.core = FeedCore(batch, metrics=metrics)
         self._run = run
         self._client = client
         self._poll = poll
@@ -362,9 +375,14 @@ class AsyncHub:
     """One pub/sub connection + one reader task per connection pool and event loop."""
 
     def __init__(
-        self, run: Callable[[Flow[Any]], Any], client: Any, poll: float, batch: int
+        self,
+        run: Callable[[Flow[Any]], Any],
+        client: Any,
+        poll: float,
+        batch: int,
+        metrics: ClientMetrics | None = None,
     ) -> None:
-        self.core = FeedCore(batch)
+        self.core = FeedCore(batch, metrics=metrics)
         self._run = run
         self._client = client
         self._poll = poll

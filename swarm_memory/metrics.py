@@ -1,0 +1,221 @@
+"""Client-side Prometheus instrumentation (opt-in): what this process sees of its calls.
+
+Pass a :class:`ClientMetrics` built on *your* registry when you build a client::
+
+    registry = prometheus_client.CollectorRegistry()
+    mem = SwarmMemory.from_url(url, agent="planner", metrics=ClientMetrics(registry))
+    prometheus_client.start_http_server(9100, registry=registry)
+
+Nothing is registered at import and nothing touches the global registry unless you pass
+it. With ``metrics=None`` (the default) the driver's only cost is one attribute check per
+call. The server-side half (entries, bytes, locks, Redis health...) is the exporter's,
+``swarm_memory.exporter``, which reads Redis at scrape time.
+
+Series (labels are bounded sets: never a key, agent, op id or lock name):
+
+=============================================================  ==================================
+``swarm_memory_client_operations_total{op,outcome}``           calls finished, by op and outcome
+``swarm_memory_client_operation_duration_seconds{op}``         histogram: wall time of each call
+``swarm_memory_client_conflicts_total{op}``                    calls that raised ConflictError
+``swarm_memory_client_denials_total{op}``                      calls that raised PermissionDenied
+``swarm_memory_client_retries_total{call}``                    transport retries (after the first
+                                                               try failed), by script or command
+``swarm_memory_client_lock_wait_seconds{outcome}``             histogram: time spent waiting for
+                                                               a lock; outcome acquired|timeout
+``swarm_memory_client_events_delivered_total{namespace}``      events handed to this process's
+                                                               watchers and subscriptions
+``swarm_memory_client_watch_lag_revisions{namespace}``         revisions a watcher feed of this
+                                                               process was behind the namespace
+                                                               head at its last read
+=============================================================  ==================================
+
+``op`` is the name of the operation's flow (``put``, ``get``, ``update``, ``read_events``
+...): a fixed set defined by the library. ``outcome`` is ``ok``, ``cancelled``, ``error``
+(an exception that is not ours), or the snake-case name of the
+:class:`~swarm_memory.errors.SwarmMemoryError` class raised (``conflict_error``,
+``permission_denied``, ``quota_exceeded``, ``outcome_unknown``...).
+
+Watcher lag is measured here, in the client, because only the process that runs a
+watcher knows its position: it is the namespace revision the feed read returned minus the
+revision of the watcher's cursor after that read (0 = caught up). With several feeds of
+one namespace in a process (several agents), the last read sets it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from collections.abc import Generator
+from time import perf_counter
+from typing import Any, TypeVar
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+from swarm_memory import errors
+
+T = TypeVar("T")
+
+# Latency of one call: a put is ~0.5 ms on loopback; CAS loops and retries take longer.
+OPERATION_BUCKETS = (
+    0.0005,
+    0.001,
+    0.0025,
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.25,
+    0.5,
+    1.0,
+    2.5,
+    5.0,
+    10.0,
+)
+# Lock waits run from "free at once" to the lock's TTL (default 30 s) and beyond.
+LOCK_WAIT_BUCKETS = (0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0)
+LOCK_WAIT_OUTCOMES = ("acquired", "timeout")
+
+_CAMEL = re.compile(r"(?<!^)(?=[A-Z])")
+_outcome_cache: dict[type[BaseException], str] = {}
+
+
+def outcome_of(exc: BaseException | None) -> str:
+    """The ``outcome`` label for a call that raised ``exc`` (None: ``ok``). A bounded set:
+    our error classes' names, ``cancelled`` or ``error``."""
+    if exc is None:
+        return "ok"
+    kind = type(exc)
+    found = _outcome_cache.get(kind)
+    if found is None:
+        if isinstance(exc, GeneratorExit | asyncio.CancelledError | KeyboardInterrupt):
+            found = "cancelled"
+        else:
+            found = "error"
+            # The nearest class of ours in the MRO: a user subclass maps to its parent.
+            for cls in kind.__mro__:
+                if cls.__module__ == errors.__name__ and issubclass(cls, errors.SwarmMemoryError):
+                    found = _CAMEL.sub("_", cls.__name__).lower()
+                    break
+        _outcome_cache[kind] = found
+    return found
+
+
+class ClientMetrics:
+    """Client-side metrics registered on ``registry`` (never the global one by default).
+
+    One instance may serve many clients (pass the same object to each); it is
+    thread-safe. Build one per registry: registering the same names twice raises
+    ``ValueError`` (prometheus_client's duplicate check).
+    """
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.registry = registry
+        self.operations = Counter(
+            "swarm_memory_client_operations",
+            "swarm_memory calls finished by this process, by operation and outcome.",
+            ["op", "outcome"],
+            registry=registry,
+        )
+        self.duration = Histogram(
+            "swarm_memory_client_operation_duration_seconds",
+            "Wall time of swarm_memory calls (retries and CAS rounds included).",
+            ["op"],
+            buckets=OPERATION_BUCKETS,
+            registry=registry,
+        )
+        self.conflicts = Counter(
+            "swarm_memory_client_conflicts",
+            "Calls that raised ConflictError (a CAS lost, first-wins, version required).",
+            ["op"],
+            registry=registry,
+        )
+        self.denials = Counter(
+            "swarm_memory_client_denials",
+            "Calls refused by a permission check (PermissionDenied).",
+            ["op"],
+            registry=registry,
+        )
+        self.retries = Counter(
+            "swarm_memory_client_retries",
+            "Transport-level retries (the first try of the call failed), by script/command.",
+            ["call"],
+            registry=registry,
+        )
+        self.lock_wait = Histogram(
+            "swarm_memory_client_lock_wait_seconds",
+            "Time spent waiting to acquire a lock, by outcome (acquired|timeout).",
+            ["outcome"],
+            buckets=LOCK_WAIT_BUCKETS,
+            registry=registry,
+        )
+        self.events_delivered = Counter(
+            "swarm_memory_client_events_delivered",
+            "Events handed to this process's watchers and subscriptions.",
+            ["namespace"],
+            registry=registry,
+        )
+        self.watch_lag = Gauge(
+            "swarm_memory_client_watch_lag_revisions",
+            "Revisions a watcher feed was behind its namespace's head at its last read.",
+            ["namespace"],
+            registry=registry,
+        )
+        # labels() costs a lock and a dict lookup with tuple building; the hot path keeps
+        # its own cache of children (the label sets are bounded, so the dicts are too).
+        self._ops: dict[tuple[str, str], Any] = {}
+        self._durations: dict[str, Any] = {}
+
+    # -- called by the driver (_drive.py) ------------------------------------------------
+
+    def measure(self, flow: Generator[Any, Any, T]) -> Generator[Any, Any, T]:
+        """Wrap a flow: time it and count its outcome when it finishes."""
+        op: str = getattr(flow, "__name__", "flow")
+        start = perf_counter()
+        try:
+            result = yield from flow
+        except BaseException as exc:
+            self.observe_operation(op, outcome_of(exc), perf_counter() - start, exc)
+            raise
+        self.observe_operation(op, "ok", perf_counter() - start)
+        return result
+
+    def observe_operation(
+        self, op: str, outcome: str, seconds: float, exc: BaseException | None = None
+    ) -> None:
+        """Count one finished call of ``op`` with ``outcome`` taking ``seconds``."""
+        child = self._ops.get((op, outcome))
+        if child is None:
+            child = self._ops.setdefault((op, outcome), self.operations.labels(op, outcome))
+        child.inc()
+        hist = self._durations.get(op)
+        if hist is None:
+            hist = self._durations.setdefault(op, self.duration.labels(op))
+        hist.observe(seconds)
+        if exc is not None:
+            if isinstance(exc, errors.ConflictError):
+                self.conflicts.labels(op).inc()
+            elif isinstance(exc, errors.PermissionDenied):
+                self.denials.labels(op).inc()
+
+    def count_retry(self, call: str) -> None:
+        """One transport retry of ``call`` (a script name or a Redis command name)."""
+        self.retries.labels(call).inc()
+
+    # -- called by the lock code and the event hub ---------------------------------------
+
+    def observe_lock_wait(self, seconds: float, outcome: str) -> None:
+        """Record time spent waiting for a lock. ``outcome``: ``"acquired"`` or
+        ``"timeout"``. Raises ValueError for anything else (labels stay bounded)."""
+        if outcome not in LOCK_WAIT_OUTCOMES:
+            raise ValueError(f"lock wait outcome must be one of {LOCK_WAIT_OUTCOMES}")
+        self.lock_wait.labels(outcome).observe(max(0.0, seconds))
+
+    def count_events(self, namespace: str, n: int) -> None:
+        """``n`` events of ``namespace`` were handed to watchers of this process."""
+        if n:
+            self.events_delivered.labels(namespace).inc(n)
+
+    def set_watch_lag(self, namespace: str, revisions: int) -> None:
+        """A feed of ``namespace`` was ``revisions`` behind the head at its last read."""
+        self.watch_lag.labels(namespace).set(max(0, revisions))

@@ -1,0 +1,168 @@
+"""Client-side instrumentation: ops by op/outcome, latency, conflicts, denials, retries,
+lock waits, events delivered, watcher lag; off by default; bounded label sets."""
+
+from __future__ import annotations
+
+import asyncio
+
+import fakeredis
+import pytest
+from prometheus_client import CollectorRegistry
+
+from swarm_memory import (
+    AsyncSwarmMemory,
+    ClientMetrics,
+    ConflictError,
+    PermissionDenied,
+    Settings,
+    SwarmMemory,
+)
+from swarm_memory.errors import OutcomeUnknown, QuotaExceeded
+from swarm_memory.metrics import outcome_of
+
+
+def value(registry: CollectorRegistry, name: str, **labels: str) -> float:
+    got = registry.get_sample_value(name, labels)
+    return 0.0 if got is None else got
+
+
+def make(metrics: ClientMetrics | None, agent: str = "planner") -> SwarmMemory:
+    client = fakeredis.FakeRedis(server=fakeredis.FakeServer())
+    return SwarmMemory.from_client(client, agent=agent, metrics=metrics)
+
+
+def test_operations_outcomes_latency_conflicts_denials():
+    registry = CollectorRegistry()
+    metrics = ClientMetrics(registry)
+    mem = make(metrics)
+    mem.create_namespace("team", default_permission="read")
+    ns = mem.namespace("team")
+    e = ns.put("plan", 1)
+    ns.put("plan", 2, expected_version=e.version)
+    with pytest.raises(ConflictError):
+        ns.put("plan", 3, expected_version=e.version)
+    with pytest.raises(PermissionDenied):
+        mem.as_agent("reader").namespace("team").put("plan", 4)
+    assert ns.get("plan").value == 2
+
+    assert value(registry, "swarm_memory_client_operations_total", op="put", outcome="ok") == 2
+    assert (
+        value(registry, "swarm_memory_client_operations_total", op="put", outcome="conflict_error")
+        == 1
+    )
+    assert (
+        value(
+            registry, "swarm_memory_client_operations_total", op="put", outcome="permission_denied"
+        )
+        == 1
+    )
+    assert value(registry, "swarm_memory_client_operations_total", op="get", outcome="ok") == 1
+    assert value(registry, "swarm_memory_client_conflicts_total", op="put") == 1
+    assert value(registry, "swarm_memory_client_denials_total", op="put") == 1
+    count = value(registry, "swarm_memory_client_operation_duration_seconds_count", op="put")
+    total = value(registry, "swarm_memory_client_operation_duration_seconds_sum", op="put")
+    assert count == 4
+    assert 0 < total < 5
+
+
+def test_off_by_default_and_shared_by_identities():
+    mem = make(None)
+    assert mem._driver.metrics is None
+    registry = CollectorRegistry()
+    metrics = ClientMetrics(registry)
+    mem2 = make(metrics)
+    worker = mem2.as_agent("worker")
+    assert worker._driver.metrics is metrics
+    mem2.create_namespace("n")
+    worker.namespace("n").put("k", 1)
+    assert value(registry, "swarm_memory_client_operations_total", op="put", outcome="ok") == 1
+
+
+def test_outcome_labels_are_a_bounded_set():
+    assert outcome_of(None) == "ok"
+    assert outcome_of(ConflictError("x", current=None)) == "conflict_error"
+    assert outcome_of(OutcomeUnknown("x", op_id="o")) == "outcome_unknown"
+    assert outcome_of(QuotaExceeded.__new__(QuotaExceeded)) == "quota_exceeded"
+
+    class Mine(ConflictError):
+        pass
+
+    assert outcome_of(Mine("x", current=None)) == "conflict_error"  # user subclasses map to ours
+    assert outcome_of(ValueError()) == "error"
+    assert outcome_of(asyncio.CancelledError()) == "cancelled"
+
+
+def test_lock_wait_histogram_and_bad_outcome():
+    registry = CollectorRegistry()
+    metrics = ClientMetrics(registry)
+    metrics.observe_lock_wait(0.02, "acquired")
+    metrics.observe_lock_wait(3.0, "timeout")
+    name = "swarm_memory_client_lock_wait_seconds"
+    assert value(registry, name + "_count", outcome="acquired") == 1
+    assert value(registry, name + "_bucket", outcome="acquired", le="0.05") == 1
+    assert value(registry, name + "_bucket", outcome="timeout", le="2.5") == 0
+    assert value(registry, name + "_bucket", outcome="timeout", le="5.0") == 1
+    with pytest.raises(ValueError):
+        metrics.observe_lock_wait(1.0, "held-by-agent-7")
+
+
+def test_events_delivered_and_watch_lag_sync():
+    registry = CollectorRegistry()
+    mem = make(ClientMetrics(registry))
+    mem.create_namespace("feed")
+    ns = mem.namespace("feed")
+    with ns.watch(since=0) as w:
+        for i in range(5):
+            ns.put(f"k{i}", i)
+        got = [w.get(timeout=5) for _ in range(6)]  # ns_create + 5 puts
+    assert all(got)
+    mem.close()
+    assert value(registry, "swarm_memory_client_events_delivered_total", namespace="feed") >= 6
+    lag = value(registry, "swarm_memory_client_watch_lag_revisions", namespace="feed")
+    assert lag >= 0
+
+
+async def test_async_client_counts_too():
+    registry = CollectorRegistry()
+    client = fakeredis.FakeAsyncRedis(server=fakeredis.FakeServer())
+    mem = AsyncSwarmMemory.from_client(client, agent="a", metrics=ClientMetrics(registry))
+    await mem.create_namespace("n")
+    ns = mem.namespace("n")
+    await ns.put("k", 1)
+    with pytest.raises(ConflictError):
+        await ns.create("k", 2)
+    w = await ns.watch(since=0)
+    async with w:
+        assert await w.get(timeout=5) is not None
+    await mem.close()
+    assert value(registry, "swarm_memory_client_operations_total", op="put", outcome="ok") == 1
+    assert value(registry, "swarm_memory_client_conflicts_total", op="create") == 1
+    assert value(registry, "swarm_memory_client_events_delivered_total", namespace="n") >= 1
+
+
+def test_retries_are_counted_by_call():
+    """A connection that fails once: the driver retries and the metric says so."""
+    registry = CollectorRegistry()
+    metrics = ClientMetrics(registry)
+    mem = make(metrics)
+    mem.create_namespace("n")
+    real = mem._driver.client.evalsha
+    fails = {"left": 1}
+
+    def flaky(*args, **kwargs):
+        import redis.exceptions
+
+        if fails["left"]:
+            fails["left"] -= 1
+            raise redis.exceptions.ConnectionError("boom")
+        return real(*args, **kwargs)
+
+    mem._driver.client.evalsha = flaky  # type: ignore[method-assign]
+    mem.namespace("n").put("k", 1)
+    assert value(registry, "swarm_memory_client_retries_total", call="write") == 1
+    assert value(registry, "swarm_memory_client_operations_total", op="put", outcome="ok") == 1
+
+
+def test_settings_are_untouched():
+    # metrics is a construction keyword, not a setting: Settings stays env-driven.
+    assert "metrics" not in Settings.model_fields
