@@ -1,0 +1,149 @@
+"""swarm_memory's core operations, measured beside the bare baselines.
+
+``ours.put`` runs with every piece of default bookkeeping on (permission check, dedupe
+record, version + revision, key/LRU index, event + doorbell, audit, stats); the
+namespace keeps no history (``history=0``, the default).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any
+
+from bench.baselines import BATCH, TASKS
+from bench.harness import Case, Ctx, Sample, timed
+from swarm_memory import AsyncSwarmMemory, SwarmMemory
+
+NAMESPACE = "bench-core"
+
+
+def memory(ctx: Ctx, **kwargs: Any) -> SwarmMemory:
+    return SwarmMemory.from_url(ctx.url, agent="bench", **kwargs)
+
+
+def single_cases(ctx: Ctx) -> list[Case]:
+    mem = memory(ctx)
+    mem.create_namespace(NAMESPACE, exist_ok=True)
+    ns = mem.namespace(NAMESPACE)
+    kput, kget = ctx.fresh("put"), ctx.fresh("get")
+    ns.put(kget, ctx.value)
+    value = ctx.value
+    cases = [
+        Case(
+            "ours.put",
+            lambda n: timed(lambda: ns.put(kput, value), n),
+            vs=("base.cas_xadd", "base.hset"),
+            note="latest-wins, all bookkeeping",
+        ),
+        Case(
+            "ours.get", lambda n: timed(lambda: ns.get(kget), n), vs=("base.hgetall", "base.hget")
+        ),
+    ]
+    metrics_case = _metrics_case(ctx, value)
+    if metrics_case is not None:
+        cases.append(metrics_case)
+    cases[-1].close = mem.close
+    return cases
+
+
+def _metrics_case(ctx: Ctx, value: Any) -> Case | None:
+    """``put`` with client-side metrics on (``ClientMetrics(registry)`` as ``metrics=``),
+    if swarm_memory.metrics has landed; compared with ``ours.put`` in the same rounds."""
+    try:
+        from prometheus_client import CollectorRegistry
+
+        from swarm_memory.metrics import ClientMetrics  # type: ignore[import-not-found]
+    except ImportError:
+        return None
+    try:
+        mem = SwarmMemory.from_url(
+            ctx.url,
+            agent="bench",
+            metrics=ClientMetrics(CollectorRegistry()),  # type: ignore[call-arg]
+        )
+    except TypeError:  # the module exists but from_url takes no metrics= yet
+        return None
+    ns = mem.namespace(NAMESPACE)
+    key = ctx.fresh("putm")
+    return Case(
+        "ours.put+metrics",
+        lambda n: timed(lambda: ns.put(key, value), n),
+        vs=("ours.put", "base.cas_xadd"),
+        close=mem.close,
+    )
+
+
+def metrics_available() -> bool:
+    try:
+        import swarm_memory.metrics  # type: ignore[import-not-found]  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def batch_cases(ctx: Ctx) -> list[Case]:
+    mem = memory(ctx)
+    mem.create_namespace(NAMESPACE, exist_ok=True)
+    ns = mem.namespace(NAMESPACE)
+    wkeys = {ctx.fresh("pm"): ctx.value for _ in range(BATCH)}
+    rkeys = [ctx.fresh("gm") for _ in range(BATCH)]
+    ns.put_many(dict.fromkeys(rkeys, ctx.value))
+    return [
+        Case(
+            "ours.put_many(100)",
+            lambda n: timed(lambda: ns.put_many(wkeys), n),
+            items=BATCH,
+            vs=("base.cas_xadd.x100",),
+            note="one script call, one revision",
+        ),
+        Case(
+            "ours.get_many(100)",
+            lambda n: timed(lambda: ns.get_many(rkeys), n),
+            items=BATCH,
+            vs=("base.hgetall.x100",),
+            close=mem.close,
+        ),
+    ]
+
+
+def async_cases(ctx: Ctx) -> list[Case]:
+    mem = memory(ctx)
+    mem.create_namespace(NAMESPACE, exist_ok=True)
+    wkeys = [ctx.fresh("ap") for _ in range(TASKS)]
+    rkeys = [ctx.fresh("ag") for _ in range(TASKS)]
+    mem.namespace(NAMESPACE).put_many(dict.fromkeys(rkeys, ctx.value))
+    mem.close()
+    value = ctx.value
+
+    def runner(kind: str, keys: list[str]) -> Any:
+        async def task(ns: Any, key: str, n: int) -> None:
+            for _ in range(n):
+                if kind == "put":
+                    await ns.put(key, value)
+                else:
+                    await ns.get(key)
+
+        async def main(n: int) -> Sample:
+            amem = AsyncSwarmMemory.from_url(ctx.url, agent="bench")
+            try:
+                ns = amem.namespace(NAMESPACE)
+                await asyncio.gather(*(task(ns, k, 1) for k in keys))  # connect all 50
+                per = max(1, n // len(keys))
+                t0 = time.perf_counter()
+                await asyncio.gather(*(task(ns, k, per) for k in keys))
+                return Sample(time.perf_counter() - t0, per * len(keys))
+            finally:
+                await amem.close()
+
+        return lambda n: asyncio.run(main(n))
+
+    return [
+        Case(
+            "ours.async.put",
+            runner("put", wkeys),
+            vs=("base.async.cas_xadd",),
+            note=f"{TASKS} tasks",
+        ),
+        Case("ours.async.get", runner("get", rkeys), vs=("base.async.hgetall",)),
+    ]
