@@ -9,6 +9,7 @@ out, a write raises :class:`OutcomeUnknown` and a read :class:`TransportError`.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -25,7 +26,7 @@ from tenacity import (
 )
 
 from swarm_memory import errors
-from swarm_memory._ops import Command, Effect, Flow, ScriptCall, Sleep
+from swarm_memory._ops import Command, Flow, Listen, ScriptCall, Sleep, Unlisten, WaitBell
 from swarm_memory.settings import Settings
 
 if TYPE_CHECKING:
@@ -56,11 +57,14 @@ def _final_error(effect: ScriptCall | Command, exc: BaseException) -> errors.Swa
     return errors.ServerError(f"Redis refused the command: {exc}")
 
 
-def _call_name(effect: ScriptCall | Command) -> str:
-    """The retries metric's label: a script name or a Redis command name (bounded sets)."""
+def _call_name(effect: object) -> str:
+    """The retries metric's label: a script name, a Redis command name or the effect's
+    kind (bounded sets)."""
     if isinstance(effect, ScriptCall):
         return effect.script.name
-    return str(effect.args[0]).upper()
+    if isinstance(effect, Command):
+        return str(effect.args[0]).upper()
+    return type(effect).__name__.lower()
 
 
 class _Base:
@@ -128,18 +132,56 @@ class SyncDriver(_Base):
             flow = self.metrics.measure(flow)
         send: Any = None
         throw: BaseException | None = None
-        while True:
-            try:
-                effect = flow.throw(throw) if throw is not None else flow.send(send)
-            except StopIteration as stop:
-                return stop.value  # type: ignore[no-any-return]
-            send, throw = None, None
-            try:
-                send = self.perform(effect)
-            except errors.SwarmMemoryError as exc:
-                throw = exc
+        bells: list[Any] = []  # pub/sub handles the flow opened (Listen): closed at the end
+        try:
+            while True:
+                try:
+                    effect = flow.throw(throw) if throw is not None else flow.send(send)
+                except StopIteration as stop:
+                    return stop.value  # type: ignore[no-any-return]
+                send, throw = None, None
+                try:
+                    if isinstance(effect, Listen | WaitBell | Unlisten):
+                        send = self._bell(effect, bells)
+                    else:
+                        send = self.perform(effect)
+                except errors.SwarmMemoryError as exc:
+                    throw = exc
+        finally:
+            for handle in bells:
+                with contextlib.suppress(Exception):
+                    handle.close()
 
-    def perform(self, effect: Effect) -> Any:
+    def _bell(self, effect: Listen | WaitBell | Unlisten, bells: list[Any]) -> Any:
+        """Lock doorbells: a private pub/sub connection per waiting flow. Failures only
+        turn the wait into a sleep: the flow polls, the doorbell is a hint."""
+        if isinstance(effect, Listen):
+            handle = self.client.pubsub()  # type: ignore[no-untyped-call]
+            bells.append(handle)
+            # On failure the waits below just sleep; the flow's attempts still poll.
+            with contextlib.suppress(rexc.RedisError):
+                handle.ssubscribe(effect.channel)
+            return handle
+        if isinstance(effect, Unlisten):
+            if effect.handle in bells:
+                bells.remove(effect.handle)
+            with contextlib.suppress(Exception):
+                effect.handle.close()
+            return None
+        deadline = time.monotonic() + effect.seconds
+        while (left := deadline - time.monotonic()) > 0:
+            try:
+                msg = effect.handle.get_sharded_message(
+                    ignore_subscribe_messages=True, timeout=left
+                )
+            except (rexc.RedisError, OSError, RuntimeError):
+                time.sleep(max(left, 0))
+                return False
+            if msg is not None and msg.get("data") == effect.message:
+                return True
+        return False
+
+    def perform(self, effect: ScriptCall | Command | Sleep) -> Any:
         if isinstance(effect, Sleep):
             time.sleep(effect.seconds)
             return None
@@ -205,18 +247,54 @@ class AsyncDriver(_Base):
             flow = self.metrics.measure(flow)
         send: Any = None
         throw: BaseException | None = None
-        while True:
-            try:
-                effect = flow.throw(throw) if throw is not None else flow.send(send)
-            except StopIteration as stop:
-                return stop.value  # type: ignore[no-any-return]
-            send, throw = None, None
-            try:
-                send = await self.perform(effect)
-            except errors.SwarmMemoryError as exc:
-                throw = exc
+        bells: list[Any] = []  # as in SyncDriver.run
+        try:
+            while True:
+                try:
+                    effect = flow.throw(throw) if throw is not None else flow.send(send)
+                except StopIteration as stop:
+                    return stop.value  # type: ignore[no-any-return]
+                send, throw = None, None
+                try:
+                    if isinstance(effect, Listen | WaitBell | Unlisten):
+                        send = await self._bell(effect, bells)
+                    else:
+                        send = await self.perform(effect)
+                except errors.SwarmMemoryError as exc:
+                    throw = exc
+        finally:
+            for handle in bells:
+                with contextlib.suppress(Exception):
+                    await handle.aclose()
 
-    async def perform(self, effect: Effect) -> Any:
+    async def _bell(self, effect: Listen | WaitBell | Unlisten, bells: list[Any]) -> Any:
+        """As SyncDriver._bell, on redis.asyncio (Cluster pub/sub reads per shard)."""
+        if isinstance(effect, Listen):
+            handle = self.client.pubsub()
+            bells.append(handle)
+            with contextlib.suppress(rexc.RedisError):
+                await handle.ssubscribe(effect.channel)
+            return handle
+        if isinstance(effect, Unlisten):
+            if effect.handle in bells:
+                bells.remove(effect.handle)
+            with contextlib.suppress(Exception):
+                await effect.handle.aclose()
+            return None
+        handle = effect.handle
+        read = getattr(handle, "get_sharded_message", handle.get_message)
+        deadline = time.monotonic() + effect.seconds
+        while (left := deadline - time.monotonic()) > 0:
+            try:
+                msg = await read(ignore_subscribe_messages=True, timeout=left)
+            except (rexc.RedisError, OSError, RuntimeError):
+                await asyncio.sleep(max(left, 0))
+                return False
+            if msg is not None and msg.get("data") == effect.message:
+                return True
+        return False
+
+    async def perform(self, effect: ScriptCall | Command | Sleep) -> Any:
         if isinstance(effect, Sleep):
             await asyncio.sleep(effect.seconds)
             return None

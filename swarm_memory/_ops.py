@@ -14,7 +14,7 @@ import math
 import random
 import uuid
 from collections.abc import Callable, Generator, Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, TypeVar
 
@@ -26,6 +26,8 @@ from swarm_memory.models import (
     AuditRecord,
     Entry,
     Event,
+    FailedCompare,
+    FencingToken,
     NamespaceInfo,
     Snapshot,
     SweepResult,
@@ -64,7 +66,31 @@ class Sleep:
     seconds: float
 
 
-Effect = ScriptCall | Command | Sleep
+@dataclass(frozen=True, slots=True)
+class Listen:
+    """Subscribe to a (shard) channel; the driver returns a handle for :class:`WaitBell`.
+    Drivers close every handle a flow left open when the flow ends, however it ends."""
+
+    channel: str
+
+
+@dataclass(frozen=True, slots=True)
+class WaitBell:
+    """Wait up to ``seconds`` for a message equal to ``message`` on a :class:`Listen`
+    handle. Returns True if it came; a broken subscription just waits out the time (the
+    caller polls: a doorbell is only a hint)."""
+
+    handle: Any
+    message: bytes
+    seconds: float
+
+
+@dataclass(frozen=True, slots=True)
+class Unlisten:
+    handle: Any
+
+
+Effect = ScriptCall | Command | Sleep | Listen | WaitBell | Unlisten
 Flow = Generator[Effect, Any, T]
 
 
@@ -80,6 +106,24 @@ class Incoming:
 Resolver = Callable[[Entry | None, Incoming], Any]
 
 
+@dataclass(eq=False)
+class AgentSession:
+    """Per-identity lease state: the lease ttl its ephemeral writes and lease-tied locks
+    use, and the namespaces where it holds something tied to its lease (heartbeats renew
+    the lease there)."""
+
+    lease_ttl: float
+    namespaces: set[str] = field(default_factory=set)
+    leased: bool = False  # True once lease()/heartbeat() ran: new locks get tied to it
+
+
+def lease_ms(ctx: Context) -> int:
+    ttl = ctx.session.lease_ttl if ctx.session else ctx.settings.lease_ttl
+    if ctx.session is not None:
+        ctx.session.namespaces.add(ctx.namespace)
+    return max(1, int(ttl * 1000))
+
+
 @dataclass(frozen=True, slots=True)
 class Context:
     """Everything a flow needs: who, where, and how to encode."""
@@ -89,6 +133,7 @@ class Context:
     settings: Settings
     codec: ValueCodec
     resolver: Resolver | None = None
+    session: AgentSession | None = None  # the identity's lease state (shared, mutable)
 
     @property
     def keys(self) -> NamespaceKeys:
@@ -129,6 +174,52 @@ def version_arg(version: object, field: str = "expected_version") -> int | None:
             f"{field} must be between 0 and 2**53-1", field=field, value=version
         )
     return version
+
+
+def fence_arg(fence: object, key: str, max_key_bytes: int) -> tuple[str, int] | None:
+    """``None``, a :class:`FencingToken` (checked against its own lock), or a plain int
+    token of the lock named like the key. Rejects bools, strings and out-of-range ints."""
+    if fence is None:
+        return None
+    if isinstance(fence, FencingToken):
+        token = version_arg(int(fence), "fence")
+        lock = validate_key(fence.lock, max_key_bytes)
+    else:
+        if isinstance(fence, bool) or not isinstance(fence, int):
+            raise errors.InvalidInput(
+                "fence must be a lock's token (lock.token) or an int token of the key's lock",
+                field="fence",
+                value=fence,
+            )
+        token, lock = version_arg(fence, "fence"), key
+    if not token:
+        raise errors.InvalidInput("fence tokens are positive", field="fence", value=fence)
+    return (lock, token)
+
+
+def _bool_arg(value: object, field: str) -> bool:
+    if not isinstance(value, bool):
+        raise errors.InvalidInput(f"{field} must be True or False", field=field, value=value)
+    return value
+
+
+def _fences_arg(
+    ctx: Context, keys: list[str], fence: object, fences: Mapping[str, Any] | None
+) -> dict[str, tuple[str, int]]:
+    if fences is not None and not isinstance(fences, Mapping):
+        raise errors.InvalidInput("fences must be a {key: token} mapping", field="fences")
+    out: dict[str, tuple[str, int]] = {}
+    for k in keys:
+        given = (fences or {}).get(k, fence)
+        fenced = fence_arg(given, k, ctx.settings.max_key_bytes)
+        if fenced:
+            out[k] = fenced
+    for k in fences or {}:
+        if k not in keys:
+            raise errors.InvalidInput(
+                f"fences names {k!r}, which is not being written", field="fences", value=k
+            )
+    return out
 
 
 def ttl_arg(ttl: object, settings: Settings, field: str = "ttl") -> int | None:
@@ -264,6 +355,7 @@ class Item:
     expected: int | None = None
     ttl_ms: int | None = None
     source: Any = None  # the caller's value, kept for the returned Entry
+    fence: tuple[str, int] | None = None  # (lock name, token) that must be held to write
 
 
 @dataclass(frozen=True, slots=True)
@@ -326,15 +418,22 @@ def request_digest(agent: str, action: str, items: list[Item]) -> str:
     for part in (agent, action):
         h.update(b"%d:%s" % (len(part), part.encode()))
     for it in items:
-        for field in (it.op, it.key, it.fmt, _opt(it.expected), _opt(it.ttl_ms)):
-            h.update(b"%d:%s" % (len(field), field.encode()))
+        fence = f"{it.fence[0]}\0{it.fence[1]}" if it.fence else ""
+        for part in (it.op, it.key, it.fmt, _opt(it.expected), _opt(it.ttl_ms), fence):
+            h.update(b"%d:%s" % (len(part), part.encode()))
         h.update(b"%d:" % len(it.value) + it.value)
     return h.hexdigest()
 
 
 # ------------------------------------------------------------------------------ writing
 def _write(
-    ctx: Context, items: list[Item], action: str, op_id: str, *, echo: bool = False
+    ctx: Context,
+    items: list[Item],
+    action: str,
+    op_id: str,
+    *,
+    echo: bool = False,
+    ephemeral: bool = False,
 ) -> Flow[WriteResult]:
     """Run the write script; resolve evict-oldest victims; raise typed errors.
 
@@ -357,12 +456,17 @@ def _write(
         "" if echo else request_digest(ctx.agent, action, items),
         "1" if echo else "0",
         s.event_value_max,
+        _opt(lease_ms(ctx)) if ephemeral else "",
+        sum(1 for it in items if it.fence),
     ]
     names = set()
     for it in items:
         keys += [nk.entry(it.key), nk.history(it.key)]
         args += [it.op, it.key, it.value, it.fmt, _opt(it.expected), _opt(it.ttl_ms)]
         names.add(it.key)
+    for i, it in enumerate(items, 1):
+        if it.fence:
+            args += [i, it.fence[0], it.fence[1]]
     victims: list[str] = []
     for _round in range(64):
         call_keys = keys + [k for v in victims for k in (nk.entry(v), nk.history(v))]
@@ -392,7 +496,8 @@ def _write(
 
 def _raise_write(ctx: Context, reply: list[Any], items: list[Item], action: str) -> None:
     tag = reply[0]
-    key = items[int(reply[1]) - 1].key if tag not in (b"nons", b"denied", b"quota") else None
+    indexed = tag not in (b"nons", b"denied", b"quota", b"txn_conflict")
+    key = items[int(reply[1]) - 1].key if indexed else None
     _common(ctx, reply, action, "write", key or (items[0].key if items else None))
     if tag == b"conflict":
         item = items[int(reply[1]) - 1]
@@ -408,6 +513,40 @@ def _raise_write(ctx: Context, reply: list[Any], items: list[Item], action: str)
             current=current,
             expected=item.expected,
             **ctx.err(key=item.key),
+        )
+    if tag == b"txn_conflict":
+        failed: list[FailedCompare] = []
+        pos = 2
+        for _ in range(int(reply[1])):
+            item = items[int(reply[pos]) - 1]
+            if reply[pos + 1] == b"":
+                current, pos = None, pos + 2
+            else:
+                current, pos = _entry(ctx, item.key, reply[pos + 1 : pos + 10]), pos + 10
+            failed.append(FailedCompare(item.key, item.expected or 0, current))
+        names = ", ".join(repr(f.key) for f in failed)
+        raise errors.TransactionConflict(
+            f"transaction not committed: compares failed on {names}",
+            failed=failed,
+            current=failed[0].current,
+            expected=failed[0].expected,
+            **ctx.err(key=failed[0].key),
+        )
+    if tag == b"fenced":
+        lock, token, latest, reason = _s(reply[2]), int(reply[3]), int(reply[4]), _s(reply[5])
+        why = {
+            "stale": f"a newer token ({latest}) was issued",
+            "not_held": "that token's lease is not held (expired, released, or never issued)",
+            "required": f"namespace {ctx.namespace!r} requires the key's lock token",
+            "wrong_lock": "with require_lock the fence must be the key's own lock",
+        }.get(reason, reason)
+        raise errors.FencingError(
+            f"write to {key!r} fenced with token {token} of lock {lock!r} refused: {why}",
+            lock=lock,
+            token=token,
+            latest=latest,
+            reason=reason,
+            **ctx.err(key=key),
         )
     if tag == b"version_required":
         strategy = _s(reply[2])
@@ -466,6 +605,8 @@ def put(
     expected_version: int | None = None,
     ttl: float | timedelta | None = None,
     op_id: str | None = None,
+    fence: int | None = None,
+    ephemeral: bool = False,
 ) -> Flow[Entry]:
     k = ctx.key(key)
     entries = yield from put_many(
@@ -474,6 +615,8 @@ def put(
         expected_versions={k: expected_version},
         ttl=ttl,
         op_id=op_id,
+        fence=fence,
+        ephemeral=ephemeral,
         action="put",
     )
     return entries[k]
@@ -486,9 +629,14 @@ def put_many(
     expected_versions: Mapping[str, int | None] | None = None,
     ttl: float | timedelta | None = None,
     op_id: str | None = None,
+    fence: int | None = None,
+    fences: Mapping[str, int] | None = None,
+    ephemeral: bool = False,
     action: str = "put_many",
 ) -> Flow[dict[str, Entry]]:
-    """All-or-nothing: every key is written under the namespace strategy, or none is."""
+    """All-or-nothing: every key is written under the namespace strategy, or none is.
+
+    ``fence`` applies one lock token to every key; ``fences`` gives a token per key."""
     if not isinstance(values, Mapping):
         raise errors.InvalidInput("values must be a mapping", field="values", value=type(values))
     if not 1 <= len(values) <= MAX_BATCH:
@@ -505,6 +653,8 @@ def put_many(
             )
     ttl_ms = ttl_arg(ttl, ctx.settings)
     op = op_id_arg(op_id)
+    eph = _bool_arg(ephemeral, "ephemeral")
+    fence_of = _fences_arg(ctx, list(values), fence, fences)
     prepared = [
         (ctx.key(k), v, version_arg(expected.get(k)), _encode(ctx, v)) for k, v in values.items()
     ]
@@ -513,18 +663,18 @@ def put_many(
         out = []
         for k, v, ev, enc in prepared:
             e = enc if compress or not enc.fmt.endswith("+z") else _encode(ctx, v, False)
-            out.append(Item("P", k, e.data, e.fmt, ev, ttl_ms, v))
+            out.append(Item("P", k, e.data, e.fmt, ev, ttl_ms, v, fence_of.get(k)))
         return out
 
     items = items_for(True)
     try:
         try:
-            result = yield from _write(ctx, items, action, op)
+            result = yield from _write(ctx, items, action, op, ephemeral=eph)
         except _MergeFallback as fb:
             if fb.reason != "patch" or ctx.codec.codec.name != JSON_FORMAT:
                 raise
             items = items_for(False)
-            result = yield from _write(ctx, items, action, op)
+            result = yield from _write(ctx, items, action, op, ephemeral=eph)
     except _MergeFallback:
         # Stored values the server cannot merge (compressed, other codec): merge here,
         # as one CAS batch so the whole call stays all-or-nothing.
@@ -539,6 +689,8 @@ def put_many(
                 op_id=op,
                 action=action,
                 pinned=pinned,
+                fences=fence_of,
+                ephemeral=eph,
             )
         )
     except errors.VersionRequired as exc:
@@ -564,6 +716,8 @@ def put_many(
                 op_id=op,
                 action=action,
                 wrap_bad_values=True,
+                fences=fence_of,
+                ephemeral=eph,
             )
         )
     return {it.key: _item_entry(ctx, it, r) for it, r in zip(items, result.items, strict=True)}
@@ -576,12 +730,16 @@ def create(
     *,
     ttl: float | timedelta | None = None,
     op_id: str | None = None,
+    fence: int | None = None,
+    ephemeral: bool = False,
 ) -> Flow[Entry]:
     """Write only if absent; ConflictError(current=...) otherwise."""
     k = ctx.key(key)
+    eph = _bool_arg(ephemeral, "ephemeral")
+    fenced = fence_arg(fence, k, ctx.settings.max_key_bytes)
     enc = _encode(ctx, value)
-    item = Item("S", k, enc.data, enc.fmt, 0, ttl_arg(ttl, ctx.settings), value)
-    result = yield from _write(ctx, [item], "create", op_id_arg(op_id))
+    item = Item("S", k, enc.data, enc.fmt, 0, ttl_arg(ttl, ctx.settings), value, fenced)
+    result = yield from _write(ctx, [item], "create", op_id_arg(op_id), ephemeral=eph)
     return _item_entry(ctx, item, result.items[0])
 
 
@@ -595,6 +753,8 @@ def _batch_cas(
     action: str,
     pinned: Mapping[str, int] | None = None,
     wrap_bad_values: bool = False,
+    fences: Mapping[str, tuple[str, int]] | None = None,
+    ephemeral: bool = False,
 ) -> Flow[dict[str, Entry]]:
     """Client-side compare-and-set loop over one or more keys, written atomically.
 
@@ -625,9 +785,10 @@ def _batch_cas(
                     f"custom resolver returned an unusable value: {exc.message}",
                     **ctx.err(key=k),
                 ) from exc
-            items.append(Item("S", k, enc.data, enc.fmt, have, ttl_ms, new_value))
+            fenced = fences.get(k) if fences else None
+            items.append(Item("S", k, enc.data, enc.fmt, have, ttl_ms, new_value, fenced))
         try:
-            result = yield from _write(ctx, items, action, op_id, echo=True)
+            result = yield from _write(ctx, items, action, op_id, echo=True, ephemeral=ephemeral)
         except errors.ConflictError as exc:
             if isinstance(exc, errors.VersionRequired) or pinned:
                 raise
@@ -656,6 +817,7 @@ def update(
     *,
     ttl: float | timedelta | None = None,
     op_id: str | None = None,
+    fence: int | None = None,
 ) -> Flow[Entry]:
     """Read-modify-write with ``fn(current_value_or_None)``, retried on conflict.
 
@@ -665,6 +827,7 @@ def update(
     k = ctx.key(key)
     if not callable(fn):
         raise errors.InvalidInput("fn must be callable", field="fn", value=type(fn))
+    fenced = fence_arg(fence, k, ctx.settings.max_key_bytes)
     result = yield from _batch_cas(
         ctx,
         [k],
@@ -672,14 +835,22 @@ def update(
         ttl_ms=ttl_arg(ttl, ctx.settings),
         op_id=op_id_arg(op_id),
         action="update",
+        fences={k: fenced} if fenced else None,
     )
     return result[k]
 
 
 def delete(
-    ctx: Context, key: str, *, expected_version: int | None = None, op_id: str | None = None
+    ctx: Context,
+    key: str,
+    *,
+    expected_version: int | None = None,
+    op_id: str | None = None,
+    fence: int | None = None,
 ) -> Flow[bool]:
-    item = Item("D", ctx.key(key), expected=version_arg(expected_version))
+    k = ctx.key(key)
+    fenced = fence_arg(fence, k, ctx.settings.max_key_bytes)
+    item = Item("D", k, expected=version_arg(expected_version), fence=fenced)
     result = yield from _write(ctx, [item], "delete", op_id_arg(op_id))
     return result.items[0].status == "d"
 
@@ -691,15 +862,18 @@ def incr(
     *,
     ttl: float | timedelta | None = None,
     op_id: str | None = None,
+    fence: int | None = None,
 ) -> Flow[int]:
     """Atomic server-side add on an integer value (absent counts as 0); |n| < 2**53."""
+    k = ctx.key(key)
     item = Item(
         "I",
-        ctx.key(key),
+        k,
         str(amount_arg(amount)).encode(),
         JSON_FORMAT,
         None,
         ttl_arg(ttl, ctx.settings),
+        fence=fence_arg(fence, k, ctx.settings.max_key_bytes),
     )
     result = yield from _write(ctx, [item], "incr", op_id_arg(op_id))
     return int(result.items[0].fields[8])
@@ -857,6 +1031,7 @@ _FIELD_OF = {
     "history": "hd",
     "over_quota": "oq",
     "max_events": "em",
+    "require_lock": "rl",
 }
 
 
@@ -874,6 +1049,12 @@ def _config_fields(settings: Settings, options: Mapping[str, Any]) -> list[str]:
             text = validate_over_quota(value)
         elif name == "ttl":
             text = str(ttl_arg(value, settings) or 0)
+        elif name == "require_lock":
+            if not isinstance(value, bool):
+                raise errors.InvalidInput(
+                    "require_lock must be True or False", field="require_lock", value=value
+                )
+            text = "1" if value else "0"
         elif name == "history":
             if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= 10_000:
                 raise errors.InvalidInput(
@@ -916,6 +1097,7 @@ def create_namespace(
     history: int = 0,
     over_quota: str = "reject",
     max_events: int | None = None,
+    require_lock: bool = False,
     exist_ok: bool = False,
 ) -> Flow[NamespaceInfo]:
     from swarm_memory.keys import validate_agent  # noqa: PLC0415
@@ -932,6 +1114,7 @@ def create_namespace(
             "history": history,
             "over_quota": over_quota,
             "max_events": max_events,
+            "require_lock": require_lock,
         },
     )
     if strategy == "merge" and ctx.codec.codec.name != JSON_FORMAT:
@@ -996,6 +1179,7 @@ def namespace_info(ctx: Context) -> Flow[NamespaceInfo]:
         created_at=ms_to_datetime(int(meta["ct"])),
         created_by=meta["cb"],
         stats=stats,
+        require_lock=meta.get("rl") == "1",
     )
 
 

@@ -16,7 +16,12 @@ The tree (catch the base, or any branch)::
     │   └── LastAdminError               refusing to remove the last admin
     ├── ConflictError                    .current (Entry | None): the state that won
     │   ├── VersionRequired              strategy "version"/"custom" needs expected_version
-    │   └── RetryLimitExceeded           a CAS loop (update / custom) gave up
+    │   ├── RetryLimitExceeded           a CAS loop (update / custom) gave up
+    │   └── TransactionConflict          a transaction's compares failed (.failed: every one)
+    ├── LockError                        .namespace .key (the lock name) .agent
+    │   ├── LockTimeout                  acquire gave up after ``wait`` (.holder .expires_at)
+    │   ├── LockNotOwned                 release / extend of a lease lost or never held
+    │   └── FencingError                 the store refused a fenced write (.lock .token .reason)
     ├── QuotaExceeded                    .limit_kind .limit .current .requested
     ├── NotAnInteger                     incr on a non-integer or out-of-range value
     ├── EventsTrimmed                    watch cursor older than the feed keeps (.requested .oldest)
@@ -163,6 +168,65 @@ class RetryLimitExceeded(ConflictError):
     def __init__(self, message: str, *, attempts: int, **kw: Any) -> None:
         super().__init__(message, **kw)
         self.attempts = attempts
+
+
+class TransactionConflict(ConflictError):
+    """Some compares of a transaction failed; nothing was written.
+
+    ``failed`` lists every failed compare as :class:`~swarm_memory.models.FailedCompare`
+    (key, expected version — 0 for "absent" — and the entry found); ``current`` is the
+    first one's entry.
+    """
+
+    def __init__(self, message: str, *, failed: list[Any], **kw: Any) -> None:
+        super().__init__(message, **kw)
+        self.failed = failed
+
+
+class LockError(SwarmMemoryError):
+    """Lock and lease problems. ``key`` is the lock's name."""
+
+
+class LockTimeout(LockError, TimeoutError):
+    """``acquire`` waited ``wait`` seconds and the lock stayed held (``holder`` had it,
+    until ``expires_at`` by its lease)."""
+
+    def __init__(
+        self, message: str, *, holder: str | None, expires_at: Any = None, **ctx: Any
+    ) -> None:
+        super().__init__(message, **ctx)
+        self.holder = holder
+        self.expires_at = expires_at
+
+
+class LockNotOwned(LockError):
+    """``release`` / ``extend`` by a caller whose lease is gone: it expired (and maybe
+    another agent holds the lock now), was force-released, or was never acquired. Nothing
+    of anyone else's was changed. ``holder`` is the current holder, if any."""
+
+    def __init__(self, message: str, *, holder: str | None = None, **ctx: Any) -> None:
+        super().__init__(message, **ctx)
+        self.holder = holder
+
+
+class FencingError(LockError):
+    """The store refused a write fenced with ``token`` on ``lock``.
+
+    ``reason``: ``"stale"`` (a newer token was issued: ``latest``), ``"not_held"`` (the
+    token's lease expired or was released, or the token was never issued for this lock),
+    ``"required"`` (the namespace has ``require_lock`` and the write carried no fence for
+    its key), ``"wrong_lock"`` (with ``require_lock``, the fence names another key's lock).
+    Nothing was written.
+    """
+
+    def __init__(
+        self, message: str, *, lock: str, token: int, latest: int, reason: str, **ctx: Any
+    ) -> None:
+        super().__init__(message, **ctx)
+        self.lock = lock
+        self.token = token
+        self.latest = latest
+        self.reason = reason
 
 
 class QuotaExceeded(SwarmMemoryError):

@@ -82,6 +82,7 @@ class NamespaceInfo:
     created_at: datetime
     created_by: str
     stats: dict[str, int] = field(default_factory=dict)
+    require_lock: bool = False  # every write must be fenced with its key's lock token
 
 
 @dataclass(frozen=True, slots=True)
@@ -130,6 +131,81 @@ class Snapshot:
 class SweepResult:
     expired: list[str]
     more: bool
+    # Agents whose lease in the namespace ran out and whose ephemeral entries and locks
+    # this sweep removed.
+    lost_agents: list[str] = field(default_factory=list)
+
+
+class FencingToken(int):
+    """A lock acquisition's fencing token: an int, strictly increasing per lock (tokens
+    come from one counter per namespace), that also names its lock (``.lock``), so that
+    ``ns.put(key, value, fence=lock.token)`` knows which lock to check."""
+
+    lock: str
+
+    def __new__(cls, value: int, lock: str) -> FencingToken:
+        token = super().__new__(cls, value)
+        token.lock = lock
+        return token
+
+    def __repr__(self) -> str:
+        return f"FencingToken({int(self)}, lock={self.lock!r})"
+
+    def __reduce__(self) -> tuple[Any, ...]:  # pickles / crosses process boundaries intact
+        return (FencingToken, (int(self), self.lock))
+
+
+LockMode = Literal["exclusive", "shared"]
+
+
+@dataclass(frozen=True, slots=True)
+class LockHolder:
+    agent: str
+    token: int
+    expires_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class LockInfo:
+    """A held lock (``ns.locks()``). ``holder``/``token``/``expires_at`` describe the
+    newest holder; ``holders`` lists all of them (several for a shared lock)."""
+
+    name: str
+    mode: LockMode
+    holder: str
+    token: int
+    expires_at: datetime
+    holders: tuple[LockHolder, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class AgentInfo:
+    """An agent's presence (``mem.agents()``): its last heartbeat and when its presence
+    expires, both on the Redis server clock."""
+
+    agent: str
+    last_seen: datetime
+    expires_at: datetime
+    alive: bool
+
+
+@dataclass(frozen=True, slots=True)
+class FailedCompare:
+    """One compare of a transaction that did not hold: ``expected`` is the version it
+    required (0 = absent); ``current`` the entry found (None = absent)."""
+
+    key: str
+    expected: int
+    current: Entry | None
+
+
+@dataclass(frozen=True, slots=True)
+class TxResult:
+    """A committed transaction: its revision and each written key's new entry (``None``
+    for deletes), in the order the operations were added."""
+
+    revision: int
+    entries: dict[str, Entry | None]
 
 
 @dataclass(frozen=True, slots=True)

@@ -74,7 +74,9 @@ class Script:
             )
 
 
-SCRIPT_NAMES = ("write", "read", "ns", "purge", "sweep", "events", "inbox")
+SCRIPT_NAMES = (
+    "write", "read", "ns", "purge", "sweep", "events", "inbox", "lock", "reap", "presence",
+)
 
 
 def _read(name: str) -> str:

@@ -71,6 +71,17 @@ class Settings(BaseSettings):
     watch_poll: float = Field(default=0.5, gt=0, description="Seconds between polls when idle.")
     watch_batch: int = Field(default=1000, ge=1, le=100_000)
 
+    # Coordination: agent leases (ephemeral entries, lease-tied locks), lock waiting.
+    lease_ttl: float = Field(
+        default=30.0, gt=0, description="Seconds an agent's lease lasts without a heartbeat."
+    )
+    lock_poll: float = Field(
+        default=0.25, gt=0, description="Longest wait between lock attempts (doorbells are hints)."
+    )
+    presence_retention: float = Field(
+        default=86400.0, gt=0, description="Seconds a silent agent stays listed by agents()."
+    )
+
     # Client-side CAS loops (update(), custom strategy).
     update_max_attempts: int = Field(default=200, ge=1)
     update_backoff_max: float = Field(default=0.02, ge=0)

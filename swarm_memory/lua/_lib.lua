@@ -49,6 +49,18 @@ local function pack(list)
   return table.concat(out)
 end
 
+-- Inverse of pack().
+local function unpack_list(s)
+  local out, i = {}, 1
+  while i <= #s do
+    local c = string.find(s, ":", i, true)
+    local n = tonumber(string.sub(s, i, c - 1))
+    out[#out + 1] = string.sub(s, c + 1, c + n)
+    i = c + n + 1
+  end
+  return out
+end
+
 -- The namespace's state or nil if missing / being deleted.
 local function load_meta()
   local m = redis.call("HMGET", K_META, "state", "dp")
@@ -265,4 +277,72 @@ local function merge_patch(target, patch)
     end
   end
   return "{" .. table.concat(out, ",") .. "}"
+end
+
+---------------------------------------------------------------------------------------
+-- Lock records (DESIGN.md decision 7). K_LOCKH[name] = pack({mode, owner, agent, x, token,
+-- ...}): mode "x" (one exclusive holder) or "s" (shared holders); x = lease expiry ms.
+-- K_LOCKS[name] = the latest expiry among holders, so expired records are found by score.
+-- Fencing tokens come from one counter per namespace (meta "lt"), so they strictly increase
+-- per lock; a record only lives while some holder's lease does.
+---------------------------------------------------------------------------------------
+local function read_lock(name, now)
+  local rec = { mode = "", holders = {} }
+  local raw = redis.call("HGET", K_LOCKH, name)
+  if not raw then return rec end
+  local f = unpack_list(raw)
+  rec.mode = f[1]
+  for j = 2, #f, 4 do
+    local h = { owner = f[j], agent = f[j + 1], x = tonumber(f[j + 2]), token = tonumber(f[j + 3]) }
+    if h.x > now then rec.holders[#rec.holders + 1] = h else rec.expired = true end
+  end
+  return rec, f
+end
+
+local function write_lock(name, rec)
+  if #rec.holders == 0 then
+    redis.call("HDEL", K_LOCKH, name)
+    redis.call("ZREM", K_LOCKS, name)
+    return
+  end
+  local f, latest = { rec.mode }, 0
+  for _, h in ipairs(rec.holders) do
+    f[#f + 1], f[#f + 1], f[#f + 1], f[#f + 1] = h.owner, h.agent, h.x, h.token
+    if h.x > latest then latest = h.x end
+  end
+  redis.call("HSET", K_LOCKH, name, pack(f))
+  redis.call("ZADD", K_LOCKS, latest, name)
+end
+
+-- The newest token among live holders (0 when free).
+local function lock_token(rec)
+  local t = 0
+  for _, h in ipairs(rec.holders) do if h.token > t then t = h.token end end
+  return t
+end
+
+-- Fenced writes are accepted only from a live exclusive holder with exactly this token: a
+-- token is stale once a newer one was issued, and also once its own lease ran out.
+local function fence_problem(name, token, now)
+  local rec = read_lock(name, now)
+  if rec.mode == "x" then
+    for _, h in ipairs(rec.holders) do
+      if h.token == token then return nil end
+    end
+  end
+  local latest = lock_token(rec)
+  if latest > token then return "stale", latest end
+  return "not_held", latest
+end
+
+-- Drop records whose every lease ran out (a few per call; any lock call does this).
+local function prune_locks(now, n)
+  for _, name in ipairs(redis.call("ZRANGEBYSCORE", K_LOCKS, "-inf", now, "LIMIT", 0, n)) do
+    local _, f = read_lock(name, now)
+    if f then
+      for j = 2, #f, 4 do redis.call("ZREM", K_EPH, eph_member(f[j + 1], "l", name)) end
+    end
+    redis.call("HDEL", K_LOCKH, name)
+    redis.call("ZREM", K_LOCKS, name)
+  end
 end

@@ -13,7 +13,7 @@
 -- Removing the last admin is refused: a namespace must stay administrable.
 local agent, audit_maxlen, stream_maxlen = ARGV[1], int_arg(ARGV[2], "audit_maxlen"), int_arg(ARGV[3], "stream_maxlen")
 local action = ARGV[4]
-local CONFIG_FIELDS = { dp = true, strat = true, ttl = true, mk = true, mb = true, hd = true, oq = true, em = true }
+local CONFIG_FIELDS = { dp = true, strat = true, ttl = true, mk = true, mb = true, hd = true, oq = true, em = true, rl = true }
 local now = now_ms()
 
 if action == "create" then
@@ -27,7 +27,10 @@ if action == "create" then
     fields[#fields + 1] = ARGV[i + 1]
     i = i + 2
   end
-  redis.call("HSET", K_META, "state", "live", "rev", 1, "n", 0, "b", 0, "ct", now, "cb", agent, unpack(fields))
+  -- lt: the fencing-token counter. It starts from the clock (x1000) so that tokens of a
+  -- deleted and re-created namespace never repeat those handed out before.
+  redis.call("HSET", K_META, "state", "live", "rev", 1, "n", 0, "b", 0, "ct", now, "cb", agent,
+    "lt", itos(now * 1000), unpack(fields))
   i = i + 1
   while i <= #ARGV do
     if not LEVEL_RANK[ARGV[i + 1]] then error("swarm_memory: unknown level " .. ARGV[i + 1]) end

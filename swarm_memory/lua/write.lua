@@ -1,6 +1,6 @@
 --! keys: meta acl stats idx lru exp events audit ops opst bell lease eph locks lockh lbell +items(entry hist) +victims(entry hist)
---! args: agent op_id dedupe_ms stream_maxlen audit_maxlen max_value_bytes n_items n_victims action digest echo event_value_max +items(op key value fmt expected ttl_ms) +victims(key)
---! returns: {"ok"|"dup", packed} | {"nons"} | {"denied", granted} | {"conflict", i, entry...} | {"version_required", i, strategy} | {"quota", kind, limit, current, requested} | {"victims", wanted} | {"merge_fallback", i, "patch"|"stored"} | {"not_integer", i} | {"too_large", i, size}
+--! args: agent op_id dedupe_ms stream_maxlen audit_maxlen max_value_bytes n_items n_victims action digest echo event_value_max eph_ms n_fences +items(op key value fmt expected ttl_ms) +fences(item lock token) +victims(key)
+--! returns: {"ok"|"dup", packed} | {"nons"} | {"denied", granted} | {"conflict", i, entry...} | {"txn_conflict", n, (i, entry...)...} | {"version_required", i, strategy} | {"fenced", i, lock, token, latest, reason} | {"quota", kind, limit, current, requested} | {"victims", wanted} | {"merge_fallback", i, "patch"|"stored"} | {"not_integer", i} | {"too_large", i, size}
 --
 -- Every write in one script (DESIGN.md decision 2): permission, dedupe, strategy and
 -- expected-version checks, quota (with evict-oldest), value + metadata, versions and the
@@ -9,7 +9,11 @@
 -- Redis does not roll back a script that fails halfway.
 --
 -- Item ops: P = put by the namespace strategy, S = set the whole value (never merged),
--- D = delete, I = increment an integer, T = touch (change the expiry only).
+-- D = delete, I = increment an integer, T = touch (change the expiry only), C = compare
+-- only (a transaction's condition on a key it does not write).
+-- Fences: (item, lock, token) triples; an item may be written only while `token` is held
+-- (exclusively, unexpired) on `lock`. eph_ms: ties the written entries to the agent's lease
+-- in this namespace (started for eph_ms if it has none).
 local agent, op_id = ARGV[1], ARGV[2]
 local dedupe_ms = int_arg(ARGV[3], "dedupe_ms")
 local stream_maxlen, audit_maxlen = int_arg(ARGV[4], "stream_maxlen"), int_arg(ARGV[5], "audit_maxlen")
@@ -23,10 +27,13 @@ local action = ARGV[9]
 local digest, echo = ARGV[10], ARGV[11] == "1"
 -- Values up to this many encoded bytes ride along in their "put" event (0 = never).
 local event_value_max = int_arg(ARGV[12], "event_value_max")
-local ARG0, ITEM_ARGS = 12, 6
+local eph_ms, n_fences = opt_int(ARGV[13], "eph_ms"), int_arg(ARGV[14], "n_fences")
+local ARG0, ITEM_ARGS, FENCE_ARGS = 14, 6, 3
+local FENCE0 = ARG0 + ITEM_ARGS * n_items
+local VICTIM0 = FENCE0 + FENCE_ARGS * n_fences
 local VICTIM_KEY0 = N_FIXED + 2 * n_items
 
-if #KEYS ~= N_FIXED + 2 * n_items + 2 * n_victims or #ARGV ~= ARG0 + ITEM_ARGS * n_items + n_victims then
+if #KEYS ~= N_FIXED + 2 * n_items + 2 * n_victims or #ARGV ~= VICTIM0 + n_victims then
   error("swarm_memory: write called with mismatched KEYS/ARGV")
 end
 
@@ -47,12 +54,63 @@ if #stale > 0 then
   redis.call("ZREM", K_OPST, unpack(stale))
 end
 
-local cfg = redis.call("HMGET", K_META, "strat", "ttl", "mk", "mb", "hd", "oq", "n", "b")
+local cfg = redis.call("HMGET", K_META, "strat", "ttl", "mk", "mb", "hd", "oq", "n", "b", "rl")
 local strategy, default_ttl = cfg[1], tonumber(cfg[2])
 local max_keys, max_bytes, history_depth = tonumber(cfg[3]), tonumber(cfg[4]), tonumber(cfg[5])
 local over_quota, n_keys, n_bytes = cfg[6], tonumber(cfg[7]), tonumber(cfg[8])
+local require_lock = cfg[9] == "1"
 local needs_version = (strategy == "version" or strategy == "custom")
 local MAX_EXACT = 9007199254740991
+
+-- Fencing (decision 7): checked before anything else is decided; the store itself
+-- refuses writes from a holder whose lease was lost or superseded.
+local function fenced_reply(i, lock, token, latest, reason)
+  redis.call("HINCRBY", K_STATS, "fence_rejected", 1)
+  return { "fenced", i, lock, token, latest, reason }
+end
+local fenced = {}
+for j = 1, n_fences do
+  local b = FENCE0 + (j - 1) * FENCE_ARGS
+  local i, lock, token = int_arg(ARGV[b + 1], "fence item"), ARGV[b + 2], int_arg(ARGV[b + 3], "token")
+  local reason, latest = fence_problem(lock, token, now)
+  if reason then return fenced_reply(i, lock, token, latest, reason) end
+  if require_lock and lock ~= ARGV[ARG0 + (i - 1) * ITEM_ARGS + 2] then
+    return fenced_reply(i, lock, token, latest, "wrong_lock")
+  end
+  fenced[i] = true
+end
+if require_lock then
+  -- Every written key needs its own lock's current token (compares need none).
+  for i = 1, n_items do
+    local a = ARG0 + (i - 1) * ITEM_ARGS
+    if not fenced[i] and ARGV[a + 1] ~= "C" then
+      local name = ARGV[a + 2]
+      return fenced_reply(i, name, 0, lock_token(read_lock(name, now)), "required")
+    end
+  end
+end
+
+-- A transaction reports every failed compare, not only the first.
+if action == "transaction" then
+  local failed = {}
+  for i = 1, n_items do
+    local a = ARG0 + (i - 1) * ITEM_ARGS
+    local expected = opt_int(ARGV[a + 5], "expected")
+    if expected ~= nil then
+      local cur = read_entry(KEYS[N_FIXED + 2 * i - 1], now)
+      if (expected == 0 and cur) or (expected > 0 and (not cur or cur.ver ~= expected)) then
+        failed[#failed + 1] = i
+        for _, x in ipairs(entry_reply(cur)) do failed[#failed + 1] = x end
+        failed.n = (failed.n or 0) + 1
+      end
+    end
+  end
+  if failed.n then
+    local r = { "txn_conflict", failed.n }
+    for _, x in ipairs(failed) do r[#r + 1] = x end
+    return r
+  end
+end
 
 ---------------------------------------------------------------------------- phase 1
 local plan = {}
@@ -85,7 +143,10 @@ for i = 1, n_items do
   if cur then old_size = #cur.v elseif stale_entry then old_size = #stale_entry.v end
   local existed = (cur ~= nil) or (stale_entry ~= nil)
 
-  if op == "D" or op == "T" then
+  if op == "C" then
+    p.status = "c"
+    if existed and not cur then key_delta, byte_delta = key_delta - 1, byte_delta - old_size end
+  elseif op == "D" or op == "T" then
     if not cur then
       p.status = "a"
     else
@@ -159,7 +220,7 @@ if kind then
     if not in_batch[name] and #expect < n_victims then expect[#expect + 1] = name end
   end
   for j = 1, n_victims do
-    if expect[j] ~= ARGV[ARG0 + ITEM_ARGS * n_items + j] then return { "victims", n_victims } end
+    if expect[j] ~= ARGV[VICTIM0 + j] then return { "victims", n_victims } end
   end
   local nk, nb, satisfied = n_keys + key_delta, n_bytes + byte_delta, false
   for j = 1, n_victims do
@@ -184,7 +245,8 @@ end
 -- A call that changes nothing (delete / touch of absent keys) takes no revision (etcd).
 local changed = #victims > 0
 for i = 1, n_items do
-  if plan[i].status ~= "a" or plan[i].expired then changed = true end
+  local st = plan[i].status
+  if (st ~= "a" and st ~= "c") or plan[i].expired then changed = true end
 end
 local rev
 if changed then
@@ -208,8 +270,10 @@ for i = 1, n_items do
     event("expire", p.name, p.expired.ver)
   end
   local cur, out = p.cur, nil
-  if p.status == "a" then
-    out = { "a", 0, 0, 0, 0, 0, 0, 0, "", "" }
+  if p.status == "a" or (p.status == "c" and not cur) then
+    out = { p.status, 0, 0, 0, 0, 0, 0, 0, "", "" }
+  elseif p.status == "c" then
+    out = { "c", cur.ver, cur.cr, cur.mr, cur.ct, cur.mt, cur.x, #cur.v, "", "" }
   elseif p.status == "d" then
     drop_entry(p.name, p.ekey, p.hkey, #cur.v)
     event("delete", p.name, cur.ver)
@@ -235,6 +299,17 @@ for i = 1, n_items do
     end
     redis.call("HSET", p.ekey, "v", p.value, "f", p.fmt, "ver", ver, "cr", cr, "mr", rev,
       "ct", ct, "mt", now, "by", agent, "x", p.x)
+    -- Lease ties: an ephemeral write (re)binds the entry to this agent's lease; a plain
+    -- put/create makes it permanent again. Counters and touches keep what they had.
+    local old_owner = cur and cur.eo
+    if eph_ms and (p.op == "P" or p.op == "S") then
+      if old_owner and old_owner ~= agent then redis.call("ZREM", K_EPH, eph_member(old_owner, "k", p.name)) end
+      redis.call("HSET", p.ekey, "eo", agent)
+      redis.call("ZADD", K_EPH, 0, eph_member(agent, "k", p.name))
+    elseif old_owner and (p.op == "P" or p.op == "S") then
+      redis.call("HDEL", p.ekey, "eo")
+      redis.call("ZREM", K_EPH, eph_member(old_owner, "k", p.name))
+    end
     redis.call("HINCRBY", K_META, "b", #p.value - (cur and #cur.v or 0))
     redis.call("ZADD", K_LRU, rev, p.name)
     if p.x > 0 then redis.call("ZADD", K_EXP, p.x, p.name) elseif cur and cur.x > 0 then
@@ -252,6 +327,10 @@ for i = 1, n_items do
   for _, x in ipairs(out) do result[#result + 1] = x end
 end
 publish_events(stream_maxlen, rev, agent, now)
+if eph_ms then
+  local lease = redis.call("ZSCORE", K_LEASE, agent)
+  if not lease or tonumber(lease) <= now then redis.call("ZADD", K_LEASE, now + eph_ms, agent) end
+end
 
 redis.call("HINCRBY", K_STATS, action, 1)
 if #evicted > 0 then redis.call("HINCRBY", K_STATS, "evicted", #evicted) end

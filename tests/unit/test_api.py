@@ -11,6 +11,7 @@ import pytest
 
 import swarm_memory
 from swarm_memory import AsyncNamespace, AsyncSwarmMemory, Namespace, SwarmMemory
+from swarm_memory.keys import NamespaceKeys
 from swarm_memory.scripts import SCRIPT_NAMES, Signature, load
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -85,7 +86,11 @@ def test_every_script_has_a_header_the_loader_checks():
             assert script.keys.fixed == ("stream", "ops", "opst", "bell")
             assert script.args.fixed == ("action", "agent", "owner", "group")
             continue
-        assert script.keys.fixed[:11] == (
+        if name == "presence":  # agents' heartbeats: their own keys, outside namespaces
+            assert script.keys.fixed == ("exp", "seen")
+            continue
+        # Every namespace script takes the fixed names in the order keys.py builds them.
+        assert script.keys.fixed == (
             "meta",
             "acl",
             "stats",
@@ -97,7 +102,17 @@ def test_every_script_has_a_header_the_loader_checks():
             "ops",
             "opst",
             "bell",
+            "lease",
+            "eph",
+            "locks",
+            "lockh",
+            "lbell",
         )
+        nk = NamespaceKeys.of("sm", "team")
+        assert [k[len(nk.base) :] for k in nk.fixed()] == [
+            "meta", "acl", "stats", "idx", "lru", "exp", "events", "audit", "ops", "opst",
+            "bell", "lease", "eph", "locks", "lockh", "lbell",
+        ]  # fmt: skip
 
 
 def test_signature_groups():

@@ -1,0 +1,142 @@
+--! keys: meta acl stats idx lru exp events audit ops opst bell lease eph locks lockh lbell
+--! args: agent audit_maxlen stream_maxlen action +args
+--! returns: {"ok", ...} | {"held", holder, expires_ms, now_ms, latest} | {"not_owned", holder} | {"nons"} | {"denied", granted}
+--
+-- Leases with fencing tokens (DESIGN.md decision 7), one lock per (namespace, name):
+--   acquire name owner ttl_ms mode lease_ms  (write) -> {"ok", token, expires_ms, now_ms}
+--            mode "x" exclusive / "s" shared; lease_ms ties the hold to the agent's lease
+--            in this namespace ("" = no tie). Re-acquiring with the same owner id (a
+--            retry whose reply was lost) returns the same token.
+--   release name owner op_id                 (write) -> {"ok"}  (replays of op_id too)
+--   extend  name owner ttl_ms                (write) -> {"ok", expires_ms}
+--   force   name                             (admin) -> {"ok", holders_removed}
+--   list    limit                            (read)  -> {"ok", now_ms, name, record, ...}
+--   beat    ttl_ms                           (read)  -> {"ok", expires_ms}  the agent's lease here
+--   leave                                    (read)  -> {"ok"}  the agent's lease ends now
+-- A release (and a force) rings K_LBELL with the lock's name, so waiters wake at once;
+-- waiters also poll, so a lost doorbell only delays them.
+local agent, audit_maxlen = ARGV[1], int_arg(ARGV[2], "audit_maxlen")
+local stream_maxlen, action = int_arg(ARGV[3], "stream_maxlen"), ARGV[4]
+local meta = load_meta()
+if not meta then return { "nons" } end
+local NEEDS = { acquire = "write", release = "write", extend = "write", force = "admin",
+  list = "read", beat = "read", leave = "read" }
+local needed = NEEDS[action]
+if not needed then error("swarm_memory: unknown lock action " .. tostring(action)) end
+local denied = deny_reply(agent, meta[2], LEVEL_RANK[needed], "lock_" .. action, ARGV[5], audit_maxlen)
+if denied then return denied end
+local now = now_ms()
+prune_locks(now, 8)
+
+local function holder_index(rec, owner)
+  for j, h in ipairs(rec.holders) do
+    if h.owner == owner then return j end
+  end
+  return nil
+end
+
+local function busy_reply(rec)
+  local newest = rec.holders[1]
+  for _, h in ipairs(rec.holders) do if h.x > newest.x then newest = h end end
+  return { "held", newest.agent, newest.x, now, lock_token(rec) }
+end
+
+if action == "acquire" then
+  local name, owner = ARGV[5], ARGV[6]
+  local ttl_ms, mode, lease_ms = int_arg(ARGV[7], "ttl_ms"), ARGV[8], opt_int(ARGV[9], "lease_ms")
+  local rec = read_lock(name, now)
+  local mine = holder_index(rec, owner)
+  if mine then
+    local h = rec.holders[mine]
+    return { "ok", h.token, h.x, now }
+  end
+  local free = #rec.holders == 0
+  if not free and not (mode == "s" and rec.mode == "s") then
+    redis.call("HINCRBY", K_STATS, "lock_busy", 1)
+    return busy_reply(rec)
+  end
+  local token = redis.call("HINCRBY", K_META, "lt", 1)
+  rec.mode = mode
+  rec.holders[#rec.holders + 1] = { owner = owner, agent = agent, x = now + ttl_ms, token = token }
+  write_lock(name, rec)
+  if lease_ms then
+    redis.call("ZADD", K_EPH, 0, eph_member(agent, "l", name))
+    local lease = redis.call("ZSCORE", K_LEASE, agent)
+    if not lease or tonumber(lease) <= now then redis.call("ZADD", K_LEASE, now + lease_ms, agent) end
+  end
+  redis.call("HINCRBY", K_STATS, "lock_acquire", 1)
+  return { "ok", token, now + ttl_ms, now }
+end
+
+if action == "release" then
+  local name, owner, op_id = ARGV[5], ARGV[6], ARGV[7]
+  if redis.call("HGET", K_OPS, op_id) then return { "ok" } end -- a replay: already released
+  local rec = read_lock(name, now)
+  local mine = holder_index(rec, owner)
+  if not mine then
+    local holder = ""
+    if rec.holders[1] then holder = rec.holders[1].agent end
+    return { "not_owned", holder }
+  end
+  table.remove(rec.holders, mine)
+  write_lock(name, rec)
+  redis.call("ZREM", K_EPH, eph_member(agent, "l", name))
+  redis.call("HSET", K_OPS, op_id, "released")
+  redis.call("ZADD", K_OPST, now, op_id)
+  redis.call("HINCRBY", K_STATS, "lock_release", 1)
+  redis.call("SPUBLISH", K_LBELL, name)
+  return { "ok" }
+end
+
+if action == "extend" then
+  local name, owner, ttl_ms = ARGV[5], ARGV[6], int_arg(ARGV[7], "ttl_ms")
+  local rec = read_lock(name, now)
+  local mine = holder_index(rec, owner)
+  if not mine then
+    local holder = ""
+    if rec.holders[1] then holder = rec.holders[1].agent end
+    return { "not_owned", holder }
+  end
+  rec.holders[mine].x = now + ttl_ms
+  write_lock(name, rec)
+  return { "ok", now + ttl_ms }
+end
+
+if action == "force" then
+  local name = ARGV[5]
+  local rec = read_lock(name, now)
+  local n = #rec.holders
+  if n > 0 then
+    for _, h in ipairs(rec.holders) do redis.call("ZREM", K_EPH, eph_member(h.agent, "l", name)) end
+    rec.holders = {}
+    write_lock(name, rec)
+    local rev = redis.call("HINCRBY", K_META, "rev", 1)
+    event("unlock", name, 0)
+    publish_events(stream_maxlen, rev, agent, now)
+    audit(audit_maxlen, agent, "lock_force", name, "", "ok", rev)
+    redis.call("SPUBLISH", K_LBELL, name)
+  end
+  return { "ok", n }
+end
+
+if action == "list" then
+  local limit = int_arg(ARGV[5], "limit")
+  local reply = { "ok", now }
+  for _, name in ipairs(redis.call("ZRANGEBYSCORE", K_LOCKS, "(" .. now, "+inf", "LIMIT", 0, limit)) do
+    reply[#reply + 1] = name
+    reply[#reply + 1] = redis.call("HGET", K_LOCKH, name) or ""
+  end
+  return reply
+end
+
+if action == "beat" then
+  local ttl_ms = int_arg(ARGV[5], "ttl_ms")
+  redis.call("ZADD", K_LEASE, now + ttl_ms, agent)
+  return { "ok", now + ttl_ms }
+end
+
+if action == "leave" then
+  -- Only an agent that holds a lease here ends it; the sweeper then removes what it held.
+  if redis.call("ZSCORE", K_LEASE, agent) then redis.call("ZADD", K_LEASE, now, agent) end
+  return { "ok" }
+end

@@ -1,0 +1,89 @@
+--! keys: meta acl stats idx lru exp events audit ops opst bell lease eph locks lockh lbell +items(entry hist)
+--! args: agent audit_maxlen stream_maxlen batch dead +items(key)
+--! returns: {"ok", removed, lost, next_dead, key...} | {"nons"} | {"denied", granted}
+--
+-- The lease reaper, the sweeper's second half: an agent whose lease in this namespace ran
+-- out loses what it tied to it — ephemeral entries ("expire" events) and lock holds
+-- ("unlock" events) — and then an "agent_lost" event says it is gone. Entry names cannot
+-- be built in Lua, so each call returns the next dead agent and its ephemeral keys for the
+-- caller to pass back; everything is re-checked here (the agent may have renewed since).
+local agent, audit_maxlen = ARGV[1], int_arg(ARGV[2], "audit_maxlen")
+local stream_maxlen, batch, dead = int_arg(ARGV[3], "stream_maxlen"), int_arg(ARGV[4], "batch"), ARGV[5]
+local meta = load_meta()
+if not meta then return { "nons" } end
+local denied = deny_reply(agent, meta[2], LEVEL_RANK.read, "sweep", nil, audit_maxlen)
+if denied then return denied end
+local now = now_ms()
+
+local function lease_over(who)
+  local lease = redis.call("ZSCORE", K_LEASE, who)
+  return lease and tonumber(lease) <= now
+end
+
+local function members(who, kind, n)
+  local lo = "[" .. eph_member(who, kind, "")
+  return redis.call("ZRANGEBYLEX", K_EPH, lo, lo .. "\255", "LIMIT", 0, n)
+end
+
+local removed, lost, rev = 0, 0, nil
+local function revision()
+  if not rev then rev = redis.call("HINCRBY", K_META, "rev", 1) end
+  return rev
+end
+
+if dead ~= "" and lease_over(dead) then
+  for j = 1, (#KEYS - N_FIXED) / 2 do
+    local name = ARGV[5 + j]
+    local ekey, hkey = KEYS[N_FIXED + 2 * j - 1], KEYS[N_FIXED + 2 * j]
+    local cur, _, stale = read_entry(ekey, now)
+    local e = cur or stale
+    if e and e.eo == dead then
+      revision()
+      drop_entry(name, ekey, hkey, #e.v)
+      event("expire", name, e.ver)
+      removed = removed + 1
+    else
+      redis.call("ZREM", K_EPH, eph_member(dead, "k", name)) -- stale membership
+    end
+  end
+  local locks = members(dead, "l", batch)
+  for _, m in ipairs(locks) do
+    local name = string.sub(m, #dead + 3)
+    local rec = read_lock(name, now)
+    local kept, dropped = {}, false
+    for _, h in ipairs(rec.holders) do
+      if h.agent == dead then dropped = true else kept[#kept + 1] = h end
+    end
+    if dropped then
+      rec.holders = kept
+      write_lock(name, rec)
+      revision()
+      event("unlock", name, 0)
+      redis.call("SPUBLISH", K_LBELL, name)
+    end
+    redis.call("ZREM", K_EPH, m)
+  end
+  if #members(dead, "", 1) == 0 then
+    redis.call("ZREM", K_LEASE, dead)
+    revision()
+    event("agent_lost")
+    lost = 1
+  end
+  if rev then
+    -- The events of this revision are the dead agent's doing: it is their agent.
+    publish_events(stream_maxlen, rev, dead, now)
+    redis.call("HINCRBY", K_STATS, "lease_expired", removed)
+    if lost == 1 then redis.call("HINCRBY", K_STATS, "agents_lost", 1) end
+  end
+end
+
+local reply = { "ok", removed, lost }
+local nxt = redis.call("ZRANGEBYSCORE", K_LEASE, "-inf", now, "LIMIT", 0, 1)[1]
+if not nxt then
+  reply[#reply + 1] = ""
+  return reply
+end
+reply[#reply + 1] = nxt
+local prefix = #nxt + 3
+for _, m in ipairs(members(nxt, "k", batch)) do reply[#reply + 1] = string.sub(m, prefix) end
+return reply
