@@ -19,7 +19,7 @@ import time
 import uuid
 from typing import Any
 
-from bench.harness import Case, Ctx, Sample, timed
+from bench.harness import Case, Ctx, Sample, encode, timed
 
 # Compare-and-set on a hash's "ver" field, then XADD: returns {1, new_ver} or, on a
 # mismatch, {0, current_ver, current_value} (so a CAS loop needs no extra read).
@@ -72,7 +72,7 @@ class _Cas:
         self.ver = 0
 
     def put(self, value: Any) -> None:
-        reply = self.r.evalsha(self.sha, 2, self.key, self.stream, self.ver, json.dumps(value))
+        reply = self.r.evalsha(self.sha, 2, self.key, self.stream, self.ver, encode(value))
         if reply[0] != 1:
             raise RuntimeError(f"bare CAS lost: {reply!r}")
         self.ver = reply[1]
@@ -81,7 +81,7 @@ class _Cas:
 def single_cases(ctx: Ctx) -> list[Case]:
     """One client, one call at a time."""
     r = ctx.raw()
-    data = json.dumps(ctx.value).encode()
+    data = encode(ctx.value).encode()
     kget, khash = ctx.fresh("get"), ctx.fresh("hash")
     r.set(kget, data)
     _seed_entry(r, khash, data)
@@ -109,7 +109,7 @@ def single_cases(ctx: Ctx) -> list[Case]:
 def batch_cases(ctx: Ctx) -> list[Case]:
     """The same, ``BATCH`` commands per pipeline round trip."""
     r = ctx.raw()
-    data = json.dumps(ctx.value).encode()
+    data = encode(ctx.value).encode()
     keys = [ctx.fresh("bget") for _ in range(BATCH)]
     hashes = [ctx.fresh("bhash") for _ in range(BATCH)]
     stream = ctx.fresh("bstream")
@@ -140,7 +140,7 @@ def batch_cases(ctx: Ctx) -> list[Case]:
     def cas_x100() -> None:
         pipe = r.pipeline(transaction=False)
         for k in cas_keys:
-            pipe.evalsha(sha, 2, k, stream, versions[k], json.dumps(value))
+            pipe.evalsha(sha, 2, k, stream, versions[k], encode(value))
         for k, reply in zip(cas_keys, pipe.execute(), strict=True):
             if reply[0] != 1:
                 raise RuntimeError(f"bare CAS lost: {reply!r}")
@@ -157,7 +157,7 @@ def async_cases(ctx: Ctx) -> list[Case]:
     """redis.asyncio, ``TASKS`` tasks each on its own key, one client (pool)."""
     import redis.asyncio
 
-    data = json.dumps(ctx.value).encode()
+    data = encode(ctx.value).encode()
     hashes = [ctx.fresh("ahash") for _ in range(TASKS)]
     cas_keys = [ctx.fresh("acas") for _ in range(TASKS)]
     stream = ctx.fresh("astream")
@@ -171,7 +171,7 @@ def async_cases(ctx: Ctx) -> list[Case]:
 
     async def cas_task(a: Any, key: str, n: int) -> None:
         for _ in range(n):
-            reply = await a.evalsha(sha, 2, key, stream, versions[key], json.dumps(value))
+            reply = await a.evalsha(sha, 2, key, stream, versions[key], encode(value))
             if reply[0] != 1:
                 raise RuntimeError(f"bare CAS lost: {reply!r}")
             versions[key] = reply[1]

@@ -33,7 +33,7 @@ from collections.abc import Callable
 from typing import Any
 
 from bench.baselines import CAS_XADD, RMW_XADD
-from bench.harness import Case, Ctx, Sample
+from bench.harness import Case, Ctx, Sample, encode
 
 CONTEND_NS = "bench-contend"
 MERGE_NS = "bench-merge"
@@ -91,7 +91,7 @@ def _make_op(kind: str, url: str, key: str, wid: int, stats: dict[str, int]) -> 
             v, ver = r.hmget(key, "v", "ver")
             value, version = json.loads(v) if v else 0, int(ver or 0)
             while True:
-                reply = r.evalsha(sha, 2, key, stream, version, json.dumps(value + 1))
+                reply = r.evalsha(sha, 2, key, stream, version, encode(value + 1))
                 if reply[0] == 1:
                     return
                 stats["conflicts"] += 1

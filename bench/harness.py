@@ -11,6 +11,7 @@ median of those paired ratios with their min-max.
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import statistics
@@ -197,6 +198,12 @@ def affinity(cpus: set[int] | None) -> Iterator[None]:
 # ----------------------------------------------------------------------------- context
 # The value every case writes: a small JSON object, like an agent's task record.
 VALUE: dict[str, Any] = {"task": 7, "owner": "agent-12", "state": "running", "progress": 0.5}
+
+
+def encode(value: Any) -> str:
+    """JSON exactly as swarm_memory's codec writes it (compact separators): the bare
+    baselines store the same bytes, so sizes and hash encodings match."""
+    return json.dumps(value, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
 
 
 @dataclass

@@ -22,7 +22,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from bench.harness import Ctx
+from bench.harness import Ctx, encode
 from swarm_memory import Settings, SwarmMemory
 
 PREFIX = "bmem"
@@ -51,7 +51,6 @@ def _usage(r: Any, keys: list[bytes]) -> list[int]:
 
 
 def measure_memory(ctx: Ctx, entries: int, log: Callable[[str], None]) -> dict[str, Any]:
-    import json
 
     out: dict[str, Any] = {}
     r = ctx.raw()
@@ -70,7 +69,7 @@ def measure_memory(ctx: Ctx, entries: int, log: Callable[[str], None]) -> dict[s
             for k, size in zip(keys, _usage(r, keys), strict=True):
                 kind = _kind(k.decode()[len(base) :])
                 by_kind[kind] = by_kind.get(kind, 0) + size
-            data = json.dumps(value)
+            data = encode(value)
             bare_keys = [f"bench:bare-{label}:{i:06d}" for i in range(entries)]
             pipe = r.pipeline(transaction=False)
             for k in bare_keys:

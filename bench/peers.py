@@ -13,7 +13,7 @@ import json
 from collections.abc import Callable
 from typing import Any
 
-from bench.harness import Case, Ctx, timed
+from bench.harness import Case, Ctx, encode, timed
 
 Log = Callable[[str], None]
 
@@ -87,16 +87,16 @@ def dict_cases(ctx: Ctx, log: Log) -> list[Case]:
 
     # The bare operations RedisDict maps to: HSET / HGET of a JSON-encoded value.
     h = ctx.fresh("rdict-bare")
-    r.hset(h, "get", json.dumps(value))
+    r.hset(h, "get", encode(value))
 
     def hset() -> None:
-        r.hset(h, "put", json.dumps(value))
+        r.hset(h, "put", encode(value))
 
     def hget() -> None:
         json.loads(r.hget(h, "get"))
 
     return [
-        Case("base.hset", lambda n: timed(hset, n), note="HSET field json.dumps(value)"),
+        Case("base.hset", lambda n: timed(hset, n), note="HSET field encode(value)"),
         Case("base.hget", lambda n: timed(hget, n), note="HGET field + json.loads"),
         Case(
             "peer.pottery.RedisDict.set",
