@@ -49,6 +49,7 @@ from bench.harness import (
     fmt_rate,
     fmt_us,
     run_family,
+    spread,
     stderr,
     summarize,
 )
@@ -297,6 +298,9 @@ def print_family(name: str, rows: dict[str, Any]) -> None:
         )
         line = f"{case:<30}{rate:>30}{fmt_us(per):>11}   {ratios}"
         extra = row.get("extra") or {}
+        if extra.get("ab_ratio"):
+            ab = spread(extra["ab_ratio"])
+            line += f"   plain/with {ab['median']:.3f} ({ab['min']:.3f}-{ab['max']:.3f})"
         if "lost" in extra:
             line += f"   lost {extra['lost']}/{extra['acknowledged']}"
             if extra.get("conflicts"):
@@ -347,7 +351,11 @@ def evaluate_goals(a: argparse.Namespace, out: dict[str, Any]) -> list[dict[str,
     rows: list[dict[str, Any]] = []
     for g in goals_for(a.workers):
         row: dict[str, Any] = {"goal": g.text, "target": g.at_least}
-        ratio = fams.get(g.family, {}).get(g.case, {}).get("ratios", {}).get(g.vs)
+        case_row = fams.get(g.family, {}).get(g.case, {})
+        ratio = case_row.get("ratios", {}).get(g.vs)
+        ab = case_row.get("extra", {}).get("ab_ratio")
+        if ab:  # measured by alternation inside each run (see core._metrics_case)
+            ratio = spread(ab)
         if ratio is None or math.isnan(ratio["median"]):
             row["status"] = "n/a"
         else:
