@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import collections
+import contextlib
 import os
 import re
 import shutil
@@ -209,15 +210,49 @@ def print_pyspy(raw: str, top: int, us_per_op: float) -> int:
     return 0
 
 
-def main(argv: list[str] | None = None) -> int:
+def start_server(pin: bool) -> Any:
+    """A redis-server of our own; with ``pin``, on the last CPU (the child goes on the
+    others: :func:`child_prefix`), so server time never preempts the client."""
+    from bench.harness import affinity
+    from tests.servers import RedisServer
+
+    cpus = sorted(os.sched_getaffinity(0))
+    split = pin and len(cpus) > 1
+    server = RedisServer()
+    server.close = server.stop  # type: ignore[attr-defined]  # for contextlib.closing
+    with affinity({cpus[-1]} if split else None):
+        server.start()
+    return server
+
+
+def child_prefix(pin: bool) -> list[str]:
+    """``taskset -c <all CPUs but the last>`` for the profiled child when pinning; the
+    sampler itself stays unpinned (pinned beside its target, it could only sample the
+    target while the target is off the CPU)."""
+    cpus = sorted(os.sched_getaffinity(0))
+    if not pin or len(cpus) < 2 or shutil.which("taskset") is None:
+        return []
+    return ["taskset", "-c", ",".join(map(str, cpus[:-1]))]
+
+
+def parse(argv: list[str] | None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(prog="python -m bench.profile", description=__doc__)
     ap.add_argument("op", choices=OPS)
     ap.add_argument("--seconds", type=float, default=5.0)
     ap.add_argument("--tool", choices=("py-spy", "pyinstrument", "none"))
     ap.add_argument("--top", type=int, default=25)
     ap.add_argument("--rate", type=int, default=499, help="py-spy samples per second")
+    ap.add_argument(
+        "--pin",
+        action="store_true",
+        help="redis-server on the last CPU, the profiled child (and py-spy) on the others",
+    )
     ap.add_argument("--target", nargs=2, metavar=("URL", "OUT"), help=argparse.SUPPRESS)
-    a = ap.parse_args(argv)
+    return ap.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    a = parse(argv)
     if a.target:  # the child
         if a.tool == "pyinstrument":
             from pyinstrument import Profiler
@@ -230,10 +265,10 @@ def main(argv: list[str] | None = None) -> int:
         return 0
 
     tool = a.tool or ("py-spy" if shutil.which("py-spy") else "pyinstrument")
+    server = start_server(a.pin)
     from swarm_memory import SwarmMemory
-    from tests.servers import RedisServer
 
-    with RedisServer() as server, tempfile.TemporaryDirectory() as tmp:
+    with contextlib.closing(server), tempfile.TemporaryDirectory() as tmp:
         mem = SwarmMemory.from_url(server.url, agent="bench")
         mem.create_namespace(NS, exist_ok=True)
         mem.create_namespace(MERGE_NS, strategy="merge", exist_ok=True)
@@ -241,7 +276,8 @@ def main(argv: list[str] | None = None) -> int:
         r = server.client()
         before = commandstats(r)
         out = os.path.join(tmp, "n.txt")
-        child = [sys.executable, "-m", "bench.profile", a.op, "--seconds", str(a.seconds)]
+        child = [*child_prefix(a.pin), sys.executable, "-m", "bench.profile", a.op]
+        child += ["--seconds", str(a.seconds)]
         child += ["--tool", tool, "--target", server.url, out]
         raw = os.path.join(tmp, "raw.txt")
         if tool == "py-spy":
