@@ -172,8 +172,10 @@ class Workload(threading.Thread):
         # The lock code reports its waits through driver.metrics.observe_lock_wait.
         from swarm_memory.errors import LockTimeout  # lands with the lock API
 
-        with team.lock("deploy", ttl=5), contextlib.suppress(Exception):
-            worker.lock("deploy", ttl=5, wait=0.02).acquire()
+        with team.lock("deploy", ttl=5):  # held: the worker's short wait times out
+            contender = worker.lock("deploy", ttl=5, wait=0.02)
+            with pytest.raises(LockTimeout):
+                contender.acquire()
 
 
 @contextlib.contextmanager
