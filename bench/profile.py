@@ -145,7 +145,8 @@ def aggregate_raw(
         for f in stack.split(";"):
             m = _FRAME.match(f)
             frames.append(f"{_short(m['file'])}:{m['fn']}" if m else f)
-        if not any(f.startswith(focus) for f in frames):
+        # Coroutine frames are named like "_loop_async.<locals>.main.<locals>._spin_task".
+        if not any(f.startswith(focus) or (".<locals>._spin" in f) for f in frames):
             total -= n
             continue
         if frames:
