@@ -26,8 +26,8 @@ def lock_cases(ctx: Ctx) -> list[Case]:
 
     def cycle() -> None:
         with ns.lock(name, ttl=10.0) as lock:
-            if lock.token <= 0:
-                raise RuntimeError("lock without a fencing token")
+            if not lock.token:  # a FencingToken (int > 0) while held
+                raise RuntimeError("lock held without a fencing token")
 
     return [
         Case(
