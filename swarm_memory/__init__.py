@@ -7,6 +7,7 @@ from swarm_memory.codec import Codec, JsonCodec
 from swarm_memory.errors import (
     ConflictError,
     EventsTrimmed,
+    FencingError,
     InvalidInput,
     InvalidName,
     InvalidOption,
@@ -14,6 +15,9 @@ from swarm_memory.errors import (
     InvalidValue,
     InvalidVersion,
     LastAdminError,
+    LockError,
+    LockNotOwned,
+    LockTimeout,
     NamespaceError,
     NamespaceExists,
     NamespaceNotFound,
@@ -28,32 +32,44 @@ from swarm_memory.errors import (
     RetryLimitExceeded,
     ServerError,
     SwarmMemoryError,
+    TransactionConflict,
     TransportError,
     VersionNotFound,
     VersionRequired,
 )
 from swarm_memory.events import AsyncSubscription, AsyncWatch, Subscription, Watch
 from swarm_memory.inbox import AsyncInbox, Inbox
+from swarm_memory.lock import AsyncLease, AsyncLock, AsyncTransaction, Lease, Lock, Transaction
 from swarm_memory.merge import merge_patch
 from swarm_memory.metrics import ClientMetrics
 from swarm_memory.models import (
+    AgentInfo,
     AuditRecord,
     Entry,
     Event,
+    FailedCompare,
+    FencingToken,
+    LockHolder,
+    LockInfo,
     Message,
     NamespaceInfo,
     Snapshot,
     SweepResult,
+    TxResult,
 )
 from swarm_memory.settings import Settings
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "AgentInfo",
     "AsyncInbox",
+    "AsyncLease",
+    "AsyncLock",
     "AsyncNamespace",
     "AsyncSubscription",
     "AsyncSwarmMemory",
+    "AsyncTransaction",
     "AsyncWatch",
     "AuditRecord",
     "ClientMetrics",
@@ -62,6 +78,9 @@ __all__ = [
     "Entry",
     "Event",
     "EventsTrimmed",
+    "FailedCompare",
+    "FencingError",
+    "FencingToken",
     "Inbox",
     "Incoming",
     "InvalidInput",
@@ -72,6 +91,13 @@ __all__ = [
     "InvalidVersion",
     "JsonCodec",
     "LastAdminError",
+    "Lease",
+    "Lock",
+    "LockError",
+    "LockHolder",
+    "LockInfo",
+    "LockNotOwned",
+    "LockTimeout",
     "Message",
     "Namespace",
     "NamespaceError",
@@ -94,7 +120,10 @@ __all__ = [
     "SwarmMemory",
     "SwarmMemoryError",
     "SweepResult",
+    "Transaction",
+    "TransactionConflict",
     "TransportError",
+    "TxResult",
     "VersionNotFound",
     "VersionRequired",
     "Watch",

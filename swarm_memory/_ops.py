@@ -1017,8 +1017,28 @@ def sweep(ctx: Context, *, max_rounds: int = 1000) -> Flow[SweepResult]:
         expired += [_s(x) for x in reply[2 : 2 + n]]
         candidates = [_s(x) for x in reply[2 + n :]]
         if not candidates:
-            return SweepResult(expired, more=False)
+            lost = yield from _reap(ctx, max_rounds)
+            return SweepResult(expired, more=False, lost_agents=lost)
     return SweepResult(expired, more=True)
+
+
+def _reap(ctx: Context, max_rounds: int) -> Flow[list[str]]:
+    """The sweeper's second half: agents whose lease here ran out lose their ephemeral
+    entries and lock holds (lua/reap.lua). Returns the agents found gone."""
+    nk = ctx.keys
+    s = ctx.settings
+    dead, names, lost = "", list[str](), list[str]()
+    for _ in range(max_rounds):
+        keys = nk.fixed() + [x for k in names for x in (nk.entry(k), nk.history(k))]
+        args: list[str | bytes | int] = [ctx.agent, s.audit_maxlen, s.stream_maxlen, s.sweep_batch]
+        reply = yield ScriptCall(load("reap"), keys, [*args, dead, *names], new_op_id())
+        _common(ctx, reply, "sweep", "read", None)
+        if int(reply[2]):
+            lost.append(dead)
+        dead, names = _s(reply[3]), [_s(x) for x in reply[4:]]
+        if not dead:
+            break
+    return lost
 
 
 # -------------------------------------------------------------------------- namespaces

@@ -13,7 +13,7 @@ from redis.retry import Retry
 
 from swarm_memory._drive import AsyncDriver, ScriptObserver, SyncDriver
 from swarm_memory._inbox import InboxContext, InboxState, consumer_arg, default_consumer
-from swarm_memory._ops import Context, Resolver
+from swarm_memory._ops import AgentSession, Context, Resolver
 from swarm_memory.codec import Codec, ValueCodec
 from swarm_memory.errors import InvalidInput, InvalidOption
 from swarm_memory.keys import validate_agent, validate_namespace
@@ -95,6 +95,8 @@ class MemoryBase(Generic[DriverT]):
         # Inbox consumers of this identity, by name: their buffers and scan cursors.
         self._consumer = default_consumer()
         self._inbox_states: dict[str, InboxState] = {}
+        # Lease state of this identity (ephemeral writes, lease-tied locks, heartbeats).
+        self._session = AgentSession(self.settings.lease_ttl)
 
     def _new_driver(self, client: Any, settings: Settings) -> DriverT:
         raise NotImplementedError
@@ -121,7 +123,12 @@ class MemoryBase(Generic[DriverT]):
 
     def _ctx(self, namespace: str, resolver: Resolver | None = None) -> Context:
         return Context(
-            validate_namespace(namespace), self.agent, self.settings, self._codec, resolver
+            validate_namespace(namespace),
+            self.agent,
+            self.settings,
+            self._codec,
+            resolver,
+            self._session,
         )
 
     def _inbox_ctx(self) -> InboxContext:

@@ -7,18 +7,20 @@ parameters.
 
 from __future__ import annotations
 
+import contextlib
+import inspect
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from datetime import datetime, timedelta
 from typing import Any
 
 import redis.asyncio
 
-from swarm_memory import _inbox, _ops
+from swarm_memory import _coord, _inbox, _ops
 from swarm_memory._drive import AsyncDriver
 from swarm_memory._ops import Context, Resolver
 from swarm_memory._shell import HandleBase, MemoryBase, client_options, resolve_url
 from swarm_memory.codec import Codec
-from swarm_memory.errors import InvalidInput
+from swarm_memory.errors import InvalidInput, LockNotOwned
 from swarm_memory.events import (
     AsyncHub,
     AsyncSubscription,
@@ -28,11 +30,15 @@ from swarm_memory.events import (
     types_arg,
 )
 from swarm_memory.inbox import AsyncInbox
+from swarm_memory.lock import AsyncLease, AsyncLock, AsyncTransaction, beat_flow, lease_ttl_ms
 from swarm_memory.metrics import ClientMetrics
 from swarm_memory.models import (
+    AgentInfo,
     AuditRecord,
     Entry,
     Event,
+    LockInfo,
+    LockMode,
     Message,
     NamespaceInfo,
     OverQuota,
@@ -40,6 +46,7 @@ from swarm_memory.models import (
     Snapshot,
     Strategy,
     SweepResult,
+    ms_to_datetime,
 )
 from swarm_memory.settings import Settings
 
@@ -114,6 +121,7 @@ class AsyncSwarmMemory(MemoryBase[AsyncDriver]):
         history: int = 0,
         over_quota: OverQuota = "reject",
         max_events: int | None = None,
+        require_lock: bool = False,
         exist_ok: bool = False,
     ) -> NamespaceInfo:
         """Create a namespace; its creator is admin. Raises NamespaceExists, InvalidInput."""
@@ -129,6 +137,7 @@ class AsyncSwarmMemory(MemoryBase[AsyncDriver]):
                 history=history,
                 over_quota=over_quota,
                 max_events=max_events,
+                require_lock=require_lock,
                 exist_ok=exist_ok,
             )
         )
@@ -205,6 +214,30 @@ class AsyncSwarmMemory(MemoryBase[AsyncDriver]):
         has none). Raises InvalidInput if ``to`` asks for no reply."""
         return await self._driver.run(_inbox.reply(self._inbox_ctx(), to, message, op_id=op_id))
 
+    # ------------------------------------------------------------------ agents
+    async def heartbeat(
+        self, ttl: float | timedelta | None = None, *, namespaces: Iterable[str] | None = None
+    ) -> datetime:
+        """Beat once: this agent's presence (``agents()``) and its lease in every namespace
+        where it holds ephemeral entries or lease-tied locks (plus ``namespaces``), for
+        ``ttl`` seconds (default ``settings.lease_ttl``). Returns the new expiry."""
+        ms = lease_ttl_ms(self, ttl, namespaces)
+        return ms_to_datetime(await self._driver.run(beat_flow(self, ms)))
+
+    async def lease(
+        self, ttl: float | timedelta | None = None, *, namespaces: Iterable[str] | None = None
+    ) -> AsyncLease:
+        """Keep this agent alive with a background heartbeat every ttl/3 (see
+        :meth:`heartbeat`). When its lease runs out — the process died or stalled — its
+        ephemeral entries are deleted and its locks released, with events. ``stop()`` (or
+        leaving the ``with`` block) ends the lease at once."""
+        ms = lease_ttl_ms(self, ttl, namespaces)
+        return await AsyncLease(self, ms).start()
+
+    async def agents(self, *, alive: bool = True) -> list[AgentInfo]:
+        """Agents that heartbeat, by name (only live ones unless ``alive=False``)."""
+        return await self._driver.run(_coord.presence_list(self.settings.key_prefix, alive))
+
     def _event_hub(self) -> AsyncHub:
         d = self._driver
         if d.hub is None:
@@ -249,11 +282,24 @@ class AsyncNamespace(HandleBase[AsyncSwarmMemory]):
         expected_version: int | None = None,
         ttl: float | timedelta | None = None,
         op_id: str | None = None,
+        fence: int | None = None,
+        ephemeral: bool = False,
     ) -> Entry:
-        """Write under the namespace strategy. Raises ConflictError, QuotaExceeded,
-        PermissionDenied, InvalidInput, OutcomeUnknown."""
+        """Write under the namespace strategy. ``fence=lock.token``: refused (FencingError)
+        unless that lock's lease with that token is held; ``ephemeral``: the entry goes
+        when this agent's lease here runs out. Raises ConflictError, QuotaExceeded,
+        PermissionDenied, FencingError, InvalidInput, OutcomeUnknown."""
         return await self._run(
-            _ops.put(self._ctx, key, value, expected_version=expected_version, ttl=ttl, op_id=op_id)
+            _ops.put(
+                self._ctx,
+                key,
+                value,
+                expected_version=expected_version,
+                ttl=ttl,
+                op_id=op_id,
+                fence=fence,
+                ephemeral=ephemeral,
+            )
         )
 
     async def create(
@@ -263,20 +309,34 @@ class AsyncNamespace(HandleBase[AsyncSwarmMemory]):
         *,
         ttl: float | timedelta | None = None,
         op_id: str | None = None,
+        fence: int | None = None,
+        ephemeral: bool = False,
     ) -> Entry:
         """Write only if absent. Raises ConflictError(current=...) if the key exists."""
-        return await self._run(_ops.create(self._ctx, key, value, ttl=ttl, op_id=op_id))
+        return await self._run(
+            _ops.create(
+                self._ctx, key, value, ttl=ttl, op_id=op_id, fence=fence, ephemeral=ephemeral
+            )
+        )
 
     async def get(self, key: str, *, version: int | None = None) -> Entry | None:
         """The live entry, or a kept past ``version``; None if absent / not kept."""
         return await self._run(_ops.get(self._ctx, key, version=version))
 
     async def delete(
-        self, key: str, *, expected_version: int | None = None, op_id: str | None = None
+        self,
+        key: str,
+        *,
+        expected_version: int | None = None,
+        op_id: str | None = None,
+        fence: int | None = None,
     ) -> bool:
-        """True if an entry was deleted. Raises ConflictError on a version mismatch."""
+        """True if an entry was deleted. Raises ConflictError on a version mismatch,
+        FencingError if ``fence`` is not a held token."""
         return await self._run(
-            _ops.delete(self._ctx, key, expected_version=expected_version, op_id=op_id)
+            _ops.delete(
+                self._ctx, key, expected_version=expected_version, op_id=op_id, fence=fence
+            )
         )
 
     async def exists(self, key: str) -> bool:
@@ -303,11 +363,22 @@ class AsyncNamespace(HandleBase[AsyncSwarmMemory]):
         expected_versions: Mapping[str, int | None] | None = None,
         ttl: float | timedelta | None = None,
         op_id: str | None = None,
+        fence: int | None = None,
+        fences: Mapping[str, int] | None = None,
+        ephemeral: bool = False,
     ) -> dict[str, Entry]:
-        """Write all keys atomically (one revision) or none."""
+        """Write all keys atomically (one revision) or none. ``fence``: one lock token for
+        every key; ``fences``: a token per key."""
         return await self._run(
             _ops.put_many(
-                self._ctx, values, expected_versions=expected_versions, ttl=ttl, op_id=op_id
+                self._ctx,
+                values,
+                expected_versions=expected_versions,
+                ttl=ttl,
+                op_id=op_id,
+                fence=fence,
+                fences=fences,
+                ephemeral=ephemeral,
             )
         )
 
@@ -318,10 +389,13 @@ class AsyncNamespace(HandleBase[AsyncSwarmMemory]):
         *,
         ttl: float | timedelta | None = None,
         op_id: str | None = None,
+        fence: int | None = None,
     ) -> Entry:
         """Compare-and-set loop: ``fn(value or None)`` -> new value, retried on conflict
         up to ``settings.update_max_attempts``. Raises RetryLimitExceeded."""
-        return await self._run(_ops.update(self._ctx, key, fn, ttl=ttl, op_id=op_id))
+        return await self._run(
+            _ops.update(self._ctx, key, fn, ttl=ttl, op_id=op_id, fence=fence)
+        )
 
     async def incr(
         self,
@@ -330,9 +404,12 @@ class AsyncNamespace(HandleBase[AsyncSwarmMemory]):
         *,
         ttl: float | timedelta | None = None,
         op_id: str | None = None,
+        fence: int | None = None,
     ) -> int:
         """Atomic add, server-side. Raises NotAnInteger."""
-        return await self._run(_ops.incr(self._ctx, key, amount, ttl=ttl, op_id=op_id))
+        return await self._run(
+            _ops.incr(self._ctx, key, amount, ttl=ttl, op_id=op_id, fence=fence)
+        )
 
     async def touch(self, key: str, ttl: float | timedelta, *, op_id: str | None = None) -> bool:
         """New expiry from now; value and version unchanged. False if absent."""
@@ -413,6 +490,82 @@ class AsyncNamespace(HandleBase[AsyncSwarmMemory]):
         return await self._run(
             _ops.audit(self._ctx, agent=agent, action=action, since=since, until=until, limit=limit)
         )
+
+    # ------------------------------------------------------------------ coordination
+    def lock(
+        self,
+        name: str,
+        *,
+        ttl: float | timedelta = 30.0,
+        wait: float | None = None,
+        renew: bool = False,
+        on_lost: Callable[[Any], Any] | None = None,
+        mode: LockMode = "exclusive",
+    ) -> AsyncLock:
+        """A lease-based lock with a fencing token (``async with ns.lock(name) as lock``).
+
+        ``wait``: seconds to wait for it (None = as long as it takes, 0 = one attempt);
+        ``renew``: extend in the background every ttl/3, setting ``lock.lost`` (and
+        calling ``on_lost(lock)``) if the lease is lost; ``mode="shared"``: many holders,
+        none exclusive. Nothing is sent until acquired. Raises LockTimeout, LockNotOwned.
+        """
+        return AsyncLock(
+            self._run,
+            self._ctx,
+            name,
+            ttl=ttl,
+            wait=wait,
+            renew=renew,
+            on_lost=on_lost,
+            mode=mode,
+            metrics=self.memory._driver.metrics,
+        )
+
+    async def locks(self) -> list[LockInfo]:
+        """Locks held now, by name (read permission)."""
+        return await self._run(_coord.list_locks(self._ctx))
+
+    async def force_release(self, name: str) -> bool:
+        """Drop every holder of ``name`` (admin; an ``unlock`` event). True if held."""
+        return await self._run(_coord.force_release(self._ctx, name))
+
+    def transaction(self) -> AsyncTransaction:
+        """Collect compares and puts/deletes; ``commit()`` applies all or nothing."""
+        return AsyncTransaction(self._run, self._ctx)
+
+    async def get_or_set(
+        self,
+        key: str,
+        factory: Callable[[], Any],
+        *,
+        ttl: float | timedelta | None = None,
+        lock_ttl: float | timedelta = 30.0,
+        wait: float | None = None,
+    ) -> Entry:
+        """The entry at ``key``; if absent, one caller (single flight, via the lock named
+        ``key``) computes ``factory()`` and writes it fenced while the others wait for its
+        result. A factory that raises writes nothing and lets the next waiter try.
+        Raises LockTimeout after ``wait`` seconds."""
+        if not callable(factory):
+            raise InvalidInput("factory must be callable", field="factory", value=factory)
+        while True:
+            found = await self.get(key)
+            if found is not None:
+                return found
+            lock = self.lock(key, ttl=lock_ttl, wait=wait)
+            await lock.acquire()
+            try:
+                found = await self.get(key)  # the winner may have written it meanwhile
+                if found is not None:
+                    return found
+                value = factory()
+                if inspect.isawaitable(value):
+                    value = await value
+                assert lock.token is not None
+                return await self.put(key, value, ttl=ttl, fence=lock.token)
+            finally:
+                with contextlib.suppress(LockNotOwned):
+                    await lock.release()
 
     async def snapshot(self, pattern: str = "*") -> Snapshot:
         """Current entries + the revision to ``watch(since=...)`` from (see docs)."""

@@ -6,25 +6,30 @@ to the driver. The async twin lives in ``aio.py`` with the same names and signat
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from datetime import datetime, timedelta
 from typing import Any
 
 import redis
 
-from swarm_memory import _inbox, _ops
+from swarm_memory import _coord, _inbox, _ops
 from swarm_memory._drive import SyncDriver
 from swarm_memory._ops import Context, Resolver
 from swarm_memory._shell import HandleBase, MemoryBase, client_options, resolve_url
 from swarm_memory.codec import Codec
-from swarm_memory.errors import InvalidInput
+from swarm_memory.errors import InvalidInput, LockNotOwned
 from swarm_memory.events import OnError, Subscription, SyncHub, Watch, pattern_arg, types_arg
 from swarm_memory.inbox import Inbox
+from swarm_memory.lock import Lease, Lock, Transaction, beat_flow, lease_ttl_ms
 from swarm_memory.metrics import ClientMetrics
 from swarm_memory.models import (
+    AgentInfo,
     AuditRecord,
     Entry,
     Event,
+    LockInfo,
+    LockMode,
     Message,
     NamespaceInfo,
     OverQuota,
@@ -32,6 +37,7 @@ from swarm_memory.models import (
     Snapshot,
     Strategy,
     SweepResult,
+    ms_to_datetime,
 )
 from swarm_memory.settings import Settings
 
@@ -106,6 +112,7 @@ class SwarmMemory(MemoryBase[SyncDriver]):
         history: int = 0,
         over_quota: OverQuota = "reject",
         max_events: int | None = None,
+        require_lock: bool = False,
         exist_ok: bool = False,
     ) -> NamespaceInfo:
         """Create a namespace; its creator is admin. Raises NamespaceExists, InvalidInput."""
@@ -121,6 +128,7 @@ class SwarmMemory(MemoryBase[SyncDriver]):
                 history=history,
                 over_quota=over_quota,
                 max_events=max_events,
+                require_lock=require_lock,
                 exist_ok=exist_ok,
             )
         )
@@ -195,6 +203,30 @@ class SwarmMemory(MemoryBase[SyncDriver]):
         has none). Raises InvalidInput if ``to`` asks for no reply."""
         return self._driver.run(_inbox.reply(self._inbox_ctx(), to, message, op_id=op_id))
 
+    # ------------------------------------------------------------------ agents
+    def heartbeat(
+        self, ttl: float | timedelta | None = None, *, namespaces: Iterable[str] | None = None
+    ) -> datetime:
+        """Beat once: this agent's presence (``agents()``) and its lease in every namespace
+        where it holds ephemeral entries or lease-tied locks (plus ``namespaces``), for
+        ``ttl`` seconds (default ``settings.lease_ttl``). Returns the new expiry."""
+        ms = lease_ttl_ms(self, ttl, namespaces)
+        return ms_to_datetime(self._driver.run(beat_flow(self, ms)))
+
+    def lease(
+        self, ttl: float | timedelta | None = None, *, namespaces: Iterable[str] | None = None
+    ) -> Lease:
+        """Keep this agent alive with a background heartbeat every ttl/3 (see
+        :meth:`heartbeat`). When its lease runs out — the process died or stalled — its
+        ephemeral entries are deleted and its locks released, with events. ``stop()`` (or
+        leaving the ``with`` block) ends the lease at once."""
+        ms = lease_ttl_ms(self, ttl, namespaces)
+        return Lease(self, ms)
+
+    def agents(self, *, alive: bool = True) -> list[AgentInfo]:
+        """Agents that heartbeat, by name (only live ones unless ``alive=False``)."""
+        return self._driver.run(_coord.presence_list(self.settings.key_prefix, alive))
+
     def _event_hub(self) -> SyncHub:
         d = self._driver
         if d.hub is None:
@@ -239,11 +271,24 @@ class Namespace(HandleBase[SwarmMemory]):
         expected_version: int | None = None,
         ttl: float | timedelta | None = None,
         op_id: str | None = None,
+        fence: int | None = None,
+        ephemeral: bool = False,
     ) -> Entry:
-        """Write under the namespace strategy. Raises ConflictError, QuotaExceeded,
-        PermissionDenied, InvalidInput, OutcomeUnknown."""
+        """Write under the namespace strategy. ``fence=lock.token``: refused (FencingError)
+        unless that lock's lease with that token is held; ``ephemeral``: the entry goes
+        when this agent's lease here runs out. Raises ConflictError, QuotaExceeded,
+        PermissionDenied, FencingError, InvalidInput, OutcomeUnknown."""
         return self._run(
-            _ops.put(self._ctx, key, value, expected_version=expected_version, ttl=ttl, op_id=op_id)
+            _ops.put(
+                self._ctx,
+                key,
+                value,
+                expected_version=expected_version,
+                ttl=ttl,
+                op_id=op_id,
+                fence=fence,
+                ephemeral=ephemeral,
+            )
         )
 
     def create(
@@ -253,20 +298,34 @@ class Namespace(HandleBase[SwarmMemory]):
         *,
         ttl: float | timedelta | None = None,
         op_id: str | None = None,
+        fence: int | None = None,
+        ephemeral: bool = False,
     ) -> Entry:
         """Write only if absent. Raises ConflictError(current=...) if the key exists."""
-        return self._run(_ops.create(self._ctx, key, value, ttl=ttl, op_id=op_id))
+        return self._run(
+            _ops.create(
+                self._ctx, key, value, ttl=ttl, op_id=op_id, fence=fence, ephemeral=ephemeral
+            )
+        )
 
     def get(self, key: str, *, version: int | None = None) -> Entry | None:
         """The live entry, or a kept past ``version``; None if absent / not kept."""
         return self._run(_ops.get(self._ctx, key, version=version))
 
     def delete(
-        self, key: str, *, expected_version: int | None = None, op_id: str | None = None
+        self,
+        key: str,
+        *,
+        expected_version: int | None = None,
+        op_id: str | None = None,
+        fence: int | None = None,
     ) -> bool:
-        """True if an entry was deleted. Raises ConflictError on a version mismatch."""
+        """True if an entry was deleted. Raises ConflictError on a version mismatch,
+        FencingError if ``fence`` is not a held token."""
         return self._run(
-            _ops.delete(self._ctx, key, expected_version=expected_version, op_id=op_id)
+            _ops.delete(
+                self._ctx, key, expected_version=expected_version, op_id=op_id, fence=fence
+            )
         )
 
     def exists(self, key: str) -> bool:
@@ -292,11 +351,22 @@ class Namespace(HandleBase[SwarmMemory]):
         expected_versions: Mapping[str, int | None] | None = None,
         ttl: float | timedelta | None = None,
         op_id: str | None = None,
+        fence: int | None = None,
+        fences: Mapping[str, int] | None = None,
+        ephemeral: bool = False,
     ) -> dict[str, Entry]:
-        """Write all keys atomically (one revision) or none."""
+        """Write all keys atomically (one revision) or none. ``fence``: one lock token for
+        every key; ``fences``: a token per key."""
         return self._run(
             _ops.put_many(
-                self._ctx, values, expected_versions=expected_versions, ttl=ttl, op_id=op_id
+                self._ctx,
+                values,
+                expected_versions=expected_versions,
+                ttl=ttl,
+                op_id=op_id,
+                fence=fence,
+                fences=fences,
+                ephemeral=ephemeral,
             )
         )
 
@@ -307,10 +377,13 @@ class Namespace(HandleBase[SwarmMemory]):
         *,
         ttl: float | timedelta | None = None,
         op_id: str | None = None,
+        fence: int | None = None,
     ) -> Entry:
         """Compare-and-set loop: ``fn(value or None)`` -> new value, retried on conflict
         up to ``settings.update_max_attempts``. Raises RetryLimitExceeded."""
-        return self._run(_ops.update(self._ctx, key, fn, ttl=ttl, op_id=op_id))
+        return self._run(
+            _ops.update(self._ctx, key, fn, ttl=ttl, op_id=op_id, fence=fence)
+        )
 
     def incr(
         self,
@@ -319,9 +392,12 @@ class Namespace(HandleBase[SwarmMemory]):
         *,
         ttl: float | timedelta | None = None,
         op_id: str | None = None,
+        fence: int | None = None,
     ) -> int:
         """Atomic add, server-side. Raises NotAnInteger."""
-        return self._run(_ops.incr(self._ctx, key, amount, ttl=ttl, op_id=op_id))
+        return self._run(
+            _ops.incr(self._ctx, key, amount, ttl=ttl, op_id=op_id, fence=fence)
+        )
 
     def touch(self, key: str, ttl: float | timedelta, *, op_id: str | None = None) -> bool:
         """New expiry from now; value and version unchanged. False if absent."""
@@ -407,6 +483,80 @@ class Namespace(HandleBase[SwarmMemory]):
         return self._run(
             _ops.audit(self._ctx, agent=agent, action=action, since=since, until=until, limit=limit)
         )
+
+    # ------------------------------------------------------------------ coordination
+    def lock(
+        self,
+        name: str,
+        *,
+        ttl: float | timedelta = 30.0,
+        wait: float | None = None,
+        renew: bool = False,
+        on_lost: Callable[[Any], Any] | None = None,
+        mode: LockMode = "exclusive",
+    ) -> Lock:
+        """A lease-based lock with a fencing token (``with ns.lock(name) as lock``).
+
+        ``wait``: seconds to wait for it (None = as long as it takes, 0 = one attempt);
+        ``renew``: extend in the background every ttl/3, setting ``lock.lost`` (and
+        calling ``on_lost(lock)``) if the lease is lost; ``mode="shared"``: many holders,
+        none exclusive. Nothing is sent until acquired. Raises LockTimeout, LockNotOwned.
+        """
+        return Lock(
+            self._run,
+            self._ctx,
+            name,
+            ttl=ttl,
+            wait=wait,
+            renew=renew,
+            on_lost=on_lost,
+            mode=mode,
+            metrics=self.memory._driver.metrics,
+        )
+
+    def locks(self) -> list[LockInfo]:
+        """Locks held now, by name (read permission)."""
+        return self._run(_coord.list_locks(self._ctx))
+
+    def force_release(self, name: str) -> bool:
+        """Drop every holder of ``name`` (admin; an ``unlock`` event). True if held."""
+        return self._run(_coord.force_release(self._ctx, name))
+
+    def transaction(self) -> Transaction:
+        """Collect compares and puts/deletes; ``commit()`` applies all or nothing."""
+        return Transaction(self._run, self._ctx)
+
+    def get_or_set(
+        self,
+        key: str,
+        factory: Callable[[], Any],
+        *,
+        ttl: float | timedelta | None = None,
+        lock_ttl: float | timedelta = 30.0,
+        wait: float | None = None,
+    ) -> Entry:
+        """The entry at ``key``; if absent, one caller (single flight, via the lock named
+        ``key``) computes ``factory()`` and writes it fenced while the others wait for its
+        result. A factory that raises writes nothing and lets the next waiter try.
+        Raises LockTimeout after ``wait`` seconds."""
+        if not callable(factory):
+            raise InvalidInput("factory must be callable", field="factory", value=factory)
+        while True:
+            found = self.get(key)
+            if found is not None:
+                return found
+            lock = self.lock(key, ttl=lock_ttl, wait=wait)
+            lock.acquire()
+            try:
+                found = self.get(key)  # the winner may have written it meanwhile
+                if found is not None:
+                    return found
+                value = factory()
+                assert lock.token is not None
+                return self.put(key, value, ttl=ttl, fence=lock.token)
+            finally:
+                with contextlib.suppress(LockNotOwned):
+                    lock.release()
 
     def snapshot(self, pattern: str = "*") -> Snapshot:
         """Current entries + the revision to ``watch(since=...)`` from (see docs)."""

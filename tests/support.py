@@ -10,13 +10,24 @@ from typing import Any
 import redis
 
 from swarm_memory import (
+    AsyncLease,
+    AsyncLock,
     AsyncNamespace,
     AsyncSubscription,
     AsyncSwarmMemory,
+    AsyncTransaction,
     AsyncWatch,
 )
 
-WRAPPED = (AsyncSwarmMemory, AsyncNamespace, AsyncWatch, AsyncSubscription)
+WRAPPED = (
+    AsyncSwarmMemory,
+    AsyncNamespace,
+    AsyncWatch,
+    AsyncSubscription,
+    AsyncLock,
+    AsyncTransaction,
+    AsyncLease,
+)
 
 
 async def _collect(agen: AsyncIterator[Any]) -> list[Any]:
@@ -43,13 +54,18 @@ class Facade:
                 result = self._loop.run_until_complete(result)
             if inspect.isasyncgen(result):
                 return iter(self._loop.run_until_complete(_collect(result)))
-            if isinstance(
-                result, AsyncSwarmMemory | AsyncNamespace | AsyncWatch | AsyncSubscription
-            ):
+            if isinstance(result, WRAPPED):
                 return Facade(result, self._loop)
             return result
 
         return call
+
+    def __enter__(self) -> Any:
+        self._loop.run_until_complete(self._target.__aenter__())
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self._loop.run_until_complete(self._target.__aexit__(*exc))
 
 
 def snapshot(raw: redis.Redis | redis.RedisCluster, prefix: str) -> dict[bytes, Any]:

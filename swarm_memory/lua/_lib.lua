@@ -307,7 +307,8 @@ local function write_lock(name, rec)
   end
   local f, latest = { rec.mode }, 0
   for _, h in ipairs(rec.holders) do
-    f[#f + 1], f[#f + 1], f[#f + 1], f[#f + 1] = h.owner, h.agent, h.x, h.token
+    local n = #f
+    f[n + 1], f[n + 2], f[n + 3], f[n + 4] = h.owner, h.agent, h.x, h.token
     if h.x > latest then latest = h.x end
   end
   redis.call("HSET", K_LOCKH, name, pack(f))

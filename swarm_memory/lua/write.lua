@@ -75,7 +75,7 @@ for j = 1, n_fences do
   local reason, latest = fence_problem(lock, token, now)
   if reason then return fenced_reply(i, lock, token, latest, reason) end
   if require_lock and lock ~= ARGV[ARG0 + (i - 1) * ITEM_ARGS + 2] then
-    return fenced_reply(i, lock, token, latest, "wrong_lock")
+    return fenced_reply(i, lock, token, token, "wrong_lock") -- the fence itself is current
   end
   fenced[i] = true
 end

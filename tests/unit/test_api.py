@@ -46,7 +46,15 @@ def test_design_contract_names_exist():
             "revoke",
             "stats",
             "touch",
+            "lock",
+            "locks",
+            "force_release",
+            "transaction",
+            "get_or_set",
         ):
+            assert callable(getattr(cls, name)), (cls, name)
+    for cls in (SwarmMemory, AsyncSwarmMemory):
+        for name in ("heartbeat", "lease", "agents"):
             assert callable(getattr(cls, name)), (cls, name)
 
 
@@ -71,7 +79,9 @@ def test_sync_and_async_have_identical_signatures(sync_cls, async_cls):
         sp = [(p.name, p.kind, p.default) for p in inspect.signature(fn).parameters.values()]
         ap = [(p.name, p.kind, p.default) for p in inspect.signature(afn).parameters.values()]
         assert sp == ap, name
-        returns_handle = name in ("from_url", "from_client", "as_agent", "namespace", "keys")
+        returns_handle = name in (
+            "from_url", "from_client", "as_agent", "namespace", "keys", "lock", "transaction",
+        )  # fmt: skip
         if not returns_handle and name not in ("observe_scripts", "close"):
             assert inspect.iscoroutinefunction(afn), f"{async_cls.__name__}.{name} must be async"
 

@@ -1,0 +1,303 @@
+"""Fenced locks, shared locks, require_lock, get_or_set: every backend, sync + async."""
+
+from __future__ import annotations
+
+import pytest
+
+from swarm_memory import (
+    FencingError,
+    FencingToken,
+    InvalidInput,
+    LockNotOwned,
+    LockTimeout,
+    PermissionDenied,
+)
+
+
+@pytest.fixture
+def mem(env):
+    m = env.mem("planner", lock_poll=0.05, watch_poll=0.2)
+    m.create_namespace("team", permissions={"reader": "read", "worker": "write"})
+    return m
+
+
+@pytest.fixture
+def ns(mem):
+    return mem.namespace("team")
+
+
+def _drain(w, n, timeout=5.0):
+    out = []
+    for _ in range(n):
+        ev = w.get(timeout)
+        assert ev is not None, f"only {len(out)} of {n} events arrived: {out}"
+        out.append(ev)
+    return out
+
+
+def test_tokens_strictly_increase_and_name_their_lock(ns):
+    tokens = []
+    for _ in range(3):
+        lock = ns.lock("job", ttl=5)
+        tokens.append(lock.acquire())
+        lock.release()
+    other = ns.lock("other", ttl=5)
+    other.acquire()
+    assert tokens == sorted(set(tokens)) and int(other.token) > tokens[-1]
+    assert all(isinstance(t, FencingToken) and t.lock == "job" for t in tokens)
+    other.release()
+
+
+def test_fenced_write_accepted_from_the_holder_refused_when_stale(env, mem, ns):
+    worker = mem.as_agent("worker").namespace("team")
+    first = ns.lock("res", ttl=0.3)
+    first.acquire()
+    ns.put("x", 1, fence=first.token)
+    env.sleep(0.45)  # first's lease runs out; the worker takes the lock
+    second = worker.lock("res", ttl=5)
+    second.acquire()
+    assert int(second.token) > int(first.token)
+    before = env.snapshot()
+    with pytest.raises(FencingError) as info:
+        ns.put("x", 2, fence=first.token)
+    err = info.value
+    assert (err.reason, err.lock, err.token, err.latest) == (
+        "stale",
+        "res",
+        int(first.token),
+        int(second.token),
+    )
+    assert err.key == "x" and err.namespace == "team"
+    after = env.snapshot()
+    assert {k: v for k, v in after.items() if not k.endswith(b":stats")} == {
+        k: v for k, v in before.items() if not k.endswith(b":stats")
+    }
+    assert ns.get("x").value == 1
+    worker.put("x", 3, fence=second.token)
+    # The old holder cannot release (or extend) what is no longer its own ...
+    with pytest.raises(LockNotOwned) as lost:
+        first.release()
+    assert lost.value.holder == "worker"
+    with pytest.raises(LockNotOwned):
+        first.extend()
+    # ... and the worker's hold is untouched.
+    assert [(i.name, i.holder, i.token) for i in ns.locks()] == [
+        ("res", "worker", int(second.token))
+    ]
+    second.release()
+    assert ns.locks() == []
+
+
+def test_a_lapsed_lease_fences_even_before_anyone_else_takes_it(env, ns):
+    lock = ns.lock("res", ttl=0.2)
+    lock.acquire()
+    env.sleep(0.3)
+    assert lock.lost and not lock.held
+    with pytest.raises(FencingError) as info:
+        ns.put("x", 1, fence=lock.token)
+    assert info.value.reason == "not_held"
+    assert ns.get("x") is None
+
+
+def test_fence_on_every_write_path(ns):
+    lock = ns.lock("k", ttl=5)
+    token = lock.acquire()
+    ns.put("k", 1, fence=token)
+    ns.update("k", lambda v: v + 1, fence=token)
+    assert ns.incr("k", 5, fence=token) == 7
+    ns.put_many({"a": 1, "b": 2}, fence=token)
+    ns.create("c", 1, fence=token)
+    assert ns.delete("c", fence=token)
+    lock.release()
+    for call in (
+        lambda: ns.put("k", 9, fence=token),
+        lambda: ns.update("k", lambda v: 0, fence=token),
+        lambda: ns.incr("k", fence=token),
+        lambda: ns.put_many({"a": 9}, fences={"a": token}),
+        lambda: ns.delete("k", fence=token),
+    ):
+        with pytest.raises(FencingError):
+            call()
+    assert ns.get("k").value == 7 and ns.get("a").value == 1
+
+
+def test_plain_int_fence_means_the_keys_own_lock(ns):
+    lock = ns.lock("k", ttl=5)
+    token = lock.acquire()
+    ns.put("k", 1, fence=int(token))
+    with pytest.raises(FencingError) as info:
+        ns.put("other", 1, fence=int(token))  # lock "other" was never taken
+    assert info.value.reason == "not_held"
+    lock.release()
+
+
+def test_wait_times_out_with_the_holder(mem, ns):
+    held = ns.lock("res", ttl=5)
+    held.acquire()
+    worker = mem.as_agent("worker").namespace("team")
+    with pytest.raises(LockTimeout) as info:
+        worker.lock("res", ttl=5, wait=0.2).acquire()
+    assert info.value.holder == "planner" and info.value.key == "res"
+    with pytest.raises(LockTimeout):
+        worker.lock("res", ttl=5, wait=0).acquire()
+    held.release()
+    later = worker.lock("res", ttl=5, wait=0)
+    later.acquire()
+    later.release()
+
+
+def test_waiter_gets_the_lock_when_the_lease_lapses(env, mem, ns):
+    ns.lock("res", ttl=0.3).acquire()  # never released: its holder "crashed"
+    worker = mem.as_agent("worker").namespace("team")
+    lock = worker.lock("res", ttl=5, wait=3)
+    lock.acquire()
+    assert lock.held and ns.locks()[0].holder == "worker"
+    lock.release()
+
+
+def test_context_manager_releases_and_reports_a_lost_lease(env, ns):
+    with ns.lock("res", ttl=5) as lock:
+        ns.put("x", 1, fence=lock.token)
+        assert ns.locks()[0].name == "res"
+    assert ns.locks() == []
+    with pytest.raises(LockNotOwned), ns.lock("res", ttl=0.2) as lock:
+        env.sleep(0.3)  # the critical section outlived its lease: exiting says so
+
+
+def test_extend_and_renew_keep_the_lease(env, ns):
+    lock = ns.lock("res", ttl=0.3)
+    lock.acquire()
+    lock.extend(2)
+    env.sleep(0.4)
+    ns.put("x", 1, fence=lock.token)
+    lock.release()
+    renewed = ns.lock("auto", ttl=0.3, renew=True)
+    renewed.acquire()
+    env.sleep(0.8)
+    ns.put("y", 1, fence=renewed.token)  # still held: renewed every 0.1 s
+    assert not renewed.lost
+    renewed.release()
+
+
+def test_renewal_notices_a_forced_release(env, ns):
+    seen = []
+    lock = ns.lock("res", ttl=0.6, renew=True, on_lost=lambda lk: seen.append(lk.name))
+    lock.acquire()
+    assert ns.force_release("res") is True
+    env.sleep(0.5)
+    assert lock.lost and seen == ["res"]
+    with pytest.raises(LockNotOwned):
+        lock.release()
+
+
+def test_shared_holders_exclude_an_exclusive_one(mem, ns):
+    worker = mem.as_agent("worker").namespace("team")
+    a = ns.lock("doc", ttl=5, mode="shared")
+    b = worker.lock("doc", ttl=5, mode="shared")
+    a.acquire()
+    b.acquire()
+    info = ns.locks()[0]
+    assert info.mode == "shared" and {h.agent for h in info.holders} == {"planner", "worker"}
+    with pytest.raises(LockTimeout):
+        ns.lock("doc", ttl=5, wait=0.1).acquire()
+    with pytest.raises(FencingError):  # a shared hold does not fence writes
+        ns.put("doc", 1, fence=a.token)
+    a.release()
+    b.release()
+    writer = ns.lock("doc", ttl=5, wait=0)
+    writer.acquire()
+    with pytest.raises(LockTimeout):
+        worker.lock("doc", ttl=5, mode="shared", wait=0.1).acquire()
+    writer.release()
+
+
+def test_force_release_is_admin_only_and_an_event(mem, ns):
+    w = ns.watch(types={"unlock"})
+    lock = ns.lock("res", ttl=5)
+    lock.acquire()
+    worker = mem.as_agent("worker").namespace("team")
+    with pytest.raises(PermissionDenied) as info:
+        worker.force_release("res")
+    assert info.value.action == "lock_force" and info.value.required == "admin"
+    assert ns.force_release("res") is True and ns.force_release("res") is False
+    (ev,) = _drain(w, 1)
+    assert (ev.type, ev.key, ev.agent) == ("unlock", "res", "planner")
+    w.close()
+
+
+def test_lock_permissions(mem):
+    reader = mem.as_agent("reader").namespace("team")
+    with pytest.raises(PermissionDenied) as info:
+        reader.lock("res", ttl=5).acquire()
+    assert info.value.action == "lock_acquire" and info.value.granted == "read"
+    assert reader.locks() == []  # reading the lock table needs read only
+    stranger = mem.as_agent("stranger")
+    mem.create_namespace("private", default_permission="none")
+    with pytest.raises(PermissionDenied):
+        stranger.namespace("private").locks()
+
+
+def test_require_lock_namespace(mem):
+    mem.create_namespace("strict", require_lock=True)
+    ns = mem.namespace("strict")
+    assert ns.info().require_lock is True
+    with pytest.raises(FencingError) as info:
+        ns.put("k", 1)
+    assert info.value.reason == "required"
+    other = ns.lock("other", ttl=5)
+    other.acquire()
+    with pytest.raises(FencingError) as info:
+        ns.put("k", 1, fence=other.token)
+    assert info.value.reason == "wrong_lock"
+    with ns.lock("k", ttl=5) as lock:
+        ns.put("k", 1, fence=lock.token)
+        assert ns.delete("k", fence=lock.token)
+    other.release()
+    mem.update_namespace("strict", require_lock=False)
+    ns.put("k", 2)
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [{"fence": True}, {"fence": "5"}, {"fence": 0}, {"fence": -1}, {"fence": 2**63}],
+)
+def test_bad_fences_are_rejected_client_side(env, ns, kwargs):
+    before = env.snapshot()
+    with pytest.raises(InvalidInput):
+        ns.put("k", 1, **kwargs)
+    assert env.snapshot() == before
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [{"ttl": 0}, {"ttl": -1}, {"ttl": None}, {"wait": -1}, {"mode": "x"}, {"renew": 1}],
+)
+def test_bad_lock_options(env, ns, kwargs):
+    before = env.snapshot()
+    args = {"ttl": 5, **kwargs}
+    with pytest.raises(InvalidInput):
+        ns.lock("res", **args).acquire()
+    with pytest.raises(InvalidInput):
+        ns.lock("", ttl=5)
+    assert env.snapshot() == before
+
+
+def test_get_or_set_computes_once(ns):
+    calls = []
+
+    def factory():
+        calls.append(1)
+        return {"big": 123456789012345678}
+
+    first = ns.get_or_set("cache", factory, ttl=30)
+    again = ns.get_or_set("cache", factory, ttl=30)
+    assert first.value == again.value == {"big": 123456789012345678} and len(calls) == 1
+    assert first.expires_at is not None
+
+    def broken():
+        raise RuntimeError("backend down")
+
+    with pytest.raises(RuntimeError):
+        ns.get_or_set("other", broken)
+    assert ns.get("other") is None and ns.locks() == []
+    assert ns.get_or_set("other", lambda: 1).value == 1
