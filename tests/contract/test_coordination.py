@@ -1,0 +1,172 @@
+"""Transactions, agent leases (ephemeral entries, lease-tied locks) and presence."""
+
+from __future__ import annotations
+
+import pytest
+
+from swarm_memory import ConflictError, InvalidInput, TransactionConflict
+
+
+@pytest.fixture
+def mem(env):
+    m = env.mem("planner", lock_poll=0.05, watch_poll=0.2)
+    m.create_namespace("team", permissions={"worker": "write"})
+    return m
+
+
+@pytest.fixture
+def ns(mem):
+    return mem.namespace("team")
+
+
+def _drain(w, n, timeout=5.0):
+    out = []
+    for _ in range(n):
+        ev = w.get(timeout)
+        assert ev is not None, f"only {len(out)} of {n} events arrived: {out}"
+        out.append(ev)
+    return out
+
+
+# ------------------------------------------------------------------------ transactions
+def test_transaction_commits_everything_in_one_revision(ns):
+    a = ns.put("a", 1)
+    ns.put("gone", 1)
+    tx = ns.transaction().check("a", a.version).check_absent("b").put("a", 2).put("b", [])
+    result = tx.delete("gone").commit()
+    assert set(result.entries) == {"a", "b", "gone"} and result.entries["gone"] is None
+    assert result.entries["a"].version == 2 and result.entries["b"].value == []
+    assert result.entries["a"].mod_revision == result.entries["b"].mod_revision == result.revision
+    assert ns.get("a").value == 2 and ns.get("b").value == [] and ns.get("gone") is None
+
+
+def test_failed_compares_change_nothing_and_are_all_named(env, ns):
+    ns.put("a", 1)
+    ns.put("b", 1)
+    ns.put("b", 2)
+    before = env.snapshot()
+    tx = ns.transaction().check("a", 1).check("b", 1).check_absent("a2").check("c", 4)
+    with pytest.raises(TransactionConflict) as info:
+        tx.put("x", 1).put("a", 5).commit()
+    err = info.value
+    assert isinstance(err, ConflictError)
+    failed = {(f.key, f.expected, f.current.version if f.current else None) for f in err.failed}
+    assert failed == {("b", 1, 2), ("c", 4, None)}  # a and a2 held; b and c did not
+    assert env.snapshot() == before
+
+
+def test_conflicting_compares_on_one_key_are_refused_client_side(ns):
+    tx = ns.transaction().check("a", 1)
+    with pytest.raises(InvalidInput):
+        tx.check_absent("a")
+    tx.put("a", 1)
+    with pytest.raises(InvalidInput):
+        tx.delete("a")
+    with pytest.raises(InvalidInput):
+        ns.transaction().commit()  # nothing to write
+
+
+def test_transaction_context_manager(ns):
+    with ns.transaction() as tx:
+        tx.check_absent("k").put("k", {"v": 1})
+    assert tx.result.entries["k"].version == 1
+    with pytest.raises(RuntimeError), ns.transaction() as tx2:
+        tx2.put("j", 1)
+        raise RuntimeError("abort")
+    assert ns.get("j") is None
+
+
+def test_transaction_is_idempotent_by_op_id(ns):
+    first = ns.transaction().check_absent("k").put("k", 1).commit(op_id="tx-1")
+    again = ns.transaction().check_absent("k").put("k", 1).commit(op_id="tx-1")
+    assert again.revision == first.revision and ns.get("k").version == 1
+
+
+def test_fenced_transaction(ns):
+    lock = ns.lock("k", ttl=5)
+    token = lock.acquire()
+    ns.transaction().put("k", 1, fence=token).commit()
+    lock.release()
+    from swarm_memory import FencingError
+
+    with pytest.raises(FencingError):
+        ns.transaction().put("k", 2, fence=token).commit()
+    assert ns.get("k").value == 1
+
+
+# ------------------------------------------------------------------------ leases
+def test_ephemeral_entries_and_locks_go_with_the_lease(env, mem, ns):
+    w = ns.watch(types={"expire", "unlock", "agent_lost"})
+    worker_mem = mem.as_agent("worker")
+    worker_mem.heartbeat(0.3)
+    worker = worker_mem.namespace("team")
+    worker.put("claim-1", "worker", ephemeral=True)
+    worker.put_many({"claim-2": 1, "claim-3": 1}, ephemeral=True)
+    worker.put("kept", 1)
+    lock = worker.lock("job", ttl=30)  # its own ttl is long: the lease ends it first
+    lock.acquire()
+    assert [a.agent for a in mem.agents()] == ["worker"]
+    env.sleep(0.45)  # the worker "dies": no heartbeat
+    assert mem.agents() == [] and mem.agents(alive=False)[0].agent == "worker"
+    ns.sweep()  # (an active watcher's poll may already have run the sweeper)
+    assert ns.get("claim-1") is None and ns.get("claim-2") is None
+    assert ns.get("kept").value == 1 and ns.locks() == []
+    got = _drain(w, 5)
+    assert sorted((e.type, e.key) for e in got) == [
+        ("agent_lost", None),
+        ("expire", "claim-1"),
+        ("expire", "claim-2"),
+        ("expire", "claim-3"),
+        ("unlock", "job"),
+    ]
+    assert {e.agent for e in got} == {"worker"}
+    assert ns.info().keys == 1
+    w.close()
+
+
+def test_heartbeats_keep_ephemeral_entries(env, mem):
+    worker_mem = mem.as_agent("worker")
+    worker_mem.heartbeat(0.4)
+    worker = worker_mem.namespace("team")
+    worker.put("claim", 1, ephemeral=True)
+    for _ in range(4):
+        env.sleep(0.15)
+        worker_mem.heartbeat(0.4)
+    assert worker.sweep().lost_agents == []
+    assert worker.get("claim").value == 1
+
+
+def test_a_plain_overwrite_makes_an_ephemeral_entry_permanent(env, mem, ns):
+    worker_mem = mem.as_agent("worker")
+    worker_mem.heartbeat(0.2)
+    worker = worker_mem.namespace("team")
+    worker.put("a", 1, ephemeral=True)
+    worker.put("b", 1, ephemeral=True)
+    ns.put("a", 2)  # another agent's plain write: no longer tied to the worker
+    env.sleep(0.3)
+    assert ns.sweep().lost_agents == ["worker"]
+    assert ns.get("a").value == 2 and ns.get("b") is None
+
+
+def test_lease_stop_releases_at_once(env, mem, ns):
+    worker_mem = mem.as_agent("worker")
+    lease = worker_mem.lease(30)
+    worker = worker_mem.namespace("team")
+    worker.put("claim", 1, ephemeral=True)
+    worker.lock("job", ttl=30).acquire()
+    assert lease.expires_at is not None and not lease.lost
+    lease.stop()
+    assert ns.get("claim") is None and ns.locks() == []
+    assert [a.alive for a in mem.agents(alive=False)] == [False]
+
+
+def test_bad_lease_input(env, mem, ns):
+    before = env.snapshot()
+    for bad in (0, -1, float("nan"), "5"):
+        with pytest.raises(InvalidInput):
+            mem.heartbeat(bad)
+    with pytest.raises(InvalidInput):
+        mem.heartbeat(5, namespaces="team")
+    with pytest.raises(InvalidInput):
+        ns.put("k", 1, ephemeral="yes")
+    assert env.snapshot() == before
