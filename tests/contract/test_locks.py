@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
+import threading
+import time
+
 import pytest
 
 from swarm_memory import (
@@ -301,3 +305,34 @@ def test_get_or_set_computes_once(ns):
         ns.get_or_set("other", broken)
     assert ns.get("other") is None and ns.locks() == []
     assert ns.get_or_set("other", lambda: 1).value == 1
+
+
+def test_a_release_wakes_a_waiter_at_once(env):
+    """The lock doorbell, not the poll: with lock_poll at 5 s, a waiter still gets the
+    lock within a fraction of a second of its release."""
+    mem = env.mem("planner", lock_poll=5.0)
+    mem.create_namespace("bell")
+    ns = mem.namespace("bell")
+    holder = ns.lock("res", ttl=30)
+    holder.acquire()
+    waiter = mem.as_agent("worker").namespace("bell").lock("res", ttl=30, wait=10)
+    started = time.monotonic()
+    if env.mode == "sync":
+        timer = threading.Timer(0.3, holder.release)
+        timer.start()
+        waiter.acquire()
+        timer.join()
+    else:
+        target_holder, target_waiter = holder._target, waiter._target
+
+        async def release_later():
+            await asyncio.sleep(0.3)
+            await target_holder.release()
+
+        async def both():
+            await asyncio.gather(release_later(), target_waiter.acquire())
+
+        env.loop.run_until_complete(both())
+    waited = time.monotonic() - started
+    assert 0.25 <= waited < 2.5, waited  # released at 0.3 s; a poll would take 5 s
+    assert ns.locks()[0].holder == "worker"
