@@ -254,3 +254,31 @@ def test_concurrent_transactions_serialize(setup: Any) -> None:
     # Every committed transaction wrote both its keys once: versions count them exactly.
     assert {k: e.version - 1 for k, e in entries.items() if e} == dict(touches)
     assert sum(c for _, c in outs) > 0, "the workers should have raced"
+
+
+# ----------------------------------------------------------------- single flight
+def test_get_or_set_computes_once_under_concurrency(setup: Any) -> None:
+    import threading
+
+    _url, _settings, mem = setup
+    calls: list[int] = []
+    results: list[Any] = []
+    start = threading.Barrier(8)
+
+    def slow_factory() -> dict[str, int]:
+        calls.append(1)
+        time.sleep(0.3)  # the others arrive while this one computes
+        return {"answer": 42}
+
+    def agent(i: int) -> None:
+        ns = mem.as_agent(f"g{i}").namespace(NS)
+        start.wait(10)
+        results.append(ns.get_or_set("cache:q", slow_factory, ttl=60, wait=10).value)
+
+    threads = [threading.Thread(target=agent, args=(i,)) for i in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    assert results == [{"answer": 42}] * 8 and len(calls) == 1
+    assert mem.namespace(NS).get("cache:q").version == 1
