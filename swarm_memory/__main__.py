@@ -1,3 +1,6 @@
-from swarm_memory.quickstart import main
+"""``python -m swarm_memory [options]``: the main job, the same as ``swarm-memory demo``."""
 
-raise SystemExit(main())
+from swarm_memory.demo import main
+
+if __name__ == "__main__":
+    main()

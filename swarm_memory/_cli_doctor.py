@@ -1,0 +1,171 @@
+"""``swarm-memory doctor``: is this Redis fit to hold swarm memory?
+
+Reads only (PING, INFO, CONFIG GET, SCRIPT EXISTS, TIME) on every primary. Exit 0 when
+no check failed, 7 when one did; warnings do not fail.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import click
+import redis
+import redis.exceptions as rexc
+
+from swarm_memory._cli_base import ExitCode, config, emit, output_option, redact_url, table
+from swarm_memory.scripts import all_scripts
+
+MIN_VERSION = (7, 0)  # sharded pub/sub (SSUBSCRIBE/SPUBLISH), used by the event doorbell
+MAX_SKEW_S = 2.0
+
+
+@dataclass
+class Check:
+    node: str
+    check: str
+    status: str  # ok | warn | fail | info
+    detail: str
+
+
+def _config_get(client: redis.Redis, name: str) -> str | None:
+    reply: Any = client.config_get(name)
+    value = reply.get(name, reply.get(name.encode())) if isinstance(reply, dict) else None
+    return value.decode() if isinstance(value, bytes) else value
+
+
+def _version(text: str) -> tuple[int, ...]:
+    return tuple(int(p) for p in text.split(".")[:2] if p.isdigit())
+
+
+def _server_checks(node: str, client: redis.Redis, cluster_client: bool) -> list[Check]:
+    out: list[Check] = []
+
+    def add(check: str, status: str, detail: str) -> None:
+        out.append(Check(node, check, status, detail))
+
+    started = time.perf_counter()
+    client.ping()
+    add("ping", "ok", f"{(time.perf_counter() - started) * 1000:.2f} ms round trip")
+    try:
+        info: dict[str, Any] = client.info()
+    except rexc.ResponseError as exc:
+        add("server", "warn", f"INFO refused ({exc}); an in-process fakeredis has no INFO")
+        info = {}
+    if info:
+        version = str(info.get("redis_version", "?"))
+        ok = _version(version) >= MIN_VERSION
+        add(
+            "version",
+            "ok" if ok else "fail",
+            f"Redis {version}" + ("" if ok else " (7.0+ needed: sharded pub/sub)"),
+        )
+        enabled = str(info.get("cluster_enabled", "0")) == "1"
+        if enabled and not cluster_client:
+            add("cluster mode", "fail", "server runs in cluster mode: set SWARM_MEMORY_CLUSTER=1")
+        else:
+            add("cluster mode", "ok", "cluster" if enabled else "standalone")
+        role = info.get("role", "?")
+        replicas = info.get("connected_slaves", 0)
+        add("replication", "info", f"role {role}, {replicas} connected replicas")
+        out.extend(_persistence(node, client, info))
+    out.extend(_memory_policy(node, client))
+    shas = [s.sha for s in all_scripts().values()]
+    try:
+        cached = sum(bool(x) for x in client.script_exists(*shas))
+        add("scripts", "ok", f"{cached}/{len(shas)} cached (the client loads them on first use)")
+    except rexc.ResponseError as exc:
+        add("scripts", "warn", f"SCRIPT EXISTS refused: {exc}")
+    before = time.time()
+    seconds, micros = client.time()
+    after = time.time()
+    skew = int(seconds) + int(micros) / 1e6 - (before + after) / 2
+    status = "ok" if abs(skew) <= MAX_SKEW_S else "warn"
+    add(
+        "clock",
+        status,
+        f"server - local = {skew * 1000:+.1f} ms (times come from the server clock; skew only "
+        "matters when reading timestamps next to local ones)",
+    )
+    return out
+
+
+def _persistence(node: str, client: redis.Redis, info: dict[str, Any]) -> list[Check]:
+    try:
+        save = _config_get(client, "save") or ""
+        aof = _config_get(client, "appendonly") == "yes"
+    except rexc.ResponseError as exc:
+        return [Check(node, "persistence", "warn", f"CONFIG GET refused: {exc}")]
+    if info.get("rdb_last_bgsave_status", "ok") != "ok":
+        return [Check(node, "persistence", "fail", "the last RDB save failed")]
+    if aof and info.get("aof_last_write_status", "ok") != "ok":
+        return [Check(node, "persistence", "fail", "the last AOF write failed")]
+    if not aof and not save.strip():
+        return [
+            Check(
+                node,
+                "persistence",
+                "warn",
+                "none (no RDB save points, AOF off): a restart loses everything",
+            )
+        ]
+    parts = (["AOF on"] if aof else []) + ([f"RDB save {save}"] if save.strip() else [])
+    return [Check(node, "persistence", "ok", ", ".join(parts))]
+
+
+def _memory_policy(node: str, client: redis.Redis) -> list[Check]:
+    try:
+        policy = _config_get(client, "maxmemory-policy") or "?"
+        limit = int(_config_get(client, "maxmemory") or 0)
+    except rexc.ResponseError as exc:
+        return [Check(node, "maxmemory", "warn", f"CONFIG GET refused: {exc}")]
+    if policy == "noeviction":
+        status, why = "ok", "writes fail loudly when memory is full"
+    elif limit == 0:
+        status, why = "ok", "no maxmemory limit set, so nothing is evicted"
+    elif policy.startswith("allkeys"):
+        status, why = "fail", "may evict namespace metadata and indexes; use noeviction"
+    else:
+        status, why = "warn", "may evict entries that have a TTL early; noeviction is safest"
+    size = f"{limit} bytes" if limit else "unlimited"
+    return [Check(node, "maxmemory", status, f"policy {policy}, maxmemory {size}: {why}")]
+
+
+@click.command("doctor")
+@output_option
+def doctor_cmd() -> None:
+    """Check the server: version, persistence, maxmemory policy, scripts, cluster, clock."""
+    cfg = config()
+    memory = cfg.memory()
+    client: Any = memory.redis
+    cluster = isinstance(client, redis.RedisCluster)
+    if cluster:
+        nodes = [(f"{n.host}:{n.port}", n.redis_connection) for n in client.get_primaries()]
+    else:
+        kw = client.connection_pool.connection_kwargs
+        nodes = [(f"{kw.get('host', kw.get('path', '?'))}:{kw.get('port', '')}", client)]
+    checks: list[Check] = []
+    for name, node_client in nodes:
+        checks.extend(_server_checks(name, node_client, cluster))
+    failed = [c for c in checks if c.status == "fail"]
+    url = redact_url(cfg.target_url or "")
+    data = {
+        "url": url,
+        "agent": cfg.agent,
+        "prefix": memory.settings.key_prefix,
+        "cluster": cluster,
+        "ok": not failed,
+        "checks": [asdict(c) for c in checks],
+    }
+
+    def render() -> Any:
+        rows = [[c.node, c.check, c.status.upper(), c.detail] for c in checks]
+        title = f"doctor: {url} (agent {cfg.agent}, prefix {memory.settings.key_prefix})"
+        return table(title, ["node", "check", "status", "detail"], rows)
+
+    emit(data, render)
+    if failed:
+        names = ", ".join(sorted({c.check for c in failed}))
+        click.echo(f"swarm-memory: doctor: {len(failed)} check(s) failed: {names}", err=True)
+        raise click.exceptions.Exit(int(ExitCode.CHECK_FAILED))

@@ -1,0 +1,213 @@
+"""One agent process of ``swarm-memory demo`` (spawned; reports over a queue).
+
+Every agent walks the whole task board in its own random order, so agents contend for
+every task. A task is claimed with compare-and-set (``expected_version``), or, for even
+task numbers when the lock API is there, under a fenced lock (``fence=lock.token``): the
+store refuses a write whose token is stale. The winner publishes a result on the board,
+merges its finding into one shared key of a ``merge``-strategy namespace, marks the task
+done (CAS again) and bumps two counters (``incr`` server-side, ``update`` as a CAS loop).
+Meanwhile it watches the board's feed and counts the result events of every agent.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from swarm_memory.client import Namespace, SwarmMemory
+from swarm_memory.errors import ConflictError, LockError
+from swarm_memory.events import Watch
+from swarm_memory.settings import Settings
+
+REPORT_EVERY = 0.1  # seconds between progress messages
+
+
+def task_key(i: int) -> str:
+    return f"task-{i:05d}"
+
+
+def result_key(i: int) -> str:
+    return f"result:{task_key(i)}"
+
+
+def answer(i: int) -> int:
+    """The 'work': Collatz steps of i + 1 (deterministic, so the parent can check it)."""
+    n, steps = i + 1, 0
+    while n != 1:
+        n = n // 2 if n % 2 == 0 else 3 * n + 1
+        steps += 1
+    return steps
+
+
+def uses_lock(i: int, locks: bool) -> bool:
+    return locks and i % 2 == 0
+
+
+@dataclass(frozen=True)
+class AgentSpec:
+    name: str
+    index: int
+    settings: dict[str, Any]
+    board: str
+    findings: str
+    tasks: int
+    since: int  # board revision before the first result: every agent sees every result
+    locks: bool
+    timeout: float
+
+
+@dataclass
+class Tally:
+    claimed: list[int] = field(default_factory=list)
+    via_lock: int = 0
+    lost_races: int = 0
+    incrs: int = 0
+    updates: int = 0
+    merges: int = 0
+    seen_keys: set[str] = field(default_factory=set)
+    seen_events: int = 0
+    phase: str = "starting"
+
+    def progress(self, tasks: int) -> dict[str, Any]:
+        return {
+            "claimed": len(self.claimed),
+            "via_lock": self.via_lock,
+            "lost_races": self.lost_races,
+            "seen": len(self.seen_keys),
+            "tasks": tasks,
+            "phase": self.phase,
+        }
+
+
+def _claim_cas(board: Namespace, i: int, me: str, tally: Tally) -> int | None:
+    entry = board.get(task_key(i))
+    if entry is None or entry.value.get("state") != "open":
+        return None
+    try:
+        claimed = board.put(
+            task_key(i),
+            {"task": i, "state": "claimed", "by": me, "via": "cas"},
+            expected_version=entry.version,
+        )
+    except ConflictError:
+        tally.lost_races += 1  # another agent's CAS won: never a silent double claim
+        return None
+    return claimed.version
+
+
+def _claim_locked(board: Namespace, i: int, me: str, tally: Tally) -> int | None:
+    try:
+        with board.lock(task_key(i), ttl=10.0, wait=5.0) as lock:
+            entry = board.get(task_key(i))
+            if entry is None or entry.value.get("state") != "open":
+                tally.lost_races += 1
+                return None
+            claimed = board.put(
+                task_key(i),
+                {
+                    "task": i,
+                    "state": "claimed",
+                    "by": me,
+                    "via": "lock",
+                    "token": int(lock.token or 0),
+                },
+                fence=lock.token,
+            )
+    except LockError:  # timed out, or the fence was rejected: the store said no
+        tally.lost_races += 1
+        return None
+    tally.via_lock += 1
+    return claimed.version
+
+
+def _drain(watch: Watch, tally: Tally, wait: float = 0.0) -> None:
+    ev = watch.get(timeout=wait)
+    while ev is not None:
+        if ev.key is not None:
+            tally.seen_events += 1
+            tally.seen_keys.add(ev.key)
+        ev = watch.get(timeout=0)
+
+
+def _work(spec: AgentSpec, mem: SwarmMemory, report: Any, tally: Tally) -> None:
+    board = mem.namespace(spec.board)
+    findings = mem.namespace(spec.findings)
+    locks = spec.locks
+    last = 0.0
+    with board.watch("result:*", types=["put"], since=spec.since) as watch:
+        tally.phase = "ready"
+        report(("ready", spec.name, tally.progress(spec.tasks)))
+        order = list(range(spec.tasks))
+        random.Random(spec.index).shuffle(order)
+        tally.phase = "claiming"
+        for i in order:
+            claim = _claim_locked if uses_lock(i, locks) else _claim_cas
+            version = claim(board, i, spec.name, tally)
+            if version is not None:
+                tally.claimed.append(i)
+                found = answer(i)
+                board.put(result_key(i), {"task": i, "by": spec.name, "answer": found})
+                # merge strategy: RFC 7386 patch applied server-side; concurrent patches
+                # from every agent into one key must all survive.
+                findings.put("summary", {task_key(i): {"by": spec.name, "answer": found}})
+                tally.merges += 1
+                board.put(
+                    task_key(i),
+                    {
+                        "task": i,
+                        "state": "done",
+                        "by": spec.name,
+                        "via": "lock" if uses_lock(i, locks) else "cas",
+                    },
+                    expected_version=version,
+                )
+                board.incr("counter:incr")
+                tally.incrs += 1
+                board.update("counter:update", lambda v: (v or 0) + 1)
+                tally.updates += 1
+            _drain(watch, tally)
+            if time.monotonic() - last >= REPORT_EVERY:
+                last = time.monotonic()
+                report(("progress", spec.name, tally.progress(spec.tasks)))
+        tally.phase = "watching"
+        deadline = time.monotonic() + spec.timeout
+        while len(tally.seen_keys) < spec.tasks and time.monotonic() < deadline:
+            _drain(watch, tally, wait=0.1)
+            report(("progress", spec.name, tally.progress(spec.tasks)))
+    findings.put("agents", {spec.name: {"claimed": len(tally.claimed), "via_lock": tally.via_lock}})
+    tally.merges += 1
+
+
+def agent_main(spec: AgentSpec, queue: Any, go: Any) -> None:
+    """Process entry point: wait for ``go``, work, report ``done`` (or ``error``)."""
+    tally = Tally()
+    try:
+        settings = Settings(**spec.settings)
+        with SwarmMemory.from_url(agent=spec.name, settings=settings) as mem:
+            def report(message: tuple[str, str, dict[str, Any]]) -> None:
+                queue.put(message)
+                if message[0] == "ready" and not go.wait(spec.timeout):
+                    raise TimeoutError("the coordinator never said go")
+
+            _work(spec, mem, report, tally)
+        tally.phase = "done"
+        queue.put(
+            (
+                "done",
+                spec.name,
+                {
+                    **tally.progress(spec.tasks),
+                    "claimed_tasks": tally.claimed,
+                    "incrs": tally.incrs,
+                    "updates": tally.updates,
+                    "merges": tally.merges,
+                    "seen_events": tally.seen_events,
+                },
+            )
+        )
+    except KeyboardInterrupt:
+        queue.put(("error", spec.name, {"error": "interrupted"}))
+    except Exception as exc:  # reported to the parent, which fails the run
+        queue.put(("error", spec.name, {"error": f"{type(exc).__name__}: {exc}"}))
