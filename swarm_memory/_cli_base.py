@@ -108,7 +108,9 @@ def exit_code_for(exc: errors.SwarmMemoryError) -> ExitCode:
         return ExitCode.NOT_FOUND
     if isinstance(exc, errors.PermissionDenied):
         return ExitCode.PERMISSION
-    if isinstance(exc, errors.ConflictError | errors.NamespaceExists | errors.OpIdReused):
+    if isinstance(
+        exc, errors.ConflictError | errors.NamespaceExists | errors.OpIdReused | errors.LockError
+    ):
         return ExitCode.CONFLICT
     if isinstance(exc, errors.TransportError):
         return ExitCode.UNREACHABLE
@@ -241,7 +243,8 @@ def confirm(prompt: str, yes: bool) -> None:
         return
     try:
         ok = click.confirm(prompt, default=False, err=True)
-    except click.exceptions.Abort:
+    except click.exceptions.Abort:  # end of input: finish the prompt's line first
+        click.echo(err=True)
         ok = False
     if not ok:
         raise CliError(ExitCode.ERROR, "aborted (nothing changed); pass --yes to confirm")
@@ -276,7 +279,8 @@ def console() -> Console:
 
 
 def table(title: str | None, columns: list[str], rows: list[list[Any]]) -> Table:
-    t = Table(title=title, title_justify="left", show_lines=False)
+    """A table; with no column names given (``["", ""]``), a headerless key/value table."""
+    t = Table(title=title, title_justify="left", show_header=any(columns))
     for column in columns:
         t.add_column(column, overflow="fold")
     for row in rows:

@@ -53,7 +53,7 @@ def get_cmd(*, namespace: str, key: str, version: int | None) -> None:
 
     def render() -> Any:
         rows = [[name, dumps(row[name]) if name == "value" else row[name]] for name in row]
-        return table(f"{namespace} / {key}", ["field", "value"], rows)
+        return table(f"{namespace} / {key}", ["", ""], rows)
 
     emit(row, render)
 
