@@ -85,8 +85,7 @@ def _server_checks(node: str, client: redis.Redis, cluster_client: bool) -> list
     add(
         "clock",
         status,
-        f"server - local = {skew * 1000:+.1f} ms (times come from the server clock; skew only "
-        "matters when reading timestamps next to local ones)",
+        f"server - local = {skew * 1000:+.1f} ms (the library uses the server clock only)",
     )
     return out
 

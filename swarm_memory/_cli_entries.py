@@ -66,6 +66,7 @@ def get_cmd(*, namespace: str, key: str, version: int | None) -> None:
 @click.option("--ttl", type=float, default=None, help="Expire after this many seconds.")
 @click.option("--expected-version", type=int, default=None, help="Compare-and-set (0: absent).")
 @click.option("--create", is_flag=True, help="Only if the key is absent.")
+@click.option("--op-id", default=None, help="Operation id: a replay returns the first outcome.")
 @output_option
 def put_cmd(
     *,
@@ -76,6 +77,7 @@ def put_cmd(
     ttl: float | None,
     expected_version: int | None,
     create: bool,
+    op_id: str | None,
 ) -> None:
     """Write VALUE (JSON; '-' reads stdin) under the namespace's strategy."""
     text = sys.stdin.read() if value == "-" else value
@@ -84,9 +86,9 @@ def put_cmd(
         raise CliError(ExitCode.USAGE, "--create and --expected-version exclude each other")
     ns = config().memory().namespace(namespace)
     if create:
-        entry = ns.create(key, parsed, ttl=ttl)
+        entry = ns.create(key, parsed, ttl=ttl, op_id=op_id)
     else:
-        entry = ns.put(key, parsed, expected_version=expected_version, ttl=ttl)
+        entry = ns.put(key, parsed, expected_version=expected_version, ttl=ttl, op_id=op_id)
     data = {
         "key": entry.key,
         "version": entry.version,

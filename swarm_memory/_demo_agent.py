@@ -186,6 +186,7 @@ def agent_main(spec: AgentSpec, queue: Any, go: Any) -> None:
     try:
         settings = Settings(**spec.settings)
         with SwarmMemory.from_url(agent=spec.name, settings=settings) as mem:
+
             def report(message: tuple[str, str, dict[str, Any]]) -> None:
                 queue.put(message)
                 if message[0] == "ready" and not go.wait(spec.timeout):

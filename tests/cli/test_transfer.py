@@ -47,7 +47,9 @@ def test_export_format_and_checksum(run, tmp_path):
     assert 290 < by_key["expiring"]["ttl"] <= 300 and by_key["big"]["ttl"] is None
     # To stdout, the export is the only output.
     out = run("export", "src").stdout.encode().splitlines(keepends=True)
-    assert [json.loads(line).get("key") for line in out] == [json.loads(x).get("key") for x in lines]
+    assert [json.loads(line).get("key") for line in out] == [
+        json.loads(x).get("key") for x in lines
+    ]
     assert json.loads(out[-1])["digest"] == hashlib.sha256(b"".join(out[:-1])).hexdigest()
 
 

@@ -1,0 +1,99 @@
+"""`swarm-memory demo`: the main job, on the embedded server, a configured one, and a
+terminal (live table); and its verification really fails when updates are missing."""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import pty
+import struct
+import subprocess
+import sys
+import termios
+import time
+
+from swarm_memory import Settings, SwarmMemory
+from swarm_memory.demo import PREFIX, Board, _seed, _verify
+
+ENV_NO_URL = {k: v for k, v in os.environ.items() if not k.startswith("SWARM_MEMORY_")}
+
+
+def _demo(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "swarm_memory.cli", *args],
+        capture_output=True, text=True, timeout=180, env=env, check=False,
+        stdin=subprocess.DEVNULL,
+    )  # fmt: skip
+
+
+def test_demo_json_on_the_embedded_server():
+    started = time.monotonic()
+    out = _demo("demo", "--agents", "3", "--tasks", "30", "-o", "json", env=ENV_NO_URL)
+    assert out.returncode == 0, out.stdout + out.stderr
+    report = json.loads(out.stdout)
+    assert report["ok"] is True and report["problems"] == []
+    assert report["server"].startswith("embedded")
+    assert all(c["ok"] for c in report["checks"].values()) and len(report["checks"]) >= 7
+    per_agent = report["per_agent"]
+    assert sum(a["claimed"] for a in per_agent.values()) == 30
+    assert all(a["seen"] == 30 for a in per_agent.values())
+    assert time.monotonic() - started < 60
+
+
+def test_demo_plain_output_against_a_configured_url(redis_server):
+    out = _demo("--url", redis_server.url, "demo", "--agents", "2", "--tasks", "10", env=ENV_NO_URL)
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "configured Redis" in out.stdout and "PASS: no update was lost." in out.stdout
+    assert "\x1b[" not in out.stdout  # not a terminal: no colours, no live redraws
+    client = redis_server.client()
+    assert [k for k in client.scan_iter(f"{PREFIX}:{{demo-*") if b"registry" not in k] == []
+
+
+def test_demo_live_table_on_a_terminal():
+    leader, follower = pty.openpty()
+    fcntl.ioctl(follower, termios.TIOCSWINSZ, struct.pack("HHHH", 40, 120, 0, 0))
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "swarm_memory", "--agents", "2", "--tasks", "20"],
+        stdin=follower, stdout=follower, stderr=follower, env={**ENV_NO_URL, "TERM": "xterm"},
+    )  # fmt: skip
+    os.close(follower)
+    chunks = []
+    while True:
+        try:
+            data = os.read(leader, 65536)
+        except OSError:  # EIO: the child closed the terminal
+            break
+        if not data:
+            break
+        chunks.append(data)
+    os.close(leader)
+    assert proc.wait(timeout=120) == 0
+    screen = b"".join(chunks).decode(errors="replace")
+    assert "results seen" in screen and "agent-1" in screen  # the live table
+    assert "PASS: no update was lost." in screen
+
+
+def test_verification_catches_missing_updates(redis_server):
+    """The checks compare the store with what agents acknowledged: fabricate
+    acknowledgements the store does not have, and every check must fail."""
+    settings = Settings(redis_url=redis_server.url, key_prefix="cdemo" + str(os.getpid()))
+    with SwarmMemory.from_url(agent="coordinator", settings=settings) as mem:
+        _seed(mem, "b", "f", 4)
+        board = Board(["agent-0"], 4)
+        board.reports["agent-0"] = {
+            "claimed": 4, "via_lock": 0, "lost_races": 0, "seen": 4, "seen_events": 4,
+            "claimed_tasks": [0, 1, 2, 3], "incrs": 4, "updates": 4, "merges": 5,
+        }  # fmt: skip
+        checks = _verify(mem, "b", "f", board, tasks=4, locks=False)
+        failed = [name for name, (ok, _detail) in checks.items() if not ok]
+        assert failed == [n for n in checks if n != "every agent saw every result event, once"]
+        # One increment acknowledged but not in the store is caught too.
+        ns = mem.namespace("b")
+        for _ in range(3):
+            ns.incr("counter:incr")
+        checks = _verify(mem, "b", "f", board, tasks=4, locks=False)
+        assert checks["incr() counter == acknowledged increments"][0] is False
+        ns.incr("counter:incr")
+        checks = _verify(mem, "b", "f", board, tasks=4, locks=False)
+        assert checks["incr() counter == acknowledged increments"][0] is True
