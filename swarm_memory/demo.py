@@ -150,6 +150,10 @@ def _run_swarm(
                     go.set()
             if live is not None:
                 live.update(board.table(time.monotonic() - started))
+    except BaseException:  # Ctrl-C: stop the agents now, then report "interrupted"
+        for p in procs:
+            p.terminate()
+        raise
     finally:
         for p in procs:
             p.join(timeout=5)

@@ -7,6 +7,7 @@ import fcntl
 import json
 import os
 import pty
+import signal
 import struct
 import subprocess
 import sys
@@ -97,3 +98,24 @@ def test_verification_catches_missing_updates(redis_server):
         ns.incr("counter:incr")
         checks = _verify(mem, "b", "f", board, tasks=4, locks=False)
         assert checks["incr() counter == acknowledged increments"][0] is True
+
+
+def test_ctrl_c_stops_the_demo_with_exit_130(redis_server):
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "swarm_memory.cli", "--url", redis_server.url, "demo",
+         "--agents", "2", "--tasks", "20000"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=ENV_NO_URL,
+    )  # fmt: skip
+    try:
+        assert proc.stdout is not None
+        assert "swarm_memory demo:" in proc.stdout.readline()
+        time.sleep(2.0)  # agents started (spawned) and claiming
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 130, err
+    assert "Traceback" not in err and err.strip().endswith("swarm-memory: error: interrupted")
+    client = redis_server.client()  # it still cleaned up the configured server
+    assert [k for k in client.scan_iter(f"{PREFIX}:{{demo-*") if b"registry" not in k] == []
