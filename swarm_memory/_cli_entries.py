@@ -93,7 +93,7 @@ def put_cmd(
         "key": entry.key,
         "version": entry.version,
         "mod_revision": entry.mod_revision,
-        "expires_at": when(entry.expires_at) or None,
+        "expires_at": jsonable(entry.expires_at),
     }
     emit(data, lambda: f"{key}: version {entry.version} (revision {entry.mod_revision})")
 
