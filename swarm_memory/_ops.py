@@ -398,17 +398,64 @@ def _item_entry(ctx: Context, item: Item, r: ItemResult) -> Entry:
     )
 
 
-def _parse_write(packed: bytes, replayed: bool) -> WriteResult:
-    flat = unpack(packed)
-    digest = _s(flat[0])
+def _parse_ok(reply: list[Any]) -> WriteResult:
+    """The write script's reply: ``ok rev sweep_due n_items (10 fields per item)...
+    n_evicted name...`` as a plain array (numbers arrive as integers)."""
+    n = int(reply[3])
+    items = [ItemResult(_s(reply[4 + i * 10]), reply[4 + i * 10 : 14 + i * 10]) for i in range(n)]
+    pos = 4 + n * 10
+    evicted = [_s(x) for x in reply[pos + 1 : pos + 1 + int(reply[pos])]]
+    return WriteResult(int(reply[1]), reply[2] != 0, items, evicted, False, "")
+
+
+def parse_op_record(record: bytes, sweep_due: bool) -> WriteResult | None:
+    """The first outcome of a replayed op id, rebuilt from its op record (the compact
+    format lua/write.lua stores, or the packed reply earlier versions stored). None for
+    a record this request cannot have written (another script's, e.g. a broadcast)."""
+    try:
+        if record.startswith(b"w1 "):
+            return _parse_compact_record(record, sweep_due)
+        if record[:1].isdigit() and b":" in record:
+            return _parse_packed_record(record, sweep_due)
+    except (ValueError, IndexError):
+        pass
+    return None
+
+
+def _parse_compact_record(record: bytes, sweep_due: bool) -> WriteResult:
+    # "w1 <digest|-> <rev> <now> <n_items> <n_evicted> <n_values>|<item>|...|<packed tail>"
+    head, _, rest = record.partition(b"|")
+    _tag, digest, rev, now, n_items, _n_evicted, n_values = head.split(b" ")
+    n, nv = int(n_items), int(n_values)
+    parts = rest.split(b"|", n)
+    tail = unpack(parts[n]) if len(parts) > n and parts[n] else []
+    values = {int(tail[3 * j]): (tail[3 * j + 1], tail[3 * j + 2]) for j in range(nv)}
+    items = []
+    for i, raw in enumerate(parts[:n], 1):
+        f: list[Any] = raw.split(b" ")
+        if f[0] == b"w":  # w ver cr ct x size: mr is the record's rev, mt its time
+            value, fmt = values.get(i, (b"", b""))
+            f = [f[0], f[1], f[2], rev, f[3], now, f[4], f[5], value, fmt]
+        elif len(f) == 8:  # status ver cr mr ct mt x size
+            f += [b"", b""]
+        else:
+            raise ValueError("malformed op record item")
+        items.append(ItemResult(_s(f[0]), f))
+    evicted = [_s(x) for x in tail[3 * nv :]]
+    digest_s = "" if digest == b"-" else _s(digest)
+    return WriteResult(int(rev), sweep_due, items, evicted, True, digest_s)
+
+
+def _parse_packed_record(record: bytes, sweep_due: bool) -> WriteResult:
+    # The whole first reply, netstring-packed: digest rev due n_items fields... n_evicted names...
+    flat = unpack(record)
     n = int(flat[3])
     items = [
         ItemResult(_s(flat[4 + i * 10]), flat[4 + i * 10 : 4 + (i + 1) * 10]) for i in range(n)
     ]
     pos = 4 + n * 10
-    n_evicted = int(flat[pos])
-    evicted = [_s(x) for x in flat[pos + 1 : pos + 1 + n_evicted]]
-    return WriteResult(int(flat[1]), flat[2] != b"0", items, evicted, replayed, digest)
+    evicted = [_s(x) for x in flat[pos + 1 : pos + 1 + int(flat[pos])]]
+    return WriteResult(int(flat[1]), sweep_due, items, evicted, True, _s(flat[0]))
 
 
 def request_digest(agent: str, action: str, items: list[Item]) -> str:
@@ -474,14 +521,15 @@ def _write(
         reply = yield ScriptCall(load("write"), call_keys, args + list(victims), op_id)
         tag = reply[0]
         if tag in (b"ok", b"dup"):
-            result = _parse_write(reply[1], replayed=tag == b"dup")
-            if result.replayed and result.digest != args[9]:
+            replay = parse_op_record(reply[1], reply[2] != 0) if tag == b"dup" else None
+            if tag == b"dup" and (replay is None or replay.digest != args[9]):
                 raise errors.OpIdReused(
                     f"op id {op_id!r} was already used for a different request; "
                     "an op id names one request (its replays must be identical)",
                     op_id=op_id,
                     **ctx.err(key=items[0].key if items else None),
                 )
+            result = replay or _parse_ok(reply)
             if result.sweep_due:
                 yield from _sweep_quietly(ctx)
             return result

@@ -39,12 +39,17 @@ local function itos(n)
 end
 
 -- Length-prefixed packing of a flat list (netstrings): binary safe, no cjson involved.
+-- Prefixes and parts go into one table for a single table.concat: no intermediate
+-- "<len>:<part>" string is built (a copy of every part) on this hot path.
 local function pack(list)
-  local out = {}
+  local out, j = {}, 0
   for i = 1, #list do
     local s = list[i]
     if type(s) == "number" then s = itos(s) end
-    out[#out + 1] = #s .. ":" .. s
+    out[j + 1] = #s
+    out[j + 2] = ":"
+    out[j + 3] = s
+    j = j + 3
   end
   return table.concat(out)
 end
@@ -151,10 +156,16 @@ end
 
 -- Append the queued events, then ring the doorbell (SPUBLISH: sharded pub/sub on
 -- Cluster, plain on one server). The doorbell is only a hint; readers never rely on it.
-local function publish_events(default_maxlen, rev, agent, now)
+-- known_maxlen: the namespace's "em" field when the caller already read it (saves a call).
+local function publish_events(default_maxlen, rev, agent, now, known_maxlen)
   local n = #PENDING_EVENTS
   if n == 0 then return end
-  local maxlen = events_maxlen(default_maxlen)
+  local maxlen = default_maxlen
+  if known_maxlen == nil then
+    maxlen = events_maxlen(default_maxlen)
+  elseif known_maxlen > 0 then
+    maxlen = known_maxlen
+  end
   -- The doorbell carries the events too, so an up-to-date watcher needs no read; one
   -- that is behind (or sees a permission change) reads the stream as usual.
   local bell = { rev, n }

@@ -1,6 +1,6 @@
 --! keys: meta acl stats idx lru exp events audit ops opst bell lease eph locks lockh lbell +items(entry hist) +victims(entry hist)
 --! args: agent op_id dedupe_ms stream_maxlen audit_maxlen max_value_bytes n_items n_victims action digest echo event_value_max eph_ms n_fences +items(op key value fmt expected ttl_ms) +fences(item lock token) +victims(key)
---! returns: {"ok"|"dup", packed} | {"nons"} | {"denied", granted} | {"conflict", i, entry...} | {"txn_conflict", n, (i, entry...)...} | {"version_required", i, strategy} | {"fenced", i, lock, token, latest, reason} | {"quota", kind, limit, current, requested} | {"victims", wanted} | {"merge_fallback", i, "patch"|"stored"} | {"not_integer", i} | {"too_large", i, size}
+--! returns: {"ok", rev, sweep_due, n_items, (status ver cr mr ct mt x size value fmt)..., n_evicted, name...} | {"dup", record, sweep_due} | {"nons"} | {"denied", granted} | {"conflict", i, entry...} | {"txn_conflict", n, (i, entry...)...} | {"version_required", i, strategy} | {"fenced", i, lock, token, latest, reason} | {"quota", kind, limit, current, requested} | {"victims", wanted} | {"merge_fallback", i, "patch"|"stored"} | {"not_integer", i} | {"too_large", i, size}
 --
 -- Every write in one script (DESIGN.md decision 2): permission, dedupe, strategy and
 -- expected-version checks, quota (with evict-oldest), value + metadata, versions and the
@@ -37,8 +37,11 @@ if #KEYS ~= N_FIXED + 2 * n_items + 2 * n_victims or #ARGV ~= VICTIM0 + n_victim
   error("swarm_memory: write called with mismatched KEYS/ARGV")
 end
 
-local meta = load_meta()
-if not meta then return { "nons" } end
+-- One read of the namespace hash for everything below: state, default permission,
+-- configuration, counters, events cap and revision.
+local meta = redis.call("HMGET", K_META, "state", "dp", "strat", "ttl", "mk", "mb", "hd", "oq",
+  "n", "b", "rl", "em", "rev")
+if meta[1] ~= "live" then return { "nons" } end
 local first_key = ARGV[ARG0 + 2]
 local denied = deny_reply(agent, meta[2], LEVEL_RANK.write, action, first_key, audit_maxlen)
 if denied then return denied end
@@ -46,19 +49,16 @@ if denied then return denied end
 local now = now_ms()
 
 -- A replayed op id returns its first outcome instead of applying twice (decision 6).
+-- The record is the compact one written at the end (or an older format, or another
+-- script's); the client decodes it and compares its request digest.
 local previous = redis.call("HGET", K_OPS, op_id)
-if previous then return { "dup", previous } end
-local stale = redis.call("ZRANGEBYSCORE", K_OPST, "-inf", now - dedupe_ms, "LIMIT", 0, 16)
-if #stale > 0 then
-  redis.call("HDEL", K_OPS, unpack(stale))
-  redis.call("ZREM", K_OPST, unpack(stale))
-end
+if previous then return { "dup", previous, sweep_due(now) } end
 
-local cfg = redis.call("HMGET", K_META, "strat", "ttl", "mk", "mb", "hd", "oq", "n", "b", "rl")
-local strategy, default_ttl = cfg[1], tonumber(cfg[2])
-local max_keys, max_bytes, history_depth = tonumber(cfg[3]), tonumber(cfg[4]), tonumber(cfg[5])
-local over_quota, n_keys, n_bytes = cfg[6], tonumber(cfg[7]), tonumber(cfg[8])
-local require_lock = cfg[9] == "1"
+local strategy, default_ttl = meta[3], tonumber(meta[4])
+local max_keys, max_bytes, history_depth = tonumber(meta[5]), tonumber(meta[6]), tonumber(meta[7])
+local over_quota, n_keys, n_bytes = meta[8], tonumber(meta[9]), tonumber(meta[10])
+local require_lock = meta[11] == "1"
+local events_cap = tonumber(meta[12] or "0") or 0
 local needs_version = (strategy == "version" or strategy == "custom")
 local MAX_EXACT = 9007199254740991
 
@@ -248,25 +248,30 @@ for i = 1, n_items do
   local st = plan[i].status
   if (st ~= "a" and st ~= "c") or plan[i].expired then changed = true end
 end
-local rev
-if changed then
-  rev = redis.call("HINCRBY", K_META, "rev", 1)
-else
-  rev = tonumber(redis.call("HGET", K_META, "rev"))
-end
+local rev = tonumber(meta[13] or "0")
+if changed then rev = rev + 1 end
+-- Key and byte counters change by these deltas; one HSET of rev, n and b at the end
+-- replaces an HINCRBY per item (drop_entry's own HINCRBYs are overwritten by it: the
+-- absolute values below account for them, and nothing else runs in between).
+local d_keys, d_bytes = 0, 0
 local evicted = {}
 for _, v in ipairs(victims) do
   local ver = redis.call("HGET", v.ekey, "ver")
   drop_entry(v.name, v.ekey, v.hkey, v.size)
+  d_keys, d_bytes = d_keys - 1, d_bytes - v.size
   event("evict", v.name, ver)
   evicted[#evicted + 1] = v.name
 end
 
-local result = {}
+-- reply: what the client reads now; recs / vals: the compact op record kept for the
+-- dedupe window (per item: status and numbers; values only where the reply has them).
+local reply = { "ok", rev, 0, n_items }
+local recs, vals = {}, {}
 for i = 1, n_items do
   local p = plan[i]
   if p.expired then
     drop_entry(p.name, p.ekey, p.hkey, #p.expired.v)
+    d_keys, d_bytes = d_keys - 1, d_bytes - #p.expired.v
     event("expire", p.name, p.expired.ver)
   end
   local cur, out = p.cur, nil
@@ -276,6 +281,7 @@ for i = 1, n_items do
     out = { "c", cur.ver, cur.cr, cur.mr, cur.ct, cur.mt, cur.x, #cur.v, "", "" }
   elseif p.status == "d" then
     drop_entry(p.name, p.ekey, p.hkey, #cur.v)
+    d_keys, d_bytes = d_keys - 1, d_bytes - #cur.v
     event("delete", p.name, cur.ver)
     out = { "d", cur.ver, cur.cr, cur.mr, cur.ct, cur.mt, cur.x, #cur.v, "", "" }
   elseif p.status == "t" then
@@ -295,7 +301,7 @@ for i = 1, n_items do
       end
     else
       redis.call("ZADD", K_IDX, 0, p.name)
-      redis.call("HINCRBY", K_META, "n", 1)
+      d_keys = d_keys + 1
     end
     redis.call("HSET", p.ekey, "v", p.value, "f", p.fmt, "ver", ver, "cr", cr, "mr", rev,
       "ct", ct, "mt", now, "by", agent, "x", p.x)
@@ -310,7 +316,7 @@ for i = 1, n_items do
       redis.call("HDEL", p.ekey, "eo")
       redis.call("ZREM", K_EPH, eph_member(old_owner, "k", p.name))
     end
-    redis.call("HINCRBY", K_META, "b", #p.value - (cur and #cur.v or 0))
+    d_bytes = d_bytes + #p.value - (cur and #cur.v or 0)
     redis.call("ZADD", K_LRU, rev, p.name)
     if p.x > 0 then redis.call("ZADD", K_EXP, p.x, p.name) elseif cur and cur.x > 0 then
       redis.call("ZREM", K_EXP, p.name)
@@ -324,9 +330,24 @@ for i = 1, n_items do
     if p.computed or echo then vout, fout = p.value, p.fmt end
     out = { "w", ver, cr, rev, ct, now, p.x, #p.value, vout, fout }
   end
-  for _, x in ipairs(out) do result[#result + 1] = x end
+  local r = #reply
+  for j = 1, 10 do reply[r + j] = out[j] end
+  if out[1] == "w" then -- mr = rev and mt = now: the record's header has them
+    recs[i] = string.format("w %.0f %.0f %.0f %.0f %d", out[2], out[3], out[5], out[7], out[8])
+    if out[9] ~= "" then
+      vals[#vals + 1] = i
+      vals[#vals + 1] = out[9]
+      vals[#vals + 1] = out[10]
+    end
+  else
+    recs[i] = string.format("%s %.0f %.0f %.0f %.0f %.0f %.0f %d", out[1], out[2], out[3], out[4],
+      out[5], out[6], out[7], out[8])
+  end
 end
-publish_events(stream_maxlen, rev, agent, now)
+if changed then
+  redis.call("HSET", K_META, "rev", rev, "n", n_keys + d_keys, "b", n_bytes + d_bytes)
+end
+publish_events(stream_maxlen, rev, agent, now, events_cap)
 if eph_ms then
   local lease = redis.call("ZSCORE", K_LEASE, agent)
   if not lease or tonumber(lease) <= now then redis.call("ZADD", K_LEASE, now + eph_ms, agent) end
@@ -336,11 +357,29 @@ redis.call("HINCRBY", K_STATS, action, 1)
 if #evicted > 0 then redis.call("HINCRBY", K_STATS, "evicted", #evicted) end
 audit(audit_maxlen, agent, action, first_key, op_id, "ok", rev)
 
-local reply = { digest, rev, sweep_due(now), n_items }
-for _, x in ipairs(result) do reply[#reply + 1] = x end
+reply[3] = sweep_due(now)
 reply[#reply + 1] = #evicted
 for _, name in ipairs(evicted) do reply[#reply + 1] = name end
-local packed = pack(reply)
-redis.call("HSET", K_OPS, op_id, packed)
+
+-- The op record (decision 6), compact: "w1 <digest|-> <rev> <now> <n_items> <n_evicted>
+-- <n_values>|<item>|...|" then pack({i, value, fmt, ..., evicted names...}). A replay
+-- rebuilds the first reply from it (swarm_memory._ops.parse_op_record).
+local n_vals = #vals / 3
+for _, name in ipairs(evicted) do vals[#vals + 1] = name end
+local record = string.format("w1 %s %.0f %.0f %d %d %d|", digest == "" and "-" or digest, rev, now,
+  n_items, #evicted, n_vals) .. table.concat(recs, "|") .. "|"
+if #vals > 0 then record = record .. pack(vals) end
+
+-- The dedupe window's purge, amortized: every 8th revision drops up to 64 records past
+-- the window (8x the rate writes add them) instead of a range query on every write.
+-- Before this write's record is added, so a zero window cannot purge it.
+if rev % 8 == 0 then
+  local stale = redis.call("ZRANGEBYSCORE", K_OPST, "-inf", now - dedupe_ms, "LIMIT", 0, 64)
+  if #stale > 0 then
+    redis.call("HDEL", K_OPS, unpack(stale))
+    redis.call("ZREM", K_OPST, unpack(stale))
+  end
+end
+redis.call("HSET", K_OPS, op_id, record)
 redis.call("ZADD", K_OPST, now, op_id)
-return { "ok", packed }
+return reply

@@ -1,0 +1,123 @@
+"""Replays of an op id return the first outcome, field for field (DESIGN.md decision 6).
+
+The write script keeps a compact op record (numbers per item, values only where the
+first reply carried them) instead of the whole reply; these tests pin that a replay
+rebuilt from it equals what the first call returned, for every item status the script
+has (written, deleted, touched, absent, compared, evicted), and that the dedupe window
+is purged without losing records still inside it.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import pytest
+
+from swarm_memory import OpIdReused
+from swarm_memory._ops import _parse_packed_record, parse_op_record
+from swarm_memory.keys import NamespaceKeys
+
+
+@pytest.fixture
+def mem(env: Any) -> Any:
+    m = env.mem()
+    m.create_namespace("team", history=5)
+    return m
+
+
+@pytest.fixture
+def ns(mem: Any) -> Any:
+    return mem.namespace("team")
+
+
+def _twice(fn: Any) -> tuple[Any, Any]:
+    return fn(), fn()
+
+
+def test_replays_equal_the_first_outcome_for_every_write(ns: Any) -> None:
+    ns.put("old", {"v": 0})
+    ns.put("counter", 5)
+    cases = {
+        "put": lambda: ns.put("a", {"x": [1, 2.5, "é"]}, ttl=60, op_id="p"),
+        "put_many": lambda: ns.put_many({"b": 1, "c": None, "old": {"v": 1}}, op_id="pm"),
+        "create": lambda: ns.create("d", "claim", op_id="cr"),
+        "incr": lambda: ns.incr("counter", 7, op_id="in"),  # value computed by the server
+        "update": lambda: ns.update("old", lambda v: {"v": (v or {}).get("v", 0) + 1}, op_id="u"),
+        "delete": lambda: ns.delete("b", op_id="de"),
+        "delete_absent": lambda: ns.delete("nothing", op_id="da"),
+        "touch": lambda: ns.touch("a", 120, op_id="to"),
+        "touch_absent": lambda: ns.touch("nothing", 120, op_id="ta"),
+        "rollback": lambda: ns.rollback("old", to_version=1, op_id="rb"),
+    }
+    for name, call in cases.items():
+        first, again = _twice(call)
+        assert again == first, name
+    assert ns.get("counter").value == 12  # the replayed incr did not add twice
+
+
+def test_transaction_replay_with_compares(ns: Any) -> None:
+    ns.put("guard", 1)
+    ns.put("gone", 1)
+
+    def commit() -> Any:
+        tx = ns.transaction().check("guard", 1).check_absent("free").put("k", {"n": 1})
+        tx = tx.delete("gone")
+        return tx.commit(op_id="tx")
+
+    first, again = _twice(commit)
+    assert again == first
+    assert first.entries["gone"] is None and first.entries["k"].value == {"n": 1}
+
+
+def test_evicted_names_survive_the_replay(env: Any) -> None:
+    m = env.mem()
+    m.create_namespace("q", max_keys=2, over_quota="evict-oldest")
+    q = m.namespace("q")
+    q.put("k1", 1)
+    q.put("k2", 2)
+    first, again = _twice(lambda: q.put("k3", 3, op_id="ev"))
+    assert again == first
+    assert q.get("k1") is None and q.get("k3").value == 3
+    assert q.stats()["evicted"] == 1  # the replay evicted nothing more
+
+
+def test_an_op_id_of_another_script_is_not_a_write_outcome(ns: Any) -> None:
+    """A broadcast's op record ("<revision>") is not a write's: reusing its op id for a
+    put is a different request."""
+    ns.broadcast({"hello": 1}, op_id="shared")
+    with pytest.raises(OpIdReused):
+        ns.put("k", 1, op_id="shared")
+    assert ns.get("k") is None
+
+
+def test_dedupe_window_is_purged_but_keeps_recent_records(env: Any) -> None:
+    m = env.mem(dedupe_window=0.2)
+    m.create_namespace("w")
+    w = m.namespace("w")
+    ops = NamespaceKeys.of(env.prefix, "w").ops
+    old = [w.put(f"o{i}", i, op_id=f"old-{i}") for i in range(5)]
+    time.sleep(0.3)
+    for i in range(16):  # crosses at least one purge revision (every 8th)
+        w.put(f"n{i}", i, op_id=f"new-{i}")
+    held = {k.decode() for k in env.raw.hkeys(ops)}
+    assert not any(k.startswith("old-") for k in held), "records past the window are purged"
+    assert {f"new-{i}" for i in range(16)} <= held, "records inside the window are kept"
+    # Past the window an op id is forgotten: the same call is a new write.
+    assert w.put("o0", 0, op_id="old-0").version == old[0].version + 1
+
+
+def test_records_of_earlier_versions_still_replay() -> None:
+    """Op records written before the compact format (the whole packed reply) are read."""
+
+    def net(parts: list[bytes]) -> bytes:
+        return b"".join(b"%d:%s" % (len(p), p) for p in parts)
+
+    item = [b"w", b"3", b"2", b"9", b"1700000000000", b"1700000000500", b"0", b"4", b"", b""]
+    packed = net([b"ab" * 12, b"9", b"0", b"1", *item, b"1", b"victim"])
+    for parsed in (parse_op_record(packed, False), _parse_packed_record(packed, False)):
+        assert parsed is not None
+        assert (parsed.revision, parsed.digest, parsed.evicted) == (9, "ab" * 12, ["victim"])
+        assert parsed.items[0].status == "w" and parsed.items[0].fields == item
+    assert parse_op_record(b"17", False) is None  # a broadcast's record
+    assert parse_op_record(b"released", False) is None  # a lock release's record
