@@ -35,6 +35,12 @@ local function holder_index(rec, owner)
   return nil
 end
 
+local function not_owned_reply(rec)
+  local holder = ""
+  if rec.holders[1] then holder = rec.holders[1].agent end
+  return { "not_owned", holder }
+end
+
 local function busy_reply(rec)
   local newest = rec.holders[1]
   for _, h in ipairs(rec.holders) do if h.x > newest.x then newest = h end end
@@ -73,11 +79,7 @@ if action == "release" then
   if redis.call("HGET", K_OPS, op_id) then return { "ok" } end -- a replay: already released
   local rec = read_lock(name, now)
   local mine = holder_index(rec, owner)
-  if not mine then
-    local holder = ""
-    if rec.holders[1] then holder = rec.holders[1].agent end
-    return { "not_owned", holder }
-  end
+  if not mine then return not_owned_reply(rec) end
   table.remove(rec.holders, mine)
   write_lock(name, rec)
   redis.call("ZREM", K_EPH, eph_member(agent, "l", name))
@@ -92,11 +94,7 @@ if action == "extend" then
   local name, owner, ttl_ms = ARGV[5], ARGV[6], int_arg(ARGV[7], "ttl_ms")
   local rec = read_lock(name, now)
   local mine = holder_index(rec, owner)
-  if not mine then
-    local holder = ""
-    if rec.holders[1] then holder = rec.holders[1].agent end
-    return { "not_owned", holder }
-  end
+  if not mine then return not_owned_reply(rec) end
   rec.holders[mine].x = now + ttl_ms
   write_lock(name, rec)
   return { "ok", now + ttl_ms }

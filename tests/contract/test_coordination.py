@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from swarm_memory import ConflictError, InvalidInput, TransactionConflict
+from tests.support import drain
 
 
 @pytest.fixture
@@ -17,15 +18,6 @@ def mem(env):
 @pytest.fixture
 def ns(mem):
     return mem.namespace("team")
-
-
-def _drain(w, n, timeout=5.0):
-    out = []
-    for _ in range(n):
-        ev = w.get(timeout)
-        assert ev is not None, f"only {len(out)} of {n} events arrived: {out}"
-        out.append(ev)
-    return out
 
 
 # ------------------------------------------------------------------------ transactions
@@ -111,7 +103,7 @@ def test_ephemeral_entries_and_locks_go_with_the_lease(env, mem, ns):
     ns.sweep()  # (an active watcher's poll may already have run the sweeper)
     assert ns.get("claim-1") is None and ns.get("claim-2") is None
     assert ns.get("kept").value == 1 and ns.locks() == []
-    got = _drain(w, 5)
+    got = drain(w, 5)
     assert sorted((e.type, e.key) for e in got) == [
         ("agent_lost", None),
         ("expire", "claim-1"),

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from swarm_memory import EventsTrimmed, PermissionDenied
+from tests.support import drain
 
 
 @pytest.fixture
@@ -12,15 +13,6 @@ def mem(env):
     m = env.mem("planner", watch_poll=0.2)
     m.create_namespace("team", history=3, permissions={"reader": "read"})
     return m
-
-
-def _drain(w, n, timeout=5.0):
-    out = []
-    for _ in range(n):
-        ev = w.get(timeout)
-        assert ev is not None, f"only {len(out)} of {n} events arrived: {out}"
-        out.append(ev)
-    return out
 
 
 def test_watch_new_events_in_order_with_filters(env, mem):
@@ -32,7 +24,7 @@ def test_watch_new_events_in_order_with_filters(env, mem):
     ns.put_many({"task-2": 2, "other": 3, "task-3": 3})
     ns.delete("task-1")
     ns.broadcast({"msg": "hello"})
-    got = _drain(w, 5)
+    got = drain(w, 5)
     assert [(e.type, e.key) for e in got] == [
         ("put", "task-1"),
         ("put", "task-2"),
@@ -44,7 +36,7 @@ def test_watch_new_events_in_order_with_filters(env, mem):
     assert revs == sorted(revs) and got[1].revision == got[2].revision
     assert got[1].count == 3 and got[0].agent == "planner"
     assert w.get(0.2) is None  # "other" was filtered out
-    assert [(e.type, e.key) for e in _drain(kinds, 2)] == [
+    assert [(e.type, e.key) for e in drain(kinds, 2)] == [
         ("delete", "task-1"),
         ("broadcast", None),
     ]
@@ -57,7 +49,7 @@ def test_small_values_ride_in_events_large_ones_are_fetched(env, mem):
     w = ns.watch()
     ns.put("small", {"n": 123456789012345678})
     ns.put("large", "x" * 1000)
-    small, large = _drain(w, 2)
+    small, large = drain(w, 2)
     assert small.has_value and small.value == {"n": 123456789012345678}
     assert not large.has_value and large.value is None
     assert ns.get("large", version=large.version).value == "x" * 1000
@@ -70,17 +62,17 @@ def test_replay_from_a_revision_and_resume_from_a_cursor(env, mem):
     ns.put_many({"b": 1, "c": 1, "d": 1})
     ns.delete("a")
     everything = ns.watch(since=0)
-    got = _drain(everything, 6)
+    got = drain(everything, 6)
     assert [e.type for e in got] == ["ns_create", "put", "put", "put", "put", "delete"]
     everything.close()
     # Resume in the middle of the put_many revision: the rest of it, then what follows.
     second = got[3]
     assert (second.key, second.seq, second.count) == ("c", 1, 3)
     resumed = ns.watch(since=second.cursor)
-    assert [(e.type, e.key) for e in _drain(resumed, 2)] == [("put", "d"), ("delete", "a")]
+    assert [(e.type, e.key) for e in drain(resumed, 2)] == [("put", "d"), ("delete", "a")]
     resumed.close()
     after_rev = ns.watch(since=got[1].revision)  # everything after the revision of put a
-    assert [e.key for e in _drain(after_rev, 4)] == ["b", "c", "d", "a"]
+    assert [e.key for e in drain(after_rev, 4)] == ["b", "c", "d", "a"]
     after_rev.close()
 
 
@@ -100,7 +92,7 @@ def test_every_kind_of_change_is_an_event(env):
     ns.grant({"w": "write"})
     ns.revoke(["w"])
     mem.clear_namespace("life")
-    types = [e.type for e in _drain(w, 14)]
+    types = [e.type for e in drain(w, 14)]
     assert types == [
         "ns_create",
         "put",
@@ -130,7 +122,7 @@ def test_trimmed_cursor_raises_never_a_silent_gap(env):
         ns.watch(since=1)
     assert exc.value.requested == 2 and exc.value.oldest > 2
     recent = ns.watch(since=ns.info().revision - 2)
-    assert len(_drain(recent, 2)) == 2
+    assert len(drain(recent, 2)) == 2
     recent.close()
 
 
@@ -184,7 +176,7 @@ def test_snapshot_then_watch_misses_nothing(env, mem):
     assert {k: e.value for k, e in snap.entries.items()} == {"a": 1, "b": 2}
     ns.put("c", 3)
     w = ns.watch(since=snap.revision)
-    assert [e.key for e in _drain(w, 1)] == ["c"]
+    assert [e.key for e in drain(w, 1)] == ["c"]
     w.close()
 
 
@@ -228,7 +220,7 @@ def test_big_batches_arrive_through_the_stream_read(env, mem):
     ns = mem.namespace("team")
     w = ns.watch()
     ns.put_many({f"k{i:03d}": i for i in range(100)})
-    got = _drain(w, 100)
+    got = drain(w, 100)
     assert [e.key for e in got] == [f"k{i:03d}" for i in range(100)]
     assert {e.count for e in got} == {100} and [e.seq for e in got] == list(range(100))
     w.close()

@@ -16,6 +16,7 @@ from swarm_memory import (
     LockTimeout,
     PermissionDenied,
 )
+from tests.support import drain
 
 
 @pytest.fixture
@@ -28,15 +29,6 @@ def mem(env):
 @pytest.fixture
 def ns(mem):
     return mem.namespace("team")
-
-
-def _drain(w, n, timeout=5.0):
-    out = []
-    for _ in range(n):
-        ev = w.get(timeout)
-        assert ev is not None, f"only {len(out)} of {n} events arrived: {out}"
-        out.append(ev)
-    return out
 
 
 def test_tokens_strictly_increase_and_name_their_lock(ns):
@@ -224,7 +216,7 @@ def test_force_release_is_admin_only_and_an_event(mem, ns):
         worker.force_release("res")
     assert info.value.action == "lock_force" and info.value.required == "admin"
     assert ns.force_release("res") is True and ns.force_release("res") is False
-    (ev,) = _drain(w, 1)
+    (ev,) = drain(w, 1)
     assert (ev.type, ev.key, ev.agent) == ("unlock", "res", "planner")
     w.close()
 
