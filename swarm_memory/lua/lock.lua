@@ -26,7 +26,6 @@ if not needed then error("swarm_memory: unknown lock action " .. tostring(action
 local denied = deny_reply(agent, meta[2], LEVEL_RANK[needed], "lock_" .. action, ARGV[5], audit_maxlen)
 if denied then return denied end
 local now = now_ms()
-prune_locks(now, 8)
 
 local function holder_index(rec, owner)
   for j, h in ipairs(rec.holders) do
@@ -50,6 +49,7 @@ end
 if action == "acquire" then
   local name, owner = ARGV[5], ARGV[6]
   local ttl_ms, mode, lease_ms = int_arg(ARGV[7], "ttl_ms"), ARGV[8], opt_int(ARGV[9], "lease_ms")
+  prune_locks(now, 8) -- records of leases that ran out, a few per acquire: never a growing table
   local rec = read_lock(name, now)
   local mine = holder_index(rec, owner)
   if mine then

@@ -328,3 +328,15 @@ def test_a_release_wakes_a_waiter_at_once(env):
     waited = time.monotonic() - started
     assert 0.25 <= waited < 2.5, waited  # released at 0.3 s; a poll would take 5 s
     assert ns.locks()[0].holder == "worker"
+
+
+def test_records_of_lapsed_leases_are_pruned(env, ns):
+    for i in range(20):
+        ns.lock(f"tmp-{i}", ttl=0.1).acquire()  # never released
+    env.sleep(0.2)
+    for i in range(3):  # each acquire prunes a few lapsed records
+        ns.lock(f"live-{i}", ttl=5).acquire()
+    records = env.raw.hkeys(f"{env.prefix}:{{team}}:lockh")
+    assert sorted(records) == [b"live-0", b"live-1", b"live-2"]
+    assert env.raw.zcard(f"{env.prefix}:{{team}}:locks") == 3
+    assert [i.name for i in ns.locks()] == ["live-0", "live-1", "live-2"]
