@@ -37,13 +37,23 @@ class JsonCodec:
 
     name = JSON_FORMAT
 
+    # One encoder for every call: json.dumps with options builds a new JSONEncoder each
+    # time. Same options, same bytes.
+    _encoder = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+
     def encode(self, value: Any) -> bytes:
-        return json.dumps(value, ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode(
-            "utf-8"
-        )
+        return self._encoder.encode(value).encode("utf-8")
+
+    _decoder = json.JSONDecoder()
 
     def decode(self, data: bytes) -> Any:
-        return json.loads(data)
+        # Our encoder writes UTF-8 without a BOM: decode that directly (json.loads sniffs
+        # the encoding of every bytes value); anything else takes json.loads' own path,
+        # so the result (or the error) is exactly json.loads'.
+        try:
+            return self._decoder.decode(data.decode("utf-8"))
+        except (ValueError, AttributeError):  # UnicodeDecodeError is a ValueError
+            return json.loads(data)
 
 
 def check_depth(value: Any, max_depth: int) -> None:
@@ -52,20 +62,28 @@ def check_depth(value: Any, max_depth: int) -> None:
     Iterative, so a hostile million-deep list cannot hit Python's recursion limit here;
     it also catches cycles (a cycle is infinitely deep).
     """
-    stack: list[tuple[Any, int]] = [(value, 1)]
-    while stack:
-        item, depth = stack.pop()
-        if isinstance(item, Mapping):
-            children: Any = item.values()
-        elif isinstance(item, list | tuple):
-            children = item
-        else:
-            continue
+    # Level by level over containers only: scalars (most of a value) cost one type check.
+    level = [value] if _is_container(value) else []
+    depth = 1
+    while level:
         if depth > max_depth:
             raise InvalidValue(
                 f"value nests deeper than the limit of {max_depth}", field="value", value=depth
             )
-        stack.extend((child, depth + 1) for child in children)
+        below: list[Any] = []
+        for item in level:
+            for child in item.values() if isinstance(item, Mapping) else item:
+                if type(child) not in _SCALARS and _is_container(child):
+                    below.append(child)
+        level = below
+        depth += 1
+
+
+_SCALARS = frozenset({str, int, float, bool, type(None)})
+
+
+def _is_container(value: Any) -> bool:
+    return isinstance(value, Mapping | list | tuple)
 
 
 def _reject_non_finite(value: Any) -> None:

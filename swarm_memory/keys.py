@@ -10,6 +10,7 @@ from __future__ import annotations
 import re
 import unicodedata
 from dataclasses import dataclass
+from functools import lru_cache
 
 from swarm_memory.errors import InvalidName
 
@@ -58,6 +59,17 @@ def validate_key(key: object, max_bytes: int) -> str:
     Keys are any Unicode text of 1..``max_bytes`` UTF-8 bytes without control characters
     (NUL included), surrogates, or leading/trailing whitespace.
     """
+    # Fast path: printable ASCII has no control characters or surrogates, one byte per
+    # character, and its only whitespace is " ".
+    if (
+        type(key) is str
+        and key.isascii()
+        and key.isprintable()
+        and 0 < len(key) <= max_bytes
+        and key[0] != " "
+        and key[-1] != " "
+    ):
+        return key
     if not isinstance(key, str):
         raise InvalidName(f"key must be a str, not {type(key).__name__}", field="key", value=key)
     problem: str | None = None
@@ -82,7 +94,7 @@ class NamespaceKeys:
 
     @classmethod
     def of(cls, prefix: str, namespace: str) -> NamespaceKeys:
-        return cls(f"{prefix}:{{{namespace}}}:")
+        return _namespace_keys(prefix, namespace)
 
     @property
     def meta(self) -> str:  # hash: config, revision, counters (n keys, b bytes)
@@ -155,8 +167,12 @@ class NamespaceKeys:
         return self.base + "h:" + key
 
     def fixed(self) -> list[str]:
-        """The names every namespace script gets first, in the order the scripts expect."""
-        return [
+        """The names every namespace script gets first, in the order the scripts expect.
+        A fresh list (callers extend it) of names built once per namespace."""
+        return list(_fixed_names(self))
+
+    def _build_fixed(self) -> tuple[str, ...]:
+        return (
             self.meta,
             self.acl,
             self.stats,
@@ -173,7 +189,19 @@ class NamespaceKeys:
             self.locks,
             self.lock_records,
             self.lock_bell,
-        ]
+        )
+
+
+# Every call of every flow needs its namespace's names: build them once per namespace
+# (bounded, so a process touching many namespaces does not grow without limit).
+@lru_cache(maxsize=4096)
+def _namespace_keys(prefix: str, namespace: str) -> NamespaceKeys:
+    return NamespaceKeys(f"{prefix}:{{{namespace}}}:")
+
+
+@lru_cache(maxsize=4096)
+def _fixed_names(keys: NamespaceKeys) -> tuple[str, ...]:
+    return keys._build_fixed()
 
 
 @dataclass(frozen=True, slots=True)

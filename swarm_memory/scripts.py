@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cache
 from importlib import resources
 
@@ -42,21 +42,33 @@ class Signature:
                 fixed.append(token)
         return cls(tuple(fixed), tuple(groups))
 
+    # count -> accepts(count). Every script call is checked against its header; cached,
+    # the check is a dict lookup instead of a reachability table per call (put_many(100)
+    # spent 0.7 ms here). Bounded: counts are bounded by the batch limits.
+    _known: dict[int, bool] = field(default_factory=dict, compare=False, hash=False, repr=False)
+
     def accepts(self, count: int) -> bool:
-        rest = count - len(self.fixed)
-        if rest < 0:
-            return False
-        if not self.groups:
-            return rest == 0
-        if any(arity == 0 for _, arity in self.groups):
-            return True
-        # Is `rest` a sum of whole groups? (coin-change reachability; counts are small)
-        reachable = [True] + [False] * rest
-        for total in range(1, rest + 1):
-            reachable[total] = any(
-                arity <= total and reachable[total - arity] for _, arity in self.groups
+        known = self._known.get(count)
+        if known is None:
+            known = self._known[count] = _accepts(
+                len(self.fixed), tuple(a for _, a in self.groups), count
             )
-        return reachable[rest]
+        return known
+
+
+def _accepts(n_fixed: int, arities: tuple[int, ...], count: int) -> bool:
+    rest = count - n_fixed
+    if rest < 0:
+        return False
+    if not arities:
+        return rest == 0
+    if 0 in arities:
+        return True
+    # Is `rest` a sum of whole groups? (coin-change reachability; counts are small)
+    reachable = [True] + [False] * rest
+    for total in range(1, rest + 1):
+        reachable[total] = any(a <= total and reachable[total - a] for a in arities)
+    return reachable[rest]
 
 
 @dataclass(frozen=True, slots=True)
