@@ -13,6 +13,7 @@ import hashlib
 import math
 import os
 import random
+import time
 from collections.abc import Callable, Generator, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -847,19 +848,26 @@ def _batch_cas(
                 ) from exc
             fenced = fences.get(k) if fences else None
             items.append(Item("S", k, enc.data, enc.fmt, have, ttl_ms, new_value, fenced))
+        started = time.monotonic()
         try:
             result = yield from _write(ctx, items, action, op_id, echo=True, ephemeral=ephemeral)
         except errors.ConflictError as exc:
             if isinstance(exc, errors.VersionRequired) or pinned:
                 raise
             assert exc.key is not None
-            if s.update_backoff_max and attempt > 1:
-                # Back off, then re-read: the winner's entry from the conflict reply is
-                # stale after a sleep, and retrying against it starves the loser.
-                yield Sleep(random.uniform(0, s.update_backoff_max * min(1.0, attempt / 8)))
+            # The reply carries the winner: retry against it at once, no extra read.
+            # After repeated conflicts, a random pause breaks the contenders' lockstep: in
+            # units of this client's own attempt time, doubling per conflict, capped by
+            # update_backoff_max (a fixed 20 ms scale idled a loser for many attempt-times
+            # while the others wrote). After a pause the winner's entry is stale (retrying
+            # against it would lose every time: starvation), so re-read.
+            if s.update_backoff_max and attempt > 2:
+                took = time.monotonic() - started
+                cap = min(s.update_backoff_max, took * 2 ** min(attempt - 3, 10))
+                yield Sleep(random.uniform(0, cap))
                 current = yield from get_many(ctx, keys)
             else:
-                current[exc.key] = exc.current  # the reply carries the winner: no extra read
+                current[exc.key] = exc.current
             continue
         return {it.key: _item_entry(ctx, it, r) for it, r in zip(items, result.items, strict=True)}
     raise errors.RetryLimitExceeded(
