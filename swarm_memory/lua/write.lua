@@ -333,14 +333,14 @@ for i = 1, n_items do
   local r = #reply
   for j = 1, 10 do reply[r + j] = out[j] end
   if out[1] == "w" then -- mr = rev and mt = now: the record's header has them
-    recs[i] = string.format("w %.0f %.0f %.0f %.0f %d", out[2], out[3], out[5], out[7], out[8])
+    recs[i] = string.format("w %d %d %d %d %d", out[2], out[3], out[5], out[7], out[8])
     if out[9] ~= "" then
       vals[#vals + 1] = i
       vals[#vals + 1] = out[9]
       vals[#vals + 1] = out[10]
     end
   else
-    recs[i] = string.format("%s %.0f %.0f %.0f %.0f %.0f %.0f %d", out[1], out[2], out[3], out[4],
+    recs[i] = string.format("%s %d %d %d %d %d %d %d", out[1], out[2], out[3], out[4],
       out[5], out[6], out[7], out[8])
   end
 end
@@ -364,9 +364,11 @@ for _, name in ipairs(evicted) do reply[#reply + 1] = name end
 -- The op record (decision 6), compact: "w1 <digest|-> <rev> <now> <n_items> <n_evicted>
 -- <n_values>|<item>|...|" then pack({i, value, fmt, ..., evicted names...}). A replay
 -- rebuilds the first reply from it (swarm_memory._ops.parse_op_record).
+-- Every number in it is an integer below 2^53 (versions, revisions, ms, sizes): "%d"
+-- (a C long) prints them exactly, faster than itos's general path.
 local n_vals = #vals / 3
 for _, name in ipairs(evicted) do vals[#vals + 1] = name end
-local record = string.format("w1 %s %.0f %.0f %d %d %d|", digest == "" and "-" or digest, rev, now,
+local record = string.format("w1 %s %d %d %d %d %d|", digest == "" and "-" or digest, rev, now,
   n_items, #evicted, n_vals) .. table.concat(recs, "|") .. "|"
 if #vals > 0 then record = record .. pack(vals) end
 
