@@ -8,6 +8,7 @@ and at least every ``lock_poll`` seconds (a doorbell is only a hint, DESIGN.md d
 
 from __future__ import annotations
 
+import contextlib
 import time
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -15,6 +16,7 @@ from typing import Any
 
 from swarm_memory import errors
 from swarm_memory._ops import (
+    CallUser,
     Context,
     Flow,
     Item,
@@ -30,9 +32,11 @@ from swarm_memory._ops import (
     _s,
     _write,
     fence_arg,
+    get,
     lease_ms,
     new_op_id,
     op_id_arg,
+    put,
     ttl_arg,
     unpack,
     version_arg,
@@ -41,6 +45,7 @@ from swarm_memory.codec import JSON_FORMAT
 from swarm_memory.keys import PresenceKeys
 from swarm_memory.models import (
     AgentInfo,
+    Entry,
     FencingToken,
     LockHolder,
     LockInfo,
@@ -334,3 +339,48 @@ def commit(ctx: Context, plan: TxPlan, op_id: str | None = None) -> Flow[TxResul
         elif it.op == "D":
             entries[it.key] = None
     return TxResult(result.revision, entries)
+
+
+# ------------------------------------------------------------------------ single flight
+def _release_quietly(ctx: Context, st: LockState) -> Flow[None]:
+    # A lease that ran out meanwhile is fine here: the fenced put refused a late write.
+    with contextlib.suppress(errors.LockNotOwned):
+        yield from release(ctx, st)
+
+
+def get_or_set(
+    ctx: Context,
+    key: str,
+    factory: Any,
+    *,
+    ttl: Any,
+    lock_ttl: Any,
+    wait: object,
+) -> Flow[Entry]:
+    """The entry at ``key``; if absent, the one caller holding the lock named ``key``
+    runs ``factory()`` and writes its value fenced, while the others wait on that lock
+    and then read the result. A factory that raises writes nothing (its exception
+    propagates after the lock is released), so the next waiter tries."""
+    k = ctx.key(key)
+    if not callable(factory):
+        raise errors.InvalidInput("factory must be callable", field="factory", value=factory)
+    ttl_arg(ttl, ctx.settings)  # bad input fails before anything is sent
+    st_ttl, limit = lock_ttl_arg(lock_ttl, ctx), wait_arg(wait)
+    while True:
+        found = yield from get(ctx, k)
+        if found is not None:
+            return found
+        st = LockState(k, "x", st_ttl)
+        yield from acquire(ctx, st, limit)
+        try:
+            found = yield from get(ctx, k)  # the winner may have written it meanwhile
+            if found is None:
+                value = yield CallUser(factory)
+                found = yield from put(ctx, k, value, ttl=ttl, fence=st.token)
+        except GeneratorExit:
+            raise
+        except BaseException:
+            yield from _release_quietly(ctx, st)
+            raise
+        yield from _release_quietly(ctx, st)
+        return found

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import inspect
 import time
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -26,7 +27,7 @@ from tenacity import (
 )
 
 from swarm_memory import errors
-from swarm_memory._ops import Command, Flow, Listen, ScriptCall, Sleep, Unlisten, WaitBell
+from swarm_memory._ops import CallUser, Command, Flow, Listen, ScriptCall, Sleep, Unlisten, WaitBell
 from swarm_memory.settings import Settings
 
 if TYPE_CHECKING:
@@ -140,6 +141,19 @@ class SyncDriver(_Base):
                 except StopIteration as stop:
                     return stop.value  # type: ignore[no-any-return]
                 send, throw = None, None
+                if isinstance(effect, CallUser):
+                    try:
+                        send = effect.fn()
+                    except Exception as exc:
+                        throw = exc
+                    if inspect.iscoroutine(send):
+                        send.close()  # never run: say why instead of storing a coroutine
+                        send, throw = None, errors.InvalidInput(
+                            "the function returned a coroutine: use AsyncSwarmMemory for "
+                            "async functions",
+                            field="factory",
+                        )
+                    continue
                 try:
                     if isinstance(effect, Listen | WaitBell | Unlisten):
                         send = self._bell(effect, bells)
@@ -255,6 +269,14 @@ class AsyncDriver(_Base):
                 except StopIteration as stop:
                     return stop.value  # type: ignore[no-any-return]
                 send, throw = None, None
+                if isinstance(effect, CallUser):
+                    try:
+                        send = effect.fn()
+                        if inspect.isawaitable(send):
+                            send = await send
+                    except Exception as exc:
+                        throw = exc
+                    continue
                 try:
                     if isinstance(effect, Listen | WaitBell | Unlisten):
                         send = await self._bell(effect, bells)

@@ -92,7 +92,16 @@ class Unlisten:
     handle: Any
 
 
-Effect = ScriptCall | Command | Sleep | Listen | WaitBell | Unlisten
+@dataclass(frozen=True, slots=True)
+class CallUser:
+    """Call the caller's own function (a ``get_or_set`` factory): the driver calls it,
+    awaits it if it is a coroutine (async client), and throws whatever it raises back
+    into the flow, so the flow can clean up (release a lock) before it propagates."""
+
+    fn: Callable[[], Any]
+
+
+Effect = ScriptCall | Command | Sleep | Listen | WaitBell | Unlisten | CallUser
 Flow = Generator[Effect, Any, T]
 
 

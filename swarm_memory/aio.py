@@ -7,8 +7,6 @@ parameters.
 
 from __future__ import annotations
 
-import contextlib
-import inspect
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from datetime import datetime, timedelta
 from typing import Any
@@ -20,7 +18,7 @@ from swarm_memory._drive import AsyncDriver
 from swarm_memory._ops import Context, Resolver
 from swarm_memory._shell import HandleBase, MemoryBase, client_options, resolve_url
 from swarm_memory.codec import Codec
-from swarm_memory.errors import InvalidInput, LockNotOwned
+from swarm_memory.errors import InvalidInput
 from swarm_memory.events import (
     AsyncHub,
     AsyncSubscription,
@@ -546,26 +544,11 @@ class AsyncNamespace(HandleBase[AsyncSwarmMemory]):
         ``key``) computes ``factory()`` and writes it fenced while the others wait for its
         result. A factory that raises writes nothing and lets the next waiter try.
         Raises LockTimeout after ``wait`` seconds."""
-        if not callable(factory):
-            raise InvalidInput("factory must be callable", field="factory", value=factory)
-        while True:
-            found = await self.get(key)
-            if found is not None:
-                return found
-            lock = self.lock(key, ttl=lock_ttl, wait=wait)
-            await lock.acquire()
-            try:
-                found = await self.get(key)  # the winner may have written it meanwhile
-                if found is not None:
-                    return found
-                value = factory()
-                if inspect.isawaitable(value):
-                    value = await value
-                assert lock.token is not None
-                return await self.put(key, value, ttl=ttl, fence=lock.token)
-            finally:
-                with contextlib.suppress(LockNotOwned):
-                    await lock.release()
+        return await self._run(
+            _coord.get_or_set(
+                self._ctx, key, factory, ttl=ttl, lock_ttl=lock_ttl, wait=wait
+            )
+        )
 
     async def snapshot(self, pattern: str = "*") -> Snapshot:
         """Current entries + the revision to ``watch(since=...)`` from (see docs)."""

@@ -6,7 +6,6 @@ to the driver. The async twin lives in ``aio.py`` with the same names and signat
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from datetime import datetime, timedelta
 from typing import Any
@@ -18,7 +17,7 @@ from swarm_memory._drive import SyncDriver
 from swarm_memory._ops import Context, Resolver
 from swarm_memory._shell import HandleBase, MemoryBase, client_options, resolve_url
 from swarm_memory.codec import Codec
-from swarm_memory.errors import InvalidInput, LockNotOwned
+from swarm_memory.errors import InvalidInput
 from swarm_memory.events import OnError, Subscription, SyncHub, Watch, pattern_arg, types_arg
 from swarm_memory.inbox import Inbox
 from swarm_memory.lock import Lease, Lock, Transaction, beat_flow, lease_ttl_ms
@@ -539,24 +538,11 @@ class Namespace(HandleBase[SwarmMemory]):
         ``key``) computes ``factory()`` and writes it fenced while the others wait for its
         result. A factory that raises writes nothing and lets the next waiter try.
         Raises LockTimeout after ``wait`` seconds."""
-        if not callable(factory):
-            raise InvalidInput("factory must be callable", field="factory", value=factory)
-        while True:
-            found = self.get(key)
-            if found is not None:
-                return found
-            lock = self.lock(key, ttl=lock_ttl, wait=wait)
-            lock.acquire()
-            try:
-                found = self.get(key)  # the winner may have written it meanwhile
-                if found is not None:
-                    return found
-                value = factory()
-                assert lock.token is not None
-                return self.put(key, value, ttl=ttl, fence=lock.token)
-            finally:
-                with contextlib.suppress(LockNotOwned):
-                    lock.release()
+        return self._run(
+            _coord.get_or_set(
+                self._ctx, key, factory, ttl=ttl, lock_ttl=lock_ttl, wait=wait
+            )
+        )
 
     def snapshot(self, pattern: str = "*") -> Snapshot:
         """Current entries + the revision to ``watch(since=...)`` from (see docs)."""

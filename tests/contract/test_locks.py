@@ -340,3 +340,20 @@ def test_records_of_lapsed_leases_are_pruned(env, ns):
     assert sorted(records) == [b"live-0", b"live-1", b"live-2"]
     assert env.raw.zcard(f"{env.prefix}:{{team}}:locks") == 3
     assert [i.name for i in ns.locks()] == ["live-0", "live-1", "live-2"]
+
+
+def test_get_or_set_with_a_coroutine_factory(env, ns):
+    """The async client awaits a coroutine factory; the sync one cannot, and refuses the
+    coroutine as a value (nothing written, the lock released)."""
+
+    async def factory():
+        await asyncio.sleep(0.01)
+        return [1, 2]
+
+    if env.mode == "async":
+        assert ns.get_or_set("co", factory).value == [1, 2]
+        assert ns.get("co").value == [1, 2]
+    else:
+        with pytest.raises(InvalidInput):
+            ns.get_or_set("co", factory)
+        assert ns.get("co") is None and ns.locks() == []
