@@ -102,6 +102,16 @@ class _LockBase:
             except Exception:
                 log.exception("on_lost callback of lock %r raised", self.name)
 
+    def _renewal_failed(self, exc: errors.SwarmMemoryError) -> bool:
+        """After a failed renewal: True (stop renewing) once the lease is known lost —
+        refused by the store, or past its end by this process's clock; a transport error
+        before that is retried at the next tick."""
+        if isinstance(exc, errors.LockNotOwned) or time.monotonic() >= self._st.held_until:
+            self._mark_lost()
+            return True
+        log.warning("renewing lock %r failed (will retry): %s", self.name, exc)
+        return False
+
     def _ttl_ms(self, ttl: Any) -> int:
         return self._st.ttl_ms if ttl is None else _coord.lock_ttl_arg(ttl, self._ctx)
 
@@ -167,13 +177,8 @@ class Lock(_LockBase):
         while not self._stop.wait(period):
             try:
                 self._run(_coord.extend(self._ctx, self._st, self._st.ttl_ms))
-            except errors.LockNotOwned:
-                self._mark_lost()
-                return
             except errors.SwarmMemoryError as exc:
-                log.warning("renewing lock %r failed: %s", self.name, exc)
-                if time.monotonic() >= self._st.held_until:
-                    self._mark_lost()
+                if self._renewal_failed(exc):
                     return
 
     def __enter__(self) -> Lock:
@@ -237,13 +242,8 @@ class AsyncLock(_LockBase):
             await asyncio.sleep(period)
             try:
                 await self._run(_coord.extend(self._ctx, self._st, self._st.ttl_ms))
-            except errors.LockNotOwned:
-                self._mark_lost()
-                return
             except errors.SwarmMemoryError as exc:
-                log.warning("renewing lock %r failed: %s", self.name, exc)
-                if time.monotonic() >= self._st.held_until:
-                    self._mark_lost()
+                if self._renewal_failed(exc):
                     return
 
     async def __aenter__(self) -> AsyncLock:
