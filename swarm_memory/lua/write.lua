@@ -90,14 +90,17 @@ if require_lock then
   end
 end
 
--- A transaction reports every failed compare, not only the first.
+-- A transaction reports every failed compare, not only the first. The entries it reads
+-- here are kept for phase 1 (read once per script).
+local read_ahead = {}
 if action == "transaction" then
   local failed = {}
   for i = 1, n_items do
     local a = ARG0 + (i - 1) * ITEM_ARGS
     local expected = opt_int(ARGV[a + 5], "expected")
     if expected ~= nil then
-      local cur = read_entry(KEYS[N_FIXED + 2 * i - 1], now)
+      local cur, expired, stale = read_entry(KEYS[N_FIXED + 2 * i - 1], now)
+      read_ahead[i] = { cur, expired, stale }
       if (expected == 0 and cur) or (expected > 0 and (not cur or cur.ver ~= expected)) then
         failed[#failed + 1] = i
         for _, x in ipairs(entry_reply(cur)) do failed[#failed + 1] = x end
@@ -122,7 +125,12 @@ for i = 1, n_items do
   local expected, ttl_ms = opt_int(ARGV[a + 5], "expected"), opt_int(ARGV[a + 6], "ttl_ms")
   local ekey, hkey = KEYS[N_FIXED + 2 * i - 1], KEYS[N_FIXED + 2 * i]
   in_batch[name] = true
-  local cur, expired, stale_entry = read_entry(ekey, now)
+  local cur, expired, stale_entry
+  if read_ahead[i] then
+    cur, expired, stale_entry = read_ahead[i][1], read_ahead[i][2], read_ahead[i][3]
+  else
+    cur, expired, stale_entry = read_entry(ekey, now)
+  end
   local p = { op = op, name = name, ekey = ekey, hkey = hkey, cur = cur, expired = stale_entry }
 
   if expected ~= nil then
