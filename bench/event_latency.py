@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import math
 import os
 import platform
@@ -46,6 +45,7 @@ from typing import Any
 
 import redis
 
+from bench.harness import write_json
 from swarm_memory import AsyncSwarmMemory, SwarmMemory
 
 GOAL = "issue 3: write -> watcher p99 < 1 ms at 1-10 watchers, <= 1.2 ms at 50 watchers"
@@ -553,17 +553,6 @@ def pin_server(pid: int) -> str:
     return ",".join(map(str, sorted(others)))
 
 
-def _finite(obj: Any) -> Any:
-    """NaN (a run with no samples) as null, so the JSON stays standard."""
-    if isinstance(obj, float) and math.isnan(obj):
-        return None
-    if isinstance(obj, dict):
-        return {k: _finite(v) for k, v in obj.items()}
-    if isinstance(obj, list):
-        return [_finite(v) for v in obj]
-    return obj
-
-
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     args = parse_args(argv)
@@ -663,8 +652,7 @@ def main(argv: list[str] | None = None) -> int:
             "summary": {c: {str(n): row for n, row in rows.items()} for c, rows in summary.items()},
             "rounds": {c: {str(n): rs for n, rs in rows.items()} for c, rows in results.items()},
         }
-        with open(args.json, "w") as fh:
-            json.dump(_finite(out), fh, indent=2, allow_nan=False)
+        write_json(args.json, out, indent=2)
         print(f"\nwrote {args.json}")
     return 0
 

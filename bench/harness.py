@@ -11,15 +11,17 @@ median of those paired ratios with their min-max.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import math
 import os
 import statistics
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 
@@ -155,7 +157,36 @@ def timed(fn: Callable[[], Any], n: int) -> Sample:
     return Sample(time.perf_counter() - t0, n)
 
 
+async def timed_tasks(
+    task: Callable[[str, int], Awaitable[None]], keys: list[str], n: int
+) -> Sample:
+    """One asyncio task per key, ``task(key, count)`` each: one untimed call per task
+    first (so every task's connection is open), then ``n`` operations spread over them."""
+    await asyncio.gather(*(task(k, 1) for k in keys))
+    per = max(1, n // len(keys))
+    t0 = time.perf_counter()
+    await asyncio.gather(*(task(k, per) for k in keys))
+    return Sample(time.perf_counter() - t0, per * len(keys))
+
+
 # ----------------------------------------------------------------------------- output
+def write_json(path: str, doc: Any, *, indent: int = 1) -> None:
+    """Write ``doc`` as standard JSON: NaN (a run with no samples) becomes null."""
+
+    def finite(obj: Any) -> Any:
+        if isinstance(obj, float) and math.isnan(obj):
+            return None
+        if isinstance(obj, dict):
+            return {str(k): finite(v) for k, v in obj.items()}
+        if isinstance(obj, list | tuple):
+            return [finite(v) for v in obj]
+        return obj
+
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w") as fh:
+        json.dump(finite(doc), fh, indent=indent, allow_nan=False)
+
+
 def fmt_rate(x: float) -> str:
     if math.isnan(x):
         return "-"

@@ -27,7 +27,6 @@ test). ``--json PATH`` writes every number.
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import os
 import platform
@@ -52,6 +51,7 @@ from bench.harness import (
     spread,
     stderr,
     summarize,
+    write_json,
 )
 
 FAMILIES = ("single", "batch", "async", "contention", "locks", "events", "memory", "fake")
@@ -463,16 +463,6 @@ def environment(server_version: str, redis_cpus: str) -> dict[str, Any]:
     }
 
 
-def _finite(obj: Any) -> Any:
-    if isinstance(obj, float) and math.isnan(obj):
-        return None
-    if isinstance(obj, dict):
-        return {str(k): _finite(v) for k, v in obj.items()}
-    if isinstance(obj, list | tuple):
-        return [_finite(v) for v in obj]
-    return obj
-
-
 def main(argv: list[str] | None = None) -> int:
     a = parse_args(sys.argv[1:] if argv is None else argv)
     from bench.harness import affinity
@@ -552,9 +542,7 @@ def main(argv: list[str] | None = None) -> int:
             "goals": goals,
             **out,
         }
-        Path(a.json).parent.mkdir(parents=True, exist_ok=True)
-        with open(a.json, "w") as fh:
-            json.dump(_finite(doc), fh, indent=1, allow_nan=False)
+        write_json(a.json, doc)
         print(f"\nwrote {a.json}")
     return 0
 
