@@ -15,11 +15,10 @@ from __future__ import annotations
 
 import asyncio
 import json
-import time
 import uuid
 from typing import Any
 
-from bench.harness import Case, Ctx, Sample, encode, timed
+from bench.harness import Case, Ctx, Sample, encode, timed, timed_tasks
 
 # Compare-and-set on a hash's "ver" field, then XADD: returns {1, new_ver} or, on a
 # mismatch, {0, current_ver, current_value} (so a CAS loop needs no extra read).
@@ -184,11 +183,7 @@ def async_cases(ctx: Ctx) -> list[Case]:
         async def main(n: int) -> Sample:
             a = redis.asyncio.Redis.from_url(ctx.url)
             try:
-                await asyncio.gather(*(task(a, k, 1) for k in keys))  # connect all 50
-                per = max(1, n // len(keys))
-                t0 = time.perf_counter()
-                await asyncio.gather(*(task(a, k, per) for k in keys))
-                return Sample(time.perf_counter() - t0, per * len(keys))
+                return await timed_tasks(lambda k, count: task(a, k, count), keys, n)
             finally:
                 await a.aclose()
 

@@ -12,7 +12,7 @@ import time
 from typing import Any
 
 from bench.baselines import BATCH, TASKS
-from bench.harness import Case, Ctx, Sample, timed
+from bench.harness import Case, Ctx, Sample, timed, timed_tasks
 from swarm_memory import AsyncSwarmMemory, SwarmMemory
 
 NAMESPACE = "bench-core"
@@ -150,11 +150,7 @@ def async_cases(ctx: Ctx) -> list[Case]:
             amem = AsyncSwarmMemory.from_url(ctx.url, agent="bench")
             try:
                 ns = amem.namespace(NAMESPACE)
-                await asyncio.gather(*(task(ns, k, 1) for k in keys))  # connect all 50
-                per = max(1, n // len(keys))
-                t0 = time.perf_counter()
-                await asyncio.gather(*(task(ns, k, per) for k in keys))
-                return Sample(time.perf_counter() - t0, per * len(keys))
+                return await timed_tasks(lambda k, count: task(ns, k, count), keys, n)
             finally:
                 await amem.close()
 
