@@ -13,56 +13,46 @@ import json
 from collections.abc import Callable
 from typing import Any
 
-from bench.harness import Case, Ctx, encode, timed
+from bench.harness import Case, Ctx, Sample, encode, timed
 
 Log = Callable[[str], None]
 
 
+def _lock_cycles(label: str, get_lock: Callable[[], Any]) -> Callable[[int], Sample]:
+    """``n`` uncontended acquire + release cycles of the lock ``get_lock()`` returns."""
+
+    def cycle() -> None:
+        lk = get_lock()
+        if not lk.acquire(blocking=False):
+            raise RuntimeError(f"{label}: already held")
+        lk.release()
+
+    return lambda n: timed(cycle, n)
+
+
 def lock_cases(ctx: Ctx, log: Log) -> list[Case]:
     r = ctx.raw()
-    cases: list[Case] = []
     lock = r.lock(ctx.fresh("rpylock"), timeout=10)
-
-    def redis_py() -> None:
-        if not lock.acquire(blocking=False):
-            raise RuntimeError("redis-py Lock: already held")
-        lock.release()
-
-    cases.append(Case("peer.redis-py.Lock", lambda n: timed(redis_py, n), vs=("base.lock",)))
+    cases = [
+        Case("peer.redis-py.Lock", _lock_cycles("redis-py Lock", lambda: lock), vs=("base.lock",))
+    ]
     try:
         import redis_lock
     except ImportError:
         log("peer python-redis-lock: not installed (pip install python-redis-lock)")
     else:
         name = ctx.fresh("prl")
-
-        def prl() -> None:
-            lk = redis_lock.Lock(r, name, expire=10)
-            if not lk.acquire(blocking=False):
-                raise RuntimeError("python-redis-lock: already held")
-            lk.release()
-
-        cases.append(Case("peer.python-redis-lock", lambda n: timed(prl, n), vs=("base.lock",)))
+        # A new Lock object per cycle, as its users write it.
+        run = _lock_cycles("python-redis-lock", lambda: redis_lock.Lock(r, name, expire=10))
+        cases.append(Case("peer.python-redis-lock", run, vs=("base.lock",)))
     try:
         from pottery import Redlock
     except ImportError:
         log("peer pottery: not installed (pip install pottery)")
     else:
         redlock = Redlock(key=ctx.fresh("redlock"), masters={r}, auto_release_time=10)
-
-        def pottery_lock() -> None:
-            if not redlock.acquire(blocking=False):
-                raise RuntimeError("pottery Redlock: already held")
-            redlock.release()
-
-        cases.append(
-            Case(
-                "peer.pottery.Redlock",
-                lambda n: timed(pottery_lock, n),
-                vs=("base.lock",),
-                note="one master",
-            )
-        )
+        run = _lock_cycles("pottery Redlock", lambda: redlock)
+        cases.append(Case("peer.pottery.Redlock", run, vs=("base.lock",), note="one master"))
     cases[-1].close = r.close
     return cases
 
