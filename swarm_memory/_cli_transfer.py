@@ -28,6 +28,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from swarm_memory._cli_base import (
+    PAGE,
     CliError,
     ExitCode,
     chunks,
@@ -35,6 +36,7 @@ from swarm_memory._cli_base import (
     confirm,
     dumps,
     emit,
+    live_entries,
     output_option,
     parse_json,
     server_now_ms,
@@ -45,7 +47,6 @@ from swarm_memory.errors import ConflictError, NamespaceNotFound
 from swarm_memory.models import Entry
 
 FORMAT = "swarm-memory/export-v1"
-PAGE = 200
 CONFIG_FIELDS = (
     "default_permission",
     "strategy",
@@ -80,17 +81,6 @@ def _line(obj: dict[str, Any]) -> bytes:
     return (dumps(obj) + "\n").encode("utf-8")
 
 
-def _entries(ns: Namespace, pattern: str) -> Iterator[Entry]:
-    page: list[str] = []
-    for name in ns.keys(pattern):
-        page.append(name)
-        if len(page) == PAGE:
-            yield from (e for e in ns.get_many(page).values() if e is not None)
-            page = []
-    if page:
-        yield from (e for e in ns.get_many(page).values() if e is not None)
-
-
 @click.command("export")
 @click.argument("namespace")
 @click.argument("file", type=click.File("wb"), default="-")
@@ -116,7 +106,7 @@ def export_cmd(namespace: str, file: IO[bytes], pattern: str) -> None:
     }
     count = 0
     with progress(f"export {namespace}", info.keys) as advance:
-        for obj in _export_lines(header, _entries(ns, pattern), now_ms):
+        for obj in _export_lines(header, live_entries(ns, pattern), now_ms):
             data = _line(obj)
             digest.update(data)
             file.write(data)
@@ -211,7 +201,9 @@ def _target(memory: SwarmMemory, name: str, dump: Dump, create: bool, dry_run: b
     return True
 
 
-def _apply(ns: Namespace, mode: str, action: str, entry: dict[str, Any]) -> str:
+def _apply(
+    ns: Namespace, mode: str, action: str, entry: dict[str, Any], current: Entry | None
+) -> str:
     key, value, ttl = entry["key"], entry.get("value"), entry.get("ttl")
     try:
         if action == "create":
@@ -220,13 +212,13 @@ def _apply(ns: Namespace, mode: str, action: str, entry: dict[str, Any]) -> str:
             ns.put(key, value, expected_version=entry["version"], ttl=ttl)
         elif action == "overwrite":
             # An explicit version works under every strategy (first-wins, version, ...).
+            # Start from the version the plan read; a lost race carries the winner.
             for _ in range(5):
-                current = ns.get(key)
                 try:
                     ns.put(key, value, expected_version=current.version if current else 0, ttl=ttl)
                     break
-                except ConflictError:
-                    continue
+                except ConflictError as exc:
+                    current = exc.current
             else:
                 return "conflict"
         else:
@@ -293,7 +285,7 @@ def import_cmd(
         for entry, planned in zip(dump.entries, plan, strict=True):
             done = planned
             if planned in ("create", "write", "overwrite"):
-                done = _apply(ns, mode, planned, entry)
+                done = _apply(ns, mode, planned, entry, current.get(entry["key"]))
             outcome[done] += 1
             advance()
     emit(
