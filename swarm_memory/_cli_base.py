@@ -8,6 +8,7 @@ messages; every error is one line on stderr, and a URL is never printed with its
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import json
 import re
 import sys
@@ -23,7 +24,8 @@ from rich.console import Console, RenderableType
 from rich.table import Table
 
 from swarm_memory import errors
-from swarm_memory.client import SwarmMemory
+from swarm_memory.client import Namespace, SwarmMemory
+from swarm_memory.models import Entry
 from swarm_memory.settings import Settings
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -347,6 +349,17 @@ def ttl_left(expires_at: datetime | None, now_ms: int) -> float | None:
     if expires_at is None:
         return None
     return round(expires_at.timestamp() - now_ms / 1000, 3)
+
+
+PAGE = 200  # keys per get_many round trip
+
+
+def live_entries(ns: Namespace, pattern: str, limit: int | None = None) -> Iterator[Entry]:
+    """Entries of the keys matching ``pattern`` (at most ``limit``), one ``get_many`` per
+    page of names; keys deleted or expired between the listing and the read are left out."""
+    names = itertools.islice(ns.keys(pattern), limit)
+    while page := list(itertools.islice(names, PAGE)):
+        yield from (e for e in ns.get_many(page).values() if e is not None)
 
 
 def chunks(items: list[str], size: int) -> Iterator[list[str]]:

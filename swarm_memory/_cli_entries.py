@@ -10,12 +10,12 @@ import click
 from swarm_memory._cli_base import (
     CliError,
     ExitCode,
-    chunks,
     config,
     confirm,
     dumps,
     emit,
     jsonable,
+    live_entries,
     output_option,
     parse_json,
     server_now_ms,
@@ -132,29 +132,19 @@ def delete_cmd(
 def ls_cmd(*, namespace: str, pattern: str, limit: int) -> None:
     """List live keys matching a glob, with version, size and TTL."""
     memory = config().memory()
-    ns = memory.namespace(namespace)
-    names: list[str] = []
-    for name in ns.keys(pattern):
-        if len(names) >= limit:
-            break
-        names.append(name)
     now_ms = server_now_ms(memory)
-    rows: list[dict[str, Any]] = []
-    for page in chunks(names, 200):
-        for name, entry in ns.get_many(page).items():
-            if entry is None:  # deleted or expired since it was listed
-                continue
-            rows.append(
-                {
-                    "key": name,
-                    "version": entry.version,
-                    "size": entry.size,
-                    "updated_by": entry.updated_by,
-                    "updated_at": when(entry.updated_at),
-                    "ttl": ttl_left(entry.expires_at, now_ms),
-                    "value": entry.value,
-                }
-            )
+    rows = [
+        {
+            "key": entry.key,
+            "version": entry.version,
+            "size": entry.size,
+            "updated_by": entry.updated_by,
+            "updated_at": when(entry.updated_at),
+            "ttl": ttl_left(entry.expires_at, now_ms),
+            "value": entry.value,
+        }
+        for entry in live_entries(memory.namespace(namespace), pattern, limit)
+    ]
 
     def render() -> Any:
         cells = [
