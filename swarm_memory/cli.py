@@ -25,6 +25,7 @@ from swarm_memory._cli_base import (
     describe,
     exit_code_for,
     fail,
+    output_option,
     settings_problem,
 )
 from swarm_memory._cli_doctor import doctor_cmd
@@ -146,8 +147,8 @@ def exporter_cmd(args: tuple[str, ...]) -> None:
     help="Which embedded server to start when no URL is configured.",
 )
 @click.option("--timeout", type=float, default=120.0, show_default=True, help="Give up after.")
-@click.option("-o", "--output", type=click.Choice(["table", "json"]), default=None)
-def demo_cmd(*, agents: int, tasks: int, embedded: str, timeout: float, output: str | None) -> None:
+@output_option
+def demo_cmd(*, agents: int, tasks: int, embedded: str, timeout: float) -> None:
     """Run a swarm of agent processes on a shared task board and verify nothing was lost.
 
     With no Redis configured it starts an embedded one (redis-server on a free port if
@@ -162,7 +163,7 @@ def demo_cmd(*, agents: int, tasks: int, embedded: str, timeout: float, output: 
         url=url,
         embedded=embedded,
         timeout=timeout,
-        as_json=(output or cfg.output) == "json",
+        as_json=cfg.json,
         settings=cfg.settings,
     )
     if code:

@@ -31,7 +31,7 @@ from rich.live import Live
 from rich.progress_bar import ProgressBar
 from rich.table import Table
 
-from swarm_memory._cli_base import redact_url
+from swarm_memory._cli_base import ExitCode, redact_url
 from swarm_memory._demo_agent import AgentSpec, agent_main, answer, result_key, task_key
 from swarm_memory.client import Namespace, SwarmMemory
 from swarm_memory.models import Entry
@@ -39,7 +39,6 @@ from swarm_memory.settings import Settings
 from swarm_memory.testing import embedded_server
 
 PREFIX = "sm-demo"
-CHECK_FAILED = 7  # swarm_memory._cli_base.ExitCode.CHECK_FAILED
 
 
 @dataclass
@@ -328,7 +327,7 @@ def run(
             revision=revision,
             interactive=interactive,
         )
-    return 0 if ok else CHECK_FAILED
+    return int(ExitCode.OK if ok else ExitCode.CHECK_FAILED)
 
 
 def _print_summary(
