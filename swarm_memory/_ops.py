@@ -1096,10 +1096,10 @@ def sweep(ctx: Context, *, max_rounds: int = 1000) -> Flow[SweepResult]:
         reply = yield ScriptCall(load("sweep"), keys, [*args, *candidates], new_op_id())
         _common(ctx, reply, "sweep", "read", None)
         n = int(reply[1])
-        expired += [_s(x) for x in reply[2 : 2 + n]]
-        candidates = [_s(x) for x in reply[2 + n :]]
+        expired += [_s(x) for x in reply[3 : 3 + n]]
+        candidates = [_s(x) for x in reply[3 + n :]]
         if not candidates:
-            lost = yield from _reap(ctx, max_rounds)
+            lost = (yield from _reap(ctx, max_rounds)) if reply[2] else []
             return SweepResult(expired, more=False, lost_agents=lost)
     return SweepResult(expired, more=True)
 
@@ -1152,11 +1152,7 @@ def _config_fields(settings: Settings, options: Mapping[str, Any]) -> list[str]:
         elif name == "ttl":
             text = str(ttl_arg(value, settings) or 0)
         elif name == "require_lock":
-            if not isinstance(value, bool):
-                raise errors.InvalidInput(
-                    "require_lock must be True or False", field="require_lock", value=value
-                )
-            text = "1" if value else "0"
+            text = "1" if _bool_arg(value, "require_lock") else "0"
         elif name == "history":
             if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= 10_000:
                 raise errors.InvalidInput(

@@ -1,6 +1,6 @@
 --! keys: meta acl stats idx lru exp events audit ops opst bell lease eph locks lockh lbell +items(entry hist)
 --! args: agent audit_maxlen stream_maxlen batch +items(key)
---! returns: {"ok", n_expired, expired..., next_candidates...} | {"nons"} | {"denied", granted}
+--! returns: {"ok", n_expired, leases_due, expired..., next_candidates...} | {"nons"} | {"denied", granted}
 --
 -- The sweeper: removes entries whose expiry has passed from every index, with an
 -- "expire" event each (keyspace notifications are lossy and off by default, so expiry is
@@ -34,7 +34,9 @@ if #expired > 0 then
   redis.call("HINCRBY", K_STATS, "expired", #expired)
 end
 
-local reply = { "ok", #expired }
+-- leases_due: 1 when some agent's lease here ran out, so the caller runs the reaper
+-- (lua/reap.lua) next; 0 spares it that round trip.
+local reply = { "ok", #expired, math.floor(sweep_due(now) / 2) }
 for _, name in ipairs(expired) do reply[#reply + 1] = name end
 for _, name in ipairs(redis.call("ZRANGEBYSCORE", K_EXP, "-inf", now, "LIMIT", 0, batch)) do
   reply[#reply + 1] = name

@@ -162,3 +162,20 @@ def test_bad_lease_input(env, mem, ns):
     with pytest.raises(InvalidInput):
         ns.put("k", 1, ephemeral="yes")
     assert env.snapshot() == before
+
+
+def test_the_reaper_runs_only_when_a_lease_ran_out(env, mem, ns):
+    calls = []
+    mem.observe_scripts(lambda name, keys, args: calls.append(name))
+    ns.put("k", 1, ttl=0.05)
+    env.sleep(0.1)
+    calls.clear()
+    assert ns.sweep().expired == ["k"]
+    assert "reap" not in calls  # no lease is due: one round trip less
+    worker_mem = mem.as_agent("worker")
+    worker_mem.heartbeat(0.1)
+    worker_mem.namespace("team").put("e", 1, ephemeral=True)
+    env.sleep(0.2)
+    calls.clear()
+    assert ns.sweep().lost_agents == ["worker"]
+    assert "reap" in calls
