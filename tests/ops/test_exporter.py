@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import urllib.request
 import uuid
+from typing import Any
 
 import fakeredis
 import pytest
@@ -67,13 +68,20 @@ def check_namespace_series(samples) -> None:
     assert sample(samples, "swarm_memory_exporter_scrape_errors") == 0
 
 
-def test_collector_on_fakeredis():
-    client = fakeredis.FakeRedis(server=fakeredis.FakeServer())
-    populate(SwarmMemory.from_client(client, agent="admin"))
+def populated_scrape(client: Any, settings: Settings) -> dict[Any, float]:
+    """populate() through ``client``, then one scrape of a collector on the same client,
+    checked by check_namespace_series."""
+    populate(SwarmMemory.from_client(client, agent="admin", settings=settings))
     registry = CollectorRegistry()
-    registry.register(SwarmCollector(client, prefix="sm"))
+    registry.register(SwarmCollector(client, prefix=settings.key_prefix))
     samples = scrape(registry)
     check_namespace_series(samples)
+    return samples
+
+
+def test_collector_on_fakeredis():
+    client = fakeredis.FakeRedis(server=fakeredis.FakeServer())
+    samples = populated_scrape(client, Settings(key_prefix="sm"))
     # fakeredis has no INFO: health beyond PING is absent, not an error.
     assert ("swarm_memory_redis_memory_used_bytes", ()) not in samples
 
@@ -81,12 +89,7 @@ def test_collector_on_fakeredis():
 def test_collector_on_real_redis(redis_server: RedisServer):
     prefix = "x" + uuid.uuid4().hex[:10]
     client = redis_server.client()
-    settings = Settings(key_prefix=prefix)
-    populate(SwarmMemory.from_client(client, agent="admin", settings=settings))
-    registry = CollectorRegistry()
-    registry.register(SwarmCollector(client, prefix=prefix))
-    samples = scrape(registry)
-    check_namespace_series(samples)
+    samples = populated_scrape(client, Settings(key_prefix=prefix))
     assert sample(samples, "swarm_memory_redis_primaries") == 1
     assert sample(samples, "swarm_memory_redis_memory_used_bytes") > 100_000
     assert sample(samples, "swarm_memory_redis_memory_max_bytes") == 0  # the fixture's: unlimited
@@ -103,13 +106,8 @@ def test_collector_on_real_redis(redis_server: RedisServer):
 
 def test_collector_on_cluster(redis_cluster):
     prefix = "c" + uuid.uuid4().hex[:10]
-    client = redis.RedisCluster(host="127.0.0.1", port=redis_cluster.ports[0])
-    settings = Settings(key_prefix=prefix, cluster=True)
-    populate(SwarmMemory.from_client(client, agent="admin", settings=settings))
-    registry = CollectorRegistry()
-    registry.register(SwarmCollector(client, prefix=prefix))
-    samples = scrape(registry)
-    check_namespace_series(samples)
+    client = redis_cluster.client()
+    samples = populated_scrape(client, Settings(key_prefix=prefix, cluster=True))
     assert sample(samples, "swarm_memory_redis_primaries") == 3
     assert sample(samples, "swarm_memory_redis_maxmemory_policy", policy="noeviction") == 3
     client.close()
