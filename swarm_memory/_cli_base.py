@@ -212,11 +212,7 @@ class Config:
 
 def config() -> Config:
     """The Config of the running command, with its own ``-o`` applied."""
-    ctx = click.get_current_context()
-    cfg = ctx.find_object(Config)
-    if cfg is None:  # pragma: no cover - the root group always creates it
-        cfg = ctx.ensure_object(Config)
-    return cfg
+    return click.get_current_context().ensure_object(Config)
 
 
 def _set_output(ctx: click.Context, _param: click.Parameter, value: str | None) -> str | None:

@@ -112,9 +112,9 @@ def cli(
 ) -> None:
     """Shared memory for agent swarms on Redis. `swarm-memory demo` runs a swarm."""
     cfg = ctx.ensure_object(Config)
+    # A command's own -o is parsed after this callback runs, so it overrides this one.
     cfg.url, cfg.agent, cfg.prefix, cfg.cluster = url, agent, prefix, cluster
-    if cfg.output == "table":  # a command's own -o (parsed later) overrides this
-        cfg.output = output
+    cfg.output = output
 
 
 @cli.command(
