@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 EXACT = {"big": 123456789012345678901234567890, "f": 0.30000000000000004, "a": [], "o": {}}
 EXACT_TEXT = '{"big": 123456789012345678901234567890, "f": 0.30000000000000004, "a": [], "o": {}}'
 
@@ -82,3 +84,13 @@ def test_permission_denied_exit_4(run):
     assert "permission denied" in res.stderr and "'intruder'" in res.stderr
     res = run("--agent", "nobody", "ns", "clear", "locked", "--yes", code=4)
     assert "needs 'admin'" in res.stderr
+
+
+def test_output_format_from_env_or_either_side_of_the_command(run):
+    run("ns", "create", "team")
+    as_env = run("ns", "list", env={"SWARM_MEMORY_OUTPUT": "json"}).stdout
+    assert [n["name"] for n in json.loads(as_env)] == ["team"]
+    assert [n["name"] for n in json.loads(run("-o", "json", "ns", "list").stdout)] == ["team"]
+    # The command's own -o wins over the global one and over the variable.
+    out = run("-o", "json", "ns", "list", "-o", "table", env={"SWARM_MEMORY_OUTPUT": "json"})
+    assert "1 namespaces" in out.stdout and not out.stdout.lstrip().startswith("[")
