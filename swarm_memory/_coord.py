@@ -190,7 +190,9 @@ def force_release(ctx: Context, name: str) -> Flow[bool]:
     return int(reply[1]) > 0
 
 
-def _lock_info(name: str, record: bytes) -> LockInfo | None:
+def _lock_info(name: str, record: bytes, server_now: int) -> LockInfo | None:
+    """A lock record as LockInfo, holders whose lease ran out left out (a stored record
+    can still list them until its next write); None when nobody holds it."""
     if not record:
         return None
     f = unpack(record)
@@ -198,6 +200,7 @@ def _lock_info(name: str, record: bytes) -> LockInfo | None:
     holders = tuple(
         LockHolder(_s(f[j + 1]), int(f[j + 3]), ms_to_datetime(int(f[j + 2])))
         for j in range(1, len(f) - 3, 4)
+        if int(f[j + 2]) > server_now
     )
     if not holders:
         return None
@@ -209,15 +212,8 @@ def list_locks(ctx: Context, limit: int = 1000) -> Flow[list[LockInfo]]:
     """Locks held now (read permission), by name."""
     reply = yield from _lock_call(ctx, "list", [limit], None, None)
     server_now = int(reply[1])
-    out: list[LockInfo] = []
-    for j in range(2, len(reply), 2):
-        info = _lock_info(_s(reply[j]), reply[j + 1])
-        if info is None:
-            continue
-        live = tuple(h for h in info.holders if h.expires_at > ms_to_datetime(server_now))
-        if live:
-            out.append(info)
-    return sorted(out, key=lambda i: i.name)
+    infos = (_lock_info(_s(reply[j]), reply[j + 1], server_now) for j in range(2, len(reply), 2))
+    return sorted((i for i in infos if i is not None), key=lambda i: i.name)
 
 
 # ------------------------------------------------------------------------ agent leases

@@ -357,3 +357,14 @@ def test_get_or_set_with_a_coroutine_factory(env, ns):
         with pytest.raises(InvalidInput):
             ns.get_or_set("co", factory)
         assert ns.get("co") is None and ns.locks() == []
+
+
+def test_locks_lists_only_live_holders(env, mem, ns):
+    short = ns.lock("doc", ttl=0.1, mode="shared")
+    short.acquire()
+    long = mem.as_agent("worker").namespace("team").lock("doc", ttl=5, mode="shared")
+    long.acquire()
+    env.sleep(0.2)
+    (info,) = ns.locks()
+    assert [h.agent for h in info.holders] == ["worker"] and info.holder == "worker"
+    long.release()
