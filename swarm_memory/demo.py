@@ -170,20 +170,18 @@ def _verify(
     reports = board.reports
     acked_claims = {i: name for name, r in reports.items() for i in r["claimed_tasks"]}
     n_acked_claims = sum(len(r["claimed_tasks"]) for r in reports.values())
-    stored = {}
-    keys = [task_key(i) for i in range(tasks)]
-    results = [result_key(i) for i in range(tasks)]
-    for start in range(0, tasks, 500):
-        stored.update(ns.get_many(keys[start : start + 500]))
-        stored.update(ns.get_many(results[start : start + 500]))
+    names = [*map(task_key, range(tasks)), *map(result_key, range(tasks))]
+    names += ["counter:incr", "counter:update"]
+    stored: dict[str, Entry | None] = {}
+    for start in range(0, len(names), 1000):
+        stored.update(ns.get_many(names[start : start + 1000]))
     done = {i: stored[task_key(i)] for i in range(tasks)}
     done_by = {i: e.value.get("by") for i, e in done.items() if e and e.value["state"] == "done"}
     res = {i: stored[result_key(i)] for i in range(tasks)}
-    summary_entry = mem.namespace(findings_ns).get("summary")
+    incr, update = stored["counter:incr"], stored["counter:update"]
+    merged = mem.namespace(findings_ns).get_many(["summary", "agents"])
+    summary_entry, agents_entry = merged["summary"], merged["agents"]
     summary = summary_entry.value if summary_entry else {}
-    agents_entry = mem.namespace(findings_ns).get("agents")
-    incr = ns.get("counter:incr")
-    update = ns.get("counter:update")
     acked_incrs = sum(r["incrs"] for r in reports.values())
     acked_updates = sum(r["updates"] for r in reports.values())
     seen_ok = [r["seen"] == tasks and r["seen_events"] == tasks for r in reports.values()]
