@@ -40,6 +40,8 @@ def populate(mem: SwarmMemory) -> None:
     with pytest.raises(PermissionDenied):
         mem.as_agent("intruder").namespace("team").put("k9", 1)
     mem.create_namespace("empty")
+    for agent in ("scout", "builder"):
+        mem.as_agent(agent).heartbeat(ttl=60)
 
 
 def check_namespace_series(samples) -> None:
@@ -64,6 +66,8 @@ def check_namespace_series(samples) -> None:
     assert sample(samples, "swarm_memory_namespace_locks_held", namespace="team") == 0
     assert sample(samples, "swarm_memory_namespace_entries", namespace="empty") == 0
     assert ("swarm_memory_namespace_max_entries", (("namespace", "empty"),)) not in samples
+    assert sample(samples, "swarm_memory_agents_live") == 2
+    assert sample(samples, "swarm_memory_agents_known") == 2
     assert sample(samples, "swarm_memory_redis_up") == 1
     assert sample(samples, "swarm_memory_exporter_scrape_errors") == 0
 
