@@ -327,9 +327,14 @@ class SwarmCollector(Collector):
                     continue
                 self._namespace(fam, ns, part)
         try:
+            # Both presence keys share the {@presence} tag: one pipeline, one round trip.
             p = PresenceKeys.of(self.prefix)
-            fam.add("swarm_memory_agents_live", self.client.zcount(p.expiry, now + 1, "+inf"))
-            fam.add("swarm_memory_agents_known", self.client.hlen(p.seen))
+            pipe = self.client.pipeline(transaction=False)
+            pipe.zcount(p.expiry, now + 1, "+inf")
+            pipe.hlen(p.seen)
+            live, known = pipe.execute()
+            fam.add("swarm_memory_agents_live", live)
+            fam.add("swarm_memory_agents_known", known)
         except rexc.RedisError:
             errors += 1
         return errors
