@@ -213,3 +213,37 @@ async def _many(url: str, settings: Settings, metrics: ClientMetrics) -> None:
 
     await asyncio.gather(*(one(a) for a in range(1, 10_001)))
     await mem.close()
+
+
+def test_scrape_walks_the_registry_in_pages_and_never_scans(redis_server: RedisServer):
+    """README: the registry, never KEYS/SCAN; each page of namespaces in one pipeline."""
+    prefix = "p" + uuid.uuid4().hex[:10]
+    client = redis_server.client()
+    mem = SwarmMemory.from_client(client, agent="admin", settings=Settings(key_prefix=prefix))
+    for i in range(5):
+        mem.create_namespace(f"ns{i}")
+    collector = SwarmCollector(client, prefix=prefix, page=2)
+    pipelines = []
+    real_pipeline = client.pipeline
+
+    def counting_pipeline(*args: Any, **kwargs: Any) -> Any:
+        pipelines.append(real_pipeline(*args, **kwargs))
+        return pipelines[-1]
+
+    client.pipeline = counting_pipeline  # type: ignore[method-assign]
+    client.config_resetstat()
+    registry = CollectorRegistry()
+    registry.register(collector)
+    samples = scrape(registry)
+    client.pipeline = real_pipeline  # type: ignore[method-assign]
+    calls = {
+        name.removeprefix("cmdstat_"): int(stat["calls"])
+        for name, stat in client.info("commandstats").items()
+    }
+    assert sample(samples, "swarm_memory_namespaces") == 5
+    assert sample(samples, "swarm_memory_exporter_scrape_errors") == 0
+    assert "scan" not in calls and "keys" not in calls
+    assert calls["zrange"] == 3  # pages of 2, 2, 1
+    assert calls["hmget"] == 5  # one meta read per namespace
+    assert len(pipelines) == 3 + 1  # three namespace pages, one presence read
+    client.close()
