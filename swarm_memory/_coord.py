@@ -31,9 +31,9 @@ from swarm_memory._ops import (
     _opt,
     _s,
     _write,
+    bind_lease,
     fence_arg,
     get,
-    lease_ms,
     new_op_id,
     op_id_arg,
     put,
@@ -113,7 +113,7 @@ def acquire(ctx: Context, st: LockState, wait: float | None) -> Flow[FencingToke
     """Acquire or raise LockTimeout. Waiters wake on the lock doorbell, else poll."""
     st.owner = new_op_id()
     session = ctx.session
-    tie = _opt(lease_ms(ctx)) if session is not None and session.leased else ""
+    tie = _opt(bind_lease(ctx)) if session is not None and session.leased else ""
     deadline = None if wait is None else time.monotonic() + wait
     handle: Any = None
     while True:

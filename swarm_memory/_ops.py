@@ -127,12 +127,17 @@ class AgentSession:
     namespaces: set[str] = field(default_factory=set)
     leased: bool = False  # True once lease()/heartbeat() ran: new locks get tied to it
 
+    def ttl_ms(self) -> int:
+        return max(1, int(self.lease_ttl * 1000))
 
-def lease_ms(ctx: Context) -> int:
-    ttl = ctx.session.lease_ttl if ctx.session else ctx.settings.lease_ttl
-    if ctx.session is not None:
-        ctx.session.namespaces.add(ctx.namespace)
-    return max(1, int(ttl * 1000))
+
+def bind_lease(ctx: Context) -> int:
+    """The lease (ms) a write or lock of this call ties to the agent — and, as a side
+    effect, the namespace is recorded in the session so that heartbeats renew it there."""
+    if ctx.session is None:
+        return max(1, int(ctx.settings.lease_ttl * 1000))
+    ctx.session.namespaces.add(ctx.namespace)
+    return ctx.session.ttl_ms()
 
 
 @dataclass(frozen=True, slots=True)
@@ -530,7 +535,7 @@ def _write(
         "" if echo else request_digest(ctx.agent, action, items),
         "1" if echo else "0",
         s.event_value_max,
-        _opt(lease_ms(ctx)) if ephemeral else "",
+        _opt(bind_lease(ctx)) if ephemeral else "",
         sum(1 for it in items if it.fence),
     ]
     names = set()

@@ -363,7 +363,7 @@ def lease_ttl_ms(memory: Any, ttl: Any, namespaces: Iterable[str] | None) -> int
         session.lease_ttl = ms / 1000
     session.namespaces.update(names)
     session.leased = True
-    return max(1, int(session.lease_ttl * 1000))
+    return session.ttl_ms()
 
 
 class Lease:
