@@ -20,7 +20,7 @@ from typing import Any, TypeVar
 
 from swarm_memory import _coord, errors
 from swarm_memory._coord import LockState, TxPlan
-from swarm_memory._ops import Context, Flow, ttl_arg
+from swarm_memory._ops import AgentSession, Context, Flow, ttl_arg
 from swarm_memory.keys import validate_namespace
 from swarm_memory.models import FencingToken, TxResult, ms_to_datetime
 
@@ -327,7 +327,7 @@ class AsyncTransaction(_TxBase):
 def beat_flow(memory: Any, ttl_ms: int) -> Flow[int]:
     """One heartbeat: presence, then the lease in every namespace where this identity
     holds something tied to it. Returns the presence expiry (server ms)."""
-    session = memory._session
+    session: AgentSession = memory._session
     s = memory.settings
     expires = yield from _coord.presence_beat(
         s.key_prefix, memory.agent, ttl_ms, int(s.presence_retention * 1000)
@@ -352,7 +352,7 @@ def leave_flow(memory: Any) -> Flow[None]:
 
 def lease_ttl_ms(memory: Any, ttl: Any, namespaces: Iterable[str] | None) -> int:
     """Validate, record the identity's lease ttl and namespaces, and return ttl in ms."""
-    session = memory._session
+    session: AgentSession = memory._session
     ms = ttl_arg(ttl, memory.settings)
     if isinstance(namespaces, str):
         raise errors.InvalidInput(
