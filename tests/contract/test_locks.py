@@ -368,3 +368,31 @@ def test_locks_lists_only_live_holders(env, mem, ns):
     (info,) = ns.locks()
     assert [h.agent for h in info.holders] == ["worker"] and info.holder == "worker"
     long.release()
+
+
+def test_tokens_never_repeat_across_a_recreated_namespace(mem):
+    mem.create_namespace("again")
+    old = mem.namespace("again").lock("res", ttl=5)
+    old.acquire()
+    mem.delete_namespace("again")
+    mem.create_namespace("again")
+    ns = mem.namespace("again")
+    new = ns.lock("res", ttl=5)
+    new.acquire()
+    assert int(new.token) > int(old.token)
+    with pytest.raises(FencingError):  # the old incarnation's token fences nothing here
+        ns.put("k", 1, fence=old.token)
+    new.release()
+
+
+def test_lock_counters_in_stats(mem, ns):
+    lock = ns.lock("res", ttl=5)
+    lock.acquire()
+    with pytest.raises(LockTimeout):
+        mem.as_agent("worker").namespace("team").lock("res", ttl=5, wait=0).acquire()
+    lock.release()
+    with pytest.raises(FencingError):
+        ns.put("k", 1, fence=lock.token)
+    stats = ns.stats()
+    assert (stats["lock_acquire"], stats["lock_release"], stats["lock_busy"]) == (1, 1, 1)
+    assert stats["fence_rejected"] == 1
