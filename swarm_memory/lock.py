@@ -20,7 +20,7 @@ from typing import Any, TypeVar
 
 from swarm_memory import _coord, errors
 from swarm_memory._coord import LockState, TxPlan
-from swarm_memory._ops import AgentSession, Context, Flow, ttl_arg
+from swarm_memory._ops import AgentSession, Context, Flow, _bool_arg, ttl_arg
 from swarm_memory.keys import validate_namespace
 from swarm_memory.models import FencingToken, TxResult, ms_to_datetime
 
@@ -51,8 +51,7 @@ class _LockBase:
             raise errors.InvalidOption(
                 "mode must be 'exclusive' or 'shared'", field="mode", value=mode
             )
-        if not isinstance(renew, bool):
-            raise errors.InvalidInput("renew must be True or False", field="renew", value=renew)
+        _bool_arg(renew, "renew")
         if on_lost is not None and not callable(on_lost):
             raise errors.InvalidInput("on_lost must be callable", field="on_lost", value=on_lost)
         self._ctx = ctx
