@@ -332,9 +332,7 @@ class AsyncNamespace(HandleBase[AsyncSwarmMemory]):
         """True if an entry was deleted. Raises ConflictError on a version mismatch,
         FencingError if ``fence`` is not a held token."""
         return await self._run(
-            _ops.delete(
-                self._ctx, key, expected_version=expected_version, op_id=op_id, fence=fence
-            )
+            _ops.delete(self._ctx, key, expected_version=expected_version, op_id=op_id, fence=fence)
         )
 
     async def exists(self, key: str) -> bool:
@@ -391,9 +389,7 @@ class AsyncNamespace(HandleBase[AsyncSwarmMemory]):
     ) -> Entry:
         """Compare-and-set loop: ``fn(value or None)`` -> new value, retried on conflict
         up to ``settings.update_max_attempts``. Raises RetryLimitExceeded."""
-        return await self._run(
-            _ops.update(self._ctx, key, fn, ttl=ttl, op_id=op_id, fence=fence)
-        )
+        return await self._run(_ops.update(self._ctx, key, fn, ttl=ttl, op_id=op_id, fence=fence))
 
     async def incr(
         self,
@@ -405,9 +401,7 @@ class AsyncNamespace(HandleBase[AsyncSwarmMemory]):
         fence: int | None = None,
     ) -> int:
         """Atomic add, server-side. Raises NotAnInteger."""
-        return await self._run(
-            _ops.incr(self._ctx, key, amount, ttl=ttl, op_id=op_id, fence=fence)
-        )
+        return await self._run(_ops.incr(self._ctx, key, amount, ttl=ttl, op_id=op_id, fence=fence))
 
     async def touch(self, key: str, ttl: float | timedelta, *, op_id: str | None = None) -> bool:
         """New expiry from now; value and version unchanged. False if absent."""
@@ -545,9 +539,7 @@ class AsyncNamespace(HandleBase[AsyncSwarmMemory]):
         result. A factory that raises writes nothing and lets the next waiter try.
         Raises LockTimeout after ``wait`` seconds."""
         return await self._run(
-            _coord.get_or_set(
-                self._ctx, key, factory, ttl=ttl, lock_ttl=lock_ttl, wait=wait
-            )
+            _coord.get_or_set(self._ctx, key, factory, ttl=ttl, lock_ttl=lock_ttl, wait=wait)
         )
 
     async def snapshot(self, pattern: str = "*") -> Snapshot:

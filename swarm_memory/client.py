@@ -322,9 +322,7 @@ class Namespace(HandleBase[SwarmMemory]):
         """True if an entry was deleted. Raises ConflictError on a version mismatch,
         FencingError if ``fence`` is not a held token."""
         return self._run(
-            _ops.delete(
-                self._ctx, key, expected_version=expected_version, op_id=op_id, fence=fence
-            )
+            _ops.delete(self._ctx, key, expected_version=expected_version, op_id=op_id, fence=fence)
         )
 
     def exists(self, key: str) -> bool:
@@ -380,9 +378,7 @@ class Namespace(HandleBase[SwarmMemory]):
     ) -> Entry:
         """Compare-and-set loop: ``fn(value or None)`` -> new value, retried on conflict
         up to ``settings.update_max_attempts``. Raises RetryLimitExceeded."""
-        return self._run(
-            _ops.update(self._ctx, key, fn, ttl=ttl, op_id=op_id, fence=fence)
-        )
+        return self._run(_ops.update(self._ctx, key, fn, ttl=ttl, op_id=op_id, fence=fence))
 
     def incr(
         self,
@@ -394,9 +390,7 @@ class Namespace(HandleBase[SwarmMemory]):
         fence: int | None = None,
     ) -> int:
         """Atomic add, server-side. Raises NotAnInteger."""
-        return self._run(
-            _ops.incr(self._ctx, key, amount, ttl=ttl, op_id=op_id, fence=fence)
-        )
+        return self._run(_ops.incr(self._ctx, key, amount, ttl=ttl, op_id=op_id, fence=fence))
 
     def touch(self, key: str, ttl: float | timedelta, *, op_id: str | None = None) -> bool:
         """New expiry from now; value and version unchanged. False if absent."""
@@ -539,9 +533,7 @@ class Namespace(HandleBase[SwarmMemory]):
         result. A factory that raises writes nothing and lets the next waiter try.
         Raises LockTimeout after ``wait`` seconds."""
         return self._run(
-            _coord.get_or_set(
-                self._ctx, key, factory, ttl=ttl, lock_ttl=lock_ttl, wait=wait
-            )
+            _coord.get_or_set(self._ctx, key, factory, ttl=ttl, lock_ttl=lock_ttl, wait=wait)
         )
 
     def snapshot(self, pattern: str = "*") -> Snapshot:

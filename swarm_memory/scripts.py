@@ -87,7 +87,16 @@ class Script:
 
 
 SCRIPT_NAMES = (
-    "write", "read", "ns", "purge", "sweep", "events", "inbox", "lock", "reap", "presence",
+    "write",
+    "read",
+    "ns",
+    "purge",
+    "sweep",
+    "events",
+    "inbox",
+    "lock",
+    "reap",
+    "presence",
 )
 
 

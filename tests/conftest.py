@@ -23,6 +23,7 @@ import fakeredis
 import pytest
 import redis
 import redis.asyncio
+from redis.asyncio.retry import Retry as AsyncRetry
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
@@ -38,6 +39,8 @@ BACKENDS = [
 ]
 CLIENTS = ["sync", "async"]
 NO_RETRY = Retry(NoBackoff(), 0)
+# redis-py 8.2 warns when an asyncio client gets the sync Retry: each side gets its own.
+NO_ASYNC_RETRY = AsyncRetry(NoBackoff(), 0)
 
 
 @pytest.fixture(scope="session")
@@ -127,13 +130,15 @@ def env(request: pytest.FixtureRequest) -> Iterator[Env]:
         raw = redis.Redis(host="127.0.0.1", port=srv.port, retry=NO_RETRY)
 
         def make_async() -> Any:
-            return redis.asyncio.Redis(host="127.0.0.1", port=srv.port, retry=NO_RETRY)
+            return redis.asyncio.Redis(host="127.0.0.1", port=srv.port, retry=NO_ASYNC_RETRY)
     elif backend == "cluster":
         cl: RedisCluster = request.getfixturevalue("redis_cluster")
         raw = redis.RedisCluster(host="127.0.0.1", port=cl.ports[0], retry=NO_RETRY)
 
         def make_async() -> Any:
-            return redis.asyncio.RedisCluster(host="127.0.0.1", port=cl.ports[0], retry=NO_RETRY)
+            return redis.asyncio.RedisCluster(
+                host="127.0.0.1", port=cl.ports[0], retry=NO_ASYNC_RETRY
+            )
     else:
         raise ValueError(f"unknown backend {backend!r}")
     loop = asyncio.new_event_loop() if mode == "async" else None

@@ -10,6 +10,7 @@ import pytest
 import redis
 import redis.asyncio
 import redis.cluster
+from redis.asyncio.retry import Retry as AsyncRetry
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
@@ -291,7 +292,7 @@ def test_proxy_close_cuts_connections(server: RedisServer) -> None:
 async def test_proxy_drop_with_asyncio_client(server: RedisServer) -> None:
     direct = server.client()
     with FaultProxy("127.0.0.1", server.port) as proxy:
-        client = redis.asyncio.Redis.from_url(proxy.url, retry=_no_retry())
+        client = redis.asyncio.Redis.from_url(proxy.url, retry=AsyncRetry(NoBackoff(), 0))
         try:
             assert await client.ping() is True
             proxy.drop_next_reply()
