@@ -39,23 +39,66 @@ ScriptObserver = Callable[[str, list[str], list[Any]], None]
 _RETRYABLE = (rexc.ConnectionError, rexc.TimeoutError)
 
 
-def _final_error(effect: ScriptCall | Command, exc: BaseException) -> errors.SwarmMemoryError:
-    """Map a redis-py error that survived the retry policy."""
+def _failed_connecting(exc: BaseException) -> bool:
+    """True when ``exc`` was raised while a connection was being set up (connect, the
+    handshake, the pool's health check), so no byte of our command reached the server.
+
+    redis-py's exceptions do not say this, and their messages differ between versions;
+    the call path does: every supported redis-py (5.0 to 8.x, sync and asyncio, standalone
+    and cluster) sends a command only after ``get_connection``/``connect`` returned.
+    """
+    tb = exc.__traceback__
+    while tb is not None:
+        code = tb.tb_frame.f_code
+        module = tb.tb_frame.f_globals.get("__name__", "")
+        if code.co_name in _CONNECT_FRAMES and module.startswith("redis."):
+            return True
+        tb = tb.tb_next
+    return False
+
+
+_CONNECT_FRAMES = frozenset({"connect", "get_connection", "connect_check_health", "on_connect"})
+
+
+def _final_error(
+    effect: ScriptCall | Command, exc: BaseException, *, maybe_sent: bool = True
+) -> errors.SwarmMemoryError:
+    """Map a redis-py error that survived the retry policy. ``maybe_sent`` is False when
+    every attempt failed before its command could reach the server: a write that was
+    never sent was not applied, so it is "unreachable", not "outcome unknown"."""
     if isinstance(exc, rexc.AuthenticationError):
         return errors.TransportError(f"Redis refused the credentials: {exc}")
     if isinstance(exc, _RETRYABLE):
         op_id = effect.op_id if isinstance(effect, ScriptCall) else None
         is_write = op_id is not None or (isinstance(effect, Command) and effect.write)
-        if is_write and op_id is not None:
+        if is_write and maybe_sent and op_id is not None:
             return errors.OutcomeUnknown(
                 f"no reply from Redis after retries; the write may or may not be applied "
                 f"(retry with op_id={op_id!r} to learn its outcome): {exc}",
                 op_id=op_id,
             )
-        if is_write:
+        if is_write and maybe_sent:
             return errors.TransportError(f"Redis unreachable; write outcome unknown: {exc}")
+        if is_write:
+            return errors.TransportError(
+                f"Redis unreachable after retries; the write was not sent: {exc}"
+            )
         return errors.TransportError(f"Redis unreachable after retries: {exc}")
     return errors.ServerError(f"Redis refused the command: {exc}")
+
+
+class _Attempts:
+    """Whether any attempt of one effect may have reached the server (see
+    :func:`_failed_connecting`)."""
+
+    __slots__ = ("maybe_sent",)
+
+    def __init__(self) -> None:
+        self.maybe_sent = False
+
+    def failed(self, exc: BaseException) -> None:
+        if not _failed_connecting(exc):
+            self.maybe_sent = True
 
 
 def _call_name(effect: object) -> str:
@@ -127,6 +170,10 @@ class SyncDriver(_Base):
         super().__init__(settings)
         self._check_durable(client)
         self.client = client
+        # The same client, for the calls whose type hints differ between the redis-py
+        # versions we support (pubsub() and execute_command() are untyped before 8.2):
+        # one spelling that type-checks on all of them, without version-bound ignores.
+        self._untyped: Any = client
 
     def run(self, flow: Flow[T]) -> T:
         if self.metrics is not None:
@@ -148,10 +195,13 @@ class SyncDriver(_Base):
                         throw = exc
                     if inspect.iscoroutine(send):
                         send.close()  # never run: say why instead of storing a coroutine
-                        send, throw = None, errors.InvalidInput(
-                            "the function returned a coroutine: use AsyncSwarmMemory for "
-                            "async functions",
-                            field="factory",
+                        send, throw = (
+                            None,
+                            errors.InvalidInput(
+                                "the function returned a coroutine: use AsyncSwarmMemory for "
+                                "async functions",
+                                field="factory",
+                            ),
                         )
                     continue
                 try:
@@ -170,7 +220,7 @@ class SyncDriver(_Base):
         """Lock doorbells: a private pub/sub connection per waiting flow. Failures only
         turn the wait into a sleep: the flow polls, the doorbell is a hint."""
         if isinstance(effect, Listen):
-            handle = self.client.pubsub()  # type: ignore[no-untyped-call]
+            handle = self._untyped.pubsub()
             bells.append(handle)
             # On failure the waits below just sleep; the flow's attempts still poll.
             with contextlib.suppress(rexc.RedisError):
@@ -203,11 +253,13 @@ class SyncDriver(_Base):
             self._notify(effect)
             fn: Callable[[], Any] = lambda: self._script(effect)  # noqa: E731
         else:
-            fn = lambda: self.client.execute_command(*effect.args)  # type: ignore[no-untyped-call]  # noqa: E731
+            fn = lambda: self._untyped.execute_command(*effect.args)  # noqa: E731
+        attempts = _Attempts()
         try:
             try:
                 return fn()  # the fast path: no retry machinery unless the first try fails
-            except _RETRYABLE:
+            except _RETRYABLE as exc:
+                attempts.failed(exc)
                 if self.settings.retry_attempts <= 1:
                     raise
             kwargs = self._retry_kwargs()
@@ -216,9 +268,13 @@ class SyncDriver(_Base):
                 with attempt:
                     if self.metrics is not None:
                         self.metrics.count_retry(_call_name(effect))
-                    return fn()
+                    try:
+                        return fn()
+                    except _RETRYABLE as exc:
+                        attempts.failed(exc)
+                        raise
         except rexc.RedisError as exc:
-            raise _final_error(effect, exc) from exc
+            raise _final_error(effect, exc, maybe_sent=attempts.maybe_sent) from exc
         raise AssertionError("unreachable")  # pragma: no cover
 
     def _script(self, call: ScriptCall) -> Any:
@@ -325,10 +381,12 @@ class AsyncDriver(_Base):
             fn: Callable[[], Awaitable[Any]] = lambda: self._script(effect)  # noqa: E731
         else:
             fn = lambda: self.client.execute_command(*effect.args)  # noqa: E731
+        attempts = _Attempts()
         try:
             try:
                 return await fn()  # the fast path, as in SyncDriver.perform
-            except _RETRYABLE:
+            except _RETRYABLE as exc:
+                attempts.failed(exc)
                 if self.settings.retry_attempts <= 1:
                     raise
             kwargs = self._retry_kwargs()
@@ -337,9 +395,13 @@ class AsyncDriver(_Base):
                 with attempt:
                     if self.metrics is not None:
                         self.metrics.count_retry(_call_name(effect))
-                    return await fn()
+                    try:
+                        return await fn()
+                    except _RETRYABLE as exc:
+                        attempts.failed(exc)
+                        raise
         except rexc.RedisError as exc:
-            raise _final_error(effect, exc) from exc
+            raise _final_error(effect, exc, maybe_sent=attempts.maybe_sent) from exc
         raise AssertionError("unreachable")  # pragma: no cover
 
     async def _script(self, call: ScriptCall) -> Any:
