@@ -114,6 +114,16 @@ class _LockBase:
     def _ttl_ms(self, ttl: Any) -> int:
         return self._st.ttl_ms if ttl is None else _coord.lock_ttl_arg(ttl, self._ctx)
 
+    def _next_renewal_in(self, *, failed: bool = False) -> float:
+        """Seconds until the renewer's next extension. Due a third of the lease after the
+        last good one was *sent* (a fixed rate): waiting a third of the lease after its
+        reply instead added every slow round trip to the next wait, so under load the lease
+        ran out between renewals. After a failure, retry after a tenth of the lease."""
+        ttl = self._st.ttl_ms / 1000
+        if failed:
+            return ttl / 10
+        return max(0.0, self._st.held_until - ttl * 2 / 3 - time.monotonic())
+
 
 class Lock(_LockBase):
     """``with ns.lock("job", ttl=30) as lock: ns.put("out", v, fence=lock.token)``.
@@ -172,13 +182,16 @@ class Lock(_LockBase):
             thread.join()
 
     def _renew_loop(self) -> None:
-        period = self._st.ttl_ms / 3000
-        while not self._stop.wait(period):
+        delay = self._next_renewal_in()
+        while not self._stop.wait(delay):
             try:
                 self._run(_coord.extend(self._ctx, self._st, self._st.ttl_ms))
             except errors.SwarmMemoryError as exc:
                 if self._renewal_failed(exc):
                     return
+                delay = self._next_renewal_in(failed=True)
+            else:
+                delay = self._next_renewal_in()
 
     def __enter__(self) -> Lock:
         self.acquire()
@@ -236,14 +249,17 @@ class AsyncLock(_LockBase):
                 await task
 
     async def _renew_loop(self) -> None:
-        period = self._st.ttl_ms / 3000
+        delay = self._next_renewal_in()
         while True:
-            await asyncio.sleep(period)
+            await asyncio.sleep(delay)
             try:
                 await self._run(_coord.extend(self._ctx, self._st, self._st.ttl_ms))
             except errors.SwarmMemoryError as exc:
                 if self._renewal_failed(exc):
                     return
+                delay = self._next_renewal_in(failed=True)
+            else:
+                delay = self._next_renewal_in()
 
     async def __aenter__(self) -> AsyncLock:
         await self.acquire()

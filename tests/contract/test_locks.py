@@ -167,10 +167,16 @@ def test_extend_and_renew_keep_the_lease(env, ns):
     env.sleep(0.4)
     ns.put("x", 1, fence=lock.token)
     lock.release()
-    renewed = ns.lock("auto", ttl=0.3, renew=True)
+    # Renewed every third of the lease, so it outlives 1.5 leases only if renewed. A 0.3 s
+    # lease left the renewer 0.2 s of slack per renewal, less than a loaded 2-core machine
+    # can promise a thread (and each slow round trip used to delay the next renewal too:
+    # renewals now run at a fixed rate from their send time); 1 s leaves 0.67 s.
+    renewed = ns.lock("auto", ttl=1.0, renew=True)
     renewed.acquire()
-    env.sleep(0.8)
-    ns.put("y", 1, fence=renewed.token)  # still held: renewed every 0.1 s
+    first_expiry = renewed.expires_at
+    env.sleep(1.5)
+    ns.put("y", 1, fence=renewed.token)  # still held
+    assert renewed.expires_at > first_expiry
     assert not renewed.lost
     renewed.release()
 
