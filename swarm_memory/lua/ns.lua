@@ -27,10 +27,13 @@ if action == "create" then
     fields[#fields + 1] = ARGV[i + 1]
     i = i + 2
   end
-  -- lt: the fencing-token counter. It starts from the clock (x1000) so that tokens of a
-  -- deleted and re-created namespace never repeat those handed out before.
+  -- lt: the fencing-token counter. It starts from the clock in microseconds so that tokens
+  -- of a deleted and re-created namespace never repeat those handed out before: each token
+  -- took a script run of more than a microsecond, so the old incarnation issued fewer
+  -- tokens than microseconds passed since it was created. (Milliseconds x 1000 repeated
+  -- the first token when both creations fell in the same millisecond.)
   redis.call("HSET", K_META, "state", "live", "rev", 1, "n", 0, "b", 0, "ct", now, "cb", agent,
-    "lt", itos(now * 1000), unpack(fields))
+    "lt", itos(now_us()), unpack(fields))
   i = i + 1
   while i <= #ARGV do
     if not LEVEL_RANK[ARGV[i + 1]] then error("swarm_memory: unknown level " .. ARGV[i + 1]) end
