@@ -1206,20 +1206,18 @@ def create_namespace(
     from swarm_memory.keys import validate_agent  # noqa: PLC0415
 
     validate_namespace(ctx.namespace)
-    fields = _config_fields(
-        ctx.settings,
-        {
-            "default_permission": default_permission,
-            "strategy": strategy,
-            "ttl": ttl,
-            "max_keys": max_keys,
-            "max_bytes": max_bytes,
-            "history": history,
-            "over_quota": over_quota,
-            "max_events": max_events,
-            "require_lock": require_lock,
-        },
-    )
+    config = {
+        "default_permission": default_permission,
+        "strategy": strategy,
+        "ttl": ttl,
+        "max_keys": max_keys,
+        "max_bytes": max_bytes,
+        "history": history,
+        "over_quota": over_quota,
+        "max_events": max_events,
+        "require_lock": require_lock,
+    }
+    fields = _config_fields(ctx.settings, config)
     if strategy == "merge" and ctx.codec.codec.name != JSON_FORMAT:
         raise errors.InvalidOption(
             "the merge strategy needs the JSON codec", field="strategy", value=strategy
@@ -1256,7 +1254,39 @@ def create_namespace(
     # The registry lives outside the namespace slot, so it is a separate single-key
     # command (decision 1). ZADD NX is idempotent; create with exist_ok repairs it.
     yield Command(("ZADD", registry_key(ctx.settings.key_prefix), "NX", 0, ctx.namespace), True)
-    return (yield from namespace_info(ctx))
+    info = yield from namespace_info(ctx)
+    if reply[0] == b"exists":
+        _check_same_config(ctx, info, config, dict(zip(acl[::2], acl[1::2], strict=True)))
+    return info
+
+
+def _check_same_config(
+    ctx: Context, info: NamespaceInfo, config: Mapping[str, Any], acl: Mapping[str, str]
+) -> None:
+    """``exist_ok=True`` on an existing namespace: every requested setting must be the
+    stored one, or the caller would go on believing in settings (a read-only auditor, a
+    history depth) that are not there. Requested permissions are compared agent by agent;
+    grants made since creation to other agents are not a difference."""
+    stored = _config_fields(ctx.settings, {name: getattr(info, name) for name in config})
+    requested = _config_fields(ctx.settings, config)
+    differences: dict[str, tuple[Any, Any]] = {}
+    for i, name in enumerate(config):
+        if stored[2 * i + 1] != requested[2 * i + 1]:
+            differences[name] = (getattr(info, name), config[name])
+    for agent, level in acl.items():
+        have = info.permissions.get(agent)
+        if have != level:
+            differences[f"permissions[{agent!r}]"] = (have, level)
+    if differences:
+        listed = "; ".join(
+            f"{name} is {have!r}, requested {want!r}" for name, (have, want) in differences.items()
+        )
+        raise errors.NamespaceConfigMismatch(
+            f"namespace {ctx.namespace!r} exists with other settings: {listed}. Nothing was "
+            "changed; change settings with update_namespace() and permissions with grant()",
+            differences=differences,
+            **ctx.err(),
+        )
 
 
 def namespace_info(ctx: Context) -> Flow[NamespaceInfo]:

@@ -12,6 +12,7 @@ The tree (catch the base, or any branch)::
     ├── NamespaceError
     │   ├── NamespaceNotFound
     │   └── NamespaceExists
+    │       └── NamespaceConfigMismatch  exist_ok=True, but stored settings differ (.differences)
     ├── PermissionDenied                 .agent .namespace .action .required .granted
     │   └── LastAdminError               refusing to remove the last admin
     ├── ConflictError                    .current (Entry | None): the state that won
@@ -106,6 +107,21 @@ class NamespaceNotFound(NamespaceError):
 
 class NamespaceExists(NamespaceError):
     """``create_namespace`` without ``exist_ok`` found the namespace already there."""
+
+
+class NamespaceConfigMismatch(NamespaceExists):
+    """``create_namespace(..., exist_ok=True)`` found the namespace with other settings.
+
+    Nothing was changed: settings change only through ``update_namespace`` and
+    ``grant``/``revoke``. ``differences`` maps each differing field (``"history"``,
+    ``"permissions['auditor']"``, ...) to ``(stored, requested)``.
+    """
+
+    def __init__(
+        self, message: str, *, differences: dict[str, tuple[Any, Any]], **ctx: Any
+    ) -> None:
+        super().__init__(message, **ctx)
+        self.differences = differences
 
 
 class PermissionDenied(SwarmMemoryError):

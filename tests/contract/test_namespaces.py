@@ -4,7 +4,12 @@ from __future__ import annotations
 
 import pytest
 
-from swarm_memory import NamespaceExists, NamespaceNotFound, PermissionDenied
+from swarm_memory import (
+    NamespaceConfigMismatch,
+    NamespaceExists,
+    NamespaceNotFound,
+    PermissionDenied,
+)
 
 
 def test_create_info_and_exist_ok(env):
@@ -27,8 +32,44 @@ def test_create_info_and_exist_ok(env):
     with pytest.raises(NamespaceExists) as exc:
         mem.create_namespace("team")
     assert exc.value.namespace == "team"
-    again = mem.create_namespace("team", strategy="merge", exist_ok=True)
-    assert again.strategy == "first-wins"  # exist_ok never rewrites an existing config
+    same = dict(
+        default_permission="read",
+        permissions={"auditor": "read"},
+        strategy="first-wins",
+        ttl=60,
+        max_keys=10,
+        max_bytes=1000,
+        history=3,
+        over_quota="evict-oldest",
+    )
+    again = mem.create_namespace("team", **same, exist_ok=True)  # the same settings: fine
+    assert again.revision == info.revision and again.permissions == info.permissions
+
+
+def test_exist_ok_with_other_settings_raises_and_changes_nothing(env):
+    """The silent permission loss a new user hit: exist_ok=True used to return the stored
+    namespace, ignoring a requested read-only auditor whose writes then succeeded."""
+    mem = env.mem()
+    mem.create_namespace("team", permissions={"auditor": "write"}, history=0)
+    before = env.snapshot()
+    with pytest.raises(NamespaceConfigMismatch) as exc:
+        mem.create_namespace(
+            "team", permissions={"auditor": "read"}, history=10, strategy="merge", exist_ok=True
+        )
+    err = exc.value
+    assert isinstance(err, NamespaceExists) and err.namespace == "team"
+    assert err.differences == {
+        "strategy": ("latest-wins", "merge"),
+        "history": (0, 10),
+        "permissions['auditor']": ("write", "read"),
+    }
+    for field in ("strategy", "history", "permissions['auditor']", "update_namespace", "grant"):
+        assert field in str(err)
+    assert env.snapshot() == before  # nothing written
+    # Grants made later to other agents are not a difference; the requested ones are.
+    mem.namespace("team").grant({"worker": "read"})
+    info = mem.create_namespace("team", permissions={"auditor": "write"}, exist_ok=True)
+    assert info.permissions["worker"] == "read"
 
 
 def test_missing_namespace(env):
