@@ -125,13 +125,17 @@ class FaultProxy:
         for link in links:
             link.close()
 
-    def close(self) -> None:
-        """Stop listening and close every proxied connection. Safe to call twice."""
+    def stop_listening(self) -> None:
+        """Refuse new connections; the proxied ones stay up. Safe to call twice."""
         self._closing.set()
         with contextlib.suppress(OSError):
             self._listener.close()
         if self._accept_thread.is_alive():
             self._accept_thread.join(timeout=2)
+
+    def close(self) -> None:
+        """Stop listening and close every proxied connection. Safe to call twice."""
+        self.stop_listening()
         self.close_connections()
 
     def __enter__(self) -> Self:

@@ -23,7 +23,14 @@ import redis.asyncio
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-from swarm_memory import AsyncSwarmMemory, OpIdReused, OutcomeUnknown, Settings, SwarmMemory
+from swarm_memory import (
+    AsyncSwarmMemory,
+    OpIdReused,
+    OutcomeUnknown,
+    Settings,
+    SwarmMemory,
+    TransportError,
+)
 from swarm_memory.keys import NamespaceKeys
 from tests.faultproxy import FaultProxy
 from tests.servers import RedisServer
@@ -489,5 +496,54 @@ def test_replayed_update_reports_the_value_it_wrote(
             first.mod_revision,
         )
         assert ns.get("n").value == 11
+    finally:
+        mem.close()
+
+
+# ------------------------------------------------------- never sent: not OutcomeUnknown
+def test_refused_connection_is_unreachable_not_outcome_unknown() -> None:
+    """Nothing listens on the port: no byte of the write can have reached a server, so
+    the write was not applied — TransportError ("not sent"), never OutcomeUnknown."""
+    from tests.servers import free_port
+
+    url = f"redis://127.0.0.1:{free_port()}"
+    mem = SwarmMemory.from_url(url, agent="a", settings=_settings(_prefix(), retry_attempts=2))
+    try:
+        with pytest.raises(TransportError) as info:
+            mem.namespace(NS).put("k", 1, op_id="never-sent")
+        assert not isinstance(info.value, OutcomeUnknown)
+        assert "not sent" in info.value.message
+    finally:
+        mem.close()
+
+
+async def test_refused_connection_is_unreachable_not_outcome_unknown_async() -> None:
+    from tests.servers import free_port
+
+    url = f"redis://127.0.0.1:{free_port()}"
+    mem = AsyncSwarmMemory.from_url(url, agent="a", settings=_settings(_prefix()))
+    try:
+        with pytest.raises(TransportError) as info:
+            await mem.namespace(NS).incr("k")
+        assert not isinstance(info.value, OutcomeUnknown)
+    finally:
+        await mem.close()
+
+
+def test_sent_then_refused_stays_outcome_unknown(proxy: FaultProxy, raw: redis.Redis) -> None:
+    """The first attempt reached Redis (its reply was lost), the retries found the port
+    closed: the first one may have applied, so the outcome stays unknown."""
+    prefix = _prefix()
+    mem = SwarmMemory.from_url(proxy.url, agent="a", settings=_settings(prefix, retry_attempts=3))
+    try:
+        _warm_up(mem)
+        mem.create_namespace(NS)
+        ns = mem.namespace(NS)
+        proxy.stop_listening()  # the pooled connection stays; reconnects are refused
+        proxy.drop_next_reply("EVALSHA")  # the write reaches Redis, its reply is lost
+        with pytest.raises(OutcomeUnknown):
+            ns.put("k", 1)
+        assert proxy.dropped == 1
+        assert raw.exists(NamespaceKeys.of(prefix, NS).entry("k"))  # it was applied
     finally:
         mem.close()
