@@ -109,9 +109,7 @@ def swarm_memory_store(
     marker = request.node.get_closest_marker(_MARKER)
     if marker is not None:
         if marker.args:
-            raise pytest.UsageError(
-                f"{request.node.nodeid}: @pytest.mark.{_MARKER} takes keyword arguments only"
-            )
+            pytest.fail(f"@pytest.mark.{_MARKER} takes keyword arguments only", pytrace=False)
         overrides = dict(marker.kwargs)
     agent = overrides.pop("agent", None) or request.config.getini(_AGENT_INI) or DEFAULT_AGENT
     try:

@@ -166,16 +166,22 @@ def test_prefix(swarm_memory):
 @pytest.mark.swarm_memory(watch_poll=-1)
 def test_invalid(swarm_memory):
     pass
+
+
+@pytest.mark.swarm_memory("planner")
+def test_positional(swarm_memory):
+    pass
 """
     )
     result = project.run()
-    result.assert_outcomes(errors=3)
+    result.assert_outcomes(errors=4)
     result.stdout.fnmatch_lines(
         [
             "*@pytest.mark.swarm_memory: unknown Settings field(s): no_such_setting",
             "*@pytest.mark.swarm_memory: key_prefix is chosen per test*",
             "*@pytest.mark.swarm_memory: 1 validation error for Settings",
             "watch_poll",
+            "*@pytest.mark.swarm_memory takes keyword arguments only",
         ],
         consecutive=False,
     )
