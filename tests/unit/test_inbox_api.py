@@ -45,6 +45,7 @@ def test_inbox_keys_have_their_own_tag_that_no_namespace_can_take():
         "sm:{@inbox:alice}:ops",
         "sm:{@inbox:alice}:opst",
         "sm:{@inbox:alice}:bell",
+        "sm:{@inbox:alice}:meta",
     ]
     with pytest.raises(InvalidName):
         validate_namespace("@inbox:alice")
@@ -73,10 +74,11 @@ def test_receive_is_a_flow_that_polls_then_sleeps_until_a_message():
     assert isinstance(effects[0], ScriptCall) and effects[0].args[0] == "open"
     empty = [b"ok", b"0-0", [], [], []]
     sleeps = []
-    effect = flow.send([b"ok"])
+    effect = flow.send([b"ok", 0])  # no inbox yet: nothing to index
     for _ in range(4):
         assert isinstance(effect, ScriptCall) and effect.args[0] == "read"
-        assert effect.args[4:] == ["c1", 10, 30_000, "0-0"] and effect.op_id is None
+        assert effect.args[4:] == [604_800_000, "c1", 10, 30_000, "0-0"]  # retention first
+        assert effect.op_id is None
         effect = flow.send(empty)
         assert isinstance(effect, Sleep)
         sleeps.append(effect.seconds)
