@@ -219,11 +219,15 @@ def _call(
     return list(reply)
 
 
-def _corrupt(ctx: InboxContext, owner: str, problem: str) -> errors.ServerError:
-    """Data read back from Redis that does not parse: an error naming the inbox's stream
-    key, never an IndexError or KeyError from deep inside a parser."""
-    stream = InboxKeys.of(ctx.settings.key_prefix, owner).stream
-    return errors.ServerError(f"corrupt inbox data at {stream}: {problem}", key=stream)
+def _corrupt(
+    ctx: InboxContext, owner: str, problem: str, *, ops: bool = False
+) -> errors.ServerError:
+    """Data read back from Redis that does not parse: an error naming the inbox key it
+    came from (the stream, or the op records), never an IndexError or KeyError from deep
+    inside a parser."""
+    keys = InboxKeys.of(ctx.settings.key_prefix, owner)
+    key = keys.ops if ops else keys.stream
+    return errors.ServerError(f"corrupt inbox data at {key}: {problem}", key=key)
 
 
 def _message(ctx: InboxContext, owner: str, entry: list[Any], deliveries: int) -> Message:
@@ -243,7 +247,7 @@ def _message(ctx: InboxContext, owner: str, entry: list[Any], deliveries: int) -
             correlation_id=_s(f["cid"]) or None,
             deliveries=deliveries,
         )
-    except (KeyError, ValueError, TypeError, UnicodeDecodeError, errors.InvalidInput) as exc:
+    except (KeyError, ValueError, TypeError, OverflowError, errors.InvalidInput) as exc:
         raise _corrupt(ctx, owner, f"unreadable message {entry!r:.80}: {exc}") from None
     # The body decodes with the codec's own errors (a value that does not decode says so).
     return dataclasses.replace(msg, body=ctx.codec.decode(body, fmt))
@@ -305,7 +309,11 @@ def send(
             requested=length + 1,
             agent=ctx.agent,
         )
-    raw_id, raw_ms, first_digest = unpack(reply[1])
+    try:
+        raw_id, raw_ms, first_digest = unpack(reply[1])
+        sent_at = ms_to_datetime(int(raw_ms))
+    except (ValueError, TypeError, OverflowError) as exc:
+        raise _corrupt(ctx, to, f"unreadable op record {reply[1]!r:.80}", ops=True) from exc
     if reply[0] == b"dup" and _s(first_digest) != digest:
         raise errors.OpIdReused(
             f"op id {op!r} was already used for a different message to {to!r}",
@@ -317,7 +325,7 @@ def send(
         sender=ctx.agent,
         to=to,
         body=message,
-        sent_at=ms_to_datetime(int(raw_ms)),
+        sent_at=sent_at,
         reply_to=rt or None,
         correlation_id=cid or None,
         deliveries=0,
@@ -485,7 +493,7 @@ def _info(ctx: InboxContext, owner: str) -> Flow[InboxInfo | None]:
             last_active=ms_to_datetime(active_ms) if active_ms else None,
             expires_at=ms_to_datetime(expires_ms) if expires_ms else None,
         )
-    except (ValueError, TypeError) as exc:
+    except (ValueError, TypeError, OverflowError) as exc:
         raise _corrupt(ctx, owner, f"unreadable inbox info {reply!r:.80}: {exc}") from None
 
 
