@@ -9,24 +9,53 @@ Delivery: a message is handed to one consumer of the owner's group and stays pen
 until acknowledged. If it is not acknowledged within ``idle`` seconds (the consumer
 died or stalled), the next read of any consumer of that inbox takes it over and
 delivers it again (``Message.deliveries`` counts). Acknowledging deletes it.
+
+Lifecycle: only a send creates an inbox's keys; each send, read or ack restarts their
+retention clock (``Settings.inbox_retention``), and the owner may delete them at once.
+Listing walks an index of owners (``keys.inbox_index_key``), a sorted set outside every
+inbox's slot: no script can update it with the inbox (decision 1), so these flows keep
+it with single-key commands, ordered so that an inbox that exists is never left out:
+
+* a send that created the inbox adds its owner *after* the script (so the entry cannot
+  be removed between the two by a delete or a listing that saw no inbox yet);
+* whoever removes an entry (a delete, or a listing that found the inbox gone: expired)
+  removes it and *then* looks again, and puts it back if a send re-created the inbox
+  meanwhile; so a send racing a removal either lands after the removal or is seen;
+* the owner's ``inbox()`` adds its owner if the inbox exists: that repairs a client
+  dying between a send's script and its index update (and indexes inboxes made by an
+  earlier version).
+
+The index may hold owners whose inbox expired; a listing removes those on the page it
+reads (bounded work per page), and never reports them.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import math
 import os
 import secrets
 import socket
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
 from swarm_memory import errors
-from swarm_memory._ops import Flow, ScriptCall, Sleep, _s, new_op_id, op_id_arg, unpack
+from swarm_memory._ops import (
+    Command,
+    Flow,
+    ScriptCall,
+    Sleep,
+    _s,
+    new_op_id,
+    op_id_arg,
+    unpack,
+)
 from swarm_memory.codec import ValueCodec
-from swarm_memory.keys import InboxKeys, validate_agent
-from swarm_memory.models import Message, ms_to_datetime
+from swarm_memory.keys import InboxKeys, inbox_index_key, validate_agent
+from swarm_memory.models import InboxInfo, Message, ms_to_datetime
 from swarm_memory.scripts import load
 from swarm_memory.settings import Settings
 
@@ -54,6 +83,16 @@ class InboxContext:
 
     def keys(self, owner: str) -> list[str]:
         return InboxKeys.of(self.settings.key_prefix, owner).fixed()
+
+    @property
+    def index(self) -> str:
+        return inbox_index_key(self.settings.key_prefix)
+
+    @property
+    def retention_ms(self) -> int:
+        """``inbox_retention`` for the script: whole ms, 0 = keep forever."""
+        retention = self.settings.inbox_retention
+        return 0 if retention is None else max(1, round(retention * 1000))
 
 
 @dataclass(slots=True)
@@ -153,6 +192,9 @@ def _digest(data: bytes, *parts: str) -> str:
 
 
 # ------------------------------------------------------------------------------- calls
+_DENIED_ACTION = {"ack": "inbox_ack", "delete": "inbox_delete"}  # else inbox_read
+
+
 def _call(
     ctx: InboxContext,
     owner: str,
@@ -160,10 +202,12 @@ def _call(
     extra: list[str | bytes | int],
     op_id: str | None = None,
 ) -> Flow[list[Any]]:
-    args: list[str | bytes | int] = [action, ctx.agent, owner, GROUP, *extra]
+    args: list[str | bytes | int] = [action, ctx.agent, owner, GROUP, ctx.retention_ms, *extra]
     reply = yield ScriptCall(load("inbox"), ctx.keys(owner), args, op_id)
+    if not isinstance(reply, list) or not reply:
+        raise _corrupt(ctx, owner, f"the inbox script answered {reply!r:.80}")
     if reply[0] == b"denied":
-        what = "inbox_ack" if action == "ack" else "inbox_read"
+        what = _DENIED_ACTION.get(action, "inbox_read")
         raise errors.PermissionDenied(
             f"agent {ctx.agent!r} may not {what.split('_')[1]} the inbox of {owner!r}: "
             "only its owner may",
@@ -175,26 +219,52 @@ def _call(
     return list(reply)
 
 
+def _corrupt(
+    ctx: InboxContext, owner: str, problem: str, *, ops: bool = False
+) -> errors.ServerError:
+    """Data read back from Redis that does not parse: an error naming the inbox key it
+    came from (the stream, or the op records), never an IndexError or KeyError from deep
+    inside a parser."""
+    keys = InboxKeys.of(ctx.settings.key_prefix, owner)
+    key = keys.ops if ops else keys.stream
+    return errors.ServerError(f"corrupt inbox data at {key}: {problem}", key=key)
+
+
 def _message(ctx: InboxContext, owner: str, entry: list[Any], deliveries: int) -> Message:
-    raw_id, raw_fields = entry
-    f = {_s(raw_fields[i]): raw_fields[i + 1] for i in range(0, len(raw_fields), 2)}
-    return Message(
-        id=_s(raw_id),
-        sender=_s(f["from"]),
-        to=owner,
-        body=ctx.codec.decode(f["d"], _s(f["f"])),
-        sent_at=ms_to_datetime(int(f["ms"])),
-        reply_to=_s(f["rt"]) or None,
-        correlation_id=_s(f["cid"]) or None,
-        deliveries=deliveries,
-    )
+    try:
+        raw_id, raw_fields = entry
+        if len(raw_fields) % 2 or len(raw_fields) > 32:
+            raise ValueError("odd or oversized field list")
+        f = {_s(raw_fields[i]): raw_fields[i + 1] for i in range(0, len(raw_fields), 2)}
+        body, fmt = f["d"], _s(f["f"])
+        msg = Message(
+            id=_message_id(_s(raw_id)),
+            sender=_s(f["from"]),
+            to=owner,
+            body=None,
+            sent_at=ms_to_datetime(int(f["ms"])),
+            reply_to=_s(f["rt"]) or None,
+            correlation_id=_s(f["cid"]) or None,
+            deliveries=deliveries,
+        )
+    except (KeyError, ValueError, TypeError, OverflowError, errors.InvalidInput) as exc:
+        raise _corrupt(ctx, owner, f"unreadable message {entry!r:.80}: {exc}") from None
+    # The body decodes with the codec's own errors (a value that does not decode says so).
+    return dataclasses.replace(msg, body=ctx.codec.decode(body, fmt))
+
+
+def _index_owner(ctx: InboxContext, owner: str) -> Flow[None]:
+    yield Command(("ZADD", ctx.index, 0, owner), True)
 
 
 def open_inbox(ctx: InboxContext, state: InboxState) -> Flow[None]:
-    """Check that the caller owns the inbox and make its group (once per state)."""
+    """Check that the caller owns the inbox and forget its idle consumers (once per
+    state). Creates nothing; an inbox that exists is (re)added to the index."""
     if not state.opened:
-        yield from _call(ctx, state.owner, "open", [CONSUMER_GC_MS])
+        reply = yield from _call(ctx, state.owner, "open", [CONSUMER_GC_MS])
         state.opened = True
+        if reply[1:] == [1]:
+            yield from _index_owner(ctx, state.owner)
 
 
 def send(
@@ -225,6 +295,10 @@ def send(
         digest,
     ]
     reply = yield from _call(ctx, to, "send", extra, op)
+    if reply[0] == b"ok" and reply[2:] == [1]:
+        # This send made the inbox: list it. After the script, never before (module
+        # docstring). If this fails, the send stands; the owner's inbox() repairs it.
+        yield from _index_owner(ctx, to)
     if reply[0] == b"full":
         length = int(reply[1])
         raise errors.QuotaExceeded(
@@ -235,7 +309,11 @@ def send(
             requested=length + 1,
             agent=ctx.agent,
         )
-    raw_id, raw_ms, first_digest = unpack(reply[1])
+    try:
+        raw_id, raw_ms, first_digest = unpack(reply[1])
+        sent_at = ms_to_datetime(int(raw_ms))
+    except (ValueError, TypeError, OverflowError) as exc:
+        raise _corrupt(ctx, to, f"unreadable op record {reply[1]!r:.80}", ops=True) from exc
     if reply[0] == b"dup" and _s(first_digest) != digest:
         raise errors.OpIdReused(
             f"op id {op!r} was already used for a different message to {to!r}",
@@ -247,7 +325,7 @@ def send(
         sender=ctx.agent,
         to=to,
         body=message,
-        sent_at=ms_to_datetime(int(raw_ms)),
+        sent_at=sent_at,
         reply_to=rt or None,
         correlation_id=cid or None,
         deliveries=0,
@@ -396,3 +474,82 @@ def request(
             wait = waiter.next_wait()
             if wait is not None:
                 yield Sleep(wait)
+
+
+# ------------------------------------------------------------------------- lifecycle
+def _info(ctx: InboxContext, owner: str) -> Flow[InboxInfo | None]:
+    reply = yield from _call(ctx, owner, "info", [])
+    if reply == [b"none"]:
+        return None
+    try:
+        tag, length, pending, active, expires = reply
+        if tag != b"ok":
+            raise ValueError(f"unexpected reply tag {tag!r}")
+        active_ms, expires_ms = int(active or 0), int(expires)
+        return InboxInfo(
+            owner=owner,
+            length=int(length),
+            pending=int(pending),
+            last_active=ms_to_datetime(active_ms) if active_ms else None,
+            expires_at=ms_to_datetime(expires_ms) if expires_ms else None,
+        )
+    except (ValueError, TypeError, OverflowError) as exc:
+        raise _corrupt(ctx, owner, f"unreadable inbox info {reply!r:.80}: {exc}") from None
+
+
+def inbox_info(ctx: InboxContext, owner: str | None) -> Flow[InboxInfo | None]:
+    """Counters of ``owner``'s inbox (default: the caller's); None if it has none.
+    Anyone may look: it shows no message."""
+    return (yield from _info(ctx, validate_agent(owner if owner is not None else ctx.agent)))
+
+
+def _unindex(ctx: InboxContext, owner: str) -> Flow[InboxInfo | None]:
+    """Remove ``owner`` from the index, then look again: a send that re-created the
+    inbox meanwhile may have indexed it before the removal, so put it back. Returns
+    the inbox if it exists after all."""
+    yield Command(("ZREM", ctx.index, owner), True)
+    again = yield from _info(ctx, owner)
+    if again is not None:
+        yield from _index_owner(ctx, owner)
+    return again
+
+
+def inbox_page(ctx: InboxContext, after: str | None) -> Flow[tuple[list[InboxInfo], str | None]]:
+    """One page of inboxes by owner name, after ``after``; and the cursor of the next page
+    (None at the end). One ``info`` call per indexed owner; owners whose inbox is gone
+    (expired) leave the index here. Never KEYS or SCAN."""
+    size = ctx.settings.page_size
+    start = "-" if after is None else "(" + after
+    names = yield Command(("ZRANGEBYLEX", ctx.index, start, "+", "LIMIT", 0, size))
+    if not isinstance(names, list) or len(names) > size:
+        raise errors.ServerError(f"unreadable reply from {ctx.index}", key=ctx.index)
+    infos: list[InboxInfo] = []
+    for raw in names:
+        try:
+            owner = validate_agent(_s(raw))
+        except (errors.InvalidName, UnicodeDecodeError):
+            raise errors.ServerError(
+                f"corrupt inbox index {ctx.index}: member {raw!r:.80} is not an agent name",
+                key=ctx.index,
+            ) from None
+        info = yield from _info(ctx, owner)
+        if info is None:
+            info = yield from _unindex(ctx, owner)
+        if info is not None:
+            infos.append(info)
+    return infos, (_s(names[-1]) if len(names) == size else None)
+
+
+def delete_inbox(ctx: InboxContext, owner: str | None, states: Iterable[InboxState]) -> Flow[bool]:
+    """Delete ``owner``'s inbox (default: the caller's) with every message in it, and
+    unlist it; only its owner may (PermissionDenied). True if it existed. Buffers of the
+    caller's consumers (``states``) are emptied: their messages are gone."""
+    target = validate_agent(owner if owner is not None else ctx.agent)
+    reply = yield from _call(ctx, target, "delete", [])
+    for state in states:
+        if state.owner == target:
+            state.buffer.clear()
+            state.cursor = "0-0"
+            state.opened = False
+    yield from _unindex(ctx, target)
+    return reply[1:2] == [1]

@@ -35,6 +35,7 @@ from swarm_memory.models import (
     AuditRecord,
     Entry,
     Event,
+    InboxInfo,
     LockInfo,
     LockMode,
     Message,
@@ -211,6 +212,30 @@ class AsyncSwarmMemory(MemoryBase[AsyncDriver]):
         """Send ``message`` to ``to.reply_to`` with ``to``'s correlation id (its id if it
         has none). Raises InvalidInput if ``to`` asks for no reply."""
         return await self._driver.run(_inbox.reply(self._inbox_ctx(), to, message, op_id=op_id))
+
+    async def inboxes(self) -> AsyncIterator[InboxInfo]:
+        """Every inbox, by owner name, with its counters (no messages; anyone may list),
+        fetched page by page from an index (never KEYS/SCAN). Expired inboxes are left
+        out and unlisted as the pages are read."""
+        after: str | None = None
+        while True:
+            infos, after = await self._driver.run(_inbox.inbox_page(self._inbox_ctx(), after))
+            for info in infos:
+                yield info
+            if after is None:
+                return
+
+    async def inbox_info(self, owner: str | None = None) -> InboxInfo | None:
+        """Counters of ``owner``'s inbox (default: this agent's); None if it has none.
+        Raises InvalidName."""
+        return await self._driver.run(_inbox.inbox_info(self._inbox_ctx(), owner))
+
+    async def delete_inbox(self, owner: str | None = None) -> bool:
+        """Delete ``owner``'s inbox (default: this agent's) with every message in it;
+        True if it existed. Only the owner may: raises PermissionDenied
+        (``action="inbox_delete"``), InvalidName."""
+        flow = _inbox.delete_inbox(self._inbox_ctx(), owner, self._inbox_states.values())
+        return await self._driver.run(flow)
 
     # ------------------------------------------------------------------ agents
     async def heartbeat(

@@ -31,6 +31,7 @@ from swarm_memory._cli_base import (
 from swarm_memory._cli_doctor import doctor_cmd
 from swarm_memory._cli_entries import delete_cmd, get_cmd, history_cmd, ls_cmd, put_cmd
 from swarm_memory._cli_events import agents_cmd, audit_cmd, locks_cmd, stats_cmd, watch_cmd
+from swarm_memory._cli_inbox import inbox_group
 from swarm_memory._cli_ns import ns_group
 from swarm_memory._cli_transfer import export_cmd, import_cmd
 
@@ -185,6 +186,7 @@ for _command in (
     export_cmd,
     import_cmd,
     doctor_cmd,
+    inbox_group,
 ):
     cli.add_command(_command)
 

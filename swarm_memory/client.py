@@ -27,6 +27,7 @@ from swarm_memory.models import (
     AuditRecord,
     Entry,
     Event,
+    InboxInfo,
     LockInfo,
     LockMode,
     Message,
@@ -201,6 +202,29 @@ class SwarmMemory(MemoryBase[SyncDriver]):
         """Send ``message`` to ``to.reply_to`` with ``to``'s correlation id (its id if it
         has none). Raises InvalidInput if ``to`` asks for no reply."""
         return self._driver.run(_inbox.reply(self._inbox_ctx(), to, message, op_id=op_id))
+
+    def inboxes(self) -> Iterator[InboxInfo]:
+        """Every inbox, by owner name, with its counters (no messages; anyone may list),
+        fetched page by page from an index (never KEYS/SCAN). Expired inboxes are left
+        out and unlisted as the pages are read."""
+        after: str | None = None
+        while True:
+            infos, after = self._driver.run(_inbox.inbox_page(self._inbox_ctx(), after))
+            yield from infos
+            if after is None:
+                return
+
+    def inbox_info(self, owner: str | None = None) -> InboxInfo | None:
+        """Counters of ``owner``'s inbox (default: this agent's); None if it has none.
+        Raises InvalidName."""
+        return self._driver.run(_inbox.inbox_info(self._inbox_ctx(), owner))
+
+    def delete_inbox(self, owner: str | None = None) -> bool:
+        """Delete ``owner``'s inbox (default: this agent's) with every message in it;
+        True if it existed. Only the owner may: raises PermissionDenied
+        (``action="inbox_delete"``), InvalidName."""
+        flow = _inbox.delete_inbox(self._inbox_ctx(), owner, self._inbox_states.values())
+        return self._driver.run(flow)
 
     # ------------------------------------------------------------------ agents
     def heartbeat(

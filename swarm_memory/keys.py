@@ -234,9 +234,17 @@ class InboxKeys:
     def bell(self) -> str:  # shard channel (not a key): rung on every send
         return self.base + "bell"
 
+    @property
+    def meta(self) -> str:  # hash: ct (created ms), at (last activity ms)
+        return self.base + "meta"
+
     def fixed(self) -> list[str]:
         """The names the inbox script gets, in the order it expects."""
-        return [self.stream, self.ops, self.ops_time, self.bell]
+        return [self.stream, self.ops, self.ops_time, self.bell, self.meta]
+
+    def owned(self) -> list[str]:
+        """Every key of the inbox (what deleting or expiring it removes)."""
+        return [self.stream, self.ops, self.ops_time, self.meta]
 
 
 @dataclass(frozen=True, slots=True)
@@ -260,6 +268,12 @@ class PresenceKeys:
 
     def fixed(self) -> list[str]:
         return [self.expiry, self.seen]
+
+
+def inbox_index_key(prefix: str) -> str:
+    """Sorted set of agents that have an inbox, all scores 0 (paged by name). Outside
+    every inbox slot: only single-key commands touch it, never a script (decision 1)."""
+    return f"{prefix}:inboxes"
 
 
 def registry_key(prefix: str) -> str:

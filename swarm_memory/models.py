@@ -225,3 +225,21 @@ class Message:
     reply_to: str | None = None
     correlation_id: str | None = None
     deliveries: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class InboxInfo:
+    """One agent's inbox as ``mem.inboxes()`` / ``mem.inbox_info()`` see it (no messages).
+
+    ``length``: messages it holds (unacknowledged: acknowledged ones are deleted), of
+    which ``pending`` were delivered to a consumer and not acknowledged yet.
+    ``last_active``: the last send, read or ack (server clock; None only for an inbox an
+    earlier version made and nothing touched since). ``expires_at``: when it is deleted
+    unless there is activity first (``Settings.inbox_retention``; None = kept forever).
+    """
+
+    owner: str
+    length: int
+    pending: int
+    last_active: datetime | None
+    expires_at: datetime | None

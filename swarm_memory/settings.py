@@ -63,6 +63,12 @@ class Settings(BaseSettings):
         ge=1,
         description="Unacknowledged messages an inbox holds; a send beyond is refused.",
     )
+    inbox_retention: float | None = Field(
+        default=7 * 86400.0,
+        gt=0,
+        le=10 * 366 * 86400.0,
+        description="Seconds an inbox with no send, read or ack is kept; None = forever.",
+    )
     sweep_batch: int = Field(default=128, ge=1, le=10_000)
     clear_batch: int = Field(default=256, ge=1, le=10_000)
     page_size: int = Field(default=500, ge=1, le=100_000, description="keys() page size.")

@@ -1,20 +1,68 @@
---! keys: stream ops opst bell
---! args: action agent owner group +args
---! returns: {"ok"|"dup", packed} | {"full", length} | {"ok", cursor, claimed, deliveries, fresh} | {"ok", acked} | {"ok"} | {"denied", "none"}
+--! keys: stream ops opst bell meta
+--! args: action agent owner group retention_ms +args
+--! returns: {"ok"|"dup", packed[, new]} | {"full", length} | {"ok", cursor, claimed, deliveries, fresh} | {"ok", acked} | {"ok", exists} | {"ok", length, pending, active_ms, expires_ms} | {"none"} | {"ok", existed, length} | {"denied", "none"}
 --
 -- One agent's inbox: a stream read through one consumer group, every action atomic.
---   open  gc_idle_ms                      (owner) make the group; forget idle empty consumers
 --   send  op_id dedupe_ms maxlen body fmt reply_to correlation_id digest
 --                                         (anyone) append; deduped by (sender, op id)
+--   info                                  (anyone) length, pending, last activity, expiry
+--   open  gc_idle_ms                      (owner) forget idle empty consumers
 --   read  consumer count idle_ms cursor   (owner) re-take messages other consumers left
 --                                         unacknowledged for idle_ms, then new ones
 --   ack   id ...                          (owner) acknowledge and delete
--- Only the owner reads or acknowledges. Like namespace permissions this is cooperative:
--- the caller's name is asserted by the client (docs/guarantees.md). Anyone may send.
+--   delete                                (owner) remove every key of the inbox
+-- Only the owner reads, acknowledges or deletes. Like namespace permissions this is
+-- cooperative: the caller's name is asserted by the client (docs/guarantees.md). Anyone
+-- may send, and anyone may see an inbox's counters (never its messages), as anyone may
+-- list agents.
+--
+-- Only a send creates keys: reading, acknowledging or inspecting an inbox that does not
+-- exist leaves it absent. Every action that finds the inbox refreshes its retention:
+-- every key it owns expires retention_ms after the last activity (0 = never), so an
+-- abandoned inbox disappears whole. The global index of inboxes lives in another slot;
+-- the client keeps it (see _inbox.py), using the "new" flag a send returns.
 -- The inbox's keys come in KEYS like every other script's; none is built here.
-local K_STREAM, K_IOPS, K_IOPST, K_IBELL = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
+local K_STREAM, K_IOPS, K_IOPST, K_IBELL, K_IMETA = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
 local action, agent, owner, group = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
-local ARG0 = 4
+local retention_ms = int_arg(ARGV[5], "retention_ms")
+local ARG0 = 5
+
+-- The keys the inbox owns, with the type each must have (the bell is a channel, not a key).
+local OWNED = { K_STREAM, K_IOPS, K_IOPST, K_IMETA }
+local KIND = { [K_STREAM] = "stream", [K_IOPS] = "hash", [K_IOPST] = "zset", [K_IMETA] = "hash" }
+
+-- Whether any key of the inbox exists. A key of the wrong type is an error naming it,
+-- raised before anything is written (never a WRONGTYPE halfway through an action).
+local function inbox_exists()
+  local found = false
+  for _, k in ipairs(OWNED) do
+    local t = redis.call("TYPE", k)
+    if type(t) == "table" then t = t.ok end
+    if t ~= "none" then
+      if t ~= KIND[k] then
+        error("swarm_memory: inbox key " .. k .. " holds a " .. tostring(t) .. ", not a " .. KIND[k])
+      end
+      found = true
+    end
+  end
+  return found
+end
+
+-- Record activity and restart the retention clock of every key. Returns 1 if the inbox
+-- had no activity record yet (just created, or made by an earlier version): the client
+-- then adds it to the index.
+local function touch(now)
+  redis.call("HSET", K_IMETA, "at", now)
+  local new = redis.call("HSETNX", K_IMETA, "ct", now)
+  for _, k in ipairs(OWNED) do
+    if retention_ms > 0 then
+      redis.call("PEXPIRE", k, retention_ms)
+    else
+      redis.call("PERSIST", k)
+    end
+  end
+  return new
+end
 
 -- The group is made with the stream (and reads from its start), so a message sent before
 -- its owner first reads is still delivered.
@@ -32,8 +80,9 @@ local function strict_id(s)
 end
 
 if action == "send" then
-  local op_id, dedupe_ms, maxlen = ARGV[5], int_arg(ARGV[6], "dedupe_ms"), int_arg(ARGV[7], "maxlen")
-  local body, fmt, reply_to, cid, digest = ARGV[8], ARGV[9], ARGV[10], ARGV[11], ARGV[12]
+  local op_id, dedupe_ms, maxlen = ARGV[6], int_arg(ARGV[7], "dedupe_ms"), int_arg(ARGV[8], "maxlen")
+  local body, fmt, reply_to, cid, digest = ARGV[9], ARGV[10], ARGV[11], ARGV[12], ARGV[13]
+  inbox_exists()
   -- Op ids are the sender's: two senders may pick the same one without colliding.
   local op_key = agent .. "|" .. op_id
   local previous = redis.call("HGET", K_IOPS, op_key)
@@ -55,17 +104,39 @@ if action == "send" then
   local packed = pack({ id, now, digest })
   redis.call("HSET", K_IOPS, op_key, packed)
   redis.call("ZADD", K_IOPST, now, op_key)
+  local new = touch(now)
   -- A hint for readers that wait; they poll anyway, so a lost doorbell only delays.
   redis.call("SPUBLISH", K_IBELL, id)
-  return { "ok", packed }
+  return { "ok", packed, new }
+end
+
+if action == "info" then
+  if not inbox_exists() then return { "none" } end
+  local now = now_ms()
+  local length, pending, probe = 0, 0, K_IMETA
+  if redis.call("EXISTS", K_STREAM) == 1 then
+    probe = K_STREAM
+    length = redis.call("XLEN", K_STREAM)
+    local p = redis.pcall("XPENDING", K_STREAM, group)
+    if type(p) ~= "table" or p.err then
+      error("swarm_memory: inbox stream " .. K_STREAM .. " has no consumer group " .. group)
+    end
+    pending = p[1]
+  end
+  local active = redis.call("HGET", K_IMETA, "at") or ""
+  local ttl = redis.call("PTTL", probe)
+  return { "ok", length, pending, active, ttl > 0 and now + ttl or 0 }
 end
 
 if agent ~= owner then return { "denied", "none" } end
 
 if action == "read" then
-  local consumer, count = ARGV[5], int_arg(ARGV[6], "count")
-  local idle_ms, cursor = int_arg(ARGV[7], "idle_ms"), strict_id(ARGV[8])
-  ensure_group()
+  local consumer, count = ARGV[6], int_arg(ARGV[7], "count")
+  local idle_ms, cursor = int_arg(ARGV[8], "idle_ms"), strict_id(ARGV[9])
+  -- No stream, nothing to read: and reading must not create one.
+  if not inbox_exists() or redis.call("EXISTS", K_STREAM) == 0 then
+    return { "ok", cursor, {}, {}, {} }
+  end
   -- Redelivery first: messages pending longer than idle_ms (their consumer died or
   -- stalled) move to this consumer. XAUTOCLAIM scans at most 10 x COUNT pending entries
   -- per call, so follow its cursor a few rounds and hand it back for the next read.
@@ -95,29 +166,41 @@ if action == "read" then
       fresh = r[2]
     end
   end
+  touch(now_ms())
   return { "ok", cursor, claimed, deliveries, fresh }
 elseif action == "ack" then
+  local ids = {}
+  for i = ARG0 + 1, #ARGV do ids[#ids + 1] = strict_id(ARGV[i]) end
+  if not inbox_exists() or redis.call("EXISTS", K_STREAM) == 0 then return { "ok", 0 } end
   -- Only ids this group really had pending are deleted: an id that was never delivered
   -- (or a made-up one) must not remove an unread message.
   local acked = {}
-  for i = ARG0 + 1, #ARGV do
-    local id = strict_id(ARGV[i])
+  for _, id in ipairs(ids) do
     if redis.call("XACK", K_STREAM, group, id) == 1 then acked[#acked + 1] = id end
   end
   if #acked > 0 then redis.call("XDEL", K_STREAM, unpack(acked)) end
+  touch(now_ms())
   return { "ok", #acked }
 elseif action == "open" then
-  local gc_idle_ms = int_arg(ARGV[5], "gc_idle_ms")
-  ensure_group()
-  -- Every process reads under its own consumer name: forget the ones that hold nothing
-  -- and have not read for gc_idle_ms, so the group does not grow without bound.
-  for _, c in ipairs(redis.call("XINFO", "CONSUMERS", K_STREAM, group)) do
-    local f = {}
-    for j = 1, #c, 2 do f[c[j]] = c[j + 1] end
-    if tonumber(f.pending) == 0 and tonumber(f.idle) > gc_idle_ms then
-      redis.call("XGROUP", "DELCONSUMER", K_STREAM, group, f.name)
+  local gc_idle_ms = int_arg(ARGV[6], "gc_idle_ms")
+  if not inbox_exists() then return { "ok", 0 } end
+  if redis.call("EXISTS", K_STREAM) == 1 then
+    -- Every process reads under its own consumer name: forget the ones that hold nothing
+    -- and have not read for gc_idle_ms, so the group does not grow without bound.
+    for _, c in ipairs(redis.call("XINFO", "CONSUMERS", K_STREAM, group)) do
+      local f = {}
+      for j = 1, #c, 2 do f[c[j]] = c[j + 1] end
+      if tonumber(f.pending) == 0 and tonumber(f.idle) > gc_idle_ms then
+        redis.call("XGROUP", "DELCONSUMER", K_STREAM, group, f.name)
+      end
     end
   end
-  return { "ok" }
+  touch(now_ms())
+  return { "ok", 1 }
+elseif action == "delete" then
+  if not inbox_exists() then return { "ok", 0, 0 } end
+  local length = redis.call("XLEN", K_STREAM)
+  redis.call("DEL", K_STREAM, K_IOPS, K_IOPST, K_IMETA)
+  return { "ok", 1, length }
 end
 error("swarm_memory: unknown inbox action " .. tostring(action))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+from dataclasses import replace
 
 import pytest
 
@@ -17,10 +18,11 @@ from swarm_memory import (
     PermissionDenied,
     QuotaExceeded,
     RequestTimeout,
+    ServerError,
     SwarmMemory,
 )
 from swarm_memory._inbox import InboxState
-from swarm_memory.keys import InboxKeys
+from swarm_memory.keys import InboxKeys, inbox_index_key
 from tests.support import Facade
 
 EXACT = {"big": 123456789012345678, "f": 0.30000000000000004, "empty": [], "obj": {}, "s": "é"}
@@ -254,3 +256,186 @@ def test_bad_input_raises_before_anything_is_sent(env):
             call()
     assert env.guard.calls == calls
     assert env.snapshot() == before
+
+
+# ---------------------------------------------------------------- listing, deletion, retention
+def _index(env):
+    return [m.decode() for m in env.raw.zrange(inbox_index_key(env.prefix), 0, -1)]
+
+
+def _ttls(env, agent):
+    """PTTL of every key the inbox owns, by name: -2 absent, -1 no expiry."""
+    keys = InboxKeys.of(env.prefix, agent)
+    return {k.rsplit(":", 1)[1]: env.raw.pttl(k) for k in keys.owned()}
+
+
+def test_reading_an_inbox_that_does_not_exist_creates_no_key(env):
+    bob = env.mem("bob")
+    box = _box(env, bob)
+    assert box.receive(0) is None
+    assert box.ack("1700000000000-0") == 0
+    assert bob.inbox_info() is None and bob.inbox_info("nobody") is None
+    assert list(bob.inboxes()) == []
+    assert bob.delete_inbox() is False
+    assert env.snapshot() == {}  # not a stream, not a group, not an index entry
+    assert env.guard.by_script["inbox"] >= 5
+
+
+def test_inboxes_lists_every_inbox_with_its_counters(env):
+    alice, bob, carol = env.mem("alice"), env.mem("bob"), env.mem("carol")
+    for i in range(3):
+        alice.send("bob", i)
+    last = alice.send("carol", "hi")
+    taken = _box(env, bob, batch=1).receive(1.0)  # delivered, not acknowledged: pending
+    assert taken is not None
+    stranger = env.mem("dave")  # anyone may list: counters only, never a message
+    listed = list(stranger.inboxes())
+    assert [(i.owner, i.length, i.pending) for i in listed] == [("bob", 3, 1), ("carol", 1, 0)]
+    by_owner = {i.owner: i for i in listed}
+    assert by_owner["carol"].last_active == last.sent_at  # server clock, the last send
+    assert by_owner["bob"].last_active >= by_owner["carol"].last_active  # bob's read
+    for info in listed:  # the default retention: a week after the last activity
+        left = (info.expires_at - info.last_active).total_seconds()
+        assert 7 * 86400 - 5 <= left <= 7 * 86400 + 0.01  # fakeredis: ms rounding
+    # expires_at is now + PTTL: the same instant to within the clock's rounding.
+    for got, want in (
+        (stranger.inbox_info("bob"), by_owner["bob"]),
+        (carol.inbox_info(), by_owner["carol"]),
+    ):
+        assert replace(got, expires_at=None) == replace(want, expires_at=None)
+        assert abs((got.expires_at - want.expires_at).total_seconds()) <= 0.01
+    assert _index(env) == ["bob", "carol"]
+
+
+@pytest.mark.parametrize("count", [4, 5])
+def test_inboxes_are_paged_by_owner_name(env, count):
+    alice = env.mem("alice", page_size=2)
+    owners = [f"agent-{i}" for i in reversed(range(count))]
+    for owner in owners:
+        alice.send(owner, owner)
+    assert [i.owner for i in alice.inboxes()] == sorted(owners)
+
+
+def test_delete_inbox_removes_every_key_and_its_listing(env):
+    alice, bob = env.mem("alice"), env.mem("bob")
+    alice.send("carol", "untouched")
+    box = _box(env, bob, batch=5)
+    for i in range(3):
+        alice.send("bob", i, op_id=f"op-{i}")
+    assert box.receive(1.0).body == 0  # two more now sit in this consumer's buffer
+    keys = InboxKeys.of(env.prefix, "bob").owned()
+    assert all(env.raw.exists(k) for k in keys)  # stream, op records, meta
+    index = inbox_index_key(env.prefix).encode()
+    others = {k: v for k, v in env.snapshot().items() if b"{@inbox:bob}" not in k}
+    others[index] = ("zset", [(b"carol", 0.0)])
+
+    assert bob.delete_inbox() is True
+    assert not any(env.raw.exists(k) for k in keys)
+    assert _index(env) == ["carol"]
+    assert bob.inbox_info() is None and [i.owner for i in bob.inboxes()] == ["carol"]
+    assert env.snapshot() == others  # nothing of bob's is left; nothing else changed
+    assert box.receive(0) is None  # the buffered messages went with the inbox
+    assert bob.delete_inbox("bob") is False
+
+    # A new send makes a new inbox (the old op ids are forgotten with it), listed again.
+    again = alice.send("bob", "after", op_id="op-0")
+    assert again.body == "after"
+    assert [(i.owner, i.length) for i in bob.inboxes()] == [("bob", 1), ("carol", 1)]
+    got = box.receive(1.0)
+    assert (got.id, got.deliveries) == (again.id, 1)
+
+
+def test_only_the_owner_deletes_an_inbox(env):
+    alice = env.mem("alice")
+    alice.send("bob", "keep me")
+    before = env.snapshot()
+    with pytest.raises(PermissionDenied) as err:
+        alice.delete_inbox("bob")
+    e = err.value
+    assert (e.action, e.required, e.granted, e.agent) == ("inbox_delete", "owner", "none", "alice")
+    with pytest.raises(InvalidName):
+        alice.delete_inbox("not a name")
+    with pytest.raises(InvalidName):
+        alice.inbox_info("{tag}")
+    assert env.snapshot() == before
+
+
+def test_activity_restarts_the_retention_of_every_inbox_key(env):
+    alice, bob = env.mem("alice", inbox_retention=60.0), env.mem("bob", inbox_retention=60.0)
+    alice.send("bob", "x")
+    ttls = _ttls(env, "bob")
+    assert set(ttls) == {"stream", "ops", "opst", "meta"}
+    assert all(55_000 < t <= 60_000 for t in ttls.values()), ttls
+
+    def age() -> None:  # as if most of the retention had passed without activity
+        for key in InboxKeys.of(env.prefix, "bob").owned():
+            env.raw.pexpire(key, 1000)
+
+    age()
+    box = _box(env, bob)  # opening counts as activity
+    assert all(55_000 < t <= 60_000 for t in _ttls(env, "bob").values())
+    age()
+    msg = box.receive(1.0)  # a read does
+    assert all(55_000 < t <= 60_000 for t in _ttls(env, "bob").values())
+    age()
+    box.ack(msg)  # an ack does
+    assert all(55_000 < t <= 60_000 for t in _ttls(env, "bob").values())
+    age()
+    assert bob.inbox_info() is not None  # looking is not activity
+    assert all(0 < t <= 1000 for t in _ttls(env, "bob").values())
+    keeper = env.mem("alice", inbox_retention=None)
+    keeper.send("bob", "y")  # retention None: kept until deleted
+    assert set(_ttls(env, "bob").values()) == {-1}
+    assert bob.inbox_info().expires_at is None
+
+
+def test_an_idle_inbox_expires_whole_and_leaves_the_listing(env):
+    alice = env.mem("alice", inbox_retention=0.2)
+    alice.send("bob", "gone soon")
+    env.mem("alice").send("carol", "stays")  # the default retention
+    assert _index(env) == ["bob", "carol"]
+    env.sleep(0.4)
+    assert not any(env.raw.exists(k) for k in InboxKeys.of(env.prefix, "bob").owned())
+    assert _index(env) == ["bob", "carol"]  # until a listing reads that page
+    assert [i.owner for i in alice.inboxes()] == ["carol"]
+    assert _index(env) == ["carol"]
+    assert alice.inbox_info("bob") is None
+
+
+def test_the_owner_repairs_a_lost_index_entry(env):
+    """A client that died between a send's script and its index update (or an inbox an
+    earlier version made, with no activity record) is listed again once its owner opens
+    it; a send indexes a legacy inbox too."""
+    alice, bob = env.mem("alice"), env.mem("bob")
+    alice.send("bob", 1)
+    env.raw.zrem(inbox_index_key(env.prefix), "bob")
+    assert list(alice.inboxes()) == []
+    _box(env, bob)
+    assert [i.owner for i in alice.inboxes()] == ["bob"]
+
+    alice.send("carol", 1)
+    carol_keys = InboxKeys.of(env.prefix, "carol")
+    env.raw.delete(carol_keys.meta)  # as an earlier version left it
+    env.raw.zrem(inbox_index_key(env.prefix), "carol")
+    assert alice.inbox_info("carol").last_active is None
+    alice.send("carol", 2)
+    info = alice.inbox_info("carol")
+    assert info.length == 2 and info.last_active is not None
+    assert _index(env) == ["bob", "carol"]
+
+
+def test_corrupt_inbox_data_is_an_error_naming_the_key(env):
+    alice = env.mem("alice")
+    alice.send("bob", "x")
+    meta = InboxKeys.of(env.prefix, "bob").meta
+    env.raw.delete(meta)
+    env.raw.set(meta, "not a hash")
+    for call in (lambda: alice.inbox_info("bob"), lambda: list(alice.inboxes())):
+        with pytest.raises(ServerError) as err:
+            call()
+        assert meta in str(err.value)
+    env.raw.delete(meta)
+    env.raw.zadd(inbox_index_key(env.prefix), {"no spaces allowed": 0})
+    with pytest.raises(ServerError) as err:
+        list(alice.inboxes())
+    assert err.value.key == inbox_index_key(env.prefix)

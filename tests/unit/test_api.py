@@ -81,6 +81,7 @@ def test_sync_and_async_have_identical_signatures(sync_cls, async_cls):
         assert sp == ap, name
         returns_handle = name in (
             "from_url", "from_client", "as_agent", "namespace", "keys", "lock", "transaction",
+            "inboxes",
         )  # fmt: skip
         if not returns_handle and name not in ("observe_scripts", "close"):
             assert inspect.iscoroutinefunction(afn), f"{async_cls.__name__}.{name} must be async"
@@ -93,8 +94,8 @@ def test_every_script_has_a_header_the_loader_checks():
         with pytest.raises(ValueError):
             script.check(["only-one-key"], [])
         if name == "inbox":  # an agent's inbox: its own keys under its own hash tag
-            assert script.keys.fixed == ("stream", "ops", "opst", "bell")
-            assert script.args.fixed == ("action", "agent", "owner", "group")
+            assert script.keys.fixed == ("stream", "ops", "opst", "bell", "meta")
+            assert script.args.fixed == ("action", "agent", "owner", "group", "retention_ms")
             continue
         if name == "presence":  # agents' heartbeats: their own keys, outside namespaces
             assert script.keys.fixed == ("exp", "seen")

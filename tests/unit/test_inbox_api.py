@@ -7,18 +7,22 @@ import time
 
 import pytest
 
-from swarm_memory import AsyncInbox, Inbox, InvalidName, Settings
+from swarm_memory import AsyncInbox, Inbox, InboxInfo, InvalidName, Message, Settings
 from swarm_memory._inbox import (
     POLL_FIRST,
     POLL_MAX,
     InboxContext,
     InboxState,
     _Waiter,
+    delete_inbox,
+    inbox_page,
     receive,
+    send,
 )
-from swarm_memory._ops import ScriptCall, Sleep
+from swarm_memory._ops import Command, ScriptCall, Sleep
 from swarm_memory._shell import make_codec
-from swarm_memory.keys import InboxKeys, NamespaceKeys, validate_namespace
+from swarm_memory.keys import InboxKeys, NamespaceKeys, inbox_index_key, validate_namespace
+from swarm_memory.models import ms_to_datetime
 
 
 def _public(cls):
@@ -45,6 +49,7 @@ def test_inbox_keys_have_their_own_tag_that_no_namespace_can_take():
         "sm:{@inbox:alice}:ops",
         "sm:{@inbox:alice}:opst",
         "sm:{@inbox:alice}:bell",
+        "sm:{@inbox:alice}:meta",
     ]
     with pytest.raises(InvalidName):
         validate_namespace("@inbox:alice")
@@ -73,10 +78,11 @@ def test_receive_is_a_flow_that_polls_then_sleeps_until_a_message():
     assert isinstance(effects[0], ScriptCall) and effects[0].args[0] == "open"
     empty = [b"ok", b"0-0", [], [], []]
     sleeps = []
-    effect = flow.send([b"ok"])
+    effect = flow.send([b"ok", 0])  # no inbox yet: nothing to index
     for _ in range(4):
         assert isinstance(effect, ScriptCall) and effect.args[0] == "read"
-        assert effect.args[4:] == ["c1", 10, 30_000, "0-0"] and effect.op_id is None
+        assert effect.args[4:] == [604_800_000, "c1", 10, 30_000, "0-0"]  # retention first
+        assert effect.op_id is None
         effect = flow.send(empty)
         assert isinstance(effect, Sleep)
         sleeps.append(effect.seconds)
@@ -87,3 +93,83 @@ def test_receive_is_a_flow_that_polls_then_sleeps_until_a_message():
         flow.send([b"ok", b"0-0", [], [], [[b"5-0", fields]]])
     msg = done.value.value
     assert (msg.id, msg.sender, msg.to, msg.body, msg.deliveries) == ("5-0", "alice", "bob", [1], 1)
+
+
+def _ctx(agent: str = "bob", **settings: object) -> InboxContext:
+    s = Settings(key_prefix="sm", **settings)  # type: ignore[arg-type]
+    return InboxContext(agent, s, make_codec(s, None))
+
+
+def _done(flow, reply):
+    with pytest.raises(StopIteration) as done:
+        flow.send(reply)
+    return done.value.value
+
+
+INFO = [b"ok", 2, 1, b"5000", 0]  # length 2, pending 1, active at 5 s, kept forever
+
+
+def test_settings_retention_reaches_the_script_in_whole_ms():
+    assert _ctx().retention_ms == 7 * 86_400_000  # the default: a week
+    assert _ctx(inbox_retention=0.0004).retention_ms == 1  # never rounds to "forever"
+    assert _ctx(inbox_retention=None).retention_ms == 0  # 0 = keep forever
+
+
+def test_a_send_indexes_the_inbox_only_when_it_created_it():
+    packed = b"3:1-04:10006:digest"
+    flow = send(_ctx("alice"), "bob", {"x": 1})
+    call = next(flow)
+    assert isinstance(call, ScriptCall) and call.keys == InboxKeys.of("sm", "bob").fixed()
+    assert call.args[:5] == ["send", "alice", "bob", "agent", 7 * 86_400_000]
+    index = flow.send([b"ok", packed, 1])  # a new inbox: listed, after the script
+    assert index == Command(("ZADD", inbox_index_key("sm"), 0, "bob"), True)
+    assert isinstance(_done(flow, 1), Message)
+    flow = send(_ctx("alice"), "bob", {"x": 1})
+    next(flow)
+    assert isinstance(_done(flow, [b"ok", packed, 0]), Message)  # it existed: no command
+
+
+def test_a_listing_unlists_a_vanished_inbox_then_looks_again():
+    """The index is outside the inbox's slot: between the listing's look and its removal
+    a send may re-create the inbox (and index it before the removal). The second look
+    puts it back, so an inbox that exists is never left out."""
+    for recreated in (False, True):
+        flow = inbox_page(_ctx("dave", page_size=3), None)
+        page = next(flow)
+        assert page == Command(("ZRANGEBYLEX", "sm:inboxes", "-", "+", "LIMIT", 0, 3))
+        info = flow.send([b"bob"])
+        assert isinstance(info, ScriptCall) and info.args[:3] == ["info", "dave", "bob"]
+        assert flow.send([b"none"]) == Command(("ZREM", "sm:inboxes", "bob"), True)
+        again = flow.send(1)
+        assert isinstance(again, ScriptCall) and again.args[0] == "info"
+        if recreated:
+            assert flow.send(INFO) == Command(("ZADD", "sm:inboxes", 0, "bob"), True)
+            infos, after = _done(flow, 0)
+            assert [(i.owner, i.length, i.pending) for i in infos] == [("bob", 2, 1)]
+            assert isinstance(infos[0], InboxInfo) and infos[0].expires_at is None
+        else:
+            infos, after = _done(flow, [b"none"])
+            assert infos == []
+        assert after is None  # a short page is the last
+
+
+def test_a_full_page_hands_back_a_cursor_after_its_last_owner():
+    flow = inbox_page(_ctx(page_size=1), "alice")
+    assert next(flow).args[2] == "(alice"  # strictly after the cursor
+    flow.send([b"bob"])
+    assert _done(flow, INFO) == ([InboxInfo("bob", 2, 1, ms_to_datetime(5000), None)], "bob")
+
+
+def test_delete_unlists_after_the_script_relists_a_recreated_inbox_and_drops_buffers():
+    state = InboxState("bob", "c1", cursor="9-0", opened=True)
+    state.buffer["1-0"] = Message("1-0", "alice", "bob", 1, ms_to_datetime(1))
+    other = InboxState("carol", "c1", cursor="9-0", opened=True)
+    flow = delete_inbox(_ctx(), None, [state, other])
+    call = next(flow)
+    assert isinstance(call, ScriptCall) and call.args[:3] == ["delete", "bob", "bob"]
+    assert flow.send([b"ok", 1, 3]) == Command(("ZREM", "sm:inboxes", "bob"), True)
+    assert (state.buffer, state.cursor, state.opened) == ({}, "0-0", False)
+    assert other.cursor == "9-0" and other.opened  # another owner's consumer: untouched
+    assert flow.send(1).args[0] == "info"
+    assert flow.send(INFO) == Command(("ZADD", "sm:inboxes", 0, "bob"), True)
+    assert _done(flow, 0) is True
