@@ -18,7 +18,11 @@ def test_create_info_list(run):
     # An agent that may not read "team" does not see it.
     assert [n["name"] for n in run.json("--agent", "stranger", "ns", "list")] == ["other"]
     assert "exists" in run("ns", "create", "team", code=5).stderr
-    run("ns", "create", "team", "--exist-ok")
+    same = ("--strategy", "merge", "--history", "2", "--ttl", "30", "--permission",
+            "auditor=read", "--default-permission", "none", "--max-keys", "10")  # fmt: skip
+    run("ns", "create", "team", *same, "--exist-ok")
+    mismatch = run("ns", "create", "team", "--exist-ok", code=5).stderr
+    assert "strategy" in mismatch and "history" in mismatch and "Traceback" not in mismatch
     run("ns", "create", "bad", "--permission", "nolevel", code=2)
     run("ns", "create", "bad name", code=2)
     run("ns", "info", "ghost", code=3)
