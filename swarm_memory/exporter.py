@@ -60,7 +60,7 @@ _SPECIAL_STATS = {
     "evicted": ("swarm_memory_namespace_evicted", "Entries evicted by evict-oldest quota."),
     "lock_acquire": ("swarm_memory_namespace_lock_acquires", "Locks acquired."),
     "lock_release": ("swarm_memory_namespace_lock_releases", "Locks released."),
-    "lock_timeout_busy": (
+    "lock_busy": (
         "swarm_memory_namespace_lock_busy",
         "Lock acquire attempts refused because the lock was held.",
     ),
