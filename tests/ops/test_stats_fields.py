@@ -11,8 +11,8 @@ import pytest
 
 from swarm_memory import LockTimeout, Settings, SwarmMemory
 from swarm_memory.exporter import _OP_FIELD, _SPECIAL_STATS, SwarmCollector
-from tests.ops.test_exporter import sample, scrape
 from tests.ops.support import ROOT
+from tests.ops.test_exporter import sample, scrape
 
 LUA = ROOT / "swarm_memory" / "lua"
 # HINCRBY on the stats hash with a literal field name.
