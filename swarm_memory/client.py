@@ -459,6 +459,9 @@ class Namespace(HandleBase[SwarmMemory]):
         since: int | str | None = None,
     ) -> Watch:
         """Iterate events (in revision order, each once) for keys matching ``pattern``.
+        Keyless events: all with the pattern "*" or when named in ``types``; with another
+        pattern only ``broadcast``, ``ns_clear`` and ``ns_delete`` (they remove the matching
+        keys too), never ``ns_create``/``ns_update``/``ns_grant``/``ns_revoke``.
 
         ``since``: None/"now" (new events only), a revision (everything after it), or an
         ``Event.cursor``. Raises PermissionDenied / NamespaceNotFound / EventsTrimmed here

@@ -40,6 +40,10 @@ FeedKey = tuple[str, str, str]  # (bell channel, namespace, agent)
 _FATAL = (errors.EventsTrimmed, errors.PermissionDenied, errors.NamespaceNotFound)
 # Events after which a watcher's right to read may differ: never taken from a doorbell.
 PERMISSION_EVENTS = frozenset({"ns_create", "ns_update", "ns_grant", "ns_revoke", "ns_delete"})
+# Keyless events every key pattern admits: broadcasts are addressed to every reader, and
+# ns_clear / ns_delete remove the matching keys too (a watcher keeping the state of
+# "task-*" must learn that they are gone). The other lifecycle events concern no key.
+EVERY_PATTERN_EVENTS = frozenset({"broadcast", "ns_clear", "ns_delete"})
 
 
 @dataclass(eq=False)
@@ -56,12 +60,17 @@ class Subscriber:
         return (self.ctx.keys.bell, self.ctx.namespace, self.ctx.agent)
 
     def wants(self, event: Event) -> bool:
+        """Key events when the key matches the pattern. Keyless events: all of them with
+        the pattern "*" or when named in ``types``; with another pattern only broadcasts,
+        ``ns_clear`` and ``ns_delete``, never ``ns_create``/``ns_update``/``ns_grant``/
+        ``ns_revoke``, which concern no key."""
         if self.pattern == "*" and self.types is None:
             return True
         if self.types is not None and event.type not in self.types:
             return False
-        # Events without a key (broadcasts, namespace lifecycle) pass any pattern.
-        return event.key is None or fnmatch.fnmatchcase(event.key, self.pattern)
+        if event.key is not None:
+            return fnmatch.fnmatchcase(event.key, self.pattern)
+        return self.pattern == "*" or self.types is not None or event.type in EVERY_PATTERN_EVENTS
 
 
 @dataclass

@@ -224,3 +224,33 @@ def test_big_batches_arrive_through_the_stream_read(env, mem):
     assert [e.key for e in got] == [f"k{i:03d}" for i in range(100)]
     assert {e.count for e in got} == {100} and [e.seq for e in got] == list(range(100))
     w.close()
+
+
+def test_which_keyless_events_a_key_pattern_admits(env):
+    """watch("plan*") used to deliver ns_create (key None). A key pattern admits the key
+    events of matching keys plus broadcast, ns_clear and ns_delete; ns_create/update/
+    grant/revoke only come with "*" or when named in types."""
+    mem = env.mem("planner", watch_poll=0.2)
+    mem.create_namespace("team")
+    ns = mem.namespace("team")
+    plans = ns.watch("plan*", since=0)
+    named = ns.watch("plan*", types={"put", "ns_grant"}, since=0)
+    everything = ns.watch(since=0)
+    ns.put("plan", 1)
+    ns.put("other", 1)
+    mem.update_namespace("team", history=2)
+    ns.grant({"worker": "read"})
+    ns.broadcast({"msg": "stop"})
+    mem.clear_namespace("team")
+    assert [(e.type, e.key) for e in drain(plans, 4)] == [
+        ("put", "plan"),
+        ("broadcast", None),
+        ("delete", "plan"),
+        ("ns_clear", None),
+    ]
+    assert plans.get(0.3) is None
+    assert [(e.type, e.key) for e in drain(named, 2)] == [("put", "plan"), ("ns_grant", None)]
+    assert [e.type for e in drain(everything, 9)] == [
+        "ns_create", "put", "put", "ns_update", "ns_grant", "broadcast", "delete", "delete",
+        "ns_clear",
+    ]  # fmt: skip
