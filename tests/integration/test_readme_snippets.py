@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import ast
 import asyncio
+import contextlib
 import inspect
 import re
 import threading
@@ -81,10 +82,9 @@ class _Peer(threading.Thread):
         i = 0
         while not self.stop.is_set():
             i += 1
-            try:
+            # (refused until the first snippet has created the namespace)
+            with contextlib.suppress(SwarmMemoryError):
                 self.planner.namespace("team").put(f"task-{i % 10}", i)
-            except SwarmMemoryError:
-                pass  # before the first snippet created the namespace
             try:
                 self.planner.send("worker", {"tick": i})
                 msg = inbox.receive(timeout=0.02)
@@ -103,9 +103,7 @@ class _Peer(threading.Thread):
         self.worker.close()
 
 
-def _run_statement(
-    stmt: ast.stmt, names: dict[str, Any], loop: asyncio.AbstractEventLoop
-) -> Any:
+def _run_statement(stmt: ast.stmt, names: dict[str, Any], loop: asyncio.AbstractEventLoop) -> Any:
     module = ast.Module(body=[stmt], type_ignores=[])
     if isinstance(stmt, ast.Expr):
         code = compile(
@@ -113,7 +111,7 @@ def _run_statement(
         )
     else:
         code = compile(module, "<README>", "exec", flags=ast.PyCF_ALLOW_TOP_LEVEL_AWAIT)
-    result = eval(code, names)  # noqa: S307 - the README's own code, in a test
+    result = eval(code, names)  # the README's own code
     if code.co_flags & inspect.CO_COROUTINE:
         result = loop.run_until_complete(result)
     return result
@@ -149,8 +147,8 @@ def test_every_readme_snippet_runs_twice_in_a_row(readme_env: str) -> None:
     }
     peer.start()
     try:
-        for line, code in blocks:
-            code = code.replace("redis://localhost:6379/0", url)
+        for line, text in blocks:
+            code = text.replace("redis://localhost:6379/0", url)
             code = code.replace("start_http_server(9100", "start_http_server(0")
             tree = ast.parse(code, filename=f"README.md:{line}", mode="exec")
             for attempt in (1, 2):
