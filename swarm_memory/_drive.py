@@ -39,8 +39,33 @@ ScriptObserver = Callable[[str, list[str], list[Any]], None]
 _RETRYABLE = (rexc.ConnectionError, rexc.TimeoutError)
 
 
+def setup_error(exc: BaseException) -> errors.SwarmMemoryError:
+    """Map an error raised while a client sets itself up: the sync RedisCluster connects
+    when it is built, the async one on its first command.
+
+    redis-py's cluster setup errors are not RedisErrors and carry no attributes: the
+    server's "cluster mode is not enabled" reply is known only by its text.
+    """
+    if isinstance(exc, rexc.RedisClusterException):
+        if "cluster mode is not enabled" in str(exc).lower():
+            return errors.ClusterModeMismatch(
+                "the server is not a Redis Cluster (cluster mode is not enabled on it), "
+                "but the client was told it is: unset SWARM_MEMORY_CLUSTER (--no-cluster)",
+                configured_cluster=True,
+                server_cluster=False,
+            )
+        return errors.TransportError(f"Redis Cluster unreachable: {exc}")
+    if isinstance(exc, rexc.AuthenticationError):
+        return errors.TransportError(f"Redis refused the credentials: {exc}")
+    if isinstance(exc, _RETRYABLE):
+        return errors.TransportError(f"Redis unreachable: {exc}")
+    return errors.ServerError(f"Redis refused the command: {exc}")
+
+
 def _final_error(effect: ScriptCall | Command, exc: BaseException) -> errors.SwarmMemoryError:
     """Map a redis-py error that survived the retry policy."""
+    if isinstance(exc, rexc.RedisClusterException):
+        return setup_error(exc)
     if isinstance(exc, rexc.AuthenticationError):
         return errors.TransportError(f"Redis refused the credentials: {exc}")
     if isinstance(exc, _RETRYABLE):
@@ -217,7 +242,7 @@ class SyncDriver(_Base):
                     if self.metrics is not None:
                         self.metrics.count_retry(_call_name(effect))
                     return fn()
-        except rexc.RedisError as exc:
+        except (rexc.RedisError, rexc.RedisClusterException) as exc:
             raise _final_error(effect, exc) from exc
         raise AssertionError("unreachable")  # pragma: no cover
 
@@ -338,7 +363,7 @@ class AsyncDriver(_Base):
                     if self.metrics is not None:
                         self.metrics.count_retry(_call_name(effect))
                     return await fn()
-        except rexc.RedisError as exc:
+        except (rexc.RedisError, rexc.RedisClusterException) as exc:
             raise _final_error(effect, exc) from exc
         raise AssertionError("unreachable")  # pragma: no cover
 

@@ -45,7 +45,7 @@ from prometheus_client import CollectorRegistry, start_http_server
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from swarm_memory._shell import client_options, resolve_url
+from swarm_memory import _shell
 from swarm_memory.keys import NamespaceKeys, PresenceKeys, registry_key
 from swarm_memory.settings import Settings
 
@@ -370,11 +370,10 @@ class SwarmCollector(Collector):
 
 
 def make_client(settings: Settings, url: str | None = None) -> redis.Redis | redis.RedisCluster:
-    """A redis-py client for the exporter from ``url`` or ``settings.redis_url``."""
-    target = resolve_url(url, settings)
-    if settings.cluster:
-        return redis.RedisCluster.from_url(target, **client_options(settings))
-    return redis.Redis.from_url(target, **client_options(settings))
+    """A redis-py client for the exporter from ``url`` or ``settings.redis_url``.
+    Raises InvalidInput (InvalidURL), ClusterModeMismatch, TransportError."""
+    client: redis.Redis | redis.RedisCluster = _shell.make_client(url, settings)
+    return client
 
 
 @dataclass
