@@ -12,6 +12,7 @@ import itertools
 import json
 import re
 import sys
+import threading
 from collections.abc import Callable, Iterator, Mapping
 from datetime import datetime
 from enum import IntEnum
@@ -19,6 +20,7 @@ from typing import Any, NoReturn, TypeVar
 
 import click
 import pydantic
+import redis
 from rich.console import Console, RenderableType
 from rich.table import Table
 
@@ -159,17 +161,57 @@ class Config:
         return self.output == "json"
 
     def memory(self) -> SwarmMemory:
-        """Connect lazily (redis-py connects on the first command); closed at exit."""
+        """Connect on first use, after one round trip that says what it waits for (see
+        :func:`first_contact`); closed at exit."""
         if self._memory is None:
-            settings = self.settings
-            self._memory = SwarmMemory.from_url(agent=self.agent, settings=settings)
-            click.get_current_context().call_on_close(self.close)
+            memory = SwarmMemory.from_url(agent=self.agent, settings=self.settings)
+            click.get_current_context().call_on_close(memory.close)
+            first_contact(memory)
+            self._memory = memory
         return self._memory
 
     def close(self) -> None:
         if self._memory is not None:
             self._memory.close()
             self._memory = None
+
+
+WAIT_NOTICE_S = 1.5  # a healthy Redis answers in milliseconds; past this, say why we wait
+
+
+def server_address(client: Any) -> str:
+    """``host:port`` (or the socket path) the client talks to first."""
+    if isinstance(client, redis.RedisCluster):
+        cluster: Any = client  # redis-py leaves get_default_node untyped
+        node = cluster.get_default_node()
+        return f"{node.host}:{node.port}"
+    kw = client.connection_pool.connection_kwargs
+    if "path" in kw:
+        return str(kw["path"])
+    return f"{kw.get('host', 'localhost')}:{kw.get('port', 6379)}"
+
+
+def first_contact(memory: SwarmMemory) -> None:
+    """PING once before the command runs. A server that accepts connections but never
+    answers would otherwise leave the command silent for every retry attempt times the
+    socket timeout; after WAIT_NOTICE_S this says on stderr what it waits for, and the
+    PING gives up after one socket timeout (no retries: a person is waiting)."""
+    settings = memory.settings
+    where = server_address(memory.redis)
+    notice = threading.Timer(
+        WAIT_NOTICE_S,
+        lambda: click.echo(
+            f"swarm-memory: waiting for Redis at {where} "
+            f"(timeout {settings.socket_timeout:g} s)...",
+            err=True,
+        ),
+    )
+    notice.daemon = True
+    notice.start()
+    try:
+        memory.redis.ping()  # redis-py's errors: the root command maps them (cli.py)
+    finally:
+        notice.cancel()
 
 
 def config() -> Config:

@@ -33,6 +33,7 @@ from swarm_memory._cli_entries import delete_cmd, get_cmd, history_cmd, ls_cmd, 
 from swarm_memory._cli_events import agents_cmd, audit_cmd, locks_cmd, stats_cmd, watch_cmd
 from swarm_memory._cli_ns import ns_group
 from swarm_memory._cli_transfer import export_cmd, import_cmd
+from swarm_memory._drive import setup_error
 
 
 def _redis_error(exc: rexc.RedisError) -> tuple[ExitCode, str]:
@@ -66,6 +67,9 @@ class RootGroup(click.Group):
         except rexc.RedisError as exc:
             code, message = _redis_error(exc)
             fail(code, message, cfg.target_url)
+        except rexc.RedisClusterException as exc:  # not a RedisError in redis-py
+            mapped = setup_error(exc)
+            fail(exit_code_for(mapped), describe(mapped), cfg.target_url)
         except KeyboardInterrupt:
             fail(ExitCode.INTERRUPTED, "interrupted", cfg.target_url)
         except BrokenPipeError:  # `swarm-memory export ns | head`
