@@ -47,8 +47,11 @@ from swarm_memory.errors import ConflictError, NamespaceNotFound
 from swarm_memory.models import Entry
 
 FORMAT = "swarm-memory/export-v1"
+# Every create_namespace option NamespaceInfo reports: the header carries the whole
+# config, so --create-namespace rebuilds the namespace as it was.
 CONFIG_FIELDS = (
     "default_permission",
+    "permissions",
     "strategy",
     "ttl",
     "max_keys",
@@ -56,6 +59,7 @@ CONFIG_FIELDS = (
     "history",
     "over_quota",
     "max_events",
+    "require_lock",
 )
 
 
@@ -186,19 +190,32 @@ def _plan(mode: str, entry: dict[str, Any], current: Entry | None) -> str:
     return "write" if current.version == entry.get("version") else "conflict"
 
 
-def _target(memory: SwarmMemory, name: str, dump: Dump, create: bool, dry_run: bool) -> bool:
-    """True if the namespace exists (or was created); False if it would be (dry run)."""
+def _exported_config(dump: Dump) -> dict[str, Any]:
+    """The header's namespace config (older exports lack permissions and require_lock)."""
+    return {k: v for k, v in dict(dump.header.get("config") or {}).items() if k in CONFIG_FIELDS}
+
+
+def _target(memory: SwarmMemory, name: str, dump: Dump, create: bool, dry_run: bool) -> str:
+    """``"exists"``, ``"created"`` (now, without require_lock yet), or ``"would create"``
+    (dry run)."""
     try:
         memory.namespace_info(name)
-        return True
+        return "exists"
     except NamespaceNotFound:
         if not create:
-            raise
+            raise CliError(
+                ExitCode.NOT_FOUND,
+                f"namespace {name!r} not found; pass --create-namespace to create it with "
+                "the exported configuration",
+            ) from None
     if dry_run:
-        return False
-    cfg = {k: v for k, v in dict(dump.header.get("config") or {}).items() if k in CONFIG_FIELDS}
+        return "would create"
+    cfg = _exported_config(dump)
+    # require_lock is switched on after the entries are in: the import holds no locks,
+    # and every unfenced write into such a namespace is refused.
+    cfg.pop("require_lock", None)
     memory.create_namespace(name, **cfg)
-    return True
+    return "created"
 
 
 def _apply(
@@ -259,7 +276,8 @@ def import_cmd(
     dump = read_dump(file.read())
     name = namespace or str(dump.header.get("namespace"))
     memory = config().memory()
-    exists = _target(memory, name, dump, create_namespace, dry_run)
+    target = _target(memory, name, dump, create_namespace, dry_run)
+    exists = target != "would create"
     ns = memory.namespace(name)
     keys = [e["key"] for e in dump.entries]
     current: dict[str, Entry | None] = {}
@@ -288,6 +306,8 @@ def import_cmd(
                 done = _apply(ns, mode, planned, entry, current.get(entry["key"]))
             outcome[done] += 1
             advance()
+    if target == "created" and _exported_config(dump).get("require_lock"):
+        memory.update_namespace(name, require_lock=True)
     emit(
         {"namespace": name, "mode": mode, "result": outcome},
         lambda: f"imported into {name!r} ({mode}): " + _summary(outcome),
