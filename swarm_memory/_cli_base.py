@@ -254,9 +254,10 @@ def confirm(prompt: str, yes: bool) -> None:
 
 # ----------------------------------------------------------------------- output
 def jsonable(obj: Any) -> Any:
-    """Entries, infos and records as plain JSON (datetimes as ISO 8601 UTC)."""
+    """Entries, infos and records as plain JSON. Datetimes: ISO 8601 with the UTC offset
+    and always milliseconds (the server clock's resolution), one format everywhere."""
     if isinstance(obj, datetime):
-        return obj.isoformat()
+        return obj.isoformat(timespec="milliseconds")
     if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
         return {f.name: jsonable(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
     if isinstance(obj, Mapping):

@@ -74,8 +74,9 @@ class RootGroup(click.Group):
             fail(ExitCode.INTERRUPTED, "interrupted", cfg.target_url)
         except BrokenPipeError:  # `swarm-memory export ns | head`
             raise click.exceptions.Exit(int(ExitCode.ERROR)) from None
-        except OSError as exc:  # files of export / import
-            fail(ExitCode.ERROR, f"{exc.strerror or exc}: {exc.filename or ''}", cfg.target_url)
+        except OSError as exc:  # a write to stdout or a file that failed midway
+            where = f": {exc.filename}" if exc.filename else ""
+            fail(ExitCode.ERROR, f"{exc.strerror or exc}{where}", cfg.target_url)
 
 
 @click.group(cls=RootGroup, context_settings={"help_option_names": ["-h", "--help"]})

@@ -7,6 +7,8 @@ import json
 
 import pytest
 
+from tests.cli.conftest import one_error_line
+
 VALUES = {
     "big": 123456789012345678901234567890,
     "neg": -(2**70),
@@ -175,3 +177,15 @@ def test_missing_namespace_error_suggests_create_namespace(run, tmp_path):
     path, _ = _export(run, tmp_path)
     res = run("import", str(path), "-n", "fresh", code=3)
     assert "'fresh' not found" in res.stderr and "--create-namespace" in res.stderr
+
+
+def test_export_to_an_unwritable_path_is_one_error_line(run, tmp_path):
+    run("ns", "create", "src")
+    target = tmp_path / "no-such-dir" / "dump.jsonl"
+    proc = run.proc("export", "src", str(target))
+    assert proc.returncode == 2, proc.stderr
+    line = one_error_line(proc.stderr)
+    assert str(target) in line and "No such file or directory" in line
+    proc = run.proc("import", str(target))
+    assert proc.returncode == 2, proc.stderr
+    assert str(target) in one_error_line(proc.stderr)
