@@ -31,6 +31,7 @@ from swarm_memory._cli_base import (
 from swarm_memory._cli_doctor import doctor_cmd
 from swarm_memory._cli_entries import delete_cmd, get_cmd, history_cmd, ls_cmd, put_cmd
 from swarm_memory._cli_events import agents_cmd, audit_cmd, locks_cmd, stats_cmd, watch_cmd
+from swarm_memory._cli_exporter import exporter_cmd
 from swarm_memory._cli_ns import ns_group
 from swarm_memory._cli_transfer import export_cmd, import_cmd
 from swarm_memory._drive import setup_error
@@ -122,25 +123,6 @@ def cli(
     cfg.output = output
 
 
-@cli.command(
-    "exporter",
-    context_settings={"ignore_unknown_options": True, "allow_extra_args": True},
-    add_help_option=False,
-)
-@click.argument("args", nargs=-1, type=click.UNPROCESSED)
-def exporter_cmd(args: tuple[str, ...]) -> None:
-    """Serve Prometheus metrics read from Redis (see `swarm-memory exporter --help`)."""
-    from swarm_memory import exporter  # noqa: PLC0415 - prometheus only when asked for
-
-    cfg = config()
-    argv = list(args)
-    if cfg.url and "--url" not in argv:
-        argv = ["--url", cfg.url, *argv]
-    code = exporter.main(argv)
-    if code:
-        raise click.exceptions.Exit(code)
-
-
 @cli.command("demo")
 @click.option("--agents", type=click.IntRange(1, 64), default=4, show_default=True)
 @click.option("--tasks", type=click.IntRange(1, 100_000), default=200, show_default=True)
@@ -190,6 +172,7 @@ for _command in (
     export_cmd,
     import_cmd,
     doctor_cmd,
+    exporter_cmd,
 ):
     cli.add_command(_command)
 
