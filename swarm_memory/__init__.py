@@ -5,6 +5,7 @@ from swarm_memory.aio import AsyncNamespace, AsyncSwarmMemory
 from swarm_memory.client import Namespace, SwarmMemory
 from swarm_memory.codec import Codec, JsonCodec
 from swarm_memory.errors import (
+    ClusterModeMismatch,
     ConflictError,
     EventsTrimmed,
     FencingError,
@@ -12,6 +13,7 @@ from swarm_memory.errors import (
     InvalidName,
     InvalidOption,
     InvalidTTL,
+    InvalidURL,
     InvalidValue,
     InvalidVersion,
     LastAdminError,
@@ -75,6 +77,7 @@ __all__ = [
     "AsyncWatch",
     "AuditRecord",
     "ClientMetrics",
+    "ClusterModeMismatch",
     "Codec",
     "ConflictError",
     "Entry",
@@ -90,6 +93,7 @@ __all__ = [
     "InvalidName",
     "InvalidOption",
     "InvalidTTL",
+    "InvalidURL",
     "InvalidValue",
     "InvalidVersion",
     "JsonCodec",

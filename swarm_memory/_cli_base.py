@@ -12,18 +12,19 @@ import itertools
 import json
 import re
 import sys
+import threading
 from collections.abc import Callable, Iterator, Mapping
 from datetime import datetime
 from enum import IntEnum
 from typing import Any, NoReturn, TypeVar
-from urllib.parse import parse_qsl, quote, urlencode, urlsplit, urlunsplit
 
 import click
 import pydantic
+import redis
 from rich.console import Console, RenderableType
 from rich.table import Table
 
-from swarm_memory import errors
+from swarm_memory import _shell, errors
 from swarm_memory.client import Namespace, SwarmMemory
 from swarm_memory.models import Entry
 from swarm_memory.settings import Settings
@@ -55,48 +56,15 @@ class CliError(Exception):
 
 
 # ----------------------------------------------------------------------- redaction
+redact_url = _shell.redact_url  # the library redacts the URLs in its own errors too
 _URL_IN_TEXT = re.compile(r"\b(?:rediss?|unix|redis\+\w+)://\S+")
-
-
-def redact_url(url: str) -> str:
-    """``redis://user:secret@host:6379/0`` -> ``redis://user:***@host:6379/0`` (and any
-    ``password=`` query parameter). Unparseable input is redacted wholesale."""
-    try:
-        parts = urlsplit(url)
-        netloc = parts.netloc
-        if "@" in netloc:
-            userinfo, host = netloc.rsplit("@", 1)
-            user, sep, _password = userinfo.partition(":")
-            netloc = f"{user}:***@{host}" if sep else f"{userinfo}@{host}"
-        query = parts.query
-        if query:
-            pairs = [
-                (k, "***" if k.lower() == "password" else v)
-                for k, v in parse_qsl(query, keep_blank_values=True)
-            ]
-            query = urlencode(pairs, safe="*", quote_via=quote)
-        return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
-    except ValueError:
-        return "<unparseable URL>"
-
-
-def _password_of(url: str | None) -> list[str]:
-    if not url:
-        return []
-    try:
-        parts = urlsplit(url)
-        found = [parts.password] if parts.password else []
-        found += [v for k, v in parse_qsl(parts.query) if k.lower() == "password" and v]
-        return found
-    except ValueError:
-        return []
 
 
 def scrub(text: str, url: str | None) -> str:
     """One line, URLs redacted, and the configured password removed wherever it appears."""
     line = " ".join(text.split())
     line = _URL_IN_TEXT.sub(lambda m: redact_url(m.group(0)), line)
-    for secret in _password_of(url):
+    for secret in _shell.url_passwords(url):
         line = line.replace(secret, "***")
     return line
 
@@ -104,7 +72,7 @@ def scrub(text: str, url: str | None) -> str:
 # ----------------------------------------------------------------------- errors
 def exit_code_for(exc: errors.SwarmMemoryError) -> ExitCode:
     """By class: the tree in errors.py decides, never the message."""
-    if isinstance(exc, errors.InvalidInput):
+    if isinstance(exc, errors.InvalidInput | errors.ClusterModeMismatch):  # fix the config
         return ExitCode.USAGE
     if isinstance(exc, errors.NamespaceNotFound | errors.VersionNotFound):
         return ExitCode.NOT_FOUND
@@ -134,6 +102,8 @@ def describe(exc: errors.SwarmMemoryError) -> str:
         current = "absent" if exc.current is None else f"version {exc.current.version}"
         expected = "" if exc.expected is None else f"expected version {exc.expected}, "
         return f"conflict on key {exc.key!r}: {expected}current is {current}"
+    if isinstance(exc, errors.InvalidURL):
+        return exc.message  # says "invalid Redis URL <redacted>: why" already
     if isinstance(exc, errors.InvalidInput):
         return f"invalid {exc.field}: {exc.message}"
     return exc.message
@@ -191,23 +161,57 @@ class Config:
         return self.output == "json"
 
     def memory(self) -> SwarmMemory:
-        """Connect lazily (redis-py connects on the first command); closed at exit."""
+        """Connect on first use, after one round trip that says what it waits for (see
+        :func:`first_contact`); closed at exit."""
         if self._memory is None:
-            settings = self.settings
-            try:
-                self._memory = SwarmMemory.from_url(agent=self.agent, settings=settings)
-            except errors.SwarmMemoryError:
-                raise
-            except (ValueError, TypeError) as exc:  # redis-py's URL parser
-                url = redact_url(settings.redis_url or "")
-                raise CliError(ExitCode.USAGE, f"invalid Redis URL {url}: {exc}") from None
-            click.get_current_context().call_on_close(self.close)
+            memory = SwarmMemory.from_url(agent=self.agent, settings=self.settings)
+            click.get_current_context().call_on_close(memory.close)
+            first_contact(memory)
+            self._memory = memory
         return self._memory
 
     def close(self) -> None:
         if self._memory is not None:
             self._memory.close()
             self._memory = None
+
+
+WAIT_NOTICE_S = 1.5  # a healthy Redis answers in milliseconds; past this, say why we wait
+
+
+def server_address(client: Any) -> str:
+    """``host:port`` (or the socket path) the client talks to first."""
+    if isinstance(client, redis.RedisCluster):
+        cluster: Any = client  # redis-py leaves get_default_node untyped
+        node = cluster.get_default_node()
+        return f"{node.host}:{node.port}"
+    kw = client.connection_pool.connection_kwargs
+    if "path" in kw:
+        return str(kw["path"])
+    return f"{kw.get('host', 'localhost')}:{kw.get('port', 6379)}"
+
+
+def first_contact(memory: SwarmMemory) -> None:
+    """PING once before the command runs. A server that accepts connections but never
+    answers would otherwise leave the command silent for every retry attempt times the
+    socket timeout; after WAIT_NOTICE_S this says on stderr what it waits for, and the
+    PING gives up after one socket timeout (no retries: a person is waiting)."""
+    settings = memory.settings
+    where = server_address(memory.redis)
+    notice = threading.Timer(
+        WAIT_NOTICE_S,
+        lambda: click.echo(
+            f"swarm-memory: waiting for Redis at {where} "
+            f"(timeout {settings.socket_timeout:g} s)...",
+            err=True,
+        ),
+    )
+    notice.daemon = True
+    notice.start()
+    try:
+        memory.redis.ping()  # redis-py's errors: the root command maps them (cli.py)
+    finally:
+        notice.cancel()
 
 
 def config() -> Config:
@@ -250,9 +254,10 @@ def confirm(prompt: str, yes: bool) -> None:
 
 # ----------------------------------------------------------------------- output
 def jsonable(obj: Any) -> Any:
-    """Entries, infos and records as plain JSON (datetimes as ISO 8601 UTC)."""
+    """Entries, infos and records as plain JSON. Datetimes: ISO 8601 with the UTC offset
+    and always milliseconds (the server clock's resolution), one format everywhere."""
     if isinstance(obj, datetime):
-        return obj.isoformat()
+        return obj.isoformat(timespec="milliseconds")
     if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
         return {f.name: jsonable(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
     if isinstance(obj, Mapping):

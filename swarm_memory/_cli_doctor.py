@@ -15,6 +15,8 @@ import redis
 import redis.exceptions as rexc
 
 from swarm_memory._cli_base import ExitCode, config, emit, output_option, redact_url, table
+from swarm_memory.client import SwarmMemory
+from swarm_memory.errors import ClusterModeMismatch
 from swarm_memory.scripts import all_scripts
 
 MIN_VERSION = (7, 0)  # sharded pub/sub (SSUBSCRIBE/SPUBLISH), used by the event doorbell
@@ -39,7 +41,7 @@ def _version(text: str) -> tuple[int, ...]:
     return tuple(int(p) for p in text.split(".")[:2] if p.isdigit())
 
 
-def _server_checks(node: str, client: redis.Redis, cluster_client: bool) -> list[Check]:
+def _server_checks(node: str, client: redis.Redis, cluster_configured: bool) -> list[Check]:
     out: list[Check] = []
 
     def add(check: str, status: str, detail: str) -> None:
@@ -62,8 +64,15 @@ def _server_checks(node: str, client: redis.Redis, cluster_client: bool) -> list
             f"Redis {version}" + ("" if ok else " (7.0+ needed: sharded pub/sub)"),
         )
         enabled = str(info.get("cluster_enabled", "0")) == "1"
-        if enabled and not cluster_client:
+        if enabled and not cluster_configured:
             add("cluster mode", "fail", "server runs in cluster mode: set SWARM_MEMORY_CLUSTER=1")
+        elif cluster_configured and not enabled:
+            add(
+                "cluster mode",
+                "fail",
+                "server is standalone, but the client is set to Cluster: unset "
+                "SWARM_MEMORY_CLUSTER (--no-cluster)",
+            )
         else:
             add("cluster mode", "ok", "cluster" if enabled else "standalone")
         role = info.get("role", "?")
@@ -106,7 +115,8 @@ def _persistence(node: str, client: redis.Redis, info: dict[str, Any]) -> list[C
                 node,
                 "persistence",
                 "warn",
-                "none (no RDB save points, AOF off): a restart loses everything",
+                "none (no RDB save points, AOF off): a restart loses everything; enable "
+                "AOF and RDB save points as deploy/redis.conf does (appendonly yes, save ...)",
             )
         ]
     parts = (["AOF on"] if aof else []) + ([f"RDB save {save}"] if save.strip() else [])
@@ -119,10 +129,18 @@ def _memory_policy(node: str, client: redis.Redis) -> list[Check]:
         limit = int(_config_get(client, "maxmemory") or 0)
     except rexc.ResponseError as exc:
         return [Check(node, "maxmemory", "warn", f"CONFIG GET refused: {exc}")]
-    if policy == "noeviction":
-        status, why = "ok", "writes fail loudly when memory is full"
-    elif limit == 0:
-        status, why = "ok", "no maxmemory limit set, so nothing is evicted"
+    if limit == 0:
+        # No limit: nothing is evicted and no write is refused; Redis grows until the host
+        # runs out of memory, and then the kernel's OOM killer may kill it (the policy
+        # only applies once maxmemory is set).
+        status, why = (
+            "warn",
+            "Redis grows until the host runs out of memory, where the kernel's OOM killer "
+            "may kill it and lose every write not yet persisted; set maxmemory with "
+            "noeviction as deploy/redis.conf does",
+        )
+    elif policy == "noeviction":
+        status, why = "ok", "when memory is full, writes are refused (OOM error), never evicted"
     elif policy.startswith("allkeys"):
         status, why = "fail", "may evict namespace metadata and indexes; use noeviction"
     else:
@@ -136,7 +154,14 @@ def _memory_policy(node: str, client: redis.Redis) -> list[Check]:
 def doctor_cmd() -> None:
     """Check the server: version, persistence, maxmemory policy, scripts, cluster, clock."""
     cfg = config()
-    memory = cfg.memory()
+    configured = cfg.settings.cluster
+    try:
+        memory = cfg.memory()
+    except ClusterModeMismatch:
+        # Checking the mode is doctor's job: look at the server as it is, report the mismatch.
+        settings = cfg.settings.model_copy(update={"cluster": False})
+        memory = SwarmMemory.from_url(agent=cfg.agent, settings=settings)
+        click.get_current_context().call_on_close(memory.close)
     client: Any = memory.redis
     cluster = isinstance(client, redis.RedisCluster)
     if cluster:
@@ -146,14 +171,14 @@ def doctor_cmd() -> None:
         nodes = [(f"{kw.get('host', kw.get('path', '?'))}:{kw.get('port', '')}", client)]
     checks: list[Check] = []
     for name, node_client in nodes:
-        checks.extend(_server_checks(name, node_client, cluster))
+        checks.extend(_server_checks(name, node_client, configured))
     failed = [c for c in checks if c.status == "fail"]
     url = redact_url(cfg.target_url or "")
     data = {
         "url": url,
         "agent": cfg.agent,
         "prefix": memory.settings.key_prefix,
-        "cluster": cluster,
+        "cluster": configured,
         "ok": not failed,
         "checks": [asdict(c) for c in checks],
     }

@@ -139,7 +139,7 @@ def ls_cmd(*, namespace: str, pattern: str, limit: int) -> None:
             "version": entry.version,
             "size": entry.size,
             "updated_by": entry.updated_by,
-            "updated_at": when(entry.updated_at),
+            "updated_at": entry.updated_at,  # -o json: ISO 8601 (jsonable), as get
             "ttl": ttl_left(entry.expires_at, now_ms),
             "value": entry.value,
         }
@@ -153,7 +153,7 @@ def ls_cmd(*, namespace: str, pattern: str, limit: int) -> None:
                 r["version"],
                 r["size"],
                 r["updated_by"],
-                r["updated_at"],
+                when(r["updated_at"]),
                 r["ttl"],
                 short(r["value"], 40),
             ]

@@ -36,6 +36,7 @@ from swarm_memory._cli_base import (
     confirm,
     dumps,
     emit,
+    jsonable,
     live_entries,
     output_option,
     parse_json,
@@ -44,11 +45,14 @@ from swarm_memory._cli_base import (
 )
 from swarm_memory.client import Namespace, SwarmMemory
 from swarm_memory.errors import ConflictError, NamespaceNotFound
-from swarm_memory.models import Entry
+from swarm_memory.models import Entry, NamespaceInfo
 
 FORMAT = "swarm-memory/export-v1"
+# Every create_namespace option NamespaceInfo reports: the header carries the whole
+# config, so --create-namespace rebuilds the namespace as it was.
 CONFIG_FIELDS = (
     "default_permission",
+    "permissions",
     "strategy",
     "ttl",
     "max_keys",
@@ -56,6 +60,7 @@ CONFIG_FIELDS = (
     "history",
     "over_quota",
     "max_events",
+    "require_lock",
 )
 
 
@@ -81,27 +86,62 @@ def _line(obj: dict[str, Any]) -> bytes:
     return (dumps(obj) + "\n").encode("utf-8")
 
 
+@contextlib.contextmanager
+def _opened(path: str, mode: str) -> Iterator[IO[bytes]]:
+    """``-`` is stdin/stdout (left open). Opened here, not by click, so an unusable path
+    is one ``swarm-memory: error:`` line like every other error (exit 2: a bad argument)."""
+    if path == "-":
+        yield sys.stdout.buffer if "w" in mode else sys.stdin.buffer
+        return
+    try:
+        # Entered below; a with-statement here would wrap OSError from the body too.
+        file = cast(IO[bytes], open(path, mode))  # noqa: SIM115
+    except OSError as exc:
+        raise CliError(ExitCode.USAGE, f"cannot open {path}: {exc.strerror or exc}") from None
+    with file:
+        yield file
+
+
 @click.command("export")
 @click.argument("namespace")
-@click.argument("file", type=click.File("wb"), default="-")
+@click.argument("path", metavar="FILE", default="-")
 @click.option("--pattern", default="*", show_default=True, help="Only keys matching this glob.")
 @output_option
-def export_cmd(namespace: str, file: IO[bytes], pattern: str) -> None:
+def export_cmd(namespace: str, path: str, pattern: str) -> None:
     """Write the namespace's entries to FILE (default stdout) as JSON Lines.
 
     Not a point-in-time snapshot: entries are read page by page; the header's revision
     is the namespace revision when the export started."""
     memory = config().memory()
     ns = memory.namespace(namespace)
-    info = ns.info()
+    info = ns.info()  # before FILE is opened: an unknown namespace leaves no empty file
     now_ms = server_now_ms(memory)
+    with _opened(path, "wb") as file:
+        count, digest = _write_export(namespace, ns, info, now_ms, file, pattern=pattern)
+    if path != "-":  # keep stdout clean for the export itself
+        emit(
+            {"namespace": namespace, "entries": count, "digest": digest},
+            lambda: f"exported {count} entries of {namespace!r} (sha256 {digest})",
+        )
+
+
+def _write_export(
+    namespace: str,
+    ns: Namespace,
+    info: NamespaceInfo,
+    now_ms: int,
+    file: IO[bytes],
+    *,
+    pattern: str,
+) -> tuple[int, str]:
+    """Header, entries, checksum line; returns (entries, hex digest)."""
     digest = hashlib.sha256()
     header = {
         "type": "header",
         "format": FORMAT,
         "namespace": namespace,
         "revision": info.revision,
-        "exported_at": datetime.fromtimestamp(now_ms / 1000, UTC).isoformat(),
+        "exported_at": jsonable(datetime.fromtimestamp(now_ms / 1000, UTC)),
         "config": {name: getattr(info, name) for name in CONFIG_FIELDS},
     }
     count = 0
@@ -115,11 +155,7 @@ def export_cmd(namespace: str, file: IO[bytes], pattern: str) -> None:
     trailer = {"type": "checksum", "algorithm": "sha256", "entries": count - 1}
     file.write(_line({**trailer, "digest": digest.hexdigest()}))
     file.flush()
-    if file is not sys.stdout.buffer:  # keep stdout clean for the export itself
-        emit(
-            {"namespace": namespace, "entries": count - 1, "digest": digest.hexdigest()},
-            lambda: f"exported {count - 1} entries of {namespace!r} (sha256 {digest.hexdigest()})",
-        )
+    return count - 1, digest.hexdigest()
 
 
 def _export_lines(
@@ -186,19 +222,32 @@ def _plan(mode: str, entry: dict[str, Any], current: Entry | None) -> str:
     return "write" if current.version == entry.get("version") else "conflict"
 
 
-def _target(memory: SwarmMemory, name: str, dump: Dump, create: bool, dry_run: bool) -> bool:
-    """True if the namespace exists (or was created); False if it would be (dry run)."""
+def _exported_config(dump: Dump) -> dict[str, Any]:
+    """The header's namespace config (older exports lack permissions and require_lock)."""
+    return {k: v for k, v in dict(dump.header.get("config") or {}).items() if k in CONFIG_FIELDS}
+
+
+def _target(memory: SwarmMemory, name: str, dump: Dump, create: bool, dry_run: bool) -> str:
+    """``"exists"``, ``"created"`` (now, without require_lock yet), or ``"would create"``
+    (dry run)."""
     try:
         memory.namespace_info(name)
-        return True
+        return "exists"
     except NamespaceNotFound:
         if not create:
-            raise
+            raise CliError(
+                ExitCode.NOT_FOUND,
+                f"namespace {name!r} not found; pass --create-namespace to create it with "
+                "the exported configuration",
+            ) from None
     if dry_run:
-        return False
-    cfg = {k: v for k, v in dict(dump.header.get("config") or {}).items() if k in CONFIG_FIELDS}
+        return "would create"
+    cfg = _exported_config(dump)
+    # require_lock is switched on after the entries are in: the import holds no locks,
+    # and every unfenced write into such a namespace is refused.
+    cfg.pop("require_lock", None)
     memory.create_namespace(name, **cfg)
-    return True
+    return "created"
 
 
 def _apply(
@@ -229,7 +278,7 @@ def _apply(
 
 
 @click.command("import")
-@click.argument("file", type=click.File("rb"))
+@click.argument("path", metavar="FILE")
 @click.option("--namespace", "-n", default=None, help="Target (default: the exported one).")
 @click.option(
     "--mode",
@@ -245,7 +294,7 @@ def _apply(
 @output_option
 def import_cmd(
     *,
-    file: IO[bytes],
+    path: str,
     namespace: str | None,
     mode: str,
     create_namespace: bool,
@@ -256,10 +305,12 @@ def import_cmd(
 
     Values are written through the target namespace's strategy and get new versions
     there; TTLs restart from the time that was left at export."""
-    dump = read_dump(file.read())
+    with _opened(path, "rb") as file:
+        dump = read_dump(file.read())
     name = namespace or str(dump.header.get("namespace"))
     memory = config().memory()
-    exists = _target(memory, name, dump, create_namespace, dry_run)
+    target = _target(memory, name, dump, create_namespace, dry_run)
+    exists = target != "would create"
     ns = memory.namespace(name)
     keys = [e["key"] for e in dump.entries]
     current: dict[str, Entry | None] = {}
@@ -288,6 +339,8 @@ def import_cmd(
                 done = _apply(ns, mode, planned, entry, current.get(entry["key"]))
             outcome[done] += 1
             advance()
+    if target == "created" and _exported_config(dump).get("require_lock"):
+        memory.update_namespace(name, require_lock=True)
     emit(
         {"namespace": name, "mode": mode, "result": outcome},
         lambda: f"imported into {name!r} ({mode}): " + _summary(outcome),

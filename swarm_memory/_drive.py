@@ -44,7 +44,7 @@ def _failed_connecting(exc: BaseException) -> bool:
     handshake, the pool's health check), so no byte of our command reached the server.
 
     redis-py's exceptions do not say this, and their messages differ between versions;
-    the call path does: every supported redis-py (5.0 to 8.x, sync and asyncio, standalone
+    the call path does: every supported redis-py (8.x, sync and asyncio, standalone
     and cluster) sends a command only after ``get_connection``/``connect`` returned.
     """
     tb = exc.__traceback__
@@ -60,12 +60,37 @@ def _failed_connecting(exc: BaseException) -> bool:
 _CONNECT_FRAMES = frozenset({"connect", "get_connection", "connect_check_health", "on_connect"})
 
 
+def setup_error(exc: BaseException) -> errors.SwarmMemoryError:
+    """Map an error raised while a client sets itself up: the sync RedisCluster connects
+    when it is built, the async one on its first command.
+
+    redis-py's cluster setup errors are not RedisErrors and carry no attributes: the
+    server's "cluster mode is not enabled" reply is known only by its text.
+    """
+    if isinstance(exc, rexc.RedisClusterException):
+        if "cluster mode is not enabled" in str(exc).lower():
+            return errors.ClusterModeMismatch(
+                "the server is not a Redis Cluster (cluster mode is not enabled on it), "
+                "but the client was told it is: unset SWARM_MEMORY_CLUSTER (--no-cluster)",
+                configured_cluster=True,
+                server_cluster=False,
+            )
+        return errors.TransportError(f"Redis Cluster unreachable: {exc}")
+    if isinstance(exc, rexc.AuthenticationError):
+        return errors.TransportError(f"Redis refused the credentials: {exc}")
+    if isinstance(exc, _RETRYABLE):
+        return errors.TransportError(f"Redis unreachable: {exc}")
+    return errors.ServerError(f"Redis refused the command: {exc}")
+
+
 def _final_error(
     effect: ScriptCall | Command, exc: BaseException, *, maybe_sent: bool = True
 ) -> errors.SwarmMemoryError:
     """Map a redis-py error that survived the retry policy. ``maybe_sent`` is False when
     every attempt failed before its command could reach the server: a write that was
     never sent was not applied, so it is "unreachable", not "outcome unknown"."""
+    if isinstance(exc, rexc.RedisClusterException):
+        return setup_error(exc)
     if isinstance(exc, rexc.AuthenticationError):
         return errors.TransportError(f"Redis refused the credentials: {exc}")
     if isinstance(exc, _RETRYABLE):
@@ -273,7 +298,7 @@ class SyncDriver(_Base):
                     except _RETRYABLE as exc:
                         attempts.failed(exc)
                         raise
-        except rexc.RedisError as exc:
+        except (rexc.RedisError, rexc.RedisClusterException) as exc:
             raise _final_error(effect, exc, maybe_sent=attempts.maybe_sent) from exc
         raise AssertionError("unreachable")  # pragma: no cover
 
@@ -400,7 +425,7 @@ class AsyncDriver(_Base):
                     except _RETRYABLE as exc:
                         attempts.failed(exc)
                         raise
-        except rexc.RedisError as exc:
+        except (rexc.RedisError, rexc.RedisClusterException) as exc:
             raise _final_error(effect, exc, maybe_sent=attempts.maybe_sent) from exc
         raise AssertionError("unreachable")  # pragma: no cover
 

@@ -6,16 +6,22 @@ Only the driver differs between them (``_drive.py``); the methods that run flows
 
 from __future__ import annotations
 
+import inspect
 from typing import Any, Generic, Self, TypeVar
+from urllib.parse import parse_qsl, quote, urlencode, urlsplit, urlunsplit
 
+import redis
+import redis.asyncio
+import redis.exceptions as rexc
+from redis.asyncio.retry import Retry as AsyncRetry
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-from swarm_memory._drive import AsyncDriver, ScriptObserver, SyncDriver
+from swarm_memory._drive import AsyncDriver, ScriptObserver, SyncDriver, setup_error
 from swarm_memory._inbox import InboxContext, InboxState, consumer_arg, default_consumer
 from swarm_memory._ops import AgentSession, Context, Resolver
 from swarm_memory.codec import Codec, ValueCodec
-from swarm_memory.errors import InvalidInput, InvalidOption
+from swarm_memory.errors import InvalidInput, InvalidOption, InvalidURL
 from swarm_memory.keys import validate_agent, validate_namespace
 from swarm_memory.metrics import ClientMetrics
 from swarm_memory.settings import Settings
@@ -33,15 +39,115 @@ def resolve_url(url: str | None, settings: Settings) -> str:
     return found
 
 
-def client_options(settings: Settings) -> dict[str, Any]:
+def client_options(settings: Settings, *, is_async: bool = False) -> dict[str, Any]:
     """redis-py options for clients we build: its own retries off (tenacity is the one
-    retry layer), bytes replies (values are binary-safe), our timeouts."""
+    retry layer), bytes replies (values are binary-safe), our timeouts.
+
+    Async clients get redis-py's async ``Retry``: given the sync one, redis-py 6+ converts
+    it and warns (``redis.asyncio.retry.Retry`` exists, same signature, since 4.2)."""
+    retry = AsyncRetry(NoBackoff(), 0) if is_async else Retry(NoBackoff(), 0)
     return {
         "socket_timeout": settings.socket_timeout,
         "socket_connect_timeout": settings.connect_timeout,
-        "retry": Retry(NoBackoff(), 0),
+        "retry": retry,
         "decode_responses": False,
     }
+
+
+def redact_url(url: str) -> str:
+    """``redis://user:secret@host:6379/0`` -> ``redis://user:***@host:6379/0`` (and any
+    ``password=`` query parameter). Unparseable input is redacted wholesale."""
+    try:
+        parts = urlsplit(url)
+        netloc = parts.netloc
+        if "@" in netloc:
+            userinfo, host = netloc.rsplit("@", 1)
+            user, sep, _password = userinfo.partition(":")
+            netloc = f"{user}:***@{host}" if sep else f"{userinfo}@{host}"
+        query = parts.query
+        if query:
+            pairs = [
+                (k, "***" if k.lower() == "password" else v)
+                for k, v in parse_qsl(query, keep_blank_values=True)
+            ]
+            query = urlencode(pairs, safe="*", quote_via=quote)
+        return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
+    except ValueError:
+        return "<unparseable URL>"
+
+
+def url_passwords(url: str | None) -> list[str]:
+    """The secrets a URL carries (userinfo password, ``password=`` parameter)."""
+    if not url:
+        return []
+    try:
+        parts = urlsplit(url)
+        found = [parts.password] if parts.password else []
+        found += [v for k, v in parse_qsl(parts.query) if k.lower() == "password" and v]
+        return found
+    except ValueError:
+        return []
+
+
+def _accepted_arguments(cls: type) -> set[str]:
+    names: set[str] = set()
+    for klass in cls.__mro__:
+        init = klass.__dict__.get("__init__")
+        if init is not None:
+            names.update(inspect.signature(init).parameters)
+    return names
+
+
+def _invalid_url(target: str, exc: Exception, connection_class: type | None = None) -> InvalidURL:
+    reason = str(exc)
+    if isinstance(exc, TypeError) and connection_class is not None:
+        # redis-py passes unknown query parameters on as keyword arguments; name them.
+        accepted = _accepted_arguments(connection_class)
+        unknown = sorted({k for k, _ in parse_qsl(urlsplit(target).query)} - accepted)
+        if unknown:
+            reason = "unknown query parameter " + ", ".join(repr(k) for k in unknown)
+    for secret in url_passwords(target):
+        reason = reason.replace(secret, "***")
+    shown = redact_url(target)
+    return InvalidURL(f"invalid Redis URL {shown}: {reason}", field="url", value=shown)
+
+
+def check_url(target: str) -> None:
+    """Raise :class:`InvalidURL` for a URL redis-py cannot use, without any I/O.
+
+    redis-py finds a bad scheme or port when the client is built but an unknown query
+    parameter only on the first connection (and a Cluster client connects before it
+    would look): building one connection object, unconnected, finds all of them now.
+    """
+    connection_class: type | None = None
+    try:
+        pool = redis.ConnectionPool.from_url(target)
+        connection_class = pool.connection_class
+        connection_class(**pool.connection_kwargs)
+    except (ValueError, TypeError) as exc:
+        raise _invalid_url(target, exc, connection_class) from None
+
+
+def make_client(url: str | None, settings: Settings, *, is_async: bool = False) -> Any:
+    """A redis-py client for ``url`` (or ``settings.redis_url``): standalone or Cluster,
+    sync or async. Raises InvalidInput (InvalidURL), ClusterModeMismatch, TransportError.
+
+    The sync Cluster client connects here (redis-py reads the slot map when it is built);
+    the others connect on their first command, where the driver maps the same errors."""
+    target = resolve_url(url, settings)
+    check_url(target)
+    options = client_options(settings, is_async=is_async)
+    cls: Any
+    if is_async:
+        cls = redis.asyncio.RedisCluster if settings.cluster else redis.asyncio.Redis
+    else:
+        cls = redis.RedisCluster if settings.cluster else redis.Redis
+    try:
+        return cls.from_url(target, **options)
+    except (ValueError, TypeError) as exc:  # a parameter the Cluster client refuses
+        raise _invalid_url(target, exc) from None
+    except (rexc.RedisError, rexc.RedisClusterException) as exc:
+        raise setup_error(exc) from exc
 
 
 def check_client(client: Any) -> None:

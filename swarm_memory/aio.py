@@ -16,7 +16,7 @@ import redis.asyncio
 from swarm_memory import _coord, _inbox, _ops
 from swarm_memory._drive import AsyncDriver
 from swarm_memory._ops import Context, Resolver
-from swarm_memory._shell import HandleBase, MemoryBase, client_options, resolve_url
+from swarm_memory._shell import HandleBase, MemoryBase, make_client
 from swarm_memory.codec import Codec
 from swarm_memory.errors import InvalidInput
 from swarm_memory.events import (
@@ -70,15 +70,15 @@ class AsyncSwarmMemory(MemoryBase[AsyncDriver]):
         codec: Codec | None = None,
         metrics: ClientMetrics | None = None,
     ) -> AsyncSwarmMemory:
-        """Connect to ``url`` (or ``SWARM_MEMORY_REDIS_URL``). Raises InvalidInput.
-        ``metrics``: opt-in client instrumentation (:class:`~swarm_memory.ClientMetrics`)."""
+        """Connect to ``url`` (or ``SWARM_MEMORY_REDIS_URL``).
+        ``metrics``: opt-in client instrumentation (:class:`~swarm_memory.ClientMetrics`).
+
+        Raises InvalidInput (InvalidURL for a URL redis-py cannot use); with
+        ``settings.cluster``, ClusterModeMismatch or TransportError when the seed is not
+        a Cluster node or cannot be reached (on the first command: redis-py's async
+        Cluster client connects then)."""
         settings = settings or Settings()
-        target = resolve_url(url, settings)
-        client: redis.asyncio.Redis | redis.asyncio.RedisCluster
-        if settings.cluster:
-            client = redis.asyncio.RedisCluster.from_url(target, **client_options(settings))
-        else:
-            client = redis.asyncio.Redis.from_url(target, **client_options(settings))
+        client = make_client(url, settings, is_async=True)
         return cls(
             client,
             agent=agent,
@@ -99,7 +99,8 @@ class AsyncSwarmMemory(MemoryBase[AsyncDriver]):
         metrics: ClientMetrics | None = None,
     ) -> AsyncSwarmMemory:
         """Use an existing redis-py client. Turn its own retries off for exactly-once
-        retries (``retry=Retry(NoBackoff(), 0)``); ours run on top of whatever it does."""
+        retries (``retry=Retry(NoBackoff(), 0)`` with ``redis.asyncio.retry.Retry``); ours
+        run on top of whatever it does."""
         return cls(client, agent=agent, settings=settings, codec=codec, metrics=metrics)
 
     def namespace(self, name: str, *, resolver: Resolver | None = None) -> AsyncNamespace:

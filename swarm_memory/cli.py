@@ -31,9 +31,11 @@ from swarm_memory._cli_base import (
 from swarm_memory._cli_doctor import doctor_cmd
 from swarm_memory._cli_entries import delete_cmd, get_cmd, history_cmd, ls_cmd, put_cmd
 from swarm_memory._cli_events import agents_cmd, audit_cmd, locks_cmd, stats_cmd, watch_cmd
+from swarm_memory._cli_exporter import exporter_cmd
 from swarm_memory._cli_inbox import inbox_group
 from swarm_memory._cli_ns import ns_group
 from swarm_memory._cli_transfer import export_cmd, import_cmd
+from swarm_memory._drive import setup_error
 
 
 def _redis_error(exc: rexc.RedisError) -> tuple[ExitCode, str]:
@@ -67,12 +69,16 @@ class RootGroup(click.Group):
         except rexc.RedisError as exc:
             code, message = _redis_error(exc)
             fail(code, message, cfg.target_url)
+        except rexc.RedisClusterException as exc:  # not a RedisError in redis-py
+            mapped = setup_error(exc)
+            fail(exit_code_for(mapped), describe(mapped), cfg.target_url)
         except KeyboardInterrupt:
             fail(ExitCode.INTERRUPTED, "interrupted", cfg.target_url)
         except BrokenPipeError:  # `swarm-memory export ns | head`
             raise click.exceptions.Exit(int(ExitCode.ERROR)) from None
-        except OSError as exc:  # files of export / import
-            fail(ExitCode.ERROR, f"{exc.strerror or exc}: {exc.filename or ''}", cfg.target_url)
+        except OSError as exc:  # a write to stdout or a file that failed midway
+            where = f": {exc.filename}" if exc.filename else ""
+            fail(ExitCode.ERROR, f"{exc.strerror or exc}{where}", cfg.target_url)
 
 
 @click.group(cls=RootGroup, context_settings={"help_option_names": ["-h", "--help"]})
@@ -116,25 +122,6 @@ def cli(
     # A command's own -o is parsed after this callback runs, so it overrides this one.
     cfg.url, cfg.agent, cfg.prefix, cfg.cluster = url, agent, prefix, cluster
     cfg.output = output
-
-
-@cli.command(
-    "exporter",
-    context_settings={"ignore_unknown_options": True, "allow_extra_args": True},
-    add_help_option=False,
-)
-@click.argument("args", nargs=-1, type=click.UNPROCESSED)
-def exporter_cmd(args: tuple[str, ...]) -> None:
-    """Serve Prometheus metrics read from Redis (see `swarm-memory exporter --help`)."""
-    from swarm_memory import exporter  # noqa: PLC0415 - prometheus only when asked for
-
-    cfg = config()
-    argv = list(args)
-    if cfg.url and "--url" not in argv:
-        argv = ["--url", cfg.url, *argv]
-    code = exporter.main(argv)
-    if code:
-        raise click.exceptions.Exit(code)
 
 
 @cli.command("demo")
@@ -187,6 +174,7 @@ for _command in (
     import_cmd,
     doctor_cmd,
     inbox_group,
+    exporter_cmd,
 ):
     cli.add_command(_command)
 

@@ -15,7 +15,7 @@ import redis
 from swarm_memory import _coord, _inbox, _ops
 from swarm_memory._drive import SyncDriver
 from swarm_memory._ops import Context, Resolver
-from swarm_memory._shell import HandleBase, MemoryBase, client_options, resolve_url
+from swarm_memory._shell import HandleBase, MemoryBase, make_client
 from swarm_memory.codec import Codec
 from swarm_memory.errors import InvalidInput
 from swarm_memory.events import OnError, Subscription, SyncHub, Watch, pattern_arg, types_arg
@@ -62,15 +62,15 @@ class SwarmMemory(MemoryBase[SyncDriver]):
         codec: Codec | None = None,
         metrics: ClientMetrics | None = None,
     ) -> SwarmMemory:
-        """Connect to ``url`` (or ``SWARM_MEMORY_REDIS_URL``). Raises InvalidInput.
-        ``metrics``: opt-in client instrumentation (:class:`~swarm_memory.ClientMetrics`)."""
+        """Connect to ``url`` (or ``SWARM_MEMORY_REDIS_URL``).
+        ``metrics``: opt-in client instrumentation (:class:`~swarm_memory.ClientMetrics`).
+
+        Raises InvalidInput (InvalidURL for a URL redis-py cannot use); with
+        ``settings.cluster``, ClusterModeMismatch or TransportError when the seed is not
+        a Cluster node or cannot be reached (here: redis-py's Cluster client connects
+        when it is built)."""
         settings = settings or Settings()
-        target = resolve_url(url, settings)
-        client: redis.Redis | redis.RedisCluster
-        if settings.cluster:
-            client = redis.RedisCluster.from_url(target, **client_options(settings))
-        else:
-            client = redis.Redis.from_url(target, **client_options(settings))
+        client = make_client(url, settings, is_async=False)
         return cls(
             client,
             agent=agent,

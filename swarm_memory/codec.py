@@ -42,7 +42,10 @@ class JsonCodec:
     _encoder = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), allow_nan=False)
 
     def encode(self, value: Any) -> bytes:
-        return self._encoder.encode(value).encode("utf-8")
+        text = self._encoder.encode(value)
+        # After encoding: the encoder has refused cycles and non-JSON types by now.
+        _require_string_keys(value)
+        return text.encode("utf-8")
 
     _decoder = json.JSONDecoder()
 
@@ -54,6 +57,29 @@ class JsonCodec:
             return self._decoder.decode(data.decode("utf-8"))
         except (ValueError, AttributeError):  # UnicodeDecodeError is a ValueError
             return json.loads(data)
+
+
+def _require_string_keys(value: Any) -> None:
+    """Raise TypeError for an object key that is not a string, at any depth.
+
+    ``json`` writes ``1``, ``1.5``, ``True`` and ``None`` keys as ``"1"``, ``"1.5"``,
+    ``"true"``, ``"null"``: the value read back would have other keys than the one
+    written, so such a value is refused instead of silently changed.
+    """
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, Mapping):
+            for key, child in item.items():
+                if not isinstance(key, str):
+                    raise TypeError(
+                        f"object keys must be strings, got {type(key).__name__} key {key!r} "
+                        "(JSON would store it as a string)"
+                    )
+                if type(child) not in _SCALARS:
+                    stack.append(child)
+        elif isinstance(item, list | tuple):
+            stack.extend(child for child in item if type(child) not in _SCALARS)
 
 
 def check_depth(value: Any, max_depth: int) -> None:

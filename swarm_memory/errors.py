@@ -8,7 +8,8 @@ The tree (catch the base, or any branch)::
     │   ├── InvalidValue                 not encodable, NaN/inf, too deep, too large
     │   ├── InvalidVersion               bool, non-int, negative or >= 2**53 versions
     │   ├── InvalidTTL                   <= 0, NaN, or above the configured maximum
-    │   └── InvalidOption                unknown strategy / permission / policy / codec
+    │   ├── InvalidOption                unknown strategy / permission / policy / codec
+    │   └── InvalidURL                   a Redis URL redis-py cannot use (scheme, port, query)
     ├── NamespaceError
     │   ├── NamespaceNotFound
     │   └── NamespaceExists
@@ -32,6 +33,8 @@ The tree (catch the base, or any branch)::
     ├── RequestTimeout                   request() got no reply in time (.correlation_id)
     ├── ServerError                      Redis refused the command (OOM, READONLY, script error)
     ├── NotReplicated                    applied on the primary, but WAIT saw too few replicas
+    ├── ClusterModeMismatch              cluster setting vs server mode (.configured_cluster
+    │                                    .server_cluster)
     └── TransportError                   Redis unreachable after the retry policy
         └── OutcomeUnknown               a write may or may not have been applied (.op_id)
 
@@ -95,6 +98,11 @@ class InvalidTTL(InvalidInput):
 
 class InvalidOption(InvalidInput):
     """An enumerated option (strategy, permission level, policy, codec) is unknown."""
+
+
+class InvalidURL(InvalidInput):
+    """A Redis URL that redis-py cannot use: unknown scheme, bad port, unknown query
+    parameter. ``value`` is the URL with its password masked; nothing was sent."""
 
 
 class NamespaceError(SwarmMemoryError):
@@ -340,6 +348,20 @@ class NotReplicated(SwarmMemoryError):
         self.op_id = op_id
         self.required = required
         self.acked = acked
+
+
+class ClusterModeMismatch(SwarmMemoryError):
+    """The ``cluster`` setting does not match the server: a Cluster client against a
+    standalone server (``configured_cluster=True``, ``server_cluster=False``) or the
+    reverse. Fix the setting (``SWARM_MEMORY_CLUSTER``); nothing was sent but a handshake.
+    """
+
+    def __init__(
+        self, message: str, *, configured_cluster: bool, server_cluster: bool, **ctx: Any
+    ) -> None:
+        super().__init__(message, **ctx)
+        self.configured_cluster = configured_cluster
+        self.server_cluster = server_cluster
 
 
 class ResolverError(SwarmMemoryError):

@@ -1,7 +1,8 @@
 """Server-side metrics: a Prometheus custom collector that reads Redis at scrape time.
 
-Run it as ``swarm-memory exporter`` (the CLI calls :func:`main`) or
-``python -m swarm_memory.exporter --url redis://... --port 9808 --addr 0.0.0.0``; embed it
+Run it as ``swarm-memory exporter`` (``_cli_exporter.py``) or
+``python -m swarm_memory.exporter --url redis://... --port 9808 --addr 0.0.0.0`` (the same
+command, through :func:`main`); embed it
 with :func:`serve`, or register :class:`SwarmCollector` on a registry of your own.
 
 What it reads, each scrape (nothing is cached between scrapes):
@@ -29,10 +30,8 @@ series grows with namespaces only. Every family is listed in :data:`FAMILIES`.
 
 from __future__ import annotations
 
-import argparse
-import os
 import re
-import signal
+import sys
 import threading
 import time
 from collections.abc import Iterable, Iterator, Sequence
@@ -45,7 +44,7 @@ from prometheus_client import CollectorRegistry, start_http_server
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from swarm_memory._shell import client_options, resolve_url
+from swarm_memory import _shell
 from swarm_memory.keys import NamespaceKeys, PresenceKeys, registry_key
 from swarm_memory.settings import Settings
 
@@ -370,11 +369,10 @@ class SwarmCollector(Collector):
 
 
 def make_client(settings: Settings, url: str | None = None) -> redis.Redis | redis.RedisCluster:
-    """A redis-py client for the exporter from ``url`` or ``settings.redis_url``."""
-    target = resolve_url(url, settings)
-    if settings.cluster:
-        return redis.RedisCluster.from_url(target, **client_options(settings))
-    return redis.Redis.from_url(target, **client_options(settings))
+    """A redis-py client for the exporter from ``url`` or ``settings.redis_url``.
+    Raises InvalidInput (InvalidURL), ClusterModeMismatch, TransportError."""
+    client: redis.Redis | redis.RedisCluster = _shell.make_client(url, settings)
+    return client
 
 
 @dataclass
@@ -413,51 +411,26 @@ def serve(
     client = make_client(settings, url)
     registry = CollectorRegistry()
     registry.register(SwarmCollector(client, prefix=settings.key_prefix))
-    server, thread = start_http_server(port, addr, registry=registry)
+    try:
+        server, thread = start_http_server(port, addr, registry=registry)
+    except OSError:
+        client.close()
+        raise
     return Exporter(server, thread, registry, client)
 
 
-def build_parser() -> argparse.ArgumentParser:
-    env = os.environ.get
-    parser = argparse.ArgumentParser(
-        prog="swarm-memory exporter",
-        description="Prometheus exporter for swarm_memory's server-side state.",
-    )
-    parser.add_argument("--url", default=None, help="Redis URL (default: SWARM_MEMORY_REDIS_URL)")
-    parser.add_argument(
-        "--port",
-        type=int,
-        default=int(env("SWARM_MEMORY_EXPORTER_PORT", DEFAULT_PORT)),
-        help=f"listen port (default {DEFAULT_PORT}; env SWARM_MEMORY_EXPORTER_PORT)",
-    )
-    parser.add_argument(
-        "--addr",
-        default=env("SWARM_MEMORY_EXPORTER_ADDR", DEFAULT_ADDR),
-        help=f"listen address (default {DEFAULT_ADDR}; env SWARM_MEMORY_EXPORTER_ADDR)",
-    )
-    parser.add_argument("--prefix", default=None, help="key prefix (default: settings, 'sm')")
-    parser.add_argument("--cluster", action="store_true", default=None, help="Redis Cluster")
-    return parser
-
-
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of ``swarm-memory exporter``: parse ``argv`` (flags ``--url --port
-    --addr --prefix --cluster``), serve until SIGTERM/SIGINT, return the exit code.
-    Settings not given as flags come from ``SWARM_MEMORY_*`` variables."""
-    args = build_parser().parse_args(argv)
-    update: dict[str, Any] = {}
-    if args.prefix is not None:
-        update["key_prefix"] = args.prefix
-    if args.cluster:
-        update["cluster"] = True
-    settings = Settings(**update)
-    exporter = serve(args.url, settings=settings, port=args.port, addr=args.addr)
-    stop = threading.Event()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, lambda *_: stop.set())
-    print(f"swarm-memory exporter on http://{args.addr}:{exporter.port}/metrics", flush=True)
-    stop.wait()
-    exporter.close()
+    """``python -m swarm_memory.exporter [--url --port --addr --prefix --cluster]``: the
+    CLI's ``swarm-memory exporter`` command (same flags, help, errors and exit codes);
+    serves until SIGTERM/SIGINT and returns the exit code. Settings not given as flags
+    come from ``SWARM_MEMORY_*`` variables."""
+    from swarm_memory.cli import cli  # noqa: PLC0415 - the CLI imports this module lazily
+
+    args = list(sys.argv[1:] if argv is None else argv)
+    try:
+        cli.main(args=["exporter", *args], prog_name="swarm-memory")
+    except SystemExit as exc:
+        return exc.code if isinstance(exc.code, int) else 1
     return 0
 
 

@@ -65,11 +65,32 @@ def test_unknown_namespace(run):
 
 
 @pytest.mark.parametrize(
-    "url", ["foo://127.0.0.1:1/0", "redis://127.0.0.1:notaport/0", f"ftp://u:{PASSWORD}@h/0"]
+    "url",
+    [
+        "foo://127.0.0.1:1/0",
+        "http://x",
+        "redis://127.0.0.1:notaport/0",
+        f"ftp://u:{PASSWORD}@h/0",
+        f"redis://u:{PASSWORD}@127.0.0.1:1/0?sockettimeout=1",
+    ],
 )
-def test_bad_url(run, url):
-    line = _fails(run, 2, "ns", "list", env={"SWARM_MEMORY_REDIS_URL": url})
+@pytest.mark.parametrize("cluster", ["0", "1"])
+def test_bad_url(run, url, cluster):
+    env = {"SWARM_MEMORY_REDIS_URL": url, "SWARM_MEMORY_CLUSTER": cluster}
+    line = _fails(run, 2, "ns", "list", env=env)
     assert "invalid Redis URL" in line
+
+
+@pytest.mark.parametrize("command", [("ns", "list"), ("put", "t", "k", "1"), ("get", "t", "k")])
+def test_cluster_flag_against_a_standalone_server(run, command):
+    line = _fails(run, 2, "--cluster", *command)
+    assert "not a Redis Cluster" in line and "SWARM_MEMORY_CLUSTER" in line
+
+
+def test_cluster_flag_against_nothing(run):
+    url = f"redis://127.0.0.1:{free_port()}/0"
+    line = _fails(run, 6, "--cluster", "ns", "list", env={"SWARM_MEMORY_REDIS_URL": url})
+    assert "connection refused" in line.lower()
 
 
 def test_no_url_and_bad_settings(run):

@@ -23,15 +23,28 @@ def test_doctor_on_a_healthy_server(run):
     }  # fmt: skip
     assert checks["version"]["status"] == "ok" and checks["version"]["detail"].startswith("Redis 7")
     assert checks["cluster mode"]["detail"] == "standalone"
-    assert checks["maxmemory"]["status"] == "ok" and "noeviction" in checks["maxmemory"]["detail"]
-    # The test server runs without persistence: a warning, not a failure.
+    # The test server has no maxmemory: nothing fails loudly, Redis grows until the OOM
+    # killer; and no persistence. Warnings that name the fix, not failures.
+    memory = checks["maxmemory"]
+    assert memory["status"] == "warn" and "maxmemory 0" not in memory["detail"]
+    assert "fail loudly" not in memory["detail"]
+    assert "OOM killer" in memory["detail"] and "deploy/redis.conf" in memory["detail"]
     assert checks["persistence"]["status"] == "warn"
+    assert "deploy/redis.conf" in checks["persistence"]["detail"]
     assert checks["clock"]["status"] == "ok"
     # Scripts: counted against the server's cache; using the library loads some.
     run("ns", "create", "team")
     cached = _checks(run.json("doctor"))["scripts"]["detail"]
     assert not cached.startswith("0/")
     assert "doctor:" in run("doctor").stdout
+
+
+def test_doctor_on_a_bounded_noeviction_server(run):
+    with RedisServer(["--maxmemory", "64mb", "--maxmemory-policy", "noeviction"]) as server:
+        report = run.json("--url", server.url, "doctor")
+    memory = _checks(report)["maxmemory"]
+    assert memory["status"] == "ok" and "maxmemory 67108864 bytes" in memory["detail"]
+    assert "writes are refused" in memory["detail"]
 
 
 def test_doctor_fails_on_an_evicting_server(run):
@@ -60,6 +73,22 @@ def test_doctor_reports_cluster_mode(run, redis_cluster):
     nodes = {c["node"] for c in report["checks"]}
     assert len(nodes) == 3
     assert all(c["detail"] == "cluster" for c in report["checks"] if c["check"] == "cluster mode")
+
+
+def test_doctor_reports_a_cluster_flag_against_a_standalone_server(run):
+    """The mode check is doctor's job: a finding (exit 7), not a crash."""
+    res = run("--cluster", "-o", "json", "doctor", code=7)
+    report = json.loads(res.stdout)
+    assert report["ok"] is False and report["cluster"] is True
+    checks = _checks(report)
+    mode = checks["cluster mode"]
+    assert mode["status"] == "fail" and "standalone" in mode["detail"]
+    assert "--no-cluster" in mode["detail"]
+    assert checks["ping"]["status"] == "ok"  # the other checks still ran
+    assert "1 check(s) failed: cluster mode" in res.stderr
+    assert "Traceback" not in res.stderr
+    table_out = run("--cluster", "doctor", code=7).stdout
+    assert "cluster mode" in table_out and "FAIL" in table_out
 
 
 def test_doctor_on_the_fakeredis_fallback_warns_instead_of_crashing(run):

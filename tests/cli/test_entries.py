@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import json
+import re
+from datetime import UTC, datetime
+
+from swarm_memory._cli_base import jsonable
 
 EXACT = {"big": 123456789012345678901234567890, "f": 0.30000000000000004, "a": [], "o": {}}
 EXACT_TEXT = '{"big": 123456789012345678901234567890, "f": 0.30000000000000004, "a": [], "o": {}}'
@@ -94,3 +98,25 @@ def test_output_format_from_env_or_either_side_of_the_command(run):
     # The command's own -o wins over the global one and over the variable.
     out = run("-o", "json", "ns", "list", "-o", "table", env={"SWARM_MEMORY_OUTPUT": "json"})
     assert "1 namespaces" in out.stdout and not out.stdout.lstrip().startswith("[")
+
+
+ISO_MS = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}\+00:00$")
+
+
+def test_json_timestamps_have_one_format(run):
+    """ISO 8601 with its UTC offset and milliseconds (the server clock's resolution),
+    whichever command prints them, even on a whole second."""
+    run("ns", "create", "team", "--history", "2")
+    run("put", "team", "k", "1", "--ttl", "600")
+    run("put", "team", "k", "2", "--ttl", "600")
+    stamps = []
+    got = run.json("get", "team", "k")
+    stamps += [got["created_at"], got["updated_at"], got["expires_at"]]
+    (row,) = run.json("ls", "team")
+    stamps += [row["updated_at"]]
+    stamps += [e["updated_at"] for e in run.json("history", "team", "k")]
+    stamps += [run.json("put", "team", "k", "3", "--ttl", "600")["expires_at"]]
+    stamps += [run.json("ns", "info", "team")["created_at"]]
+    assert all(ISO_MS.match(s) for s in stamps), stamps
+    assert row["updated_at"] == got["updated_at"]
+    assert jsonable(datetime(2024, 5, 6, 7, 8, 9, tzinfo=UTC)) == "2024-05-06T07:08:09.000+00:00"

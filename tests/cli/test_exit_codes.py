@@ -10,6 +10,9 @@ from swarm_memory._cli_base import ExitCode, describe, exit_code_for
 CASES = [
     (errors.InvalidValue("bad", field="value"), ExitCode.USAGE),
     (errors.InvalidName("bad", field="key"), ExitCode.USAGE),
+    (errors.InvalidURL("invalid Redis URL x: bad", field="url"), ExitCode.USAGE),
+    (errors.ClusterModeMismatch("x", configured_cluster=True, server_cluster=False),
+     ExitCode.USAGE),
     (errors.NamespaceNotFound("x", namespace="n"), ExitCode.NOT_FOUND),
     (errors.VersionNotFound("x", version=3), ExitCode.NOT_FOUND),
     (errors.PermissionDenied("x", action="put", required="write", granted="read"),

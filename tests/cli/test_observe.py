@@ -5,9 +5,14 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
+
+import pytest
+
+from tests.cli.conftest import one_error_line
 
 
 def test_watch_prints_cursors_and_resumes_from_them(run):
@@ -103,6 +108,47 @@ def test_exporter_is_wired(run):
     assert "--port" in res.stdout
     proc = run.proc("exporter", "--port", "not-a-port")
     assert proc.returncode != 0 and "Traceback" not in proc.stderr
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        pytest.param(["-m", "swarm_memory.cli", "exporter"], id="swarm-memory-exporter"),
+        pytest.param(["-m", "swarm_memory.exporter"], id="python-m-exporter"),
+    ],
+)
+def test_exporter_help_is_click_styled(run, argv):
+    """Like every other command (click), for both documented ways to start it."""
+    proc = subprocess.run(
+        [sys.executable, *argv, "--help"],
+        capture_output=True, text=True, timeout=60, check=False,
+        env={**os.environ, **run.env},
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.startswith("Usage: swarm-memory exporter [OPTIONS]"), proc.stdout
+    for flag in ("--url", "--port", "--addr", "--prefix", "--cluster"):
+        assert flag in proc.stdout, flag
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        pytest.param(["-m", "swarm_memory.cli", "exporter"], id="swarm-memory-exporter"),
+        pytest.param(["-m", "swarm_memory.exporter"], id="python-m-exporter"),
+    ],
+)
+def test_exporter_on_a_busy_port_says_which(run, argv):
+    with socket.create_server(("127.0.0.1", 0)) as busy:
+        port = busy.getsockname()[1]
+        proc = subprocess.run(
+            [sys.executable, *argv, "--port", str(port), "--addr", "127.0.0.1"],
+            capture_output=True, text=True, timeout=60, check=False,
+            env={**os.environ, **run.env},
+        )  # fmt: skip
+    assert proc.returncode == 1, (proc.returncode, proc.stderr)
+    line = one_error_line(proc.stderr)
+    assert f"127.0.0.1:{port}" in line and "Address already in use" in line
+    assert "--port" in line
 
 
 def test_version_and_help(run):

@@ -7,6 +7,8 @@ import json
 
 import pytest
 
+from tests.cli.conftest import one_error_line
+
 VALUES = {
     "big": 123456789012345678901234567890,
     "neg": -(2**70),
@@ -131,3 +133,59 @@ def test_import_dry_run_and_missing_namespace(run, tmp_path):
     assert run.snapshot() == before
     assert "'fresh' not found" in run("import", str(path), "-n", "fresh", code=3).stderr
     run("import", str(tmp_path / "nope.jsonl"), code=2)  # click: no such file
+
+
+CONFIG = (
+    "default_permission", "permissions", "strategy", "ttl", "max_keys", "max_bytes",
+    "history", "over_quota", "max_events", "require_lock",
+)  # fmt: skip
+
+
+def test_create_namespace_keeps_every_config_field(run, tmp_path):
+    """permissions and require_lock too; entries land although require_lock is on."""
+    with run.memory() as mem:
+        mem.create_namespace(
+            "full",
+            default_permission="read",
+            permissions={"auditor": "read", "worker": "write", "boss": "admin"},
+            strategy="first-wins",
+            ttl=600,
+            max_keys=50,
+            max_bytes=100_000,
+            history=4,
+            over_quota="evict-oldest",
+            max_events=500,
+        )
+        ns = mem.namespace("full")
+        ns.put("a", {"x": 1})
+        ns.put("b", [1, 2])
+        mem.update_namespace("full", require_lock=True)
+    path = tmp_path / "full.jsonl"
+    run("export", "full", str(path))
+    header = json.loads(path.read_bytes().splitlines()[0])
+    assert set(header["config"]) == set(CONFIG)
+    res = run.json("import", str(path), "-n", "copy", "--create-namespace")
+    assert res["result"]["create"] == 2
+    src, dst = run.json("ns", "info", "full"), run.json("ns", "info", "copy")
+    assert {f: dst[f] for f in CONFIG} == {f: src[f] for f in CONFIG}
+    assert dst["require_lock"] is True and dst["permissions"]["worker"] == "write"
+    assert run.json("get", "copy", "a")["value"] == {"x": 1}
+
+
+def test_missing_namespace_error_suggests_create_namespace(run, tmp_path):
+    _fill(run)
+    path, _ = _export(run, tmp_path)
+    res = run("import", str(path), "-n", "fresh", code=3)
+    assert "'fresh' not found" in res.stderr and "--create-namespace" in res.stderr
+
+
+def test_export_to_an_unwritable_path_is_one_error_line(run, tmp_path):
+    run("ns", "create", "src")
+    target = tmp_path / "no-such-dir" / "dump.jsonl"
+    proc = run.proc("export", "src", str(target))
+    assert proc.returncode == 2, proc.stderr
+    line = one_error_line(proc.stderr)
+    assert str(target) in line and "No such file or directory" in line
+    proc = run.proc("import", str(target))
+    assert proc.returncode == 2, proc.stderr
+    assert str(target) in one_error_line(proc.stderr)

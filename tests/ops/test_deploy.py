@@ -8,7 +8,7 @@ from pathlib import Path
 
 import yaml
 
-from swarm_memory.exporter import build_parser
+from swarm_memory._cli_exporter import exporter_cmd
 from tests.ops.support import DEPLOY, GRAFANA, ROOT, run, tool
 from tests.servers import RedisServer
 
@@ -156,8 +156,8 @@ def test_service_monitor_matches_the_service():
     pod_labels = deployment["spec"]["template"]["metadata"]["labels"]
     assert service["spec"]["selector"].items() <= pod_labels.items()
     (container,) = deployment["spec"]["template"]["spec"]["containers"]
-    args = build_parser().parse_args(container["args"])
-    assert args.addr == "0.0.0.0" and args.port == container["ports"][0]["containerPort"]
+    args = exporter_cmd.make_context("exporter", list(container["args"])).params
+    assert args["addr"] == "0.0.0.0" and args["port"] == container["ports"][0]["containerPort"]
 
 
 # -- systemd -----------------------------------------------------------------------------
@@ -183,7 +183,7 @@ def test_systemd_unit_verifies_without_warnings(tmp_path: Path):
     )
     argv = exec_start.split()
     assert argv[:3] == [UNIT_PYTHON, "-m", "swarm_memory.exporter"]
-    build_parser().parse_args(argv[3:])
+    exporter_cmd.make_context("exporter", argv[3:])  # click: a UsageError if unknown
 
 
 def test_systemd_verify_catches_a_bad_unit(tmp_path: Path):

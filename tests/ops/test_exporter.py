@@ -15,7 +15,8 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
 from swarm_memory import AsyncSwarmMemory, ClientMetrics, PermissionDenied, Settings, SwarmMemory
-from swarm_memory.exporter import FAMILIES, SwarmCollector, build_parser, serve
+from swarm_memory._cli_exporter import exporter_cmd
+from swarm_memory.exporter import DEFAULT_ADDR, DEFAULT_PORT, FAMILIES, SwarmCollector, serve
 from tests.servers import RedisServer
 
 
@@ -149,10 +150,15 @@ def test_serve_exposes_metrics_over_http(redis_server: RedisServer):
     assert "swarm_memory_redis_up 1.0" in text
 
 
-def test_cli_arguments():
-    args = build_parser().parse_args(["--url", "redis://h:1/0", "--port", "0", "--addr", "::1"])
-    assert (args.url, args.port, args.addr) == ("redis://h:1/0", 0, "::1")
-    assert build_parser().parse_args([]).addr == "127.0.0.1"  # never all interfaces unasked
+def test_cli_arguments(monkeypatch):
+    monkeypatch.delenv("SWARM_MEMORY_EXPORTER_PORT", raising=False)
+    monkeypatch.delenv("SWARM_MEMORY_EXPORTER_ADDR", raising=False)
+    argv = ["--url", "redis://h:1/0", "--port", "0", "--addr", "::1"]
+    args = exporter_cmd.make_context("exporter", argv).params
+    assert (args["url"], args["port"], args["addr"]) == ("redis://h:1/0", 0, "::1")
+    defaults = exporter_cmd.make_context("exporter", []).params
+    assert defaults["addr"] == "127.0.0.1"  # never all interfaces unasked
+    assert (defaults["port"], defaults["addr"]) == (DEFAULT_PORT, DEFAULT_ADDR)
 
 
 def count_series(registry: CollectorRegistry) -> int:

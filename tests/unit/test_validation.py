@@ -308,6 +308,10 @@ def test_json_keeps_every_digit():
         pytest.param(object(), id="object"),
         pytest.param({"a": object()}, id="nested-object"),
         pytest.param({(1, 2): 1}, id="tuple-key"),
+        pytest.param({1: "x"}, id="int-key"),
+        pytest.param({False: "x"}, id="bool-key"),
+        pytest.param({None: "x"}, id="none-key"),
+        pytest.param({"a": [{"b": {2.5: "x"}}]}, id="nested-float-key"),
         pytest.param("a\ud800", id="lone-surrogate"),
     ],
 )
@@ -322,6 +326,13 @@ def _nested(depth: int) -> list[Any]:
     for _ in range(depth - 1):
         value = [value]
     return value
+
+
+def test_json_codec_alone_refuses_non_string_keys():
+    """Not only through ValueCodec: the codec users can call directly says it too."""
+    with pytest.raises(TypeError, match="keys must be strings"):
+        JsonCodec().encode({"a": {1: "x"}})
+    assert JsonCodec().encode({"1": "x"}) == b'{"1":"x"}'
 
 
 def test_depth_limit_is_inclusive():
