@@ -151,19 +151,21 @@ def test_every_readme_snippet_runs_twice_in_a_row(readme_env: str) -> None:
             code = text.replace("redis://localhost:6379/0", url)
             code = code.replace("start_http_server(9100", "start_http_server(0")
             tree = ast.parse(code, filename=f"README.md:{line}", mode="exec")
+            # The async example rebinds mem and ns to async ones: its names stay its own.
+            block_names = dict(names) if "await " in code else names
             for attempt in (1, 2):
                 for stmt in tree.body:
                     handle.calls = 0
                     where = f"README.md:{line + stmt.lineno} (run {attempt})"
                     try:
-                        result = _run_statement(stmt, names, loop)
+                        result = _run_statement(stmt, block_names, loop)
                     except _Break:
                         continue
                     except Exception as exc:
                         raise AssertionError(f"{where}: {exc!r}") from exc
                     if isinstance(result, tuple) and hasattr(result[0], "shutdown"):
                         servers.append(result[0])  # start_http_server's (server, thread)
-                    for value in names.values():
+                    for value in block_names.values():
                         if isinstance(value, SwarmMemory | AsyncSwarmMemory):
                             memories[id(value)] = value
         assert not peer.errors, peer.errors
