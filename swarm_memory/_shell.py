@@ -17,16 +17,18 @@ from redis.asyncio.retry import Retry as AsyncRetry
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-from swarm_memory._drive import AsyncDriver, ScriptObserver, SyncDriver, setup_error
+from swarm_memory._async.driver import AsyncDriver
+from swarm_memory._drive import ScriptObserver, setup_error
 from swarm_memory._inbox import InboxContext, InboxState, consumer_arg, default_consumer
 from swarm_memory._ops import AgentSession, Context, Resolver
+from swarm_memory._sync.driver import Driver
 from swarm_memory.codec import Codec, ValueCodec
 from swarm_memory.errors import InvalidInput, InvalidOption, InvalidURL
 from swarm_memory.keys import validate_agent, validate_namespace
 from swarm_memory.metrics import ClientMetrics
 from swarm_memory.settings import Settings
 
-DriverT = TypeVar("DriverT", SyncDriver, AsyncDriver)
+DriverT = TypeVar("DriverT", Driver, AsyncDriver)
 MemoryT = TypeVar("MemoryT")
 
 

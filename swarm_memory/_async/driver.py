@@ -1,0 +1,158 @@
+"""AsyncDriver: performs the effects flows yield against a redis.asyncio client.
+
+What the sync and async drivers share (error mapping, the retry policy, WAIT, the
+script observers) lives in ``_drive.py``; this is only the I/O.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import redis.asyncio
+import redis.exceptions as rexc
+from tenacity import AsyncRetrying, stop_after_attempt
+
+from swarm_memory import errors
+from swarm_memory._drive import (
+    RETRYABLE,
+    Attempts,
+    DriverBase,
+    call_name,
+    final_error,
+)
+from swarm_memory._ops import CallUser, Command, Flow, Listen, ScriptCall, Sleep, Unlisten, WaitBell
+from swarm_memory._synchronization import acall_user, asleep
+from swarm_memory.settings import Settings
+
+T = TypeVar("T")
+
+
+class AsyncDriver(DriverBase):
+    """Runs flows against a redis.asyncio client (standalone or cluster)."""
+
+    def __init__(
+        self, client: redis.asyncio.Redis | redis.asyncio.RedisCluster, settings: Settings
+    ) -> None:
+        super().__init__(settings)
+        self.check_durable(client)
+        self.client = client
+
+    async def run(self, flow: Flow[T]) -> T:
+        if self.metrics is not None:
+            flow = self.metrics.measure(flow)
+        send: Any = None
+        throw: BaseException | None = None
+        bells: list[Any] = []  # pub/sub handles the flow opened (Listen): closed at the end
+        try:
+            while True:
+                try:
+                    effect = flow.throw(throw) if throw is not None else flow.send(send)
+                except StopIteration as stop:
+                    return stop.value  # type: ignore[no-any-return]
+                send, throw = None, None
+                if isinstance(effect, CallUser):
+                    try:
+                        send = await acall_user(effect.fn)
+                    except Exception as exc:
+                        throw = exc
+                    continue
+                try:
+                    if isinstance(effect, Listen | WaitBell | Unlisten):
+                        send = await self._bell(effect, bells)
+                    else:
+                        send = await self.perform(effect)
+                except errors.SwarmMemoryError as exc:
+                    throw = exc
+        finally:
+            for handle in bells:
+                with contextlib.suppress(Exception):
+                    await handle.aclose()
+
+    async def _bell(self, effect: Listen | WaitBell | Unlisten, bells: list[Any]) -> Any:
+        """Lock doorbells: a private pub/sub connection per waiting flow. Failures only
+        turn the wait into a sleep: the flow polls, the doorbell is a hint."""
+        if isinstance(effect, Listen):
+            handle = self.client.pubsub()
+            bells.append(handle)
+            # On failure the waits below just sleep; the flow's attempts still poll.
+            with contextlib.suppress(rexc.RedisError):
+                await handle.ssubscribe(effect.channel)
+            return handle
+        if isinstance(effect, Unlisten):
+            if effect.handle in bells:
+                bells.remove(effect.handle)
+            with contextlib.suppress(Exception):
+                await effect.handle.aclose()
+            return None
+        handle = effect.handle
+        # Cluster pub/sub reads per shard; a standalone asyncio PubSub has no such method.
+        read = getattr(handle, "get_sharded_message", handle.get_message)
+        deadline = time.monotonic() + effect.seconds
+        while (left := deadline - time.monotonic()) > 0:
+            try:
+                msg = await read(ignore_subscribe_messages=True, timeout=left)
+            except (rexc.RedisError, OSError, RuntimeError):
+                await asleep(max(left, 0))
+                return False
+            if msg is not None and msg.get("data") == effect.message:
+                return True
+        return False
+
+    async def perform(self, effect: ScriptCall | Command | Sleep) -> Any:
+        if isinstance(effect, Sleep):
+            await asleep(effect.seconds)
+            return None
+        if isinstance(effect, ScriptCall):
+            self.notify(effect)
+            fn: Callable[[], Any] = lambda: self._script(effect)  # noqa: E731
+        else:
+            fn = lambda: self.client.execute_command(*effect.args)  # noqa: E731
+        attempts = Attempts()
+        try:
+            try:
+                return await fn()  # the fast path: no retry machinery unless it fails
+            except RETRYABLE as exc:
+                attempts.failed(exc)
+                if self.settings.retry_attempts <= 1:
+                    raise
+            kwargs = self.retry_kwargs()
+            kwargs["stop"] = stop_after_attempt(self.settings.retry_attempts - 1)
+            async for attempt in AsyncRetrying(**kwargs):
+                with attempt:
+                    if self.metrics is not None:
+                        self.metrics.count_retry(call_name(effect))
+                    try:
+                        return await fn()
+                    except RETRYABLE as exc:
+                        attempts.failed(exc)
+                        raise
+        except (rexc.RedisError, rexc.RedisClusterException) as exc:
+            raise final_error(effect, exc, maybe_sent=attempts.maybe_sent) from exc
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    async def _script(self, call: ScriptCall) -> Any:
+        n = len(call.keys)
+        script = call.script
+        if script.sha not in self.loaded:
+            await self.client.script_load(script.source)
+            self.loaded.add(script.sha)
+        if call.op_id is not None and self.settings.wait_replicas:
+            # One pipeline = one connection: WAIT then counts this very write.
+            pipe = self.client.pipeline(transaction=False)
+            pipe.evalsha(script.sha, n, *call.keys, *call.args)
+            pipe.execute_command(*self.wait_args())
+            try:
+                reply, acked = await pipe.execute()
+            except rexc.NoScriptError:
+                self.loaded.discard(script.sha)
+                raise rexc.ConnectionError("script cache was flushed; reloading") from None
+            self.acked(call, acked)
+            return reply
+        try:
+            return await self.client.evalsha(script.sha, n, *call.keys, *call.args)
+        except rexc.NoScriptError:
+            # EVAL also caches the script on the node that ran it (also after a failover).
+            return await self.client.eval(script.source, n, *call.keys, *call.args)

@@ -1,0 +1,189 @@
+"""The thread-versus-task differences, and nothing else (the httpcore way).
+
+The async shells in ``_async/`` are the source; ``scripts/unasync.py`` writes the sync
+ones in ``_sync/`` by renaming ``AsyncX`` to ``X`` (and ``asleep`` to ``sleep``, ...) and
+dropping ``async``/``await``. Each async primitive here has a sync twin of the same
+shape, so that renaming is all the generated code needs:
+
+=======================  ===============================  ===========================
+async (source)           sync (generated)                 what
+=======================  ===============================  ===========================
+``AsyncSignal``          ``Signal``                       set / is_set / clear / wait
+``AsyncQueue``           ``Queue``                        put from the reader, get(timeout)
+``AsyncBackground``      ``Background``                   a task / a daemon thread
+``asleep``               ``sleep``                        asyncio.sleep / time.sleep
+``ainvoke``              ``invoke``                       call a callback (await it if async)
+``acall_user``           ``call_user``                    a flow's CallUser function
+=======================  ===============================  ===========================
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import inspect
+import queue
+import threading
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any, Generic, TypeVar
+
+from swarm_memory import errors
+
+T = TypeVar("T")
+
+EMPTY: Any = object()
+"""What ``Queue.get`` / ``AsyncQueue.get`` return when ``timeout`` passed first."""
+
+
+# ------------------------------------------------------------------------------ async
+class AsyncSignal:
+    def __init__(self) -> None:
+        self._event = asyncio.Event()
+
+    def set(self) -> None:
+        self._event.set()
+
+    def is_set(self) -> bool:
+        return self._event.is_set()
+
+    def clear(self) -> None:
+        self._event.clear()
+
+    async def wait(self, timeout: float | None = None) -> bool:
+        """True once set; False if ``timeout`` seconds passed first."""
+        if timeout is None:
+            await self._event.wait()
+            return True
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._event.wait(), timeout)
+        return self._event.is_set()
+
+
+class AsyncQueue(Generic[T]):
+    def __init__(self) -> None:
+        self._queue: asyncio.Queue[T] = asyncio.Queue()
+
+    def put(self, item: T) -> None:
+        self._queue.put_nowait(item)
+
+    async def get(self, timeout: float | None = None) -> T:
+        """The next item, or :data:`EMPTY` after ``timeout`` seconds."""
+        try:
+            return await asyncio.wait_for(self._queue.get(), timeout)
+        except TimeoutError:
+            return EMPTY  # type: ignore[no-any-return]
+
+
+class AsyncBackground:
+    """``fn()`` as a task of the running loop. :meth:`stop` cancels it and waits."""
+
+    def __init__(self, fn: Callable[[], Awaitable[None]], name: str) -> None:
+        self._task = asyncio.get_running_loop().create_task(_coroutine(fn), name=name)
+
+    def done(self) -> bool:
+        return self._task.done()
+
+    def is_current(self) -> bool:
+        return asyncio.current_task() is self._task
+
+    async def stop(self) -> None:
+        if self.is_current():
+            return
+        self._task.cancel()
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await self._task
+
+
+async def _coroutine(fn: Callable[[], Awaitable[None]]) -> None:
+    await fn()
+
+
+async def asleep(seconds: float) -> None:
+    await asyncio.sleep(seconds)
+
+
+async def ainvoke(fn: Callable[..., Any], *args: Any) -> Any:
+    """Call a user callback; await what it returns if it is awaitable."""
+    result = fn(*args)
+    if inspect.isawaitable(result):
+        result = await result
+    return result
+
+
+async def acall_user(fn: Callable[[], Any]) -> Any:
+    """A flow's ``CallUser`` function (a get_or_set factory): sync or async."""
+    return await ainvoke(fn)
+
+
+# ------------------------------------------------------------------------------- sync
+class Signal:
+    def __init__(self) -> None:
+        self._event = threading.Event()
+
+    def set(self) -> None:
+        self._event.set()
+
+    def is_set(self) -> bool:
+        return self._event.is_set()
+
+    def clear(self) -> None:
+        self._event.clear()
+
+    def wait(self, timeout: float | None = None) -> bool:
+        return self._event.wait(timeout)
+
+
+class Queue(Generic[T]):
+    def __init__(self) -> None:
+        self._queue: queue.SimpleQueue[T] = queue.SimpleQueue()
+
+    def put(self, item: T) -> None:
+        self._queue.put(item)
+
+    def get(self, timeout: float | None = None) -> T:
+        try:
+            return self._queue.get(timeout=timeout)
+        except queue.Empty:
+            return EMPTY  # type: ignore[no-any-return]
+
+
+class Background:
+    """``fn()`` on a daemon thread. A thread cannot be cancelled: :meth:`stop` waits for
+    ``fn`` to return, so ``fn`` must watch a stop :class:`Signal` (every loop here does)."""
+
+    def __init__(self, fn: Callable[[], None], name: str) -> None:
+        self._thread = threading.Thread(target=fn, name=name, daemon=True)
+        self._thread.start()
+
+    def done(self) -> bool:
+        return not self._thread.is_alive()
+
+    def is_current(self) -> bool:
+        return threading.current_thread() is self._thread
+
+    def stop(self) -> None:
+        if not self.is_current():
+            self._thread.join(5)
+
+
+def sleep(seconds: float) -> None:
+    time.sleep(seconds)
+
+
+def invoke(fn: Callable[..., Any], *args: Any) -> Any:
+    """Call a user callback (the sync client calls it as it is)."""
+    return fn(*args)
+
+
+def call_user(fn: Callable[[], Any]) -> Any:
+    """A flow's ``CallUser`` function. A coroutine function cannot run here: say so
+    instead of storing a coroutine object."""
+    result = fn()
+    if inspect.iscoroutine(result):
+        result.close()  # never run
+        raise errors.InvalidInput(
+            "the function returned a coroutine: use AsyncSwarmMemory for async functions",
+            field="factory",
+        )
+    return result
