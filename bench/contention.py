@@ -57,7 +57,9 @@ def name_of(kind: str, workers: int) -> str:
     return f"{kind}@{workers}"
 
 
-def _make_op(kind: str, url: str, key: str, wid: int, stats: dict[str, int]) -> Callable[[], None]:
+def _make_op(
+    kind: str, url: str, key: str, wid: int, stats: dict[str, int]
+) -> Callable[[], object]:
     """Build, inside the worker process, the operation one acknowledgement stands for."""
     import redis
 

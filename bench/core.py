@@ -57,14 +57,14 @@ def _metrics_case(ctx: Ctx, value: Any, plain: Any) -> Case | None:
     try:
         from prometheus_client import CollectorRegistry
 
-        from swarm_memory.metrics import ClientMetrics  # type: ignore[import-not-found]
+        from swarm_memory.metrics import ClientMetrics
     except ImportError:
         return None
     try:
         mem = SwarmMemory.from_url(
             ctx.url,
             agent="bench",
-            metrics=ClientMetrics(CollectorRegistry()),  # type: ignore[call-arg]
+            metrics=ClientMetrics(CollectorRegistry()),
         )
     except TypeError:  # the module exists but from_url takes no metrics= yet
         return None
@@ -98,7 +98,7 @@ def _metrics_case(ctx: Ctx, value: Any, plain: Any) -> Case | None:
 
 def metrics_available() -> bool:
     try:
-        import swarm_memory.metrics  # type: ignore[import-not-found]  # noqa: F401
+        import swarm_memory.metrics  # noqa: F401
     except ImportError:
         return False
     return True

@@ -43,7 +43,6 @@ if __package__ in (None, ""):  # run as a file: make `bench` and `tests` importa
 
 from bench import baselines, contention, core, events, fake, locks, memory, peers
 from bench.harness import (
-    Case,
     Ctx,
     fmt_rate,
     fmt_us,
@@ -270,7 +269,7 @@ def run_all(a: argparse.Namespace, url: str, log: Callable[[str], None]) -> dict
         elif family == "memory":
             out["memory"] = memory.measure_memory(ctx, a.memory_entries, log)
         else:
-            cases: list[Case] = build_cases(family, ctx, a, log)
+            cases = build_cases(family, ctx, a, log)
             try:
                 res = run_family(family, cases, rounds=a.rounds, target_s=a.target, log=log)
             finally:

@@ -140,7 +140,7 @@ class RedisServer:
 
     def client(self, **kwargs: object) -> redis.Redis:
         """A sync redis-py client for this server (caller closes it)."""
-        return redis.Redis(host=self.host, port=self.port, **kwargs)  # type: ignore[arg-type]
+        return redis.Redis(host=self.host, port=self.port, **kwargs)
 
     # -- lifecycle -------------------------------------------------------------------
 
@@ -334,7 +334,7 @@ class RedisCluster:
         return redis.cluster.RedisCluster(
             host=self.host,
             port=self.ports[0],
-            **kwargs,  # type: ignore[arg-type]
+            **kwargs,
         )
 
     def start(self) -> Self:

@@ -93,7 +93,7 @@ def snapshot(raw: redis.Redis | redis.RedisCluster, prefix: str) -> dict[bytes, 
 
 def drain(watch: Any, n: int, timeout: float = 5.0) -> list[Any]:
     """The next ``n`` events of a watch (sync or facade), failing if any is late."""
-    out = []
+    out: list[Any] = []
     for _ in range(n):
         ev = watch.get(timeout)
         assert ev is not None, f"only {len(out)} of {n} events arrived: {out}"

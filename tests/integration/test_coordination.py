@@ -191,7 +191,7 @@ def test_a_killed_agent_loses_its_ephemeral_keys_and_locks(setup: Any) -> None:
     watch = ns.watch(types={"expire", "unlock", "agent_lost"})
     os.kill(pid, signal.SIGKILL)  # no cleanup at all
     procs[0].join(10)
-    got = []
+    got: list[Any] = []
     deadline = time.monotonic() + 10
     while len(got) < 7 and time.monotonic() < deadline:
         ev = watch.get(1.0)

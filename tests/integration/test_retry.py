@@ -70,7 +70,7 @@ class Server:
         return int(self.raw.hget(self.keys.meta, "rev") or 0)
 
     def entry(self, key: str) -> dict[bytes, bytes]:
-        return self.raw.hgetall(self.keys.entry(key))  # type: ignore[return-value]
+        return self.raw.hgetall(self.keys.entry(key))
 
     def events(self) -> list[dict[bytes, bytes]]:
         return [fields for _id, fields in self.raw.xrange(self.keys.events)]
@@ -495,7 +495,8 @@ def test_replayed_update_reports_the_value_it_wrote(
             2,
             first.mod_revision,
         )
-        assert ns.get("n").value == 11
+        n = ns.get("n")
+        assert n is not None and n.value == 11
     finally:
         mem.close()
 

@@ -25,6 +25,7 @@ def test_agent_clock_is_ignored_sync(redis_server, monkeypatch):
         monkeypatch.undo()
     now = datetime.now(UTC)
     assert abs((e.updated_at - now).total_seconds()) < 30
+    assert e.expires_at is not None
     assert (e.expires_at - e.updated_at).total_seconds() == 60
 
 

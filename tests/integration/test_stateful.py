@@ -32,7 +32,7 @@ import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, replace
-from typing import Any, ClassVar
+from typing import Any, ClassVar, cast
 
 import fakeredis
 import pytest
@@ -49,7 +49,7 @@ from redis.backoff import NoBackoff
 from redis.retry import Retry
 
 from swarm_memory import ConflictError, NotAnInteger, PermissionDenied, Settings, SwarmMemory
-from swarm_memory.models import LEVELS
+from swarm_memory.models import LEVELS, PermissionLevel
 from swarm_memory.testing import SlotGuard
 from tests.support import snapshot
 
@@ -110,7 +110,7 @@ def byte_order(names: Any) -> list[str]:
 
 
 def rank(level: str) -> int:
-    return LEVELS.index(level)  # type: ignore[arg-type]
+    return LEVELS.index(level)
 
 
 def is_counter(value: Any) -> bool:
@@ -178,7 +178,7 @@ class NamespaceMachine(RuleBasedStateMachine):
         mem.create_namespace(NS, default_permission="none")
         self.mem = mem
         self.ns = mem.namespace(NS)
-        self.worker = mem.as_agent(WORKER).namespace(NS)
+        self.worker_ns = mem.as_agent(WORKER).namespace(NS)
         self.model: dict[str, Model] = {}
         self.rev = 1  # create_namespace takes revision 1
         self.level = "none"
@@ -295,7 +295,7 @@ class NamespaceMachine(RuleBasedStateMachine):
         e = self.ns.update(key, fn)
         assert [text(v) for v in seen] == [text(cur.value if cur else None)]
         number = cur is not None and isinstance(cur.value, int) and not isinstance(cur.value, bool)
-        value = cur.value + add if number else new
+        value = cur.value + add if number and cur is not None else new
         same(e, key, self._write(key, value, self._bump()))
 
     @rule(key=KEYS, amount=st.integers(-100, 100) | st.sampled_from([MAX_EXACT, -MAX_EXACT]))
@@ -390,7 +390,7 @@ class NamespaceMachine(RuleBasedStateMachine):
         self._grant(level)
 
     def _grant(self, level: str) -> None:
-        self.ns.grant({WORKER: level})
+        self.ns.grant({WORKER: cast(PermissionLevel, level)})
         self._bump()
         self.level = level
         self.explicit = True
@@ -417,16 +417,16 @@ class NamespaceMachine(RuleBasedStateMachine):
             self._grant(regrant)
         if not write:
             if rank(self.level) >= rank("read"):
-                same(self.worker.get(key), key, self.model.get(key))
+                same(self.worker_ns.get(key), key, self.model.get(key))
                 return
-            err = self._refused(lambda: self.worker.get(key), PermissionDenied)
+            err = self._refused(lambda: self.worker_ns.get(key), PermissionDenied)
             assert (err.required, err.granted, err.agent) == ("read", self.level, WORKER)
             return
         if rank(self.level) >= rank("write"):
-            e = self.worker.put(key, value)
+            e = self.worker_ns.put(key, value)
             same(e, key, self._write(key, value, self._bump(), by=WORKER))
             return
-        err = self._refused(lambda: self.worker.put(key, value), PermissionDenied)
+        err = self._refused(lambda: self.worker_ns.put(key, value), PermissionDenied)
         assert (err.required, err.granted, err.agent) == ("write", self.level, WORKER)
 
     @rule(keys=st.lists(KEYS, min_size=1, max_size=6))

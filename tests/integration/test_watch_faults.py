@@ -440,9 +440,7 @@ async def test_doorbell_refused_degrades_to_polling(
     reading the stream and hang without an error."""
     settings = _settings(watch_poll=POLL)
     user = "nochan-" + uuid.uuid4().hex[:8]
-    raw.execute_command(  # type: ignore[no-untyped-call]
-        "ACL", "SETUSER", user, "on", ">pw", "~*", "resetchannels", "+@all"
-    )
+    raw.execute_command("ACL", "SETUSER", user, "on", ">pw", "~*", "resetchannels", "+@all")
     url = f"redis://{user}:pw@{redis_server.host}:{redis_server.port}/0"
     admin = SwarmMemory.from_url(redis_server.url, agent="planner", settings=settings)
     memory: Any = None
@@ -489,7 +487,7 @@ async def test_doorbell_refused_degrades_to_polling(
                 if task is not None and task.done() and not task.cancelled():
                     task.exception()
         admin.close()
-        raw.execute_command("ACL", "DELUSER", user)  # type: ignore[no-untyped-call]
+        raw.execute_command("ACL", "DELUSER", user)
 
 
 # ----------------------------------------------------------------------- 3. trimmed

@@ -43,7 +43,8 @@ def test_operations_outcomes_latency_conflicts_denials():
         ns.put("plan", 3, expected_version=e.version)
     with pytest.raises(PermissionDenied):
         mem.as_agent("reader").namespace("team").put("plan", 4)
-    assert ns.get("plan").value == 2
+    plan = ns.get("plan")
+    assert plan is not None and plan.value == 2
 
     assert value(registry, "swarm_memory_client_operations_total", op="put", outcome="ok") == 2
     assert (
@@ -160,7 +161,7 @@ def test_retries_are_counted_by_call():
             raise redis.exceptions.ConnectionError("boom")
         return real(*args, **kwargs)
 
-    mem._driver.client.evalsha = flaky  # type: ignore[method-assign]
+    mem._driver.client.evalsha = flaky
     mem.namespace("n").put("k", 1)
     assert value(registry, "swarm_memory_client_retries_total", call="write") == 1
     assert value(registry, "swarm_memory_client_operations_total", op="put", outcome="ok") == 1

@@ -236,12 +236,12 @@ def test_scrape_walks_the_registry_in_pages_and_never_scans(redis_server: RedisS
         pipelines.append(real_pipeline(*args, **kwargs))
         return pipelines[-1]
 
-    client.pipeline = counting_pipeline  # type: ignore[method-assign]
+    client.pipeline = counting_pipeline
     client.config_resetstat()
     registry = CollectorRegistry()
     registry.register(collector)
     samples = scrape(registry)
-    client.pipeline = real_pipeline  # type: ignore[method-assign]
+    client.pipeline = real_pipeline
     calls = {
         name.removeprefix("cmdstat_"): int(stat["calls"])
         for name, stat in client.info("commandstats").items()
