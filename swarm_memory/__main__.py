@@ -1,6 +1,8 @@
 """``python -m swarm_memory [options]``: the main job, the same as ``swarm-memory demo``."""
 
-from swarm_memory.demo import main
+import sys
+
+from swarm_memory.cli import main
 
 if __name__ == "__main__":
-    main()
+    main(["demo", *sys.argv[1:]])

@@ -9,7 +9,7 @@ from collections.abc import Iterator
 import pytest
 import redis
 
-from swarm_memory._cli_base import redact_url, scrub
+from swarm_memory.cli.base import redact_url, scrub
 from tests.cli.conftest import Cli, one_error_line
 from tests.servers import RedisServer, free_port
 

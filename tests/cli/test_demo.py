@@ -15,7 +15,7 @@ import termios
 import time
 
 from swarm_memory import Settings, SwarmMemory
-from swarm_memory.demo import PREFIX, Board, _seed, _verify
+from swarm_memory.cli.demo import PREFIX, Board, _seed, _verify
 
 ENV_NO_URL = {k: v for k, v in os.environ.items() if not k.startswith("SWARM_MEMORY_")}
 

@@ -6,7 +6,7 @@ import json
 import re
 from datetime import UTC, datetime
 
-from swarm_memory._cli_base import jsonable
+from swarm_memory.cli.base import jsonable
 
 EXACT = {"big": 123456789012345678901234567890, "f": 0.30000000000000004, "a": [], "o": {}}
 EXACT_TEXT = '{"big": 123456789012345678901234567890, "f": 0.30000000000000004, "a": [], "o": {}}'

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from swarm_memory import errors
-from swarm_memory._cli_base import ExitCode, describe, exit_code_for
+from swarm_memory.cli.base import ExitCode, describe, exit_code_for
 
 CASES = [
     (errors.InvalidValue("bad", field="value"), ExitCode.USAGE),

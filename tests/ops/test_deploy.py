@@ -8,7 +8,7 @@ from pathlib import Path
 
 import yaml
 
-from swarm_memory._cli_exporter import exporter_cmd
+from swarm_memory.cli.exporter import exporter_cmd
 from tests.ops.support import DEPLOY, GRAFANA, ROOT, run, tool
 from tests.servers import RedisServer
 

@@ -15,7 +15,7 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
 from swarm_memory import AsyncSwarmMemory, ClientMetrics, PermissionDenied, Settings, SwarmMemory
-from swarm_memory._cli_exporter import exporter_cmd
+from swarm_memory.cli.exporter import exporter_cmd
 from swarm_memory.exporter import DEFAULT_ADDR, DEFAULT_PORT, FAMILIES, SwarmCollector, serve
 from tests.servers import RedisServer
 

@@ -5,8 +5,11 @@ test runs. The tools are hidden from PATH here; nothing of the machine is uninst
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
+import sys
+import tomllib
 from pathlib import Path
 
 from tests.ops.support import ROOT
@@ -84,3 +87,20 @@ def test_nothing_is_installed_when_the_tools_are_there(tmp_path: Path):
         (bin_dir / tool).chmod(0o755)
     out = run(bin_dir)
     assert out.returncode == 0 and out.stderr == ""
+
+
+def test_lowest_constraints_pin_the_library_and_the_cli_extra():
+    """The lowest-versions run pins every runtime dependency, the CLI's included."""
+    out = subprocess.run(
+        [sys.executable, str(ROOT / "scripts" / "lowest-constraints")],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    pins = dict(line.split("==") for line in out.stdout.splitlines())
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    for dep in (*project["dependencies"], *project["optional-dependencies"]["cli"]):
+        name = re.split(r"[\[<>=!~;\s]", dep, maxsplit=1)[0]
+        assert pins[name] == re.search(r">=\s*([^,;\s]+)", dep)[1], dep
+    assert {"click", "rich"} <= pins.keys()

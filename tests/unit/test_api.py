@@ -181,3 +181,14 @@ def test_wheel_ships_the_scripts(tmp_path):
     for name in (*SCRIPT_NAMES, "_lib"):
         assert f"swarm_memory/lua/{name}.lua" in names
     assert "swarm_memory/py.typed" in names
+    # The CLI package and the exporter's `python -m` entry point ship; click and rich are
+    # the [cli] extra's, not the library's (tests/cli/test_extra.py).
+    for name in ("cli/__init__.py", "cli/__main__.py", "cli/demo_agent.py", "exporter/__main__.py"):
+        assert f"swarm_memory/{name}" in names
+    (metadata,) = (n for n in names if n.endswith(".dist-info/METADATA"))
+    lines = zipfile.ZipFile(wheel).read(metadata).decode().splitlines()
+    assert "Provides-Extra: cli" in lines
+    requires = [line.removeprefix("Requires-Dist: ") for line in lines if "Requires-Dist" in line]
+    for package in ("click", "rich"):
+        (dep,) = (r for r in requires if r.startswith(package))
+        assert dep.endswith('extra == "cli"'), dep

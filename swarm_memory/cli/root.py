@@ -1,4 +1,5 @@
-"""``swarm-memory``: the command line, a thin shell over :class:`~swarm_memory.SwarmMemory`.
+"""The root ``swarm-memory`` group: global options, every error to one line and an exit
+code, the ``demo`` command, and the list of every other command (one module each).
 
 Configuration comes from options or ``SWARM_MEMORY_*`` variables (``_REDIS_URL``,
 ``_AGENT``, ``_KEY_PREFIX``, ``_CLUSTER``, ``_OUTPUT`` and every other Settings field).
@@ -9,7 +10,6 @@ doctor), 130 interrupted. Every error is one line on stderr; passwords are never
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from typing import Any
 
 import click
@@ -17,7 +17,8 @@ import pydantic
 import redis.exceptions as rexc
 
 from swarm_memory import errors
-from swarm_memory._cli_base import (
+from swarm_memory._drive import setup_error
+from swarm_memory.cli.base import (
     CliError,
     Config,
     ExitCode,
@@ -28,14 +29,13 @@ from swarm_memory._cli_base import (
     output_option,
     settings_problem,
 )
-from swarm_memory._cli_doctor import doctor_cmd
-from swarm_memory._cli_entries import delete_cmd, get_cmd, history_cmd, ls_cmd, put_cmd
-from swarm_memory._cli_events import agents_cmd, audit_cmd, locks_cmd, stats_cmd, watch_cmd
-from swarm_memory._cli_exporter import exporter_cmd
-from swarm_memory._cli_inbox import inbox_group
-from swarm_memory._cli_ns import ns_group
-from swarm_memory._cli_transfer import export_cmd, import_cmd
-from swarm_memory._drive import setup_error
+from swarm_memory.cli.doctor import doctor_cmd
+from swarm_memory.cli.entries import delete_cmd, get_cmd, history_cmd, ls_cmd, put_cmd
+from swarm_memory.cli.events import agents_cmd, audit_cmd, locks_cmd, stats_cmd, watch_cmd
+from swarm_memory.cli.exporter import exporter_cmd
+from swarm_memory.cli.inbox import inbox_group
+from swarm_memory.cli.ns import ns_group
+from swarm_memory.cli.transfer import export_cmd, import_cmd
 
 
 def _redis_error(exc: rexc.RedisError) -> tuple[ExitCode, str]:
@@ -141,7 +141,7 @@ def demo_cmd(*, agents: int, tasks: int, embedded: str, timeout: float) -> None:
 
     With no Redis configured it starts an embedded one (redis-server on a free port if
     installed, else an in-process fakeredis server). Exit 7 if any update was lost."""
-    from swarm_memory.demo import run  # noqa: PLC0415 - multiprocessing only when asked for
+    from swarm_memory.cli.demo import run  # noqa: PLC0415 - multiprocessing only when asked for
 
     cfg = config()
     url = cfg.url or cfg.settings.redis_url
@@ -177,12 +177,3 @@ for _command in (
     exporter_cmd,
 ):
     cli.add_command(_command)
-
-
-def main(argv: Sequence[str] | None = None) -> None:
-    """Console entry point (``swarm-memory``); exits with the command's code."""
-    cli.main(args=list(argv) if argv is not None else None, prog_name="swarm-memory")
-
-
-if __name__ == "__main__":
-    main()

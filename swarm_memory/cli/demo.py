@@ -1,6 +1,6 @@
 """``swarm-memory demo`` (also ``python -m swarm_memory``): a swarm on a shared task board.
 
-N agent processes (``_demo_agent``) share one board namespace and one ``merge``-strategy
+N agent processes (``demo_agent``) share one board namespace and one ``merge``-strategy
 findings namespace. They claim tasks with CAS or fenced locks, publish results, watch
 each other's result events and merge findings into one shared key, while a live table
 shows each agent's progress. Then the parent reads the store and compares it with what
@@ -31,8 +31,8 @@ from rich.live import Live
 from rich.progress_bar import ProgressBar
 from rich.table import Table
 
-from swarm_memory._cli_base import ExitCode, redact_url
-from swarm_memory._demo_agent import AgentSpec, agent_main, answer, result_key, task_key
+from swarm_memory.cli.base import ExitCode, redact_url
+from swarm_memory.cli.demo_agent import AgentSpec, agent_main, answer, result_key, task_key
 from swarm_memory.client import Namespace, SwarmMemory
 from swarm_memory.models import Entry
 from swarm_memory.settings import Settings
@@ -357,10 +357,3 @@ def _print_summary(
     else:
         out.print("FAIL: LOST OR UNVERIFIED UPDATES (see above)", markup=False)
         print("swarm-memory: demo: verification failed", file=sys.stderr)
-
-
-def main(argv: list[str] | None = None) -> None:
-    """``python -m swarm_memory [demo options]``: the same as ``swarm-memory demo``."""
-    from swarm_memory.cli import main as cli_main  # noqa: PLC0415
-
-    cli_main(["demo", *(sys.argv[1:] if argv is None else argv)])

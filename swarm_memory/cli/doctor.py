@@ -14,7 +14,7 @@ import click
 import redis
 import redis.exceptions as rexc
 
-from swarm_memory._cli_base import ExitCode, config, emit, output_option, redact_url, table
+from swarm_memory.cli.base import ExitCode, config, emit, output_option, redact_url, table
 from swarm_memory.client import SwarmMemory
 from swarm_memory.errors import ClusterModeMismatch
 from swarm_memory.scripts import all_scripts

@@ -209,7 +209,7 @@ def first_contact(memory: SwarmMemory) -> None:
     notice.daemon = True
     notice.start()
     try:
-        memory.redis.ping()  # redis-py's errors: the root command maps them (cli.py)
+        memory.redis.ping()  # redis-py's errors: the root command maps them (root.py)
     finally:
         notice.cancel()
 

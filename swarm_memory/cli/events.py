@@ -7,7 +7,7 @@ from typing import Any
 
 import click
 
-from swarm_memory._cli_base import (
+from swarm_memory.cli.base import (
     config,
     echo_json,
     emit,

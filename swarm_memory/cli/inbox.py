@@ -7,7 +7,7 @@ from typing import Any
 import click
 
 from swarm_memory import errors
-from swarm_memory._cli_base import (
+from swarm_memory.cli.base import (
     CliError,
     ExitCode,
     config,

@@ -6,7 +6,7 @@ from typing import Any, cast
 
 import click
 
-from swarm_memory._cli_base import (
+from swarm_memory.cli.base import (
     CliError,
     ExitCode,
     config,

@@ -1,4 +1,5 @@
-"""``swarm-memory exporter``: serve the Prometheus exporter (exporter.py) until stopped.
+"""``swarm-memory exporter``: serve the Prometheus exporter (``swarm_memory.exporter``)
+until stopped.
 
 A click command like every other one (``python -m swarm_memory.exporter`` runs this same
 command), so its help, its errors and its exit codes are the CLI's.
@@ -11,9 +12,9 @@ import threading
 
 import click
 
-from swarm_memory._cli_base import CliError, ExitCode, config
+from swarm_memory.cli.base import CliError, ExitCode, config
 
-# The exporter's own defaults (exporter.py; tests/ops checks they agree). Not imported
+# The exporter's own defaults (swarm_memory/exporter; tests/ops checks they agree). Not imported
 # from there: the CLI imports prometheus_client only when the exporter runs.
 DEFAULT_PORT = 9808
 DEFAULT_ADDR = "127.0.0.1"  # never all interfaces unless asked

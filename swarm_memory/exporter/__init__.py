@@ -1,9 +1,10 @@
 """Server-side metrics: a Prometheus custom collector that reads Redis at scrape time.
 
-Run it as ``swarm-memory exporter`` (``_cli_exporter.py``) or
+Run it as ``swarm-memory exporter`` (``swarm_memory/cli/exporter.py``) or
 ``python -m swarm_memory.exporter --url redis://... --port 9808 --addr 0.0.0.0`` (the same
-command, through :func:`main`); embed it
-with :func:`serve`, or register :class:`SwarmCollector` on a registry of your own.
+command, through ``__main__.py``; both need the ``[cli]`` extra); embed it with
+:func:`serve`, or register :class:`SwarmCollector` on a registry of your own. This module
+needs only the library's own dependencies and never imports the CLI.
 
 What it reads, each scrape (nothing is cached between scrapes):
 
@@ -31,10 +32,9 @@ series grows with namespaces only. Every family is listed in :data:`FAMILIES`.
 from __future__ import annotations
 
 import re
-import sys
 import threading
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -417,22 +417,3 @@ def serve(
         client.close()
         raise
     return Exporter(server, thread, registry, client)
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m swarm_memory.exporter [--url --port --addr --prefix --cluster]``: the
-    CLI's ``swarm-memory exporter`` command (same flags, help, errors and exit codes);
-    serves until SIGTERM/SIGINT and returns the exit code. Settings not given as flags
-    come from ``SWARM_MEMORY_*`` variables."""
-    from swarm_memory.cli import cli  # noqa: PLC0415 - the CLI imports this module lazily
-
-    args = list(sys.argv[1:] if argv is None else argv)
-    try:
-        cli.main(args=["exporter", *args], prog_name="swarm-memory")
-    except SystemExit as exc:
-        return exc.code if isinstance(exc.code, int) else 1
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

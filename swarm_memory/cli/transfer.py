@@ -27,7 +27,7 @@ import click
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from swarm_memory._cli_base import (
+from swarm_memory.cli.base import (
     PAGE,
     CliError,
     ExitCode,
