@@ -32,6 +32,7 @@ __all__ = [
     "RedisServer",
     "ServerStartError",
     "free_port",
+    "port_is_free",
     "redis_server_available",
 ]
 
@@ -56,7 +57,8 @@ def redis_server_available() -> bool:
     return shutil.which("redis-server") is not None and shutil.which("redis-cli") is not None
 
 
-def _port_is_free(port: int) -> bool:
+def port_is_free(port: int) -> bool:
+    """True when a loopback TCP socket can bind ``port`` right now."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         try:
             sock.bind(("127.0.0.1", port))
@@ -79,15 +81,15 @@ def free_port(need_bus: bool = False) -> int:
         if not need_bus:
             return port
         bus = port + CLUSTER_BUS_OFFSET
-        if bus <= 65535 and bus not in _RESERVED_PORTS and _port_is_free(bus):
+        if bus <= 65535 and bus not in _RESERVED_PORTS and port_is_free(bus):
             return port
         # The kernel hands out ephemeral ports high up; probe below the range too.
         candidate = port - 30000
         if (
             candidate > 1024
             and candidate not in _RESERVED_PORTS
-            and _port_is_free(candidate)
-            and _port_is_free(candidate + CLUSTER_BUS_OFFSET)
+            and port_is_free(candidate)
+            and port_is_free(candidate + CLUSTER_BUS_OFFSET)
         ):
             return candidate
     raise RuntimeError("no free loopback port found")

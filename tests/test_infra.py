@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import socket
 from collections.abc import Iterator
 
 import pytest
@@ -15,7 +14,13 @@ from redis.backoff import NoBackoff
 from redis.retry import Retry
 
 from tests.faultproxy import FaultProxy
-from tests.servers import RedisCluster, RedisServer, free_port, redis_server_available
+from tests.servers import (
+    RedisCluster,
+    RedisServer,
+    free_port,
+    port_is_free,
+    redis_server_available,
+)
 
 
 def _no_retry() -> Retry:
@@ -29,15 +34,6 @@ def _pid_alive(pid: int) -> bool:
     except ProcessLookupError:
         return False
     # A zombie still answers kill(0); Popen.wait() reaped ours, so treat any hit as alive.
-    return True
-
-
-def _bindable(port: int) -> bool:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        try:
-            sock.bind(("127.0.0.1", port))
-        except OSError:
-            return False
     return True
 
 
@@ -61,11 +57,11 @@ def test_free_port() -> None:
     port = free_port()
     assert 1024 < port <= 65535
     assert port != 6379
-    assert _bindable(port)
+    assert port_is_free(port)
     bus_port = free_port(need_bus=True)
     assert bus_port + 10000 <= 65535
-    assert _bindable(bus_port)
-    assert _bindable(bus_port + 10000)
+    assert port_is_free(bus_port)
+    assert port_is_free(bus_port + 10000)
 
 
 def test_server_answers_and_cleans_up() -> None:
