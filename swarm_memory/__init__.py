@@ -37,6 +37,7 @@ from swarm_memory.errors import (
     SwarmMemoryError,
     TransactionConflict,
     TransportError,
+    UnsafeEvictionPolicy,
     VersionNotFound,
     VersionRequired,
 )
@@ -132,6 +133,7 @@ __all__ = [
     "TransactionConflict",
     "TransportError",
     "TxResult",
+    "UnsafeEvictionPolicy",
     "VersionNotFound",
     "VersionRequired",
     "Watch",

@@ -125,9 +125,45 @@ def call_name(effect: object) -> str:
     return type(effect).__name__.lower()
 
 
+def eviction_policy_error(reply: Any, settings: Settings) -> errors.SwarmMemoryError | None:
+    """The error every write raises on a server whose ``maxmemory-policy`` (a CONFIG GET
+    reply: a pair list, a dict, or a dict per Cluster node) may evict any key."""
+    if settings.allow_eviction:
+        return None
+    for policy in _policies(reply):
+        if policy.startswith("allkeys"):
+            return errors.UnsafeEvictionPolicy(
+                f"the Redis server's maxmemory-policy is {policy!r}: it may evict namespace "
+                "metadata and indexes, losing acknowledged writes. Set it to noeviction "
+                "(deploy/redis.conf), or Settings(allow_eviction=True) to write anyway",
+                policy=policy,
+            )
+    return None
+
+
+def _policies(reply: Any) -> list[str]:
+    def text(value: Any) -> str:
+        return value.decode(errors="replace") if isinstance(value, bytes) else str(value)
+
+    if isinstance(reply, dict):
+        found: list[str] = []
+        for name, value in reply.items():
+            if isinstance(value, dict | list):
+                found += _policies(value)  # one reply per Cluster node
+            elif text(name) == "maxmemory-policy":
+                found.append(text(value))
+        return found
+    if isinstance(reply, list | tuple) and len(reply) == 2:
+        return [text(reply[1])]
+    return []
+
+
 class DriverBase:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
+        # maxmemory-policy, read once before the first write (None: not read yet).
+        self.policy_checked = False
+        self.policy_error: errors.SwarmMemoryError | None = None
         self.observers: list[ScriptObserver] = []
         # Scripts are SCRIPT LOADed once per client before their first EVALSHA (on Cluster,
         # redis-py sends SCRIPT LOAD to every primary), so the NOSCRIPT error path is only

@@ -32,6 +32,7 @@ The tree (catch the base, or any branch)::
     ├── OpIdReused                       an op id replayed with a different request (.op_id)
     ├── RequestTimeout                   request() got no reply in time (.correlation_id)
     ├── ServerError                      Redis refused the command (OOM, READONLY, script error)
+    │   └── UnsafeEvictionPolicy         the server may evict any key (allkeys-*): writes refused
     ├── NotReplicated                    applied on the primary, but WAIT saw too few replicas
     ├── ClusterModeMismatch              cluster setting vs server mode (.configured_cluster
     │                                    .server_cluster)
@@ -334,6 +335,18 @@ class ServerError(SwarmMemoryError):
 
     Nothing was applied: scripts validate before they write.
     """
+
+
+class UnsafeEvictionPolicy(ServerError):
+    """The server's ``maxmemory-policy`` may evict any key (``allkeys-*``), namespace
+    metadata and indexes included, which loses acknowledged writes and lets counters
+    repeat. Writes are refused before the first one is sent (checked once per client);
+    set ``Settings.allow_eviction`` to write anyway. ``policy`` is the server's setting.
+    """
+
+    def __init__(self, message: str, *, policy: str, **ctx: Any) -> None:
+        super().__init__(message, **ctx)
+        self.policy = policy
 
 
 class NotReplicated(SwarmMemoryError):

@@ -35,6 +35,11 @@ class Settings(BaseSettings):
     # to acknowledge it, on the same connection. 0 = off. Standalone / Sentinel only.
     wait_replicas: int = Field(default=0, ge=0, le=64)
     wait_timeout: float = Field(default=1.0, gt=0)
+    # A server whose maxmemory-policy is allkeys-* may evict namespace metadata and
+    # indexes: writes are refused there unless this is set (DESIGN.md decision 10).
+    allow_eviction: bool = Field(
+        default=False, description="Write even where maxmemory-policy is allkeys-*."
+    )
 
     # Idempotency: how long a write's outcome is remembered for replays of its op id.
     dedupe_window: float = Field(default=300.0, gt=0)

@@ -21,6 +21,7 @@ from swarm_memory._drive import (
     Attempts,
     DriverBase,
     call_name,
+    eviction_policy_error,
     final_error,
 )
 from swarm_memory._ops import CallUser, Command, Flow, Listen, ScriptCall, Sleep, Unlisten, WaitBell
@@ -101,11 +102,26 @@ class AsyncDriver(DriverBase):
                 return True
         return False
 
+    async def _check_eviction_policy(self) -> None:
+        """Once per client, before its first write: refuse a server that may evict any
+        key. A server that hides CONFIG (a managed Redis, an ACL) is not refused."""
+        try:
+            reply = await self.client.config_get("maxmemory-policy")
+        except (rexc.RedisError, rexc.RedisClusterException):
+            reply = None
+        self.policy_error = eviction_policy_error(reply, self.settings)
+        self.policy_checked = True
+
     async def perform(self, effect: ScriptCall | Command | Sleep) -> Any:
         if isinstance(effect, Sleep):
             await asleep(effect.seconds)
             return None
         if isinstance(effect, ScriptCall):
+            if effect.op_id is not None:
+                if not self.policy_checked:
+                    await self._check_eviction_policy()
+                if self.policy_error is not None:
+                    raise self.policy_error
             self.notify(effect)
             fn: Callable[[], Any] = lambda: self._script(effect)  # noqa: E731
         else:

@@ -22,6 +22,7 @@ from swarm_memory._drive import (
     Attempts,
     DriverBase,
     call_name,
+    eviction_policy_error,
     final_error,
 )
 from swarm_memory._ops import CallUser, Command, Flow, Listen, ScriptCall, Sleep, Unlisten, WaitBell
@@ -100,11 +101,26 @@ class Driver(DriverBase):
                 return True
         return False
 
+    def _check_eviction_policy(self) -> None:
+        """Once per client, before its first write: refuse a server that may evict any
+        key. A server that hides CONFIG (a managed Redis, an ACL) is not refused."""
+        try:
+            reply = self.client.config_get("maxmemory-policy")
+        except (rexc.RedisError, rexc.RedisClusterException):
+            reply = None
+        self.policy_error = eviction_policy_error(reply, self.settings)
+        self.policy_checked = True
+
     def perform(self, effect: ScriptCall | Command | Sleep) -> Any:
         if isinstance(effect, Sleep):
             sleep(effect.seconds)
             return None
         if isinstance(effect, ScriptCall):
+            if effect.op_id is not None:
+                if not self.policy_checked:
+                    self._check_eviction_policy()
+                if self.policy_error is not None:
+                    raise self.policy_error
             self.notify(effect)
             fn: Callable[[], Any] = lambda: self._script(effect)  # noqa: E731
         else:
