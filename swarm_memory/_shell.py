@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import inspect
 from typing import Any, Generic, Self, TypeVar
-from urllib.parse import parse_qsl, quote, urlencode, urlsplit, urlunsplit
+from urllib.parse import parse_qsl, urlsplit
 
 import redis
 import redis.asyncio
@@ -26,7 +26,7 @@ from swarm_memory.codec import Codec, ValueCodec
 from swarm_memory.errors import InvalidInput, InvalidOption, InvalidURL
 from swarm_memory.keys import validate_agent, validate_namespace
 from swarm_memory.metrics import ClientMetrics
-from swarm_memory.settings import Settings
+from swarm_memory.settings import Settings, redact_url
 
 DriverT = TypeVar("DriverT", Driver, AsyncDriver)
 MemoryT = TypeVar("MemoryT")
@@ -54,28 +54,6 @@ def client_options(settings: Settings, *, is_async: bool = False) -> dict[str, A
         "retry": retry,
         "decode_responses": False,
     }
-
-
-def redact_url(url: str) -> str:
-    """``redis://user:secret@host:6379/0`` -> ``redis://user:***@host:6379/0`` (and any
-    ``password=`` query parameter). Unparseable input is redacted wholesale."""
-    try:
-        parts = urlsplit(url)
-        netloc = parts.netloc
-        if "@" in netloc:
-            userinfo, host = netloc.rsplit("@", 1)
-            user, sep, _password = userinfo.partition(":")
-            netloc = f"{user}:***@{host}" if sep else f"{userinfo}@{host}"
-        query = parts.query
-        if query:
-            pairs = [
-                (k, "***" if k.lower() == "password" else v)
-                for k, v in parse_qsl(query, keep_blank_values=True)
-            ]
-            query = urlencode(pairs, safe="*", quote_via=quote)
-        return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
-    except ValueError:
-        return "<unparseable URL>"
 
 
 def url_passwords(url: str | None) -> list[str]:

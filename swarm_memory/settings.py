@@ -6,8 +6,34 @@ constructed, and the clients construct it only if the caller passes no ``setting
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from typing import Any
+from urllib.parse import parse_qsl, quote, urlencode, urlsplit, urlunsplit
+
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+def redact_url(url: str) -> str:
+    """``redis://user:secret@host:6379/0`` -> ``redis://user:***@host:6379/0`` (and any
+    ``password=`` query parameter). Unparseable input is redacted wholesale."""
+    try:
+        parts = urlsplit(url)
+        netloc = parts.netloc
+        if "@" in netloc:
+            userinfo, host = netloc.rsplit("@", 1)
+            user, sep, _password = userinfo.partition(":")
+            netloc = f"{user}:***@{host}" if sep else f"{userinfo}@{host}"
+        query = parts.query
+        if query:
+            pairs = [
+                (k, "***" if k.lower() == "password" else v)
+                for k, v in parse_qsl(query, keep_blank_values=True)
+            ]
+            query = urlencode(pairs, safe="*", quote_via=quote)
+        return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
+    except ValueError:
+        return "<unparseable URL>"
 
 
 class Settings(BaseSettings):
@@ -96,3 +122,11 @@ class Settings(BaseSettings):
     # Client-side CAS loops (update(), custom strategy).
     update_max_attempts: int = Field(default=200, ge=1)
     update_backoff_max: float = Field(default=0.02, ge=0)
+
+    def __repr_args__(self) -> Iterator[tuple[str | None, Any]]:
+        # repr() and str() end up in logs and tracebacks: never with the URL's password.
+        for name, value in super().__repr_args__():
+            if name == "redis_url" and isinstance(value, str):
+                yield name, redact_url(value)
+            else:
+                yield name, value

@@ -28,6 +28,7 @@ from swarm_memory import _shell, errors
 from swarm_memory.client import Namespace, SwarmMemory
 from swarm_memory.models import Entry
 from swarm_memory.settings import Settings
+from swarm_memory.settings import redact_url as _redact_url
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -56,7 +57,8 @@ class CliError(Exception):
 
 
 # ----------------------------------------------------------------------- redaction
-redact_url = _shell.redact_url  # the library redacts the URLs in its own errors too
+# The library redacts the URLs in its own errors (and Settings reprs) too.
+redact_url = _redact_url
 _URL_IN_TEXT = re.compile(r"\b(?:rediss?|unix|redis\+\w+)://\S+")
 
 

@@ -72,3 +72,13 @@ def test_async_from_url_is_warning_free_in_a_fresh_interpreter() -> None:
         check=False,
     )
     assert proc.returncode == 0, proc.stderr
+
+
+def test_settings_repr_and_str_hide_the_url_password():
+    from swarm_memory import Settings
+
+    s = Settings(redis_url="rediss://user:s3cret@h:6380/0?password=p4ss&ssl_ca_certs=/ca.pem")
+    for shown in (repr(s), str(s), f"{s!r}"):
+        assert "s3cret" not in shown and "p4ss" not in shown
+        assert "user:***@h:6380" in shown and "ssl_ca_certs" in shown
+    assert s.redis_url is not None and "s3cret" in s.redis_url  # the value itself is intact
