@@ -17,6 +17,7 @@ from redis.asyncio.retry import Retry as AsyncRetry
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
+from swarm_memory import _sentinel
 from swarm_memory._async.driver import AsyncDriver
 from swarm_memory._drive import ScriptObserver, setup_error
 from swarm_memory._inbox import InboxContext, InboxState, consumer_arg, default_consumer
@@ -115,8 +116,16 @@ def make_client(url: str | None, settings: Settings, *, is_async: bool = False) 
     The sync Cluster client connects here (redis-py reads the slot map when it is built);
     the others connect on their first command, where the driver maps the same errors."""
     target = resolve_url(url, settings)
-    check_url(target)
     options = client_options(settings, is_async=is_async)
+    if _sentinel.is_sentinel_url(target):
+        if settings.cluster:
+            raise InvalidURL(
+                "a Sentinel URL names one primary: it does not go with cluster=True",
+                field="url",
+                value=redact_url(target),
+            )
+        return _sentinel.make_client(_sentinel.parse(target), options, is_async=is_async)
+    check_url(target)
     cls: Any
     if is_async:
         cls = redis.asyncio.RedisCluster if settings.cluster else redis.asyncio.Redis
@@ -128,6 +137,13 @@ def make_client(url: str | None, settings: Settings, *, is_async: bool = False) 
         raise _invalid_url(target, exc) from None
     except (rexc.RedisError, rexc.RedisClusterException) as exc:
         raise setup_error(exc) from exc
+
+
+def companions(client: Any) -> list[Any]:
+    """Clients a client we built depends on and closes with it (a Sentinel URL's
+    connections to the Sentinels)."""
+    found: list[Any] = getattr(client, "_swarm_companions", [])
+    return found
 
 
 def check_client(client: Any) -> None:

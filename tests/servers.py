@@ -18,9 +18,10 @@ import subprocess
 import tempfile
 import time
 import weakref
+from collections.abc import Callable
 from pathlib import Path
 from types import TracebackType
-from typing import Self
+from typing import Any, Self
 
 import redis
 import redis.cluster
@@ -29,7 +30,9 @@ from redis.retry import Retry
 
 __all__ = [
     "RedisCluster",
+    "RedisSentinelGroup",
     "RedisServer",
+    "SentinelServer",
     "ServerStartError",
     "free_port",
     "port_is_free",
@@ -440,3 +443,136 @@ def _parse_cluster_info(reply: object) -> dict[str, str]:
         if sep:
             info[key.strip()] = value.strip()
     return info
+
+
+class SentinelServer(RedisServer):
+    """One ``redis-server --sentinel`` monitoring ``primary_port`` as ``service``."""
+
+    def __init__(
+        self,
+        primary_port: int,
+        *,
+        service: str = "mymaster",
+        quorum: int = 2,
+        down_after_ms: int = 1000,
+        failover_timeout_ms: int = 3000,
+    ) -> None:
+        super().__init__()
+        self.primary_port = primary_port
+        self.service = service
+        self.quorum = quorum
+        self.down_after_ms = down_after_ms
+        self.failover_timeout_ms = failover_timeout_ms
+
+    def _argv(self, port: int, workdir: Path) -> list[str]:
+        s = self.service
+        conf = workdir / "sentinel.conf"  # Sentinel rewrites its config: a file of its own
+        conf.write_text(
+            f"port {port}\nbind 127.0.0.1\nprotected-mode no\ndaemonize no\n"
+            f"dir {workdir}\nlogfile {workdir / 'redis.log'}\n"
+            f"sentinel monitor {s} 127.0.0.1 {self.primary_port} {self.quorum}\n"
+            f"sentinel down-after-milliseconds {s} {self.down_after_ms}\n"
+            f"sentinel failover-timeout {s} {self.failover_timeout_ms}\n"
+            f"sentinel parallel-syncs {s} 1\n"
+        )
+        return [self.binary, str(conf), "--sentinel"]
+
+
+class RedisSentinelGroup:
+    """A primary, one replica and three Sentinels (quorum 2), all on free loopback ports.
+
+    ``url`` is the ``redis+sentinel://`` URL of the group; :meth:`primary` is whichever
+    server the Sentinels name as primary now (it changes after a failover).
+    """
+
+    def __init__(self, service: str = "mymaster", down_after_ms: int = 1000) -> None:
+        self.service = service
+        self.down_after_ms = down_after_ms
+        self.servers: list[RedisServer] = []
+        self.sentinels: list[SentinelServer] = []
+
+    @property
+    def url(self) -> str:
+        hosts = ",".join(f"127.0.0.1:{s.port}" for s in self.sentinels)
+        return f"redis+sentinel://{hosts}/{self.service}/0"
+
+    def start(self) -> Self:
+        try:
+            primary = RedisServer().start()
+            self.servers.append(primary)
+            replica = RedisServer(["--replicaof", "127.0.0.1", str(primary.port)]).start()
+            self.servers.append(replica)
+            self._wait(lambda: self._info(replica).get("master_link_status") == "up", "replica")
+            for _ in range(3):
+                sentinel = SentinelServer(
+                    primary.port, service=self.service, down_after_ms=self.down_after_ms
+                )
+                self.sentinels.append(sentinel.start())
+            self._wait(self._sentinels_agree, "sentinels")
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def _sentinels_agree(self) -> bool:
+        for sentinel in self.sentinels:
+            probe = _probe(sentinel.port)
+            try:
+                replicas = probe.execute_command("SENTINEL", "REPLICAS", self.service)
+                others = probe.execute_command("SENTINEL", "SENTINELS", self.service)
+            finally:
+                probe.close()
+            if len(replicas) < 1 or len(others) < len(self.sentinels) - 1:
+                return False
+        return True
+
+    @staticmethod
+    def _info(server: RedisServer) -> dict[str, Any]:
+        probe = _probe(server.port)
+        try:
+            info: dict[str, Any] = probe.info("replication")
+            return info
+        finally:
+            probe.close()
+
+    @staticmethod
+    def _wait(ready: Callable[[], bool], what: str, timeout: float = 20.0) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            with contextlib.suppress(redis.exceptions.RedisError, OSError):
+                if ready():
+                    return
+            time.sleep(0.05)
+        raise TimeoutError(f"{what} not ready after {timeout}s")
+
+    def primary_port(self) -> int:
+        probe = _probe(self.sentinels[0].port)
+        try:
+            _host, port = probe.execute_command("SENTINEL", "GET-MASTER-ADDR-BY-NAME", self.service)
+            return int(port)
+        finally:
+            probe.close()
+
+    def server(self, port: int) -> RedisServer:
+        return next(s for s in self.servers if s.port == port)
+
+    def wait_for_new_primary(self, old_port: int, timeout: float = 20.0) -> RedisServer:
+        """Block until the Sentinels name another primary and it accepts writes."""
+
+        def promoted() -> bool:
+            port = self.primary_port()
+            return port != old_port and self._info(self.server(port)).get("role") == "master"
+
+        self._wait(promoted, "failover", timeout)
+        return self.server(self.primary_port())
+
+    def stop(self) -> None:
+        for server in [*self.sentinels, *self.servers]:
+            server.stop()
+        self.sentinels, self.servers = [], []
+
+    def __enter__(self) -> Self:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()

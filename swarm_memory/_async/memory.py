@@ -21,7 +21,7 @@ from swarm_memory._async.lock import AsyncLease, AsyncLock, AsyncTransaction
 from swarm_memory._feed import OnError, pattern_arg, types_arg
 from swarm_memory._handles import beat_flow, lease_ttl_ms
 from swarm_memory._ops import Context, Resolver
-from swarm_memory._shell import HandleBase, MemoryBase, make_client
+from swarm_memory._shell import HandleBase, MemoryBase, companions, make_client
 from swarm_memory.codec import Codec
 from swarm_memory.errors import InvalidInput
 from swarm_memory.metrics import ClientMetrics
@@ -278,6 +278,8 @@ class AsyncSwarmMemory(MemoryBase[AsyncDriver]):
             self._driver.hub = None
         if self._owns_client:
             await self._driver.client.aclose()
+            for companion in companions(self._driver.client):  # e.g. Sentinel connections
+                await companion.aclose()
 
     async def __aenter__(self) -> AsyncSwarmMemory:
         return self

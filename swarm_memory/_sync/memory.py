@@ -18,7 +18,7 @@ from swarm_memory import _coord, _inbox, _ops
 from swarm_memory._feed import OnError, pattern_arg, types_arg
 from swarm_memory._handles import beat_flow, lease_ttl_ms
 from swarm_memory._ops import Context, Resolver
-from swarm_memory._shell import HandleBase, MemoryBase, make_client
+from swarm_memory._shell import HandleBase, MemoryBase, companions, make_client
 from swarm_memory._sync.driver import Driver
 from swarm_memory._sync.events import Hub, Subscription, Watch
 from swarm_memory._sync.inbox import Inbox
@@ -277,6 +277,8 @@ class SwarmMemory(MemoryBase[Driver]):
             self._driver.hub = None
         if self._owns_client:
             self._driver.client.close()
+            for companion in companions(self._driver.client):  # e.g. Sentinel connections
+                companion.close()
 
     def __enter__(self) -> SwarmMemory:
         return self
