@@ -153,7 +153,7 @@ def _policies(reply: Any) -> list[str]:
             elif text(name) == "maxmemory-policy":
                 found.append(text(value))
         return found
-    if isinstance(reply, list | tuple) and len(reply) == 2:
+    if isinstance(reply, list | tuple) and len(reply) == len(("name", "value")):
         return [text(reply[1])]
     return []
 

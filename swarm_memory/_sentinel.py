@@ -25,6 +25,7 @@ from swarm_memory.settings import redact_url
 
 SCHEME = "redis+sentinel"
 DEFAULT_PORT = 26379
+MAX_PORT = 65535
 # Query parameters passed on to the data connections (the rest are refused).
 _PASSED_ON = frozenset({"ssl_ca_certs", "ssl_certfile", "ssl_keyfile", "ssl_cert_reqs"})
 
@@ -65,17 +66,17 @@ def parse(url: str) -> SentinelTarget:
         host = host.strip("[]") or item.strip()
         if not host:
             raise bad("no Sentinel host")
-        if sep and not (port.isdigit() and 0 < int(port) < 65536):
+        if sep and not (port.isdigit() and 0 < int(port) <= MAX_PORT):
             raise bad(f"bad port {port!r}")
         hosts.append((host, int(port) if sep else DEFAULT_PORT))
-    path = [p for p in parts.path.split("/") if p]
-    if not path or len(path) > 2:
+    service, *rest = [p for p in parts.path.split("/") if p] or [""]
+    if not service or len(rest) > 1:
         raise bad("the path must be /<service name>[/<db>]")
     db = 0
-    if len(path) == 2:
-        if not path[1].isdigit():
-            raise bad(f"bad database number {path[1]!r}")
-        db = int(path[1])
+    if rest:
+        if not rest[0].isdigit():
+            raise bad(f"bad database number {rest[0]!r}")
+        db = int(rest[0])
     query = dict(parse_qsl(parts.query))
     sentinel_password = query.pop("sentinel_password", None)
     ssl = query.pop("ssl", "false").lower() in ("1", "true", "yes")
@@ -83,7 +84,7 @@ def parse(url: str) -> SentinelTarget:
     if unknown:
         raise bad("unknown query parameter " + ", ".join(repr(k) for k in unknown))
     return SentinelTarget(
-        hosts, unquote(path[0]), db, username, password, sentinel_password, ssl, query
+        hosts, unquote(service), db, username, password, sentinel_password, ssl, query
     )
 
 

@@ -18,6 +18,7 @@ The tree (catch the base, or any branch)::
     │   └── LastAdminError               refusing to remove the last admin
     ├── ConflictError                    .current (Entry | None): the state that won
     │   ├── VersionRequired              strategy "version"/"custom" needs expected_version
+    │   │                                (.strategy)
     │   ├── RetryLimitExceeded           a CAS loop (update / custom) gave up
     │   └── TransactionConflict          a transaction's compares failed (.failed: every one)
     ├── LockError                        .namespace .key (the lock name) .agent
@@ -184,7 +185,13 @@ class ConflictError(SwarmMemoryError):
 
 
 class VersionRequired(ConflictError):
-    """The namespace strategy (``version`` or ``custom``) demands ``expected_version``."""
+    """The namespace strategy (``version`` or ``custom``) demands ``expected_version``.
+
+    ``strategy`` is the namespace's strategy (``"version"`` or ``"custom"``)."""
+
+    def __init__(self, message: str, *, strategy: str | None = None, **kw: Any) -> None:
+        super().__init__(message, **kw)
+        self.strategy = strategy
 
 
 class RetryLimitExceeded(ConflictError):

@@ -2,7 +2,9 @@
 
 Every key of a namespace carries the namespace as a hash tag, ``<prefix>:{<ns>}:...``,
 so all of a namespace's keys live in one Cluster slot and every script touches one slot.
-Names are validated here, before anything reaches Redis.
+Names are checked here too, before anything reaches Redis: ``namespace_arg``,
+``agent_arg`` and ``key_arg`` are the argument checks of ``swarm_memory._ops.args`` (which
+re-exports them) that guard what goes into a key name and its hash tag.
 """
 
 from __future__ import annotations
@@ -35,7 +37,7 @@ def _name_problem(name: object) -> str | None:
     return None
 
 
-def _validate_name(name: object, field: str) -> str:
+def _name_arg(name: object, field: str) -> str:
     problem = _name_problem(name)
     if problem:
         raise InvalidName(f"{field} name {name!r:.80} {problem}", field=field, value=name)
@@ -43,17 +45,17 @@ def _validate_name(name: object, field: str) -> str:
     return name
 
 
-def validate_namespace(name: object) -> str:
+def namespace_arg(name: object) -> str:
     """Return ``name`` if it is a valid namespace name, else raise :class:`InvalidName`."""
-    return _validate_name(name, "namespace")
+    return _name_arg(name, "namespace")
 
 
-def validate_agent(name: object) -> str:
+def agent_arg(name: object) -> str:
     """Return ``name`` if it is a valid agent name, else raise :class:`InvalidName`."""
-    return _validate_name(name, "agent")
+    return _name_arg(name, "agent")
 
 
-def validate_key(key: object, max_bytes: int) -> str:
+def key_arg(key: object, max_bytes: int) -> str:
     """Return ``key`` if it is a valid entry key, else raise :class:`InvalidName`.
 
     Keys are any Unicode text of 1..``max_bytes`` UTF-8 bytes without control characters
@@ -84,6 +86,12 @@ def validate_key(key: object, max_bytes: int) -> str:
     if problem:
         raise InvalidName(f"key {key!r:.80} {problem}", field="key", value=key[:80])
     return key
+
+
+# temporary: the old names, for the shells until they import the *_arg names.
+validate_namespace = namespace_arg
+validate_agent = agent_arg
+validate_key = key_arg
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,12 +1,11 @@
-"""Frozen data returned by the public API, and the enumerations it accepts."""
+"""Frozen data returned by the public API, and the enumerations it accepts (checked by
+``swarm_memory._ops.args``: ``level_arg``, ``strategy_arg``, ``over_quota_arg``)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Literal
-
-from swarm_memory.errors import InvalidOption
 
 PermissionLevel = Literal["none", "read", "write", "admin"]
 Strategy = Literal["latest-wins", "first-wins", "version", "merge", "custom"]
@@ -19,29 +18,6 @@ OVER_QUOTA: tuple[OverQuota, ...] = ("reject", "evict-oldest")
 
 def level_rank(level: str) -> int:
     return LEVELS.index(level)
-
-
-def _choice(value: object, choices: tuple[str, ...], field: str, what: str) -> Any:
-    if not isinstance(value, str) or value not in choices:
-        raise InvalidOption(
-            f"unknown {what} {value!r}; use one of {', '.join(choices)}", field=field, value=value
-        )
-    return value
-
-
-def validate_level(level: object, field: str = "permission") -> PermissionLevel:
-    result: PermissionLevel = _choice(level, LEVELS, field, "permission level")
-    return result
-
-
-def validate_strategy(strategy: object) -> Strategy:
-    result: Strategy = _choice(strategy, STRATEGIES, "strategy", "strategy")
-    return result
-
-
-def validate_over_quota(policy: object) -> OverQuota:
-    result: OverQuota = _choice(policy, OVER_QUOTA, "over_quota", "over-quota policy")
-    return result
 
 
 def ms_to_datetime(ms: int) -> datetime:

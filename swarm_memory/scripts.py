@@ -4,10 +4,12 @@ Each script file starts with a machine-readable header::
 
     --! keys: meta acl ... +items(entry hist)
     --! args: agent op_id ... +items(op key ...)
+    --! returns: {"ok", rev, ...} | {"dup", record} | {"nons"} | ...
 
 The loader prepends ``_lib.lua`` and checks every call against the header: the number of
 fixed keys and args, and that variable parts come in whole groups. A call that does not
-fit raises before it reaches Redis.
+fit raises before it reaches Redis. The reply tags the header lists (``Script.returns``)
+are the ones ``swarm_memory._ops.replies`` must handle; a unit test holds them equal.
 """
 
 from __future__ import annotations
@@ -20,6 +22,15 @@ from importlib import resources
 
 _HEADER = re.compile(r"^--! (keys|args|returns): (.*)$", re.MULTILINE)
 _GROUP = re.compile(r"\+(\w+)(?:\(([^)]*)\))?")
+# The quoted names opening each alternative of a returns header: {"ok", ...} | {"ok"|"dup", ...}
+_OPENING_TAGS = re.compile(r'\{\s*("\w+"(?:\s*\|\s*"\w+")*)')
+_TAG = re.compile(r'"(\w+)"')
+
+
+def parse_returns(text: str) -> frozenset[str]:
+    """The reply tags a ``--! returns`` header lists."""
+    openings = _OPENING_TAGS.findall(text)
+    return frozenset(tag for opening in openings for tag in _TAG.findall(opening))
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,6 +89,7 @@ class Script:
     sha: str
     keys: Signature
     args: Signature
+    returns: frozenset[str] = frozenset()  # the reply tags its header lists
 
     def check(self, keys: list[str], args: list[str | bytes | int]) -> None:
         if not self.keys.accepts(len(keys)) or not self.args.accepts(len(args)):
@@ -110,8 +122,8 @@ def _read(name: str) -> str:
 def load(name: str) -> Script:
     body = _read(name)
     headers = dict(_HEADER.findall(body))
-    if "keys" not in headers or "args" not in headers:
-        raise RuntimeError(f"lua/{name}.lua lacks its --! keys / --! args header")
+    if "keys" not in headers or "args" not in headers or "returns" not in headers:
+        raise RuntimeError(f"lua/{name}.lua lacks its --! keys / args / returns header")
     source = _read("_lib") + "\n" + body
     return Script(
         name=name,
@@ -119,6 +131,7 @@ def load(name: str) -> Script:
         sha=hashlib.sha1(source.encode("utf-8")).hexdigest(),
         keys=Signature.parse(headers["keys"]),
         args=Signature.parse(headers["args"]),
+        returns=parse_returns(headers["returns"]),
     )
 
 

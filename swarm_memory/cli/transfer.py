@@ -183,7 +183,7 @@ def _bad(reason: str) -> CliError:
 def read_dump(data: bytes) -> Dump:
     """Parse and verify a dump; raises CliError (exit 2) before anything is written."""
     lines = data.splitlines(keepends=True)
-    if len(lines) < 2:
+    if len(lines) < len(("header", "checksum")):
         raise _bad("too short (no header or no checksum line)")
     try:
         trailer = json.loads(lines[-1])

@@ -21,7 +21,7 @@ from swarm_memory import (
     ServerError,
     SwarmMemory,
 )
-from swarm_memory._inbox import InboxState
+from swarm_memory._ops.inbox import InboxState
 from swarm_memory.keys import InboxKeys, inbox_index_key
 from tests.support import Facade
 

@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 from swarm_memory import OpIdReused
-from swarm_memory._ops import _parse_packed_record, parse_op_record
+from swarm_memory._ops.records import ItemRecord, _parse_packed_record, parse_op_record
 from swarm_memory.keys import NamespaceKeys
 
 
@@ -118,6 +118,6 @@ def test_records_of_earlier_versions_still_replay() -> None:
     for parsed in (parse_op_record(packed, False), _parse_packed_record(packed, False)):
         assert parsed is not None
         assert (parsed.revision, parsed.digest, parsed.evicted) == (9, "ab" * 12, ["victim"])
-        assert parsed.items[0].status == "w" and parsed.items[0].fields == item
+        assert parsed.items[0] == ItemRecord("w", *item[1:])
     assert parse_op_record(b"17", False) is None  # a broadcast's record
     assert parse_op_record(b"released", False) is None  # a lock release's record

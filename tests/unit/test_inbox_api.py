@@ -8,10 +8,10 @@ import time
 import pytest
 
 from swarm_memory import AsyncInbox, Inbox, InboxInfo, InvalidName, Message, Settings
-from swarm_memory._inbox import (
+from swarm_memory._ops.effects import Command, InboxContext, ScriptCall, Sleep
+from swarm_memory._ops.inbox import (
     POLL_FIRST,
     POLL_MAX,
-    InboxContext,
     InboxState,
     _Waiter,
     delete_inbox,
@@ -19,9 +19,8 @@ from swarm_memory._inbox import (
     receive,
     send,
 )
-from swarm_memory._ops import Command, ScriptCall, Sleep
 from swarm_memory._shell import make_codec
-from swarm_memory.keys import InboxKeys, NamespaceKeys, inbox_index_key, validate_namespace
+from swarm_memory.keys import InboxKeys, NamespaceKeys, inbox_index_key, namespace_arg
 from swarm_memory.models import ms_to_datetime
 
 
@@ -52,7 +51,7 @@ def test_inbox_keys_have_their_own_tag_that_no_namespace_can_take():
         "sm:{@inbox:alice}:meta",
     ]
     with pytest.raises(InvalidName):
-        validate_namespace("@inbox:alice")
+        namespace_arg("@inbox:alice")
     assert not NamespaceKeys.of("sm", "inbox:alice").base.startswith("sm:{@")
 
 

@@ -14,14 +14,12 @@ from pydantic import ValidationError
 from redis.crc import key_slot
 
 from swarm_memory import InvalidName, InvalidOption, InvalidValue, Settings, merge_patch
+from swarm_memory._ops.args import agent_arg, key_arg, namespace_arg
 from swarm_memory.codec import Codec, JsonCodec, ValueCodec, check_depth
 from swarm_memory.keys import (
     MAX_NAME_LEN,
     NamespaceKeys,
     registry_key,
-    validate_agent,
-    validate_key,
-    validate_namespace,
 )
 
 # ================================================================================= keys
@@ -65,8 +63,8 @@ BAD_COMMON = [
         "€" * 170 + "kk",  # 512 UTF-8 bytes
     ],
 )
-def test_validate_key_accepts(key):
-    assert validate_key(key, 512) is key
+def test_key_arg_accepts(key):
+    assert key_arg(key, 512) is key
 
 
 @pytest.mark.parametrize(
@@ -83,9 +81,9 @@ def test_validate_key_accepts(key):
         pytest.param("x\u3000", id="trailing-ideographic-space"),
     ],
 )
-def test_validate_key_rejects(key):
+def test_key_arg_rejects(key):
     with pytest.raises(InvalidName) as info:
-        validate_key(key, 512)
+        key_arg(key, 512)
     err = info.value
     assert err.field == "key"
     if isinstance(key, str):
@@ -93,12 +91,12 @@ def test_validate_key_rejects(key):
     assert len(str(err)) < 300
 
 
-def test_validate_key_limit_is_utf8_bytes_not_characters():
-    assert validate_key("éé", 4) == "éé"
+def test_key_arg_limit_is_utf8_bytes_not_characters():
+    assert key_arg("éé", 4) == "éé"
     with pytest.raises(InvalidName):
-        validate_key("ééé", 5)
+        key_arg("ééé", 5)
     with pytest.raises(InvalidName):
-        validate_key("abc", 2)
+        key_arg("abc", 2)
 
 
 GOOD_NAMES = [
@@ -131,24 +129,24 @@ BAD_NAMES = [
 
 
 @pytest.mark.parametrize("name", GOOD_NAMES)
-def test_validate_namespace_and_agent_accept(name):
-    assert validate_namespace(name) is name
-    assert validate_agent(name) is name
+def test_namespace_arg_and_agent_accept(name):
+    assert namespace_arg(name) is name
+    assert agent_arg(name) is name
 
 
 @pytest.mark.parametrize("name", BAD_NAMES)
-def test_validate_namespace_rejects(name):
+def test_namespace_arg_rejects(name):
     with pytest.raises(InvalidName) as info:
-        validate_namespace(name)
+        namespace_arg(name)
     assert info.value.field == "namespace"
     assert info.value.value == name
     assert len(str(info.value)) < 400
 
 
 @pytest.mark.parametrize("name", BAD_NAMES)
-def test_validate_agent_rejects(name):
+def test_agent_arg_rejects(name):
     with pytest.raises(InvalidName) as info:
-        validate_agent(name)
+        agent_arg(name)
     assert info.value.field == "agent"
     assert info.value.value == name
 
@@ -208,7 +206,7 @@ def test_namespace_keys_never_collide(namespace):
     key=st.text(min_size=1, max_size=60).filter(lambda k: k.strip() == k and k),
 )
 def test_slot_property_for_any_valid_name(namespace, key):
-    validate_namespace(namespace)
+    namespace_arg(namespace)
     nk = NamespaceKeys.of("sm", namespace)
     slots = {key_slot(k.encode("utf-8", "surrogatepass")) for k in _all_keys(nk, [key])}
     assert slots == {key_slot(namespace.encode())}

@@ -1,0 +1,161 @@
+"""What a flow yields and what it is given: the effect types, ``Flow``, and the contexts.
+
+A flow is a generator: it yields effects (:class:`ScriptCall`, :class:`Command`,
+:class:`Sleep`, :class:`Listen` / :class:`WaitBell` / :class:`Unlisten`,
+:class:`CallUser`), is sent each effect's result, and returns the operation's result.
+``_drive.py`` performs the effects, synchronously or with asyncio; nothing under
+``swarm_memory._ops`` touches a socket (the httpx/httpcore layout).
+
+The contexts say who calls, where, and how values are encoded: :class:`Context` for the
+namespace flows, :class:`InboxContext` for the inbox flows; :class:`AgentSession` is one
+identity's lease state, shared by its contexts.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Generator
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+from swarm_memory.codec import ValueCodec
+from swarm_memory.keys import InboxKeys, NamespaceKeys, inbox_index_key, key_arg
+from swarm_memory.models import Entry
+from swarm_memory.scripts import Script
+from swarm_memory.settings import Settings
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True, slots=True)
+class ScriptCall:
+    script: Script
+    keys: list[str]
+    args: list[str | bytes | int]
+    op_id: str | None  # set for writes: the reply may be lost, the op id makes a retry safe
+
+
+@dataclass(frozen=True, slots=True)
+class Command:
+    args: tuple[str | bytes | int | float, ...]
+    write: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Sleep:
+    seconds: float
+
+
+@dataclass(frozen=True, slots=True)
+class Listen:
+    """Subscribe to a (shard) channel; the driver returns a handle for :class:`WaitBell`.
+    Drivers close every handle a flow left open when the flow ends, however it ends."""
+
+    channel: str
+
+
+@dataclass(frozen=True, slots=True)
+class WaitBell:
+    """Wait up to ``seconds`` for a message equal to ``message`` on a :class:`Listen`
+    handle. Returns True if it came; a broken subscription just waits out the time (the
+    caller polls: a doorbell is only a hint)."""
+
+    handle: Any
+    message: bytes
+    seconds: float
+
+
+@dataclass(frozen=True, slots=True)
+class Unlisten:
+    handle: Any
+
+
+@dataclass(frozen=True, slots=True)
+class CallUser:
+    """Call the caller's own function (a ``get_or_set`` factory): the driver calls it,
+    awaits it if it is a coroutine (async client), and throws whatever it raises back
+    into the flow, so the flow can clean up (release a lock) before it propagates."""
+
+    fn: Callable[[], Any]
+
+
+Effect = ScriptCall | Command | Sleep | Listen | WaitBell | Unlisten | CallUser
+Flow = Generator[Effect, Any, T]
+
+
+@dataclass(frozen=True, slots=True)
+class Incoming:
+    """What a ``custom``-strategy resolver gets besides the current entry."""
+
+    key: str
+    value: Any
+    agent: str
+
+
+Resolver = Callable[[Entry | None, Incoming], Any]
+
+
+@dataclass(eq=False)
+class AgentSession:
+    """Per-identity lease state: the lease ttl its ephemeral writes and lease-tied locks
+    use, and the namespaces where it holds something tied to its lease (heartbeats renew
+    the lease there)."""
+
+    lease_ttl: float
+    namespaces: set[str] = field(default_factory=set)
+    leased: bool = False  # True once lease()/heartbeat() ran: new locks get tied to it
+
+    def ttl_ms(self) -> int:
+        return max(1, int(self.lease_ttl * 1000))
+
+
+@dataclass(frozen=True, slots=True)
+class Context:
+    """Everything a namespace flow needs: who, where, and how to encode."""
+
+    namespace: str
+    agent: str
+    settings: Settings
+    codec: ValueCodec
+    resolver: Resolver | None = None
+    session: AgentSession | None = None  # the identity's lease state (shared, mutable)
+
+    @property
+    def keys(self) -> NamespaceKeys:
+        return NamespaceKeys.of(self.settings.key_prefix, self.namespace)
+
+    def key(self, key: object) -> str:
+        return key_arg(key, self.settings.max_key_bytes)
+
+    def err(self, **kw: Any) -> dict[str, Any]:
+        return {"namespace": self.namespace, "agent": self.agent, **kw}
+
+
+def bind_lease(ctx: Context) -> int:
+    """The lease (ms) a write or lock of this call ties to the agent — and, as a side
+    effect, the namespace is recorded in the session so that heartbeats renew it there."""
+    if ctx.session is None:
+        return max(1, int(ctx.settings.lease_ttl * 1000))
+    ctx.session.namespaces.add(ctx.namespace)
+    return ctx.session.ttl_ms()
+
+
+@dataclass(frozen=True, slots=True)
+class InboxContext:
+    """Everything an inbox flow needs: the calling agent and how it encodes."""
+
+    agent: str
+    settings: Settings
+    codec: ValueCodec
+
+    def keys(self, owner: str) -> list[str]:
+        return InboxKeys.of(self.settings.key_prefix, owner).fixed()
+
+    @property
+    def index(self) -> str:
+        return inbox_index_key(self.settings.key_prefix)
+
+    @property
+    def retention_ms(self) -> int:
+        """``inbox_retention`` for the script: whole ms, 0 = keep forever."""
+        retention = self.settings.inbox_retention
+        return 0 if retention is None else max(1, round(retention * 1000))

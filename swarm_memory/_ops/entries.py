@@ -1,0 +1,548 @@
+"""Entry flows: put / put_many / create / update / delete / incr / touch / rollback
+(every one a call of ``lua/write.lua``), and get / get_many / exists / history / key
+listing (``lua/read.lua``).
+
+``write`` is the one way to the write script: it settles evict-oldest victims, turns a
+replayed op id into its first outcome (or OpIdReused), and raises the errors of
+``replies.WRITE``. ``batch_cas`` is the client-side compare-and-set loop behind
+``update``, ``rollback``, the ``custom`` strategy and merges the server cannot do.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import hashlib
+import random
+import time
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+
+from swarm_memory import errors
+from swarm_memory._ops import records
+from swarm_memory._ops.args import (
+    amount_arg,
+    bool_arg,
+    callable_arg,
+    expected_versions_arg,
+    fence_arg,
+    fences_arg,
+    key_pattern_arg,
+    keys_arg,
+    op_id_arg,
+    ttl_arg,
+    values_arg,
+    version_arg,
+)
+from swarm_memory._ops.effects import (
+    Command,
+    Context,
+    Flow,
+    Incoming,
+    ScriptCall,
+    Sleep,
+    bind_lease,
+)
+from swarm_memory._ops.namespaces import sweep_quietly
+from swarm_memory._ops.records import Fields, ItemRecord, WriteResult, parse_op_record, text
+from swarm_memory._ops.replies import READ, WRITE, Failure, MergeFallback
+from swarm_memory.codec import JSON_FORMAT, Encoded
+from swarm_memory.merge import merge_patch
+from swarm_memory.models import Entry
+from swarm_memory.scripts import load
+
+MAX_VICTIM_ROUNDS = 64  # evict-oldest: rounds of "these victims are not enough"
+_FREE_RETRIES = 2  # CAS conflicts retried at once, before backing off
+_VICTIM_SLACK = 7  # extra names read per round: some may be keys this write touches
+
+
+@dataclass(frozen=True, slots=True)
+class Item:
+    """One item of a write-script call."""
+
+    op: str  # P (put) S (set if version) D (delete) I (incr) T (touch) C (compare)
+    key: str
+    value: bytes = b""
+    fmt: str = ""
+    expected: int | None = None
+    ttl_ms: int | None = None
+    source: Any = None  # the caller's value, kept for the returned Entry
+    fence: tuple[str, int] | None = None  # (lock name, token) that must be held to write
+
+
+def _opt(value: int | None) -> str:
+    return "" if value is None else str(value)
+
+
+def item_entry(ctx: Context, item: Item, rec: ItemRecord) -> Entry:
+    return records.item_entry(ctx, item.key, item.source, rec)
+
+
+def request_digest(agent: str, action: str, items: list[Item]) -> str:
+    """Fingerprint of a plain write, stored with its op record: replaying the op id with
+    a *different* request is an error, not a silent "success" of something else."""
+    # "<len>:<part>" for every part (len in characters; the value's in bytes), hashed in
+    # one call: the same digest as hashing part by part, built with one format per item.
+    chunks = [f"{len(agent)}:{agent}{len(action)}:{action}".encode()]
+    for it in items:
+        fence = f"{it.fence[0]}\0{it.fence[1]}" if it.fence else ""
+        e, t = _opt(it.expected), _opt(it.ttl_ms)
+        chunks.append(
+            f"{len(it.op)}:{it.op}{len(it.key)}:{it.key}{len(it.fmt)}:{it.fmt}"
+            f"{len(e)}:{e}{len(t)}:{t}{len(fence)}:{fence}{len(it.value)}:".encode()
+        )
+        chunks.append(it.value)
+    return hashlib.blake2b(b"".join(chunks), digest_size=12).hexdigest()
+
+
+# ------------------------------------------------------------------------------ writing
+def write(
+    ctx: Context,
+    items: list[Item],
+    action: str,
+    op_id: str,
+    *,
+    echo: bool = False,
+    ephemeral: bool = False,
+) -> Flow[WriteResult]:
+    """Run the write script; resolve evict-oldest victims; raise typed errors.
+
+    Plain writes carry a request digest; CAS loops (``echo=True``) carry none, since their
+    attempts differ, and have the written values echoed so that replays report them.
+    """
+    s = ctx.settings
+    nk = ctx.keys
+    digest = "" if echo else request_digest(ctx.agent, action, items)
+    fenced = [(i, it.fence) for i, it in enumerate(items, 1) if it.fence]
+    keys = nk.fixed()
+    body: list[str | bytes | int] = []
+    for it in items:
+        keys += [nk.entry(it.key), nk.history(it.key)]
+        body += [it.op, it.key, it.value, it.fmt, _opt(it.expected), _opt(it.ttl_ms)]
+    for i, (lock, token) in fenced:
+        body += [i, lock, token]
+    names = {it.key for it in items}
+    fail = Failure(ctx, action, "write", items[0].key if items else None, items)
+    victims: list[str] = []
+    for _round in range(MAX_VICTIM_ROUNDS):
+        head: list[str | bytes | int] = [
+            ctx.agent,
+            op_id,
+            int(s.dedupe_window * 1000),
+            s.stream_maxlen,
+            s.audit_maxlen,
+            s.max_value_bytes,
+            len(items),
+            len(victims),
+            action,
+            digest,
+            "1" if echo else "0",
+            s.event_value_max,
+            _opt(bind_lease(ctx)) if ephemeral else "",
+            len(fenced),
+        ]
+        call_keys = keys + [k for v in victims for k in (nk.entry(v), nk.history(v))]
+        reply = yield ScriptCall(load("write"), call_keys, [*head, *body, *victims], op_id)
+        f = WRITE.check(reply, fail)
+        if f.tag == b"victims":
+            wanted = max(f.number(), 1)
+            oldest = yield Command(("ZRANGE", nk.lru, 0, wanted + len(items) + _VICTIM_SLACK))
+            victims = [text(v) for v in oldest if text(v) not in names][:wanted]
+            continue
+        if f.tag == b"dup":
+            record, due = f.next(), f.next() != 0
+            result = parse_op_record(record, due)
+            if result is None or result.digest != digest:
+                raise errors.OpIdReused(
+                    f"op id {op_id!r} was already used for a different request; "
+                    "an op id names one request (its replays must be identical)",
+                    op_id=op_id,
+                    **ctx.err(key=fail.key),
+                )
+        else:
+            result = records.write_ok(f)
+        if result.sweep_due:
+            yield from sweep_quietly(ctx)
+        return result
+    raise errors.ServerError("could not settle evict-oldest victims", **ctx.err())
+
+
+def _encode(ctx: Context, value: Any, allow_compress: bool = True) -> Encoded:
+    return ctx.codec.encode(value, allow_compress=allow_compress)
+
+
+def put(
+    ctx: Context,
+    key: str,
+    value: Any,
+    *,
+    expected_version: int | None = None,
+    ttl: float | timedelta | None = None,
+    op_id: str | None = None,
+    fence: int | None = None,
+    ephemeral: bool = False,
+) -> Flow[Entry]:
+    k = ctx.key(key)
+    entries = yield from put_many(
+        ctx,
+        {k: value},
+        expected_versions={k: expected_version},
+        ttl=ttl,
+        op_id=op_id,
+        fence=fence,
+        ephemeral=ephemeral,
+        action="put",
+    )
+    return entries[k]
+
+
+def put_many(
+    ctx: Context,
+    values: Mapping[str, Any],
+    *,
+    expected_versions: Mapping[str, int | None] | None = None,
+    ttl: float | timedelta | None = None,
+    op_id: str | None = None,
+    fence: int | None = None,
+    fences: Mapping[str, int] | None = None,
+    ephemeral: bool = False,
+    action: str = "put_many",
+) -> Flow[dict[str, Entry]]:
+    """All-or-nothing: every key is written under the namespace strategy, or none is.
+
+    ``fence`` applies one lock token to every key; ``fences`` gives a token per key."""
+    values = values_arg(values)
+    expected = expected_versions_arg(expected_versions, values)
+    ttl_ms = ttl_arg(ttl, ctx.settings)
+    op = op_id_arg(op_id)
+    eph = bool_arg(ephemeral, "ephemeral")
+    fence_of = fences_arg(list(values), fence, fences, ctx.settings.max_key_bytes)
+    prepared = [
+        (ctx.key(k), v, version_arg(expected.get(k)), _encode(ctx, v)) for k, v in values.items()
+    ]
+
+    def items_for(compress: bool) -> list[Item]:
+        out = []
+        for k, v, ev, enc in prepared:
+            e = enc if compress or not enc.fmt.endswith("+z") else _encode(ctx, v, False)
+            out.append(Item("P", k, e.data, e.fmt, ev, ttl_ms, v, fence_of.get(k)))
+        return out
+
+    items = items_for(True)
+    try:
+        try:
+            result = yield from write(ctx, items, action, op, ephemeral=eph)
+        except MergeFallback as fb:
+            if fb.reason != "patch" or ctx.codec.codec.name != JSON_FORMAT:
+                raise
+            items = items_for(False)
+            result = yield from write(ctx, items, action, op, ephemeral=eph)
+    except MergeFallback:
+        # Stored values the server cannot merge (compressed, other codec): merge here,
+        # as one CAS batch so the whole call stays all-or-nothing.
+        patches = {it.key: it.source for it in items}
+        pinned = {it.key: it.expected for it in items if it.expected is not None}
+        return (
+            yield from batch_cas(
+                ctx,
+                list(patches),
+                lambda k, cur: merge_patch(None if cur is None else cur.value, patches[k]),
+                ttl_ms=ttl_ms,
+                op_id=op,
+                action=action,
+                pinned=pinned,
+                fences=fence_of,
+                ephemeral=eph,
+            )
+        )
+    except errors.VersionRequired as exc:
+        if exc.strategy != "custom" or ctx.resolver is None:
+            raise
+        resolver = ctx.resolver
+        incoming = {it.key: it.source for it in items}
+
+        def resolve(k: str, cur: Entry | None) -> Any:
+            try:
+                return resolver(cur, Incoming(k, incoming[k], ctx.agent))
+            except Exception as err:
+                raise errors.ResolverError(
+                    f"custom resolver raised {type(err).__name__}: {err}", **ctx.err(key=k)
+                ) from err
+
+        return (
+            yield from batch_cas(
+                ctx,
+                list(incoming),
+                resolve,
+                ttl_ms=ttl_ms,
+                op_id=op,
+                action=action,
+                wrap_bad_values=True,
+                fences=fence_of,
+                ephemeral=eph,
+            )
+        )
+    return {it.key: item_entry(ctx, it, r) for it, r in zip(items, result.items, strict=True)}
+
+
+def create(
+    ctx: Context,
+    key: str,
+    value: Any,
+    *,
+    ttl: float | timedelta | None = None,
+    op_id: str | None = None,
+    fence: int | None = None,
+    ephemeral: bool = False,
+) -> Flow[Entry]:
+    """Write only if absent; ConflictError(current=...) otherwise."""
+    k = ctx.key(key)
+    eph = bool_arg(ephemeral, "ephemeral")
+    fenced = fence_arg(fence, k, ctx.settings.max_key_bytes)
+    enc = _encode(ctx, value)
+    item = Item("S", k, enc.data, enc.fmt, 0, ttl_arg(ttl, ctx.settings), value, fenced)
+    result = yield from write(ctx, [item], "create", op_id_arg(op_id), ephemeral=eph)
+    return item_entry(ctx, item, result.items[0])
+
+
+def batch_cas(
+    ctx: Context,
+    keys: list[str],
+    compute: Callable[[str, Entry | None], Any],
+    *,
+    ttl_ms: int | None,
+    op_id: str,
+    action: str,
+    pinned: Mapping[str, int] | None = None,
+    wrap_bad_values: bool = False,
+    fences: Mapping[str, tuple[str, int]] | None = None,
+    ephemeral: bool = False,
+) -> Flow[dict[str, Entry]]:
+    """Client-side compare-and-set loop over one or more keys, written atomically.
+
+    Every attempt reuses ``op_id``: a lost conflict is not recorded by the server, and the
+    first applied attempt is, so a replay still returns the first outcome.
+    """
+    s = ctx.settings
+    current = yield from get_many(ctx, keys)
+    for attempt in range(1, s.update_max_attempts + 1):
+        items = []
+        for k in keys:
+            cur = current[k]
+            have = cur.version if cur else 0
+            if pinned and k in pinned and pinned[k] != have:
+                raise errors.ConflictError(
+                    f"write to {k!r} lost: expected version {pinned[k]}, found {have}",
+                    current=cur,
+                    expected=pinned[k],
+                    **ctx.err(key=k),
+                )
+            new_value = compute(k, cur)
+            try:
+                enc = _encode(ctx, new_value)
+            except errors.InvalidValue as exc:
+                if not wrap_bad_values:
+                    raise
+                raise errors.ResolverError(
+                    f"custom resolver returned an unusable value: {exc.message}",
+                    **ctx.err(key=k),
+                ) from exc
+            fenced = fences.get(k) if fences else None
+            items.append(Item("S", k, enc.data, enc.fmt, have, ttl_ms, new_value, fenced))
+        started = time.monotonic()
+        try:
+            result = yield from write(ctx, items, action, op_id, echo=True, ephemeral=ephemeral)
+        except errors.ConflictError as exc:
+            if isinstance(exc, errors.VersionRequired) or pinned:
+                raise
+            assert exc.key is not None
+            # The reply carries the winner: retry against it at once, no extra read.
+            # After repeated conflicts, a random pause breaks the contenders' lockstep: in
+            # units of this client's own attempt time, doubling per conflict, capped by
+            # update_backoff_max (a fixed 20 ms scale idled a loser for many attempt-times
+            # while the others wrote). After a pause the winner's entry is stale (retrying
+            # against it would lose every time: starvation), so re-read.
+            if s.update_backoff_max and attempt > _FREE_RETRIES:
+                took = time.monotonic() - started
+                cap = min(s.update_backoff_max, took * 2 ** min(attempt - _FREE_RETRIES - 1, 10))
+                yield Sleep(random.uniform(0, cap))
+                current = yield from get_many(ctx, keys)
+            else:
+                current[exc.key] = exc.current
+            continue
+        return {it.key: item_entry(ctx, it, r) for it, r in zip(items, result.items, strict=True)}
+    raise errors.RetryLimitExceeded(
+        f"gave up on {keys[0]!r} after {s.update_max_attempts} conflicting attempts",
+        attempts=s.update_max_attempts,
+        current=current[keys[0]],
+        **ctx.err(key=keys[0]),
+    )
+
+
+def update(
+    ctx: Context,
+    key: str,
+    fn: Callable[[Any], Any],
+    *,
+    ttl: float | timedelta | None = None,
+    op_id: str | None = None,
+    fence: int | None = None,
+) -> Flow[Entry]:
+    """Read-modify-write with ``fn(current_value_or_None)``, retried on conflict.
+
+    ``fn`` may run several times; exceptions it raises propagate unchanged and nothing
+    is written.
+    """
+    k = ctx.key(key)
+    callable_arg(fn, "fn")
+    fenced = fence_arg(fence, k, ctx.settings.max_key_bytes)
+    result = yield from batch_cas(
+        ctx,
+        [k],
+        lambda _k, cur: fn(None if cur is None else cur.value),
+        ttl_ms=ttl_arg(ttl, ctx.settings),
+        op_id=op_id_arg(op_id),
+        action="update",
+        fences={k: fenced} if fenced else None,
+    )
+    return result[k]
+
+
+def delete(
+    ctx: Context,
+    key: str,
+    *,
+    expected_version: int | None = None,
+    op_id: str | None = None,
+    fence: int | None = None,
+) -> Flow[bool]:
+    k = ctx.key(key)
+    fenced = fence_arg(fence, k, ctx.settings.max_key_bytes)
+    item = Item("D", k, expected=version_arg(expected_version), fence=fenced)
+    result = yield from write(ctx, [item], "delete", op_id_arg(op_id))
+    return result.items[0].status == "d"
+
+
+def incr(
+    ctx: Context,
+    key: str,
+    amount: int = 1,
+    *,
+    ttl: float | timedelta | None = None,
+    op_id: str | None = None,
+    fence: int | None = None,
+) -> Flow[int]:
+    """Atomic server-side add on an integer value (absent counts as 0); |n| < 2**53."""
+    k = ctx.key(key)
+    item = Item(
+        "I",
+        k,
+        str(amount_arg(amount)).encode(),
+        JSON_FORMAT,
+        None,
+        ttl_arg(ttl, ctx.settings),
+        fence=fence_arg(fence, k, ctx.settings.max_key_bytes),
+    )
+    result = yield from write(ctx, [item], "incr", op_id_arg(op_id))
+    return int(result.items[0].value)
+
+
+def touch(
+    ctx: Context, key: str, ttl: float | timedelta, *, op_id: str | None = None
+) -> Flow[bool]:
+    """Set a new expiry (from now) without changing the value or version."""
+    ttl_ms = ttl_arg(ttl, ctx.settings)
+    if ttl_ms is None:
+        raise errors.InvalidTTL("touch needs a ttl", field="ttl", value=None)
+    result = yield from write(
+        ctx, [Item("T", ctx.key(key), ttl_ms=ttl_ms)], "touch", op_id_arg(op_id)
+    )
+    return result.items[0].status == "t"
+
+
+def rollback(ctx: Context, key: str, *, to_version: int, op_id: str | None = None) -> Flow[Entry]:
+    """Write version ``to_version``'s value as a new version (history is never rewritten)."""
+    k = ctx.key(key)
+    want = version_arg(to_version, "to_version")
+    op = op_id_arg(op_id)
+    old = yield from get(ctx, k, version=want)
+    if old is None:
+        raise errors.VersionNotFound(
+            f"version {want} of {k!r} is not kept", version=want or 0, **ctx.err(key=k)
+        )
+    result = yield from batch_cas(
+        ctx, [k], lambda _k, _cur: old.value, ttl_ms=None, op_id=op, action="rollback"
+    )
+    return result[k]
+
+
+# ------------------------------------------------------------------------------ reading
+def _read(
+    ctx: Context, action: str, keys: list[str], extra: list[str | bytes | int]
+) -> Flow[Fields]:
+    """One read-script call; its fields after the sweep flag (a due sweep is run)."""
+    nk = ctx.keys
+    call_keys = nk.fixed() + [x for k in keys for x in (nk.entry(k), nk.history(k))]
+    args: list[str | bytes | int] = [ctx.agent, ctx.settings.audit_maxlen, action, *extra]
+    reply = yield ScriptCall(load("read"), call_keys, args, None)
+    f = READ.check(reply, Failure(ctx, action, "read", keys[0] if len(keys) == 1 else None))
+    if f.next() != 0:
+        yield from sweep_quietly(ctx)
+    return f
+
+
+def get(ctx: Context, key: str, *, version: int | None = None) -> Flow[Entry | None]:
+    k = ctx.key(key)
+    v = version_arg(version, "version")
+    if v is None:
+        f = yield from _read(ctx, "get", [k], [])
+        return records.entries(ctx, [k], f)[k]
+    f = yield from _read(ctx, "version", [k], [v])
+    return records.version_entry(ctx, k, f)
+
+
+def get_many(ctx: Context, keys: Iterable[str]) -> Flow[dict[str, Entry | None]]:
+    names = keys_arg(keys, ctx.settings.max_key_bytes)
+    if not names:
+        return {}
+    f = yield from _read(ctx, "get", names, [])
+    return records.entries(ctx, names, f)
+
+
+def exists(ctx: Context, key: str) -> Flow[bool]:
+    k = ctx.key(key)
+    f = yield from _read(ctx, "exists", [k], [])
+    return bool(f.next() == 1)
+
+
+def history(ctx: Context, key: str) -> Flow[list[Entry]]:
+    """Kept versions, newest first (the current one included); [] when absent."""
+    k = ctx.key(key)
+    f = yield from _read(ctx, "history", [k], [])
+    return records.history(ctx, k, f)
+
+
+def _glob_prefix(pattern: str) -> str:
+    for i, ch in enumerate(pattern):
+        if ch in "*?[\\":
+            return pattern[:i]
+    return pattern
+
+
+def key_page(ctx: Context, pattern: str, after: str | None) -> Flow[tuple[list[str], str | None]]:
+    """One page of live key names matching ``pattern`` (fnmatch glob), in byte order.
+
+    Returns the names and the cursor for the next page (None at the end). Paging walks
+    the namespace's own sorted index by lexicographic range; it never runs KEYS or SCAN.
+    """
+    pattern = key_pattern_arg(pattern)
+    prefix = _glob_prefix(pattern)
+    start = ("(" + after) if after is not None else ("[" + prefix if prefix else "-")
+    # UTF-8 never contains byte 0xFF, so prefix + 0xFF bounds every name with that prefix.
+    upto: bytes = b"(" + prefix.encode() + b"\xff" if prefix else b"+"
+    f = yield from _read(ctx, "page", [], [start, upto, ctx.settings.page_size])
+    raw_last = f.next()
+    last = text(raw_last) if raw_last else None
+    matched = [n for n in f.strings() if fnmatch.fnmatchcase(n, pattern)]
+    return matched, last

@@ -1,0 +1,220 @@
+"""Event-feed flows: read a page of the namespace's event stream, broadcast, the audit
+log, and a snapshot to start watching from (``lua/events.lua``).
+
+The watch machinery (cursors per subscriber, doorbells, fan-out) is the shells'
+(``swarm_memory/events.py``); these flows are the Redis calls it makes. The decoders of
+stream entries (events, audit records) and doorbell payloads are here too.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, NamedTuple
+
+from swarm_memory import errors
+from swarm_memory._ops.args import (
+    agent_arg,
+    audit_action_arg,
+    limit_arg,
+    op_id_arg,
+    time_bound_arg,
+)
+from swarm_memory._ops.effects import Context, Flow, ScriptCall
+from swarm_memory._ops.entries import get_many, key_page
+from swarm_memory._ops.namespaces import sweep_quietly
+from swarm_memory._ops.records import Fields, StreamEntry, pairs, text, unpack
+from swarm_memory._ops.replies import EVENTS, Failure
+from swarm_memory.codec import ValueCodec
+from swarm_memory.models import AuditRecord, Entry, Event, Snapshot, ms_to_datetime
+from swarm_memory.scripts import load
+
+SNAPSHOT_BATCH = 500  # keys per get_many while taking a snapshot
+
+
+# ---------------------------------------------------------------------- reply shapes
+FIRST_CURSOR = "1-0"
+
+
+def next_cursor(revision: int, seq: int, count: int) -> str:
+    """Stream id of the event after (revision, seq): entries know their revision's size."""
+    return f"{revision + 1}-0" if seq >= count - 1 else f"{revision}-{seq + 1}"
+
+
+def event(codec: ValueCodec, raw: Sequence[Any]) -> Event:
+    """An event stream entry ``[id, [name, value, ...]]``."""
+    e = StreamEntry._make(raw)
+    sid = text(e.id)
+    rev_s, seq_s = sid.split("-")
+    f = pairs(e.fields)
+    revision, seq, count = int(rev_s), int(seq_s), int(f.get("n", b"1"))
+    has_value = "d" in f
+    return Event(
+        revision=revision,
+        type=text(f["t"]),
+        key=text(f["k"]) or None,
+        version=int(f["v"]) or None,
+        agent=text(f["a"]),
+        time=ms_to_datetime(int(f["ms"])),
+        cursor=next_cursor(revision, seq, count),
+        seq=seq,
+        count=count,
+        has_value=has_value,
+        value=codec.decode(f["d"], text(f["f"])) if has_value else None,
+    )
+
+
+class BellHead(NamedTuple):
+    revision: bytes
+    n_events: bytes
+
+
+class BellEvent(NamedTuple):
+    type: bytes
+    key: bytes
+    version: bytes
+    value: bytes
+    fmt: bytes
+    has_value: bytes
+
+
+class BellTail(NamedTuple):
+    agent: bytes
+    ms: bytes
+
+
+def decode_doorbell(codec: ValueCodec, payload: bytes) -> tuple[int, list[Event]]:
+    """The revision and events a doorbell carries (see publish_events in _lib.lua):
+    ``rev count (type key version value fmt has_value)*count agent ms``."""
+    f = Fields(unpack(payload))
+    head = f.record(BellHead)
+    revision, count = int(head.revision), int(head.n_events)
+    bells = [f.record(BellEvent) for _ in range(count)]
+    tail = f.record(BellTail)
+    out = []
+    for seq, b in enumerate(bells):
+        fields = [b"t", b.type, b"k", b.key, b"v", b.version, b"a", tail.agent, b"ms", tail.ms]
+        fields += [b"n", b"%d" % count]
+        if b.has_value == b"1":
+            fields += [b"d", b.value, b"f", b.fmt]
+        out.append(event(codec, [b"%d-%d" % (revision, seq), fields]))
+    return revision, out
+
+
+def audit_record(raw: Sequence[Any]) -> AuditRecord:
+    e = StreamEntry._make(raw)
+    f = {k: text(v) for k, v in pairs(e.fields).items()}
+    return AuditRecord(
+        time=ms_to_datetime(int(text(e.id).split("-")[0])),
+        agent=f["a"],
+        action=f["act"],
+        key=f.get("k") or None,
+        op_id=f.get("op") or None,
+        outcome=f["out"],
+        revision=int(f.get("r", "0")),
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class EventPage:
+    revision: int  # the namespace revision when read
+    events: list[Event]
+    next: str  # cursor to read from next
+
+
+def doorbell_events(ctx: Context, payload: bytes) -> tuple[int, list[Event]]:
+    """The revision and events a doorbell carries (see publish_events in _lib.lua)."""
+    return decode_doorbell(ctx.codec, payload)
+
+
+def _events_call(
+    ctx: Context, action: str, extra: list[str | bytes | int], op_id: str | None
+) -> Flow[Fields]:
+    s = ctx.settings
+    args: list[str | bytes | int] = [
+        ctx.agent,
+        s.audit_maxlen,
+        s.stream_maxlen,
+        int(s.dedupe_window * 1000),
+        action,
+        *extra,
+    ]
+    reply = yield ScriptCall(load("events"), ctx.keys.fixed(), args, op_id)
+    denied_action = "watch" if action == "read" else action
+    required = "write" if action == "broadcast" else "read"
+    return EVENTS.check(reply, Failure(ctx, denied_action, required))
+
+
+def read_events(ctx: Context, start: str | None, count: int) -> Flow[EventPage]:
+    """One page of the feed from stream id ``start`` (None: just find the current end)."""
+    f = yield from _events_call(ctx, "read", [start or "now", count], None)
+    if f.tag == b"trimmed":
+        oldest = int(f.string().split("-")[0])
+        requested = int((start or "0-0").split("-")[0])
+        raise errors.EventsTrimmed(
+            f"events from revision {requested} of {ctx.namespace!r} were trimmed; "
+            f"the oldest kept is {oldest}",
+            requested=requested,
+            oldest=oldest,
+            **ctx.err(),
+        )
+    revision, entries = f.number(), f.next()
+    if start is None:
+        nxt = event(ctx.codec, entries[0]).cursor if entries else FIRST_CURSOR
+        return EventPage(revision, [], nxt)
+    events = [event(ctx.codec, e) for e in entries]
+    sweep_due = f.next() if len(f) else 0
+    if sweep_due != 0 and len(events) < count:
+        yield from sweep_quietly(ctx)  # expired entries are due: their events come next read
+    return EventPage(revision, events, events[-1].cursor if events else start)
+
+
+def broadcast(ctx: Context, message: Any, *, op_id: str | None = None) -> Flow[int]:
+    """Append a ``broadcast`` event carrying ``message`` (write permission); its revision
+    ("ok", or "dup" for a replayed op id: the first one's)."""
+    enc = ctx.codec.encode(message, allow_compress=False)
+    op = op_id_arg(op_id)
+    f = yield from _events_call(ctx, "broadcast", [op, enc.data, enc.fmt], op)
+    return f.number()
+
+
+def audit(
+    ctx: Context,
+    *,
+    agent: str | None = None,
+    action: str | None = None,
+    since: datetime | None = None,
+    until: datetime | None = None,
+    limit: int = 100,
+) -> Flow[list[AuditRecord]]:
+    """Newest-first audit records, filtered server-side (read permission)."""
+    who = agent_arg(agent) if agent is not None else ""
+    what, n = audit_action_arg(action), limit_arg(limit, "limit")
+    extra: list[str | bytes | int] = [
+        time_bound_arg(since, "since", "-"),
+        time_bound_arg(until, "until", "+"),
+        who,
+        what,
+        n,
+    ]
+    f = yield from _events_call(ctx, "audit", extra, None)
+    _revision, found = f.next(), f.next()
+    return [audit_record(e) for e in found]
+
+
+def snapshot(ctx: Context, pattern: str = "*") -> Flow[Snapshot]:
+    """The current entries matching ``pattern`` and a revision to watch from: read the
+    revision first, then the entries, so nothing between is missed (events up to the
+    entries' own versions may repeat — skip those not newer than the entry held)."""
+    page = yield from read_events(ctx, None, 1)
+    entries: dict[str, Entry] = {}
+    after: str | None = None
+    while True:
+        names, after = yield from key_page(ctx, pattern, after)
+        for i in range(0, len(names), SNAPSHOT_BATCH):
+            got = yield from get_many(ctx, names[i : i + SNAPSHOT_BATCH])
+            entries.update({k: e for k, e in got.items() if e is not None})
+        if after is None:
+            break
+    return Snapshot(revision=int(page.next.split("-")[0]) - 1, entries=entries)

@@ -1,0 +1,322 @@
+"""Namespace flows: create / inspect / update / grant / revoke / clear / delete / list,
+and the sweeper (expired entries, then agents whose lease ran out).
+
+Each is one call of ``lua/ns.lua``, ``lua/purge.lua`` (in batches), ``lua/sweep.lua`` or
+``lua/reap.lua``, plus the single-key commands on the namespace registry, which lives
+outside every namespace's slot (DESIGN.md decision 1). The "info" reply's decoder is
+here too.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Iterable, Mapping
+from datetime import timedelta
+from typing import Any
+
+from swarm_memory import errors
+from swarm_memory._ops.args import (
+    agents_arg,
+    bool_arg,
+    history_arg,
+    level_arg,
+    limit_arg,
+    namespace_arg,
+    new_op_id,
+    over_quota_arg,
+    permissions_arg,
+    strategy_arg,
+    ttl_arg,
+)
+from swarm_memory._ops.effects import Command, Context, Flow, ScriptCall
+from swarm_memory._ops.records import Fields, pairs, text
+from swarm_memory._ops.replies import NS, PURGE, REAP, SWEEP, Failure
+from swarm_memory.codec import JSON_FORMAT
+from swarm_memory.keys import registry_key
+from swarm_memory.models import NamespaceInfo, SweepResult, ms_to_datetime
+from swarm_memory.scripts import load
+from swarm_memory.settings import Settings
+
+
+# ---------------------------------------------------------------------------- sweeping
+def _entry_keys(ctx: Context, names: list[str]) -> list[str]:
+    nk = ctx.keys
+    return nk.fixed() + [x for k in names for x in (nk.entry(k), nk.history(k))]
+
+
+def sweep(ctx: Context, *, max_rounds: int = 1000) -> Flow[SweepResult]:
+    """Remove expired entries from every index, with an ``expire`` event each."""
+    s = ctx.settings
+    fail = Failure(ctx, "sweep", "read")
+    candidates: list[str] = []
+    expired: list[str] = []
+    for _ in range(max_rounds):
+        args: list[str | bytes | int] = [ctx.agent, s.audit_maxlen, s.stream_maxlen, s.sweep_batch]
+        keys = _entry_keys(ctx, candidates)
+        call = ScriptCall(load("sweep"), keys, [*args, *candidates], new_op_id())
+        f = SWEEP.check((yield call), fail)
+        n_expired, leases_due = f.number(), f.next()
+        expired += f.strings(n_expired)
+        candidates = f.strings()
+        if not candidates:
+            lost = (yield from _reap(ctx, max_rounds)) if leases_due else []
+            return SweepResult(expired, more=False, lost_agents=lost)
+    return SweepResult(expired, more=True)
+
+
+def _reap(ctx: Context, max_rounds: int) -> Flow[list[str]]:
+    """The sweeper's second half: agents whose lease here ran out lose their ephemeral
+    entries and lock holds (lua/reap.lua). Returns the agents found gone."""
+    s = ctx.settings
+    fail = Failure(ctx, "sweep", "read")
+    dead, names, lost = "", list[str](), list[str]()
+    for _ in range(max_rounds):
+        args: list[str | bytes | int] = [ctx.agent, s.audit_maxlen, s.stream_maxlen, s.sweep_batch]
+        keys = _entry_keys(ctx, names)
+        call = ScriptCall(load("reap"), keys, [*args, dead, *names], new_op_id())
+        f = REAP.check((yield call), fail)
+        _removed, was_lost = f.number(), f.number()
+        if was_lost:
+            lost.append(dead)
+        dead, names = f.string(), f.strings()
+        if not dead:
+            break
+    return lost
+
+
+def sweep_quietly(ctx: Context) -> Flow[None]:
+    """Opportunistic sweep after a reply said expired entries are due; never fails the
+    operation that triggered it."""
+    with contextlib.suppress(errors.SwarmMemoryError):
+        yield from sweep(ctx, max_rounds=2)
+
+
+# ---------------------------------------------------------------------- configuration
+_FIELD_OF = {
+    "default_permission": "dp",
+    "strategy": "strat",
+    "ttl": "ttl",
+    "max_keys": "mk",
+    "max_bytes": "mb",
+    "history": "hd",
+    "over_quota": "oq",
+    "max_events": "em",
+    "require_lock": "rl",
+}
+
+
+def _option_text(settings: Settings, name: str, value: Any) -> str:
+    """One namespace option, checked, as its stored text."""
+    if name == "default_permission":
+        return level_arg(value, "default_permission")
+    if name == "strategy":
+        return strategy_arg(value)
+    if name == "over_quota":
+        return over_quota_arg(value)
+    if name == "ttl":
+        return str(ttl_arg(value, settings) or 0)
+    if name == "require_lock":
+        return "1" if bool_arg(value, "require_lock") else "0"
+    if name == "history":
+        return str(history_arg(value))
+    return str(limit_arg(value, name))
+
+
+def config_fields(settings: Settings, options: Mapping[str, Any]) -> list[str]:
+    """Namespace options -> the ``field value ...`` list the ns script stores."""
+    out: list[str] = []
+    for name, value in options.items():
+        if name not in _FIELD_OF:
+            raise errors.InvalidOption(f"unknown namespace option {name!r}", field=name)
+        out += [_FIELD_OF[name], _option_text(settings, name, value)]
+    return out
+
+
+def _ns_call(ctx: Context, action: str, extra: list[str]) -> Flow[Fields]:
+    s = ctx.settings
+    args: list[str | bytes | int] = [ctx.agent, s.audit_maxlen, s.stream_maxlen, action, *extra]
+    op_id = new_op_id() if action != "info" else None
+    reply = yield ScriptCall(load("ns"), ctx.keys.fixed(), args, op_id)
+    required = "read" if action == "info" else "admin"
+    return NS.check(reply, Failure(ctx, "ns_" + action, required))
+
+
+def create_namespace(
+    ctx: Context,
+    *,
+    default_permission: str = "write",
+    permissions: Mapping[str, str] | None = None,
+    strategy: str = "latest-wins",
+    ttl: float | timedelta | None = None,
+    max_keys: int | None = None,
+    max_bytes: int | None = None,
+    history: int = 0,
+    over_quota: str = "reject",
+    max_events: int | None = None,
+    require_lock: bool = False,
+    exist_ok: bool = False,
+) -> Flow[NamespaceInfo]:
+    namespace_arg(ctx.namespace)
+    config = {
+        "default_permission": default_permission,
+        "strategy": strategy,
+        "ttl": ttl,
+        "max_keys": max_keys,
+        "max_bytes": max_bytes,
+        "history": history,
+        "over_quota": over_quota,
+        "max_events": max_events,
+        "require_lock": require_lock,
+    }
+    fields = config_fields(ctx.settings, config)
+    if strategy == "merge" and ctx.codec.codec.name != JSON_FORMAT:
+        raise errors.InvalidOption(
+            "the merge strategy needs the JSON codec", field="strategy", value=strategy
+        )
+    acl = permissions_arg(permissions, required=False)
+    s = ctx.settings
+    args: list[str | bytes | int] = [ctx.agent, s.audit_maxlen, s.stream_maxlen, "create", ""]
+    reply = yield ScriptCall(
+        load("ns"), ctx.keys.fixed(), [*args, *fields, "--", *acl], new_op_id()
+    )
+    existed = NS.check(reply, Failure(ctx, "ns_create", "admin")).tag == b"exists"
+    if existed and not exist_ok:
+        raise errors.NamespaceExists(f"namespace {ctx.namespace!r} exists", **ctx.err())
+    # The registry lives outside the namespace slot, so it is a separate single-key
+    # command (decision 1). ZADD NX is idempotent; create with exist_ok repairs it.
+    yield Command(("ZADD", registry_key(s.key_prefix), "NX", 0, ctx.namespace), True)
+    info = yield from namespace_info(ctx)
+    if existed:
+        _check_same_config(ctx, info, config, dict(zip(acl[::2], acl[1::2], strict=True)))
+    return info
+
+
+def _check_same_config(
+    ctx: Context, info: NamespaceInfo, config: Mapping[str, Any], acl: Mapping[str, str]
+) -> None:
+    """``exist_ok=True`` on an existing namespace: every requested setting must be the
+    stored one, or the caller would go on believing in settings (a read-only auditor, a
+    history depth) that are not there. Requested permissions are compared agent by agent;
+    grants made since creation to other agents are not a difference."""
+    differences: dict[str, tuple[Any, Any]] = {}
+    for name, want in config.items():
+        have = getattr(info, name)
+        if _option_text(ctx.settings, name, have) != _option_text(ctx.settings, name, want):
+            differences[name] = (have, want)
+    for agent, level in acl.items():
+        have = info.permissions.get(agent)
+        if have != level:
+            differences[f"permissions[{agent!r}]"] = (have, level)
+    if differences:
+        listed = "; ".join(
+            f"{name} is {have!r}, requested {want!r}" for name, (have, want) in differences.items()
+        )
+        raise errors.NamespaceConfigMismatch(
+            f"namespace {ctx.namespace!r} exists with other settings: {listed}. Nothing was "
+            "changed; change settings with update_namespace() and permissions with grant()",
+            differences=differences,
+            **ctx.err(),
+        )
+
+
+def _namespace_info(name: str, f: Fields) -> NamespaceInfo:
+    """The ns script's "info" reply: HGETALL of the meta, acl and stats hashes."""
+    meta = {k: text(v) for k, v in pairs(f.next()).items()}
+    acl = {k: level_arg(text(v)) for k, v in pairs(f.next()).items()}
+    stats = {k: int(v) for k, v in pairs(f.next()).items()}
+    ttl_ms = int(meta["ttl"])
+    return NamespaceInfo(
+        name=name,
+        default_permission=level_arg(meta["dp"]),
+        permissions=acl,
+        strategy=strategy_arg(meta["strat"]),
+        ttl=ttl_ms / 1000 if ttl_ms else None,
+        max_keys=int(meta["mk"]) or None,
+        max_bytes=int(meta["mb"]) or None,
+        history=int(meta["hd"]),
+        over_quota=over_quota_arg(meta["oq"]),
+        max_events=int(meta.get("em", "0")) or None,
+        revision=int(meta["rev"]),
+        keys=int(meta["n"]),
+        bytes=int(meta["b"]),
+        created_at=ms_to_datetime(int(meta["ct"])),
+        created_by=meta["cb"],
+        stats=stats,
+        require_lock=meta.get("rl") == "1",
+    )
+
+
+def namespace_info(ctx: Context) -> Flow[NamespaceInfo]:
+    f = yield from _ns_call(ctx, "info", [])
+    return _namespace_info(ctx.namespace, f)
+
+
+def update_namespace(ctx: Context, options: Mapping[str, Any]) -> Flow[NamespaceInfo]:
+    fields = config_fields(ctx.settings, options)
+    if options.get("strategy") == "merge" and ctx.codec.codec.name != JSON_FORMAT:
+        raise errors.InvalidOption("the merge strategy needs the JSON codec", field="strategy")
+    yield from _ns_call(ctx, "update", fields)
+    return (yield from namespace_info(ctx))
+
+
+def grant(ctx: Context, permissions: Mapping[str, str]) -> Flow[None]:
+    yield from _ns_call(ctx, "grant", permissions_arg(permissions, required=True))
+
+
+def revoke(ctx: Context, agents: Iterable[str]) -> Flow[None]:
+    yield from _ns_call(ctx, "revoke", agents_arg(agents))
+
+
+def _purge(ctx: Context, mode: str) -> Flow[int]:
+    s = ctx.settings
+    fail = Failure(ctx, "ns_" + mode, "admin")
+    names: list[str] = []
+    removed = 0
+    while True:
+        args: list[str | bytes | int] = [ctx.agent, s.audit_maxlen, s.stream_maxlen, mode]
+        args += [s.clear_batch, *names]
+        call = ScriptCall(load("purge"), _entry_keys(ctx, names), args, new_op_id())
+        f = PURGE.check((yield call), fail)
+        removed += f.number()
+        if f.tag == b"dropped":
+            return removed
+        names = f.strings()
+        if not names and mode == "clear":
+            return removed
+
+
+def clear_namespace(ctx: Context) -> Flow[int]:
+    """Delete every entry (admin). Each batch is atomic; the whole is not (see docs)."""
+    return (yield from _purge(ctx, "clear"))
+
+
+def delete_namespace(ctx: Context) -> Flow[None]:
+    """Mark the namespace deleted (atomically: no read or write succeeds after this),
+    then remove its keys in batches, then unlist it. Re-running finishes a partial delete."""
+    try:
+        yield from _ns_call(ctx, "delete", [])
+    except errors.NamespaceNotFound:
+        state = yield Command(("HGET", ctx.keys.meta, "state"))
+        if state != b"deleting":
+            raise
+    yield from _purge(ctx, "delete")
+    yield Command(("ZREM", registry_key(ctx.settings.key_prefix), ctx.namespace), True)
+
+
+def list_namespaces(ctx_for: Callable[[str], Context], prefix: str) -> Flow[list[str]]:
+    """Names of namespaces this agent may read (checked by the info script per name)."""
+    names = yield Command(("ZRANGE", registry_key(prefix), 0, -1))
+    visible = []
+    for raw in names:
+        name = text(raw)
+        try:
+            yield from _ns_call(ctx_for(name), "info", [])
+        except (errors.PermissionDenied, errors.NamespaceNotFound):
+            continue
+        visible.append(name)
+    return visible
+
+
+def stats(ctx: Context) -> Flow[dict[str, int]]:
+    info = yield from namespace_info(ctx)
+    return {"keys": info.keys, "bytes": info.bytes, "revision": info.revision, **info.stats}

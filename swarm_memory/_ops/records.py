@@ -1,0 +1,407 @@
+"""Decoders of the records inside script replies: one shape per record, named fields.
+
+Scripts answer flat arrays, and store compact records (netstrings, space-separated op
+records). Each record kind has a :class:`~typing.NamedTuple` shape, read front to
+back by :class:`Fields`, so no decoder computes positions: an entry is an
+:class:`EntryRecord`, a written item an :class:`ItemRecord`, a lock holder a
+``coord.HolderRecord``, and so on. A reply or record that ends early, or has fields left
+over, raises :class:`MalformedReply` (a ``ValueError``), never an ``IndexError`` from
+deep inside a decoder; every loop is bounded by the data it reads.
+
+The records here are the ones several areas read: entries, written items (the write
+script serves entries, coordination and transactions) and op records; each is decoded
+into the public models (``Entry``). An area's own reply shapes (an event, a lock record,
+an inbox message) live with its flows, read with the same :class:`Fields`. The tags that
+start each reply are ``replies.py``'s.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any, NamedTuple, TypeVar
+
+from swarm_memory._ops.effects import Context
+from swarm_memory.models import (
+    Entry,
+    ms_to_datetime,
+)
+
+
+class MalformedReply(ValueError):
+    """A reply or stored record does not have the shape its decoder reads."""
+
+
+R = TypeVar("R", bound=tuple[Any, ...])
+
+
+def text(raw: bytes | str | int) -> str:
+    """A reply field as str (Redis sends bytes, or an int for a Lua number)."""
+    if isinstance(raw, bytes):
+        return raw.decode("utf-8")
+    return str(raw)
+
+
+def unpack(packed: bytes) -> list[bytes]:
+    """Inverse of ``pack`` in lua/_lib.lua (netstrings)."""
+    out: list[bytes] = []
+    pos, end = 0, len(packed)
+    while pos < end:
+        colon = packed.index(b":", pos)
+        size = int(packed[pos:colon])
+        out.append(packed[colon + 1 : colon + 1 + size])
+        pos = colon + 1 + size
+    return out
+
+
+class Fields:
+    """A reply (or a record) read front to back, one field or one record at a time.
+    ``tag`` is the reply's tag when the fields follow one (``Replies.check``)."""
+
+    __slots__ = ("_items", "_pos", "tag")
+
+    def __init__(self, items: Sequence[Any], start: int = 0, tag: bytes = b"") -> None:
+        self._items = items
+        self._pos = start
+        self.tag = tag
+
+    def __len__(self) -> int:
+        """Fields not read yet."""
+        return len(self._items) - self._pos
+
+    def next(self) -> Any:
+        if self._pos >= len(self._items):
+            raise MalformedReply(f"reply ends after {self._pos} fields")
+        self._pos += 1
+        return self._items[self._pos - 1]
+
+    def peek(self) -> Any:
+        return self._items[self._pos] if self._pos < len(self._items) else None
+
+    def number(self) -> int:
+        return int(self.next())
+
+    def string(self) -> str:
+        return text(self.next())
+
+    def take(self, n: int) -> list[Any]:
+        if not 0 <= n <= len(self):
+            raise MalformedReply(f"reply has {len(self)} fields left, not {n}")
+        self._pos += n
+        return list(self._items[self._pos - n : self._pos])
+
+    def record(self, shape: type[R]) -> R:
+        """The next record of ``shape`` (a NamedTuple: as many fields as it names)."""
+        fields: tuple[str, ...] = shape._fields  # type: ignore[attr-defined]
+        made: R = shape._make(self.take(len(fields)))  # type: ignore[attr-defined]
+        return made
+
+    def records(self, shape: type[R]) -> list[R]:
+        """Records of ``shape`` up to the end."""
+        width = len(shape._fields)  # type: ignore[attr-defined]
+        if len(self) % width:
+            raise MalformedReply(f"{len(self)} fields do not make whole {shape.__name__}s")
+        return [self.record(shape) for _ in range(len(self) // width)]
+
+    def strings(self, n: int | None = None) -> list[str]:
+        """The next ``n`` fields (default: the rest) as str."""
+        return [text(x) for x in self.take(len(self) if n is None else n)]
+
+    def rest(self) -> list[Any]:
+        return self.take(len(self))
+
+    def end(self) -> None:
+        if len(self):
+            raise MalformedReply(f"{len(self)} unexpected fields at the end of the reply")
+
+
+def pairs(flat: Sequence[Any]) -> dict[str, Any]:
+    """A flat ``[name, value, ...]`` list (HGETALL, stream entry fields) as a dict; the
+    values stay as sent."""
+    if len(flat) % 2:
+        raise MalformedReply("a field list of odd length")
+    return {text(flat[i]): flat[i + 1] for i in range(0, len(flat), 2)}
+
+
+class StreamEntry(NamedTuple):
+    """A Redis stream entry: ``[id, [name, value, ...]]`` (events, audit, messages)."""
+
+    id: bytes
+    fields: list[Any]
+
+
+# ---------------------------------------------------------------------------- entries
+class EntryRecord(NamedTuple):
+    """An entry as the scripts send it (``entry_fields`` in lua/_lib.lua); a lone ``""``
+    in its place means the key is absent."""
+
+    version: Any
+    create_revision: Any
+    mod_revision: Any
+    created_ms: Any
+    updated_ms: Any
+    expires_ms: Any
+    updated_by: Any
+    fmt: Any
+    value: bytes
+
+
+class HistoryMeta(NamedTuple):
+    """The metadata of one kept old version (its ``m<version>`` history field, packed)."""
+
+    create_revision: bytes
+    mod_revision: bytes
+    created_ms: bytes
+    updated_ms: bytes
+    expires_ms: bytes
+    updated_by: bytes
+    fmt: bytes
+
+
+ABSENT = b""
+
+
+def times(created_ms: Any, updated_ms: Any) -> tuple[datetime, datetime]:
+    # An entry written once was created when it was updated: one conversion serves both.
+    updated = ms_to_datetime(int(updated_ms))
+    return (updated if created_ms == updated_ms else ms_to_datetime(int(created_ms))), updated
+
+
+def _expiry(expires_ms: Any) -> datetime | None:
+    x = int(expires_ms)
+    return ms_to_datetime(x) if x > 0 else None
+
+
+def entry(ctx: Context, key: str, rec: EntryRecord) -> Entry:
+    created, updated = times(rec.created_ms, rec.updated_ms)
+    return Entry(
+        key=key,
+        value=ctx.codec.decode(rec.value, text(rec.fmt)),
+        version=int(rec.version),
+        create_revision=int(rec.create_revision),
+        mod_revision=int(rec.mod_revision),
+        created_at=created,
+        updated_at=updated,
+        updated_by=text(rec.updated_by),
+        expires_at=_expiry(rec.expires_ms),
+        size=len(rec.value),
+    )
+
+
+def maybe_entry(ctx: Context, key: str, f: Fields) -> Entry | None:
+    """The next entry record, or None for the absent marker."""
+    if f.peek() == ABSENT:
+        f.next()
+        return None
+    return entry(ctx, key, f.record(EntryRecord))
+
+
+def entries(ctx: Context, keys: list[str], f: Fields) -> dict[str, Entry | None]:
+    """One entry record or absent marker per key, in order."""
+    out = {key: maybe_entry(ctx, key, f) for key in keys}
+    f.end()
+    return out
+
+
+def history_entry(ctx: Context, key: str, version: int, meta: bytes, value: bytes) -> Entry:
+    m = Fields(unpack(meta)).record(HistoryMeta)
+    return entry(ctx, key, EntryRecord(version, *m, value))
+
+
+class KeptVersion(NamedTuple):
+    """An old version as read.lua's "version" action sends it."""
+
+    version: Any
+    meta: bytes
+    value: bytes
+
+
+def version_entry(ctx: Context, key: str, f: Fields) -> Entry | None:
+    """The "version" reply: absent, the current entry (when it is that version), or a
+    kept old version."""
+    if f.peek() == ABSENT or len(f) == len(EntryRecord._fields):
+        return maybe_entry(ctx, key, f)
+    kept = f.record(KeptVersion)
+    return history_entry(ctx, key, int(kept.version), kept.meta, kept.value)
+
+
+def history(ctx: Context, key: str, f: Fields) -> list[Entry]:
+    """The current entry, then the kept versions' HGETALL, newest first."""
+    current = maybe_entry(ctx, key, f)
+    if current is None:
+        return []
+    rest = f.rest()
+    if len(rest) % 2:
+        raise MalformedReply("a field list of odd length")
+    kept = dict(zip(rest[::2], rest[1::2], strict=True))
+    versions = sorted((int(name[1:]) for name in kept if name.startswith(b"m")), reverse=True)
+    return [current] + [
+        history_entry(ctx, key, ver, kept[b"m%d" % ver], kept[b"v%d" % ver]) for ver in versions
+    ]
+
+
+# -------------------------------------------------------------------- written items
+class ItemRecord(NamedTuple):
+    """One written item of a write reply (or of its op record when replayed)."""
+
+    status: str  # w (written) d (deleted) t (touched) a (absent) c (compared)
+    version: Any
+    create_revision: Any
+    mod_revision: Any
+    created_ms: Any
+    updated_ms: Any
+    expires_ms: Any
+    size: Any
+    value: bytes  # set when the server computed the value (merge, incr), else ""
+    fmt: Any
+
+
+def item_record(f: Fields) -> ItemRecord:
+    rec = f.record(ItemRecord)
+    return rec._replace(status=text(rec.status))
+
+
+def item_entry(ctx: Context, key: str, source: Any, rec: ItemRecord) -> Entry:
+    """The entry a write left: the server's value if it sent one, else ``source`` (the
+    caller's value)."""
+    value = ctx.codec.decode(rec.value, text(rec.fmt)) if rec.value else source
+    created, updated = times(rec.created_ms, rec.updated_ms)
+    return Entry(
+        key=key,
+        value=value,
+        version=int(rec.version),
+        create_revision=int(rec.create_revision),
+        mod_revision=int(rec.mod_revision),
+        created_at=created,
+        updated_at=updated,
+        updated_by=ctx.agent,
+        expires_at=_expiry(rec.expires_ms),
+        size=int(rec.size),
+    )
+
+
+class WriteResult(NamedTuple):
+    revision: int
+    sweep_due: bool
+    items: list[ItemRecord]
+    evicted: list[str]
+    replayed: bool
+    digest: str
+
+
+def write_ok(f: Fields, *, sweep_due: bool | None = None, digest: str | None = None) -> WriteResult:
+    """``rev sweep_due n_items ItemRecord... n_evicted name...``: the write script's "ok"
+    reply after its tag, or the body of a packed op record (``digest`` read before it)."""
+    revision = f.number()
+    due = f.next() != 0
+    items = [item_record(f) for _ in range(f.number())]
+    evicted = f.strings(f.number())
+    replayed = digest is not None
+    due = due if sweep_due is None else sweep_due
+    return WriteResult(revision, due, items, evicted, replayed, digest or "")
+
+
+class CompactHead(NamedTuple):
+    """``w1 <digest|-> <rev> <now> <n_items> <n_evicted> <n_values>`` (lua/write.lua)."""
+
+    tag: bytes
+    digest: bytes
+    revision: bytes
+    now_ms: bytes
+    n_items: bytes
+    n_evicted: bytes
+    n_values: bytes
+
+
+class CompactWritten(NamedTuple):
+    """A written item in a compact op record: its mod revision and time are the record's."""
+
+    status: bytes  # b"w"
+    version: bytes
+    create_revision: bytes
+    created_ms: bytes
+    expires_ms: bytes
+    size: bytes
+
+
+class CompactItem(NamedTuple):
+    """Any other item in a compact op record."""
+
+    status: bytes
+    version: bytes
+    create_revision: bytes
+    mod_revision: bytes
+    created_ms: bytes
+    updated_ms: bytes
+    expires_ms: bytes
+    size: bytes
+
+
+class EchoedValue(NamedTuple):
+    """A value a CAS write echoed into its op record, for item number ``item``."""
+
+    item: bytes
+    value: bytes
+    fmt: bytes
+
+
+_COMPACT = b"w1 "
+
+
+def parse_op_record(record: bytes, sweep_due: bool) -> WriteResult | None:
+    """The first outcome of a replayed op id, rebuilt from its op record (the compact
+    format lua/write.lua stores, or the packed reply earlier versions stored). None for
+    a record this request cannot have written (another script's, e.g. a broadcast)."""
+    try:
+        if record.startswith(_COMPACT):
+            return _parse_compact_record(record, sweep_due)
+        if record[:1].isdigit() and b":" in record:
+            return _parse_packed_record(record, sweep_due)
+    except (ValueError, IndexError):
+        pass
+    return None
+
+
+def _parse_compact_record(record: bytes, sweep_due: bool) -> WriteResult:
+    raw_head, _, rest = record.partition(b"|")
+    head_fields = Fields(raw_head.split(b" "))
+    head = head_fields.record(CompactHead)
+    head_fields.end()
+    n, n_values = int(head.n_items), int(head.n_values)
+    parts = rest.split(b"|", n)
+    tail = Fields(unpack(parts[n]) if len(parts) > n and parts[n] else [])
+    echoed = {int(v.item): v for v in (tail.record(EchoedValue) for _ in range(n_values))}
+    items = []
+    for i, raw in enumerate(parts[:n], 1):
+        f = raw.split(b" ")
+        if f[0] == b"w":
+            w = Fields(f).record(CompactWritten)
+            v = echoed.get(i)
+            items.append(
+                ItemRecord(
+                    "w",
+                    w.version,
+                    w.create_revision,
+                    head.revision,
+                    w.created_ms,
+                    head.now_ms,
+                    w.expires_ms,
+                    w.size,
+                    v.value if v else b"",
+                    v.fmt if v else b"",
+                )
+            )
+        elif len(f) == len(CompactItem._fields):
+            c = CompactItem._make(f)
+            items.append(ItemRecord(text(c.status), *c[1:], b"", b""))
+        else:
+            raise MalformedReply("malformed op record item")
+    digest = "" if head.digest == b"-" else text(head.digest)
+    return WriteResult(int(head.revision), sweep_due, items, tail.strings(), True, digest)
+
+
+def _parse_packed_record(record: bytes, sweep_due: bool) -> WriteResult:
+    # The whole first reply, netstring-packed: digest, then the "ok" reply's body.
+    f = Fields(unpack(record))
+    digest = f.string()
+    return write_ok(f, sweep_due=sweep_due, digest=digest)

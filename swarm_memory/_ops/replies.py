@@ -1,0 +1,359 @@
+"""Reply tags: what each script's answers mean, as tables from tag to outcome or error.
+
+Every script answers a tagged array, ``{tag, ...}``, and lists its tags in its
+``--! returns`` header. A flow hands each reply to its script's :class:`Replies`:
+
+* a tag in ``outcomes`` is an answer the flow reads itself ("ok", "dup", "held" ...):
+  ``check`` returns a :class:`~swarm_memory._ops.records.Fields` reader of the fields
+  after the tag (and the tag, ``.tag``);
+* a tag in ``errors`` is a failure: ``check`` raises the error its builder makes from
+  the call (a :class:`Failure` / :class:`InboxFailure`) and the reply's fields;
+* any other tag is a :class:`~swarm_memory.errors.ServerError`, never a silent pass.
+
+``REPLIES`` maps every script to its table; ``tests/unit/test_reply_tags.py`` checks that
+the tags each script's header lists (``Script.returns``) are exactly those its table
+handles.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Generic, Protocol, TypeVar
+
+from swarm_memory import errors
+from swarm_memory._ops.effects import Context, InboxContext
+from swarm_memory._ops.records import Fields, MalformedReply, maybe_entry
+from swarm_memory.keys import InboxKeys
+from swarm_memory.models import FailedCompare
+
+
+class WriteItem(Protocol):
+    """What an error about a written item needs to know of it."""
+
+    @property
+    def key(self) -> str: ...
+
+    @property
+    def expected(self) -> int | None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class Failure:
+    """A namespace script call that failed, as its error builder sees it."""
+
+    ctx: Context
+    action: str  # named in PermissionDenied.action
+    required: str  # the level the action needs
+    key: str | None = None  # the key an error names when the reply names no item
+    items: Sequence[WriteItem] = ()  # a write's items: its replies name them by number
+
+    def item(self, f: Fields) -> WriteItem:
+        """The item the next field names (1-based, as Lua counts)."""
+        i = f.number()
+        if not 1 <= i <= len(self.items):
+            raise MalformedReply(f"the reply names item {i} of {len(self.items)}")
+        return self.items[i - 1]
+
+
+@dataclass(frozen=True, slots=True)
+class InboxFailure:
+    """An inbox script call that failed."""
+
+    ctx: InboxContext
+    owner: str
+    action: str
+
+
+F = TypeVar("F", Failure, InboxFailure)
+ErrorBuilder = Callable[[F, Fields], Exception]
+
+
+@dataclass(frozen=True)
+class Replies(Generic[F]):
+    """One script's reply tags: those its flows read, and those that are errors."""
+
+    script: str
+    outcomes: frozenset[bytes]
+    errors: Mapping[bytes, ErrorBuilder[F]]
+
+    @property
+    def tags(self) -> frozenset[str]:
+        return frozenset(t.decode() for t in self.outcomes | self.errors.keys())
+
+    def check(self, reply: list[Any], failure: F | None) -> Fields:
+        """The reply's fields after an outcome tag; else raise the tag's error (``failure``
+        may be None only for a script whose table has no errors)."""
+        tag = reply[0]
+        if tag in self.outcomes:
+            return Fields(reply, 1, tag)
+        build = self.errors.get(tag)
+        if build is None or failure is None:
+            raise errors.ServerError(
+                f"unexpected reply {tag!r} from the {self.script} script", **_where(failure)
+            )
+        raise build(failure, Fields(reply, 1, tag))
+
+
+def _where(failure: Failure | InboxFailure | None) -> dict[str, Any]:
+    if isinstance(failure, Failure):
+        return failure.ctx.err()
+    if isinstance(failure, InboxFailure):
+        return {"agent": failure.ctx.agent}
+    return {}
+
+
+class MergeFallback(Exception):
+    """The write script cannot merge here (``reason``: "patch" — the patch is stored
+    compressed — or "stored": the stored value is not plain JSON); the flow merges on
+    the client instead. Never leaves the flows."""
+
+    def __init__(self, reason: str) -> None:
+        self.reason = reason
+
+
+# ------------------------------------------------------------ every namespace script
+def _namespace_not_found(fail: Failure, f: Fields) -> Exception:
+    ctx = fail.ctx
+    return errors.NamespaceNotFound(
+        f"namespace {ctx.namespace!r} does not exist", **ctx.err(key=fail.key)
+    )
+
+
+def _denied(fail: Failure, f: Fields) -> Exception:
+    ctx, granted = fail.ctx, f.string()
+    return errors.PermissionDenied(
+        f"agent {ctx.agent!r} has {granted!r} in namespace {ctx.namespace!r}; "
+        f"{fail.action} needs {fail.required!r}",
+        action=fail.action,
+        required=fail.required,
+        granted=granted,
+        **ctx.err(key=fail.key),
+    )
+
+
+COMMON_ERRORS: dict[bytes, ErrorBuilder[Failure]] = {
+    b"nons": _namespace_not_found,
+    b"denied": _denied,
+}
+
+
+# --------------------------------------------------------------------- write script
+def _conflict(fail: Failure, f: Fields) -> Exception:
+    item = fail.item(f)
+    ctx = fail.ctx
+    current = maybe_entry(ctx, item.key, f)
+    if item.expected is not None:
+        why = f"expected version {item.expected}, found " + (
+            f"version {current.version}" if current else "no entry"
+        )
+    else:
+        why = "the key exists and the strategy is first-wins"
+    return errors.ConflictError(
+        f"write to {item.key!r} lost: {why}",
+        current=current,
+        expected=item.expected,
+        **ctx.err(key=item.key),
+    )
+
+
+def _txn_conflict(fail: Failure, f: Fields) -> Exception:
+    failed: list[FailedCompare] = []
+    for _ in range(f.number()):
+        item = fail.item(f)
+        current = maybe_entry(fail.ctx, item.key, f)
+        failed.append(FailedCompare(item.key, item.expected or 0, current))
+    names = ", ".join(repr(c.key) for c in failed)
+    return errors.TransactionConflict(
+        f"transaction not committed: compares failed on {names}",
+        failed=failed,
+        current=failed[0].current,
+        expected=failed[0].expected,
+        **fail.ctx.err(key=failed[0].key),
+    )
+
+
+_FENCE_REASONS = {
+    "stale": "a newer token ({latest}) was issued",
+    "not_held": "that token's lease is not held (expired, released, or never issued)",
+    "required": "namespace {namespace!r} requires the key's lock token",
+    "wrong_lock": "with require_lock the fence must be the key's own lock",
+}
+
+
+def _fenced(fail: Failure, f: Fields) -> Exception:
+    key = fail.item(f).key
+    lock, token, latest, reason = f.string(), f.number(), f.number(), f.string()
+    template = _FENCE_REASONS.get(reason)
+    why = template.format(latest=latest, namespace=fail.ctx.namespace) if template else reason
+    return errors.FencingError(
+        f"write to {key!r} fenced with token {token} of lock {lock!r} refused: {why}",
+        lock=lock,
+        token=token,
+        latest=latest,
+        reason=reason,
+        **fail.ctx.err(key=key),
+    )
+
+
+def _version_required(fail: Failure, f: Fields) -> Exception:
+    key, strategy = fail.item(f).key, f.string()
+    return errors.VersionRequired(
+        f"namespace {fail.ctx.namespace!r} uses strategy {strategy!r}: "
+        "every write must give expected_version",
+        current=None,
+        strategy=strategy,
+        **fail.ctx.err(key=key),
+    )
+
+
+def _quota(fail: Failure, f: Fields) -> Exception:
+    kind, limit, current, requested = f.string(), f.number(), f.number(), f.number()
+    return errors.QuotaExceeded(
+        f"namespace {fail.ctx.namespace!r} {kind} is {limit}; "
+        f"this write would take it from {current} to {requested}",
+        limit_kind=kind,
+        limit=limit,
+        current=current,
+        requested=requested,
+        **fail.ctx.err(key=fail.key),
+    )
+
+
+def _merge_fallback(fail: Failure, f: Fields) -> Exception:
+    fail.item(f)
+    return MergeFallback(f.string())
+
+
+def _not_integer(fail: Failure, f: Fields) -> Exception:
+    key = fail.item(f).key
+    return errors.NotAnInteger(
+        f"{key!r} does not hold an integer with |n| < 2**53 (or the sum leaves that range)",
+        **fail.ctx.err(key=key),
+    )
+
+
+def _too_large(fail: Failure, f: Fields) -> Exception:
+    key, size = fail.item(f).key, f.number()
+    return errors.InvalidValue(
+        f"merged value of {key!r} would be {size} bytes, above the limit",
+        field="value",
+        value=size,
+        **fail.ctx.err(key=key),
+    )
+
+
+WRITE = Replies[Failure](
+    "write",
+    outcomes=frozenset({b"ok", b"dup", b"victims"}),
+    errors={
+        **COMMON_ERRORS,
+        b"conflict": _conflict,
+        b"txn_conflict": _txn_conflict,
+        b"fenced": _fenced,
+        b"version_required": _version_required,
+        b"quota": _quota,
+        b"merge_fallback": _merge_fallback,
+        b"not_integer": _not_integer,
+        b"too_large": _too_large,
+    },
+)
+
+
+# ---------------------------------------------------------------- the other scripts
+def _namespace_deleting(fail: Failure, f: Fields) -> Exception:
+    ctx = fail.ctx
+    return errors.NamespaceExists(
+        f"namespace {ctx.namespace!r} is being deleted; finish delete_namespace first",
+        **ctx.err(),
+    )
+
+
+def _last_admin(fail: Failure, f: Fields) -> Exception:
+    ctx = fail.ctx
+    return errors.LastAdminError(
+        f"namespace {ctx.namespace!r} must keep at least one admin",
+        action=fail.action,
+        required="admin",
+        granted="admin",
+        **ctx.err(),
+    )
+
+
+def _lock_not_owned(fail: Failure, f: Fields) -> Exception:
+    holder = f.string() or None
+    now = f"; {holder!r} holds it now" if holder else ""
+    if fail.action == "lock_extend":
+        message = f"cannot extend lock {fail.key!r}: this acquisition's lease is gone{now}"
+    else:
+        message = (
+            f"lock {fail.key!r} is not held by this acquisition (lease expired or released)" + now
+        )
+    return errors.LockNotOwned(message, holder=holder, **fail.ctx.err(key=fail.key))
+
+
+READ = Replies[Failure]("read", frozenset({b"ok"}), COMMON_ERRORS)
+NS = Replies[Failure](
+    "ns",
+    outcomes=frozenset({b"ok", b"exists"}),  # "exists": create finds it (exist_ok decides)
+    errors={**COMMON_ERRORS, b"deleting": _namespace_deleting, b"last_admin": _last_admin},
+)
+PURGE = Replies[Failure]("purge", frozenset({b"ok", b"dropped"}), COMMON_ERRORS)
+SWEEP = Replies[Failure]("sweep", frozenset({b"ok"}), COMMON_ERRORS)
+REAP = Replies[Failure]("reap", frozenset({b"ok"}), COMMON_ERRORS)
+# "trimmed" is read_events' to raise: the error names the cursor the caller asked for.
+EVENTS = Replies[Failure]("events", frozenset({b"ok", b"dup", b"trimmed"}), COMMON_ERRORS)
+LOCK = Replies[Failure](
+    "lock",
+    outcomes=frozenset({b"ok", b"held"}),
+    errors={**COMMON_ERRORS, b"not_owned": _lock_not_owned},
+)
+PRESENCE = Replies[Failure]("presence", frozenset({b"ok"}), {})
+
+
+# --------------------------------------------------------------------- inbox script
+_INBOX_DENIED_ACTION = {"ack": "inbox_ack", "delete": "inbox_delete"}  # else inbox_read
+
+
+def _inbox_denied(fail: InboxFailure, f: Fields) -> Exception:
+    what = _INBOX_DENIED_ACTION.get(fail.action, "inbox_read")
+    return errors.PermissionDenied(
+        f"agent {fail.ctx.agent!r} may not {what.split('_')[1]} the inbox of "
+        f"{fail.owner!r}: only its owner may",
+        action=what,
+        required="owner",
+        granted=f.string(),
+        agent=fail.ctx.agent,
+    )
+
+
+def _inbox_full(fail: InboxFailure, f: Fields) -> Exception:
+    length, limit = f.number(), fail.ctx.settings.inbox_maxlen
+    return errors.QuotaExceeded(
+        f"the inbox of {fail.owner!r} holds {length} unacknowledged messages, its limit",
+        limit_kind="inbox_maxlen",
+        limit=limit,
+        current=length,
+        requested=length + 1,
+        agent=fail.ctx.agent,
+    )
+
+
+INBOX = Replies[InboxFailure](
+    "inbox",
+    outcomes=frozenset({b"ok", b"dup", b"none"}),
+    errors={b"denied": _inbox_denied, b"full": _inbox_full},
+)
+
+
+def corrupt_inbox(ctx: InboxContext, owner: str, problem: str, *, ops: bool = False) -> Exception:
+    """Inbox data read back from Redis that does not parse: an error naming the inbox key
+    it came from (the stream, or the op records)."""
+    keys = InboxKeys.of(ctx.settings.key_prefix, owner)
+    key = keys.ops if ops else keys.stream
+    return errors.ServerError(f"corrupt inbox data at {key}: {problem}", key=key)
+
+
+REPLIES: dict[str, Replies[Any]] = {
+    r.script: r for r in (WRITE, READ, NS, PURGE, SWEEP, REAP, EVENTS, LOCK, PRESENCE, INBOX)
+}

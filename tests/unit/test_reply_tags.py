@@ -1,0 +1,107 @@
+"""Every reply tag a script's ``--! returns`` header lists is handled, and no other.
+
+``scripts.load`` parses the header into ``Script.returns``; ``replies.REPLIES`` holds each
+script's outcome tags (read by its flows) and its tag -> error table. A tag a script can
+answer that no table knows would surface as a ServerError ("unexpected reply") at run
+time; this test catches it when the header is written.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from swarm_memory import Settings, errors
+from swarm_memory._ops.effects import Context, InboxContext
+from swarm_memory._ops.records import MalformedReply
+from swarm_memory._ops.replies import INBOX, REPLIES, WRITE, Failure, InboxFailure, Replies
+from swarm_memory._shell import make_codec
+from swarm_memory.scripts import SCRIPT_NAMES, load, parse_returns
+
+
+def _unhandled(replies: Replies, returns: frozenset[str]) -> frozenset[str]:
+    return returns - replies.tags
+
+
+@pytest.mark.parametrize("name", SCRIPT_NAMES)
+def test_every_tag_in_a_scripts_returns_header_is_handled(name):
+    script = load(name)
+    assert script.returns, f"lua/{name}.lua lists no reply tags"
+    assert name in REPLIES, f"no reply table for lua/{name}.lua"
+    assert not _unhandled(REPLIES[name], script.returns), name
+
+
+@pytest.mark.parametrize("name", SCRIPT_NAMES)
+def test_every_handled_tag_is_in_the_header(name):
+    """The reverse: a table entry the header does not list is stale (or the header is)."""
+    assert REPLIES[name].tags <= load(name).returns, name
+
+
+def test_an_unhandled_tag_is_found():
+    header = '{"ok", rev} | {"conflict", i} | {"brand_new", x} | {"ok"|"also_new", y}'
+    assert parse_returns(header) == {"ok", "conflict", "brand_new", "also_new"}
+    assert _unhandled(WRITE, parse_returns(header)) == {"brand_new", "also_new"}
+
+
+def test_header_parsing_reads_only_the_opening_tags():
+    # Quoted values later in an alternative ("patch"|"stored") are not tags.
+    returns = load("write").returns
+    assert {"merge_fallback", "txn_conflict", "victims"} <= returns
+    assert not {"patch", "stored"} & returns
+    assert load("inbox").returns == {"ok", "dup", "full", "none", "denied"}
+
+
+def test_a_tag_no_table_knows_is_a_server_error(world_ctx):
+    with pytest.raises(errors.ServerError, match="unexpected reply b'brand_new'"):
+        WRITE.check([b"brand_new"], Failure(world_ctx, "put", "write"))
+
+
+def test_error_tags_raise_their_error_and_outcomes_return_the_fields(world_ctx):
+    fail = Failure(world_ctx, "put", "write", "k")
+    with pytest.raises(errors.PermissionDenied) as denied:
+        WRITE.check([b"denied", b"read"], fail)
+    assert (denied.value.granted, denied.value.key, denied.value.required) == ("read", "k", "write")
+    with pytest.raises(errors.NamespaceNotFound):
+        WRITE.check([b"nons"], fail)
+    f = WRITE.check([b"victims", 3], fail)
+    assert (f.tag, f.number(), len(f)) == (b"victims", 3, 0)
+
+
+def test_a_reply_naming_a_missing_item_is_malformed_not_an_index_error(world_ctx):
+    with pytest.raises(MalformedReply):
+        WRITE.check([b"not_integer", 2], Failure(world_ctx, "incr", "write", "k", ()))
+
+
+def test_version_required_carries_the_strategy(world_ctx):
+    class It:
+        key, expected = "k", None
+
+    with pytest.raises(errors.VersionRequired) as exc:
+        WRITE.check(
+            [b"version_required", 1, b"custom"], Failure(world_ctx, "put", "write", "k", [It()])
+        )
+    assert exc.value.strategy == "custom" and exc.value.key == "k"
+
+
+def test_inbox_errors_name_the_owner(inbox_ctx):
+    with pytest.raises(errors.QuotaExceeded) as full:
+        INBOX.check([b"full", 7], InboxFailure(inbox_ctx, "bob", "send"))
+    assert (full.value.limit_kind, full.value.current, full.value.requested) == (
+        "inbox_maxlen",
+        7,
+        8,
+    )
+    with pytest.raises(errors.PermissionDenied) as denied:
+        INBOX.check([b"denied", b"none"], InboxFailure(inbox_ctx, "bob", "ack"))
+    assert denied.value.action == "inbox_ack"
+
+
+@pytest.fixture
+def world_ctx():
+    settings = Settings()
+    return Context("team", "alice", settings, make_codec(settings, None))
+
+
+@pytest.fixture
+def inbox_ctx():
+    settings = Settings()
+    return InboxContext("alice", settings, make_codec(settings, None))
