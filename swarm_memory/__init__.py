@@ -1,6 +1,6 @@
 """swarm_memory: shared, versioned, permission-checked memory for agent swarms on Redis."""
 
-from swarm_memory._ops import Incoming
+from swarm_memory._ops.effects import Incoming
 from swarm_memory.aio import AsyncNamespace, AsyncSwarmMemory
 from swarm_memory.client import Namespace, SwarmMemory
 from swarm_memory.codec import Codec, JsonCodec

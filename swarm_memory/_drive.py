@@ -17,7 +17,7 @@ import redis.exceptions as rexc
 from tenacity import retry_if_exception_type, stop_after_attempt, wait_random_exponential
 
 from swarm_memory import errors
-from swarm_memory._ops import Command, ScriptCall
+from swarm_memory._ops.effects import Command, ScriptCall
 from swarm_memory.settings import Settings
 
 if TYPE_CHECKING:

@@ -19,14 +19,16 @@ import fnmatch
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 import redis.exceptions as rexc
 
-from swarm_memory import _ops, errors
-from swarm_memory._ops import Context, Flow
+from swarm_memory import errors
+from swarm_memory._ops import events as _events
+from swarm_memory._ops import records as _records
+from swarm_memory._ops.effects import Context, Flow
 from swarm_memory._synchronization import AsyncSignal, Signal
 from swarm_memory.metrics import ClientMetrics
 from swarm_memory.models import Event
@@ -165,7 +167,7 @@ class FeedCore:
         carried: list[tuple[int, list[Event]]] = []
         for payload in bells or ():
             try:
-                carried.append(_ops.doorbell_events(subs[0].ctx, payload))
+                carried.append(_events.doorbell_events(subs[0].ctx, payload))
             except Exception:  # an undecodable value: the read path will report it
                 break
         groups: dict[str, list[Subscriber]] = {}
@@ -177,7 +179,7 @@ class FeedCore:
                 continue
             for _page in range(1000):  # bounded per wake-up; the next wake continues
                 try:
-                    page = yield from _ops.read_events(group[0].ctx, cursor, self.batch)
+                    page = yield from _events.read_events(group[0].ctx, cursor, self.batch)
                 except _FATAL as exc:
                     for sub in group:
                         sub.push(exc)
@@ -226,7 +228,7 @@ def note_doorbell(
     channel = raw.decode() if isinstance(raw, bytes) else str(raw)
     data = msg["data"] if isinstance(msg["data"], bytes) else str(msg["data"]).encode()
     try:
-        rev: int | None = int(_ops.unpack(data)[0])
+        rev: int | None = int(_records.unpack(data)[0])
     except (ValueError, IndexError):
         rev = None  # "0": the namespace was dropped; anything else: read anyway
     if not rev:
@@ -235,20 +237,3 @@ def note_doorbell(
     bells.setdefault(channel, []).append(data)
     if channel not in rung or (rung[channel] is not None and rev > (rung[channel] or 0)):
         rung[channel] = rev
-
-
-def types_arg(types: object) -> frozenset[str] | None:
-    if types is None:
-        return None
-    if isinstance(types, str) or not isinstance(types, Iterable):
-        raise errors.InvalidInput("types must be a collection of event type names", field="types")
-    kinds = frozenset(types)
-    if not all(isinstance(t, str) for t in kinds):
-        raise errors.InvalidInput("types must be a collection of event type names", field="types")
-    return frozenset(str(t) for t in kinds)
-
-
-def pattern_arg(pattern: object) -> str:
-    if not isinstance(pattern, str) or "\x00" in pattern:
-        raise errors.InvalidInput("pattern must be a glob string", field="pattern", value=pattern)
-    return pattern

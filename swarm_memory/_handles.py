@@ -1,5 +1,5 @@
-"""State and argument checks shared by the sync and async handles (locks, leases,
-transactions, inboxes), and the heartbeat flows: everything of theirs that is not I/O.
+"""State and argument checks shared by the sync and async handles (locks, transactions,
+inboxes): everything of theirs that is not I/O.
 
 The handles themselves are ``_async/lock.py`` and ``_async/inbox.py`` (the source) and
 their generated ``_sync/`` twins.
@@ -7,18 +7,19 @@ their generated ``_sync/`` twins.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from datetime import datetime
 from typing import Any, Self
 
-from swarm_memory import _coord, _inbox, errors
-from swarm_memory._coord import LockState, TxPlan
-from swarm_memory._inbox import InboxContext, InboxState
-from swarm_memory._ops import AgentSession, Context, Flow, _bool_arg, ttl_arg
-from swarm_memory.keys import validate_namespace
+from swarm_memory import errors
+from swarm_memory._ops import args as _args
+from swarm_memory._ops import coord as _coord
+from swarm_memory._ops import inbox as _inbox
+from swarm_memory._ops.coord import LockState, TxPlan
+from swarm_memory._ops.effects import Context, Flow, InboxContext
+from swarm_memory._ops.inbox import InboxState
 from swarm_memory.models import FencingToken, Message, TxResult, ms_to_datetime
 
 log = logging.getLogger("swarm_memory.lock")
@@ -44,16 +45,18 @@ class LockBase:
         mode: str,
         metrics: Any,
     ) -> None:
-        if mode not in _coord.MODES:
+        if mode not in _args.LOCK_MODES:
             raise errors.InvalidOption(
                 "mode must be 'exclusive' or 'shared'", field="mode", value=mode
             )
-        _bool_arg(renew, "renew")
+        _args.bool_arg(renew, "renew")
         if on_lost is not None and not callable(on_lost):
             raise errors.InvalidInput("on_lost must be callable", field="on_lost", value=on_lost)
         self._ctx = ctx
-        self._st = LockState(ctx.key(name), _coord.MODES[mode], _coord.lock_ttl_arg(ttl, ctx))
-        self._wait = _coord.wait_arg(wait)
+        self._st = LockState(
+            ctx.key(name), _args.LOCK_MODES[mode], _args.lock_ttl_arg(ttl, ctx.settings)
+        )
+        self._wait = _args.wait_arg(wait)
         self._renew = renew
         self._on_lost = on_lost
         self._metrics = metrics
@@ -109,7 +112,7 @@ class LockBase:
         return False
 
     def _ttl_ms(self, ttl: Any) -> int:
-        return self._st.ttl_ms if ttl is None else _coord.lock_ttl_arg(ttl, self._ctx)
+        return self._st.ttl_ms if ttl is None else _args.lock_ttl_arg(ttl, self._ctx.settings)
 
     def _next_renewal_in(self, *, failed: bool = False) -> float:
         """Seconds until the renewer's next extension. Due a third of the lease after the
@@ -149,49 +152,6 @@ class TxBase:
         return self
 
 
-# ------------------------------------------------------------------------ agent leases
-def beat_flow(memory: Any, ttl_ms: int) -> Flow[int]:
-    """One heartbeat: presence, then the lease in every namespace where this identity
-    holds something tied to it. Returns the presence expiry (server ms)."""
-    session: AgentSession = memory._session
-    s = memory.settings
-    expires = yield from _coord.presence_beat(
-        s.key_prefix, memory.agent, ttl_ms, int(s.presence_retention * 1000)
-    )
-    for name in sorted(session.namespaces):
-        with contextlib.suppress(errors.NamespaceNotFound, errors.PermissionDenied):
-            yield from _coord.lease_beat(memory._ctx(name), ttl_ms)
-    return int(expires)
-
-
-def leave_flow(memory: Any) -> Flow[None]:
-    """End the lease everywhere now and sweep, so what it held goes at once (events)."""
-    from swarm_memory._ops import sweep  # noqa: PLC0415
-
-    yield from _coord.presence_leave(memory.settings.key_prefix, memory.agent)
-    for name in sorted(memory._session.namespaces):
-        with contextlib.suppress(errors.NamespaceNotFound, errors.PermissionDenied):
-            ctx = memory._ctx(name)
-            yield from _coord.lease_leave(ctx)
-            yield from sweep(ctx)
-
-
-def lease_ttl_ms(memory: Any, ttl: Any, namespaces: Iterable[str] | None) -> int:
-    """Validate, record the identity's lease ttl and namespaces, and return ttl in ms."""
-    session: AgentSession = memory._session
-    ms = ttl_arg(ttl, memory.settings)
-    if isinstance(namespaces, str):
-        raise errors.InvalidInput(
-            "namespaces must be a list of names", field="namespaces", value=namespaces
-        )
-    names = [validate_namespace(n) for n in namespaces or ()]
-    if ms is not None:
-        session.lease_ttl = ms / 1000
-    session.namespaces.update(names)
-    session.leased = True
-    return session.ttl_ms()
-
-
 # ------------------------------------------------------------------------ inboxes
 class InboxBase:
     def __init__(
@@ -203,8 +163,8 @@ class InboxBase:
         idle: float,
         batch: int,
     ) -> None:
-        self._idle_ms = _inbox.idle_arg(idle)
-        self._batch = _inbox.batch_arg(batch)
+        self._idle_ms = _args.idle_arg(idle)
+        self._batch = _args.batch_arg(batch)
         self._run = run
         self._ctx = ctx
         self._state = state
@@ -228,7 +188,7 @@ class InboxBase:
         return self._batch
 
     def _receive(self, timeout: float | None) -> Flow[Message | None]:
-        wait = _inbox.timeout_arg(timeout)
+        wait = _args.timeout_arg(timeout)
         return _inbox.receive(self._ctx, self._state, wait, self._idle_ms, self._batch)
 
     def _request(

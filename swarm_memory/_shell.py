@@ -1,12 +1,12 @@
-"""What the sync and async shells share: construction, identity, options.
-
-Only the driver differs between them (``_drive.py``); the methods that run flows live in
-``client.py`` and ``aio.py`` because their signatures differ (awaited or not).
+"""What the sync and async clients share: building a redis-py client from a URL, identity,
+options, and the base classes of the memory and namespace handles (``_async/memory.py``
+and the generated ``_sync/memory.py`` add the methods that run flows).
 """
 
 from __future__ import annotations
 
 import inspect
+from collections.abc import Iterable
 from typing import Any, Generic, Self, TypeVar
 from urllib.parse import parse_qsl, urlsplit
 
@@ -20,12 +20,14 @@ from redis.retry import Retry
 from swarm_memory import _sentinel
 from swarm_memory._async.driver import AsyncDriver
 from swarm_memory._drive import ScriptObserver, setup_error
-from swarm_memory._inbox import InboxContext, InboxState, consumer_arg, default_consumer
-from swarm_memory._ops import AgentSession, Context, Resolver
+from swarm_memory._ops import coord as _coord
+from swarm_memory._ops.args import consumer_arg
+from swarm_memory._ops.effects import AgentSession, Context, Flow, InboxContext, Resolver
+from swarm_memory._ops.inbox import InboxState, default_consumer
 from swarm_memory._sync.driver import Driver
 from swarm_memory.codec import Codec, ValueCodec
 from swarm_memory.errors import InvalidInput, InvalidOption, InvalidURL
-from swarm_memory.keys import validate_agent, validate_namespace
+from swarm_memory.keys import agent_arg, namespace_arg
 from swarm_memory.metrics import ClientMetrics
 from swarm_memory.settings import Settings, redact_url
 
@@ -183,7 +185,7 @@ class MemoryBase(Generic[DriverT]):
         _driver: DriverT | None = None,
         _owns_client: bool = False,
     ) -> None:
-        self.agent = validate_agent(agent)
+        self.agent = agent_arg(agent)
         self.settings = settings or Settings()
         self._codec = make_codec(self.settings, codec)
         self._raw_codec = codec
@@ -225,13 +227,24 @@ class MemoryBase(Generic[DriverT]):
 
     def _ctx(self, namespace: str, resolver: Resolver | None = None) -> Context:
         return Context(
-            validate_namespace(namespace),
+            namespace_arg(namespace),
             self.agent,
             self.settings,
             self._codec,
             resolver,
             self._session,
         )
+
+    def _heartbeat(self, ttl_ms: int) -> Flow[int]:
+        """One heartbeat of this identity (presence, and its lease where it holds any)."""
+        return _coord.heartbeat(self.agent, self.settings, self._session, self._ctx, ttl_ms)
+
+    def _leave(self) -> Flow[None]:
+        """End this identity's lease everywhere now."""
+        return _coord.leave_all(self.agent, self.settings, self._session, self._ctx)
+
+    def _lease_ms(self, ttl: Any, namespaces: Iterable[str] | None) -> int:
+        return _coord.lease_ttl_ms(self._session, self.settings, ttl, namespaces)
 
     def _inbox_ctx(self) -> InboxContext:
         return InboxContext(self.agent, self.settings, self._codec)

@@ -88,12 +88,6 @@ def key_arg(key: object, max_bytes: int) -> str:
     return key
 
 
-# temporary: the old names, for the shells until they import the *_arg names.
-validate_namespace = namespace_arg
-validate_agent = agent_arg
-validate_key = key_arg
-
-
 @dataclass(frozen=True, slots=True)
 class NamespaceKeys:
     """Redis key names of one namespace. All share the ``{ns}`` hash tag."""

@@ -8,7 +8,6 @@ share that is not I/O lives in ``_handles.py``.
 """
 
 from swarm_memory._async.lock import AsyncLease, AsyncLock, AsyncTransaction
-from swarm_memory._handles import beat_flow, lease_ttl_ms, leave_flow
 from swarm_memory._sync.lock import Lease, Lock, Transaction
 
 __all__ = [
@@ -18,7 +17,4 @@ __all__ = [
     "Lease",
     "Lock",
     "Transaction",
-    "beat_flow",
-    "lease_ttl_ms",
-    "leave_flow",
 ]

@@ -24,7 +24,16 @@ from swarm_memory._drive import (
     eviction_policy_error,
     final_error,
 )
-from swarm_memory._ops import CallUser, Command, Flow, Listen, ScriptCall, Sleep, Unlisten, WaitBell
+from swarm_memory._ops.effects import (
+    CallUser,
+    Command,
+    Flow,
+    Listen,
+    ScriptCall,
+    Sleep,
+    Unlisten,
+    WaitBell,
+)
 from swarm_memory._synchronization import acall_user, asleep
 from swarm_memory.settings import Settings
 

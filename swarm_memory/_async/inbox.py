@@ -1,6 +1,6 @@
 """AsyncInbox: one consumer's view of the calling agent's own inbox.
 
-A thin shell over the flows in ``_inbox.py``; state and checks in ``_handles.InboxBase``.
+A thin shell over the flows in ``_ops/inbox.py``; state and checks in ``_handles.InboxBase``.
 Get one with ``mem.inbox()``.
 """
 
@@ -8,8 +8,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from swarm_memory import _inbox
 from swarm_memory._handles import InboxBase
+from swarm_memory._ops import inbox as _inbox
 from swarm_memory.models import Message
 
 

@@ -1,4 +1,4 @@
-"""AsyncLock, AsyncLease, AsyncTransaction: thin shells over the ``_coord`` flows.
+"""AsyncLock, AsyncLease, AsyncTransaction: thin shells over the ``_ops.coord`` flows.
 
 A lock is a lease with a fencing token (DESIGN.md decision 7): the token strictly
 increases per lock, and the store refuses writes fenced with a token whose lease was
@@ -15,17 +15,11 @@ from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
-from swarm_memory import _coord, errors
-from swarm_memory._handles import (
-    DEFAULT,
-    LockBase,
-    TxBase,
-    beat_flow,
-    leave_flow,
-    log,
-    metrics_wait,
-)
-from swarm_memory._ops import Context, Flow
+from swarm_memory import errors
+from swarm_memory._handles import DEFAULT, LockBase, TxBase, log, metrics_wait
+from swarm_memory._ops import args as _args
+from swarm_memory._ops import coord as _coord
+from swarm_memory._ops.effects import Context, Flow
 from swarm_memory._synchronization import AsyncBackground, AsyncSignal
 from swarm_memory.models import FencingToken, TxResult, ms_to_datetime
 
@@ -46,7 +40,7 @@ class AsyncLock(LockBase):
 
     async def acquire(self, wait: float | None = DEFAULT) -> FencingToken:
         """Acquire (waiting up to ``wait`` s; None = until it is free). Raises LockTimeout."""
-        limit = self._wait if wait is DEFAULT else _coord.wait_arg(wait)
+        limit = self._wait if wait is DEFAULT else _args.wait_arg(wait)
         started = time.monotonic()
         try:
             token: FencingToken = await self._run(_coord.acquire(self._ctx, self._st, limit))
@@ -148,7 +142,7 @@ class AsyncLease:
         return self
 
     async def beat(self) -> datetime:
-        expires = await self._memory._driver.run(beat_flow(self._memory, self._ttl_ms))
+        expires = await self._memory._driver.run(self._memory._heartbeat(self._ttl_ms))
         self.expires_at = ms_to_datetime(expires)
         self._held_until = time.monotonic() + self._ttl_ms / 1000
         return self.expires_at
@@ -169,7 +163,7 @@ class AsyncLease:
         if beater is not None:
             await beater.stop()
         if release:
-            await self._memory._driver.run(leave_flow(self._memory))
+            await self._memory._driver.run(self._memory._leave())
 
     async def __aenter__(self) -> AsyncLease:
         return self

@@ -13,14 +13,18 @@ from typing import Any
 
 import redis.asyncio
 
-from swarm_memory import _coord, _inbox, _ops
 from swarm_memory._async.driver import AsyncDriver
 from swarm_memory._async.events import AsyncHub, AsyncSubscription, AsyncWatch
 from swarm_memory._async.inbox import AsyncInbox
 from swarm_memory._async.lock import AsyncLease, AsyncLock, AsyncTransaction
-from swarm_memory._feed import OnError, pattern_arg, types_arg
-from swarm_memory._handles import beat_flow, lease_ttl_ms
-from swarm_memory._ops import Context, Resolver
+from swarm_memory._feed import OnError
+from swarm_memory._ops import args as _args
+from swarm_memory._ops import coord as _coord
+from swarm_memory._ops import entries as _entries
+from swarm_memory._ops import events as _events
+from swarm_memory._ops import inbox as _inbox
+from swarm_memory._ops import namespaces as _namespaces
+from swarm_memory._ops.effects import Context, Resolver
 from swarm_memory._shell import HandleBase, MemoryBase, companions, make_client
 from swarm_memory.codec import Codec
 from swarm_memory.errors import InvalidInput
@@ -121,7 +125,7 @@ class AsyncSwarmMemory(MemoryBase[AsyncDriver]):
     ) -> NamespaceInfo:
         """Create a namespace; its creator is admin. Raises NamespaceExists, InvalidInput."""
         return await self._driver.run(
-            _ops.create_namespace(
+            _namespaces.create_namespace(
                 self._ctx(name),
                 default_permission=default_permission,
                 permissions=permissions,
@@ -139,24 +143,26 @@ class AsyncSwarmMemory(MemoryBase[AsyncDriver]):
 
     async def list_namespaces(self) -> list[str]:
         """Namespaces this agent may read, sorted by name."""
-        return await self._driver.run(_ops.list_namespaces(self._ctx, self.settings.key_prefix))
+        return await self._driver.run(
+            _namespaces.list_namespaces(self._ctx, self.settings.key_prefix)
+        )
 
     async def namespace_info(self, name: str) -> NamespaceInfo:
         """Config, counters and permissions (read permission). Raises NamespaceNotFound."""
-        return await self._driver.run(_ops.namespace_info(self._ctx(name)))
+        return await self._driver.run(_namespaces.namespace_info(self._ctx(name)))
 
     async def update_namespace(self, name: str, **options: Any) -> NamespaceInfo:
         """Change config options (admin): default_permission, strategy, ttl, max_keys,
         max_bytes, history, over_quota, max_events."""
-        return await self._driver.run(_ops.update_namespace(self._ctx(name), options))
+        return await self._driver.run(_namespaces.update_namespace(self._ctx(name), options))
 
     async def clear_namespace(self, name: str) -> int:
         """Delete every entry (admin); returns how many. Batched: see docs/guarantees.md."""
-        return await self._driver.run(_ops.clear_namespace(self._ctx(name)))
+        return await self._driver.run(_namespaces.clear_namespace(self._ctx(name)))
 
     async def delete_namespace(self, name: str) -> None:
         """Delete the namespace and all its keys (admin)."""
-        await self._driver.run(_ops.delete_namespace(self._ctx(name)))
+        await self._driver.run(_namespaces.delete_namespace(self._ctx(name)))
 
     # ------------------------------------------------------------------ inbox
     async def send(
@@ -240,8 +246,8 @@ class AsyncSwarmMemory(MemoryBase[AsyncDriver]):
         """Beat once: this agent's presence (``agents()``) and its lease in every namespace
         where it holds ephemeral entries or lease-tied locks (plus ``namespaces``), for
         ``ttl`` seconds (default ``settings.lease_ttl``). Returns the new expiry."""
-        ms = lease_ttl_ms(self, ttl, namespaces)
-        return ms_to_datetime(await self._driver.run(beat_flow(self, ms)))
+        ms = self._lease_ms(ttl, namespaces)
+        return ms_to_datetime(await self._driver.run(self._heartbeat(ms)))
 
     async def lease(
         self, ttl: float | timedelta | None = None, *, namespaces: Iterable[str] | None = None
@@ -250,7 +256,7 @@ class AsyncSwarmMemory(MemoryBase[AsyncDriver]):
         :meth:`heartbeat`). When its lease runs out — the process died or stalled — its
         ephemeral entries are deleted and its locks released, with events. ``stop()`` (or
         leaving the ``with`` block) ends the lease at once."""
-        ms = lease_ttl_ms(self, ttl, namespaces)
+        ms = self._lease_ms(ttl, namespaces)
         return await AsyncLease(self, ms).start()
 
     async def agents(self, *, alive: bool = True) -> list[AgentInfo]:
@@ -311,7 +317,7 @@ class AsyncNamespace(HandleBase[AsyncSwarmMemory]):
         when this agent's lease here runs out. Raises ConflictError, QuotaExceeded,
         PermissionDenied, FencingError, InvalidInput, OutcomeUnknown."""
         return await self._run(
-            _ops.put(
+            _entries.put(
                 self._ctx,
                 key,
                 value,
@@ -335,14 +341,14 @@ class AsyncNamespace(HandleBase[AsyncSwarmMemory]):
     ) -> Entry:
         """Write only if absent. Raises ConflictError(current=...) if the key exists."""
         return await self._run(
-            _ops.create(
+            _entries.create(
                 self._ctx, key, value, ttl=ttl, op_id=op_id, fence=fence, ephemeral=ephemeral
             )
         )
 
     async def get(self, key: str, *, version: int | None = None) -> Entry | None:
         """The live entry, or a kept past ``version``; None if absent / not kept."""
-        return await self._run(_ops.get(self._ctx, key, version=version))
+        return await self._run(_entries.get(self._ctx, key, version=version))
 
     async def delete(
         self,
@@ -355,17 +361,19 @@ class AsyncNamespace(HandleBase[AsyncSwarmMemory]):
         """True if an entry was deleted. Raises ConflictError on a version mismatch,
         FencingError if ``fence`` is not a held token."""
         return await self._run(
-            _ops.delete(self._ctx, key, expected_version=expected_version, op_id=op_id, fence=fence)
+            _entries.delete(
+                self._ctx, key, expected_version=expected_version, op_id=op_id, fence=fence
+            )
         )
 
     async def exists(self, key: str) -> bool:
-        return await self._run(_ops.exists(self._ctx, key))
+        return await self._run(_entries.exists(self._ctx, key))
 
     async def keys(self, pattern: str = "*") -> AsyncIterator[str]:
         """Live keys matching a glob, in byte order, fetched page by page."""
         after: str | None = None
         while True:
-            names, after = await self._run(_ops.key_page(self._ctx, pattern, after))
+            names, after = await self._run(_entries.key_page(self._ctx, pattern, after))
             for name in names:
                 yield name
             if after is None:
@@ -373,7 +381,7 @@ class AsyncNamespace(HandleBase[AsyncSwarmMemory]):
 
     async def get_many(self, keys: Iterable[str]) -> dict[str, Entry | None]:
         """One round trip; a dict in the order given (duplicates collapsed)."""
-        return await self._run(_ops.get_many(self._ctx, keys))
+        return await self._run(_entries.get_many(self._ctx, keys))
 
     async def put_many(
         self,
@@ -389,7 +397,7 @@ class AsyncNamespace(HandleBase[AsyncSwarmMemory]):
         """Write all keys atomically (one revision) or none. ``fence``: one lock token for
         every key; ``fences``: a token per key."""
         return await self._run(
-            _ops.put_many(
+            _entries.put_many(
                 self._ctx,
                 values,
                 expected_versions=expected_versions,
@@ -412,7 +420,9 @@ class AsyncNamespace(HandleBase[AsyncSwarmMemory]):
     ) -> Entry:
         """Compare-and-set loop: ``fn(value or None)`` -> new value, retried on conflict
         up to ``settings.update_max_attempts``. Raises RetryLimitExceeded."""
-        return await self._run(_ops.update(self._ctx, key, fn, ttl=ttl, op_id=op_id, fence=fence))
+        return await self._run(
+            _entries.update(self._ctx, key, fn, ttl=ttl, op_id=op_id, fence=fence)
+        )
 
     async def incr(
         self,
@@ -424,41 +434,45 @@ class AsyncNamespace(HandleBase[AsyncSwarmMemory]):
         fence: int | None = None,
     ) -> int:
         """Atomic add, server-side. Raises NotAnInteger."""
-        return await self._run(_ops.incr(self._ctx, key, amount, ttl=ttl, op_id=op_id, fence=fence))
+        return await self._run(
+            _entries.incr(self._ctx, key, amount, ttl=ttl, op_id=op_id, fence=fence)
+        )
 
     async def touch(self, key: str, ttl: float | timedelta, *, op_id: str | None = None) -> bool:
         """New expiry from now; value and version unchanged. False if absent."""
-        return await self._run(_ops.touch(self._ctx, key, ttl, op_id=op_id))
+        return await self._run(_entries.touch(self._ctx, key, ttl, op_id=op_id))
 
     async def history(self, key: str) -> list[Entry]:
         """Kept versions, newest first, current included."""
-        return await self._run(_ops.history(self._ctx, key))
+        return await self._run(_entries.history(self._ctx, key))
 
     async def rollback(self, key: str, *, to_version: int, op_id: str | None = None) -> Entry:
         """Write an old version's value as a new version. Raises VersionNotFound."""
-        return await self._run(_ops.rollback(self._ctx, key, to_version=to_version, op_id=op_id))
+        return await self._run(
+            _entries.rollback(self._ctx, key, to_version=to_version, op_id=op_id)
+        )
 
     async def sweep(self) -> SweepResult:
         """Remove expired entries now (also done opportunistically by every call)."""
-        return await self._run(_ops.sweep(self._ctx))
+        return await self._run(_namespaces.sweep(self._ctx))
 
     async def info(self) -> NamespaceInfo:
-        return await self._run(_ops.namespace_info(self._ctx))
+        return await self._run(_namespaces.namespace_info(self._ctx))
 
     async def stats(self) -> dict[str, int]:
         """keys, bytes, revision and the per-operation counters the scripts keep."""
-        return await self._run(_ops.stats(self._ctx))
+        return await self._run(_namespaces.stats(self._ctx))
 
     async def grant(self, permissions: Mapping[str, PermissionLevel]) -> None:
         """Set agents' levels (admin). Raises LastAdminError if no admin would remain."""
-        await self._run(_ops.grant(self._ctx, permissions))
+        await self._run(_namespaces.grant(self._ctx, permissions))
 
     async def revoke(self, agents: Iterable[str]) -> None:
         """Remove agents' explicit levels (they fall back to the default; admin)."""
-        await self._run(_ops.revoke(self._ctx, agents))
+        await self._run(_namespaces.revoke(self._ctx, agents))
 
     async def clear(self) -> int:
-        return await self._run(_ops.clear_namespace(self._ctx))
+        return await self._run(_namespaces.clear_namespace(self._ctx))
 
     # ------------------------------------------------------------------ events
     async def watch(
@@ -476,8 +490,12 @@ class AsyncNamespace(HandleBase[AsyncSwarmMemory]):
         ``since``: None/"now" (new events only), a revision (everything after it), or an
         ``Event.cursor``. Raises PermissionDenied / NamespaceNotFound / EventsTrimmed here
         or, later, from the iterator."""
-        pat, kinds, start = pattern_arg(pattern), types_arg(types), _ops.since_arg(since)
-        page = await self._run(_ops.read_events(self._ctx, start, 1))  # checks permission now
+        pat, kinds, start = (
+            _args.pattern_arg(pattern),
+            _args.types_arg(types),
+            _args.since_arg(since),
+        )
+        page = await self._run(_events.read_events(self._ctx, start, 1))  # checks permission now
         return self.memory._event_hub().watch(self._ctx, start or page.next, pat, kinds)
 
     async def subscribe(
@@ -500,7 +518,7 @@ class AsyncNamespace(HandleBase[AsyncSwarmMemory]):
     async def broadcast(self, message: Any, *, op_id: str | None = None) -> int:
         """An event of type ``broadcast`` carrying ``message`` to every reader of the
         namespace (write permission). Returns its revision; late joiners can replay it."""
-        return await self._run(_ops.broadcast(self._ctx, message, op_id=op_id))
+        return await self._run(_events.broadcast(self._ctx, message, op_id=op_id))
 
     async def audit(
         self,
@@ -513,7 +531,9 @@ class AsyncNamespace(HandleBase[AsyncSwarmMemory]):
     ) -> list[AuditRecord]:
         """Who did what, newest first (read permission); capped at ``audit_maxlen``."""
         return await self._run(
-            _ops.audit(self._ctx, agent=agent, action=action, since=since, until=until, limit=limit)
+            _events.audit(
+                self._ctx, agent=agent, action=action, since=since, until=until, limit=limit
+            )
         )
 
     # ------------------------------------------------------------------ coordination
@@ -577,4 +597,4 @@ class AsyncNamespace(HandleBase[AsyncSwarmMemory]):
 
     async def snapshot(self, pattern: str = "*") -> Snapshot:
         """Current entries + the revision to ``watch(since=...)`` from (see docs)."""
-        return await self._run(_ops.snapshot(self._ctx, pattern))
+        return await self._run(_events.snapshot(self._ctx, pattern))

@@ -25,7 +25,16 @@ from swarm_memory._drive import (
     eviction_policy_error,
     final_error,
 )
-from swarm_memory._ops import CallUser, Command, Flow, Listen, ScriptCall, Sleep, Unlisten, WaitBell
+from swarm_memory._ops.effects import (
+    CallUser,
+    Command,
+    Flow,
+    Listen,
+    ScriptCall,
+    Sleep,
+    Unlisten,
+    WaitBell,
+)
 from swarm_memory._synchronization import call_user, sleep
 from swarm_memory.settings import Settings
 

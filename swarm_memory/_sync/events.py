@@ -15,7 +15,7 @@ from typing import Any
 
 from swarm_memory import errors
 from swarm_memory._feed import FeedCore, OnError, Subscriber, doorbell_failed, log, note_doorbell
-from swarm_memory._ops import Context, Flow
+from swarm_memory._ops.effects import Context, Flow
 from swarm_memory._synchronization import (
     EMPTY,
     Background,

@@ -14,10 +14,14 @@ from typing import Any
 
 import redis
 
-from swarm_memory import _coord, _inbox, _ops
-from swarm_memory._feed import OnError, pattern_arg, types_arg
-from swarm_memory._handles import beat_flow, lease_ttl_ms
-from swarm_memory._ops import Context, Resolver
+from swarm_memory._feed import OnError
+from swarm_memory._ops import args as _args
+from swarm_memory._ops import coord as _coord
+from swarm_memory._ops import entries as _entries
+from swarm_memory._ops import events as _events
+from swarm_memory._ops import inbox as _inbox
+from swarm_memory._ops import namespaces as _namespaces
+from swarm_memory._ops.effects import Context, Resolver
 from swarm_memory._shell import HandleBase, MemoryBase, companions, make_client
 from swarm_memory._sync.driver import Driver
 from swarm_memory._sync.events import Hub, Subscription, Watch
@@ -122,7 +126,7 @@ class SwarmMemory(MemoryBase[Driver]):
     ) -> NamespaceInfo:
         """Create a namespace; its creator is admin. Raises NamespaceExists, InvalidInput."""
         return self._driver.run(
-            _ops.create_namespace(
+            _namespaces.create_namespace(
                 self._ctx(name),
                 default_permission=default_permission,
                 permissions=permissions,
@@ -140,24 +144,24 @@ class SwarmMemory(MemoryBase[Driver]):
 
     def list_namespaces(self) -> list[str]:
         """Namespaces this agent may read, sorted by name."""
-        return self._driver.run(_ops.list_namespaces(self._ctx, self.settings.key_prefix))
+        return self._driver.run(_namespaces.list_namespaces(self._ctx, self.settings.key_prefix))
 
     def namespace_info(self, name: str) -> NamespaceInfo:
         """Config, counters and permissions (read permission). Raises NamespaceNotFound."""
-        return self._driver.run(_ops.namespace_info(self._ctx(name)))
+        return self._driver.run(_namespaces.namespace_info(self._ctx(name)))
 
     def update_namespace(self, name: str, **options: Any) -> NamespaceInfo:
         """Change config options (admin): default_permission, strategy, ttl, max_keys,
         max_bytes, history, over_quota, max_events."""
-        return self._driver.run(_ops.update_namespace(self._ctx(name), options))
+        return self._driver.run(_namespaces.update_namespace(self._ctx(name), options))
 
     def clear_namespace(self, name: str) -> int:
         """Delete every entry (admin); returns how many. Batched: see docs/guarantees.md."""
-        return self._driver.run(_ops.clear_namespace(self._ctx(name)))
+        return self._driver.run(_namespaces.clear_namespace(self._ctx(name)))
 
     def delete_namespace(self, name: str) -> None:
         """Delete the namespace and all its keys (admin)."""
-        self._driver.run(_ops.delete_namespace(self._ctx(name)))
+        self._driver.run(_namespaces.delete_namespace(self._ctx(name)))
 
     # ------------------------------------------------------------------ inbox
     def send(
@@ -239,8 +243,8 @@ class SwarmMemory(MemoryBase[Driver]):
         """Beat once: this agent's presence (``agents()``) and its lease in every namespace
         where it holds ephemeral entries or lease-tied locks (plus ``namespaces``), for
         ``ttl`` seconds (default ``settings.lease_ttl``). Returns the new expiry."""
-        ms = lease_ttl_ms(self, ttl, namespaces)
-        return ms_to_datetime(self._driver.run(beat_flow(self, ms)))
+        ms = self._lease_ms(ttl, namespaces)
+        return ms_to_datetime(self._driver.run(self._heartbeat(ms)))
 
     def lease(
         self, ttl: float | timedelta | None = None, *, namespaces: Iterable[str] | None = None
@@ -249,7 +253,7 @@ class SwarmMemory(MemoryBase[Driver]):
         :meth:`heartbeat`). When its lease runs out — the process died or stalled — its
         ephemeral entries are deleted and its locks released, with events. ``stop()`` (or
         leaving the ``with`` block) ends the lease at once."""
-        ms = lease_ttl_ms(self, ttl, namespaces)
+        ms = self._lease_ms(ttl, namespaces)
         return Lease(self, ms).start()
 
     def agents(self, *, alive: bool = True) -> list[AgentInfo]:
@@ -310,7 +314,7 @@ class Namespace(HandleBase[SwarmMemory]):
         when this agent's lease here runs out. Raises ConflictError, QuotaExceeded,
         PermissionDenied, FencingError, InvalidInput, OutcomeUnknown."""
         return self._run(
-            _ops.put(
+            _entries.put(
                 self._ctx,
                 key,
                 value,
@@ -334,14 +338,14 @@ class Namespace(HandleBase[SwarmMemory]):
     ) -> Entry:
         """Write only if absent. Raises ConflictError(current=...) if the key exists."""
         return self._run(
-            _ops.create(
+            _entries.create(
                 self._ctx, key, value, ttl=ttl, op_id=op_id, fence=fence, ephemeral=ephemeral
             )
         )
 
     def get(self, key: str, *, version: int | None = None) -> Entry | None:
         """The live entry, or a kept past ``version``; None if absent / not kept."""
-        return self._run(_ops.get(self._ctx, key, version=version))
+        return self._run(_entries.get(self._ctx, key, version=version))
 
     def delete(
         self,
@@ -354,17 +358,19 @@ class Namespace(HandleBase[SwarmMemory]):
         """True if an entry was deleted. Raises ConflictError on a version mismatch,
         FencingError if ``fence`` is not a held token."""
         return self._run(
-            _ops.delete(self._ctx, key, expected_version=expected_version, op_id=op_id, fence=fence)
+            _entries.delete(
+                self._ctx, key, expected_version=expected_version, op_id=op_id, fence=fence
+            )
         )
 
     def exists(self, key: str) -> bool:
-        return self._run(_ops.exists(self._ctx, key))
+        return self._run(_entries.exists(self._ctx, key))
 
     def keys(self, pattern: str = "*") -> Iterator[str]:
         """Live keys matching a glob, in byte order, fetched page by page."""
         after: str | None = None
         while True:
-            names, after = self._run(_ops.key_page(self._ctx, pattern, after))
+            names, after = self._run(_entries.key_page(self._ctx, pattern, after))
             for name in names:
                 yield name
             if after is None:
@@ -372,7 +378,7 @@ class Namespace(HandleBase[SwarmMemory]):
 
     def get_many(self, keys: Iterable[str]) -> dict[str, Entry | None]:
         """One round trip; a dict in the order given (duplicates collapsed)."""
-        return self._run(_ops.get_many(self._ctx, keys))
+        return self._run(_entries.get_many(self._ctx, keys))
 
     def put_many(
         self,
@@ -388,7 +394,7 @@ class Namespace(HandleBase[SwarmMemory]):
         """Write all keys atomically (one revision) or none. ``fence``: one lock token for
         every key; ``fences``: a token per key."""
         return self._run(
-            _ops.put_many(
+            _entries.put_many(
                 self._ctx,
                 values,
                 expected_versions=expected_versions,
@@ -411,7 +417,7 @@ class Namespace(HandleBase[SwarmMemory]):
     ) -> Entry:
         """Compare-and-set loop: ``fn(value or None)`` -> new value, retried on conflict
         up to ``settings.update_max_attempts``. Raises RetryLimitExceeded."""
-        return self._run(_ops.update(self._ctx, key, fn, ttl=ttl, op_id=op_id, fence=fence))
+        return self._run(_entries.update(self._ctx, key, fn, ttl=ttl, op_id=op_id, fence=fence))
 
     def incr(
         self,
@@ -423,41 +429,41 @@ class Namespace(HandleBase[SwarmMemory]):
         fence: int | None = None,
     ) -> int:
         """Atomic add, server-side. Raises NotAnInteger."""
-        return self._run(_ops.incr(self._ctx, key, amount, ttl=ttl, op_id=op_id, fence=fence))
+        return self._run(_entries.incr(self._ctx, key, amount, ttl=ttl, op_id=op_id, fence=fence))
 
     def touch(self, key: str, ttl: float | timedelta, *, op_id: str | None = None) -> bool:
         """New expiry from now; value and version unchanged. False if absent."""
-        return self._run(_ops.touch(self._ctx, key, ttl, op_id=op_id))
+        return self._run(_entries.touch(self._ctx, key, ttl, op_id=op_id))
 
     def history(self, key: str) -> list[Entry]:
         """Kept versions, newest first, current included."""
-        return self._run(_ops.history(self._ctx, key))
+        return self._run(_entries.history(self._ctx, key))
 
     def rollback(self, key: str, *, to_version: int, op_id: str | None = None) -> Entry:
         """Write an old version's value as a new version. Raises VersionNotFound."""
-        return self._run(_ops.rollback(self._ctx, key, to_version=to_version, op_id=op_id))
+        return self._run(_entries.rollback(self._ctx, key, to_version=to_version, op_id=op_id))
 
     def sweep(self) -> SweepResult:
         """Remove expired entries now (also done opportunistically by every call)."""
-        return self._run(_ops.sweep(self._ctx))
+        return self._run(_namespaces.sweep(self._ctx))
 
     def info(self) -> NamespaceInfo:
-        return self._run(_ops.namespace_info(self._ctx))
+        return self._run(_namespaces.namespace_info(self._ctx))
 
     def stats(self) -> dict[str, int]:
         """keys, bytes, revision and the per-operation counters the scripts keep."""
-        return self._run(_ops.stats(self._ctx))
+        return self._run(_namespaces.stats(self._ctx))
 
     def grant(self, permissions: Mapping[str, PermissionLevel]) -> None:
         """Set agents' levels (admin). Raises LastAdminError if no admin would remain."""
-        self._run(_ops.grant(self._ctx, permissions))
+        self._run(_namespaces.grant(self._ctx, permissions))
 
     def revoke(self, agents: Iterable[str]) -> None:
         """Remove agents' explicit levels (they fall back to the default; admin)."""
-        self._run(_ops.revoke(self._ctx, agents))
+        self._run(_namespaces.revoke(self._ctx, agents))
 
     def clear(self) -> int:
-        return self._run(_ops.clear_namespace(self._ctx))
+        return self._run(_namespaces.clear_namespace(self._ctx))
 
     # ------------------------------------------------------------------ events
     def watch(
@@ -475,8 +481,12 @@ class Namespace(HandleBase[SwarmMemory]):
         ``since``: None/"now" (new events only), a revision (everything after it), or an
         ``Event.cursor``. Raises PermissionDenied / NamespaceNotFound / EventsTrimmed here
         or, later, from the iterator."""
-        pat, kinds, start = pattern_arg(pattern), types_arg(types), _ops.since_arg(since)
-        page = self._run(_ops.read_events(self._ctx, start, 1))  # checks permission now
+        pat, kinds, start = (
+            _args.pattern_arg(pattern),
+            _args.types_arg(types),
+            _args.since_arg(since),
+        )
+        page = self._run(_events.read_events(self._ctx, start, 1))  # checks permission now
         return self.memory._event_hub().watch(self._ctx, start or page.next, pat, kinds)
 
     def subscribe(
@@ -499,7 +509,7 @@ class Namespace(HandleBase[SwarmMemory]):
     def broadcast(self, message: Any, *, op_id: str | None = None) -> int:
         """An event of type ``broadcast`` carrying ``message`` to every reader of the
         namespace (write permission). Returns its revision; late joiners can replay it."""
-        return self._run(_ops.broadcast(self._ctx, message, op_id=op_id))
+        return self._run(_events.broadcast(self._ctx, message, op_id=op_id))
 
     def audit(
         self,
@@ -512,7 +522,9 @@ class Namespace(HandleBase[SwarmMemory]):
     ) -> list[AuditRecord]:
         """Who did what, newest first (read permission); capped at ``audit_maxlen``."""
         return self._run(
-            _ops.audit(self._ctx, agent=agent, action=action, since=since, until=until, limit=limit)
+            _events.audit(
+                self._ctx, agent=agent, action=action, since=since, until=until, limit=limit
+            )
         )
 
     # ------------------------------------------------------------------ coordination
@@ -576,4 +588,4 @@ class Namespace(HandleBase[SwarmMemory]):
 
     def snapshot(self, pattern: str = "*") -> Snapshot:
         """Current entries + the revision to ``watch(since=...)`` from (see docs)."""
-        return self._run(_ops.snapshot(self._ctx, pattern))
+        return self._run(_events.snapshot(self._ctx, pattern))
