@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import inspect
 from collections.abc import AsyncIterator
-from typing import Any
+from typing import Any, TypeVar
 
 import redis
 
@@ -18,6 +18,8 @@ from swarm_memory import (
     AsyncTransaction,
     AsyncWatch,
 )
+
+T = TypeVar("T")
 
 WRAPPED = (
     AsyncSwarmMemory,
@@ -89,6 +91,12 @@ def snapshot(raw: redis.Redis | redis.RedisCluster, prefix: str) -> dict[bytes, 
         else:
             out[key] = (kind, None)
     return out
+
+
+def must(value: T | None) -> T:
+    """``value``, asserting it is there: a test's "present", which mypy understands too."""
+    assert value is not None
+    return value
 
 
 def drain(watch: Any, n: int, timeout: float = 5.0) -> list[Any]:

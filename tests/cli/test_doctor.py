@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import json
+from typing import Any
 
 from swarm_memory.testing import embedded_server
 from tests.servers import RedisServer
 
 
-def _checks(report: dict) -> dict[str, dict]:
+def _checks(report: dict[str, Any]) -> dict[str, dict[str, Any]]:
     return {c["check"]: c for c in report["checks"]}
 
 

@@ -13,6 +13,7 @@ returns junk), the script recorder is not checked, but the keyspace still must n
 
 from __future__ import annotations
 
+import functools
 import random
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -213,7 +214,7 @@ KEY_OPS: dict[str, Callable[[Any, Any], Any]] = {
 
 def _each(ops: dict[str, Callable[..., Any]], *args: Any) -> dict[str, Callable[[], Any]]:
     """Bind ``args`` to every operation of a table (one bad input, every operation)."""
-    return {name: (lambda op=op: op(*args)) for name, op in ops.items()}
+    return {name: functools.partial(op, *args) for name, op in ops.items()}
 
 
 @pytest.mark.parametrize("key", BAD_KEYS)

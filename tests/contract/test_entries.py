@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from swarm_memory import ConflictError, NotAnInteger, VersionNotFound
+from tests.support import must
 
 PRECISE = {"big": 123456789012345678, "f": 0.30000000000000004, "empty": [], "obj": {}, "u": "é✓"}
 
@@ -41,7 +42,8 @@ def test_cas_with_expected_version(ns):
     ns.put("plan", {"steps": 4}, expected_version=e.version)
     with pytest.raises(ConflictError) as info:
         ns.put("plan", {"steps": 5}, expected_version=e.version)
-    assert info.value.current.value == {"steps": 4} and info.value.current.version == 2
+    current = must(info.value.current)
+    assert current.value == {"steps": 4} and current.version == 2
     assert info.value.expected == 1 and info.value.key == "plan" and info.value.namespace == "team"
     assert ns.get("plan").value == {"steps": 4}
 
@@ -56,7 +58,7 @@ def test_create_only_if_absent(ns):
     ns.create("claim", "me")
     with pytest.raises(ConflictError) as info:
         ns.create("claim", "you")
-    assert info.value.current.value == "me"
+    assert must(info.value.current).value == "me"
 
 
 def test_delete_and_exists(ns):

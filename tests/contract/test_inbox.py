@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 from dataclasses import replace
+from typing import Any
 
 import pytest
 
@@ -23,7 +24,7 @@ from swarm_memory import (
 )
 from swarm_memory._ops.inbox import InboxState
 from swarm_memory.keys import InboxKeys, inbox_index_key
-from tests.support import Facade
+from tests.support import Facade, must
 
 EXACT = {"big": 123456789012345678, "f": 0.30000000000000004, "empty": [], "obj": {}, "s": "é"}
 
@@ -152,7 +153,7 @@ def test_request_timeout_and_the_late_reply(env):
     with pytest.raises(RequestTimeout) as err:
         alice.request("bob", "anyone?", 0.1, op_id="req-1")
     assert isinstance(err.value, TimeoutError)
-    assert err.value.correlation_id == "req-1" and err.value.request.to == "bob"
+    assert err.value.correlation_id == "req-1" and must(err.value.request).to == "bob"
     bob_box = _box(env, bob)
     question = bob_box.receive(1.0)
     assert question.correlation_id == "req-1" and question.reply_to == "alice"
@@ -194,7 +195,7 @@ def test_only_the_owner_reads_or_acks_an_inbox(env):
     # Reading alice's inbox takes forging its state: the script refuses anyway.
     cls = AsyncInbox if env.mode == "async" else Inbox
     target = mallory._target if env.mode == "async" else mallory
-    forged = cls(
+    forged: Any = cls(
         target._driver.run, target._inbox_ctx(), InboxState("alice", "x"), idle=1.0, batch=5
     )
     if env.mode == "async":

@@ -23,6 +23,7 @@ from hypothesis import strategies as st
 from swarm_memory import ConflictError, Settings, SwarmMemory, merge_patch
 from swarm_memory.keys import NamespaceKeys
 from swarm_memory.scripts import load
+from tests.support import must
 
 PRECISE = {
     "big": 123456789012345678,
@@ -151,7 +152,8 @@ def test_merge_with_expected_version(ns):
     assert e2.value == {"a": 1, "b": 2} and e2.version == 2
     with pytest.raises(ConflictError) as info:
         ns.put("doc", {"c": 3}, expected_version=e1.version)
-    assert info.value.current.value == {"a": 1, "b": 2} and info.value.current.version == 2
+    current = must(info.value.current)
+    assert current.value == {"a": 1, "b": 2} and current.version == 2
     assert ns.get("doc").version == 2
     with pytest.raises(ConflictError):
         ns.put("other", {"c": 3}, expected_version=1)
@@ -196,7 +198,7 @@ def test_compressed_stored_value_falls_back_to_a_client_merge(env):
     # CAS on the fallback path still checks the version.
     with pytest.raises(ConflictError) as info:
         ns.put("doc", {"more": 1}, expected_version=1)
-    assert info.value.current.version == 2
+    assert must(info.value.current).version == 2
     assert ns.get("doc").version == 2
 
 

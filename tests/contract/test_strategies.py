@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from swarm_memory import ConflictError, RetryLimitExceeded, SwarmMemory, VersionRequired
+from tests.support import must
 
 
 def _ns(env, strategy, agent="planner", resolver=None, **settings):
@@ -32,7 +33,7 @@ def test_first_wins_never_overwrites_silently(env):
     ns.put("k", "first")
     with pytest.raises(ConflictError) as exc:
         ns.put("k", "second")
-    assert exc.value.current.value == "first" and exc.value.expected is None
+    assert must(exc.value.current).value == "first" and exc.value.expected is None
     # An explicit CAS on the version you saw is an intentional update, and is honoured.
     assert ns.put("k", "third", expected_version=1).value == "third"
     assert ns.delete("k") is True
@@ -109,4 +110,4 @@ def test_update_gives_up_after_its_bound(env):
     with pytest.raises(RetryLimitExceeded) as exc:
         ns.update("k", fn)
     assert exc.value.attempts == 3 and len(attempts) == 3
-    assert exc.value.current.value == attempts[-1] + 100
+    assert must(exc.value.current).value == attempts[-1] + 100

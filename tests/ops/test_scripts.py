@@ -102,5 +102,6 @@ def test_lowest_constraints_pin_the_library_and_the_cli_extra():
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
     for dep in (*project["dependencies"], *project["optional-dependencies"]["cli"]):
         name = re.split(r"[\[<>=!~;\s]", dep, maxsplit=1)[0]
-        assert pins[name] == re.search(r">=\s*([^,;\s]+)", dep)[1], dep
+        bound = re.search(r">=\s*([^,;\s]+)", dep)
+        assert bound is not None and pins[name] == bound[1], dep
     assert {"click", "rich"} <= pins.keys()

@@ -28,7 +28,7 @@ def test_design_contract_names_exist():
     for cls in (SwarmMemory, AsyncSwarmMemory):
         for name in ("from_url", "create_namespace", "namespace", "as_agent"):
             assert callable(getattr(cls, name)), (cls, name)
-    for cls in (Namespace, AsyncNamespace):
+    for handle in (Namespace, AsyncNamespace):
         for name in (
             "put",
             "create",
@@ -52,7 +52,7 @@ def test_design_contract_names_exist():
             "transaction",
             "get_or_set",
         ):
-            assert callable(getattr(cls, name)), (cls, name)
+            assert callable(getattr(handle, name)), (handle, name)
     for cls in (SwarmMemory, AsyncSwarmMemory):
         for name in ("heartbeat", "lease", "agents"):
             assert callable(getattr(cls, name)), (cls, name)

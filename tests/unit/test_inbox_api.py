@@ -22,6 +22,7 @@ from swarm_memory._ops.inbox import (
 from swarm_memory._shell import make_codec
 from swarm_memory.keys import InboxKeys, NamespaceKeys, inbox_index_key, namespace_arg
 from swarm_memory.models import ms_to_datetime
+from tests.support import must
 
 
 def _public(cls):
@@ -57,7 +58,7 @@ def test_inbox_keys_have_their_own_tag_that_no_namespace_can_take():
 
 def test_waits_grow_from_short_to_the_cap_and_never_pass_the_deadline():
     forever = _Waiter(None)
-    waits = [forever.next_wait() for _ in range(8)]
+    waits = [must(forever.next_wait()) for _ in range(8)]
     assert waits[0] == POLL_FIRST and max(waits) == POLL_MAX
     assert waits == sorted(waits) and not forever.expired()
     bounded = _Waiter(0.012)
@@ -154,7 +155,8 @@ def test_a_listing_unlists_a_vanished_inbox_then_looks_again():
 
 def test_a_full_page_hands_back_a_cursor_after_its_last_owner():
     flow = inbox_page(_ctx(page_size=1), "alice")
-    assert next(flow).args[2] == "(alice"  # strictly after the cursor
+    call = next(flow)
+    assert isinstance(call, Command) and call.args[2] == "(alice"  # after the cursor
     flow.send([b"bob"])
     assert _done(flow, INFO) == ([InboxInfo("bob", 2, 1, ms_to_datetime(5000), None)], "bob")
 
@@ -169,6 +171,7 @@ def test_delete_unlists_after_the_script_relists_a_recreated_inbox_and_drops_buf
     assert flow.send([b"ok", 1, 3]) == Command(("ZREM", "sm:inboxes", "bob"), True)
     assert (state.buffer, state.cursor, state.opened) == ({}, "0-0", False)
     assert other.cursor == "9-0" and other.opened  # another owner's consumer: untouched
-    assert flow.send(1).args[0] == "info"
+    info_call = flow.send(1)
+    assert isinstance(info_call, ScriptCall) and info_call.args[0] == "info"
     assert flow.send(INFO) == Command(("ZADD", "sm:inboxes", 0, "bob"), True)
     assert _done(flow, 0) is True

@@ -8,6 +8,8 @@ time; this test catches it when the header is written.
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
 from swarm_memory import Settings, errors
@@ -18,7 +20,7 @@ from swarm_memory._shell import make_codec
 from swarm_memory.scripts import SCRIPT_NAMES, load, parse_returns
 
 
-def _unhandled(replies: Replies, returns: frozenset[str]) -> frozenset[str]:
+def _unhandled(replies: Replies[Any], returns: frozenset[str]) -> frozenset[str]:
     return returns - replies.tags
 
 
