@@ -32,6 +32,7 @@ from swarm_memory import (
     ResolverError,
     SwarmMemoryError,
 )
+from tests.bad_names import BAD_COMMON
 
 NAN, INF = float("nan"), float("inf")
 
@@ -152,23 +153,7 @@ def _cycle_dict() -> dict[str, Any]:
 
 
 # ------------------------------------------------------------------------- bad names
-# Shared by keys, namespaces and agents.
-BAD_COMMON = [
-    pytest.param("", id="empty"),
-    pytest.param("   ", id="spaces-only"),
-    pytest.param("\t\n ", id="whitespace-only"),
-    pytest.param(" lead", id="leading-space"),
-    pytest.param("trail ", id="trailing-space"),
-    pytest.param("a\x00b", id="nul"),
-    pytest.param("a\nb", id="newline"),
-    pytest.param("a\tb", id="tab"),
-    pytest.param("a\x1bb", id="escape"),
-    pytest.param("a\x7fb", id="del"),
-    pytest.param("a\x85b", id="c1-nel"),
-    pytest.param(1, id="int"),
-    pytest.param(b"bytes", id="bytes"),
-    pytest.param(None, id="none"),
-]
+# Shared by keys, namespaces and agents: tests/bad_names.py.
 BAD_KEYS = [
     *BAD_COMMON,
     pytest.param("a\ud800b", id="lone-surrogate"),

@@ -21,28 +21,10 @@ from swarm_memory.keys import (
     NamespaceKeys,
     registry_key,
 )
+from tests.bad_names import BAD_COMMON, BAD_UNHASHABLE
+
 
 # ================================================================================= keys
-BAD_COMMON = [
-    pytest.param("", id="empty"),
-    pytest.param("   ", id="spaces-only"),
-    pytest.param("\t\n ", id="whitespace-only"),
-    pytest.param(" lead", id="leading-space"),
-    pytest.param("trail ", id="trailing-space"),
-    pytest.param("a\x00b", id="nul"),
-    pytest.param("a\nb", id="newline"),
-    pytest.param("a\tb", id="tab"),
-    pytest.param("a\x1bb", id="escape"),
-    pytest.param("a\x7fb", id="del"),
-    pytest.param("a\x85b", id="c1-nel"),
-    pytest.param(1, id="int"),
-    pytest.param(1.5, id="float"),
-    pytest.param(b"bytes", id="bytes"),
-    pytest.param(None, id="none"),
-    pytest.param(["a"], id="list"),
-]
-
-
 @pytest.mark.parametrize(
     "key",
     [
@@ -71,6 +53,8 @@ def test_key_arg_accepts(key):
     "key",
     [
         *BAD_COMMON,
+        *BAD_UNHASHABLE,
+        *BAD_UNHASHABLE,
         pytest.param("a\ud800b", id="lone-surrogate"),
         pytest.param("\udfff", id="lone-low-surrogate"),
         pytest.param("k" * 513, id="513-ascii"),
@@ -110,6 +94,7 @@ GOOD_NAMES = [
 ]
 BAD_NAMES = [
     *BAD_COMMON,
+    *BAD_UNHASHABLE,
     pytest.param("n" * (MAX_NAME_LEN + 1), id="129-chars"),
     pytest.param("ns*", id="star"),
     pytest.param("ns?", id="question"),
