@@ -25,7 +25,13 @@ if TYPE_CHECKING:
 
 ScriptObserver = Callable[[str, list[str], list[Any]], None]
 
-RETRYABLE = (rexc.ConnectionError, rexc.TimeoutError)
+# Refusals during a Cluster reshard or failover: the node did not run the command (a
+# slot moved or is being migrated, or the cluster is down), so a retry with the same op
+# id is safe and cannot apply twice.
+REFUSED = (rexc.TryAgainError, rexc.MovedError, rexc.AskError, rexc.ClusterDownError)
+# Transport failures, and redis-py's "TTL exhausted" (its own redirect loop gave up; a
+# connection error inside it may have followed a send): the outcome may be unknown.
+RETRYABLE = (rexc.ConnectionError, rexc.TimeoutError, rexc.ClusterError, *REFUSED)
 
 
 def _failed_connecting(exc: BaseException) -> bool:
@@ -111,7 +117,7 @@ class Attempts:
         self.maybe_sent = False
 
     def failed(self, exc: BaseException) -> None:
-        if not _failed_connecting(exc):
+        if not isinstance(exc, REFUSED) and not _failed_connecting(exc):
             self.maybe_sent = True
 
 
@@ -161,6 +167,9 @@ def _policies(reply: Any) -> list[str]:
 class DriverBase:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
+        # Cluster + wait_replicas: a client per primary, so that a write and its WAIT
+        # share one connection (a cluster client would send a keyless WAIT elsewhere).
+        self.node_clients: dict[str, Any] = {}
         # maxmemory-policy, read once before the first write (None: not read yet).
         self.policy_checked = False
         self.policy_error: errors.SwarmMemoryError | None = None
@@ -177,16 +186,6 @@ class DriverBase:
         call.script.check(call.keys, call.args)
         for observer in self.observers:
             observer(call.script.name, call.keys, call.args)
-
-    def check_durable(self, client: Any) -> None:
-        if self.settings.wait_replicas and "Cluster" in type(client).__name__:
-            # WAIT must run on the connection of the primary that ran the script; on
-            # Cluster that is not the connection redis-py would pick for a keyless WAIT.
-            raise errors.InvalidOption(
-                "wait_replicas is supported on standalone Redis (and Sentinel), not Cluster",
-                field="wait_replicas",
-                value=self.settings.wait_replicas,
-            )
 
     def acked(self, call: ScriptCall, acked: Any) -> None:
         required = self.settings.wait_replicas

@@ -304,19 +304,22 @@ def _probe(port: int) -> redis.Redis:
 
 
 class RedisCluster:
-    """Three ``redis-server`` masters in cluster mode (no replicas), slots all assigned."""
+    """``redis-server`` nodes in cluster mode, slots all assigned: three masters by
+    default; with ``replicas=1`` and six nodes, three masters with a replica each."""
 
     def __init__(
         self,
         extra_args: list[str] | None = None,
         *,
         nodes: int = 3,
+        replicas: int = 0,
         node_timeout_ms: int = 5000,
         startup_timeout: float = 20.0,
     ) -> None:
-        if nodes < 3:
+        if nodes // (replicas + 1) < 3:
             raise ValueError("redis-cli --cluster create needs at least 3 masters")
         self.extra_args: list[str] = list(extra_args or [])
+        self.replicas = replicas
         self.node_count = nodes
         self.node_timeout_ms = node_timeout_ms
         self.startup_timeout = startup_timeout
@@ -372,7 +375,7 @@ class RedisCluster:
             "redis-cli",
             "--cluster", "create",
             *(f"127.0.0.1:{port}" for port in self.ports),
-            "--cluster-replicas", "0",
+            "--cluster-replicas", str(self.replicas),
             "--cluster-yes",
         ]  # fmt: skip
         result = subprocess.run(
@@ -397,12 +400,24 @@ class RedisCluster:
             return False
         finally:
             probe.close()
-        return (
+        if not (
             info.get("cluster_state") == "ok"
             and info.get("cluster_slots_assigned") == str(CLUSTER_SLOTS)
             and info.get("cluster_slots_ok") == str(CLUSTER_SLOTS)
             and info.get("cluster_known_nodes") == str(self.node_count)
-        )
+        ):
+            return False
+        if self.replicas:  # a replica counts once it has synced with its primary
+            probe = _probe(port)
+            try:
+                replication = probe.info("replication")
+            except redis.exceptions.RedisError:
+                return False
+            finally:
+                probe.close()
+            if replication.get("role") == "slave":
+                return bool(replication.get("master_link_status") == "up")
+        return True
 
     def _wait_ok(self) -> None:
         deadline = time.monotonic() + self.startup_timeout

@@ -13,6 +13,8 @@ from typing import Any, TypeVar
 
 import redis.asyncio
 import redis.exceptions as rexc
+from redis.asyncio.retry import Retry as NoRetry
+from redis.backoff import NoBackoff
 from tenacity import AsyncRetrying, stop_after_attempt
 
 from swarm_memory import errors
@@ -47,8 +49,8 @@ class AsyncDriver(DriverBase):
         self, client: redis.asyncio.Redis | redis.asyncio.RedisCluster, settings: Settings
     ) -> None:
         super().__init__(settings)
-        self.check_durable(client)
         self.client = client
+        self.is_cluster = "Cluster" in type(client).__name__
 
     async def run(self, flow: Flow[T]) -> T:
         if self.metrics is not None:
@@ -158,6 +160,30 @@ class AsyncDriver(DriverBase):
             raise final_error(effect, exc, maybe_sent=attempts.maybe_sent) from exc
         raise AssertionError("unreachable")  # pragma: no cover
 
+    def _node_client(self, key: str) -> tuple[str, Any]:
+        """(name, a plain client) of the Cluster primary that owns ``key``'s slot."""
+        node = self.client.get_node_from_key(key)
+        client = self.node_clients.get(node.name)
+        if client is None:
+            options = {
+                k: v
+                for k, v in self.client.get_connection_kwargs().items()
+                if k not in ("host", "port", "retry")
+            }
+            # redis-py's own retries stay off (the one retry layer is ours): the cluster's
+            # connection options may carry a Retry that sleeps through a dead primary.
+            client = redis.asyncio.Redis(
+                host=node.host, port=node.port, retry=NoRetry(NoBackoff(), 0), **options
+            )
+            self.node_clients[node.name] = client
+        return node.name, client
+
+    async def aclose(self) -> None:
+        """Close what the driver opened itself (the Cluster primaries' WAIT clients)."""
+        clients, self.node_clients = list(self.node_clients.values()), {}
+        for client in clients:
+            await client.aclose()
+
     async def _script(self, call: ScriptCall) -> Any:
         n = len(call.keys)
         script = call.script
@@ -166,7 +192,8 @@ class AsyncDriver(DriverBase):
             self.loaded.add(script.sha)
         if call.op_id is not None and self.settings.wait_replicas:
             # One pipeline = one connection: WAIT then counts this very write.
-            pipe = self.client.pipeline(transaction=False)
+            node, target = self._node_client(call.keys[0]) if self.is_cluster else ("", self.client)
+            pipe = target.pipeline(transaction=False)
             pipe.evalsha(script.sha, n, *call.keys, *call.args)
             pipe.execute_command(*self.wait_args())
             try:
@@ -174,6 +201,14 @@ class AsyncDriver(DriverBase):
             except rexc.NoScriptError:
                 self.loaded.discard(script.sha)
                 raise rexc.ConnectionError("script cache was flushed; reloading") from None
+            except (rexc.MovedError, rexc.ConnectionError, rexc.TimeoutError):
+                if self.is_cluster:  # the slot moved or its primary failed: relearn, retry
+                    stale = self.node_clients.pop(node, None)
+                    with contextlib.suppress(Exception):
+                        if stale is not None:
+                            await stale.aclose()
+                        await self.client.nodes_manager.initialize()
+                raise
             self.acked(call, acked)
             return reply
         try:

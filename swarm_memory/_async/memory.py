@@ -282,6 +282,7 @@ class AsyncSwarmMemory(MemoryBase[AsyncDriver]):
         if self._driver.hub is not None:
             await self._driver.hub.close()
             self._driver.hub = None
+        await self._driver.aclose()
         if self._owns_client:
             await self._driver.client.aclose()
             for companion in companions(self._driver.client):  # e.g. Sentinel connections

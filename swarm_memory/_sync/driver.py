@@ -14,6 +14,8 @@ from typing import Any, TypeVar
 
 import redis
 import redis.exceptions as rexc
+from redis.backoff import NoBackoff
+from redis.retry import Retry as NoRetry
 from tenacity import Retrying, stop_after_attempt
 
 from swarm_memory import errors
@@ -46,8 +48,8 @@ class Driver(DriverBase):
 
     def __init__(self, client: redis.Redis | redis.RedisCluster, settings: Settings) -> None:
         super().__init__(settings)
-        self.check_durable(client)
         self.client = client
+        self.is_cluster = "Cluster" in type(client).__name__
 
     def run(self, flow: Flow[T]) -> T:
         if self.metrics is not None:
@@ -157,6 +159,30 @@ class Driver(DriverBase):
             raise final_error(effect, exc, maybe_sent=attempts.maybe_sent) from exc
         raise AssertionError("unreachable")  # pragma: no cover
 
+    def _node_client(self, key: str) -> tuple[str, Any]:
+        """(name, a plain client) of the Cluster primary that owns ``key``'s slot."""
+        node = self.client.get_node_from_key(key)
+        client = self.node_clients.get(node.name)
+        if client is None:
+            options = {
+                k: v
+                for k, v in self.client.get_connection_kwargs().items()
+                if k not in ("host", "port", "retry")
+            }
+            # redis-py's own retries stay off (the one retry layer is ours): the cluster's
+            # connection options may carry a Retry that sleeps through a dead primary.
+            client = redis.Redis(
+                host=node.host, port=node.port, retry=NoRetry(NoBackoff(), 0), **options
+            )
+            self.node_clients[node.name] = client
+        return node.name, client
+
+    def close(self) -> None:
+        """Close what the driver opened itself (the Cluster primaries' WAIT clients)."""
+        clients, self.node_clients = list(self.node_clients.values()), {}
+        for client in clients:
+            client.close()
+
     def _script(self, call: ScriptCall) -> Any:
         n = len(call.keys)
         script = call.script
@@ -165,7 +191,8 @@ class Driver(DriverBase):
             self.loaded.add(script.sha)
         if call.op_id is not None and self.settings.wait_replicas:
             # One pipeline = one connection: WAIT then counts this very write.
-            pipe = self.client.pipeline(transaction=False)
+            node, target = self._node_client(call.keys[0]) if self.is_cluster else ("", self.client)
+            pipe = target.pipeline(transaction=False)
             pipe.evalsha(script.sha, n, *call.keys, *call.args)
             pipe.execute_command(*self.wait_args())
             try:
@@ -173,6 +200,14 @@ class Driver(DriverBase):
             except rexc.NoScriptError:
                 self.loaded.discard(script.sha)
                 raise rexc.ConnectionError("script cache was flushed; reloading") from None
+            except (rexc.MovedError, rexc.ConnectionError, rexc.TimeoutError):
+                if self.is_cluster:  # the slot moved or its primary failed: relearn, retry
+                    stale = self.node_clients.pop(node, None)
+                    with contextlib.suppress(Exception):
+                        if stale is not None:
+                            stale.close()
+                        self.client.nodes_manager.initialize()
+                raise
             self.acked(call, acked)
             return reply
         try:

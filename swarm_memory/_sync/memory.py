@@ -279,6 +279,7 @@ class SwarmMemory(MemoryBase[Driver]):
         if self._driver.hub is not None:
             self._driver.hub.close()
             self._driver.hub = None
+        self._driver.close()
         if self._owns_client:
             self._driver.client.close()
             for companion in companions(self._driver.client):  # e.g. Sentinel connections

@@ -6,9 +6,8 @@ import time
 import uuid
 
 import pytest
-import redis
 
-from swarm_memory import InvalidOption, NotReplicated, Settings, SwarmMemory
+from swarm_memory import NotReplicated, Settings, SwarmMemory
 from tests.servers import RedisServer
 
 
@@ -55,13 +54,3 @@ def test_too_few_replicas_raises_not_replicated_but_write_is_applied(primary_and
         again = ns.put("k", 1, op_id="op-1")  # replay: deduped, and now replicated
         stored = ns.get("k")
         assert again.version == 1 and stored is not None and stored.version == 1
-
-
-def test_wait_replicas_is_refused_on_cluster(redis_cluster):
-    client = redis.RedisCluster(host="127.0.0.1", port=redis_cluster.ports[0])
-    try:
-        with pytest.raises(InvalidOption) as exc:
-            SwarmMemory.from_client(client, agent="a", settings=Settings(wait_replicas=1))
-        assert exc.value.field == "wait_replicas"
-    finally:
-        client.close()
