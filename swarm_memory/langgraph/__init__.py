@@ -23,11 +23,15 @@ from swarm_memory.langgraph.checkpoint import (
     SwarmCheckpointSaver,
 )
 from swarm_memory.langgraph.errors import ThreadOwned, ThreadOwnershipLost
+from swarm_memory.langgraph.store import AsyncSwarmStore, SwarmStore, VersionedItem
 
 __all__ = [
     "AsyncSwarmCheckpointSaver",
+    "AsyncSwarmStore",
     "CheckpointEvent",
     "SwarmCheckpointSaver",
+    "SwarmStore",
     "ThreadOwned",
     "ThreadOwnershipLost",
+    "VersionedItem",
 ]

@@ -172,16 +172,18 @@ class CheckpointCore:
             return
 
     def write(self, thread_id: str, tx: Any) -> Flow[TxResult]:
-        """Commit the transaction ``tx(name, fence)`` builds, creating the thread when it
-        is missing; a refused fence becomes ThreadOwnershipLost."""
-        name = yield from self.ensure(thread_id)
+        """Commit the transaction ``tx(name, fence)`` builds (one script call), creating
+        the thread when it is missing; a refused fence becomes ThreadOwnershipLost."""
+        # The transaction first: a value that cannot be encoded fails before anything (the
+        # thread's namespace included) is created; a missing thread is created on demand.
+        name, _ = self.thread_ns(thread_id)
         fence = yield from self.fence(thread_id)
         for _ in range(3):
             try:
                 result: TxResult = yield tx(name, fence)
             except NamespaceNotFound:
                 self.known.discard(name)
-                name = yield from self.ensure(thread_id)
+                yield from self.ensure(thread_id)
                 continue
             except FencingError as exc:
                 raise ThreadOwnershipLost.from_fencing(thread_id, exc) from exc

@@ -32,6 +32,7 @@ class Call:
     kwargs: Mapping[str, Any] = field(default_factory=dict)
     collect: bool = False
     obj: Any = None
+    async_method: str | None = None  # the async driver calls this one instead
 
 
 @dataclass(frozen=True, slots=True)
@@ -131,7 +132,7 @@ async def _call_async(handles: Handles, req: Call | Tx) -> Any:
     if isinstance(req, Tx):
         return await _tx(handles.get(req.namespace), req).commit()
     target = _target(handles, req)
-    result = getattr(target, req.method)(*req.args, **req.kwargs)
+    result = getattr(target, req.async_method or req.method)(*req.args, **req.kwargs)
     if req.collect:
         items: AsyncIterator[Any] = result
         return [item async for item in items]
