@@ -156,7 +156,7 @@ class CheckpointCore:
                 namespace=name,
                 key=names.OWNER_LOCK,
             ) from exc
-        claim = _Claim(lock, int(token))
+        claim = _Claim(lock, token)  # a FencingToken: it names the lock it fences with
         self.claims[thread_id] = claim
         return claim
 
