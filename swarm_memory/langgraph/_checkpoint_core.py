@@ -62,6 +62,7 @@ from swarm_memory.models import Entry, TxResult
 
 _ATTEMPTS = 50  # head compares lost in a row before giving up (another writer per try)
 _PAGE = 100  # entries per get_many / transaction in bulk operations
+_PER_CHECKPOINT = 4  # assembling more checkpoints than this lists their namespace's writes once
 
 
 @dataclass
@@ -357,23 +358,35 @@ class CheckpointCore:
         """CheckpointTuples for ``records`` of one (thread, ns): one read of every blob they
         reference and, unless ``writes`` (by checkpoint id) is given, one of their writes."""
         blob_keys = sorted({k for _, rec in records for k in rec["b"]})
-        calls: list[Call] = []
-        if blob_keys:
-            calls.append(Call(name, "get_many", (blob_keys,)))
+        write_keys: list[str] = []
         if writes is None:
-            calls.extend(
-                Call(name, "snapshot", (names.writes_pattern(ns, cid),)) for cid, _ in records
+            # The write keys (one keys() per checkpoint, or one for the whole checkpoint
+            # namespace when listing many), then blobs and writes in one get_many.
+            patterns = (
+                [names.writes_pattern(ns, cid) for cid, _ in records]
+                if len(records) <= _PER_CHECKPOINT
+                else [names.writes_pattern(ns)]
             )
-        results = (yield Gather(tuple(calls))) if calls else []
-        for result in results:
-            if isinstance(result, BaseException):
-                raise result
-        blobs: dict[str, Entry | None] = results[0] if blob_keys else {}
+            listed = yield Gather(tuple(Call(name, "keys", (p,), collect=True) for p in patterns))
+            wanted = {cid for cid, _ in records}
+            for result in listed:
+                if isinstance(result, BaseException):
+                    raise result
+                write_keys.extend(
+                    k for k in result if (names.parse_write_key(k) or ("", ""))[1] in wanted
+                )
+        got: dict[str, Entry | None] = {}
+        for page in chunks([*blob_keys, *write_keys], 500):
+            got.update((yield Call(name, "get_many", (page,))))
+        blobs = got
         if writes is None:
-            snaps = results[1:] if blob_keys else results
-            writes = {
-                cid: list(s.entries.values()) for (cid, _), s in zip(records, snaps, strict=True)
-            }
+            grouped: dict[str, list[Entry]] = {}
+            for key in write_keys:
+                entry = got.get(key)
+                parsed = names.parse_write_key(key)
+                if entry is not None and parsed is not None:
+                    grouped.setdefault(parsed[1], []).append(entry)
+            writes = grouped
         out = []
         for cid, rec in records:
             checkpoint = self.load(rec["c"])
