@@ -105,12 +105,13 @@ class _Peer(threading.Thread):
 
 def _run_statement(stmt: ast.stmt, names: dict[str, Any], loop: asyncio.AbstractEventLoop) -> Any:
     module = ast.Module(body=[stmt], type_ignores=[])
+    # dont_inherit: the README's code runs as a reader's module would, without this file's
+    # `from __future__ import annotations` (LangGraph resolves a state class's annotations).
+    flags = ast.PyCF_ALLOW_TOP_LEVEL_AWAIT
     if isinstance(stmt, ast.Expr):
-        code = compile(
-            ast.Expression(stmt.value), "<README>", "eval", flags=ast.PyCF_ALLOW_TOP_LEVEL_AWAIT
-        )
+        code = compile(ast.Expression(stmt.value), "<README>", "eval", flags, dont_inherit=True)
     else:
-        code = compile(module, "<README>", "exec", flags=ast.PyCF_ALLOW_TOP_LEVEL_AWAIT)
+        code = compile(module, "<README>", "exec", flags, dont_inherit=True)
     result = eval(code, names)  # the README's own code
     if code.co_flags & inspect.CO_COROUTINE:
         result = loop.run_until_complete(result)
