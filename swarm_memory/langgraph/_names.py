@@ -83,6 +83,12 @@ def head_key(ns: str) -> str:
     return f"h/{q(ns)}"
 
 
+# Parts of each key family, "/"-separated: kind, then the escaped fields.
+CHECKPOINT_PARTS = len(("c", "ns", "checkpoint_id"))
+BLOB_PARTS = len(("b", "ns", "channel", "version"))
+WRITE_PARTS = len(("w", "ns", "checkpoint_id", "task_id", "idx"))
+
+
 def checkpoint_key(ns: str, checkpoint_id: str) -> str:
     return f"c/{q(ns)}/{q(checkpoint_id)}"
 
@@ -93,7 +99,7 @@ def checkpoint_pattern(ns: str | None) -> str:
 
 def parse_checkpoint_key(key: str) -> tuple[str, str] | None:
     parts = key.split("/")
-    if len(parts) != 3 or parts[0] != "c":
+    if len(parts) != CHECKPOINT_PARTS or parts[0] != "c":
         return None
     return uq(parts[1]), uq(parts[2])
 
@@ -120,13 +126,13 @@ def writes_pattern(ns: str, checkpoint_id: str | None = None) -> str:
 def parse_write_key(key: str) -> tuple[str, str] | None:
     """(checkpoint ns, checkpoint id) of a write key."""
     parts = key.split("/")
-    if len(parts) != 5 or parts[0] != "w":
+    if len(parts) != WRITE_PARTS or parts[0] != "w":
         return None
     return uq(parts[1]), uq(parts[2])
 
 
 def parse_blob_ns(key: str) -> str | None:
     parts = key.split("/")
-    if len(parts) != 4 or parts[0] != "b":
+    if len(parts) != BLOB_PARTS or parts[0] != "b":
         return None
     return uq(parts[1])

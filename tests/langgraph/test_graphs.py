@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from langchain_core.runnables import RunnableConfig
 from langgraph.checkpoint.base import empty_checkpoint
 
 from swarm_memory import InvalidInput
@@ -58,11 +59,21 @@ def _result(proc: subprocess.Popen[str], timeout: float = 60) -> tuple[int, dict
     return proc.returncode, json.loads(lines[-1])
 
 
-@pytest.fixture(params=["redis", "cluster"])
+_REAL = [b for b in ("redis", "cluster") if b in os.environ.get("SWARM_MEMORY_TEST_BACKENDS", b)]
+
+
+@pytest.fixture(params=_REAL)
 def real(request: pytest.FixtureRequest) -> Any:
-    if request.param not in os.environ.get("SWARM_MEMORY_TEST_BACKENDS", "redis,cluster"):
-        pytest.skip(f"{request.param} not in SWARM_MEMORY_TEST_BACKENDS")
     backend = Backend(request.param, request)
+    yield backend
+    backend.close()
+
+
+@pytest.fixture
+def standalone(request: pytest.FixtureRequest) -> Any:
+    """One real server is enough for the 4-process swarm and the ownership race (the
+    cluster runs the interrupt case and the conformance suite)."""
+    backend = Backend("redis", request)
     yield backend
     backend.close()
 
@@ -79,9 +90,8 @@ def test_interrupt_in_one_process_resume_in_another(real: Backend) -> None:
     assert state.values == {"steps": ["draft", "ask"], "answer": "yes"} and not state.next
 
 
-def test_four_graph_processes_share_one_store(real: Backend) -> None:
-    if real.name == "cluster":
-        pytest.skip("one real backend is enough for the swarm; cluster runs the interrupt case")
+def test_four_graph_processes_share_one_store(standalone: Backend) -> None:
+    real = standalone
     prefix = "lg" + uuid.uuid4().hex[:8]
     per_worker = 5
     threads = {f"w{w}": [f"w{w}-t{i}" for i in range(per_worker)] for w in range(4)}
@@ -106,9 +116,10 @@ def test_four_graph_processes_share_one_store(real: Backend) -> None:
             assert tup.checkpoint["channel_values"]["steps"] == [t, "remembered"]
 
 
-def test_a_paused_owner_cannot_land_a_checkpoint_after_the_new_owners(real: Backend) -> None:
-    if real.name == "cluster":
-        pytest.skip("ownership runs on the standalone server")
+def test_a_paused_owner_cannot_land_a_checkpoint_after_the_new_owners(
+    standalone: Backend,
+) -> None:
+    real = standalone
     prefix, thread, claim_ttl = "lg" + uuid.uuid4().hex[:8], "owned-1", 1.0
     a = _worker(real, prefix, "owner", thread, str(claim_ttl), stdin=subprocess.PIPE)
     try:
@@ -132,7 +143,7 @@ def _paused_owner(
             b.claim(thread)  # A's claim is still live
         time.sleep(claim_ttl * 1.6)  # ... until it lapses
         b.claim(thread, wait=5)
-        config = {"configurable": {"thread_id": thread}}
+        config: RunnableConfig = {"configurable": {"thread_id": thread}}
         owner_graph(b, wait_for_go=False).invoke({"steps": []}, config)
         b_head = b.get_tuple(config)
         assert b_head is not None

@@ -55,7 +55,7 @@ def test_items_round_trip_with_versions_and_created_at(backend: Backend) -> None
     assert (first.value, first.version, first.namespace) == ({"food": "pizza", "n": 1}, 1, ns)
     store.put(ns, "pref", {"food": "sushi", "n": 2})
     second = store.get(ns, "pref")
-    assert second is not None and second.version == 2
+    assert isinstance(second, VersionedItem) and second.version == 2
     assert second.created_at == first.created_at  # kept across updates
     assert second.updated_at >= first.updated_at
     store.delete(ns, "pref")
@@ -249,23 +249,25 @@ def test_store_agrees_with_in_memory_store(steps: list[tuple[Any, ...]]) -> None
             oracle.delete(ns, key)
         elif kind == "get":
             _, ns, key = step
-            a, b = ours.get(ns, key), oracle.get(ns, key)
-            assert (a.value if a else None) == (b.value if b else None)
+            got, want = ours.get(ns, key), oracle.get(ns, key)
+            assert (got.value if got else None) == (want.value if want else None)
         elif kind == "search":
             _, prefix, flt = step
-            a = ours.search(prefix, filter=flt, limit=100)
-            b = oracle.search(prefix, filter=flt, limit=100)
-            assert sorted((i.namespace, i.key, repr(i.value)) for i in a) == sorted(
-                (i.namespace, i.key, repr(i.value)) for i in b
+            found = ours.search(prefix, filter=flt, limit=100)
+            expected = oracle.search(prefix, filter=flt, limit=100)
+            assert sorted((i.namespace, i.key, repr(i.value)) for i in found) == sorted(
+                (i.namespace, i.key, repr(i.value)) for i in expected
             )
         else:
             _, prefix, suffix, depth = step
-            a = ours.list_namespaces(prefix=prefix, suffix=suffix, max_depth=depth)
-            b = oracle.list_namespaces(prefix=prefix, suffix=suffix, max_depth=depth)
+            listed = ours.list_namespaces(prefix=prefix, suffix=suffix, max_depth=depth)
+            oracle_listed = oracle.list_namespaces(prefix=prefix, suffix=suffix, max_depth=depth)
             live = {ns for ns, d in oracle._data.items() if d}
             full = [ns for ns in ours.list_namespaces(prefix=prefix, suffix=suffix) if ns in live]
             if depth is None:
-                assert [ns for ns in a if ns in live] == [ns for ns in b if ns in live]
+                assert [ns for ns in listed if ns in live] == [
+                    ns for ns in oracle_listed if ns in live
+                ]
             else:
-                assert set(b) >= {ns[:depth] for ns in full}
+                assert set(oracle_listed) >= {ns[:depth] for ns in full}
     ours.close()
