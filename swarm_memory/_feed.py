@@ -36,7 +36,12 @@ from swarm_memory.models import Event
 log = logging.getLogger("swarm_memory.events")
 
 FeedKey = tuple[str, str, str]  # (bell channel, namespace, agent)
-_FATAL = (errors.EventsTrimmed, errors.PermissionDenied, errors.NamespaceNotFound)
+_FATAL = (
+    errors.EventsTrimmed,
+    errors.HistoryRewound,
+    errors.PermissionDenied,
+    errors.NamespaceNotFound,
+)
 # Events after which a watcher's right to read may differ: never taken from a doorbell.
 PERMISSION_EVENTS = frozenset({"ns_create", "ns_update", "ns_grant", "ns_revoke", "ns_delete"})
 # Keyless events every key pattern admits: broadcasts are addressed to every reader, and
@@ -53,6 +58,10 @@ class Subscriber:
     types: frozenset[str] | None
     push: Callable[[list[Event] | BaseException], None]
     closed: bool = False
+    # Server time (ms) of the event right before ``start``, once this subscriber has read
+    # one: the next read checks it is still there, so a rewound history (revisions lost
+    # in a crash and reused by new writes) raises HistoryRewound instead of passing.
+    last_ms: int | None = None
 
     @property
     def feed(self) -> FeedKey:
@@ -147,6 +156,7 @@ class FeedCore:
                 break
             self._deliver(group, events)
             cursor = events[-1].cursor
+            _moved(group, cursor, events[-1])
         for sub in group:
             sub.start = cursor
         return cursor
@@ -179,7 +189,9 @@ class FeedCore:
                 continue
             for _page in range(1000):  # bounded per wake-up; the next wake continues
                 try:
-                    page = yield from _events.read_events(group[0].ctx, cursor, self.batch)
+                    page = yield from _events.read_events(
+                        group[0].ctx, cursor, self.batch, group[0].last_ms
+                    )
                 except _FATAL as exc:
                     for sub in group:
                         sub.push(exc)
@@ -190,6 +202,7 @@ class FeedCore:
                     break
                 if page.events:
                     self._deliver(group, page.events)
+                    _moved(group, page.next, page.events[-1])
                 cursor = page.next
                 for sub in group:
                     sub.start = cursor
@@ -201,6 +214,13 @@ class FeedCore:
 
 
 OnError = Callable[[BaseException, Event | None], Any]
+
+
+def _moved(group: list[Subscriber], cursor: str, last: Event) -> None:
+    """The group read up to ``cursor``; ``last`` is the event right before it."""
+    last_ms = round(last.time.timestamp() * 1000)
+    for sub in group:
+        sub.start, sub.last_ms = cursor, last_ms
 
 
 def doorbell_failed(exc: BaseException, poll: float) -> float:

@@ -28,6 +28,7 @@ The tree (catch the base, or any branch)::
     ├── QuotaExceeded                    .limit_kind .limit .current .requested
     ├── NotAnInteger                     incr on a non-integer or out-of-range value
     ├── EventsTrimmed                    watch cursor older than the feed keeps (.requested .oldest)
+    ├── HistoryRewound                   the feed lost revisions under a watcher (.requested .head)
     ├── VersionNotFound                  get(version=) / rollback to a version not kept (.version)
     ├── ResolverError                    a custom-strategy resolver raised or returned non-JSON
     ├── OpIdReused                       an op id replayed with a different request (.op_id)
@@ -302,6 +303,20 @@ class EventsTrimmed(SwarmMemoryError):
         super().__init__(message, **ctx)
         self.requested = requested
         self.oldest = oldest
+
+
+class HistoryRewound(SwarmMemoryError):
+    """The namespace's feed no longer holds the history a watcher read: a crash or a
+    failover lost acknowledged revisions, and their numbers may be reused by new writes
+    (DESIGN.md decision 3). Never delivered silently: re-read the state (``snapshot``)
+    and watch from its revision. ``requested`` is the revision the watcher would read
+    next; ``head`` the namespace's revision when this was seen.
+    """
+
+    def __init__(self, message: str, *, requested: int, head: int, **ctx: Any) -> None:
+        super().__init__(message, **ctx)
+        self.requested = requested
+        self.head = head
 
 
 class VersionNotFound(SwarmMemoryError):

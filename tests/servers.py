@@ -250,6 +250,28 @@ class RedisServer:
     def running(self) -> bool:
         return self.process is not None and self.process.poll() is None
 
+    def crash_and_restart(self, before_restart: Callable[[Path], None] | None = None) -> None:
+        """SIGKILL the server (no shutdown, no save), then start it again on the same port
+        and dir, so it loads whatever its data files hold. ``before_restart(dir)`` may
+        change those files first (e.g. put back an older snapshot: lost writes)."""
+        process, workdir = self.process, self.dir
+        if process is None or workdir is None:
+            raise RuntimeError("server not started")
+        os.kill(process.pid, signal.SIGCONT)
+        process.kill()
+        process.wait(timeout=10)
+        if before_restart is not None:
+            before_restart(workdir)
+        with (workdir / "stdio.log").open("ab") as stdio:
+            self.process = subprocess.Popen(
+                self._argv(self.port, workdir),
+                stdin=subprocess.DEVNULL,
+                stdout=stdio,
+                stderr=subprocess.STDOUT,
+                cwd=workdir,
+            )
+        self.wait_ready()
+
     def pause(self) -> None:
         """SIGSTOP the server: connections stay open but nothing is answered."""
         if self.process is None:

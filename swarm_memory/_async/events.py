@@ -132,9 +132,15 @@ class AsyncHub:
                         break
                 rung: dict[str, int | None] = {}
                 bells: dict[str, list[bytes]] = {}
+                fresh = False
                 try:
                     if pubsub is None:
                         pubsub, subscribed = self._client.pubsub(), set()
+                        # A new doorbell connection (the first, or after a drop, which a
+                        # server restart or failover causes): read every feed before
+                        # trusting doorbell payloads, so the read checks the history.
+                        self._wake.set()
+                        fresh = True
                     wanted = self.core.channels()
                     if wanted - subscribed:
                         await pubsub.ssubscribe(*(wanted - subscribed))
@@ -152,6 +158,8 @@ class AsyncHub:
                         await pubsub.aclose()
                     pubsub = None
                     await asleep(doorbell_failed(exc, self._poll))
+                if fresh:
+                    bells.clear()  # the checked reads come first (see above)
                 work, last_poll = self.core.plan(rung, bells, self._wake, last_poll, self._poll)
                 for key, rev, payloads in work:
                     try:

@@ -146,9 +146,28 @@ def _events_call(
     return EVENTS.check(reply, Failure(ctx, denied_action, required))
 
 
-def read_events(ctx: Context, start: str | None, count: int) -> Flow[EventPage]:
-    """One page of the feed from stream id ``start`` (None: just find the current end)."""
-    f = yield from _events_call(ctx, "read", [start or "now", count], None)
+def read_events(
+    ctx: Context, start: str | None, count: int, prev_ms: int | None = None
+) -> Flow[EventPage]:
+    """One page of the feed from stream id ``start`` (None: just find the current end).
+    ``prev_ms``: the time of the last event the reader got, so that a history rewound
+    under it (revisions lost and reused) raises HistoryRewound instead of passing."""
+    extra: list[str | bytes | int] = [start or "now", count]
+    if prev_ms is not None:
+        extra.append(prev_ms)
+    f = yield from _events_call(ctx, "read", extra, None)
+    if f.tag == b"rewound":
+        head = f.number()
+        requested = int((start or "0-0").split("-")[0])
+        raise errors.HistoryRewound(
+            f"the history of {ctx.namespace!r} was rewound: this reader is at revision "
+            f"{requested - 1}, but the namespace lost revisions (a crash or failover that "
+            f"lost acknowledged writes; the head is now {head}) and may reuse their "
+            "numbers. Re-read the state (snapshot) and watch from there",
+            requested=requested,
+            head=head,
+            **ctx.err(),
+        )
     if f.tag == b"trimmed":
         oldest = int(f.string().split("-")[0])
         requested = int((start or "0-0").split("-")[0])

@@ -302,7 +302,9 @@ PURGE = Replies[Failure]("purge", frozenset({b"ok", b"dropped"}), COMMON_ERRORS)
 SWEEP = Replies[Failure]("sweep", frozenset({b"ok"}), COMMON_ERRORS)
 REAP = Replies[Failure]("reap", frozenset({b"ok"}), COMMON_ERRORS)
 # "trimmed" is read_events' to raise: the error names the cursor the caller asked for.
-EVENTS = Replies[Failure]("events", frozenset({b"ok", b"dup", b"trimmed"}), COMMON_ERRORS)
+EVENTS = Replies[Failure](
+    "events", frozenset({b"ok", b"dup", b"trimmed", b"rewound"}), COMMON_ERRORS
+)
 LOCK = Replies[Failure](
     "lock",
     outcomes=frozenset({b"ok", b"held"}),

@@ -1,11 +1,16 @@
 --! keys: meta acl stats idx lru exp events audit ops opst bell lease eph locks lockh lbell
 --! args: agent audit_maxlen stream_maxlen dedupe_ms action +args
---! returns: {"ok", rev, entries} | {"trimmed", first_id} | {"ok", rev} | {"dup", rev} | {"nons"} | {"denied", granted}
+--! returns: {"ok", rev, entries} | {"trimmed", first_id} | {"rewound", rev} | {"ok", rev} | {"dup", rev} | {"nons"} | {"denied", granted}
 --
 -- The change feed, the audit log and broadcasts (permission-checked like everything):
---   read  start count     (read)  entries from stream id `start` on; "now" -> the last one.
---                                 {"trimmed", first} if `start` was trimmed away: never a
---                                 silent gap (DESIGN.md decision 5).
+--   read  start count [prev_ms]  (read)  entries from stream id `start` on; "now" -> the
+--                                 last one. {"trimmed", first} if `start` was trimmed away:
+--                                 never a silent gap (DESIGN.md decision 5). {"rewound", rev}
+--                                 if the history before `start` is not the one the reader
+--                                 saw (DESIGN.md decision 3): `start` lies beyond the head,
+--                                 or the event right before it is not from `prev_ms` (the
+--                                 time of the last event the reader got) -- a crash or a
+--                                 failover lost revisions and new writes reused them.
 --   broadcast op_id value fmt (write) an event of type "broadcast" carrying the value;
 --                                 deduped by op id like every write.
 --   audit since_ms upto_ms agent action limit (read) newest first, filtered here.
@@ -38,6 +43,18 @@ if action == "read" then
   -- event count of their revision, so readers never guess): older than the oldest entry
   -- kept means it was trimmed.
   if first and id_less(start, first[1]) then return { "trimmed", first[1] } end
+  if tonumber(string.match(start, "^(%d+)")) > (rev or 0) + 1 then return { "rewound", rev } end
+  local prev_ms = ARGV[8]
+  if prev_ms and prev_ms ~= "" then
+    local before = redis.call("XREVRANGE", K_EVENTS, "(" .. start, "-", "COUNT", 1)[1]
+    if before then
+      local fields, ms = before[2], nil
+      for j = 1, math.min(#fields, 32), 2 do -- a bounded look for the time field
+        if fields[j] == "ms" then ms = fields[j + 1] end
+      end
+      if ms ~= prev_ms then return { "rewound", rev } end
+    end
+  end
   -- The last element says whether expired entries await the sweeper: watchers run it,
   -- which bounds the delay of "expire" events by their poll interval.
   return { "ok", rev, redis.call("XRANGE", K_EVENTS, start, "+", "COUNT", count), sweep_due(now_ms()) }

@@ -61,7 +61,12 @@ if action == "acquire" then
     redis.call("HINCRBY", K_STATS, "lock_busy", 1)
     return busy_reply(rec)
   end
-  local token = redis.call("HINCRBY", K_META, "lt", 1)
+  -- A token is never issued twice, even when a crash or failover lost the counter's last
+  -- increments (DESIGN.md decision 3): it is at least the server clock in microseconds,
+  -- which every earlier token trails (each took a script run of more than 1 us), so a
+  -- holder from a lost history can never present a token a new holder also got.
+  local token = math.max((tonumber(redis.call("HGET", K_META, "lt")) or 0) + 1, now_us())
+  redis.call("HSET", K_META, "lt", itos(token))
   rec.mode = mode
   rec.holders[#rec.holders + 1] = { owner = owner, agent = agent, x = now + ttl_ms, token = token }
   write_lock(name, rec)
