@@ -19,6 +19,7 @@ from the new primary. Each run prints acknowledged / lost counts.
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import threading
@@ -175,3 +176,30 @@ def test_failover_with_a_lagging_replica(group: RedisSentinelGroup, wait_replica
         assert lost == 0
     else:
         assert lost > 0, "the control lost nothing: the scenario did not make the replica lag"
+
+
+def test_the_cli_and_the_exporter_take_a_sentinel_url(group: RedisSentinelGroup):
+    from click.testing import CliRunner
+    from prometheus_client import CollectorRegistry, generate_latest
+
+    from swarm_memory.cli import cli
+    from swarm_memory.exporter import SwarmCollector, make_client
+
+    settings = _settings()
+    env = {"SWARM_MEMORY_REDIS_URL": group.url, "SWARM_MEMORY_KEY_PREFIX": settings.key_prefix}
+    runner = CliRunner()
+    for args in (["ns", "create", "team"], ["put", "team", "k", '{"v": 1}']):
+        result = runner.invoke(cli, args, env=env)
+        assert result.exit_code == 0, result.output + result.stderr
+    result = runner.invoke(cli, ["-o", "json", "get", "team", "k"], env=env)
+    assert result.exit_code == 0, result.stderr
+    assert json.loads(result.stdout)["value"] == {"v": 1}
+    client = make_client(settings, group.url)
+    try:
+        registry = CollectorRegistry()
+        registry.register(SwarmCollector(client, prefix=settings.key_prefix))
+        text = generate_latest(registry).decode()
+    finally:
+        client.close()
+    assert 'swarm_memory_namespace_entries{namespace="team"} 1.0' in text
+    assert "swarm_memory_redis_up 1.0" in text
