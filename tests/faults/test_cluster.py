@@ -93,6 +93,12 @@ def cluster6() -> Iterator[RedisCluster]:
         yield cluster
 
 
+# 8 KiB per write: a SIGSTOPped replica's socket buffer (about 128 KiB) fills within a few
+# dozen writes, so the rest waits in the primary's output buffer and dies with it. With
+# small values a slow (loaded) run could fit in the buffer and lose nothing.
+PAD = "x" * 8192
+
+
 class Writer(threading.Thread):
     def __init__(self, cluster: RedisCluster, settings: Settings) -> None:
         super().__init__(name="cluster-writer", daemon=True)
@@ -111,7 +117,7 @@ class Writer(threading.Thread):
         while not self.stop.is_set():
             started = time.monotonic()
             try:
-                self.ns.put(f"k{i}", i)
+                self.ns.put(f"k{i}", {"i": i, "pad": PAD})
                 self.acked.append(i)
                 self.slowest = max(self.slowest, time.monotonic() - started)
             except SwarmMemoryError as exc:

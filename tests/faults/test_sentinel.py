@@ -96,6 +96,12 @@ def test_bad_sentinel_urls_are_refused_before_any_io():
         )
 
 
+# 8 KiB per write: a SIGSTOPped replica's socket buffer (about 128 KiB) fills within a few
+# dozen writes, so the rest waits in the primary's output buffer and dies with it. With
+# small values a slow (loaded) run could fit in the buffer and lose nothing.
+PAD = "x" * 8192
+
+
 class Writer(threading.Thread):
     """Puts k0, k1, ... through the Sentinel URL until stopped; records what was
     acknowledged and what failed (a failed write is simply not counted)."""
@@ -114,7 +120,7 @@ class Writer(threading.Thread):
         i = 0
         while not self.stop.is_set():
             try:
-                self.ns.put(f"k{i}", i)
+                self.ns.put(f"k{i}", {"i": i, "pad": PAD})
                 self.acked.append(i)
             except SwarmMemoryError as exc:
                 self.failed += 1
