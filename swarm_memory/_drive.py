@@ -10,6 +10,7 @@ themselves (their I/O) are ``_async/driver.py`` and its generated ``_sync/driver
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -18,12 +19,53 @@ from tenacity import retry_if_exception_type, stop_after_attempt, wait_random_ex
 
 from swarm_memory import errors
 from swarm_memory._ops.effects import Command, ScriptCall
+from swarm_memory.keys import identity_key
 from swarm_memory.settings import Settings
 
 if TYPE_CHECKING:
     from swarm_memory.metrics import ClientMetrics
 
 ScriptObserver = Callable[[str, list[str], list[Any]], None]
+
+log = logging.getLogger("swarm_memory")
+
+# authenticated mode (DESIGN.md decision 8): one EVAL when a client first runs a script.
+# ARGV[1] is the agent's identity key, ARGV[2] one no agent's user may read ("*" is no
+# agent name): a user that passes for it may act as any agent (the default user).
+AUTH_PROBE = """
+if not redis.acl_check_cmd then return {0, 0, 0} end
+return {1, redis.acl_check_cmd("GET", ARGV[1]) and 1 or 0,
+  redis.acl_check_cmd("GET", ARGV[2]) and 1 or 0}
+"""
+
+
+def auth_probe_args(prefix: str, agent: str) -> tuple[str, str]:
+    return identity_key(prefix, agent), identity_key(prefix, "*")
+
+
+def auth_mode_of(reply: Any, agent: str) -> tuple[str, str]:
+    """("authenticated" | "cooperative", why) from the :data:`AUTH_PROBE` reply."""
+    has_check, own, anyone = (int(x) for x in reply)
+    if not has_check:
+        return "cooperative", "the server has no ACL checks in scripts (fakeredis?)"
+    if anyone:
+        return "cooperative", "this connection's Redis user may act as any agent"
+    if not own:
+        return "authenticated", f"but this connection's Redis user is not agent {agent!r}"
+    return "authenticated", f"this connection's Redis user is agent {agent!r}"
+
+
+def bound_user(client: Any) -> str | None:
+    """The ACL user name a client connects as, unless it is the default user."""
+    kwargs: dict[str, Any] = {}
+    pool = getattr(client, "connection_pool", None)
+    if pool is not None:
+        kwargs = getattr(pool, "connection_kwargs", {})
+    elif hasattr(client, "get_connection_kwargs"):
+        kwargs = client.get_connection_kwargs()
+    user = kwargs.get("username")
+    return None if user in (None, "", "default") else str(user)
+
 
 # Refusals during a Cluster reshard or failover: the node did not run the command (a
 # slot moved or is being migrated, or the cluster is down), so a retry with the same op
@@ -104,7 +146,22 @@ def final_error(
                 f"Redis unreachable after retries; the write was not sent: {exc}"
             )
         return errors.TransportError(f"Redis unreachable after retries: {exc}")
+    if (
+        isinstance(exc, rexc.NoPermissionError)
+        or "NOPERM" in str(exc)
+        or _SCRIPT_NOPERM in str(exc)
+    ):
+        return errors.PermissionDenied(
+            f"Redis refused {call_name(effect)} to this connection's ACL user: {exc}",
+            action=call_name(effect),
+            required="acl",
+            granted="none",
+        )
     return errors.ServerError(f"Redis refused the command: {exc}")
+
+
+# What Redis 7 answers when a script's redis.call touches a key the user may not.
+_SCRIPT_NOPERM = "user executing the script can't"
 
 
 class Attempts:
@@ -179,8 +236,17 @@ class DriverBase:
         # taken after a server restart or failover; it then falls back to EVAL.
         self.loaded: set[str] = set()
         self.hub: Any = None  # the event hub (events.py), made on first watch()
+        # authenticated | cooperative, learnt before the first script call (AUTH_PROBE).
+        self.auth_mode: str | None = None
         # Opt-in client metrics (metrics.py); None costs one attribute check per call.
         self.metrics: ClientMetrics | None = None
+
+    def learnt_auth_mode(self, reply: Any, agent: str) -> str:
+        mode, why = auth_mode_of(reply, agent)
+        if self.auth_mode is None:
+            log.info("swarm_memory: %s mode: %s", mode, why)
+        self.auth_mode = mode
+        return mode
 
     def notify(self, call: ScriptCall) -> None:
         call.script.check(call.keys, call.args)

@@ -19,14 +19,14 @@ from redis.retry import Retry
 
 from swarm_memory import _sentinel
 from swarm_memory._async.driver import AsyncDriver
-from swarm_memory._drive import ScriptObserver, setup_error
+from swarm_memory._drive import ScriptObserver, bound_user, setup_error
 from swarm_memory._ops import coord as _coord
 from swarm_memory._ops.args import consumer_arg
 from swarm_memory._ops.effects import AgentSession, Context, Flow, InboxContext, Resolver
 from swarm_memory._ops.inbox import InboxState, default_consumer
 from swarm_memory._sync.driver import Driver
 from swarm_memory.codec import Codec, ValueCodec
-from swarm_memory.errors import InvalidInput, InvalidOption, InvalidURL
+from swarm_memory.errors import IdentityMismatch, InvalidInput, InvalidOption, InvalidURL
 from swarm_memory.keys import agent_arg, namespace_arg
 from swarm_memory.metrics import ClientMetrics
 from swarm_memory.settings import Settings, redact_url
@@ -211,7 +211,20 @@ class MemoryBase(Generic[DriverT]):
         return self._driver.client
 
     def as_agent(self, agent: str) -> Self:
-        """Another identity over the same connection pool."""
+        """Another identity over the same connection pool.
+
+        Raises :class:`IdentityMismatch` on a client connected as an agent's own ACL user
+        (authenticated mode): its scripts would refuse every call as another agent."""
+        user = bound_user(self._driver.client)
+        if user is not None and agent_arg(agent) != user:
+            raise IdentityMismatch(
+                f"this client connects as the Redis user {user!r}: it cannot act as agent "
+                f"{agent!r} (connect with that agent's credentials)",
+                action="as_agent",
+                required="identity",
+                granted="none",
+                agent=agent,
+            )
         return type(self)(
             self._driver.client,
             agent=agent,

@@ -15,7 +15,8 @@ The tree (catch the base, or any branch)::
     │   └── NamespaceExists
     │       └── NamespaceConfigMismatch  exist_ok=True, but stored settings differ (.differences)
     ├── PermissionDenied                 .agent .namespace .action .required .granted
-    │   └── LastAdminError               refusing to remove the last admin
+    │   ├── LastAdminError               refusing to remove the last admin
+    │   └── IdentityMismatch             the connection's Redis user is not the agent named
     ├── ConflictError                    .current (Entry | None): the state that won
     │   ├── VersionRequired              strategy "version"/"custom" needs expected_version
     │   │                                (.strategy)
@@ -161,6 +162,13 @@ class PermissionDenied(SwarmMemoryError):
 
 class LastAdminError(PermissionDenied):
     """Revoking or downgrading would leave the namespace without any admin."""
+
+
+class IdentityMismatch(PermissionDenied):
+    """Authenticated mode: the Redis ACL user of the connection is not the agent the call
+    names (checked inside every script with ``redis.acl_check_cmd`` on the agent's identity
+    key, and by ``as_agent`` on a client connected as an agent's user). ``required`` is
+    ``"identity"``, ``granted`` is ``"none"``."""
 
 
 class ConflictError(SwarmMemoryError):

@@ -282,3 +282,11 @@ def registry_key(prefix: str) -> str:
     """Sorted set of namespace names. Outside every namespace slot: only single-key
     commands touch it, never a script (decision 1)."""
     return f"{prefix}:registry"
+
+
+def identity_key(prefix: str, agent: str) -> str:
+    """The identity key of ``agent`` (authenticated mode, DESIGN.md decision 8): its ACL
+    user, and no other agent's, may read it. Never created or accessed: every script
+    call carries it as its last ARGV (not a KEY: it lives in no namespace's slot), and
+    the script asks ``redis.acl_check_cmd("GET", key)`` whether the calling user passes."""
+    return f"{prefix}:@id:{agent}"

@@ -10,6 +10,10 @@ The loader prepends ``_lib.lua`` and checks every call against the header: the n
 fixed keys and args, and that variable parts come in whole groups. A call that does not
 fit raises before it reaches Redis. The reply tags the header lists (``Script.returns``)
 are the ones ``swarm_memory._ops.replies`` must handle; a unit test holds them equal.
+
+Every call also carries one ARGV beyond its header, appended by the driver: the identity
+key of the agent the call names (``keys.identity_key``), which ``_lib.lua`` takes off and
+checks before the script runs (authenticated mode, DESIGN.md decision 8).
 """
 
 from __future__ import annotations
@@ -19,6 +23,8 @@ import re
 from dataclasses import dataclass, field
 from functools import cache
 from importlib import resources
+
+from swarm_memory.keys import identity_key
 
 _HEADER = re.compile(r"^--! (keys|args|returns): (.*)$", re.MULTILINE)
 _GROUP = re.compile(r"\+(\w+)(?:\(([^)]*)\))?")
@@ -90,6 +96,13 @@ class Script:
     keys: Signature
     args: Signature
     returns: frozenset[str] = frozenset()  # the reply tags its header lists
+    agent_arg: int = 0  # where the calling agent's name is in its args
+
+    def identity_args(self, args: list[str | bytes | int], prefix: str) -> list[str | bytes | int]:
+        """``args`` plus the identity key of the agent they name (see the module doc)."""
+        agent = args[self.agent_arg]
+        name = agent.decode() if isinstance(agent, bytes) else str(agent)
+        return [*args, identity_key(prefix, name)]
 
     def check(self, keys: list[str], args: list[str | bytes | int]) -> None:
         if not self.keys.accepts(len(keys)) or not self.args.accepts(len(args)):
@@ -125,13 +138,17 @@ def load(name: str) -> Script:
     if "keys" not in headers or "args" not in headers or "returns" not in headers:
         raise RuntimeError(f"lua/{name}.lua lacks its --! keys / args / returns header")
     source = _read("_lib") + "\n" + body
+    args = Signature.parse(headers["args"])
+    if "agent" not in args.fixed:
+        raise RuntimeError(f"lua/{name}.lua: its args header names no agent")
     return Script(
         name=name,
         source=source,
         sha=hashlib.sha1(source.encode("utf-8")).hexdigest(),
         keys=Signature.parse(headers["keys"]),
-        args=Signature.parse(headers["args"]),
+        args=args,
         returns=parse_returns(headers["returns"]),
+        agent_arg=args.fixed.index("agent"),
     )
 
 

@@ -141,6 +141,14 @@ class AsyncSwarmMemory(MemoryBase[AsyncDriver]):
             )
         )
 
+    async def auth_mode(self) -> str:
+        """``"authenticated"`` when the server proves inside every script that this
+        connection's Redis user is the agent each call names (one ACL user per agent,
+        ``swarm-memory acl apply``), else ``"cooperative"`` (fakeredis, or a user that may
+        act as any agent, like the default user). Also logged (INFO, logger
+        ``swarm_memory``) when the client runs its first script."""
+        return await self._driver.probe_auth(self.agent)
+
     async def list_namespaces(self) -> list[str]:
         """Namespaces this agent may read, sorted by name."""
         return await self._driver.run(
@@ -261,7 +269,9 @@ class AsyncSwarmMemory(MemoryBase[AsyncDriver]):
 
     async def agents(self, *, alive: bool = True) -> list[AgentInfo]:
         """Agents that heartbeat, by name (only live ones unless ``alive=False``)."""
-        return await self._driver.run(_coord.presence_list(self.settings.key_prefix, alive))
+        return await self._driver.run(
+            _coord.presence_list(self.settings.key_prefix, self.agent, alive)
+        )
 
     def _event_hub(self) -> AsyncHub:
         d = self._driver

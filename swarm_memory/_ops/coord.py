@@ -285,8 +285,9 @@ def presence_leave(prefix: str, agent: str) -> Flow[None]:
     yield from _presence_call(prefix, ["leave", agent, 0, 0], new_op_id())
 
 
-def presence_list(prefix: str, alive: bool) -> Flow[list[AgentInfo]]:
-    f = yield from _presence_call(prefix, ["list", "", 0, 0], None)
+def presence_list(prefix: str, agent: str, alive: bool) -> Flow[list[AgentInfo]]:
+    # The caller's name too: every script checks it against the Redis user (identity).
+    f = yield from _presence_call(prefix, ["list", agent, 0, 0], None)
     return _presence_list(f, alive)
 
 

@@ -87,12 +87,33 @@ class Replies(Generic[F]):
         tag = reply[0]
         if tag in self.outcomes:
             return Fields(reply, 1, tag)
+        if tag == b"denied" and reply[1:2] == [b"identity"]:
+            raise identity_refused(self.script, failure)
         build = self.errors.get(tag)
         if build is None or failure is None:
             raise errors.ServerError(
                 f"unexpected reply {tag!r} from the {self.script} script", **_where(failure)
             )
         raise build(failure, Fields(reply, 1, tag))
+
+
+def identity_refused(
+    script: str, failure: Failure | InboxFailure | None
+) -> errors.SwarmMemoryError:
+    """Every script's answer when the calling Redis user is not the agent the call names
+    (``_lib.lua``: the identity check that runs before the script)."""
+    where = _where(failure)
+    agent = where.get("agent")
+    named = f"agent {agent!r}" if agent else "the agent this call names"
+    action = failure.action if failure is not None else script
+    return errors.IdentityMismatch(
+        f"the Redis user of this connection may not act as {named}: identity check failed "
+        f"in the {script} script (authenticated mode: connect with that agent's credentials)",
+        action=action,
+        required="identity",
+        granted="none",
+        **where,
+    )
 
 
 def _where(failure: Failure | InboxFailure | None) -> dict[str, Any]:
@@ -310,7 +331,13 @@ LOCK = Replies[Failure](
     outcomes=frozenset({b"ok", b"held"}),
     errors={**COMMON_ERRORS, b"not_owned": _lock_not_owned},
 )
-PRESENCE = Replies[Failure]("presence", frozenset({b"ok"}), {})
+
+
+def _presence_denied(fail: Failure, f: Fields) -> Exception:
+    return identity_refused("presence", fail)  # the only denial presence answers
+
+
+PRESENCE = Replies[Failure]("presence", frozenset({b"ok"}), {b"denied": _presence_denied})
 
 
 # --------------------------------------------------------------------- inbox script

@@ -20,9 +20,11 @@ from tenacity import Retrying, stop_after_attempt
 
 from swarm_memory import errors
 from swarm_memory._drive import (
+    AUTH_PROBE,
     RETRYABLE,
     Attempts,
     DriverBase,
+    auth_probe_args,
     call_name,
     eviction_policy_error,
     final_error,
@@ -183,9 +185,24 @@ class Driver(DriverBase):
         for client in clients:
             client.close()
 
+    def probe_auth(self, agent: str) -> str:
+        """authenticated | cooperative (see ``_drive.AUTH_PROBE``); logged once per client."""
+        try:
+            return self._probe_auth(agent)
+        except (rexc.RedisError, rexc.RedisClusterException) as exc:
+            raise final_error(Command(("EVAL",)), exc) from exc
+
+    def _probe_auth(self, agent: str) -> str:
+        args = auth_probe_args(self.settings.key_prefix, agent)
+        return self.learnt_auth_mode(self.client.eval(AUTH_PROBE, 0, *args), agent)
+
     def _script(self, call: ScriptCall) -> Any:
         n = len(call.keys)
         script = call.script
+        if self.auth_mode is None:
+            agent = call.args[script.agent_arg]
+            self._probe_auth(agent.decode() if isinstance(agent, bytes) else str(agent))
+        args = script.identity_args(call.args, self.settings.key_prefix)
         if script.sha not in self.loaded:
             self.client.script_load(script.source)
             self.loaded.add(script.sha)
@@ -193,7 +210,7 @@ class Driver(DriverBase):
             # One pipeline = one connection: WAIT then counts this very write.
             node, target = self._node_client(call.keys[0]) if self.is_cluster else ("", self.client)
             pipe = target.pipeline(transaction=False)
-            pipe.evalsha(script.sha, n, *call.keys, *call.args)
+            pipe.evalsha(script.sha, n, *call.keys, *args)
             pipe.execute_command(*self.wait_args())
             try:
                 reply, acked = pipe.execute()
@@ -211,7 +228,7 @@ class Driver(DriverBase):
             self.acked(call, acked)
             return reply
         try:
-            return self.client.evalsha(script.sha, n, *call.keys, *call.args)
+            return self.client.evalsha(script.sha, n, *call.keys, *args)
         except rexc.NoScriptError:
             # EVAL also caches the script on the node that ran it (also after a failover).
-            return self.client.eval(script.source, n, *call.keys, *call.args)
+            return self.client.eval(script.source, n, *call.keys, *args)

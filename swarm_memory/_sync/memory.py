@@ -142,6 +142,14 @@ class SwarmMemory(MemoryBase[Driver]):
             )
         )
 
+    def auth_mode(self) -> str:
+        """``"authenticated"`` when the server proves inside every script that this
+        connection's Redis user is the agent each call names (one ACL user per agent,
+        ``swarm-memory acl apply``), else ``"cooperative"`` (fakeredis, or a user that may
+        act as any agent, like the default user). Also logged (INFO, logger
+        ``swarm_memory``) when the client runs its first script."""
+        return self._driver.probe_auth(self.agent)
+
     def list_namespaces(self) -> list[str]:
         """Namespaces this agent may read, sorted by name."""
         return self._driver.run(_namespaces.list_namespaces(self._ctx, self.settings.key_prefix))
@@ -258,7 +266,7 @@ class SwarmMemory(MemoryBase[Driver]):
 
     def agents(self, *, alive: bool = True) -> list[AgentInfo]:
         """Agents that heartbeat, by name (only live ones unless ``alive=False``)."""
-        return self._driver.run(_coord.presence_list(self.settings.key_prefix, alive))
+        return self._driver.run(_coord.presence_list(self.settings.key_prefix, self.agent, alive))
 
     def _event_hub(self) -> Hub:
         d = self._driver

@@ -91,6 +91,8 @@ def exit_code_for(exc: errors.SwarmMemoryError) -> ExitCode:
 
 def describe(exc: errors.SwarmMemoryError) -> str:
     """A one-line message built from the error's structured attributes where it has them."""
+    if isinstance(exc, errors.PermissionDenied) and exc.required in ("acl", "identity"):
+        return f"permission denied: {exc.message}"  # Redis's ACL, not the namespace's map
     if isinstance(exc, errors.PermissionDenied):
         return (
             f"permission denied: agent {exc.agent!r} has {exc.granted!r} in namespace "

@@ -18,6 +18,7 @@ import redis.exceptions as rexc
 
 from swarm_memory import errors
 from swarm_memory._drive import setup_error
+from swarm_memory.cli.acl import acl_group
 from swarm_memory.cli.base import (
     CliError,
     Config,
@@ -46,6 +47,8 @@ def _redis_error(exc: rexc.RedisError) -> tuple[ExitCode, str]:
         return ExitCode.UNREACHABLE, f"Redis unreachable: {exc}"
     if isinstance(exc, rexc.ResponseError) and str(exc).startswith(("NOAUTH", "WRONGPASS")):
         return ExitCode.UNREACHABLE, f"Redis refused the credentials: {exc}"
+    if isinstance(exc, rexc.NoPermissionError) or str(exc).startswith("NOPERM"):
+        return ExitCode.PERMISSION, f"permission denied by Redis's ACL: {exc}"
     if "Cluster" in type(exc).__name__:
         return ExitCode.UNREACHABLE, f"Redis Cluster unreachable: {exc}"
     return ExitCode.ERROR, f"Redis refused the command: {exc}"
@@ -160,6 +163,7 @@ def demo_cmd(*, agents: int, tasks: int, embedded: str, timeout: float) -> None:
 
 for _command in (
     ns_group,
+    acl_group,
     get_cmd,
     put_cmd,
     delete_cmd,

@@ -9,6 +9,29 @@ local K_META, K_ACL, K_STATS, K_IDX, K_LRU, K_EXP, K_EVENTS, K_AUDIT, K_OPS, K_O
 local K_LEASE, K_EPH, K_LOCKS, K_LOCKH, K_LBELL = KEYS[12], KEYS[13], KEYS[14], KEYS[15], KEYS[16]
 local N_FIXED = 16
 
+-- Identity (DESIGN.md decision 8, authenticated mode). The client appends the claimed
+-- agent's identity key (keys.identity_key) to every call's ARGV; it is taken off here,
+-- before any script reads ARGV, and checked before anything else runs. Each agent's ACL
+-- user may read only its own identity key, so acl_check_cmd proves that the calling user
+-- is the agent the call names (the default user passes for every agent). The key is
+-- checked, never accessed. A server without ACLs in Lua (fakeredis) stays cooperative;
+-- the client says which mode it is in when it connects (auth_mode).
+local IDENTITY_KEY = table.remove(ARGV)
+local function identity_refused()
+  if not redis.acl_check_cmd then return false end
+  return not redis.acl_check_cmd("GET", IDENTITY_KEY)
+end
+if identity_refused() then
+  if #KEYS >= N_FIXED then
+    -- A namespace script (agent = ARGV[1]): count and audit the denial where the calling
+    -- user may write (pcall: a user with read-only keys is refused, just not audited).
+    redis.pcall("HINCRBY", K_STATS, "denied", 1)
+    redis.pcall("XADD", K_AUDIT, "*", "a", ARGV[1] or "", "act", "identity", "k", "", "op", "",
+      "out", "denied", "r", 0)
+  end
+  return { "denied", "identity" }
+end
+
 local LEVEL_RANK = { none = 0, read = 1, write = 2, admin = 3 }
 local RANK_NAME = { [0] = "none", [1] = "read", [2] = "write", [3] = "admin" }
 

@@ -1,6 +1,6 @@
 --! keys: exp seen
 --! args: action agent ttl_ms retention_ms
---! returns: {"ok", expires_ms} | {"ok", now_ms, agent, expires_ms, seen_ms, ...}
+--! returns: {"ok", expires_ms} | {"ok", now_ms, agent, expires_ms, seen_ms, ...} | {"denied", "identity"}
 --
 -- Agent presence, outside every namespace (its own hash tag {@presence}): heartbeats on
 -- the Redis server clock (DESIGN.md decision 4), never the agents'.
