@@ -17,7 +17,7 @@ from click.testing import CliRunner
 from swarm_memory import Settings, SwarmMemory, acl, errors
 from swarm_memory.cli import cli
 from swarm_memory.models import PermissionLevel
-from tests.servers import RedisServer
+from tests.servers import RedisCluster, RedisServer
 
 PREFIX = "sm"
 
@@ -225,3 +225,37 @@ def test_injection_is_stored_inert_or_rejected(swarm: Swarm, text: str):
             except errors.InvalidInput:
                 continue  # rejected before anything reaches Redis
     assert swarm.admin.namespace("team").get("plan") is not None  # nothing ran
+
+
+def test_the_identity_check_and_the_scopes_hold_on_cluster():
+    """The same users applied on every primary of a 3-node Cluster: an impostor is refused,
+    an agent works as itself, and another namespace is unreadable on every node."""
+    settings = Settings(key_prefix=PREFIX, cluster=True, retry_attempts=1, connect_timeout=2)
+    with RedisCluster() as cluster:
+        admin = SwarmMemory.from_url(cluster.url, agent="boss", settings=settings)
+        try:
+            perms: dict[str, PermissionLevel] = {"boss": "admin", "w1": "write"}
+            admin.create_namespace("team", default_permission="none", permissions=perms)
+            admin.create_namespace("secret", default_permission="none")
+            admin.namespace("secret").put("key", "hidden")
+            infos = [admin.namespace_info(n) for n in admin.list_namespaces()]
+            passwords = acl.apply(admin.redis, acl.plan(infos, prefix=PREFIX))
+        finally:
+            admin.close()
+        url = f"redis://w1:{passwords['w1']}@127.0.0.1:{cluster.ports[0]}/0"
+        with SwarmMemory.from_url(url, agent="w1", settings=settings) as w1:
+            assert w1.auth_mode() == "authenticated"
+            assert w1.namespace("team").put("mine", 1).updated_by == "w1"
+            with pytest.raises(errors.PermissionDenied):
+                w1.namespace("secret").get("key")
+        with SwarmMemory.from_url(url, agent="boss", settings=settings) as impostor:
+            for operation in ("get", "put", "grant", "history"):
+                with pytest.raises(errors.IdentityMismatch):
+                    OPERATIONS[operation](impostor)
+        for port in cluster.ports:  # every node refuses w1 the other namespace's keys
+            raw = redis.Redis(host="127.0.0.1", port=port, username="w1", password=passwords["w1"])
+            try:
+                with pytest.raises(redis.exceptions.NoPermissionError):
+                    raw.execute_command("HGETALL", "sm:{secret}:e:key")
+            finally:
+                raw.close()
