@@ -1,7 +1,8 @@
 """``swarm-memory doctor``: is this Redis fit to hold swarm memory?
 
-Reads only (PING, INFO, CONFIG GET, SCRIPT EXISTS, TIME) on every primary. Exit 0 when
-no check failed, 7 when one did; warnings do not fail.
+Reads (PING, INFO, CONFIG GET, SCRIPT EXISTS, TIME, ACL GETUSER) on every primary; the
+ACL drift check sets and deletes one throwaway probe user per agent. Exit 0 when no check
+failed, 7 when one did; warnings do not fail.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import click
 import redis
 import redis.exceptions as rexc
 
+from swarm_memory import acl
 from swarm_memory.cli.base import ExitCode, config, emit, output_option, redact_url, table
 from swarm_memory.client import SwarmMemory
 from swarm_memory.errors import ClusterModeMismatch
@@ -149,6 +151,62 @@ def _memory_policy(node: str, client: redis.Redis) -> list[Check]:
     return [Check(node, "maxmemory", status, f"policy {policy}, maxmemory {size}: {why}")]
 
 
+def _security_checks(node: str, client: Any, prefix: str) -> list[Check]:
+    """The security posture (README "Security"): TLS, the default user, and whether every
+    agent of the permission maps has an ACL user of its own that matches the maps."""
+    out: list[Check] = []
+
+    def add(check: str, status: str, detail: str) -> None:
+        out.append(Check(node, check, status, detail))
+
+    pool = getattr(client, "connection_pool", None)
+    kwargs = pool.connection_kwargs if pool is not None else client.get_connection_kwargs()
+    connection_class = getattr(pool, "connection_class", None) if pool is not None else None
+    tls = "SSL" in getattr(connection_class, "__name__", "") or bool(kwargs.get("ssl"))
+    if tls:
+        add("tls", "ok", "connections are encrypted (rediss://)")
+    else:
+        add("tls", "warn", "plaintext connections: use rediss:// where the network is shared")
+    try:
+        default = acl.getuser(client, "default")
+        maps = acl.read_maps(client, prefix)
+    except (rexc.RedisError, rexc.RedisClusterException) as exc:
+        add("acl", "info", f"cannot read the ACL as this user ({exc}): run doctor as an admin")
+        return out
+    flags = default.get("flags", []) if default else []
+    if default and "on" in flags and "nopass" in flags:
+        add(
+            "default user",
+            "warn",
+            "on without a password: any client that reaches Redis can act as any agent "
+            "(cooperative mode); set a password or turn it off once agents have their users",
+        )
+    else:
+        add("default user", "ok", "needs a password or is off")
+    users = acl.plan(maps, prefix=prefix)
+    missing = [u.agent for u in users if acl.getuser(client, u.agent) is None]
+    if missing:
+        add(
+            "agent users",
+            "warn",
+            f"{len(missing)} of {len(users)} agents have no ACL user of their own (they share "
+            f"one: cooperative), e.g. {', '.join(missing[:5])}: swarm-memory acl apply",
+        )
+    else:
+        add("agent users", "ok", f"every agent of the maps has its own ACL user ({len(users)})")
+    stale = sorted(set(acl.drift(client, users)) - set(missing))
+    if stale:
+        add(
+            "acl drift",
+            "warn",
+            f"ACL users out of date with the permission maps: {', '.join(stale[:5])}: "
+            "swarm-memory acl apply",
+        )
+    elif users and not missing:
+        add("acl drift", "ok", "ACL users match the permission maps")
+    return out
+
+
 @click.command("doctor")
 @output_option
 def doctor_cmd() -> None:
@@ -172,6 +230,7 @@ def doctor_cmd() -> None:
     checks: list[Check] = []
     for name, node_client in nodes:
         checks.extend(_server_checks(name, node_client, configured))
+    checks.extend(_security_checks(nodes[0][0], client, memory.settings.key_prefix))
     failed = [c for c in checks if c.status == "fail"]
     url = redact_url(cfg.target_url or "")
     data = {

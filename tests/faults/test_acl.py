@@ -259,3 +259,33 @@ def test_the_identity_check_and_the_scopes_hold_on_cluster():
                     raw.execute_command("HGETALL", "sm:{secret}:e:key")
             finally:
                 raw.close()
+
+
+def _doctor(url: str) -> dict[str, dict[str, Any]]:
+    import json
+
+    result = CliRunner().invoke(cli, ["-o", "json", "doctor"], env={"SWARM_MEMORY_REDIS_URL": url})
+    assert result.exit_code in (0, 7), result.output
+    return {c["check"]: c for c in json.loads(result.stdout)["checks"]}
+
+
+def test_doctor_reports_the_security_posture(swarm: Swarm):
+    checks = _doctor(swarm.server.url)
+    assert checks["tls"]["status"] == "warn"
+    assert (
+        checks["default user"]["status"] == "warn"
+        and "any agent" in checks["default user"]["detail"]
+    )
+    assert checks["agent users"]["status"] == "ok"
+    assert checks["acl drift"]["status"] == "ok"
+    swarm.admin.namespace("secret").grant({"r1": "read"})
+    try:
+        drifted = _doctor(swarm.server.url)
+        assert drifted["acl drift"]["status"] == "warn" and "r1" in drifted["acl drift"]["detail"]
+    finally:
+        swarm.admin.namespace("secret").revoke(["r1"])
+    with RedisServer() as bare:  # no agent users at all: every agent is cooperative
+        admin = SwarmMemory.from_url(bare.url, agent="boss", settings=_settings())
+        admin.create_namespace("team", permissions={"w1": "write"})
+        admin.close()
+        assert _doctor(bare.url)["agent users"]["status"] == "warn"
