@@ -18,6 +18,7 @@ from tenacity import retry_if_exception_type, stop_after_attempt, wait_random_ex
 
 from swarm_memory import errors
 from swarm_memory._ops.effects import Command, ScriptCall
+from swarm_memory._ops.replies import script_error
 from swarm_memory.settings import Settings
 
 if TYPE_CHECKING:
@@ -98,6 +99,10 @@ def final_error(
                 f"Redis unreachable after retries; the write was not sent: {exc}"
             )
         return errors.TransportError(f"Redis unreachable after retries: {exc}")
+    if isinstance(exc, rexc.ResponseError) and isinstance(effect, ScriptCall | Command):
+        corrupt = script_error(effect, str(exc))  # CorruptData naming the key
+        if corrupt is not None:
+            return corrupt
     return errors.ServerError(f"Redis refused the command: {exc}")
 
 
