@@ -7,6 +7,7 @@ from swarm_memory.codec import Codec, JsonCodec
 from swarm_memory.errors import (
     ClusterModeMismatch,
     ConflictError,
+    CorruptData,
     EventsTrimmed,
     FencingError,
     HistoryRewound,
@@ -82,6 +83,7 @@ __all__ = [
     "ClusterModeMismatch",
     "Codec",
     "ConflictError",
+    "CorruptData",
     "Entry",
     "Event",
     "EventsTrimmed",

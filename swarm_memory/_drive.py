@@ -19,6 +19,7 @@ from tenacity import retry_if_exception_type, stop_after_attempt, wait_random_ex
 
 from swarm_memory import errors
 from swarm_memory._ops.effects import Command, ScriptCall
+from swarm_memory._ops.replies import script_error
 from swarm_memory.keys import identity_key
 from swarm_memory.settings import Settings
 
@@ -157,6 +158,10 @@ def final_error(
             required="acl",
             granted="none",
         )
+    if isinstance(exc, rexc.ResponseError) and isinstance(effect, ScriptCall | Command):
+        corrupt = script_error(effect, str(exc))  # CorruptData naming the key
+        if corrupt is not None:
+            return corrupt
     return errors.ServerError(f"Redis refused the command: {exc}")
 
 

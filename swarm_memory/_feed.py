@@ -89,6 +89,23 @@ class FeedCore:
     lock: threading.Lock = field(default_factory=threading.Lock)
     feeds: dict[FeedKey, list[Subscriber]] = field(default_factory=dict)
     metrics: ClientMetrics | None = None  # opt-in: events delivered, watcher lag
+    # Feed entries ("entry") and doorbell payloads ("doorbell") that did not decode and
+    # were skipped (also logged, and counted in the metrics when they are on).
+    skipped: dict[str, int] = field(default_factory=lambda: {"entry": 0, "doorbell": 0})
+
+    def report_skipped(self, namespace: str, what: str, where: str, problem: str) -> None:
+        """A feed entry or doorbell that is no event this library wrote: logged and
+        counted, then skipped (the feed goes on past it, never stalls on it)."""
+        self.skipped[what] = self.skipped.get(what, 0) + 1
+        log.warning(
+            "skipped a %s of namespace %r that does not decode (%s): %s",
+            what,
+            namespace,
+            where,
+            problem,
+        )
+        if self.metrics is not None:
+            self.metrics.count_skipped(namespace, what)
 
     def add(self, sub: Subscriber) -> None:
         with self.lock:
@@ -178,7 +195,10 @@ class FeedCore:
         for payload in bells or ():
             try:
                 carried.append(_events.doorbell_events(subs[0].ctx, payload))
-            except Exception:  # an undecodable value: the read path will report it
+            except _records.DECODE_ERRORS as exc:  # the stream read delivers its events
+                self.report_skipped(
+                    subs[0].ctx.namespace, "doorbell", key[0], f"{type(exc).__name__}: {exc}"
+                )
                 break
         groups: dict[str, list[Subscriber]] = {}
         for sub in subs:
@@ -200,6 +220,8 @@ class FeedCore:
                 except errors.SwarmMemoryError as exc:  # transport: retried on the next wake
                     log.warning("event feed read failed, will retry: %s", exc)
                     break
+                for sid, problem in page.skipped:
+                    self.report_skipped(group[0].ctx.namespace, "entry", sid, problem)
                 if page.events:
                     self._deliver(group, page.events)
                     _moved(group, page.next, page.events[-1])
@@ -209,11 +231,13 @@ class FeedCore:
                 if self.metrics is not None:
                     behind = page.revision - int(cursor.split("-", 1)[0])
                     self.metrics.set_watch_lag(group[0].ctx.namespace, behind)
-                if len(page.events) < self.batch:
+                if len(page.events) + len(page.skipped) < self.batch:
                     break
 
 
 OnError = Callable[[BaseException, Event | None], Any]
+# A doorbell carries at most 64 events of 6 parts, plus 4 (publish_events in _lib.lua).
+_MAX_BELL_PARTS = 64 * 6 + 4
 
 
 def _moved(group: list[Subscriber], cursor: str, last: Event) -> None:
@@ -247,12 +271,18 @@ def note_doorbell(
     raw = msg["channel"]
     channel = raw.decode() if isinstance(raw, bytes) else str(raw)
     data = msg["data"] if isinstance(msg["data"], bytes) else str(msg["data"]).encode()
-    try:
-        rev: int | None = int(_records.unpack(data)[0])
-    except (ValueError, IndexError):
-        rev = None  # "0": the namespace was dropped; anything else: read anyway
-    if not rev:
+    if data.isdigit():  # a bare revision (a big batch: read it), or "0" (dropped)
         rung[channel] = None
+        return
+    try:
+        rev: int | None = int(_records.unpack(data, _MAX_BELL_PARTS)[0])
+    except (ValueError, IndexError):
+        rev = None
+    if not rev:
+        # Not a doorbell this library rings: read anyway, and let service() report it
+        # (it fails to decode there too).
+        rung[channel] = None
+        bells.setdefault(channel, []).append(data)
         return
     bells.setdefault(channel, []).append(data)
     if channel not in rung or (rung[channel] is not None and rev > (rung[channel] or 0)):

@@ -45,17 +45,12 @@ class LockBase:
         mode: str,
         metrics: Any,
     ) -> None:
-        if mode not in _args.LOCK_MODES:
-            raise errors.InvalidOption(
-                "mode must be 'exclusive' or 'shared'", field="mode", value=mode
-            )
+        script_mode = _args.lock_mode_arg(mode)
         _args.bool_arg(renew, "renew")
         if on_lost is not None and not callable(on_lost):
             raise errors.InvalidInput("on_lost must be callable", field="on_lost", value=on_lost)
         self._ctx = ctx
-        self._st = LockState(
-            ctx.key(name), _args.LOCK_MODES[mode], _args.lock_ttl_arg(ttl, ctx.settings)
-        )
+        self._st = LockState(ctx.key(name), script_mode, _args.lock_ttl_arg(ttl, ctx.settings))
         self._wait = _args.wait_arg(wait)
         self._renew = renew
         self._on_lost = on_lost

@@ -35,7 +35,9 @@ The tree (catch the base, or any branch)::
     ├── OpIdReused                       an op id replayed with a different request (.op_id)
     ├── RequestTimeout                   request() got no reply in time (.correlation_id)
     ├── ServerError                      Redis refused the command (OOM, READONLY, script error)
-    │   └── UnsafeEvictionPolicy         the server may evict any key (allkeys-*): writes refused
+    │   ├── UnsafeEvictionPolicy         the server may evict any key (allkeys-*): writes refused
+    │   └── CorruptData                  a stored record, stream entry or key type does not
+    │                                    parse (.key: the Redis key; .problem)
     ├── NotReplicated                    applied on the primary, but WAIT saw too few replicas
     ├── ClusterModeMismatch              cluster setting vs server mode (.configured_cluster
     │                                    .server_cluster)
@@ -361,10 +363,28 @@ class RequestTimeout(SwarmMemoryError, TimeoutError):
 
 
 class ServerError(SwarmMemoryError):
-    """Redis answered with an error (out of memory, read-only replica, script error).
+    """Redis answered with an error (out of memory, read-only replica, script error), or
+    with data that does not parse (:class:`CorruptData`).
 
     Nothing was applied: scripts validate before they write.
     """
+
+
+class CorruptData(ServerError):
+    """Data the library reads back from Redis does not have the shape it wrote: a record
+    that does not parse, a number that is not one, a value its format cannot decode, or
+    a key holding another type than the library keeps there (something other than this
+    library wrote it).
+
+    ``key`` is the full Redis key (``sm:{team}:e:plan``, ``sm:{team}:lockh``), not an
+    entry's name; ``problem`` says what is wrong. Scripts check what they read, and the
+    type of every key they will write, before their first write: a call that raises this
+    changed nothing. Repair or delete the key; other keys and namespaces are unaffected.
+    """
+
+    def __init__(self, message: str, *, key: str | None, problem: str, **ctx: Any) -> None:
+        super().__init__(message, key=key, **ctx)
+        self.problem = problem
 
 
 class UnsafeEvictionPolicy(ServerError):

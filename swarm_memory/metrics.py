@@ -27,6 +27,9 @@ Series (labels are bounded sets: never a key, agent, op id or lock name):
 ``swarm_memory_client_watch_lag_revisions{namespace}``         revisions a watcher feed of this
                                                                process was behind the namespace
                                                                head at its last read
+``swarm_memory_client_feed_skipped_total{namespace,what}``     feed entries (what=entry) and
+                                                               doorbells (what=doorbell) that did
+                                                               not decode: logged and skipped
 =============================================================  ==================================
 
 ``op`` is the name of the operation's flow (``put``, ``get``, ``update``, ``read_events``
@@ -155,6 +158,13 @@ class ClientMetrics:
             ["namespace"],
             registry=registry,
         )
+        self.feed_skipped = Counter(
+            "swarm_memory_client_feed_skipped",
+            "Feed stream entries (what=entry) and doorbell payloads (what=doorbell) that "
+            "did not decode: reported and skipped, never a stall.",
+            ["namespace", "what"],
+            registry=registry,
+        )
         self.watch_lag = Gauge(
             "swarm_memory_client_watch_lag_revisions",
             "Revisions a watcher feed was behind its namespace's head at its last read.",
@@ -215,6 +225,12 @@ class ClientMetrics:
         """``n`` events of ``namespace`` were handed to watchers of this process."""
         if n:
             self.events_delivered.labels(namespace).inc(n)
+
+    def count_skipped(self, namespace: str, what: str, n: int = 1) -> None:
+        """``n`` feed entries (``what="entry"``) or doorbells (``"doorbell"``) of
+        ``namespace`` did not decode and were skipped."""
+        if n:
+            self.feed_skipped.labels(namespace, what).inc(n)
 
     def set_watch_lag(self, namespace: str, revisions: int) -> None:
         """A feed of ``namespace`` was ``revisions`` behind the head at its last read."""

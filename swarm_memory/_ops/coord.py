@@ -42,7 +42,7 @@ from swarm_memory._ops.effects import (
 )
 from swarm_memory._ops.entries import Item, get, item_entry, put, write
 from swarm_memory._ops.namespaces import sweep
-from swarm_memory._ops.records import Fields, text, unpack
+from swarm_memory._ops.records import Fields, MalformedReply, decoding, text, unpack
 from swarm_memory._ops.replies import LOCK, PRESENCE, Failure, MergeFallback
 from swarm_memory.codec import JSON_FORMAT
 from swarm_memory.keys import PresenceKeys
@@ -100,10 +100,16 @@ def lock_info(name: str, record: bytes, server_now: int) -> LockInfo | None:
     if not record:
         return None
     f = Fields(unpack(record))
-    mode = "shared" if f.next() == b"s" else "exclusive"
+    raw_mode = f.next()
+    if raw_mode not in (b"s", b"x"):
+        raise MalformedReply(f"lock {name!r} has mode {raw_mode!r:.20}")
+    mode = "shared" if raw_mode == b"s" else "exclusive"
+    stored = f.records(HolderRecord)
+    if not stored:
+        raise MalformedReply(f"lock {name!r} has a record without holders")
     holders = tuple(
         LockHolder(text(h.agent), int(h.token), ms_to_datetime(int(h.expires_ms)))
-        for h in f.records(HolderRecord)
+        for h in stored
         if int(h.expires_ms) > server_now
     )
     if not holders:
@@ -115,7 +121,7 @@ def lock_info(name: str, record: bytes, server_now: int) -> LockInfo | None:
 def lock_list(f: Fields) -> list[LockInfo]:
     """The lock script's "list" reply: ``now (name record)...``, by name."""
     server_now = f.number()
-    infos = (lock_info(text(e.name), e.record, server_now) for e in f.records(LockEntry))
+    infos = [lock_info(text(e.name), e.record, server_now) for e in f.records(LockEntry)]
     return sorted((i for i in infos if i is not None), key=lambda i: i.name)
 
 
@@ -196,8 +202,9 @@ def acquire(ctx: Context, st: LockState, wait: float | None) -> Flow[FencingToke
             if handle is not None:
                 yield Unlisten(handle)
             return st.token
-        held = f.record(Held)
-        holder, until, server_now = text(held.holder), int(held.expires_ms), int(held.now_ms)
+        with decoding(ctx.keys.lock_records, **ctx.err()):
+            held = f.record(Held)
+            holder, until, server_now = text(held.holder), int(held.expires_ms), int(held.now_ms)
         now = time.monotonic()
         if deadline is not None and now >= deadline:
             if handle is not None:
@@ -254,7 +261,8 @@ def force_release(ctx: Context, name: str) -> Flow[bool]:
 def list_locks(ctx: Context, limit: int = 1000) -> Flow[list[LockInfo]]:
     """Locks held now (read permission), by name."""
     f = yield from _lock_call(ctx, "list", [limit], None, None)
-    return lock_list(f)
+    with decoding(ctx.keys.lock_records, **ctx.err()):
+        return lock_list(f)
 
 
 # ------------------------------------------------------------------------ agent leases
@@ -288,7 +296,8 @@ def presence_leave(prefix: str, agent: str) -> Flow[None]:
 def presence_list(prefix: str, agent: str, alive: bool) -> Flow[list[AgentInfo]]:
     # The caller's name too: every script checks it against the Redis user (identity).
     f = yield from _presence_call(prefix, ["list", agent, 0, 0], None)
-    return _presence_list(f, alive)
+    with decoding(PresenceKeys.of(prefix).seen):
+        return _presence_list(f, alive)
 
 
 def heartbeat(

@@ -152,7 +152,8 @@ def write(
             continue
         if f.tag == b"dup":
             record, due = f.next(), f.next() != 0
-            result = parse_op_record(record, due)
+            with records.decoding(nk.ops, **ctx.err()):
+                result = parse_op_record(record, due)
             if result is None or result.digest != digest:
                 raise errors.OpIdReused(
                     f"op id {op_id!r} was already used for a different request; "
@@ -542,7 +543,8 @@ def key_page(ctx: Context, pattern: str, after: str | None) -> Flow[tuple[list[s
     # UTF-8 never contains byte 0xFF, so prefix + 0xFF bounds every name with that prefix.
     upto: bytes = b"(" + prefix.encode() + b"\xff" if prefix else b"+"
     f = yield from _read(ctx, "page", [], [start, upto, ctx.settings.page_size])
-    raw_last = f.next()
-    last = text(raw_last) if raw_last else None
-    matched = [n for n in f.strings() if fnmatch.fnmatchcase(n, pattern)]
+    with records.decoding(ctx.keys.index, **ctx.err()):  # names someone else put there
+        raw_last = f.next()
+        last = text(raw_last) if raw_last else None
+        matched = [n for n in f.strings() if fnmatch.fnmatchcase(n, pattern)]
     return matched, last

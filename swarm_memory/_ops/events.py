@@ -24,7 +24,16 @@ from swarm_memory._ops.args import (
 from swarm_memory._ops.effects import Context, Flow, ScriptCall
 from swarm_memory._ops.entries import get_many, key_page
 from swarm_memory._ops.namespaces import sweep_quietly
-from swarm_memory._ops.records import Fields, StreamEntry, pairs, text, unpack
+from swarm_memory._ops.records import (
+    DECODE_ERRORS,
+    Fields,
+    MalformedReply,
+    StreamEntry,
+    decoding,
+    pairs,
+    text,
+    unpack,
+)
 from swarm_memory._ops.replies import EVENTS, Failure
 from swarm_memory.codec import ValueCodec
 from swarm_memory.models import AuditRecord, Entry, Event, Snapshot, ms_to_datetime
@@ -121,6 +130,39 @@ class EventPage:
     revision: int  # the namespace revision when read
     events: list[Event]
     next: str  # cursor to read from next
+    # Stream entries that are no event this library wrote: (stream id, problem). The
+    # cursor has moved past them; the feed reports them (log, metric) and goes on.
+    skipped: tuple[tuple[str, str], ...] = ()
+
+
+def _past(raw: Any) -> str:
+    """The cursor just after a stream entry that is no event: "<rev>-<seq + 1>" (the next
+    read starts there, whatever follows)."""
+    sid = text(raw[0])
+    rev_s, _, seq_s = sid.partition("-")
+    if not (rev_s.isdigit() and seq_s.isdigit()):
+        raise MalformedReply(f"stream id {sid!r:.40}")
+    return f"{int(rev_s)}-{int(seq_s) + 1}"
+
+
+def decode_page(
+    codec: ValueCodec, entries: Sequence[Any], start: str
+) -> tuple[list[Event], str, list[tuple[str, str]]]:
+    """Events of a page of stream entries, the cursor after them, and the entries skipped
+    because they do not decode (bounded: one pass over what was read)."""
+    events: list[Event] = []
+    skipped: list[tuple[str, str]] = []
+    cursor = start
+    for raw in entries:
+        try:
+            ev = event(codec, raw)
+        except DECODE_ERRORS as exc:
+            cursor = _past(raw)
+            skipped.append((text(raw[0]), f"{type(exc).__name__}: {exc}"[:200]))
+            continue
+        events.append(ev)
+        cursor = ev.cursor
+    return events, cursor, skipped
 
 
 def doorbell_events(ctx: Context, payload: bytes) -> tuple[int, list[Event]]:
@@ -179,14 +221,17 @@ def read_events(
             **ctx.err(),
         )
     revision, entries = f.number(), f.next()
-    if start is None:
-        nxt = event(ctx.codec, entries[0]).cursor if entries else FIRST_CURSOR
-        return EventPage(revision, [], nxt)
-    events = [event(ctx.codec, e) for e in entries]
+    with decoding(ctx.keys.events, **ctx.err()):  # only a reply this script cannot send
+        if not isinstance(entries, list):
+            raise MalformedReply("the events reply has no entry list")
+        if start is None:
+            nxt = decode_page(ctx.codec, entries[:1], FIRST_CURSOR)[1] if entries else FIRST_CURSOR
+            return EventPage(revision, [], nxt)
+        events, cursor, skipped = decode_page(ctx.codec, entries, start)
     sweep_due = f.next() if len(f) else 0
-    if sweep_due != 0 and len(events) < count:
+    if sweep_due != 0 and len(entries) < count:
         yield from sweep_quietly(ctx)  # expired entries are due: their events come next read
-    return EventPage(revision, events, events[-1].cursor if events else start)
+    return EventPage(revision, events, cursor, tuple(skipped))
 
 
 def broadcast(ctx: Context, message: Any, *, op_id: str | None = None) -> Flow[int]:
@@ -195,7 +240,12 @@ def broadcast(ctx: Context, message: Any, *, op_id: str | None = None) -> Flow[i
     enc = ctx.codec.encode(message, allow_compress=False)
     op = op_id_arg(op_id)
     f = yield from _events_call(ctx, "broadcast", [op, enc.data, enc.fmt], op)
-    return f.number()
+    revision = f.number()
+    if revision < 0:  # the op id's record is another request's (not a broadcast's)
+        raise errors.OpIdReused(
+            f"op id {op!r} was already used for a different request", op_id=op, **ctx.err()
+        )
+    return revision
 
 
 def audit(
@@ -219,7 +269,8 @@ def audit(
     ]
     f = yield from _events_call(ctx, "audit", extra, None)
     _revision, found = f.next(), f.next()
-    return [audit_record(e) for e in found]
+    with decoding(ctx.keys.audit, **ctx.err()):
+        return [audit_record(e) for e in found]
 
 
 def snapshot(ctx: Context, pattern: str = "*") -> Flow[Snapshot]:

@@ -52,7 +52,7 @@ from swarm_memory._ops.args import (
     timeout_arg,
 )
 from swarm_memory._ops.effects import Command, Flow, InboxContext, ScriptCall, Sleep
-from swarm_memory._ops.records import Fields, StreamEntry, pairs, text, unpack
+from swarm_memory._ops.records import Fields, StreamEntry, corrupt, pairs, text, unpack
 from swarm_memory._ops.replies import INBOX, InboxFailure, corrupt_inbox
 from swarm_memory.models import InboxInfo, Message, ms_to_datetime
 from swarm_memory.scripts import load
@@ -422,16 +422,13 @@ def inbox_page(ctx: InboxContext, after: str | None) -> Flow[tuple[list[InboxInf
     start = "-" if after is None else "(" + after
     names = yield Command(("ZRANGEBYLEX", ctx.index, start, "+", "LIMIT", 0, size))
     if not isinstance(names, list) or len(names) > size:
-        raise errors.ServerError(f"unreadable reply from {ctx.index}", key=ctx.index)
+        raise corrupt(ctx.index, "unreadable reply")
     infos: list[InboxInfo] = []
     for raw in names:
         try:
             owner = agent_arg(text(raw))
         except (errors.InvalidName, UnicodeDecodeError):
-            raise errors.ServerError(
-                f"corrupt inbox index {ctx.index}: member {raw!r:.80} is not an agent name",
-                key=ctx.index,
-            ) from None
+            raise corrupt(ctx.index, f"member {raw!r:.80} is not an agent name") from None
         info = yield from _info(ctx, owner)
         if info is None:
             info = yield from _unindex(ctx, owner)

@@ -29,7 +29,7 @@ from swarm_memory._ops.args import (
     ttl_arg,
 )
 from swarm_memory._ops.effects import Command, Context, Flow, ScriptCall
-from swarm_memory._ops.records import Fields, pairs, text
+from swarm_memory._ops.records import Fields, decoding, pairs, text
 from swarm_memory._ops.replies import NS, PURGE, REAP, SWEEP, Failure
 from swarm_memory.codec import JSON_FORMAT
 from swarm_memory.keys import registry_key
@@ -55,9 +55,10 @@ def sweep(ctx: Context, *, max_rounds: int = 1000) -> Flow[SweepResult]:
         keys = _entry_keys(ctx, candidates)
         call = ScriptCall(load("sweep"), keys, [*args, *candidates], new_op_id())
         f = SWEEP.check((yield call), fail)
-        n_expired, leases_due = f.number(), f.next()
-        expired += f.strings(n_expired)
-        candidates = f.strings()
+        with decoding(ctx.keys.expiry, **ctx.err()):  # names from the expiry index
+            n_expired, leases_due = f.number(), f.next()
+            expired += f.strings(n_expired)
+            candidates = f.strings()
         if not candidates:
             lost = (yield from _reap(ctx, max_rounds)) if leases_due else []
             return SweepResult(expired, more=False, lost_agents=lost)
@@ -78,7 +79,8 @@ def _reap(ctx: Context, max_rounds: int) -> Flow[list[str]]:
         _removed, was_lost = f.number(), f.number()
         if was_lost:
             lost.append(dead)
-        dead, names = f.string(), f.strings()
+        with decoding(ctx.keys.lease, **ctx.err()):  # agents and names from the lease index
+            dead, names = f.string(), f.strings()
         if not dead:
             break
     return lost
@@ -248,7 +250,9 @@ def _namespace_info(name: str, f: Fields) -> NamespaceInfo:
 
 def namespace_info(ctx: Context) -> Flow[NamespaceInfo]:
     f = yield from _ns_call(ctx, "info", [])
-    return _namespace_info(ctx.namespace, f)
+    # meta, acl and stats: the meta hash is named (the message says which field failed)
+    with decoding(ctx.keys.meta, **ctx.err()):
+        return _namespace_info(ctx.namespace, f)
 
 
 def update_namespace(ctx: Context, options: Mapping[str, Any]) -> Flow[NamespaceInfo]:
@@ -280,7 +284,8 @@ def _purge(ctx: Context, mode: str) -> Flow[int]:
         removed += f.number()
         if f.tag == b"dropped":
             return removed
-        names = f.strings()
+        with decoding(ctx.keys.index, **ctx.err()):
+            names = f.strings()
         if not names and mode == "clear":
             return removed
 
@@ -304,15 +309,23 @@ def delete_namespace(ctx: Context) -> Flow[None]:
 
 
 def list_namespaces(ctx_for: Callable[[str], Context], prefix: str) -> Flow[list[str]]:
-    """Names of namespaces this agent may read (checked by the info script per name)."""
-    names = yield Command(("ZRANGE", registry_key(prefix), 0, -1))
+    """Names of namespaces this agent may read (checked by the info script per name).
+    A namespace whose own keys are corrupt is listed (it exists; its calls say what is
+    wrong); a registry member that is no namespace name is CorruptData naming the
+    registry."""
+    registry = registry_key(prefix)
+    names = yield Command(("ZRANGE", registry, 0, -1))
     visible = []
     for raw in names:
-        name = text(raw)
+        with decoding(registry):
+            name = text(raw)
+            ctx = ctx_for(name)
         try:
-            yield from _ns_call(ctx_for(name), "info", [])
+            yield from _ns_call(ctx, "info", [])
         except (errors.PermissionDenied, errors.NamespaceNotFound):
             continue
+        except errors.CorruptData:
+            pass
         visible.append(name)
     return visible
 

@@ -5,8 +5,10 @@ records). Each record kind has a :class:`~typing.NamedTuple` shape, read front t
 back by :class:`Fields`, so no decoder computes positions: an entry is an
 :class:`EntryRecord`, a written item an :class:`ItemRecord`, a lock holder a
 ``coord.HolderRecord``, and so on. A reply or record that ends early, or has fields left
-over, raises :class:`MalformedReply` (a ``ValueError``), never an ``IndexError`` from
-deep inside a decoder; every loop is bounded by the data it reads.
+over, raises :class:`MalformedReply` (a ``ValueError`` and a ``ServerError``), never an
+``IndexError`` from deep inside a decoder; every loop is bounded by the data it reads.
+Decoders of stored data run inside :func:`decoding`, which turns any failure into one
+:class:`~swarm_memory.errors.CorruptData` naming the Redis key it came from.
 
 The records here are the ones several areas read: entries, written items (the write
 script serves entries, coordination and transactions) and op records; each is decoded
@@ -17,10 +19,13 @@ start each reply are ``replies.py``'s.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import contextlib
+import zlib
+from collections.abc import Iterator, Sequence
 from datetime import datetime
 from typing import Any, NamedTuple, TypeVar
 
+from swarm_memory import errors
 from swarm_memory._ops.effects import Context
 from swarm_memory.models import (
     Entry,
@@ -28,8 +33,10 @@ from swarm_memory.models import (
 )
 
 
-class MalformedReply(ValueError):
-    """A reply or stored record does not have the shape its decoder reads."""
+class MalformedReply(errors.ServerError, ValueError):
+    """A reply or stored record does not have the shape its decoder reads. Decoders of
+    stored data turn it into :class:`~swarm_memory.errors.CorruptData` naming the key
+    (:func:`decoding`); one that escapes is still a ServerError, never a bare ValueError."""
 
 
 R = TypeVar("R", bound=tuple[Any, ...])
@@ -42,16 +49,54 @@ def text(raw: bytes | str | int) -> str:
     return str(raw)
 
 
-def unpack(packed: bytes) -> list[bytes]:
-    """Inverse of ``pack`` in lua/_lib.lua (netstrings)."""
+MAX_PARTS = 1 << 20  # parts unpack() reads at most, whatever a record says
+
+
+def unpack(packed: bytes, max_parts: int = MAX_PARTS) -> list[bytes]:
+    """Inverse of ``pack`` in lua/_lib.lua (netstrings), bounded: every length is checked
+    before use (digits only, within the record), so a corrupt record raises
+    :class:`MalformedReply` instead of looping; each part advances past its colon."""
+    if not isinstance(packed, bytes):
+        raise MalformedReply(f"a packed record must be bytes, not {type(packed).__name__}")
     out: list[bytes] = []
     pos, end = 0, len(packed)
     while pos < end:
-        colon = packed.index(b":", pos)
-        size = int(packed[pos:colon])
-        out.append(packed[colon + 1 : colon + 1 + size])
-        pos = colon + 1 + size
+        colon = packed.find(b":", pos, pos + 12)
+        digits = packed[pos:colon]
+        if colon < 0 or not digits.isdigit():
+            raise MalformedReply(f"a packed record has a malformed length at byte {pos}")
+        stop = colon + 1 + int(digits)
+        if stop > end:
+            raise MalformedReply("a packed record's part runs past its end")
+        if len(out) >= max_parts:
+            raise MalformedReply(f"a packed record has more than {max_parts} parts")
+        out.append(packed[colon + 1 : stop])
+        pos = stop
     return out
+
+
+# What decoding stored data can raise besides MalformedReply (a ValueError): bad numbers
+# and text (ValueError, UnicodeDecodeError), a value its codec refuses (the codec's
+# ValueError / InvalidInput, zlib.error), a missing field (LookupError), a nested reply
+# where a field belongs (TypeError), a time out of range (OverflowError).
+DECODE_ERRORS = (ValueError, TypeError, LookupError, OverflowError, zlib.error)
+
+
+def corrupt(key: str | None, problem: str, **ctx: Any) -> errors.CorruptData:
+    """The error for data at Redis key ``key`` that does not parse."""
+    return errors.CorruptData(
+        f"corrupt data at {key}: {problem}"[:500], key=key, problem=problem[:300], **ctx
+    )
+
+
+@contextlib.contextmanager
+def decoding(key: str | None, **ctx: Any) -> Iterator[None]:
+    """Decode stored data from ``key``: any decoding failure inside is one
+    :class:`~swarm_memory.errors.CorruptData` naming it (``ctx``: namespace, agent)."""
+    try:
+        yield
+    except DECODE_ERRORS as exc:
+        raise corrupt(key, f"{type(exc).__name__}: {exc}", **ctx) from exc
 
 
 class Fields:
@@ -79,7 +124,11 @@ class Fields:
         return self._items[self._pos] if self._pos < len(self._items) else None
 
     def number(self) -> int:
-        return int(self.next())
+        raw = self.next()
+        try:
+            return int(raw)
+        except (TypeError, ValueError):
+            raise MalformedReply(f"not an integer: {raw!r:.40}") from None
 
     def string(self) -> str:
         return text(self.next())
@@ -193,7 +242,8 @@ def maybe_entry(ctx: Context, key: str, f: Fields) -> Entry | None:
     if f.peek() == ABSENT:
         f.next()
         return None
-    return entry(ctx, key, f.record(EntryRecord))
+    with decoding(ctx.keys.entry(key), **ctx.err()):
+        return entry(ctx, key, f.record(EntryRecord))
 
 
 def entries(ctx: Context, keys: list[str], f: Fields) -> dict[str, Entry | None]:
@@ -221,8 +271,9 @@ def version_entry(ctx: Context, key: str, f: Fields) -> Entry | None:
     kept old version."""
     if f.peek() == ABSENT or len(f) == len(EntryRecord._fields):
         return maybe_entry(ctx, key, f)
-    kept = f.record(KeptVersion)
-    return history_entry(ctx, key, int(kept.version), kept.meta, kept.value)
+    with decoding(ctx.keys.history(key), **ctx.err()):
+        kept = f.record(KeptVersion)
+        return history_entry(ctx, key, int(kept.version), kept.meta, kept.value)
 
 
 def history(ctx: Context, key: str, f: Fields) -> list[Entry]:
@@ -230,14 +281,15 @@ def history(ctx: Context, key: str, f: Fields) -> list[Entry]:
     current = maybe_entry(ctx, key, f)
     if current is None:
         return []
-    rest = f.rest()
-    if len(rest) % 2:
-        raise MalformedReply("a field list of odd length")
-    kept = dict(zip(rest[::2], rest[1::2], strict=True))
-    versions = sorted((int(name[1:]) for name in kept if name.startswith(b"m")), reverse=True)
-    return [current] + [
-        history_entry(ctx, key, ver, kept[b"m%d" % ver], kept[b"v%d" % ver]) for ver in versions
-    ]
+    with decoding(ctx.keys.history(key), **ctx.err()):
+        rest = f.rest()
+        if len(rest) % 2:
+            raise MalformedReply("a field list of odd length")
+        kept = dict(zip(rest[::2], rest[1::2], strict=True))
+        versions = sorted((int(name[1:]) for name in kept if name.startswith(b"m")), reverse=True)
+        return [current] + [
+            history_entry(ctx, key, ver, kept[b"m%d" % ver], kept[b"v%d" % ver]) for ver in versions
+        ]
 
 
 # -------------------------------------------------------------------- written items
@@ -263,7 +315,13 @@ def item_record(f: Fields) -> ItemRecord:
 
 def item_entry(ctx: Context, key: str, source: Any, rec: ItemRecord) -> Entry:
     """The entry a write left: the server's value if it sent one, else ``source`` (the
-    caller's value)."""
+    caller's value). A server value that does not decode (a merge into a stored value
+    that was not the JSON its format says) is CorruptData naming the entry."""
+    with decoding(ctx.keys.entry(key), **ctx.err()):
+        return _item_entry(ctx, key, source, rec)
+
+
+def _item_entry(ctx: Context, key: str, source: Any, rec: ItemRecord) -> Entry:
     value = ctx.codec.decode(rec.value, text(rec.fmt)) if rec.value else source
     created, updated = times(rec.created_ms, rec.updated_ms)
     return Entry(
@@ -351,14 +409,15 @@ _COMPACT = b"w1 "
 def parse_op_record(record: bytes, sweep_due: bool) -> WriteResult | None:
     """The first outcome of a replayed op id, rebuilt from its op record (the compact
     format lua/write.lua stores, or the packed reply earlier versions stored). None for
-    a record this request cannot have written (another script's, e.g. a broadcast)."""
-    try:
-        if record.startswith(_COMPACT):
-            return _parse_compact_record(record, sweep_due)
-        if record[:1].isdigit() and b":" in record:
-            return _parse_packed_record(record, sweep_due)
-    except (ValueError, IndexError):
-        pass
+    a record this request cannot have written (another script's, e.g. a broadcast).
+    A write's record that does not parse raises MalformedReply (or another of
+    DECODE_ERRORS): the caller names the op records' key."""
+    if not isinstance(record, bytes):
+        raise MalformedReply(f"an op record must be bytes, not {type(record).__name__}")
+    if record.startswith(_COMPACT):
+        return _parse_compact_record(record, sweep_due)
+    if record[:1].isdigit() and b":" in record:
+        return _parse_packed_record(record, sweep_due)
     return None
 
 
@@ -368,10 +427,14 @@ def _parse_compact_record(record: bytes, sweep_due: bool) -> WriteResult:
     head = head_fields.record(CompactHead)
     head_fields.end()
     n, n_values = int(head.n_items), int(head.n_values)
+    if not 0 <= n <= MAX_PARTS or not 0 <= n_values <= n:
+        raise MalformedReply("an op record's counts are out of range")
     parts = rest.split(b"|", n)
     tail = Fields(unpack(parts[n]) if len(parts) > n and parts[n] else [])
     echoed = {int(v.item): v for v in (tail.record(EchoedValue) for _ in range(n_values))}
     items = []
+    if len(parts) < n:
+        raise MalformedReply(f"an op record lists {len(parts)} of its {n} items")
     for i, raw in enumerate(parts[:n], 1):
         f = raw.split(b" ")
         if f[0] == b"w":

@@ -17,13 +17,14 @@ handles.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Generic, Protocol, TypeVar
 
 from swarm_memory import errors
-from swarm_memory._ops.effects import Context, InboxContext
-from swarm_memory._ops.records import Fields, MalformedReply, maybe_entry
+from swarm_memory._ops.effects import Command, Context, InboxContext, ScriptCall
+from swarm_memory._ops.records import Fields, MalformedReply, corrupt, maybe_entry
 from swarm_memory.keys import InboxKeys
 from swarm_memory.models import FailedCompare
 
@@ -380,7 +381,40 @@ def corrupt_inbox(ctx: InboxContext, owner: str, problem: str, *, ops: bool = Fa
     it came from (the stream, or the op records)."""
     keys = InboxKeys.of(ctx.settings.key_prefix, owner)
     key = keys.ops if ops else keys.stream
-    return errors.ServerError(f"corrupt inbox data at {key}: {problem}", key=key)
+    return corrupt(key, problem)
+
+
+# ------------------------------------------------------------------- script errors
+# corrupt() in lua/_lib.lua: "SMCORRUPT <position in KEYS> <problem>". Redis appends
+# " script: <sha>, on @user_script:<line>." and fakeredis wraps it in its own text.
+_CORRUPT = re.compile(r"SMCORRUPT (\d+) (.*?)(?: script: [0-9a-f]+, on @user_script:\d+\.|\n|$)")
+_NAMESPACE_TAG = re.compile(r"\{([^@}][^}]*)\}")
+
+
+def _namespace_of(key: str | None) -> str | None:
+    m = _NAMESPACE_TAG.search(key or "")
+    return m.group(1) if m else None
+
+
+def script_error(call: ScriptCall | Command, message: str) -> errors.SwarmMemoryError | None:
+    """The error for a Redis error reply that means corrupt data, else None: a script's
+    ``corrupt()`` names the key by its position in the call's keys; a WRONGTYPE from a
+    single-key command names that key (from a script it can name none: scripts read
+    keys with ``read_call`` and check the types of the keys they write, so one left is a
+    script that forgot a key; nothing was written either way, writes come last)."""
+    m = _CORRUPT.search(message)
+    if m and isinstance(call, ScriptCall):
+        at = int(m.group(1))
+        key = call.keys[at - 1] if 1 <= at <= len(call.keys) else None
+        return corrupt(key, m.group(2).strip(), namespace=_namespace_of(key))
+    if message.startswith("WRONGTYPE"):
+        if isinstance(call, Command):
+            key = str(call.args[1]) if len(call.args) > 1 else None
+        else:
+            key = None
+        first = call.keys[0] if isinstance(call, ScriptCall) and call.keys else key
+        return corrupt(key, "a key holds the wrong type", namespace=_namespace_of(first))
+    return None
 
 
 REPLIES: dict[str, Replies[Any]] = {

@@ -44,6 +44,75 @@ local function int_arg(s, what)
   return tonumber(s)
 end
 
+-- Data read back from Redis that does not parse, or a key of the wrong type: an error
+-- naming the key by its position in KEYS, which the client maps back to the name and
+-- raises as CorruptData (swarm_memory._ops.replies.script_error). Raised before the
+-- script's first write wherever the script can read first (DESIGN.md decision 2).
+local function corrupt(key, what)
+  local at = 0
+  for i = 1, #KEYS do
+    if KEYS[i] == key then at = i break end
+  end
+  error("SMCORRUPT " .. at .. " " .. what, 0)
+end
+
+-- A stored integer (a version, a revision, a time) or nil: a number that is whole and
+-- exact (|n| < 2^53), never nil, "inf", "nan" or a fraction. Looser than int_arg about
+-- the spelling ("0x10", " 5" and "1e3" are numbers all the same) at half its cost: it
+-- runs a dozen times per write.
+local function stored_int(s)
+  local n = tonumber(s)
+  if n and n % 1 == 0 and n > -9007199254740992 and n < 9007199254740992 then return n end
+  return nil
+end
+
+-- A stored number read where any number would do (namespace settings and counters):
+-- nil or garbage is corrupt.
+local function stored_num(s, key, what)
+  local n = stored_int(s)
+  if n == nil then corrupt(key, "bad " .. what .. ": " .. string.sub(tostring(s), 1, 40)) end
+  return n
+end
+
+-- A read of a key the script may write later: the right type or absent, else corrupt.
+-- redis.call would fail the script as well, but with a WRONGTYPE that names no key.
+local function read_call(cmd, key, ...)
+  local r = redis.pcall(cmd, key, ...)
+  if type(r) == "table" and r.err then corrupt(key, "holds the wrong type for " .. cmd) end
+  return r
+end
+
+-- Hash fields the script will HINCRBY must hold integers (or be absent): HINCRBY fails
+-- on anything else, after the writes before it. Checked with the reads, before any write.
+local function require_counters(key, ...)
+  local fields = { ... }
+  local values = read_call("HMGET", key, ...)
+  for i = 1, #fields do
+    if values[i] and not stored_int(values[i]) then
+      corrupt(key, "counter " .. fields[i] .. " is not an integer")
+    end
+  end
+end
+
+local function type_of(key)
+  local t = redis.call("TYPE", key)
+  if type(t) == "table" then t = t.ok end
+  return t
+end
+
+-- Keys a script is about to write must be absent or of their kind: checked before the
+-- first write, so a corrupt key fails the call with nothing changed (decision 2; Redis
+-- does not roll back a script that fails halfway). Pairs {key, kind, key, kind, ...};
+-- keys the script already read with read_call need no check (one TYPE per key here).
+local function require_kinds(list)
+  for i = 1, #list, 2 do
+    local t = type_of(list[i])
+    if t ~= "none" and t ~= list[i + 1] then
+      corrupt(list[i], "holds a " .. tostring(t) .. ", not a " .. list[i + 1])
+    end
+  end
+end
+
 -- "" means "not given"; anything else must be a strict integer.
 local function opt_int(s, what)
   if s == nil or s == "" then return nil end
@@ -70,6 +139,49 @@ local function itos(n)
   return string.format("%.0f", n)
 end
 
+-- Feed ids are "<revision>-<seq>" and XADD refuses an id at or below the stream's last
+-- one (kept even when that entry was deleted): a foreign entry past the revision being
+-- appended would fail the script after its other writes. Checked before the first
+-- write, with the stream's type, by every script that appends events.
+-- The last id a stream generated (kept when its entry is deleted), nil when absent.
+local function last_stream_id(key)
+  local info = redis.pcall("XINFO", "STREAM", key)
+  if type(info) ~= "table" or info.err then -- no such key, or not a stream
+    local t = type_of(key)
+    if t ~= "none" then corrupt(key, "holds a " .. tostring(t) .. ", not a stream") end
+    return nil
+  end
+  for i = 1, #info - 1, 2 do
+    if info[i] == "last-generated-id" then return info[i + 1] end
+  end
+  corrupt(key, "has no last id")
+end
+
+local function require_feed_room(rev)
+  local id = last_stream_id(K_EVENTS)
+  if id then
+    local last = stored_int(string.match(id, "^(%d+)%-%d+$"))
+    if not last or last >= rev then
+      corrupt(K_EVENTS, "holds id " .. id .. ", at or past revision " .. itos(rev))
+    end
+  end
+end
+
+-- XADD "*" fails only after the largest possible id: a stream (the audit log, an inbox)
+-- a script appends to after other writes is checked for it first.
+local function require_stream_room(key)
+  if last_stream_id(key) == "18446744073709551615-18446744073709551615" then
+    corrupt(key, "holds the largest possible id: it takes no more entries")
+  end
+end
+
+-- The same for scripts that take the next revision with HINCRBY later.
+local function require_next_revision_room()
+  local rev = stored_num(read_call("HGET", K_META, "rev") or "0", K_META, "rev")
+  require_feed_room(rev + 1)
+  return rev
+end
+
 -- Length-prefixed packing of a flat list (netstrings): binary safe, no cjson involved.
 -- Prefixes and parts go into one table for a single table.concat: no intermediate
 -- "<len>:<part>" string is built (a copy of every part) on this hot path.
@@ -86,12 +198,20 @@ local function pack(list)
   return table.concat(out)
 end
 
--- Inverse of pack().
-local function unpack_list(s)
-  local out, i = {}, 1
-  while i <= #s do
+-- Inverse of pack(), bounded: every length is checked before use and at most `max`
+-- parts are read, so a corrupt record (a negative or oversized length, a missing colon)
+-- is an error naming `key`, never a loop. Each part advances past its colon: at most
+-- #s / 2 rounds even without the cap.
+local function unpack_list(s, key, max)
+  local out, i, len = {}, 1, #s
+  while i <= len do
+    if #out >= max then corrupt(key, "record has more than " .. max .. " parts") end
     local c = string.find(s, ":", i, true)
+    if not c or c == i or c - i > 10 or not string.find(string.sub(s, i, c - 1), "^%d+$") then
+      corrupt(key, "record has a malformed length at byte " .. i)
+    end
     local n = tonumber(string.sub(s, i, c - 1))
+    if c + n > len then corrupt(key, "record part runs past its end") end
     out[#out + 1] = string.sub(s, c + 1, c + n)
     i = c + n + 1
   end
@@ -100,13 +220,13 @@ end
 
 -- The namespace's state or nil if missing / being deleted.
 local function load_meta()
-  local m = redis.call("HMGET", K_META, "state", "dp")
+  local m = read_call("HMGET", K_META, "state", "dp")
   if m[1] ~= "live" then return nil end
   return m
 end
 
 local function level_of(agent, default_level)
-  local lv = redis.call("HGET", K_ACL, agent)
+  local lv = read_call("HGET", K_ACL, agent)
   if not lv then lv = default_level end
   return LEVEL_RANK[lv] or 0
 end
@@ -120,6 +240,9 @@ end
 local function deny_reply(agent, default_level, needed, action, key, audit_maxlen)
   local have = level_of(agent, default_level)
   if have >= needed then return nil end
+  require_kinds({ K_STATS, "hash" })
+  require_stream_room(K_AUDIT)
+  require_counters(K_STATS, "denied")
   redis.call("HINCRBY", K_STATS, "denied", 1)
   audit(audit_maxlen, agent, action, key, "", "denied", 0)
   return { "denied", RANK_NAME[have] }
@@ -128,12 +251,20 @@ end
 local ENTRY_FIELDS = { "v", "f", "ver", "cr", "mr", "ct", "mt", "by", "x" }
 
 -- Current entry (as a table) or nil; `expired` is true when present but past its expiry.
+-- A hash without its fields, or with numbers that are not strict integers, is corrupt:
+-- never read as absent (an index would still list it) nor passed on half-parsed.
 local function read_entry(key, now)
-  local h = redis.call("HMGET", key, "v", "f", "ver", "cr", "mr", "ct", "mt", "by", "x", "eo")
-  if not h[3] then return nil, false end
+  local h = read_call("HMGET", key, "v", "f", "ver", "cr", "mr", "ct", "mt", "by", "x", "eo")
+  if not h[3] then
+    if h[1] or h[2] or h[4] or h[5] or h[7] or h[9] then corrupt(key, "entry without a version") end
+    return nil, false
+  end
   -- eo: the agent whose lease this entry is tied to (ephemeral writes), or nil.
-  local e = { v = h[1], f = h[2], ver = tonumber(h[3]), cr = tonumber(h[4]), mr = tonumber(h[5]),
-    ct = tonumber(h[6]), mt = tonumber(h[7]), by = h[8], x = tonumber(h[9]), eo = h[10] or nil }
+  local e = { v = h[1], f = h[2], ver = stored_int(h[3]), cr = stored_int(h[4]), mr = stored_int(h[5]),
+    ct = stored_int(h[6]), mt = stored_int(h[7]), by = h[8], x = stored_int(h[9]), eo = h[10] or nil }
+  if not (e.v and e.f and e.by and e.ver and e.cr and e.mr and e.ct and e.mt and e.x) or e.ver < 1 then
+    corrupt(key, "malformed entry")
+  end
   if e.x > 0 and e.x <= now then return nil, true, e end
   return e, false
 end
@@ -146,11 +277,13 @@ end
 
 -- Work for the sweeper: 1 = entries past their expiry, 2 = agent leases that ran out
 -- (their ephemeral entries and locks must go), 3 = both.
-local function sweep_due(now)
+-- lease: the first lease as read earlier (ZRANGE ... WITHSCORES), by a script that calls
+-- this after its writes (a read that fails then would come after them).
+local function sweep_due(now, lease)
   local due = 0
-  local first = redis.call("ZRANGE", K_EXP, 0, 0, "WITHSCORES")
+  local first = read_call("ZRANGE", K_EXP, 0, 0, "WITHSCORES")
   if first[2] and tonumber(first[2]) <= now then due = 1 end
-  local lease = redis.call("ZRANGE", K_LEASE, 0, 0, "WITHSCORES")
+  lease = lease or read_call("ZRANGE", K_LEASE, 0, 0, "WITHSCORES")
   if lease[2] and tonumber(lease[2]) <= now then due = due + 2 end
   return due
 end
@@ -181,7 +314,7 @@ local function event(etype, key, ver, value, fmt)
 end
 
 local function events_maxlen(default)
-  local em = tonumber(redis.call("HGET", K_META, "em") or "0")
+  local em = stored_int(redis.call("HGET", K_META, "em") or "0")
   if em and em > 0 then return em end
   return default
 end
@@ -189,7 +322,9 @@ end
 -- Append the queued events, then ring the doorbell (SPUBLISH: sharded pub/sub on
 -- Cluster, plain on one server). The doorbell is only a hint; readers never rely on it.
 -- known_maxlen: the namespace's "em" field when the caller already read it (saves a call).
-local function publish_events(default_maxlen, rev, agent, now, known_maxlen)
+-- guarded: this is the script's first write, so a refused first XADD (not a stream, or
+-- an id past this revision there) is CorruptData with nothing written.
+local function publish_events(default_maxlen, rev, agent, now, known_maxlen, guarded)
   local n = #PENDING_EVENTS
   if n == 0 then return end
   local maxlen = default_maxlen
@@ -208,12 +343,18 @@ local function publish_events(default_maxlen, rev, agent, now, known_maxlen)
     bell[#bell + 1] = e[4] or ""
     bell[#bell + 1] = e[5] or ""
     bell[#bell + 1] = e[4] and "1" or "0"
+    local xadd = (guarded and seq == 1) and redis.pcall or redis.call
+    local added
     if e[4] then
-      redis.call("XADD", K_EVENTS, "MAXLEN", "~", maxlen, rev .. "-" .. (seq - 1),
+      added = xadd("XADD", K_EVENTS, "MAXLEN", "~", maxlen, rev .. "-" .. (seq - 1),
         "t", e[1], "k", e[2], "v", e[3], "a", agent, "ms", now, "n", n, "d", e[4], "f", e[5])
     else
-      redis.call("XADD", K_EVENTS, "MAXLEN", "~", maxlen, rev .. "-" .. (seq - 1),
+      added = xadd("XADD", K_EVENTS, "MAXLEN", "~", maxlen, rev .. "-" .. (seq - 1),
         "t", e[1], "k", e[2], "v", e[3], "a", agent, "ms", now, "n", n)
+    end
+    if type(added) == "table" and added.err then
+      require_feed_room(rev) -- names the reason: the key's type, or an id past rev
+      corrupt(K_EVENTS, "refuses revision " .. itos(rev))
     end
   end
   PENDING_EVENTS = {}
@@ -329,14 +470,22 @@ end
 -- Fencing tokens come from one counter per namespace (meta "lt"), so they strictly increase
 -- per lock; a record only lives while some holder's lease does.
 ---------------------------------------------------------------------------------------
+-- At most this many holders in one record (shared locks): a bound on every loop over a
+-- record, whatever its stored length says.
+local MAX_HOLDERS = 10000
+
 local function read_lock(name, now)
   local rec = { mode = "", holders = {} }
-  local raw = redis.call("HGET", K_LOCKH, name)
+  local raw = read_call("HGET", K_LOCKH, name)
   if not raw then return rec end
-  local f = unpack_list(raw)
+  local f = unpack_list(raw, K_LOCKH, 1 + 4 * MAX_HOLDERS)
+  if (f[1] ~= "x" and f[1] ~= "s") or #f < 5 or (#f - 1) % 4 ~= 0 then
+    corrupt(K_LOCKH, "malformed lock record")
+  end
   rec.mode = f[1]
   for j = 2, #f, 4 do
-    local h = { owner = f[j], agent = f[j + 1], x = tonumber(f[j + 2]), token = tonumber(f[j + 3]) }
+    local h = { owner = f[j], agent = f[j + 1], x = stored_int(f[j + 2]), token = stored_int(f[j + 3]) }
+    if not (h.x and h.token) then corrupt(K_LOCKH, "malformed lock record") end
     if h.x > now then rec.holders[#rec.holders + 1] = h else rec.expired = true end
   end
   return rec, f
@@ -379,10 +528,21 @@ local function fence_problem(name, token, now)
   return "not_held", latest
 end
 
--- Drop records whose every lease ran out (a few per call; any lock call does this).
+-- Drop records whose every lease ran out (a few per call; any lock call does this). All
+-- are read before any is removed; a record that does not parse is expired by its index
+-- all the same, so it is removed without its lease ties (the reaper drops those as
+-- stale): one corrupt record must not block every lock of the namespace.
 local function prune_locks(now, n)
-  for _, name in ipairs(redis.call("ZRANGEBYSCORE", K_LOCKS, "-inf", now, "LIMIT", 0, n)) do
-    local _, f = read_lock(name, now)
+  local names = read_call("ZRANGEBYSCORE", K_LOCKS, "-inf", now, "LIMIT", 0, n)
+  if #names == 0 then return end
+  local records = {}
+  for i, name in ipairs(names) do
+    local ok, _, f = pcall(read_lock, name, now)
+    if ok then records[i] = f end
+  end
+  require_kinds({ K_LOCKH, "hash", K_EPH, "zset" })
+  for i, name in ipairs(names) do
+    local f = records[i]
     if f then
       for j = 2, #f, 4 do redis.call("ZREM", K_EPH, eph_member(f[j + 1], "l", name)) end
     end

@@ -33,12 +33,12 @@ end
 
 if action == "read" then
   local start, count = ARGV[6], int_arg(ARGV[7], "count")
-  local rev = tonumber(redis.call("HGET", K_META, "rev"))
+  local rev = stored_num(redis.call("HGET", K_META, "rev"), K_META, "rev")
   if start == "now" then
-    return { "ok", rev, redis.call("XREVRANGE", K_EVENTS, "+", "-", "COUNT", 1) }
+    return { "ok", rev, read_call("XREVRANGE", K_EVENTS, "+", "-", "COUNT", 1) }
   end
   if not string.match(start, "^%d+%-%d+$") then error("swarm_memory: bad stream id " .. start) end
-  local first = redis.call("XRANGE", K_EVENTS, "-", "+", "COUNT", 1)[1]
+  local first = read_call("XRANGE", K_EVENTS, "-", "+", "COUNT", 1)[1]
   -- `start` is the exact id of the next event the reader needs (entries carry n, the
   -- event count of their revision, so readers never guess): older than the oldest entry
   -- kept means it was trimmed.
@@ -61,11 +61,19 @@ if action == "read" then
 elseif action == "broadcast" then
   local op_id, value, fmt = ARGV[6], ARGV[7], ARGV[8]
   local now = now_ms()
-  local previous = redis.call("HGET", K_OPS, op_id)
-  if previous then return { "dup", tonumber(previous) } end
-  local rev = redis.call("HINCRBY", K_META, "rev", 1)
+  local previous = read_call("HGET", K_OPS, op_id)
+  if previous then
+    -- A broadcast's record is its revision; anything else is another request's (the
+    -- client says so: OpIdReused) or corrupt.
+    return { "dup", stored_int(previous) or -1 }
+  end
+  require_kinds({ K_OPST, "zset" })
+  require_stream_room(K_AUDIT)
+  require_counters(K_STATS, "broadcast")
+  local rev = stored_num(read_call("HGET", K_META, "rev") or "0", K_META, "rev") + 1
   event("broadcast", "", 0, value, fmt)
-  publish_events(stream_maxlen, rev, agent, now)
+  publish_events(stream_maxlen, rev, agent, now, nil, true) -- the first write (guarded)
+  redis.call("HSET", K_META, "rev", rev)
   redis.call("HINCRBY", K_STATS, "broadcast", 1)
   audit(audit_maxlen, agent, "broadcast", "", op_id, "ok", rev)
   redis.call("HSET", K_OPS, op_id, rev)
@@ -77,7 +85,7 @@ elseif action == "audit" then
   local out, cursor, scanned = {}, upto, 0
   -- Filters run here so a narrow query does not ship the whole log; the scan is bounded.
   while #out < limit and scanned < 20 * limit do
-    local batch = redis.call("XREVRANGE", K_AUDIT, cursor, since, "COUNT", 256)
+    local batch = read_call("XREVRANGE", K_AUDIT, cursor, since, "COUNT", 256)
     if #batch == 0 then break end
     for _, entry in ipairs(batch) do
       scanned = scanned + 1

@@ -36,12 +36,9 @@ local KIND = { [K_STREAM] = "stream", [K_IOPS] = "hash", [K_IOPST] = "zset", [K_
 local function inbox_exists()
   local found = false
   for _, k in ipairs(OWNED) do
-    local t = redis.call("TYPE", k)
-    if type(t) == "table" then t = t.ok end
+    local t = type_of(k)
     if t ~= "none" then
-      if t ~= KIND[k] then
-        error("swarm_memory: inbox key " .. k .. " holds a " .. tostring(t) .. ", not a " .. KIND[k])
-      end
+      if t ~= KIND[k] then corrupt(k, "holds a " .. tostring(t) .. ", not a " .. KIND[k]) end
       found = true
     end
   end
@@ -91,6 +88,7 @@ if action == "send" then
   -- full inbox refuses the send (never drops an undelivered message to make room).
   local length = redis.call("XLEN", K_STREAM)
   if length >= maxlen then return { "full", length } end
+  require_stream_room(K_STREAM) -- its XADD comes after other writes
 
   local now = now_ms()
   local stale = redis.call("ZRANGEBYSCORE", K_IOPST, "-inf", now - dedupe_ms, "LIMIT", 0, 16)
@@ -119,7 +117,7 @@ if action == "info" then
     length = redis.call("XLEN", K_STREAM)
     local p = redis.pcall("XPENDING", K_STREAM, group)
     if type(p) ~= "table" or p.err then
-      error("swarm_memory: inbox stream " .. K_STREAM .. " has no consumer group " .. group)
+      corrupt(K_STREAM, "has no consumer group " .. group)
     end
     pending = p[1]
   end
@@ -142,8 +140,10 @@ if action == "read" then
   -- per call, so follow its cursor a few rounds and hand it back for the next read.
   local claimed, deliveries = {}, {}
   for _ = 1, 4 do
-    local r = redis.call("XAUTOCLAIM", K_STREAM, group, consumer, idle_ms, cursor,
+    -- A stream without the group (made by someone else's XADD) fails here, first.
+    local r = redis.pcall("XAUTOCLAIM", K_STREAM, group, consumer, idle_ms, cursor,
       "COUNT", count - #claimed)
+    if r.err then corrupt(K_STREAM, "has no consumer group " .. group) end
     cursor = r[1]
     for _, e in ipairs(r[2]) do
       -- Redis 6.2 reports entries deleted meanwhile as nil (7.x drops them itself).
@@ -187,7 +187,9 @@ elseif action == "open" then
   if redis.call("EXISTS", K_STREAM) == 1 then
     -- Every process reads under its own consumer name: forget the ones that hold nothing
     -- and have not read for gc_idle_ms, so the group does not grow without bound.
-    for _, c in ipairs(redis.call("XINFO", "CONSUMERS", K_STREAM, group)) do
+    local consumers = redis.pcall("XINFO", "CONSUMERS", K_STREAM, group)
+    if consumers.err then corrupt(K_STREAM, "has no consumer group " .. group) end
+    for _, c in ipairs(consumers) do
       local f = {}
       for j = 1, #c, 2 do f[c[j]] = c[j + 1] end
       if tonumber(f.pending) == 0 and tonumber(f.idle) > gc_idle_ms then

@@ -49,24 +49,43 @@ end
 if action == "acquire" then
   local name, owner = ARGV[5], ARGV[6]
   local ttl_ms, mode, lease_ms = int_arg(ARGV[7], "ttl_ms"), ARGV[8], opt_int(ARGV[9], "lease_ms")
-  prune_locks(now, 8) -- records of leases that ran out, a few per acquire: never a growing table
+  if mode ~= "x" and mode ~= "s" then error("swarm_memory: bad lock mode " .. tostring(mode)) end
+  -- Written below, checked first (K_META, K_LOCKS and K_LOCKH are read before any write).
+  if lease_ms then
+    require_kinds({ K_STATS, "hash", K_EPH, "zset", K_LEASE, "zset" })
+  else
+    require_kinds({ K_STATS, "hash" })
+  end
+  require_counters(K_STATS, "lock_busy", "lock_acquire")
   local rec = read_lock(name, now)
   local mine = holder_index(rec, owner)
   if mine then
     local h = rec.holders[mine]
     return { "ok", h.token, h.x, now }
   end
-  local free = #rec.holders == 0
-  if not free and not (mode == "s" and rec.mode == "s") then
+  local busy = #rec.holders > 0 and not (mode == "s" and rec.mode == "s")
+  local token
+  if not busy then -- the first write: a corrupt counter fails the call before any other
+    local stored = redis.call("HGET", K_META, "lt")
+    local last = 0
+    if stored then
+      last = tonumber(stored)
+      if not last or last ~= math.floor(last) or last < 0 then
+        corrupt(K_META, "bad fencing token counter lt")
+      end
+    end
+    -- A token is never issued twice, even when a crash or failover lost the counter's
+    -- last increments (DESIGN.md decision 3): it is at least the server clock in
+    -- microseconds, which every earlier token trails (each took a script run of more than
+    -- 1 us), so a holder from a lost history never presents a token a new holder also got.
+    token = math.max(last + 1, now_us())
+    redis.call("HSET", K_META, "lt", itos(token))
+  end
+  prune_locks(now, 8) -- records of leases that ran out, a few per acquire: never a growing table
+  if busy then
     redis.call("HINCRBY", K_STATS, "lock_busy", 1)
     return busy_reply(rec)
   end
-  -- A token is never issued twice, even when a crash or failover lost the counter's last
-  -- increments (DESIGN.md decision 3): it is at least the server clock in microseconds,
-  -- which every earlier token trails (each took a script run of more than 1 us), so a
-  -- holder from a lost history can never present a token a new holder also got.
-  local token = math.max((tonumber(redis.call("HGET", K_META, "lt")) or 0) + 1, now_us())
-  redis.call("HSET", K_META, "lt", itos(token))
   rec.mode = mode
   rec.holders[#rec.holders + 1] = { owner = owner, agent = agent, x = now + ttl_ms, token = token }
   write_lock(name, rec)
@@ -81,10 +100,12 @@ end
 
 if action == "release" then
   local name, owner, op_id = ARGV[5], ARGV[6], ARGV[7]
-  if redis.call("HGET", K_OPS, op_id) then return { "ok" } end -- a replay: already released
+  if read_call("HGET", K_OPS, op_id) then return { "ok" } end -- a replay: already released
   local rec = read_lock(name, now)
   local mine = holder_index(rec, owner)
   if not mine then return not_owned_reply(rec) end
+  require_kinds({ K_LOCKS, "zset", K_EPH, "zset", K_OPST, "zset", K_STATS, "hash" })
+  require_counters(K_STATS, "lock_release")
   table.remove(rec.holders, mine)
   write_lock(name, rec)
   redis.call("ZREM", K_EPH, eph_member(agent, "l", name))
@@ -100,6 +121,7 @@ if action == "extend" then
   local rec = read_lock(name, now)
   local mine = holder_index(rec, owner)
   if not mine then return not_owned_reply(rec) end
+  require_kinds({ K_LOCKS, "zset" })
   rec.holders[mine].x = now + ttl_ms
   write_lock(name, rec)
   return { "ok", now + ttl_ms }
@@ -110,6 +132,9 @@ if action == "force" then
   local rec = read_lock(name, now)
   local n = #rec.holders
   if n > 0 then
+    require_kinds({ K_LOCKS, "zset", K_EPH, "zset" })
+    require_stream_room(K_AUDIT)
+    require_next_revision_room()
     for _, h in ipairs(rec.holders) do redis.call("ZREM", K_EPH, eph_member(h.agent, "l", name)) end
     rec.holders = {}
     write_lock(name, rec)
@@ -125,21 +150,21 @@ end
 if action == "list" then
   local limit = int_arg(ARGV[5], "limit")
   local reply = { "ok", now }
-  for _, name in ipairs(redis.call("ZRANGEBYSCORE", K_LOCKS, "(" .. now, "+inf", "LIMIT", 0, limit)) do
+  for _, name in ipairs(read_call("ZRANGEBYSCORE", K_LOCKS, "(" .. now, "+inf", "LIMIT", 0, limit)) do
     reply[#reply + 1] = name
-    reply[#reply + 1] = redis.call("HGET", K_LOCKH, name) or ""
+    reply[#reply + 1] = read_call("HGET", K_LOCKH, name) or ""
   end
   return reply
 end
 
 if action == "beat" then
   local ttl_ms = int_arg(ARGV[5], "ttl_ms")
-  redis.call("ZADD", K_LEASE, now + ttl_ms, agent)
+  read_call("ZADD", K_LEASE, now + ttl_ms, agent) -- its only write: a wrong type writes nothing
   return { "ok", now + ttl_ms }
 end
 
 if action == "leave" then
   -- Only an agent that holds a lease here ends it; the sweeper then removes what it held.
-  if redis.call("ZSCORE", K_LEASE, agent) then redis.call("ZADD", K_LEASE, now, agent) end
+  if read_call("ZSCORE", K_LEASE, agent) then redis.call("ZADD", K_LEASE, now, agent) end
   return { "ok" }
 end

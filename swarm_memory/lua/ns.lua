@@ -17,9 +17,12 @@ local CONFIG_FIELDS = { dp = true, strat = true, ttl = true, mk = true, mb = tru
 local now = now_ms()
 
 if action == "create" then
-  local state = redis.call("HGET", K_META, "state")
+  local state = read_call("HGET", K_META, "state")
   if state == "live" then return { "exists" } end
   if state then return { "deleting" } end
+  require_kinds({ K_ACL, "hash" })
+  require_stream_room(K_AUDIT)
+  require_feed_room(1)
   local i, fields = 6, {}
   while ARGV[i] ~= "--" do
     if not CONFIG_FIELDS[ARGV[i]] then error("swarm_memory: unknown namespace field " .. ARGV[i]) end
@@ -58,6 +61,9 @@ end
 
 local denied = deny_reply(agent, meta[2], LEVEL_RANK.admin, "ns_" .. action, nil, audit_maxlen)
 if denied then return denied end
+-- Every action below writes these (K_META and K_ACL were read by now).
+require_stream_room(K_AUDIT)
+require_next_revision_room()
 
 -- Would the namespace still have an admin after `changes` (agent -> level or false)?
 local function keeps_an_admin(changes, default_level)

@@ -16,6 +16,7 @@ local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 
 if action == "beat" then
   local ttl_ms, retention_ms = int_arg(ARGV[3], "ttl_ms"), int_arg(ARGV[4], "retention_ms")
+  require_kinds({ K_PEXP, "zset", K_PSEEN, "hash" })
   redis.call("ZADD", K_PEXP, now + ttl_ms, who)
   redis.call("HSET", K_PSEEN, who, now)
   local gone = redis.call("ZRANGEBYSCORE", K_PEXP, "-inf", now - retention_ms, "LIMIT", 0, 16)
@@ -27,17 +28,17 @@ if action == "beat" then
 end
 
 if action == "leave" then
-  if redis.call("ZSCORE", K_PEXP, who) then redis.call("ZADD", K_PEXP, now, who) end
+  if read_call("ZSCORE", K_PEXP, who) then redis.call("ZADD", K_PEXP, now, who) end
   return { "ok", now }
 end
 
 if action == "list" then
   local reply = { "ok", now }
-  local all = redis.call("ZRANGE", K_PEXP, 0, -1, "WITHSCORES")
+  local all = read_call("ZRANGE", K_PEXP, 0, -1, "WITHSCORES")
   for j = 1, #all, 2 do
     reply[#reply + 1] = all[j]
     reply[#reply + 1] = all[j + 1]
-    reply[#reply + 1] = redis.call("HGET", K_PSEEN, all[j]) or "0"
+    reply[#reply + 1] = read_call("HGET", K_PSEEN, all[j]) or "0"
   end
   return reply
 end

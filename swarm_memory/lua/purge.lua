@@ -10,7 +10,7 @@
 -- empty it removes every remaining key of the namespace.
 local agent, audit_maxlen, stream_maxlen = ARGV[1], int_arg(ARGV[2], "audit_maxlen"), int_arg(ARGV[3], "stream_maxlen")
 local mode, batch = ARGV[4], int_arg(ARGV[5], "batch")
-local state = redis.call("HGET", K_META, "state")
+local state = read_call("HGET", K_META, "state")
 if (mode == "clear" and state ~= "live") or (mode == "delete" and state ~= "deleting") then
   return { "nons" }
 end
@@ -18,15 +18,29 @@ local denied = deny_reply(agent, redis.call("HGET", K_META, "dp"), LEVEL_RANK.ad
 if denied then return denied end
 local now = now_ms()
 
+-- Everything is read, and every key written below checked, before the first write.
+local listed = {}
+for j = 1, (#KEYS - N_FIXED) / 2 do
+  local name, ekey = ARGV[5 + j], KEYS[N_FIXED + 2 * j - 1]
+  if read_call("ZSCORE", K_IDX, name) then
+    listed[j] = { read_call("HGET", ekey, "ver"), redis.call("HSTRLEN", ekey, "v") }
+  end
+end
+require_kinds({ K_LRU, "zset", K_EXP, "zset", K_EPH, "zset", K_STATS, "hash" })
+require_stream_room(K_AUDIT)
+require_counters(K_STATS, "delete")
+require_counters(K_META, "n", "b") -- drop_entry adjusts them
+require_next_revision_room()
+
 local removed, rev, last = 0, nil, nil
 for j = 1, (#KEYS - N_FIXED) / 2 do
   local name = ARGV[5 + j]
   local ekey, hkey = KEYS[N_FIXED + 2 * j - 1], KEYS[N_FIXED + 2 * j]
   last = name
-  if redis.call("ZSCORE", K_IDX, name) then
+  if listed[j] then
     if not rev then rev = redis.call("HINCRBY", K_META, "rev", 1) end
-    local ver = redis.call("HGET", ekey, "ver")
-    drop_entry(name, ekey, hkey, redis.call("HSTRLEN", ekey, "v"))
+    local ver = listed[j][1]
+    drop_entry(name, ekey, hkey, listed[j][2])
     event("delete", name, ver)
     removed = removed + 1
   end

@@ -36,7 +36,7 @@ elseif action == "version" then
   if cur and cur.ver == want then
     add_entry(cur)
   elseif cur then
-    local h = redis.call("HMGET", KEYS[N_FIXED + 2], "m" .. want, "v" .. want)
+    local h = read_call("HMGET", KEYS[N_FIXED + 2], "m" .. want, "v" .. want)
     if h[1] then
       reply[#reply + 1] = want
       reply[#reply + 1] = h[1]
@@ -52,11 +52,11 @@ elseif action == "history" then
   add_entry(cur)
   if cur then
     -- Raw field/value pairs: "m<ver>" -> packed metadata, "v<ver>" -> value.
-    for _, x in ipairs(redis.call("HGETALL", KEYS[N_FIXED + 2])) do reply[#reply + 1] = x end
+    for _, x in ipairs(read_call("HGETALL", KEYS[N_FIXED + 2])) do reply[#reply + 1] = x end
   end
 elseif action == "page" then
   local after, upto, limit = ARGV[4], ARGV[5], int_arg(ARGV[6], "limit")
-  local names = redis.call("ZRANGEBYLEX", K_IDX, after, upto, "LIMIT", 0, limit)
+  local names = read_call("ZRANGEBYLEX", K_IDX, after, upto, "LIMIT", 0, limit)
   -- A short page is the last one: no cursor, no extra round trip.
   if #names == limit then reply[#reply + 1] = names[#names] else reply[#reply + 1] = "" end
   for _, name in ipairs(names) do

@@ -16,13 +16,13 @@ if denied then return denied end
 local now = now_ms()
 
 local function lease_over(who)
-  local lease = redis.call("ZSCORE", K_LEASE, who)
+  local lease = read_call("ZSCORE", K_LEASE, who)
   return lease and tonumber(lease) <= now
 end
 
 local function members(who, kind, n)
   local lo = "[" .. eph_member(who, kind, "")
-  return redis.call("ZRANGEBYLEX", K_EPH, lo, lo .. "\255", "LIMIT", 0, n)
+  return read_call("ZRANGEBYLEX", K_EPH, lo, lo .. "\255", "LIMIT", 0, n)
 end
 
 local removed, lost, rev = 0, 0, nil
@@ -32,11 +32,23 @@ local function revision()
 end
 
 if dead ~= "" and lease_over(dead) then
+  -- Everything is read, and every key written below checked, before the first write.
+  local held = {}
+  for j = 1, (#KEYS - N_FIXED) / 2 do
+    local cur, _, stale = read_entry(KEYS[N_FIXED + 2 * j - 1], now)
+    held[j] = cur or stale or false
+  end
+  local locks = members(dead, "l", batch)
+  local lock_recs = {}
+  for i, m in ipairs(locks) do lock_recs[i] = read_lock(string.sub(m, #dead + 3), now) end
+  require_kinds({ K_IDX, "zset", K_LRU, "zset", K_EXP, "zset", K_STATS, "hash", K_LOCKS, "zset" })
+  require_counters(K_STATS, "lease_expired", "agents_lost")
+  require_counters(K_META, "n", "b") -- drop_entry adjusts them
+  require_next_revision_room()
   for j = 1, (#KEYS - N_FIXED) / 2 do
     local name = ARGV[5 + j]
     local ekey, hkey = KEYS[N_FIXED + 2 * j - 1], KEYS[N_FIXED + 2 * j]
-    local cur, _, stale = read_entry(ekey, now)
-    local e = cur or stale
+    local e = held[j]
     if e and e.eo == dead then
       revision()
       drop_entry(name, ekey, hkey, #e.v)
@@ -46,10 +58,9 @@ if dead ~= "" and lease_over(dead) then
       redis.call("ZREM", K_EPH, eph_member(dead, "k", name)) -- stale membership
     end
   end
-  local locks = members(dead, "l", batch)
-  for _, m in ipairs(locks) do
+  for i, m in ipairs(locks) do
     local name = string.sub(m, #dead + 3)
-    local rec = read_lock(name, now)
+    local rec = lock_recs[i]
     local kept, dropped = {}, false
     for _, h in ipairs(rec.holders) do
       if h.agent == dead then dropped = true else kept[#kept + 1] = h end

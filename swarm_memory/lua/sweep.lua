@@ -15,11 +15,23 @@ local denied = deny_reply(agent, meta[2], LEVEL_RANK.read, "sweep", nil, audit_m
 if denied then return denied end
 local now = now_ms()
 
+-- Every candidate is read (and every key written below checked) before the first write:
+-- a corrupt one fails the call with nothing changed.
+local found = {}
+for j = 1, (#KEYS - N_FIXED) / 2 do
+  local live, is_expired, e = read_entry(KEYS[N_FIXED + 2 * j - 1], now)
+  found[j] = { live, is_expired, e }
+end
+require_kinds({ K_IDX, "zset", K_LRU, "zset", K_EXP, "zset", K_EPH, "zset", K_STATS, "hash" })
+require_counters(K_STATS, "expired")
+require_counters(K_META, "n", "b") -- drop_entry adjusts them
+require_next_revision_room()
+
 local expired, rev = {}, nil
 for j = 1, (#KEYS - N_FIXED) / 2 do
   local name = ARGV[4 + j]
   local ekey, hkey = KEYS[N_FIXED + 2 * j - 1], KEYS[N_FIXED + 2 * j]
-  local live, is_expired, e = read_entry(ekey, now)
+  local live, is_expired, e = found[j][1], found[j][2], found[j][3]
   if is_expired then
     if not rev then rev = redis.call("HINCRBY", K_META, "rev", 1) end
     drop_entry(name, ekey, hkey, #e.v)

@@ -39,7 +39,7 @@ end
 
 -- One read of the namespace hash for everything below: state, default permission,
 -- configuration, counters, events cap and revision.
-local meta = redis.call("HMGET", K_META, "state", "dp", "strat", "ttl", "mk", "mb", "hd", "oq",
+local meta = read_call("HMGET", K_META, "state", "dp", "strat", "ttl", "mk", "mb", "hd", "oq",
   "n", "b", "rl", "em", "rev")
 if meta[1] ~= "live" then return { "nons" } end
 local first_key = ARGV[ARG0 + 2]
@@ -51,20 +51,24 @@ local now = now_ms()
 -- A replayed op id returns its first outcome instead of applying twice (decision 6).
 -- The record is the compact one written at the end (or an older format, or another
 -- script's); the client decodes it and compares its request digest.
-local previous = redis.call("HGET", K_OPS, op_id)
+local previous = read_call("HGET", K_OPS, op_id)
 if previous then return { "dup", previous, sweep_due(now) } end
 
-local strategy, default_ttl = meta[3], tonumber(meta[4])
-local max_keys, max_bytes, history_depth = tonumber(meta[5]), tonumber(meta[6]), tonumber(meta[7])
-local over_quota, n_keys, n_bytes = meta[8], tonumber(meta[9]), tonumber(meta[10])
+local strategy, default_ttl = meta[3], stored_num(meta[4], K_META, "ttl")
+local max_keys, max_bytes = stored_num(meta[5], K_META, "max_keys"), stored_num(meta[6], K_META, "max_bytes")
+local history_depth = stored_num(meta[7], K_META, "history")
+local over_quota, n_keys, n_bytes = meta[8], stored_num(meta[9], K_META, "n"), stored_num(meta[10], K_META, "b")
 local require_lock = meta[11] == "1"
-local events_cap = tonumber(meta[12] or "0") or 0
+local events_cap = stored_int(meta[12] or "0") or 0
+local meta_rev = stored_num(meta[13] or "0", K_META, "rev")
 local needs_version = (strategy == "version" or strategy == "custom")
 local MAX_EXACT = 9007199254740991
 
 -- Fencing (decision 7): checked before anything else is decided; the store itself
 -- refuses writes from a holder whose lease was lost or superseded.
 local function fenced_reply(i, lock, token, latest, reason)
+  require_kinds({ K_STATS, "hash" })
+  require_counters(K_STATS, "fence_rejected")
   redis.call("HINCRBY", K_STATS, "fence_rejected", 1)
   return { "fenced", i, lock, token, latest, reason }
 end
@@ -183,11 +187,11 @@ for i = 1, n_items do
       -- uncompressed, and merges values stored compressed or in another codec itself.
       if fmt ~= "json" then return { "merge_fallback", i, "patch" } end
       if cur and cur.f ~= "json" then return { "merge_fallback", i, "stored" } end
-      local target = nil
-      if cur then target = cur.v end
-      new_value, computed = merge_patch(target, value), true
-      -- A patch applied to nothing still drops its nulls: merge it into an empty object.
-      if not cur and is_object(value) then new_value = merge_patch("{}", value) end
+      local target = cur and cur.v or "{}" -- a patch applied to nothing drops its nulls too
+      -- The patch is the client's (valid JSON): a scan that fails is the stored value's.
+      local ok, merged = pcall(merge_patch, target, value)
+      if not ok then corrupt(ekey, "stored value is not the JSON its format says") end
+      new_value, computed = merged, true
     end
     if #new_value > max_value_bytes then return { "too_large", i, #new_value } end
     p.value, p.fmt, p.computed, p.status = new_value, new_fmt, computed, "w"
@@ -222,7 +226,7 @@ if kind then
   if over_quota ~= "evict-oldest" then return { "quota", kind, limit, current, requested } end
   -- The caller passes the oldest keys it saw (not in this batch); they must still be the
   -- oldest, or the caller retries with a fresh list. Keys cannot be named inside Lua.
-  local oldest = redis.call("ZRANGE", K_LRU, 0, n_victims + n_items + 8)
+  local oldest = read_call("ZRANGE", K_LRU, 0, n_victims + n_items + 8)
   local expect = {}
   for _, name in ipairs(oldest) do
     if not in_batch[name] and #expect < n_victims then expect[#expect + 1] = name end
@@ -233,7 +237,7 @@ if kind then
   local nk, nb, satisfied = n_keys + key_delta, n_bytes + byte_delta, false
   for j = 1, n_victims do
     local ekey = KEYS[VICTIM_KEY0 + 2 * j - 1]
-    local size = redis.call("HSTRLEN", ekey, "v")
+    local size = read_call("HSTRLEN", ekey, "v")
     victims[j] = { name = expect[j], ekey = ekey, hkey = KEYS[VICTIM_KEY0 + 2 * j], size = size }
     nk, nb = nk - 1, nb - size
     key_delta, byte_delta = key_delta - 1, byte_delta - size
@@ -250,57 +254,120 @@ if kind then
 end
 
 ---------------------------------------------------------------------------- phase 2
--- A call that changes nothing (delete / touch of absent keys) takes no revision (etcd).
-local changed = #victims > 0
+-- Nothing is written before every key the writes touch is known to hold its type: those
+-- read above (meta, ops, entries, lock records) were read with read_call, the sweep
+-- check below reads the expiry and lease indexes, the stats hash is read for its
+-- counters, and the events stream is the first write (its XADD refuses, writing
+-- nothing, when the key is not a stream or holds ids past this revision); the rest get
+-- one TYPE each, only when written (DESIGN.md decision 2).
+local changed = #victims > 0 -- a call that changes nothing takes no revision (etcd)
+local drops = #victims > 0 -- entries removed from every index (drop_entry)
+local new_keys = false
+local kinds = { K_AUDIT, "stream", K_OPST, "zset" }
+local eph_kinds = eph_ms ~= nil or #victims > 0 -- a victim may be tied to a lease
 for i = 1, n_items do
-  local st = plan[i].status
-  if (st ~= "a" and st ~= "c") or plan[i].expired then changed = true end
+  local p = plan[i]
+  local st = p.status
+  if (st ~= "a" and st ~= "c") or p.expired then changed = true end
+  if p.expired or st == "d" then drops = true end
+  if st == "w" and not p.cur then new_keys = true end
+  if p.cur and history_depth > 0 and st == "w" then
+    kinds[#kinds + 1], kinds[#kinds + 2] = p.hkey, "hash"
+  end
+  if (p.cur and p.cur.eo) or (p.expired and p.expired.eo) then eph_kinds = true end
 end
-local rev = tonumber(meta[13] or "0")
+if changed then kinds[#kinds + 1], kinds[#kinds + 2] = K_LRU, "zset" end
+if drops or new_keys then kinds[#kinds + 1], kinds[#kinds + 2] = K_IDX, "zset" end
+if eph_kinds then kinds[#kinds + 1], kinds[#kinds + 2] = K_EPH, "zset" end
+if eph_ms then kinds[#kinds + 1], kinds[#kinds + 2] = K_LEASE, "zset" end
+require_kinds(kinds)
+if #victims > 0 then
+  require_counters(K_STATS, action, "evicted")
+else
+  require_counters(K_STATS, action)
+end
+-- Read before the writes (it reads K_EXP and K_LEASE, so they need no TYPE): an entry
+-- this call drops as expired may still count as due; the extra sweep finds nothing.
+local due = sweep_due(now)
+local rev = meta_rev
 if changed then rev = rev + 1 end
--- Key and byte counters change by these deltas; one HSET of rev, n and b at the end
--- replaces an HINCRBY per item (drop_entry's own HINCRBYs are overwritten by it: the
--- absolute values below account for them, and nothing else runs in between).
-local d_keys, d_bytes = 0, 0
-local evicted = {}
-for _, v in ipairs(victims) do
-  local ver = redis.call("HGET", v.ekey, "ver")
-  drop_entry(v.name, v.ekey, v.hkey, v.size)
-  d_keys, d_bytes = d_keys - 1, d_bytes - v.size
-  event("evict", v.name, ver)
-  evicted[#evicted + 1] = v.name
-end
 
+-- 2a: what the writes will be, and their events, computed without writing.
 -- reply: what the client reads now; recs / vals: the compact op record kept for the
 -- dedupe window (per item: status and numbers; values only where the reply has them).
-local reply = { "ok", rev, 0, n_items }
+local evicted = {}
+for _, v in ipairs(victims) do
+  event("evict", v.name, read_call("HGET", v.ekey, "ver"))
+  evicted[#evicted + 1] = v.name
+end
+local reply = { "ok", rev, due, n_items }
 local recs, vals = {}, {}
 for i = 1, n_items do
   local p = plan[i]
-  if p.expired then
-    drop_entry(p.name, p.ekey, p.hkey, #p.expired.v)
-    d_keys, d_bytes = d_keys - 1, d_bytes - #p.expired.v
-    event("expire", p.name, p.expired.ver)
-  end
+  if p.expired then event("expire", p.name, p.expired.ver) end
   local cur, out = p.cur, nil
   if p.status == "a" or (p.status == "c" and not cur) then
     out = { p.status, 0, 0, 0, 0, 0, 0, 0, "", "" }
   elseif p.status == "c" then
     out = { "c", cur.ver, cur.cr, cur.mr, cur.ct, cur.mt, cur.x, #cur.v, "", "" }
   elseif p.status == "d" then
-    drop_entry(p.name, p.ekey, p.hkey, #cur.v)
-    d_keys, d_bytes = d_keys - 1, d_bytes - #cur.v
     event("delete", p.name, cur.ver)
     out = { "d", cur.ver, cur.cr, cur.mr, cur.ct, cur.mt, cur.x, #cur.v, "", "" }
   elseif p.status == "t" then
-    redis.call("HSET", p.ekey, "x", p.x)
-    redis.call("ZADD", K_EXP, p.x, p.name)
     event("touch", p.name, cur.ver)
     out = { "t", cur.ver, cur.cr, cur.mr, cur.ct, cur.mt, p.x, #cur.v, "", "" }
   else
-    local ver, cr, ct = 1, rev, now
+    p.ver, p.cr, p.ct = 1, rev, now
+    if cur then p.ver, p.cr, p.ct = cur.ver + 1, cur.cr, cur.ct end
+    if #p.value <= event_value_max then
+      event("put", p.name, p.ver, p.value, p.fmt)
+    else
+      event("put", p.name, p.ver)
+    end
+    local vout, fout = "", ""
+    if p.computed or echo then vout, fout = p.value, p.fmt end
+    out = { "w", p.ver, p.cr, rev, p.ct, now, p.x, #p.value, vout, fout }
+  end
+  local r = #reply
+  for j = 1, 10 do reply[r + j] = out[j] end
+  if out[1] == "w" then -- mr = rev and mt = now: the record's header has them
+    recs[i] = string.format("w %d %d %d %d %d", out[2], out[3], out[5], out[7], out[8])
+    if out[9] ~= "" then
+      vals[#vals + 1] = i
+      vals[#vals + 1] = out[9]
+      vals[#vals + 1] = out[10]
+    end
+  else
+    recs[i] = string.format("%s %d %d %d %d %d %d %d", out[1], out[2], out[3], out[4],
+      out[5], out[6], out[7], out[8])
+  end
+end
+
+-- 2b: the writes. The events go first: the one write that can still be refused.
+publish_events(stream_maxlen, rev, agent, now, events_cap, true)
+-- Key and byte counters change by these deltas; one HSET of rev, n and b at the end
+-- replaces an HINCRBY per item (drop_entry's own HINCRBYs are overwritten by it: the
+-- absolute values below account for them, and nothing else runs in between).
+local d_keys, d_bytes = 0, 0
+for _, v in ipairs(victims) do
+  drop_entry(v.name, v.ekey, v.hkey, v.size)
+  d_keys, d_bytes = d_keys - 1, d_bytes - v.size
+end
+for i = 1, n_items do
+  local p = plan[i]
+  local cur = p.cur
+  if p.expired then
+    drop_entry(p.name, p.ekey, p.hkey, #p.expired.v)
+    d_keys, d_bytes = d_keys - 1, d_bytes - #p.expired.v
+  end
+  if p.status == "d" then
+    drop_entry(p.name, p.ekey, p.hkey, #cur.v)
+    d_keys, d_bytes = d_keys - 1, d_bytes - #cur.v
+  elseif p.status == "t" then
+    redis.call("HSET", p.ekey, "x", p.x)
+    redis.call("ZADD", K_EXP, p.x, p.name)
+  elseif p.status == "w" then
     if cur then
-      ver, cr, ct = cur.ver + 1, cur.cr, cur.ct
       if history_depth > 0 then
         redis.call("HSET", p.hkey, "m" .. cur.ver, pack({ cur.cr, cur.mr, cur.ct, cur.mt, cur.x, cur.by, cur.f }),
           "v" .. cur.ver, cur.v)
@@ -311,8 +378,8 @@ for i = 1, n_items do
       redis.call("ZADD", K_IDX, 0, p.name)
       d_keys = d_keys + 1
     end
-    redis.call("HSET", p.ekey, "v", p.value, "f", p.fmt, "ver", ver, "cr", cr, "mr", rev,
-      "ct", ct, "mt", now, "by", agent, "x", p.x)
+    redis.call("HSET", p.ekey, "v", p.value, "f", p.fmt, "ver", p.ver, "cr", p.cr, "mr", rev,
+      "ct", p.ct, "mt", now, "by", agent, "x", p.x)
     -- Lease ties: an ephemeral write (re)binds the entry to this agent's lease; a plain
     -- put/create makes it permanent again. Counters and touches keep what they had.
     local old_owner = cur and cur.eo
@@ -329,33 +396,11 @@ for i = 1, n_items do
     if p.x > 0 then redis.call("ZADD", K_EXP, p.x, p.name) elseif cur and cur.x > 0 then
       redis.call("ZREM", K_EXP, p.name)
     end
-    if #p.value <= event_value_max then
-      event("put", p.name, ver, p.value, p.fmt)
-    else
-      event("put", p.name, ver)
-    end
-    local vout, fout = "", ""
-    if p.computed or echo then vout, fout = p.value, p.fmt end
-    out = { "w", ver, cr, rev, ct, now, p.x, #p.value, vout, fout }
-  end
-  local r = #reply
-  for j = 1, 10 do reply[r + j] = out[j] end
-  if out[1] == "w" then -- mr = rev and mt = now: the record's header has them
-    recs[i] = string.format("w %d %d %d %d %d", out[2], out[3], out[5], out[7], out[8])
-    if out[9] ~= "" then
-      vals[#vals + 1] = i
-      vals[#vals + 1] = out[9]
-      vals[#vals + 1] = out[10]
-    end
-  else
-    recs[i] = string.format("%s %d %d %d %d %d %d %d", out[1], out[2], out[3], out[4],
-      out[5], out[6], out[7], out[8])
   end
 end
 if changed then
   redis.call("HSET", K_META, "rev", rev, "n", n_keys + d_keys, "b", n_bytes + d_bytes)
 end
-publish_events(stream_maxlen, rev, agent, now, events_cap)
 if eph_ms then
   local lease = redis.call("ZSCORE", K_LEASE, agent)
   if not lease or tonumber(lease) <= now then redis.call("ZADD", K_LEASE, now + eph_ms, agent) end
@@ -363,9 +408,11 @@ end
 
 redis.call("HINCRBY", K_STATS, action, 1)
 if #evicted > 0 then redis.call("HINCRBY", K_STATS, "evicted", #evicted) end
-audit(audit_maxlen, agent, action, first_key, op_id, "ok", rev)
+-- The audit record: its type was checked; a stream that takes no more ids (its last is
+-- the largest possible) loses this record only — the write's event has the same facts.
+redis.pcall("XADD", K_AUDIT, "MAXLEN", "~", audit_maxlen, "*", "a", agent, "act", action,
+  "k", first_key or "", "op", op_id or "", "out", "ok", "r", rev)
 
-reply[3] = sweep_due(now)
 reply[#reply + 1] = #evicted
 for _, name in ipairs(evicted) do reply[#reply + 1] = name end
 

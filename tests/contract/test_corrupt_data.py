@@ -1,0 +1,328 @@
+"""Data the library did not write (issue 12): every parser of stored or published data is
+bounded and typed, and every script checks what it reads and the type of every key it
+will write before its first write. A corrupt record is one CorruptData naming its Redis
+key — never a hang, a runaway script, a raw IndexError/KeyError/ValueError, or a write
+that half-applies; a bad feed entry or doorbell is reported and skipped.
+
+Each test is one reproduction from the issue (found on redis-server 7.0.15), on every
+backend and both clients. The timeouts turn a hang (the bug) into a failure."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+
+from swarm_memory import CorruptData, InvalidOption, SwarmMemoryError
+from swarm_memory.keys import NamespaceKeys, PresenceKeys
+from tests.support import drain
+
+pytestmark = pytest.mark.timeout(60)
+
+
+@pytest.fixture
+def mem(env):
+    m = env.mem("planner", watch_poll=0.2, socket_timeout=5.0)
+    m.create_namespace("team", history=3)
+    return m
+
+
+@pytest.fixture
+def keys(env) -> NamespaceKeys:
+    return NamespaceKeys.of(env.prefix, "team")
+
+
+def _corrupt(call: Callable[[], Any], key: str) -> CorruptData:
+    with pytest.raises(CorruptData) as info:
+        call()
+    assert info.value.key == key, info.value
+    assert info.value.problem and key in str(info.value)
+    return info.value
+
+
+# --------------------------------------------------------------------- lock records
+def test_lock_record_with_a_negative_length_is_corrupt_data_not_a_hung_server(env, mem, keys):
+    # Was: the Lua record parser read "-4" as a count and looped, growing memory, until
+    # SCRIPT KILL; every client got BUSY meanwhile.
+    ns = mem.namespace("team")
+    env.raw.hset(keys.lock_records, "L0", "-4:")
+    _corrupt(lambda: ns.lock("L0", wait=0).acquire(), keys.lock_records)
+    assert env.raw.ping()
+    ns.put("other", 1)  # the namespace's other keys are unaffected
+    with ns.lock("L1", wait=0):
+        pass
+
+
+def test_listing_locks_with_a_corrupt_record_is_corrupt_data_not_a_hang(env, mem, keys):
+    # Was: Python's unpack looped forever on "-3:" (ns.locks() never returned).
+    ns = mem.namespace("team")
+    ns.lock("L0", ttl=30, wait=0).acquire()
+    env.raw.hset(keys.lock_records, "L0", "-3:")
+    _corrupt(ns.locks, keys.lock_records)
+    for bad in (b"x", b"1:x", b"1:q1:a1:b2:991:1", b"1:x1:a1:b3:abc1:1", b"999999999999:x"):
+        env.raw.hset(keys.lock_records, "L0", bad)
+        _corrupt(ns.locks, keys.lock_records)
+        _corrupt(lambda: ns.lock("L0", wait=0).acquire(), keys.lock_records)
+
+
+def test_an_expired_corrupt_lock_record_is_pruned_not_blocking_other_locks(env, mem, keys):
+    ns = mem.namespace("team")
+    env.raw.hset(keys.lock_records, "old", "-4:")
+    env.raw.zadd(keys.locks, {"old": 1})  # its lease ran out long ago
+    with ns.lock("L1", wait=0) as lock:  # an acquire prunes expired records
+        assert lock.token is not None
+    assert env.raw.hget(keys.lock_records, "old") is None
+
+
+def test_lock_mode_of_the_wrong_type_is_invalid_option(mem):
+    # Was: TypeError (unhashable type: 'dict').
+    with pytest.raises(InvalidOption):
+        mem.namespace("team").lock("x", mode={})
+
+
+# ----------------------------------------------------------------------- op records
+def test_corrupt_op_record_is_corrupt_data_not_a_hang(env, mem, keys):
+    # Was: the replay of OPG hung the client in Python's unpack.
+    ns = mem.namespace("team")
+    env.raw.hset(keys.ops, "OPG", "w1 - 5 5 1 0 1|w 1 1 1 0 1|-3:")
+    _corrupt(lambda: ns.put("k1", {"i": 1}, op_id="OPG"), keys.ops)
+    for bad in ("w1 - 5 5 9 0 0|", "w1 - x 5 1 0 0|w 1 1 1 0 1|", "w1 - 5 5 1 0 1|w 1 1 1 0 1|"):
+        env.raw.hset(keys.ops, "OPG", bad)
+        _corrupt(lambda: ns.put("k1", {"i": 1}, op_id="OPG"), keys.ops)
+    assert ns.get("k1") is None  # nothing was written
+    assert ns.put("k1", {"i": 1}, op_id="fresh").version == 1
+
+
+# ---------------------------------------------------------------------------- entries
+@pytest.mark.parametrize(
+    "field, value",
+    [
+        ("ver", "abc"),  # was IndexError (a nil truncated the script's reply)
+        ("ver", "inf"),
+        ("mr", "1.5"),
+        ("cr", "nan"),
+        ("ct", "99999999999999999999"),  # past 2**53: not exact
+        ("x", ""),
+        ("v", "{bad"),  # was JSONDecodeError
+        ("v", b"\xff\xfe\x00"),  # was UnicodeDecodeError
+        ("f", "no-such-codec"),
+        ("f", "json+z"),  # "compressed", but not zlib data
+        ("mt", "99999999999999999"),  # a time out of datetime's range
+    ],
+)
+def test_a_corrupt_entry_field_is_corrupt_data_naming_the_entry(env, mem, keys, field, value):
+    ns = mem.namespace("team")
+    ns.put("k1", {"i": 1})
+    ns.put("k2", 2)
+    env.raw.hset(keys.entry("k1"), field, value)
+    for call in (
+        lambda: ns.get("k1"),
+        lambda: ns.get_many(["k2", "k1"]),
+        lambda: ns.history("k1"),
+        lambda: ns.get("k1", version=1),
+    ):
+        _corrupt(call, keys.entry("k1"))
+    assert ns.get("k2").value == 2
+
+
+def test_an_entry_without_its_version_is_corrupt_not_absent(env, mem, keys):
+    # Was: get() returned None while keys() listed the key.
+    ns = mem.namespace("team")
+    ns.put("k1", 1)
+    env.raw.hdel(keys.entry("k1"), "ver")
+    _corrupt(lambda: ns.get("k1"), keys.entry("k1"))
+    _corrupt(lambda: ns.put("k1", 2), keys.entry("k1"))
+    _corrupt(lambda: ns.exists("k1"), keys.entry("k1"))
+
+
+def test_writes_over_a_corrupt_entry_change_nothing(env, mem, keys):
+    ns = mem.namespace("team")
+    ns.put("k1", 1)
+    env.raw.hset(keys.entry("k1"), "ver", "x")
+    before = env.snapshot()
+    for call in (
+        lambda: ns.put("k1", 2),
+        lambda: ns.put_many({"k0": 0, "k1": 1}),
+        lambda: ns.incr("k1"),
+        lambda: ns.delete("k1"),
+        lambda: ns.touch("k1", 30),
+    ):
+        _corrupt(call, keys.entry("k1"))
+    assert env.snapshot() == before
+
+
+def test_a_merge_into_a_stored_value_that_is_not_json_is_corrupt_data(env, mem, keys):
+    ns = mem.namespace("team")
+    mem.update_namespace("team", strategy="merge")
+    ns.put("k1", {"a": 1})
+    env.raw.hset(keys.entry("k1"), "v", '{"a":"unterminated')
+    before = env.snapshot()
+    _corrupt(lambda: ns.put("k1", {"b": 2}), keys.entry("k1"))
+    assert env.snapshot() == before
+
+
+def test_corrupt_history_is_corrupt_data_naming_the_history(env, mem, keys):
+    ns = mem.namespace("team")
+    ns.put("k1", 1)
+    ns.put("k1", 2)
+    env.raw.hset(keys.history("k1"), "m1", "-3:")
+    _corrupt(lambda: ns.history("k1"), keys.history("k1"))
+    _corrupt(lambda: ns.get("k1", version=1), keys.history("k1"))
+    env.raw.hset(keys.history("k1"), "mzz", "1:1")
+    _corrupt(lambda: ns.history("k1"), keys.history("k1"))
+
+
+def test_corrupt_namespace_settings_are_corrupt_data_naming_the_meta(env, mem, keys):
+    ns = mem.namespace("team")
+    env.raw.hset(keys.meta, "ttl", "soon")
+    before = env.snapshot()
+    _corrupt(lambda: ns.put("k", 1), keys.meta)
+    _corrupt(ns.info, keys.meta)
+    assert env.snapshot() == before
+    env.raw.hset(keys.meta, "ttl", "0")
+    env.raw.hset(keys.acl, "someone", "root")  # (an unknown level grants nothing: "none")
+    _corrupt(ns.info, keys.meta)  # the info reply names the meta hash; the problem says why
+
+
+def test_a_binary_name_in_the_index_is_corrupt_data_naming_the_index(env, mem, keys):
+    ns = mem.namespace("team")
+    ns.put("a", 1)
+    env.raw.zadd(keys.index, {b"\xff\xfe": 0})
+    _corrupt(lambda: list(ns.keys()), keys.index)
+
+
+def test_garbage_presence_is_corrupt_data_naming_the_presence_hash(env, mem):
+    # Was: ValueError from int(float(...)).
+    mem.heartbeat()
+    presence = PresenceKeys.of(env.prefix)
+    env.raw.hset(presence.seen, "planner", "yesterday")
+    _corrupt(mem.agents, presence.seen)
+
+
+# ------------------------------------------------- keys of the wrong type (issue 12 §2)
+def _calls(mem: Any) -> dict[str, Callable[[], Any]]:
+    ns = mem.namespace("team")
+    return {
+        "put": lambda: ns.put("new", 1, op_id="OPX"),
+        "put_many": lambda: ns.put_many({"a": 1, "b": 2}),
+        "delete": lambda: ns.delete("k1"),
+        "incr": lambda: ns.incr("n"),
+        "broadcast": lambda: ns.broadcast("hi"),
+        "lock": lambda: ns.lock("L", wait=0).acquire(),
+        "grant": lambda: ns.grant({"w": "write"}),
+        "clear": ns.clear,
+    }
+
+
+# (key, what it becomes, calls that must fail with nothing written)
+WRONG_TYPES = [
+    ("events", "string", ["put", "put_many", "delete", "incr", "broadcast", "grant", "clear"]),
+    ("audit", "string", ["put", "put_many", "delete", "incr", "broadcast", "grant", "clear"]),
+    ("audit", "hash", ["put"]),
+    ("stats", "zset", ["put", "incr", "broadcast", "lock"]),
+    ("index", "string", ["put", "put_many", "keys"]),
+    ("lru", "hash", ["put", "incr"]),
+    ("expiry", "string", ["put", "get"]),
+    ("ops_time", "hash", ["put", "broadcast"]),
+    ("ops", "string", ["put", "broadcast"]),
+    ("acl", "string", ["put", "get", "grant"]),
+    ("meta", "zset", ["put", "get", "lock", "broadcast"]),
+    ("history", "string", ["put", "history"]),
+]
+
+
+@pytest.mark.parametrize("name, kind, calls", WRONG_TYPES)
+def test_a_key_of_the_wrong_type_fails_the_call_before_anything_is_written(  # noqa: PLR0917
+    env, mem, keys, name, kind, calls
+):
+    # Was: put raised WRONGTYPE after the entry was written and the revision bumped, with
+    # no op record, so replaying its op id wrote version 2.
+    ns = mem.namespace("team")
+    ns.put("k1", 1)  # history 3: the next put writes the history hash
+    key = keys.history("k1") if name == "history" else getattr(keys, name)
+    env.raw.delete(key)
+    {
+        "string": lambda: env.raw.set(key, "x"),
+        "hash": lambda: env.raw.hset(key, "x", "y"),
+        "zset": lambda: env.raw.zadd(key, {"x": 1}),
+    }[kind]()
+    table = _calls(mem) | {
+        "get": lambda: ns.get("k1"),
+        "keys": lambda: list(ns.keys()),
+        "put": lambda: ns.put("k1", 2),
+        "history": lambda: ns.history("k1"),
+    }
+    if name != "history":
+        table["put"] = lambda: ns.put("new", 1, op_id="OPX")
+    for call in calls:
+        before = env.snapshot()
+        _corrupt(table[call], key)
+        assert env.snapshot() == before, call
+    # After repair the op id was never used: its first (and only) application is now.
+    env.raw.delete(key)
+    if name == "meta":
+        return  # the namespace is gone with its metadata
+    if name == "acl":
+        env.raw.hset(keys.acl, "planner", "admin")
+    entry = ns.put("new", 1, op_id="OPX")
+    assert entry.version == 1
+    assert ns.put("new", 1, op_id="OPX").version == 1  # a replay: the first outcome
+
+
+def test_a_foreign_stream_entry_past_the_revision_fails_writes_before_anything(env, mem, keys):
+    # An XADD with a larger id (even deleted again: Redis keeps the last id) would make
+    # the write script's own XADD fail after its other writes.
+    ns = mem.namespace("team")
+    env.raw.xadd(keys.events, {"x": "y"}, id="99999999999-0")
+    env.raw.xdel(keys.events, "99999999999-0")
+    before = env.snapshot()
+    for call in (lambda: ns.put("k", 1), lambda: ns.broadcast(1), ns.clear):
+        _corrupt(call, keys.events)
+        assert env.snapshot() == before
+
+
+# ------------------------------------------------------------------- the change feed
+def test_a_foreign_stream_entry_is_skipped_and_reported_not_a_silent_stop(env, mem, keys):
+    # Was: watch(since=0) delivered nothing and logged KeyError: 'k' on every poll.
+    ns = mem.namespace("team")
+    ns.put("a", 1)
+    env.raw.xadd(keys.events, {"x": "y"}, id="999999-0")
+    env.raw.hset(keys.meta, "rev", 999999)
+    w = ns.watch(since=0)
+    ns.put("b", 2)
+    got = drain(w, 3)
+    assert [(e.type, e.key) for e in got] == [("ns_create", None), ("put", "a"), ("put", "b")]
+    assert got[-1].revision == 1000000
+    assert mem._event_hub().core.skipped["entry"] >= 1
+    w.close()
+
+
+def test_a_garbage_doorbell_is_reported_and_watchers_go_on(env, mem, keys):
+    # Was: SPUBLISH bell '-3:' stalled every watcher of the process (Python's unpack).
+    ns = mem.namespace("team")
+    w = ns.watch()
+    ns.put("a", 1)
+    assert [e.key for e in drain(w, 1)] == ["a"]
+    for payload in (b"-3:", b"2:99", b"1:51:1" + b"1:p" * 3, b"\xff" * 64):
+        env.raw.spublish(keys.bell, payload)
+    started = time.monotonic()
+    ns.put("b", 2)
+    assert [e.key for e in drain(w, 1)] == ["b"]
+    assert time.monotonic() - started < 5
+    deadline = time.monotonic() + 5
+    while mem._event_hub().core.skipped["doorbell"] == 0 and time.monotonic() < deadline:
+        env.sleep(0.05)
+    assert mem._event_hub().core.skipped["doorbell"] >= 1
+    w.close()
+
+
+def test_corrupt_audit_records_are_corrupt_data(env, mem, keys):
+    ns = mem.namespace("team")
+    env.raw.xadd(keys.audit, {"x": "y"})
+    _corrupt(ns.audit, keys.audit)
+
+
+def test_every_error_here_is_a_swarm_memory_error():
+    assert issubclass(CorruptData, SwarmMemoryError)
