@@ -224,7 +224,11 @@ class FeedCore:
                     self.report_skipped(group[0].ctx.namespace, "entry", sid, problem)
                 if page.events:
                     self._deliver(group, page.events)
-                    _moved(group, page.next, page.events[-1])
+                if page.next != cursor:
+                    # The entry right before the new position: the last event, unless the
+                    # read ended on a skipped foreign entry (no time to check next read).
+                    tail = page.events[-1] if page.events else None
+                    _moved(group, page.next, tail if tail and tail.cursor == page.next else None)
                 cursor = page.next
                 for sub in group:
                     sub.start = cursor
@@ -240,9 +244,10 @@ OnError = Callable[[BaseException, Event | None], Any]
 _MAX_BELL_PARTS = 64 * 6 + 4
 
 
-def _moved(group: list[Subscriber], cursor: str, last: Event) -> None:
-    """The group read up to ``cursor``; ``last`` is the event right before it."""
-    last_ms = round(last.time.timestamp() * 1000)
+def _moved(group: list[Subscriber], cursor: str, last: Event | None) -> None:
+    """The group read up to ``cursor``; ``last`` is the event right before it (None: an
+    entry that was no event of ours, so the next read cannot check it)."""
+    last_ms = None if last is None else round(last.time.timestamp() * 1000)
     for sub in group:
         sub.start, sub.last_ms = cursor, last_ms
 

@@ -299,6 +299,22 @@ def test_a_foreign_stream_entry_is_skipped_and_reported_not_a_silent_stop(env, m
     w.close()
 
 
+def test_a_read_that_ends_on_a_foreign_entry_is_not_taken_for_a_rewind(env, mem, keys):
+    """The history check compares the entry before the reader's position with the last
+    event it read: after a skipped foreign entry there is none to compare, and the next
+    read must go on (it raised HistoryRewound when the put came after that read)."""
+    ns = mem.namespace("team")
+    ns.put("a", 1)
+    env.raw.xadd(keys.events, {"x": "y"}, id="999999-0")
+    env.raw.hset(keys.meta, "rev", 999999)
+    w = ns.watch(since=0)
+    assert [(e.type, e.key) for e in drain(w, 2)] == [("ns_create", None), ("put", "a")]
+    env.sleep(0.5)  # the hub reads past the foreign entry (a poll) before the next put
+    ns.put("b", 2)
+    assert [(e.type, e.key) for e in drain(w, 1)] == [("put", "b")]
+    w.close()
+
+
 def test_a_garbage_doorbell_is_reported_and_watchers_go_on(env, mem, keys):
     # Was: SPUBLISH bell '-3:' stalled every watcher of the process (Python's unpack).
     ns = mem.namespace("team")
