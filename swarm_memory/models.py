@@ -59,6 +59,11 @@ class NamespaceInfo:
     created_by: str
     stats: dict[str, int] = field(default_factory=dict)
     require_lock: bool = False  # every write must be fenced with its key's lock token
+    # Retention, stored with the namespace when it is created (from the creating client's
+    # settings unless given) so that no writer's own settings change it; None: an older
+    # namespace that does not store it (each writer's settings apply).
+    audit_maxlen: int | None = None  # audit records kept
+    dedupe_window: float | None = None  # seconds a write's op id is remembered for replays
 
 
 @dataclass(frozen=True, slots=True)

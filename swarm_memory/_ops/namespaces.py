@@ -10,6 +10,7 @@ here too.
 from __future__ import annotations
 
 import contextlib
+import math
 from collections.abc import Callable, Iterable, Mapping
 from datetime import timedelta
 from typing import Any
@@ -104,6 +105,8 @@ _FIELD_OF = {
     "over_quota": "oq",
     "max_events": "em",
     "require_lock": "rl",
+    "audit_maxlen": "am",
+    "dedupe_window": "dw",
 }
 
 
@@ -121,6 +124,13 @@ def _option_text(settings: Settings, name: str, value: Any) -> str:
         return "1" if bool_arg(value, "require_lock") else "0"
     if name == "history":
         return str(history_arg(value))
+    if name == "dedupe_window":
+        number = isinstance(value, int | float) and not isinstance(value, bool)
+        if not number or not math.isfinite(value) or not value > 0:
+            raise errors.InvalidInput(
+                "dedupe_window must be a number of seconds > 0", field=name, value=value
+            )
+        return str(limit_arg(max(1, round(value * 1000)), name))
     return str(limit_arg(value, name))
 
 
@@ -170,13 +180,21 @@ def create_namespace(
         "max_events": max_events,
         "require_lock": require_lock,
     }
-    fields = config_fields(ctx.settings, config)
+    s = ctx.settings
+    # Retention is the namespace's, stored now from this (the creating) client's settings
+    # unless given: a writer with other settings no longer changes it (each script reads
+    # the stored limits first).
+    stored = {
+        "max_events": max_events if max_events is not None else s.stream_maxlen,
+        "audit_maxlen": s.audit_maxlen,
+        "dedupe_window": s.dedupe_window,
+    }
+    fields = config_fields(s, {**config, **stored})
     if strategy == "merge" and ctx.codec.codec.name != JSON_FORMAT:
         raise errors.InvalidOption(
             "the merge strategy needs the JSON codec", field="strategy", value=strategy
         )
     acl = permissions_arg(permissions, required=False)
-    s = ctx.settings
     args: list[str | bytes | int] = [ctx.agent, s.audit_maxlen, s.stream_maxlen, "create", ""]
     reply = yield ScriptCall(
         load("ns"), ctx.keys.fixed(), [*args, *fields, "--", *acl], new_op_id()
@@ -202,6 +220,8 @@ def _check_same_config(
     grants made since creation to other agents are not a difference."""
     differences: dict[str, tuple[Any, Any]] = {}
     for name, want in config.items():
+        if name == "max_events" and want is None:
+            continue  # not given: the stored one came from the creator's stream_maxlen
         have = getattr(info, name)
         if _option_text(ctx.settings, name, have) != _option_text(ctx.settings, name, want):
             differences[name] = (have, want)
@@ -245,6 +265,8 @@ def _namespace_info(name: str, f: Fields) -> NamespaceInfo:
         created_by=meta["cb"],
         stats=stats,
         require_lock=meta.get("rl") == "1",
+        audit_maxlen=int(meta.get("am", "0")) or None,
+        dedupe_window=int(meta.get("dw", "0")) / 1000 or None,
     )
 
 

@@ -219,10 +219,20 @@ local function unpack_list(s, key, max)
 end
 
 -- The namespace's state or nil if missing / being deleted.
+-- state, default level, and the retention the namespace stores (audit records kept, the
+-- dedupe window in ms): m[3] and m[4], nil for a namespace created before it was stored.
 local function load_meta()
-  local m = read_call("HMGET", K_META, "state", "dp")
+  local m = read_call("HMGET", K_META, "state", "dp", "am", "dw")
   if m[1] ~= "live" then return nil end
   return m
+end
+
+-- A stored retention limit when the namespace has one, else the caller's (older
+-- namespaces): the namespace's config, not whichever client writes last.
+local function stored_limit(value, default)
+  local n = value and stored_int(value)
+  if n and n > 0 then return n end
+  return default
 end
 
 local function level_of(agent, default_level)

@@ -19,6 +19,8 @@ local stream_maxlen, dedupe_ms = int_arg(ARGV[3], "stream_maxlen"), int_arg(ARGV
 local action = ARGV[5]
 local meta = load_meta()
 if not meta then return { "nons" } end
+-- The namespace's stored retention, not this caller's settings (older namespaces: ARGV).
+audit_maxlen, dedupe_ms = stored_limit(meta[3], audit_maxlen), stored_limit(meta[4], dedupe_ms)
 local needed = LEVEL_RANK.read
 if action == "broadcast" then needed = LEVEL_RANK.write end
 local denied = deny_reply(agent, meta[2], needed, action, nil, audit_maxlen)

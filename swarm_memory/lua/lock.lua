@@ -19,6 +19,7 @@ local agent, audit_maxlen = ARGV[1], int_arg(ARGV[2], "audit_maxlen")
 local stream_maxlen, action = int_arg(ARGV[3], "stream_maxlen"), ARGV[4]
 local meta = load_meta()
 if not meta then return { "nons" } end
+audit_maxlen = stored_limit(meta[3], audit_maxlen) -- the namespace's retention
 local NEEDS = { acquire = "write", release = "write", extend = "write", force = "admin",
   list = "read", beat = "read", leave = "read" }
 local needed = NEEDS[action]

@@ -13,7 +13,8 @@
 -- Removing the last admin is refused: a namespace must stay administrable.
 local agent, audit_maxlen, stream_maxlen = ARGV[1], int_arg(ARGV[2], "audit_maxlen"), int_arg(ARGV[3], "stream_maxlen")
 local action = ARGV[4]
-local CONFIG_FIELDS = { dp = true, strat = true, ttl = true, mk = true, mb = true, hd = true, oq = true, em = true, rl = true }
+local CONFIG_FIELDS = { dp = true, strat = true, ttl = true, mk = true, mb = true, hd = true, oq = true, em = true, rl = true,
+  am = true, dw = true }
 local now = now_ms()
 
 if action == "create" then
@@ -51,6 +52,7 @@ if action == "create" then
 end
 
 local meta = load_meta()
+if meta then audit_maxlen = stored_limit(meta[3], audit_maxlen) end -- the namespace's retention
 if not meta then return { "nons" } end
 
 if action == "info" then

@@ -14,6 +14,7 @@ local state = read_call("HGET", K_META, "state")
 if (mode == "clear" and state ~= "live") or (mode == "delete" and state ~= "deleting") then
   return { "nons" }
 end
+audit_maxlen = stored_limit(read_call("HGET", K_META, "am"), audit_maxlen) -- the namespace's retention
 local denied = deny_reply(agent, redis.call("HGET", K_META, "dp"), LEVEL_RANK.admin, "ns_" .. mode, nil, audit_maxlen)
 if denied then return denied end
 local now = now_ms()

@@ -12,6 +12,7 @@
 local agent, audit_maxlen, action = ARGV[1], int_arg(ARGV[2], "audit_maxlen"), ARGV[3]
 local meta = load_meta()
 if not meta then return { "nons" } end
+audit_maxlen = stored_limit(meta[3], audit_maxlen) -- the namespace's retention
 local denied = deny_reply(agent, meta[2], LEVEL_RANK.read, action, nil, audit_maxlen)
 if denied then return denied end
 local now = now_ms()

@@ -40,8 +40,10 @@ end
 -- One read of the namespace hash for everything below: state, default permission,
 -- configuration, counters, events cap and revision.
 local meta = read_call("HMGET", K_META, "state", "dp", "strat", "ttl", "mk", "mb", "hd", "oq",
-  "n", "b", "rl", "em", "rev")
+  "n", "b", "rl", "em", "rev", "am", "dw")
 if meta[1] ~= "live" then return { "nons" } end
+-- The namespace's stored retention, not this caller's settings (older namespaces: ARGV).
+audit_maxlen, dedupe_ms = stored_limit(meta[14], audit_maxlen), stored_limit(meta[15], dedupe_ms)
 local first_key = ARGV[ARG0 + 2]
 local denied = deny_reply(agent, meta[2], LEVEL_RANK.write, action, first_key, audit_maxlen)
 if denied then return denied end

@@ -155,3 +155,32 @@ def test_every_key_of_a_namespace_shares_one_slot(env):
     assert len(keys) > 8
     assert len({key_slot(k) for k in keys}) == 1
     assert env.guard.calls > 0 and set(env.guard.by_script) >= {"ns", "write", "read"}
+
+
+def test_retention_is_the_namespaces_not_each_writers(env):
+    """stream_maxlen, audit_maxlen and dedupe_window are stored with the namespace when it
+    is created (from the creator's settings) and read by every script, so a writer with
+    other settings no longer changes them (it did: each call sent its own)."""
+    creator = env.mem("planner", stream_maxlen=50, audit_maxlen=20, dedupe_window=0.05)
+    creator.create_namespace("team", default_permission="read")
+    info = creator.namespace_info("team")
+    assert (info.max_events, info.audit_maxlen, info.dedupe_window) == (50, 20, 0.05)
+    big = {"stream_maxlen": 100_000, "audit_maxlen": 100_000, "dedupe_window": 300.0}
+    writer = env.mem("planner", **big).namespace("team")
+    # The dedupe window is the namespace's 50 ms, not the writer's 300 s: a replay after
+    # the record was purged (a purge runs every 8th revision) is a new write.
+    assert writer.put("k", 1, op_id="op-x").version == 1
+    env.sleep(0.2)
+    for i in range(16):
+        writer.put(f"filler-{i}", i)
+    assert writer.put("k", 1, op_id="op-x").version == 2
+    # The audit log keeps about the namespace's 20 records, not the writer's 100,000.
+    stranger = env.mem("stranger", **big).namespace("team")
+    for _ in range(300):
+        with pytest.raises(PermissionDenied):
+            stranger.put("x", 1)
+    assert env.raw.xlen(f"{env.prefix}:{{team}}:audit") < 300
+    # update_namespace changes them, like every other setting.
+    creator.update_namespace("team", audit_maxlen=1000, dedupe_window=60)
+    info = creator.namespace_info("team")
+    assert (info.audit_maxlen, info.dedupe_window) == (1000, 60.0)
