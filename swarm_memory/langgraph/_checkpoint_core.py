@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import base64
 import contextlib
-import random
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -56,12 +55,12 @@ from swarm_memory.errors import (
     TransactionConflict,
 )
 from swarm_memory.langgraph import _names as names
+from swarm_memory.langgraph._checkpoint_prune import PAGE, puts, remove_checkpoints
 from swarm_memory.langgraph._flow import Call, Flow, Gather, Handles, Tx, chunks
 from swarm_memory.langgraph.errors import ThreadOwned, ThreadOwnershipLost
 from swarm_memory.models import Entry, TxResult
 
 _ATTEMPTS = 50  # head compares lost in a row before giving up (another writer per try)
-_PAGE = 100  # entries per get_many / transaction in bulk operations
 _PER_CHECKPOINT = 4  # assembling more checkpoints than this lists their namespace's writes once
 
 
@@ -486,7 +485,7 @@ class CheckpointCore:
                     ids = [i for i in ids if i == want_id]
                 if before_id:
                     ids = [i for i in ids if i < before_id]
-                for page in chunks(ids, _PAGE):
+                for page in chunks(ids, PAGE):
                     if limit is not None and len(out) >= limit:
                         return out
                     keys_ = [names.checkpoint_key(ns, i) for i in page]
@@ -536,13 +535,13 @@ class CheckpointCore:
         heads = {k: e.value for k, e in entries.items() if k.startswith("h/")}
         self.forget(target)
         # Data first, heads and the marker last: a reader never sees a head without its data.
-        for page in chunks(data.items(), _PAGE):
+        for page in chunks(data.items(), PAGE):
             yield from self.write(
-                target, lambda name, fence, page=page: _puts(name, dict(page), fence)
+                target, lambda name, fence, page=page: puts(name, dict(page), fence)
             )
         yield from self.write(
             target,
-            lambda name, fence: _puts(name, heads, fence, self._extra(target, fence)),
+            lambda name, fence: puts(name, heads, fence, self._extra(target, fence)),
         )
 
     def delete_for_runs(self, run_ids: Iterable[str]) -> Flow[None]:
@@ -560,7 +559,7 @@ class CheckpointCore:
                 if parsed is not None and self.load(entry.value["m"]).get("run_id") in wanted:
                     doomed.add(parsed)
             if doomed:
-                yield from self._remove(thread_id, name, entries, doomed)
+                yield from remove_checkpoints(self, thread_id, entries, doomed)
 
     def prune(self, thread_ids: Sequence[str], strategy: str) -> Flow[None]:
         if strategy not in ("keep_latest", "delete"):
@@ -589,54 +588,7 @@ class CheckpointCore:
                 and parsed[1] != latest[parsed[0]]
             }
             if doomed:
-                yield from self._remove(thread_id, name, entries, doomed)
-
-    def _remove(
-        self,
-        thread_id: str,
-        name: str,
-        entries: Mapping[str, Entry],
-        doomed: set[tuple[str, str]],
-    ) -> Flow[None]:
-        """Delete checkpoints ``doomed`` ((ns, id)) with their writes, the blobs no kept
-        checkpoint references, and move each head to the newest kept checkpoint."""
-        kept: dict[str, list[tuple[str, Mapping[str, Any]]]] = {}
-        deletes: list[str] = []
-        touched: set[str] = set()
-        for key, entry in entries.items():
-            parsed = names.parse_checkpoint_key(key)
-            if parsed is None:
-                wparsed = names.parse_write_key(key)
-                if wparsed is not None and wparsed in doomed:
-                    deletes.append(key)
-                continue
-            if parsed in doomed:
-                deletes.append(key)
-                touched.add(parsed[0])
-            else:
-                kept.setdefault(parsed[0], []).append((parsed[1], entry.value))
-        referenced = {k for recs in kept.values() for _, rec in recs for k in rec["b"]}
-        for key in entries:
-            blob_ns = names.parse_blob_ns(key)
-            if blob_ns in touched and key not in referenced:
-                deletes.append(key)
-        heads: dict[str, Any] = {}
-        for ns in touched:
-            hk = names.head_key(ns)
-            if kept.get(ns):
-                cid, rec = max(kept[ns], key=lambda item: item[0])
-                heads[hk] = {"id": cid, "r": rec}
-            else:
-                deletes.append(hk)
-            self.heads.pop((thread_id, ns), None)
-        for page in chunks(deletes, _PAGE):
-
-            def build(name: str, fence: int | None, page: list[str] = page) -> Tx:
-                return Tx(name, {}, {}, {k: fence for k in page})
-
-            yield from self.write(thread_id, build)
-        if heads:
-            yield from self.write(thread_id, lambda name, fence: _puts(name, heads, fence))
+                yield from remove_checkpoints(self, thread_id, entries, doomed)
 
     def sweep_expired(self) -> Flow[list[str]]:
         """Delete every thread whose TTL marker has expired; returns their ids."""
@@ -651,22 +603,3 @@ class CheckpointCore:
                 yield from self.drop_expired(thread_id, name)
                 gone.append(thread_id)
         return gone
-
-
-def _puts(
-    name: str, values: Mapping[str, Any], fence: int | None, extra: Mapping[str, Any] | None = None
-) -> Tx:
-    puts: dict[str, Any] = {k: (v, None, fence) for k, v in values.items()}
-    puts.update(extra or {})
-    return Tx(name, {}, puts)
-
-
-def next_version(current: str | int | None) -> str:
-    """As InMemorySaver: ``<32-digit counter>.<16-digit random>``, strictly increasing."""
-    if current is None:
-        current_v = 0
-    elif isinstance(current, int):
-        current_v = current
-    else:
-        current_v = int(current.split(".")[0])
-    return f"{current_v + 1:032}.{random.random():016}"

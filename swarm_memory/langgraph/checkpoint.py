@@ -24,7 +24,8 @@ from langgraph.checkpoint.serde.base import SerializerProtocol
 from swarm_memory import AsyncSwarmMemory, Event, Settings, SwarmMemory
 from swarm_memory.errors import InvalidInput
 from swarm_memory.langgraph import _names as names
-from swarm_memory.langgraph._checkpoint_core import CheckpointCore, SaverOptions, next_version
+from swarm_memory.langgraph._checkpoint_core import CheckpointCore, SaverOptions
+from swarm_memory.langgraph._checkpoint_prune import next_version
 from swarm_memory.langgraph._flow import Flow, Handles, check_memory, run_async, run_sync
 
 T = TypeVar("T")
