@@ -61,9 +61,12 @@ def parse(url: str) -> SentinelTarget:
         username = unquote(user) or None
         password = unquote(secret) if sep else None
     hosts: list[tuple[str, int]] = []
-    for item in hostlist.split(","):
-        host, sep, port = item.strip().rpartition(":") if ":" in item else (item, "", "")
-        host = host.strip("[]") or item.strip()
+    for raw in hostlist.split(","):
+        item = raw.strip()
+        host, sep, port = item.rpartition(":")
+        if not sep:  # no port: the whole item is the host
+            host = item
+        host = host.strip("[]")
         if not host:
             raise bad("no Sentinel host")
         if sep and not (port.isdigit() and 0 < int(port) <= MAX_PORT):

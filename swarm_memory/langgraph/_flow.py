@@ -11,7 +11,8 @@ Everything goes through the public API only.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Generator, Iterable, Iterator, Mapping
+import concurrent.futures
+from collections.abc import AsyncIterator, Awaitable, Generator, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -161,6 +162,28 @@ async def run_async(handles: Handles, flow: Flow[T]) -> T:
                 send = await _call_async(handles, req)
         except Exception as exc:
             error = exc
+
+
+def run_on_loop(loop: asyncio.AbstractEventLoop | None, coro: Awaitable[T], owner: str) -> T:
+    """Run ``coro`` on ``loop`` from another thread and wait for it: how an async saver or
+    store serves LangGraph's sync methods. Refused on the loop's own thread (it would
+    deadlock) or before the loop is known."""
+    try:
+        running = asyncio.get_running_loop()
+    except RuntimeError:
+        running = None
+    if loop is None or running is loop:
+        if hasattr(coro, "close"):
+            coro.close()
+        raise asyncio.InvalidStateError(
+            f"synchronous calls to {owner} are only allowed from a thread other than its "
+            "event loop's; use the a* methods (or the sync class) there"
+        )
+    future: concurrent.futures.Future[T] = asyncio.run_coroutine_threadsafe(
+        coro,  # type: ignore[arg-type]
+        loop,
+    )
+    return future.result()
 
 
 def check_memory(memory: object, want_async: bool) -> None:

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import builtins
-import concurrent.futures
 from collections.abc import AsyncIterator, Awaitable, Iterator, Sequence
 from datetime import timedelta
 from typing import Any, TypeVar
@@ -26,7 +25,14 @@ from swarm_memory.errors import InvalidInput
 from swarm_memory.langgraph import _names as names
 from swarm_memory.langgraph._checkpoint_core import CheckpointCore, SaverOptions
 from swarm_memory.langgraph._checkpoint_prune import next_version
-from swarm_memory.langgraph._flow import Flow, Handles, check_memory, run_async, run_sync
+from swarm_memory.langgraph._flow import (
+    Flow,
+    Handles,
+    check_memory,
+    run_async,
+    run_on_loop,
+    run_sync,
+)
 
 T = TypeVar("T")
 
@@ -374,24 +380,7 @@ class AsyncSwarmCheckpointSaver(_Base):
         return await run_async(self._core.handles, flow)
 
     def _sync(self, coro: Awaitable[T]) -> T:
-        loop = self.loop
-        try:
-            running = asyncio.get_running_loop()
-        except RuntimeError:
-            running = None
-        if loop is None or running is loop:
-            if hasattr(coro, "close"):
-                coro.close()
-            raise asyncio.InvalidStateError(
-                "synchronous calls to AsyncSwarmCheckpointSaver are only allowed from a "
-                "thread other than its event loop's; use the a* methods (or "
-                "SwarmCheckpointSaver) there"
-            )
-        future: concurrent.futures.Future[T] = asyncio.run_coroutine_threadsafe(
-            coro,  # type: ignore[arg-type]
-            loop,
-        )
-        return future.result()
+        return run_on_loop(self.loop, coro, "AsyncSwarmCheckpointSaver")
 
     async def aget_tuple(self, config: RunnableConfig) -> CheckpointTuple | None:
         return await self._arun(self._core.get_tuple(config))

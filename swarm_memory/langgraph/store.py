@@ -5,7 +5,6 @@
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
 import threading
 from collections.abc import Awaitable, Iterable, Mapping
 from typing import Any, Literal, TypeVar
@@ -23,7 +22,14 @@ from langgraph.store.base import (
 
 from swarm_memory import AsyncSwarmMemory, Settings, SwarmMemory
 from swarm_memory.langgraph import _names as names
-from swarm_memory.langgraph._flow import Flow, Handles, check_memory, run_async, run_sync
+from swarm_memory.langgraph._flow import (
+    Flow,
+    Handles,
+    check_memory,
+    run_async,
+    run_on_loop,
+    run_sync,
+)
 from swarm_memory.langgraph._store_core import (
     StoreCore,
     VersionedItem,
@@ -247,23 +253,7 @@ class AsyncSwarmStore(_StoreBase):
             return await run_async(self._core.handles, flow)
 
     def _sync(self, coro: Awaitable[T]) -> T:
-        loop = self.loop
-        try:
-            running = asyncio.get_running_loop()
-        except RuntimeError:
-            running = None
-        if loop is None or running is loop:
-            if hasattr(coro, "close"):
-                coro.close()
-            raise asyncio.InvalidStateError(
-                "synchronous calls to AsyncSwarmStore are only allowed from a thread other "
-                "than its event loop's; use the a* methods (or SwarmStore) there"
-            )
-        future: concurrent.futures.Future[T] = asyncio.run_coroutine_threadsafe(
-            coro,  # type: ignore[arg-type]
-            loop,
-        )
-        return future.result()
+        return run_on_loop(self.loop, coro, "AsyncSwarmStore")
 
     async def abatch(self, ops: Iterable[Op]) -> list[Result]:
         return await self._arun(self._core.batch(list(ops)))

@@ -32,7 +32,7 @@ from typing import Any
 
 import pytest
 
-from swarm_memory import AsyncSwarmMemory, Settings, SwarmMemory, SwarmMemoryError
+from swarm_memory import AsyncSwarmMemory, SwarmMemory, SwarmMemoryError
 from tests.servers import RedisServer
 
 README = Path(__file__).resolve().parents[2] / "README.md"
@@ -192,4 +192,3 @@ def test_the_snippet_harness_sees_the_quick_start() -> None:
     codes = [code for _, code in snippets()]
     assert any("SwarmMemory.from_url" in code and "create_namespace" in code for code in codes)
     assert not any("def test_" in code for code in codes)
-    _ = Settings  # the prefix the snippets use comes from the environment (Settings)
