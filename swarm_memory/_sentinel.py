@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import parse_qsl, unquote, urlsplit
+from urllib.parse import parse_qsl, unquote
 
 import redis.asyncio.sentinel
 import redis.sentinel
@@ -53,8 +53,11 @@ def parse(url: str) -> SentinelTarget:
         shown = redact_url(url)
         return InvalidURL(f"invalid Sentinel URL {shown}: {reason}", field="url", value=shown)
 
-    parts = urlsplit(url)
-    userinfo, _, hostlist = parts.netloc.rpartition("@")
+    # Split by hand: urlsplit validates one bracketed host and rejects "[::1],[::2]:26380".
+    rest_of_url, _, query_text = url[len(SCHEME) + 3 :].partition("?")
+    rest_of_url = rest_of_url.partition("#")[0]
+    netloc, slash, path = rest_of_url.partition("/")
+    userinfo, _, hostlist = netloc.rpartition("@")
     username = password = None
     if userinfo:
         user, sep, secret = userinfo.partition(":")
@@ -63,16 +66,21 @@ def parse(url: str) -> SentinelTarget:
     hosts: list[tuple[str, int]] = []
     for raw in hostlist.split(","):
         item = raw.strip()
-        host, sep, port = item.rpartition(":")
-        if not sep:  # no port: the whole item is the host
-            host = item
-        host = host.strip("[]")
+        if item.startswith("["):  # [IPv6] or [IPv6]:port: the port follows the bracket
+            host, _, after = item[1:].partition("]")
+            sep, port = after[:1], after[1:]
+            if after and sep != ":":
+                raise bad(f"bad host {item!r}")
+        else:
+            host, sep, port = item.rpartition(":")
+            if not sep:  # no port: the whole item is the host
+                host = item
         if not host:
             raise bad("no Sentinel host")
         if sep and not (port.isdigit() and 0 < int(port) <= MAX_PORT):
             raise bad(f"bad port {port!r}")
         hosts.append((host, int(port) if sep else DEFAULT_PORT))
-    service, *rest = [p for p in parts.path.split("/") if p] or [""]
+    service, *rest = [p for p in (slash + path).split("/") if p] or [""]
     if not service or len(rest) > 1:
         raise bad("the path must be /<service name>[/<db>]")
     db = 0
@@ -80,7 +88,7 @@ def parse(url: str) -> SentinelTarget:
         if not rest[0].isdigit():
             raise bad(f"bad database number {rest[0]!r}")
         db = int(rest[0])
-    query = dict(parse_qsl(parts.query))
+    query = dict(parse_qsl(query_text))
     sentinel_password = query.pop("sentinel_password", None)
     ssl = query.pop("ssl", "false").lower() in ("1", "true", "yes")
     unknown = sorted(set(query) - _PASSED_ON)

@@ -96,6 +96,16 @@ def test_bad_sentinel_urls_are_refused_before_any_io():
         )
 
 
+def test_sentinel_hosts_parse_ipv6_with_and_without_a_port():
+    from swarm_memory._sentinel import DEFAULT_PORT, parse
+
+    target = parse("redis+sentinel://[::1],[fe80::2]:26380,h:7/mymaster")
+    assert target.hosts == [("::1", DEFAULT_PORT), ("fe80::2", 26380), ("h", 7)]
+    for bad in ("redis+sentinel://[::1]x/m", "redis+sentinel://[::1]:/m", "redis+sentinel://[]/m"):
+        with pytest.raises(InvalidURL):
+            parse(bad)
+
+
 # 8 KiB per write: a SIGSTOPped replica's socket buffer (about 128 KiB) fills within a few
 # dozen writes, so the rest waits in the primary's output buffer and dies with it. With
 # small values a slow (loaded) run could fit in the buffer and lose nothing.
