@@ -1,0 +1,594 @@
+"""Agent-memory flows (DESIGN.md decision 11), all on one namespace:
+
+* contexts: an agent's working context is the entry ``_context/<agent>``, saved through
+  the write script (CAS with ``expected_version``); resuming reads it and the
+  namespace's feed after its ``mod_revision`` (``lua/events.lua``);
+* sessions (``lua/agent.lua``): open with a TTL, close, list, and an append-only
+  decision log per session;
+* outcome logs (``lua/agent.lua``): idempotent records, exact statistics kept by the
+  script, the Wilson interval and ``recommend`` computed here (pure functions).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import os
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+from swarm_memory import errors
+from swarm_memory._ops import entries as _entries
+from swarm_memory._ops import events as _events
+from swarm_memory._ops.args import limit_arg, op_id_arg, since_arg, ttl_arg, version_arg
+from swarm_memory._ops.effects import Context, Flow, ScriptCall
+from swarm_memory._ops.records import (
+    Fields,
+    MalformedReply,
+    StreamEntry,
+    decoding,
+    pairs,
+    text,
+)
+from swarm_memory._ops.replies import AGENT, Failure
+from swarm_memory.agent_models import (
+    Decision,
+    DecisionPage,
+    OutcomeStats,
+    Recommendation,
+    Resumed,
+    SessionInfo,
+    SessionSummary,
+)
+from swarm_memory.keys import _name_arg
+from swarm_memory.models import Entry, ms_to_datetime
+from swarm_memory.scripts import load
+
+CONTEXT_PREFIX = "_context/"
+SESSION_PREFIX = "_session/"
+MAX_TAGS = 32
+MAX_TAG_CHARS = 64
+MAX_STRATEGIES = 1000  # per outcome log: bounds stats() replies and exporter series
+MAX_CANDIDATES = 1000
+MAX_SECONDS = 1e9  # durations (s) and costs, at most: micro-units stay below 2**53
+MAX_TEXT = 4096  # rationale / outcome link characters
+WILSON_Z = 1.959963984540054  # the 97.5th percentile of the standard normal: 95 %
+MAX_PAGE = 10_000
+
+
+# ------------------------------------------------------------------------- arguments
+def log_name_arg(name: object) -> str:
+    return _name_arg(name, "outcome log")
+
+
+def strategy_arg(name: object) -> str:
+    return _name_arg(name, "strategy")
+
+
+def session_id_arg(name: object) -> str:
+    return _name_arg(name, "session")
+
+
+def _number(value: object, field: str, maximum: float) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise errors.InvalidInput(
+            f"{field} must be a number of seconds or units, not {type(value).__name__}",
+            field=field,
+            value=value,
+        )
+    x = float(value)
+    if not math.isfinite(x) or x < 0 or x > maximum:
+        raise errors.InvalidInput(
+            f"{field} must be finite and between 0 and {maximum:g}", field=field, value=value
+        )
+    return x
+
+
+def micro_arg(value: object, field: str) -> int | None:
+    """Seconds / cost units -> whole micro-units (exact integer sums in Redis)."""
+    if value is None:
+        return None
+    return round(_number(value, field, MAX_SECONDS) * 1_000_000)
+
+
+def tags_arg(tags: object) -> list[str]:
+    if tags is None:
+        return []
+    if isinstance(tags, str | bytes) or not isinstance(tags, Iterable):
+        raise errors.InvalidInput("tags must be a collection of strings", field="tags")
+    out: list[str] = []
+    for tag in tags:
+        if len(out) >= MAX_TAGS:
+            raise errors.InvalidInput(f"at most {MAX_TAGS} tags", field="tags")
+        if not isinstance(tag, str) or not 1 <= len(tag) <= MAX_TAG_CHARS or not tag.isprintable():
+            raise errors.InvalidInput(
+                f"each tag must be 1..{MAX_TAG_CHARS} printable characters",
+                field="tags",
+                value=tag,
+            )
+        out.append(tag)
+    return out
+
+
+def text_arg(value: object, field: str) -> str | None:
+    if value is None:
+        return None
+    if not isinstance(value, str) or len(value) > MAX_TEXT:
+        raise errors.InvalidInput(
+            f"{field} must be a str of at most {MAX_TEXT} characters", field=field, value=value
+        )
+    return value
+
+
+def min_n_arg(value: object) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= 2**53:
+        raise errors.InvalidInput("min_n must be a positive int", field="min_n", value=value)
+    return value
+
+
+def candidates_arg(candidates: object) -> list[str]:
+    if isinstance(candidates, str) or not isinstance(candidates, Iterable):
+        raise errors.InvalidInput(
+            "candidates must be a collection of strategy names", field="candidates"
+        )
+    names = list(dict.fromkeys(strategy_arg(c) for c in candidates))
+    if not names or len(names) > MAX_CANDIDATES:
+        raise errors.InvalidInput(
+            f"give 1..{MAX_CANDIDATES} candidates", field="candidates", value=len(names)
+        )
+    return names
+
+
+def _page_arg(limit: object) -> int:
+    n = limit_arg(limit, "limit")
+    if not 1 <= n <= MAX_PAGE:
+        raise errors.InvalidInput(f"limit must be 1..{MAX_PAGE}", field="limit", value=limit)
+    return n
+
+
+def _digest(*parts: str | bytes) -> str:
+    h = hashlib.blake2b(digest_size=12)
+    for p in parts:
+        b = p.encode() if isinstance(p, str) else p
+        h.update(b"%d:" % len(b))
+        h.update(b)
+    return h.hexdigest()
+
+
+# ------------------------------------------------------------------------- the script
+def _agent_call(
+    ctx: Context,
+    action: str,
+    extra_keys: list[str],
+    extra: list[str | bytes | int],
+    *,
+    op_id: str = "",
+    digest: str = "",
+    key: str | None = None,
+) -> Flow[Fields]:
+    s = ctx.settings
+    args: list[str | bytes | int] = [
+        ctx.agent,
+        s.audit_maxlen,
+        s.stream_maxlen,
+        int(s.dedupe_window * 1000),
+        action,
+        op_id,
+        digest,
+        *extra,
+    ]
+    reply = yield ScriptCall(load("agent"), ctx.keys.fixed() + extra_keys, args, op_id or None)
+    required = "read" if action in READ_ACTIONS else "write"
+    f = AGENT.check(reply, Failure(ctx, action, required, key))
+    if f.tag == b"dup":
+        record = f.string()
+        head, _, result = record.partition(" ")[2].partition(" ")[2].partition(" ")
+        if not record.startswith("ag1 ") or record.split(" ")[1] != (digest or "-"):
+            raise errors.OpIdReused(
+                f"op id {op_id!r} was already used for a different request; "
+                "an op id names one request (its replays must be identical)",
+                op_id=op_id,
+                **ctx.err(key=key),
+            )
+        with decoding(ctx.keys.ops, **ctx.err()):
+            return Fields([b"ok", int(head), result.encode()], 1, b"ok")
+    return f
+
+
+READ_ACTIONS = frozenset({"outcome_stats", "decisions", "sessions", "session_info"})
+
+
+def _outcome_keys(ctx: Context, log: str) -> list[str]:
+    nk = ctx.keys
+    return [nk.outcome_counters(log), nk.outcome_durations(log), nk.outcome_logs]
+
+
+def _session_keys(ctx: Context, sid: str) -> list[str]:
+    nk = ctx.keys
+    return [nk.session(sid), nk.session_log(sid), nk.sessions]
+
+
+# ------------------------------------------------------------------------- contexts
+def context_key(agent: str) -> str:
+    return CONTEXT_PREFIX + agent
+
+
+def save_context(
+    ctx: Context,
+    agent: str,
+    value: Any,
+    *,
+    expected_version: int | None,
+    op_id: str | None,
+) -> Flow[Entry]:
+    """Write the agent's context entry (CAS when ``expected_version`` is given:
+    ConflictError carrying the current entry). Only the agent itself saves its context
+    (client-side, like every identity check outside authenticated mode)."""
+    if agent != ctx.agent:
+        raise errors.PermissionDenied(
+            f"agent {ctx.agent!r} may not save the context of {agent!r}: only its owner may",
+            action="context_save",
+            required="owner",
+            granted="none",
+            **ctx.err(key=context_key(agent)),
+        )
+    entry = yield from _entries.put(
+        ctx,
+        context_key(agent),
+        value,
+        expected_version=version_arg(expected_version),
+        op_id=op_id,
+    )
+    return entry
+
+
+def get_context(ctx: Context, agent: str) -> Flow[Entry | None]:
+    entry = yield from _entries.get(ctx, context_key(agent))
+    return entry
+
+
+def resume_context(
+    ctx: Context, agent: str, *, since: str | None, limit: int
+) -> Flow[Resumed]:
+    """The context entry and the feed's events after it (``since``: a cursor to go on
+    from instead). EventsTrimmed when the feed no longer holds them all."""
+    n = _page_arg(limit)
+    if since is not None:
+        since = since_arg(since)
+    entry = yield from _entries.get(ctx, context_key(agent))
+    if since is not None:
+        start = since
+    elif entry is not None:
+        start = f"{entry.mod_revision + 1}-0"
+    else:
+        page = yield from _events.read_events(ctx, None, 1)
+        return Resumed(None, [], page.next, True)
+    events: list[Any] = []
+    while len(events) < n:
+        page = yield from _events.read_events(ctx, start, min(500, n - len(events)))
+        events += page.events
+        if page.next == start:
+            break
+        start = page.next
+        if not page.events and not page.skipped:
+            break
+    complete = len(events) < n
+    if not complete:
+        peek = yield from _events.read_events(ctx, start, 1)
+        complete = not peek.events and not peek.skipped
+    return Resumed(entry, events, start, complete)
+
+
+# ------------------------------------------------------------------------- sessions
+def open_session(
+    ctx: Context, sid: str, *, ttl: Any, meta: Any, op_id: str | None
+) -> Flow[SessionInfo]:
+    ttl_ms = ttl_arg(ttl, ctx.settings)
+    enc = ctx.codec.encode(meta, allow_compress=False)
+    op = op_id_arg(op_id)
+    digest = _digest("open", sid, str(ttl_ms), enc.data, enc.fmt)
+    extra: list[str | bytes | int] = [sid, "" if ttl_ms is None else ttl_ms, enc.data, enc.fmt]
+    f = yield from _agent_call(
+        ctx, "session_open", _session_keys(ctx, sid), extra, op_id=op, digest=digest, key=sid
+    )
+    info = yield from session_info(ctx, sid)
+    if info is None:  # expired between the two calls (a TTL shorter than a round trip)
+        f.number()
+        raise errors.SessionNotOpen(
+            f"session {sid!r} expired at once", session=sid, state="absent", **ctx.err()
+        )
+    return info
+
+
+def close_session(ctx: Context, sid: str, *, op_id: str | None) -> Flow[int]:
+    """Close; returns how many decisions the session logged."""
+    op = op_id_arg(op_id)
+    f = yield from _agent_call(
+        ctx,
+        "session_close",
+        _session_keys(ctx, sid),
+        [sid],
+        op_id=op,
+        digest=_digest("close", sid),
+        key=sid,
+    )
+    f.number()
+    return int(f.string())
+
+
+def decide(
+    ctx: Context,
+    sid: str,
+    decision: Any,
+    *,
+    rationale: Any,
+    inputs: Any,
+    outcome: Any,
+    op_id: str | None,
+) -> Flow[Decision]:
+    body = {
+        "decision": decision,
+        "rationale": text_arg(rationale, "rationale"),
+        "inputs": inputs,
+        "outcome": text_arg(outcome, "outcome"),
+    }
+    enc = ctx.codec.encode(body, allow_compress=False)
+    op = op_id_arg(op_id)
+    f = yield from _agent_call(
+        ctx,
+        "decide",
+        _session_keys(ctx, sid),
+        [sid, enc.data, enc.fmt],
+        op_id=op,
+        digest=_digest("decide", sid, enc.data, enc.fmt),
+        key=sid,
+    )
+    f.number()
+    stream_id = f.string()
+    page = yield from decisions(ctx, sid, after=None, limit=1, start=stream_id)
+    if not page.decisions:
+        raise errors.SessionNotOpen(
+            f"session {sid!r} expired", session=sid, state="absent", **ctx.err()
+        )
+    return page.decisions[0]
+
+
+def _decision(ctx: Context, raw: Any) -> Decision:
+    e = StreamEntry._make(raw)
+    fields = pairs(e.fields)
+    body = ctx.codec.decode(fields["d"], text(fields["f"]))
+    if not isinstance(body, dict):
+        raise MalformedReply("a decision is not a mapping")
+    rationale, outcome = body.get("rationale"), body.get("outcome")
+    return Decision(
+        id=text(e.id),
+        seq=int(fields["q"]),
+        agent=text(fields["a"]),
+        time=ms_to_datetime(int(fields["ms"])),
+        decision=body.get("decision"),
+        rationale=None if rationale is None else str(rationale),
+        inputs=body.get("inputs"),
+        outcome=None if outcome is None else str(outcome),
+    )
+
+
+def _stream_id_arg(value: object, field: str) -> str:
+    ok = isinstance(value, str) and _events_id(value)
+    if not ok:
+        raise errors.InvalidInput(
+            f"{field} must be a decision id (<ms>-<seq>)", field=field, value=value
+        )
+    assert isinstance(value, str)
+    return value
+
+
+def _events_id(value: str) -> bool:
+    first, dash, second = value.partition("-")
+    return bool(dash) and all(p.isdigit() and len(p) <= 20 for p in (first, second))
+
+
+def decisions(
+    ctx: Context, sid: str, *, after: str | None, limit: int, start: str | None = None
+) -> Flow[DecisionPage]:
+    n = _page_arg(limit)
+    if start is None:
+        start = "-" if after is None else "(" + _stream_id_arg(after, "after")
+    f = yield from _agent_call(ctx, "decisions", _session_keys(ctx, sid), [sid, start, n])
+    raw = f.next()
+    log_key = ctx.keys.session_log(sid)
+    with decoding(log_key, **ctx.err()):
+        if not isinstance(raw, list):
+            raise MalformedReply("no entry list")
+        out = [_decision(ctx, r) for r in raw]
+    nxt = out[-1].id if len(out) == n else None
+    return DecisionPage(out, nxt)
+
+
+def session_info(ctx: Context, sid: str) -> Flow[SessionInfo | None]:
+    f = yield from _agent_call(ctx, "session_info", _session_keys(ctx, sid), [sid])
+    state = f.string()
+    if not state:
+        return None
+    with decoding(ctx.keys.session(sid), **ctx.err()):
+        by, ct, x, n, m, fmt, cl = f.strings(4) + f.take(2) + [f.string()]
+        meta = ctx.codec.decode(m, text(fmt))
+        expires = int(x)
+        return SessionInfo(
+            id=sid,
+            state=state,
+            opened_by=by,
+            opened_at=ms_to_datetime(int(ct)),
+            expires_at=ms_to_datetime(expires) if expires > 0 else None,
+            decisions=int(n),
+            meta=meta,
+            closed_at=ms_to_datetime(int(cl)) if cl else None,
+        )
+
+
+def session_page(
+    ctx: Context, after: str | None
+) -> Flow[tuple[list[SessionSummary], str | None]]:
+    """One page of live sessions by id (the index, never a scan), and the next cursor."""
+    start = "-" if after is None else "(" + after
+    f = yield from _agent_call(
+        ctx, "sessions", _session_keys(ctx, "-"), [start, ctx.settings.page_size]
+    )
+    with decoding(ctx.keys.sessions, **ctx.err()):
+        last = f.string() or None
+        out = []
+        while len(f):
+            sid, x = f.string(), f.number()
+            out.append(SessionSummary(sid, ms_to_datetime(x) if x > 0 else None))
+    return out, last
+
+
+# ------------------------------------------------------------------------- outcomes
+def record_outcome(
+    ctx: Context,
+    log: str,
+    strategy: str,
+    *,
+    success: object,
+    duration: object,
+    cost: object,
+    tags: object,
+    op_id: str | None,
+) -> Flow[int]:
+    """Record one outcome; returns the revision it took (a replayed op id: the first
+    one's, counted once)."""
+    s = strategy_arg(strategy)
+    if not isinstance(success, bool):
+        raise errors.InvalidInput("success must be True or False", field="success", value=success)
+    dur_us, cost_micro = micro_arg(duration, "duration"), micro_arg(cost, "cost")
+    tag_list = tags_arg(tags)
+    op = op_id_arg(op_id)
+    body = {
+        "strategy": s,
+        "success": success,
+        "duration": None if dur_us is None else dur_us / 1e6,
+        "cost": None if cost_micro is None else cost_micro / 1e6,
+        "tags": tag_list,
+        "op_id": op,
+    }
+    enc = ctx.codec.encode(body, allow_compress=False)
+    d, c = "" if dur_us is None else str(dur_us), "" if cost_micro is None else str(cost_micro)
+    ok = "1" if success else "0"
+    digest = _digest("outcome", log, s, ok, d, c, *tag_list)
+    extra: list[str | bytes | int] = [log, s, ok, d, c, MAX_STRATEGIES, enc.data, enc.fmt]
+    f = yield from _agent_call(
+        ctx, "outcome", _outcome_keys(ctx, log), extra, op_id=op, digest=digest, key=log
+    )
+    return f.number()
+
+
+def wilson(successes: int, n: int, z: float = WILSON_Z) -> tuple[float, float]:
+    """The Wilson score interval of a success proportion (95 % with the default z)."""
+    if n <= 0:
+        raise ValueError("n must be positive")
+    p = successes / n
+    z2 = z * z
+    denom = 1 + z2 / n
+    centre = (p + z2 / (2 * n)) / denom
+    margin = z * math.sqrt(p * (1 - p) / n + z2 / (4 * n * n)) / denom
+    return max(0.0, centre - margin), min(1.0, centre + margin)
+
+
+def _stats(s: str, n: int, ok: int, cost: int, cn: int, dn: int, m: Sequence[str]) -> OutcomeStats:
+    low = high = rate = None
+    if n > 0:
+        low, high = wilson(ok, n)
+        rate = ok / n
+    median = p90 = None
+    if dn > 0:
+        median = (int(m[0]) + int(m[1])) / 2 / 1e6
+        p90 = int(m[2]) / 1e6
+    return OutcomeStats(
+        strategy=s,
+        n=n,
+        successes=ok,
+        success_rate=rate,
+        wilson_low=low,
+        wilson_high=high,
+        durations=dn,
+        median_duration=median,
+        p90_duration=p90,
+        costs=cn,
+        total_cost=cost / 1e6,
+        mean_cost=cost / cn / 1e6 if cn else None,
+    )
+
+
+def outcome_stats(
+    ctx: Context, log: str, strategies: Sequence[str] | None
+) -> Flow[dict[str, OutcomeStats]]:
+    names = [] if strategies is None else [strategy_arg(x) for x in strategies]
+    extra: list[str | bytes | int] = [len(names), *names]
+    f = yield from _agent_call(ctx, "outcome_stats", _outcome_keys(ctx, log), extra, key=log)
+    out: dict[str, OutcomeStats] = {}
+    with decoding(ctx.keys.outcome_counters(log), **ctx.err()):
+        count = f.number()
+        if count > max(MAX_STRATEGIES, len(names)) or len(f) != 9 * count:
+            raise MalformedReply("stats reply does not match its count")
+        for _ in range(count):
+            s = f.string()
+            n, ok, cost, cn, dn = (f.number() for _ in range(5))
+            m = f.strings(3)
+            if not 0 <= ok <= n or not 0 <= dn <= n or not 0 <= cn <= n or cost < 0:
+                raise MalformedReply(f"inconsistent counters for strategy {s!r}")
+            out[s] = _stats(s, n, ok, cost, cn, dn, m)
+    return out
+
+
+def recommend(stats: dict[str, OutcomeStats], candidates: list[str], min_n: int) -> Recommendation:
+    """Pick by the best Wilson lower bound among candidates with ``min_n`` records."""
+    enough = [c for c in candidates if stats[c].n >= min_n]
+    short = [c for c in candidates if stats[c].n < min_n]
+    if not enough:
+        return Recommendation(
+            choice=None,
+            enough_data=False,
+            reason=(
+                f"not enough data: no candidate has {min_n} recorded outcomes "
+                f"(have: {', '.join(f'{c}={stats[c].n}' for c in candidates)})"
+            ),
+            lower_bound=None,
+            min_n=min_n,
+            stats=stats,
+            insufficient=short,
+        )
+
+    def rank(c: str) -> tuple[float, float, float, str]:
+        st = stats[c]
+        med = st.median_duration if st.median_duration is not None else math.inf
+        return (-(st.wilson_low or 0.0), -(st.success_rate or 0.0), med, c)
+
+    best = min(enough, key=rank)
+    st = stats[best]
+    reason = (
+        f"{best}: best Wilson 95% lower bound {st.wilson_low:.3f} "
+        f"({st.successes}/{st.n} succeeded) among {len(enough)} candidate(s) with >= {min_n} records"
+    )
+    if short:
+        reason += f"; not enough data yet for {', '.join(short)}"
+    return Recommendation(
+        choice=best,
+        enough_data=True,
+        reason=reason,
+        lower_bound=st.wilson_low,
+        min_n=min_n,
+        stats=stats,
+        insufficient=short,
+    )
+
+
+def recommend_flow(
+    ctx: Context, log: str, candidates: object, min_n: object
+) -> Flow[Recommendation]:
+    names, k = candidates_arg(candidates), min_n_arg(min_n)
+    stats = yield from outcome_stats(ctx, log, names)
+    return recommend(stats, names, k)
+
+
+def new_session_id() -> str:
+    return "s-" + os.urandom(8).hex()
+
