@@ -54,6 +54,7 @@ MAX_SECONDS = 1e9  # durations (s) and costs, at most: micro-units stay below 2*
 MAX_TEXT = 4096  # rationale / outcome link characters
 WILSON_Z = 1.959963984540054  # the 97.5th percentile of the standard normal: 95 %
 MAX_PAGE = 10_000
+_MAX_ID_DIGITS = 20  # each half of a stream id
 
 
 # ------------------------------------------------------------------------- arguments
@@ -247,17 +248,14 @@ def get_context(ctx: Context, agent: str) -> Flow[Entry | None]:
     return entry
 
 
-def resume_context(
-    ctx: Context, agent: str, *, since: str | None, limit: int
-) -> Flow[Resumed]:
+def resume_context(ctx: Context, agent: str, *, since: str | None, limit: int) -> Flow[Resumed]:
     """The context entry and the feed's events after it (``since``: a cursor to go on
     from instead). EventsTrimmed when the feed no longer holds them all."""
     n = _page_arg(limit)
-    if since is not None:
-        since = since_arg(since)
+    after = None if since is None else since_arg(since)
     entry = yield from _entries.get(ctx, context_key(agent))
-    if since is not None:
-        start = since
+    if after is not None:
+        start = after
     elif entry is not None:
         start = f"{entry.mod_revision + 1}-0"
     else:
@@ -384,7 +382,7 @@ def _stream_id_arg(value: object, field: str) -> str:
 
 def _events_id(value: str) -> bool:
     first, dash, second = value.partition("-")
-    return bool(dash) and all(p.isdigit() and len(p) <= 20 for p in (first, second))
+    return bool(dash) and all(p.isdigit() and len(p) <= _MAX_ID_DIGITS for p in (first, second))
 
 
 def decisions(
@@ -425,9 +423,7 @@ def session_info(ctx: Context, sid: str) -> Flow[SessionInfo | None]:
         )
 
 
-def session_page(
-    ctx: Context, after: str | None
-) -> Flow[tuple[list[SessionSummary], str | None]]:
+def session_page(ctx: Context, after: str | None) -> Flow[tuple[list[SessionSummary], str | None]]:
     """One page of live sessions by id (the index, never a scan), and the next cursor."""
     start = "-" if after is None else "(" + after
     f = yield from _agent_call(
@@ -493,7 +489,9 @@ def wilson(successes: int, n: int, z: float = WILSON_Z) -> tuple[float, float]:
     return max(0.0, centre - margin), min(1.0, centre + margin)
 
 
-def _stats(s: str, n: int, ok: int, cost: int, cn: int, dn: int, m: Sequence[str]) -> OutcomeStats:
+def _stats(  # noqa: PLR0917 - one stats reply record, field by field
+    s: str, n: int, ok: int, cost: int, cn: int, dn: int, m: Sequence[str]
+) -> OutcomeStats:
     low = high = rate = None
     if n > 0:
         low, high = wilson(ok, n)
@@ -566,7 +564,8 @@ def recommend(stats: dict[str, OutcomeStats], candidates: list[str], min_n: int)
     st = stats[best]
     reason = (
         f"{best}: best Wilson 95% lower bound {st.wilson_low:.3f} "
-        f"({st.successes}/{st.n} succeeded) among {len(enough)} candidate(s) with >= {min_n} records"
+        f"({st.successes}/{st.n} succeeded) among {len(enough)} candidate(s) "
+        f"with >= {min_n} records"
     )
     if short:
         reason += f"; not enough data yet for {', '.join(short)}"
@@ -591,4 +590,3 @@ def recommend_flow(
 
 def new_session_id() -> str:
     return "s-" + os.urandom(8).hex()
-

@@ -345,7 +345,9 @@ PRESENCE = Replies[Failure]("presence", frozenset({b"ok"}), {b"denied": _presenc
 def _session_not_open(fail: Failure, f: Fields) -> Exception:
     state = f.string()
     sid = fail.key or ""
-    why = {"exists": "is already open", "closed": "is closed"}.get(state, "is not open (absent or expired)")
+    why = {"exists": "is already open", "closed": "is closed"}.get(
+        state, "is not open (absent or expired)"
+    )
     return errors.SessionNotOpen(
         f"session {sid!r} in {fail.ctx.namespace!r} {why}",
         session=sid,

@@ -1,4 +1,4 @@
---! keys: meta acl stats idx lru exp events audit ops opst bell lease eph locks lockh lbell a b c
+--! keys: meta acl stats idx lru exp events audit ops opst bell lease eph locks lockh lbell +family(a b c)
 --! args: agent audit_maxlen stream_maxlen dedupe_ms action op_id digest +args
 --! returns: {"ok", ...} | {"dup", record} | {"nons"} | {"denied", granted} | {"nosession", state} | {"too_many", limit}
 --

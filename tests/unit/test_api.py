@@ -81,7 +81,7 @@ def test_sync_and_async_have_identical_signatures(sync_cls, async_cls):
         assert sp == ap, name
         returns_handle = name in (
             "from_url", "from_client", "as_agent", "namespace", "keys", "lock", "transaction",
-            "inboxes",
+            "inboxes", "context", "session", "sessions", "outcomes",
         )  # fmt: skip
         if not returns_handle and name not in ("observe_scripts", "close"):
             assert inspect.iscoroutinefunction(afn), f"{async_cls.__name__}.{name} must be async"
