@@ -186,8 +186,12 @@ class NamespaceKeys:
         return self.base + "slog:" + session_id
 
     @property
-    def sessions(self) -> str:  # zset: session id -> expiry ms (0: none)
+    def sessions(self) -> str:  # zset, scores 0: session ids (paged by id)
         return self.base + "sesx"
+
+    @property
+    def session_expiry(self) -> str:  # zset: session id -> expiry ms (those with a TTL)
+        return self.base + "sesexp"
 
     def fixed(self) -> list[str]:
         """The names every namespace script gets first, in the order the scripts expect.

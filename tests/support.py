@@ -10,6 +10,9 @@ from typing import Any, TypeVar
 import redis
 
 from swarm_memory import (
+    AsyncAgentContext,
+    AsyncOutcomes,
+    AsyncSession,
     AsyncLease,
     AsyncLock,
     AsyncNamespace,
@@ -22,6 +25,9 @@ from swarm_memory import (
 T = TypeVar("T")
 
 WRAPPED = (
+    AsyncAgentContext,
+    AsyncOutcomes,
+    AsyncSession,
     AsyncSwarmMemory,
     AsyncNamespace,
     AsyncWatch,

@@ -201,12 +201,12 @@ READ_ACTIONS = frozenset({"outcome_stats", "decisions", "sessions", "session_inf
 
 def _outcome_keys(ctx: Context, log: str) -> list[str]:
     nk = ctx.keys
-    return [nk.outcome_counters(log), nk.outcome_durations(log), nk.outcome_logs]
+    return [nk.outcome_counters(log), nk.outcome_durations(log), nk.outcome_logs, nk.outcome_logs]
 
 
 def _session_keys(ctx: Context, sid: str) -> list[str]:
     nk = ctx.keys
-    return [nk.session(sid), nk.session_log(sid), nk.sessions]
+    return [nk.session(sid), nk.session_log(sid), nk.sessions, nk.session_expiry]
 
 
 # ------------------------------------------------------------------------- contexts
@@ -248,7 +248,9 @@ def get_context(ctx: Context, agent: str) -> Flow[Entry | None]:
     return entry
 
 
-def resume_context(ctx: Context, agent: str, *, since: str | None, limit: int) -> Flow[Resumed]:
+def resume_context(
+    ctx: Context, agent: str, *, since: int | str | None, limit: int
+) -> Flow[Resumed]:
     """The context entry and the feed's events after it (``since``: a cursor to go on
     from instead). EventsTrimmed when the feed no longer holds them all."""
     n = _page_arg(limit)
@@ -429,7 +431,7 @@ def session_page(ctx: Context, after: str | None) -> Flow[tuple[list[SessionSumm
     f = yield from _agent_call(
         ctx, "sessions", _session_keys(ctx, "-"), [start, ctx.settings.page_size]
     )
-    with decoding(ctx.keys.sessions, **ctx.err()):
+    with decoding(ctx.keys.session_expiry, **ctx.err()):
         last = f.string() or None
         out = []
         while len(f):

@@ -1,15 +1,16 @@
---! keys: meta acl stats idx lru exp events audit ops opst bell lease eph locks lockh lbell +family(a b c)
+--! keys: meta acl stats idx lru exp events audit ops opst bell lease eph locks lockh lbell +family(a b c d)
 --! args: agent audit_maxlen stream_maxlen dedupe_ms action op_id digest +args
 --! returns: {"ok", ...} | {"dup", record} | {"nons"} | {"denied", granted} | {"nosession", state} | {"too_many", limit}
 --
 -- Agent memory on a namespace (DESIGN.md decision 11): outcome logs and sessions with
 -- their decision logs. Permission-checked, deduped by op id, evented and atomic like
 -- every write; the statistics and indexes change in the same script as the data.
--- KEYS a b c by action (all under the namespace's hash tag, named in keys.py):
+-- KEYS a b c d by action (all under the namespace's hash tag, named in keys.py):
 --   outcome / outcome_stats: a = the log's counters (hash), b = its durations (zset),
---                            c = the namespace's index of outcome logs (zset)
+--                            c = the namespace's index of outcome logs (zset), d unused
 --   session_* / decide / decisions: a = the session (hash), b = its decision log
---                            (stream), c = the namespace's session index (zset)
+--                            (stream), c = the namespace's session ids (zset, scores 0,
+--                            paged by id), d = their expiry ms (zset, sessions with a TTL)
 -- Actions (write ones carry op_id and digest; reads send "" for both):
 --   outcome log strategy ok dur_us cost_micro max_strategies event_d event_f   (write)
 --   outcome_stats n strategy...   (read) n = 0: every strategy of the log
@@ -28,7 +29,7 @@
 local agent, audit_maxlen = ARGV[1], int_arg(ARGV[2], "audit_maxlen")
 local stream_maxlen, dedupe_ms = int_arg(ARGV[3], "stream_maxlen"), int_arg(ARGV[4], "dedupe_ms")
 local action, op_id, digest = ARGV[5], ARGV[6], ARGV[7]
-local K_A, K_B, K_C = KEYS[N_FIXED + 1], KEYS[N_FIXED + 2], KEYS[N_FIXED + 3]
+local K_A, K_B, K_C, K_D = KEYS[N_FIXED + 1], KEYS[N_FIXED + 2], KEYS[N_FIXED + 3], KEYS[N_FIXED + 4]
 local WRITES = { outcome = true, session_open = true, session_close = true, decide = true }
 local MAX_SCAN = 100000 -- hash fields read when listing a log's strategies, at most
 
@@ -122,13 +123,14 @@ end
 
 if action == "sessions" then
   local start, count = ARGV[8], int_arg(ARGV[9], "count")
-  -- Index scores are expiry ms (0: none): expired ones are left out here and pruned by
-  -- the next session write.
+  -- Expired sessions are left out here and pruned from the index by the next session
+  -- write.
   local ids = read_call("ZRANGEBYLEX", K_C, start, "+", "LIMIT", 0, count)
   local reply = { "ok", #ids == count and ids[#ids] or "" }
   for _, id in ipairs(ids) do
-    local x = stored_int(redis.call("ZSCORE", K_C, id) or "")
-    if not x then corrupt(K_C, "bad expiry for session " .. string.sub(id, 1, 40)) end
+    local raw = read_call("ZSCORE", K_D, id)
+    local x = stored_int(raw or "0")
+    if not x then corrupt(K_D, "bad expiry for session " .. string.sub(id, 1, 40)) end
     if x == 0 or x > now then
       reply[#reply + 1] = id
       reply[#reply + 1] = x
@@ -163,8 +165,11 @@ end
 -- Up to 16 expired sessions leave the index per session write (the hash and its log
 -- expire by themselves: PEXPIREAT).
 local function prune_sessions()
-  local gone = read_call("ZRANGEBYSCORE", K_C, 1, now, "LIMIT", 0, 16)
-  if #gone > 0 then redis.call("ZREM", K_C, unpack(gone)) end
+  local gone = read_call("ZRANGEBYSCORE", K_D, "-inf", now, "LIMIT", 0, 16)
+  if #gone > 0 then
+    redis.call("ZREM", K_C, unpack(gone))
+    redis.call("ZREM", K_D, unpack(gone))
+  end
 end
 
 if action == "outcome" then
@@ -205,7 +210,7 @@ if action == "outcome" then
   result = log
 elseif action == "session_open" then
   local id, ttl_ms, m, f = ARGV[8], opt_int(ARGV[9], "ttl_ms"), ARGV[10], ARGV[11]
-  require_kinds({ K_A, "hash", K_B, "stream", K_C, "zset" })
+  require_kinds({ K_A, "hash", K_B, "stream", K_C, "zset", K_D, "zset" })
   if session_state(id) then return { "nosession", "exists" } end
   local x = ttl_ms and (now + ttl_ms) or 0
   event("session_open", "_session/" .. id, 0)
@@ -214,11 +219,12 @@ elseif action == "session_open" then
   redis.call("HSET", K_A, "st", "open", "by", agent, "ct", now, "x", x, "n", 0, "m", m, "f", f)
   if x > 0 then redis.call("PEXPIREAT", K_A, x) end
   prune_sessions()
-  redis.call("ZADD", K_C, x, id)
+  redis.call("ZADD", K_C, 0, id)
+  if x > 0 then redis.call("ZADD", K_D, x, id) else redis.call("ZREM", K_D, id) end
   result = itos(x)
 elseif action == "session_close" then
   local id = ARGV[8]
-  require_kinds({ K_B, "stream", K_C, "zset" })
+  require_kinds({ K_B, "stream", K_C, "zset", K_D, "zset" })
   local s = session_state(id)
   if not s then return { "nosession", "absent" } end
   if s.st == "closed" then return { "nosession", "closed" } end
