@@ -99,7 +99,12 @@ def test_session_decision_log_is_ordered_paged_and_closes(env):
     ns = mem.namespace("team")
     s = ns.session("task-42")
     info = s.open(ttl=600, meta={"task": 42})
-    assert (info.state, info.opened_by, info.decisions, info.meta) == ("open", "planner", 0, {"task": 42})
+    assert (info.state, info.opened_by, info.decisions, info.meta) == (
+        "open",
+        "planner",
+        0,
+        {"task": 42},
+    )
     assert info.expires_at is not None
     worker = env.mem("worker").session("task-42", namespace="team")
     made = []
@@ -178,7 +183,9 @@ def test_outcome_stats_are_exact_and_retries_count_once(env):
     for i, d in enumerate(durations):
         log.record("fast", success=i < 8, duration=d, cost=0.25, tags=["a"], op_id=f"f{i}")
     for i in range(3):  # retries of recorded ops (a timeout, say): counted once
-        log.record("fast", success=i < 8, duration=durations[i], cost=0.25, tags=["a"], op_id=f"f{i}")
+        log.record(
+            "fast", success=i < 8, duration=durations[i], cost=0.25, tags=["a"], op_id=f"f{i}"
+        )
     with pytest.raises(OpIdReused):
         log.record("fast", success=False, duration=1.0, op_id="f0")
     log.record("slow", success=True)  # no duration, no cost
