@@ -11,11 +11,11 @@ import redis
 
 from swarm_memory import (
     AsyncAgentContext,
-    AsyncOutcomes,
-    AsyncSession,
     AsyncLease,
     AsyncLock,
     AsyncNamespace,
+    AsyncOutcomes,
+    AsyncSession,
     AsyncSubscription,
     AsyncSwarmMemory,
     AsyncTransaction,

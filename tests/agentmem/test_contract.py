@@ -206,7 +206,7 @@ def test_recommend_picks_the_best_lower_bound_and_says_when_data_is_short(env):
     log = _team(env).namespace("team").outcomes("plans")
     for i in range(20):
         log.record("steady", success=i < 18)  # 18/20: lower bound 0.699
-    for i in range(4):
+    for _ in range(4):
         log.record("lucky", success=True)  # 4/4, but only 4 records
     for i in range(30):
         log.record("meh", success=i < 20)  # 20/30: lower bound 0.488

@@ -45,7 +45,7 @@ def _recorder(url: str, prefix: str, writer: int, go: Any) -> None:
     log = mem.outcomes("tasks", namespace=NS)
     go.wait(30)
     for i in range(PER_WRITER):
-        kw = {
+        kw: dict[str, Any] = {
             "success": _success(writer, i),
             "duration": _duration(writer, i),
             "cost": 0.001 * (i % 7),

@@ -6,6 +6,7 @@ from __future__ import annotations
 import pytest
 
 from swarm_memory._ops.agent import _stats, recommend, wilson
+from swarm_memory.agent_models import OutcomeStats
 
 
 @pytest.mark.parametrize(
@@ -28,7 +29,7 @@ def test_wilson_needs_data() -> None:
         wilson(0, 0)
 
 
-def _st(name: str, ok: int, n: int, median_us: int | None = None) -> object:
+def _st(name: str, ok: int, n: int, median_us: int | None = None) -> OutcomeStats:
     m = ["", "", ""] if median_us is None else [str(median_us)] * 3
     return _stats(name, n, ok, 0, 0, 0 if median_us is None else n, m)
 
