@@ -1,0 +1,64 @@
+"""Outcome-log series in the exporter: exact counts, bounded labels, and nothing left of
+a deleted namespace's logs."""
+
+from __future__ import annotations
+
+import fakeredis
+import pytest
+from prometheus_client import CollectorRegistry
+
+from swarm_memory import Settings, SwarmMemory
+from swarm_memory._ops.agent import wilson
+from swarm_memory.exporter import SwarmCollector
+from swarm_memory.exporter.outcomes import MAX_LOGS, MAX_STRATEGIES, OTHER
+from tests.ops.test_exporter import sample, scrape
+
+
+def _scrape(client: fakeredis.FakeRedis, prefix: str) -> dict:
+    registry = CollectorRegistry()
+    registry.register(SwarmCollector(client, prefix=prefix))
+    return scrape(registry)
+
+
+def test_outcome_series_are_exact_and_bounded() -> None:
+    client = fakeredis.FakeRedis()
+    settings = Settings(key_prefix="x1")
+    mem = SwarmMemory.from_client(client, agent="boss", settings=settings)
+    mem.create_namespace("team")
+    log = mem.outcomes("alpha", namespace="team")
+    for i in range(10):
+        log.record("fast", success=i < 8, op_id=f"op{i}")
+        log.record("fast", success=i < 8, op_id=f"op{i}")  # a retry: counted once
+    for i in range(MAX_STRATEGIES + 3):
+        log.record(f"s{i:03d}", success=i % 2 == 0)
+    for i in range(MAX_LOGS + 2):
+        mem.outcomes(f"log{i:02d}", namespace="team").record("a", success=True)
+    samples = _scrape(client, "x1")
+    total = "swarm_memory_outcomes_total"
+    labels = {"namespace": "team", "log": "alpha", "strategy": "fast"}
+    assert sample(samples, total, **labels, result="success") == 8
+    assert sample(samples, total, **labels, result="failure") == 2
+    assert sample(samples, "swarm_memory_outcome_success_rate", **labels) == 0.8
+    lower = sample(samples, "swarm_memory_outcome_success_wilson_lower", **labels)
+    assert lower == pytest.approx(wilson(8, 10)[0])
+    strategies = {
+        dict(lbl)["strategy"]
+        for (name, lbl) in samples
+        if name == total and dict(lbl)["log"] == "alpha"
+    }
+    # "fast" sorts before the s-names: it and the first 31 of them, the rest as _other.
+    assert len(strategies) == MAX_STRATEGIES + 1 and OTHER in strategies
+    other = {"namespace": "team", "log": "alpha", "strategy": OTHER}
+    assert (
+        sample(samples, total, **other, result="success")
+        + sample(samples, total, **other, result="failure")
+        == 4
+    )  # s031 .. s034
+    logs = {dict(lbl)["log"] for (name, lbl) in samples if name == total}
+    assert len(logs) == MAX_LOGS
+    assert sample(samples, "swarm_memory_outcome_logs_dropped", namespace="team") == 3
+    # A deleted namespace's logs leave no series behind.
+    mem.delete_namespace("team")
+    mem.create_namespace("team")
+    after = _scrape(client, "x1")
+    assert not [k for k in after if k[0] == total]
