@@ -338,3 +338,21 @@ def test_corrupt_outcome_and_session_data_names_the_key(env):
         s.decide("x")
     assert info.value.key == nk.session_log("s")
     assert env.snapshot() == before
+
+
+def test_delete_namespace_removes_every_agent_memory_key(env):
+    mem = _team(env)
+    ns = mem.namespace("team")
+    ns.context().save({"a": 1})
+    for i in range(3):
+        s = ns.session(f"s{i}")
+        s.open(ttl=600 if i else None)
+        s.decide(i)
+    ns.outcomes("o1").record("a", success=True, duration=1.0)
+    ns.outcomes("o2").record("b", success=False)
+    assert any(b"{team}" in k for k in env.snapshot())
+    mem.delete_namespace("team")
+    assert not [k for k in env.snapshot() if b"{team}" in k]
+    mem.create_namespace("team")
+    fresh = mem.namespace("team")
+    assert list(fresh.sessions()) == [] and fresh.outcomes("o1").stats() == {}
