@@ -291,13 +291,18 @@ def open_session(
     f = yield from _agent_call(
         ctx, "session_open", _session_keys(ctx, sid), extra, op_id=op, digest=digest, key=sid
     )
-    info = yield from session_info(ctx, sid)
-    if info is None:  # expired between the two calls (a TTL shorter than a round trip)
-        f.number()
-        raise errors.SessionNotOpen(
-            f"session {sid!r} expired at once", session=sid, state="absent", **ctx.err()
-        )
-    return info
+    f.number()
+    with decoding(ctx.keys.ops, **ctx.err()):  # a replay's result comes from the op record
+        x, opened = (int(p) for p in f.string().split(" "))
+    return SessionInfo(
+        id=sid,
+        state="open",
+        opened_by=ctx.agent,
+        opened_at=ms_to_datetime(opened),
+        expires_at=ms_to_datetime(x) if x > 0 else None,
+        decisions=0,
+        meta=meta,
+    )
 
 
 def close_session(ctx: Context, sid: str, *, op_id: str | None) -> Flow[int]:
@@ -344,13 +349,18 @@ def decide(
         key=sid,
     )
     f.number()
-    stream_id = f.string()
-    page = yield from decisions(ctx, sid, after=None, limit=1, start=stream_id)
-    if not page.decisions:
-        raise errors.SessionNotOpen(
-            f"session {sid!r} expired", session=sid, state="absent", **ctx.err()
+    with decoding(ctx.keys.ops, **ctx.err()):  # a replay's result comes from the op record
+        stream_id, seq, ms = f.string().split(" ")
+        return Decision(
+            id=stream_id,
+            seq=int(seq),
+            agent=ctx.agent,
+            time=ms_to_datetime(int(ms)),
+            decision=decision,
+            rationale=body["rationale"],
+            inputs=inputs,
+            outcome=body["outcome"],
         )
-    return page.decisions[0]
 
 
 def _decision(ctx: Context, raw: Any) -> Decision:
@@ -387,12 +397,9 @@ def _events_id(value: str) -> bool:
     return bool(dash) and all(p.isdigit() and len(p) <= _MAX_ID_DIGITS for p in (first, second))
 
 
-def decisions(
-    ctx: Context, sid: str, *, after: str | None, limit: int, start: str | None = None
-) -> Flow[DecisionPage]:
+def decisions(ctx: Context, sid: str, *, after: str | None, limit: int) -> Flow[DecisionPage]:
     n = _page_arg(limit)
-    if start is None:
-        start = "-" if after is None else "(" + _stream_id_arg(after, "after")
+    start = "-" if after is None else "(" + _stream_id_arg(after, "after")
     f = yield from _agent_call(ctx, "decisions", _session_keys(ctx, sid), [sid, start, n])
     raw = f.next()
     log_key = ctx.keys.session_log(sid)

@@ -221,7 +221,7 @@ elseif action == "session_open" then
   prune_sessions()
   redis.call("ZADD", K_C, 0, id)
   if x > 0 then redis.call("ZADD", K_D, x, id) else redis.call("ZREM", K_D, id) end
-  result = itos(x)
+  result = itos(x) .. " " .. itos(now)
 elseif action == "session_close" then
   local id = ARGV[8]
   require_kinds({ K_B, "stream", K_C, "zset", K_D, "zset" })
@@ -246,7 +246,7 @@ elseif action == "decide" then
   local sid = redis.call("XADD", K_B, "*", "a", agent, "q", seq, "ms", now, "d", payload, "f", f)
   if s.x > 0 then redis.call("PEXPIREAT", K_B, s.x) end
   redis.call("HSET", K_A, "n", seq)
-  result = sid
+  result = sid .. " " .. itos(seq) .. " " .. itos(now)
 end
 
 redis.call("HSET", K_META, "rev", rev)
