@@ -3,6 +3,8 @@ a deleted namespace's logs."""
 
 from __future__ import annotations
 
+from typing import Any
+
 import fakeredis
 import pytest
 from prometheus_client import CollectorRegistry
@@ -14,7 +16,7 @@ from swarm_memory.exporter.outcomes import MAX_LOGS, MAX_STRATEGIES, OTHER
 from tests.ops.test_exporter import sample, scrape
 
 
-def _scrape(client: fakeredis.FakeRedis, prefix: str) -> dict:
+def _scrape(client: fakeredis.FakeRedis, prefix: str) -> dict[Any, float]:
     registry = CollectorRegistry()
     registry.register(SwarmCollector(client, prefix=prefix))
     return scrape(registry)
