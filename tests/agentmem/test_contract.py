@@ -231,10 +231,25 @@ def test_outcome_log_of_a_recreated_namespace_starts_empty(env):
     assert (a.n, a.successes, a.median_duration) == (1, 0, 2.0)
 
 
-def test_outcome_permissions(env):
+def test_outcome_and_session_permissions(env):
     mem = _team(env, default_permission="none", permissions={"reader": "read"})
     mem.outcomes("o", namespace="team").record("a", success=True)
+    s = mem.session("s", namespace="team")
+    s.open()
+    s.decide("x")
     before = env.snapshot()
+    with pytest.raises(PermissionDenied):
+        env.mem("reader").session("s", namespace="team").decide("y")
+    with pytest.raises(PermissionDenied):
+        env.mem("reader").session("s", namespace="team").close()
+    for read in (
+        lambda m: list(m.namespace("team").sessions()),
+        lambda m: m.session("s", namespace="team").decisions(),
+        lambda m: m.session("s", namespace="team").info(),
+    ):
+        with pytest.raises(PermissionDenied):
+            read(env.mem("stranger"))
+        read(env.mem("reader"))
     with pytest.raises(PermissionDenied):
         env.mem("reader").outcomes("o", namespace="team").record("a", success=True)
     with pytest.raises(PermissionDenied):
@@ -242,6 +257,7 @@ def test_outcome_permissions(env):
     with pytest.raises(PermissionDenied):
         env.mem("reader").session("s", namespace="team").open()
     assert env.mem("reader").outcomes("o", namespace="team").stats()["a"].n == 1
+    assert env.guard.by_script["agent"] >= 10  # every agent-memory call hashed to one slot
     after = env.snapshot()
     # Denials are counted and audited, nothing else changes.
     changed = {k for k in after if after[k] != before.get(k)}
