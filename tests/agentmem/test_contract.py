@@ -10,6 +10,7 @@ import pytest
 from swarm_memory import (
     ConflictError,
     CorruptData,
+    EventsTrimmed,
     InvalidInput,
     InvalidName,
     InvalidTTL,
@@ -372,3 +373,18 @@ def test_delete_namespace_removes_every_agent_memory_key(env):
     mem.create_namespace("team")
     fresh = mem.namespace("team")
     assert list(fresh.sessions()) == [] and fresh.outcomes("o1").stats() == {}
+
+
+def test_resume_past_the_feeds_retention_raises_events_trimmed(env):
+    mem = _team(env)
+    ns = mem.namespace("team")
+    ns.context().save({"step": 1})
+    for i in range(5):
+        ns.put(f"k{i}", i)
+    env.raw.xtrim(
+        NamespaceKeys.of(env.prefix, "team").events, maxlen=2, approximate=False
+    )  # retention ran out
+    with pytest.raises(EventsTrimmed):
+        ns.context().resume()
+    ns.context().save({"step": 2})  # a new save resumes cleanly again
+    assert ns.context().resume().events == []
