@@ -16,6 +16,7 @@ from swarm_memory import (
     InvalidTTL,
     OpIdReused,
     PermissionDenied,
+    QuotaExceeded,
     SessionNotOpen,
 )
 from swarm_memory.keys import NamespaceKeys
@@ -388,3 +389,19 @@ def test_resume_past_the_feeds_retention_raises_events_trimmed(env):
         ns.context().resume()
     ns.context().save({"step": 2})  # a new save resumes cleanly again
     assert ns.context().resume().events == []
+
+
+def test_an_outcome_log_refuses_strategies_past_its_limit(env, monkeypatch):
+    from swarm_memory._ops import agent as agent_ops
+
+    monkeypatch.setattr(agent_ops, "MAX_STRATEGIES", 2)
+    log = _team(env).namespace("team").outcomes("o")
+    log.record("a", success=True)
+    log.record("b", success=True)
+    before = env.snapshot()
+    with pytest.raises(QuotaExceeded) as info:
+        log.record("c", success=True)
+    assert info.value.limit_kind == "strategies" and info.value.limit == 2
+    assert env.snapshot() == before
+    log.record("a", success=False)  # known strategies go on
+    assert log.stats()["a"].n == 2
