@@ -3,7 +3,7 @@
 with their decision logs, and outcome logs with exact statistics."""
 
 from swarm_memory._async.agent import AsyncAgentContext, AsyncOutcomes, AsyncSession
-from swarm_memory._ops.agent import wilson
+from swarm_memory._ops.outcomes import wilson
 from swarm_memory._sync.agent import AgentContext, Outcomes, Session
 from swarm_memory.agent_models import (
     Decision,

@@ -11,6 +11,7 @@ from datetime import timedelta
 from typing import Any
 
 from swarm_memory._ops import agent as _agent
+from swarm_memory._ops import outcomes as _outcomes
 from swarm_memory._ops.effects import Context, Flow
 from swarm_memory.agent_models import (
     Decision,
@@ -157,7 +158,7 @@ class AsyncOutcomes:
     def __init__(self, run: Run, ctx: Context, name: str) -> None:
         self._run = run
         self._ctx = ctx
-        self.name = _agent.log_name_arg(name)
+        self.name = _outcomes.log_name_arg(name)
 
     async def record(
         self,
@@ -175,7 +176,7 @@ class AsyncOutcomes:
         PermissionDenied (write), QuotaExceeded (more than 1000 strategies),
         OpIdReused, OutcomeUnknown."""
         rev: int = await self._run(
-            _agent.record_outcome(
+            _outcomes.record_outcome(
                 self._ctx,
                 self.name,
                 strategy,
@@ -192,7 +193,7 @@ class AsyncOutcomes:
         """Statistics per strategy (read permission): those named (zeros for one never
         recorded), or every recorded one, by name."""
         out: dict[str, OutcomeStats] = await self._run(
-            _agent.outcome_stats(self._ctx, self.name, strategies)
+            _outcomes.outcome_stats(self._ctx, self.name, strategies)
         )
         return out
 
@@ -200,7 +201,7 @@ class AsyncOutcomes:
         """The candidate with the best Wilson 95 % lower bound among those with at least
         ``min_n`` records; the result says when there is not enough data."""
         rec: Recommendation = await self._run(
-            _agent.recommend_flow(self._ctx, self.name, candidates, min_n)
+            _outcomes.recommend_flow(self._ctx, self.name, candidates, min_n)
         )
         return rec
 

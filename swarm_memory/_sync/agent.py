@@ -12,6 +12,7 @@ from datetime import timedelta
 from typing import Any
 
 from swarm_memory._ops import agent as _agent
+from swarm_memory._ops import outcomes as _outcomes
 from swarm_memory._ops.effects import Context, Flow
 from swarm_memory.agent_models import (
     Decision,
@@ -158,7 +159,7 @@ class Outcomes:
     def __init__(self, run: Run, ctx: Context, name: str) -> None:
         self._run = run
         self._ctx = ctx
-        self.name = _agent.log_name_arg(name)
+        self.name = _outcomes.log_name_arg(name)
 
     def record(
         self,
@@ -176,7 +177,7 @@ class Outcomes:
         PermissionDenied (write), QuotaExceeded (more than 1000 strategies),
         OpIdReused, OutcomeUnknown."""
         rev: int = self._run(
-            _agent.record_outcome(
+            _outcomes.record_outcome(
                 self._ctx,
                 self.name,
                 strategy,
@@ -193,7 +194,7 @@ class Outcomes:
         """Statistics per strategy (read permission): those named (zeros for one never
         recorded), or every recorded one, by name."""
         out: dict[str, OutcomeStats] = self._run(
-            _agent.outcome_stats(self._ctx, self.name, strategies)
+            _outcomes.outcome_stats(self._ctx, self.name, strategies)
         )
         return out
 
@@ -201,7 +202,7 @@ class Outcomes:
         """The candidate with the best Wilson 95 % lower bound among those with at least
         ``min_n`` records; the result says when there is not enough data."""
         rec: Recommendation = self._run(
-            _agent.recommend_flow(self._ctx, self.name, candidates, min_n)
+            _outcomes.recommend_flow(self._ctx, self.name, candidates, min_n)
         )
         return rec
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from swarm_memory._ops.agent import wilson
+from swarm_memory._ops.outcomes import wilson
 from swarm_memory.keys import NamespaceKeys
 
 MAX_LOGS = 16

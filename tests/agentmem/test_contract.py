@@ -392,9 +392,9 @@ def test_resume_past_the_feeds_retention_raises_events_trimmed(env):
 
 
 def test_an_outcome_log_refuses_strategies_past_its_limit(env, monkeypatch):
-    from swarm_memory._ops import agent as agent_ops
+    from swarm_memory._ops import outcomes as outcome_ops
 
-    monkeypatch.setattr(agent_ops, "MAX_STRATEGIES", 2)
+    monkeypatch.setattr(outcome_ops, "MAX_STRATEGIES", 2)
     log = _team(env).namespace("team").outcomes("o")
     log.record("a", success=True)
     log.record("b", success=True)

@@ -10,7 +10,7 @@ import pytest
 from prometheus_client import CollectorRegistry
 
 from swarm_memory import Settings, SwarmMemory
-from swarm_memory._ops.agent import wilson
+from swarm_memory._ops.outcomes import wilson
 from swarm_memory.exporter import SwarmCollector
 from swarm_memory.exporter.outcomes import MAX_LOGS, MAX_STRATEGIES, OTHER
 from tests.ops.test_exporter import sample, scrape

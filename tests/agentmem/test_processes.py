@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 
 from swarm_memory import Settings, SwarmMemory
-from swarm_memory._ops.agent import wilson
+from swarm_memory._ops.outcomes import wilson
 from tests.servers import RedisServer
 
 pytestmark = pytest.mark.slow

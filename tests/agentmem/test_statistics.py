@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from swarm_memory._ops.agent import _stats, recommend, wilson
+from swarm_memory._ops.outcomes import _stats, recommend, wilson
 from swarm_memory.agent_models import OutcomeStats
 
 
