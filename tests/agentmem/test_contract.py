@@ -405,3 +405,42 @@ def test_an_outcome_log_refuses_strategies_past_its_limit(env, monkeypatch):
     assert env.snapshot() == before
     log.record("a", success=False)  # known strategies go on
     assert log.stats()["a"].n == 2
+
+
+@pytest.mark.parametrize("seed", [1, 2])
+def test_outcome_stats_equal_a_brute_force_over_random_records(env, seed):
+    import random
+    import statistics
+
+    from swarm_memory.agent import wilson
+
+    rng = random.Random(seed)
+    log = _team(env).namespace("team").outcomes("r")
+    records: dict[str, list[tuple[bool, float | None, float | None]]] = {}
+    for i in range(rng.randint(20, 60)):
+        strategy = rng.choice(["a", "b", "c.d", "e-f"])
+        duration = rng.choice([None, round(rng.uniform(0, 30), 6), float(rng.randint(0, 3))])
+        cost = rng.choice([None, round(rng.uniform(0, 2), 6)])
+        success = rng.random() < 0.6
+        log.record(strategy, success=success, duration=duration, cost=cost, op_id=f"r{i}")
+        records.setdefault(strategy, []).append((success, duration, cost))
+    stats = log.stats()
+    assert set(stats) == set(records)
+    for strategy, recs in records.items():
+        st = stats[strategy]
+        ok = sum(r[0] for r in recs)
+        durations = sorted(r[1] for r in recs if r[1] is not None)
+        costs = [r[2] for r in recs if r[2] is not None]
+        assert (st.n, st.successes, st.durations, st.costs) == (
+            len(recs),
+            ok,
+            len(durations),
+            len(costs),
+        )
+        assert (st.wilson_low, st.wilson_high) == wilson(ok, len(recs))
+        if durations:
+            assert st.median_duration == pytest.approx(statistics.median(durations), abs=1e-9)
+            assert st.p90_duration == durations[-(-9 * len(durations) // 10) - 1]
+        else:
+            assert st.median_duration is None and st.p90_duration is None
+        assert st.total_cost == pytest.approx(sum(costs), abs=1e-9)

@@ -10,7 +10,18 @@ from pathlib import Path
 import pytest
 
 import swarm_memory
-from swarm_memory import AsyncNamespace, AsyncSwarmMemory, Namespace, SwarmMemory
+from swarm_memory import (
+    AgentContext,
+    AsyncAgentContext,
+    AsyncNamespace,
+    AsyncOutcomes,
+    AsyncSession,
+    AsyncSwarmMemory,
+    Namespace,
+    Outcomes,
+    Session,
+    SwarmMemory,
+)
 from swarm_memory.keys import NamespaceKeys
 from swarm_memory.scripts import SCRIPT_NAMES, Signature, load
 
@@ -59,7 +70,14 @@ def test_design_contract_names_exist():
 
 
 @pytest.mark.parametrize(
-    ("sync_cls", "async_cls"), [(SwarmMemory, AsyncSwarmMemory), (Namespace, AsyncNamespace)]
+    ("sync_cls", "async_cls"),
+    [
+        (SwarmMemory, AsyncSwarmMemory),
+        (Namespace, AsyncNamespace),
+        (AgentContext, AsyncAgentContext),
+        (Session, AsyncSession),
+        (Outcomes, AsyncOutcomes),
+    ],
 )
 def test_sync_and_async_have_identical_signatures(sync_cls, async_cls):
     def public(cls):
