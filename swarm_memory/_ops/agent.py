@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+from datetime import datetime
 from typing import Any
 
 from swarm_memory import errors
@@ -221,6 +222,25 @@ def open_session(
         decisions=0,
         meta=meta,
     )
+
+
+def extend_session(ctx: Context, sid: str, *, ttl: Any, op_id: str | None) -> Flow[datetime | None]:
+    """A new expiry, ``ttl`` seconds from now (None: never); returns it."""
+    ttl_ms = ttl_arg(ttl, ctx.settings)
+    op = op_id_arg(op_id)
+    f = yield from agent_call(
+        ctx,
+        "session_extend",
+        _session_keys(ctx, sid),
+        [sid, "" if ttl_ms is None else ttl_ms],
+        op_id=op,
+        digest=digest_of("extend", sid, str(ttl_ms)),
+        key=sid,
+    )
+    f.number()
+    with decoding(ctx.keys.ops, **ctx.err()):
+        x = int(f.string())
+    return ms_to_datetime(x) if x > 0 else None
 
 
 def close_session(ctx: Context, sid: str, *, op_id: str | None) -> Flow[int]:

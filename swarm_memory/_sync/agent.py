@@ -8,7 +8,7 @@ Get them from a namespace handle (``ns.context()``, ``ns.session()``,
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from swarm_memory._ops import agent as _agent
@@ -138,6 +138,14 @@ class Session:
         """The session's state, or None if it is absent or expired."""
         info: SessionInfo | None = self._run(_agent.session_info(self._ctx, self.id))
         return info
+
+    def extend(self, ttl: float | timedelta | None, *, op_id: str | None = None) -> datetime | None:
+        """A new expiry for the session and its log, ``ttl`` seconds from now (None: never
+        expire); returns it. Raises SessionNotOpen(state="absent") once it expired."""
+        x: datetime | None = self._run(
+            _agent.extend_session(self._ctx, self.id, ttl=ttl, op_id=op_id)
+        )
+        return x
 
     def close(self, *, op_id: str | None = None) -> int:
         """Close it: no more decisions; the log stays readable until the TTL. Returns how

@@ -15,6 +15,7 @@
 --   outcome log strategy ok dur_us cost_micro max_strategies event_d event_f   (write)
 --   outcome_stats n strategy...   (read) n = 0: every strategy of the log
 --   session_open id ttl_ms meta fmt   (write)  session_close id   (write)
+--   session_extend id ttl_ms   (write) a new expiry from now ("" : never)
 --   decide id payload fmt   (write)   decisions id start count   (read)
 --   session_info id   (read)   sessions start count   (read)
 --
@@ -30,7 +31,8 @@ local agent, audit_maxlen = ARGV[1], int_arg(ARGV[2], "audit_maxlen")
 local stream_maxlen, dedupe_ms = int_arg(ARGV[3], "stream_maxlen"), int_arg(ARGV[4], "dedupe_ms")
 local action, op_id, digest = ARGV[5], ARGV[6], ARGV[7]
 local K_A, K_B, K_C, K_D = KEYS[N_FIXED + 1], KEYS[N_FIXED + 2], KEYS[N_FIXED + 3], KEYS[N_FIXED + 4]
-local WRITES = { outcome = true, session_open = true, session_close = true, decide = true }
+local WRITES = { outcome = true, session_open = true, session_close = true, decide = true,
+  session_extend = true }
 local MAX_SCAN = 100000 -- hash fields read when listing a log's strategies, at most
 
 local meta = load_meta()
@@ -250,6 +252,25 @@ elseif action == "session_close" then
   redis.call("HSET", K_A, "st", "closed", "cl", now)
   prune_sessions()
   result = itos(s.n)
+elseif action == "session_extend" then
+  local id, ttl_ms = ARGV[8], opt_int(ARGV[9], "ttl_ms")
+  require_kinds({ K_B, "stream", K_D, "zset" })
+  local s = session_state(id)
+  if not s then return { "nosession", "absent" } end
+  local x = ttl_ms and (now + ttl_ms) or 0
+  event("session_extend", "_session/" .. id, s.n)
+  publish_events(stream_maxlen, rev, agent, now, nil, true)
+  redis.call("HSET", K_A, "x", x)
+  if x > 0 then
+    redis.call("PEXPIREAT", K_A, x)
+    redis.call("PEXPIREAT", K_B, x) -- no-op while the log is empty (absent)
+    redis.call("ZADD", K_D, x, id)
+  else
+    redis.call("PERSIST", K_A)
+    redis.call("PERSIST", K_B)
+    redis.call("ZREM", K_D, id)
+  end
+  result = itos(x)
 elseif action == "decide" then
   local id, payload, f = ARGV[8], ARGV[9], ARGV[10]
   require_kinds({ K_B, "stream" })

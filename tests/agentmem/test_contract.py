@@ -444,3 +444,25 @@ def test_outcome_stats_equal_a_brute_force_over_random_records(env, seed):
         else:
             assert st.median_duration is None and st.p90_duration is None
         assert st.total_cost == pytest.approx(sum(costs), abs=1e-9)
+
+
+def test_session_extend_moves_the_expiry_of_the_session_and_its_log(env):
+    ns = _team(env).namespace("team")
+    s = ns.session("long")
+    s.open(ttl=0.4)
+    s.decide("a")
+    new_expiry = s.extend(60)
+    assert new_expiry is not None and must(s.info()).expires_at == new_expiry
+    env.sleep(0.6)  # past the first TTL: still there, log included
+    assert [d.decision for d in s.decisions().decisions] == ["a"]
+    assert [x.expires_at for x in ns.sessions()] == [new_expiry]
+    assert s.extend(None) is None  # never expires now
+    nk = NamespaceKeys.of(env.prefix, "team")
+    assert env.raw.pttl(nk.session("long")) == -1 and env.raw.pttl(nk.session_log("long")) == -1
+    assert [x.expires_at for x in ns.sessions()] == [None]
+    s.extend(0.2)
+    env.sleep(0.4)
+    with pytest.raises(SessionNotOpen) as info:
+        s.extend(60)
+    assert info.value.state == "absent"
+    assert env.raw.exists(nk.session("long"), nk.session_log("long")) == 0
