@@ -106,7 +106,9 @@ def agent_call(
     required = "read" if action in READ_ACTIONS else "write"
     f = AGENT.check(reply, Failure(ctx, action, required, key))
     if f.tag == b"dup":
-        record = f.string()
+        # "ag1 <digest> <revision> <result>"; anything else is another script's record.
+        raw = f.next()
+        record = raw.decode("utf-8", "replace") if isinstance(raw, bytes) else str(raw)
         head, _, result = record.partition(" ")[2].partition(" ")[2].partition(" ")
         if not record.startswith("ag1 ") or record.split(" ")[1] != (digest or "-"):
             raise errors.OpIdReused(

@@ -190,6 +190,12 @@ def test_outcome_stats_are_exact_and_retries_count_once(env):
         )
     with pytest.raises(OpIdReused):
         log.record("fast", success=False, duration=1.0, op_id="f0")
+    ns = env.mem("planner").namespace("team")
+    ns.put("k", 1, op_id="w0")  # op ids are one space per namespace, across scripts
+    with pytest.raises(OpIdReused):
+        log.record("fast", success=True, op_id="w0")
+    with pytest.raises(OpIdReused):
+        ns.put("k", 2, op_id="f1")
     log.record("slow", success=True)  # no duration, no cost
     stats = log.stats()
     fast = stats["fast"]
