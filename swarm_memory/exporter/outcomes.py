@@ -15,7 +15,7 @@ from __future__ import annotations
 from typing import Any
 
 from swarm_memory._ops.outcomes import wilson
-from swarm_memory.keys import NamespaceKeys
+from swarm_memory.keys import _NAME_RE, NamespaceKeys
 
 MAX_LOGS = 16
 MAX_STRATEGIES = 32
@@ -46,7 +46,13 @@ FAMILIES: dict[str, tuple[str, str, tuple[str, ...]]] = {
 
 
 def _s(raw: Any) -> str:
-    return raw.decode() if isinstance(raw, bytes) else str(raw)
+    return raw.decode("utf-8", "replace") if isinstance(raw, bytes) else str(raw)
+
+
+def _name(text: str) -> bool:
+    """A log or strategy name the library could have written (anything else in a hash
+    or index is corrupt data, never a label)."""
+    return _NAME_RE.fullmatch(text) is not None
 
 
 def _int(raw: Any) -> int:
@@ -76,9 +82,10 @@ def series(
         return []
     per: dict[str, tuple[int, int]] = {}
     for name, value in fields.items():
-        if name.startswith("n:"):
+        if name.startswith("n:") and _name(name[2:]):
             s = name[2:]
-            per[s] = (_int(value), _int(fields.get("ok:" + s, 0)))
+            n = max(0, _int(value))  # corrupt counters are clamped, never a failed scrape
+            per[s] = (n, min(n, max(0, _int(fields.get("ok:" + s, 0)))))
     names = sorted(per)
     kept, rest = names[:MAX_STRATEGIES], names[MAX_STRATEGIES:]
     if rest:
@@ -103,7 +110,7 @@ def namespace_series(
     """Every outcome series of one namespace, from the ``probe`` replies; a namespace
     with outcome logs costs one more pipeline (their counters; one slot)."""
     keys = NamespaceKeys.of(prefix, ns)
-    logs, total = [_s(n) for n in probed[0]], int(probed[1])
+    logs, total = [n for n in map(_s, probed[0]) if _name(n)], int(probed[1])
     out: list[tuple[str, float, tuple[str, ...]]] = []
     if total > len(logs):
         out.append(("swarm_memory_outcome_logs_dropped", total - len(logs), (ns,)))

@@ -13,6 +13,7 @@ from swarm_memory import Settings, SwarmMemory
 from swarm_memory._ops.outcomes import wilson
 from swarm_memory.exporter import SwarmCollector
 from swarm_memory.exporter.outcomes import MAX_LOGS, MAX_STRATEGIES, OTHER
+from swarm_memory.keys import NamespaceKeys
 from tests.ops.test_exporter import sample, scrape
 
 
@@ -64,3 +65,24 @@ def test_outcome_series_are_exact_and_bounded() -> None:
     mem.create_namespace("team")
     after = _scrape(client, "x1")
     assert not [k for k in after if k[0] == total]
+
+
+def test_corrupt_outcome_counters_never_break_a_scrape() -> None:
+    client = fakeredis.FakeRedis()
+    mem = SwarmMemory.from_client(client, agent="boss", settings=Settings(key_prefix="x2"))
+    mem.create_namespace("team")
+    mem.outcomes("o", namespace="team").record("a", success=True)
+
+    nk = NamespaceKeys.of("x2", "team")
+    client.hset(
+        nk.outcome_counters("o"), mapping={"n:\xff\xfe": 3, "n:b": 2, "ok:b": 9, "n:c": "x"}
+    )
+    client.zadd(nk.outcome_logs, {b"\xff": 0})
+    samples = _scrape(client, "x2")
+    total = "swarm_memory_outcomes_total"
+    labels = {"namespace": "team", "log": "o"}
+    assert sample(samples, total, **labels, strategy="b", result="success") == 2  # clamped
+    assert sample(samples, total, **labels, strategy="b", result="failure") == 0
+    assert sample(samples, total, **labels, strategy="c", result="success") == 0
+    assert {dict(lbl)["strategy"] for (name, lbl) in samples if name == total} == {"a", "b", "c"}
+    assert sample(samples, "swarm_memory_exporter_scrape_errors") == 0
