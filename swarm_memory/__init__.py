@@ -1,6 +1,21 @@
 """swarm_memory: shared, versioned, permission-checked memory for agent swarms on Redis."""
 
 from swarm_memory._ops.effects import Incoming
+from swarm_memory.agent import (
+    AgentContext,
+    AsyncAgentContext,
+    AsyncOutcomes,
+    AsyncSession,
+    Decision,
+    DecisionPage,
+    Outcomes,
+    OutcomeStats,
+    Recommendation,
+    Resumed,
+    Session,
+    SessionInfo,
+    SessionSummary,
+)
 from swarm_memory.aio import AsyncNamespace, AsyncSwarmMemory
 from swarm_memory.client import Namespace, SwarmMemory
 from swarm_memory.codec import Codec, JsonCodec
@@ -36,6 +51,7 @@ from swarm_memory.errors import (
     ResolverError,
     RetryLimitExceeded,
     ServerError,
+    SessionNotOpen,
     SwarmMemoryError,
     TransactionConflict,
     TransportError,
@@ -69,11 +85,15 @@ from swarm_memory.settings import Settings
 __version__ = "0.1.0"
 
 __all__ = [
+    "AgentContext",
     "AgentInfo",
+    "AsyncAgentContext",
     "AsyncInbox",
     "AsyncLease",
     "AsyncLock",
     "AsyncNamespace",
+    "AsyncOutcomes",
+    "AsyncSession",
     "AsyncSubscription",
     "AsyncSwarmMemory",
     "AsyncTransaction",
@@ -84,6 +104,8 @@ __all__ = [
     "Codec",
     "ConflictError",
     "CorruptData",
+    "Decision",
+    "DecisionPage",
     "Entry",
     "Event",
     "EventsTrimmed",
@@ -120,13 +142,21 @@ __all__ = [
     "NotAnInteger",
     "NotReplicated",
     "OpIdReused",
+    "OutcomeStats",
     "OutcomeUnknown",
+    "Outcomes",
     "PermissionDenied",
     "QuotaExceeded",
+    "Recommendation",
     "RequestTimeout",
     "ResolverError",
+    "Resumed",
     "RetryLimitExceeded",
     "ServerError",
+    "Session",
+    "SessionInfo",
+    "SessionNotOpen",
+    "SessionSummary",
     "Settings",
     "Snapshot",
     "Subscription",

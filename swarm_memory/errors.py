@@ -34,6 +34,8 @@ The tree (catch the base, or any branch)::
     ├── ResolverError                    a custom-strategy resolver raised or returned non-JSON
     ├── OpIdReused                       an op id replayed with a different request (.op_id)
     ├── RequestTimeout                   request() got no reply in time (.correlation_id)
+    ├── SessionNotOpen                   a session absent, expired, closed or already open
+    │                                    (.session .state)
     ├── ServerError                      Redis refused the command (OOM, READONLY, script error)
     │   ├── UnsafeEvictionPolicy         the server may evict any key (allkeys-*): writes refused
     │   └── CorruptData                  a stored record, stream entry or key type does not
@@ -360,6 +362,16 @@ class RequestTimeout(SwarmMemoryError, TimeoutError):
         super().__init__(message, **ctx)
         self.correlation_id = correlation_id
         self.request = request
+
+
+class SessionNotOpen(SwarmMemoryError):
+    """A decision or close on a session that is not open (``state``: "absent" — never
+    opened or expired —, "closed"), or opening one that is ("exists")."""
+
+    def __init__(self, message: str, *, session: str, state: str, **ctx: Any) -> None:
+        super().__init__(message, **ctx)
+        self.session = session
+        self.state = state
 
 
 class ServerError(SwarmMemoryError):

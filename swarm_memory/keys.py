@@ -168,6 +168,31 @@ class NamespaceKeys:
     def history(self, key: str) -> str:  # hash: past versions of one entry
         return self.base + "h:" + key
 
+    # Agent memory (lua/agent.lua): outcome logs and sessions, named by validated names.
+    def outcome_counters(self, log: str) -> str:  # hash: per-strategy counters of a log
+        return self.base + "oc:" + log
+
+    def outcome_durations(self, log: str) -> str:  # zset: per-strategy ordered durations
+        return self.base + "ocd:" + log
+
+    @property
+    def outcome_logs(self) -> str:  # zset, scores 0: names of the outcome logs
+        return self.base + "ocx"
+
+    def session(self, session_id: str) -> str:  # hash: one session's state
+        return self.base + "ses:" + session_id
+
+    def session_log(self, session_id: str) -> str:  # stream: one session's decisions
+        return self.base + "slog:" + session_id
+
+    @property
+    def sessions(self) -> str:  # zset, scores 0: session ids (paged by id)
+        return self.base + "sesx"
+
+    @property
+    def session_expiry(self) -> str:  # zset: session id -> expiry ms (those with a TTL)
+        return self.base + "sesexp"
+
     def fixed(self) -> list[str]:
         """The names every namespace script gets first, in the order the scripts expect.
         A fresh list (callers extend it) of names built once per namespace."""

@@ -10,9 +10,12 @@ from typing import Any, TypeVar
 import redis
 
 from swarm_memory import (
+    AsyncAgentContext,
     AsyncLease,
     AsyncLock,
     AsyncNamespace,
+    AsyncOutcomes,
+    AsyncSession,
     AsyncSubscription,
     AsyncSwarmMemory,
     AsyncTransaction,
@@ -22,6 +25,9 @@ from swarm_memory import (
 T = TypeVar("T")
 
 WRAPPED = (
+    AsyncAgentContext,
+    AsyncOutcomes,
+    AsyncSession,
     AsyncSwarmMemory,
     AsyncNamespace,
     AsyncWatch,

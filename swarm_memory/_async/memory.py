@@ -13,11 +13,13 @@ from typing import Any
 
 import redis.asyncio
 
+from swarm_memory._async.agent import AsyncAgentContext, AsyncOutcomes, AsyncSession
 from swarm_memory._async.driver import AsyncDriver
 from swarm_memory._async.events import AsyncHub, AsyncSubscription, AsyncWatch
 from swarm_memory._async.inbox import AsyncInbox
 from swarm_memory._async.lock import AsyncLease, AsyncLock, AsyncTransaction
 from swarm_memory._feed import OnError
+from swarm_memory._ops import agent as _agent
 from swarm_memory._ops import args as _args
 from swarm_memory._ops import coord as _coord
 from swarm_memory._ops import entries as _entries
@@ -26,6 +28,7 @@ from swarm_memory._ops import inbox as _inbox
 from swarm_memory._ops import namespaces as _namespaces
 from swarm_memory._ops.effects import Context, Resolver
 from swarm_memory._shell import HandleBase, MemoryBase, companions, make_client
+from swarm_memory.agent_models import SessionSummary
 from swarm_memory.codec import Codec
 from swarm_memory.errors import InvalidInput
 from swarm_memory.metrics import ClientMetrics
@@ -171,6 +174,20 @@ class AsyncSwarmMemory(MemoryBase[AsyncDriver]):
     async def delete_namespace(self, name: str) -> None:
         """Delete the namespace and all its keys (admin)."""
         await self._driver.run(_namespaces.delete_namespace(self._ctx(name)))
+
+    # ------------------------------------------------------------------ agent memory
+    def context(self, agent: str | None = None, *, namespace: str) -> AsyncAgentContext:
+        """``agent``'s context (default: this agent's) in ``namespace``; see
+        :meth:`AsyncNamespace.context`."""
+        return self.namespace(namespace).context(agent)
+
+    def session(self, session_id: str | None = None, *, namespace: str) -> AsyncSession:
+        """A session handle in ``namespace``; see :meth:`AsyncNamespace.session`."""
+        return self.namespace(namespace).session(session_id)
+
+    def outcomes(self, name: str, *, namespace: str) -> AsyncOutcomes:
+        """The outcome log ``name`` in ``namespace``; see :meth:`AsyncNamespace.outcomes`."""
+        return self.namespace(namespace).outcomes(name)
 
     # ------------------------------------------------------------------ inbox
     async def send(
@@ -484,6 +501,32 @@ class AsyncNamespace(HandleBase[AsyncSwarmMemory]):
 
     async def clear(self) -> int:
         return await self._run(_namespaces.clear_namespace(self._ctx))
+
+    # ------------------------------------------------------------------ agent memory
+    def context(self, agent: str | None = None) -> AsyncAgentContext:
+        """``agent``'s working context here (default: the calling agent's): save with
+        CAS, resume with the events since (no I/O until used)."""
+        return AsyncAgentContext(self._run, self._ctx, self._ctx.agent if agent is None else agent)
+
+    def session(self, session_id: str | None = None) -> AsyncSession:
+        """A session here by id (default: a new random id); ``open()`` it first."""
+        sid = _agent.new_session_id() if session_id is None else session_id
+        return AsyncSession(self._run, self._ctx, sid)
+
+    async def sessions(self) -> AsyncIterator[SessionSummary]:
+        """Live sessions (open or closed, not expired) by id, page by page from the
+        namespace's session index (read permission)."""
+        after: str | None = None
+        while True:
+            found, after = await self._run(_agent.session_page(self._ctx, after))
+            for s in found:
+                yield s
+            if after is None:
+                return
+
+    def outcomes(self, name: str) -> AsyncOutcomes:
+        """The outcome log ``name`` here: record outcomes, read exact statistics."""
+        return AsyncOutcomes(self._run, self._ctx, name)
 
     # ------------------------------------------------------------------ events
     async def watch(

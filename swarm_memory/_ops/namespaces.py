@@ -326,8 +326,31 @@ def delete_namespace(ctx: Context) -> Flow[None]:
         state = yield Command(("HGET", ctx.keys.meta, "state"))
         if state != b"deleting":
             raise
+    yield from _drop_agent_keys(ctx)
     yield from _purge(ctx, "delete")
     yield Command(("ZREM", registry_key(ctx.settings.key_prefix), ctx.namespace), True)
+
+
+def _drop_agent_keys(ctx: Context) -> Flow[None]:
+    """Delete the agent-memory keys (lua/agent.lua: outcome logs, sessions and their
+    logs), found through their own indexes. Runs while the namespace is marked
+    "deleting", when no script adds to them (every one finds no namespace) and no
+    create_namespace can start a new one; re-running a delete finishes it."""
+    nk = ctx.keys
+    families: list[tuple[str, Callable[[str], tuple[str, ...]]]] = [
+        (nk.outcome_logs, lambda n: (nk.outcome_counters(n), nk.outcome_durations(n))),
+        (nk.sessions, lambda n: (nk.session(n), nk.session_log(n))),
+    ]
+    for index, owned in families:
+        while True:
+            names = yield Command(("ZRANGE", index, 0, 99))
+            if not names:
+                break
+            with decoding(index, **ctx.err()):
+                keys = [k for raw in names for k in owned(text(raw))]
+            yield Command(("DEL", *keys), True)
+            yield Command(("ZREM", index, *names), True)
+    yield Command(("DEL", nk.session_expiry), True)
 
 
 def list_namespaces(ctx_for: Callable[[str], Context], prefix: str) -> Flow[list[str]]:

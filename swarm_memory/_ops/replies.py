@@ -341,6 +341,40 @@ def _presence_denied(fail: Failure, f: Fields) -> Exception:
 PRESENCE = Replies[Failure]("presence", frozenset({b"ok"}), {b"denied": _presence_denied})
 
 
+# --------------------------------------------------------------------- agent memory
+def _session_not_open(fail: Failure, f: Fields) -> Exception:
+    state = f.string()
+    sid = fail.key or ""
+    why = {"exists": "is already open", "closed": "is closed"}.get(
+        state, "is not open (absent or expired)"
+    )
+    return errors.SessionNotOpen(
+        f"session {sid!r} in {fail.ctx.namespace!r} {why}",
+        session=sid,
+        state=state,
+        **fail.ctx.err(),
+    )
+
+
+def _too_many_strategies(fail: Failure, f: Fields) -> Exception:
+    limit = f.number()
+    return errors.QuotaExceeded(
+        f"outcome log {fail.key!r} already has {limit} strategies, its limit",
+        limit_kind="strategies",
+        limit=limit,
+        current=limit,
+        requested=limit + 1,
+        **fail.ctx.err(key=fail.key),
+    )
+
+
+AGENT = Replies[Failure](
+    "agent",
+    outcomes=frozenset({b"ok", b"dup"}),
+    errors={**COMMON_ERRORS, b"nosession": _session_not_open, b"too_many": _too_many_strategies},
+)
+
+
 # --------------------------------------------------------------------- inbox script
 _INBOX_DENIED_ACTION = {"ack": "inbox_ack", "delete": "inbox_delete"}  # else inbox_read
 
@@ -418,5 +452,5 @@ def script_error(call: ScriptCall | Command, message: str) -> errors.SwarmMemory
 
 
 REPLIES: dict[str, Replies[Any]] = {
-    r.script: r for r in (WRITE, READ, NS, PURGE, SWEEP, REAP, EVENTS, LOCK, PRESENCE, INBOX)
+    r.script: r for r in (WRITE, READ, NS, PURGE, SWEEP, REAP, EVENTS, LOCK, PRESENCE, INBOX, AGENT)
 }

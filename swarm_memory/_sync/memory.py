@@ -15,6 +15,7 @@ from typing import Any
 import redis
 
 from swarm_memory._feed import OnError
+from swarm_memory._ops import agent as _agent
 from swarm_memory._ops import args as _args
 from swarm_memory._ops import coord as _coord
 from swarm_memory._ops import entries as _entries
@@ -23,10 +24,12 @@ from swarm_memory._ops import inbox as _inbox
 from swarm_memory._ops import namespaces as _namespaces
 from swarm_memory._ops.effects import Context, Resolver
 from swarm_memory._shell import HandleBase, MemoryBase, companions, make_client
+from swarm_memory._sync.agent import AgentContext, Outcomes, Session
 from swarm_memory._sync.driver import Driver
 from swarm_memory._sync.events import Hub, Subscription, Watch
 from swarm_memory._sync.inbox import Inbox
 from swarm_memory._sync.lock import Lease, Lock, Transaction
+from swarm_memory.agent_models import SessionSummary
 from swarm_memory.codec import Codec
 from swarm_memory.errors import InvalidInput
 from swarm_memory.metrics import ClientMetrics
@@ -170,6 +173,20 @@ class SwarmMemory(MemoryBase[Driver]):
     def delete_namespace(self, name: str) -> None:
         """Delete the namespace and all its keys (admin)."""
         self._driver.run(_namespaces.delete_namespace(self._ctx(name)))
+
+    # ------------------------------------------------------------------ agent memory
+    def context(self, agent: str | None = None, *, namespace: str) -> AgentContext:
+        """``agent``'s context (default: this agent's) in ``namespace``; see
+        :meth:`Namespace.context`."""
+        return self.namespace(namespace).context(agent)
+
+    def session(self, session_id: str | None = None, *, namespace: str) -> Session:
+        """A session handle in ``namespace``; see :meth:`Namespace.session`."""
+        return self.namespace(namespace).session(session_id)
+
+    def outcomes(self, name: str, *, namespace: str) -> Outcomes:
+        """The outcome log ``name`` in ``namespace``; see :meth:`Namespace.outcomes`."""
+        return self.namespace(namespace).outcomes(name)
 
     # ------------------------------------------------------------------ inbox
     def send(
@@ -473,6 +490,32 @@ class Namespace(HandleBase[SwarmMemory]):
 
     def clear(self) -> int:
         return self._run(_namespaces.clear_namespace(self._ctx))
+
+    # ------------------------------------------------------------------ agent memory
+    def context(self, agent: str | None = None) -> AgentContext:
+        """``agent``'s working context here (default: the calling agent's): save with
+        CAS, resume with the events since (no I/O until used)."""
+        return AgentContext(self._run, self._ctx, self._ctx.agent if agent is None else agent)
+
+    def session(self, session_id: str | None = None) -> Session:
+        """A session here by id (default: a new random id); ``open()`` it first."""
+        sid = _agent.new_session_id() if session_id is None else session_id
+        return Session(self._run, self._ctx, sid)
+
+    def sessions(self) -> Iterator[SessionSummary]:
+        """Live sessions (open or closed, not expired) by id, page by page from the
+        namespace's session index (read permission)."""
+        after: str | None = None
+        while True:
+            found, after = self._run(_agent.session_page(self._ctx, after))
+            for s in found:
+                yield s
+            if after is None:
+                return
+
+    def outcomes(self, name: str) -> Outcomes:
+        """The outcome log ``name`` here: record outcomes, read exact statistics."""
+        return Outcomes(self._run, self._ctx, name)
 
     # ------------------------------------------------------------------ events
     def watch(

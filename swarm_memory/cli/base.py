@@ -80,6 +80,8 @@ def exit_code_for(exc: errors.SwarmMemoryError) -> ExitCode:
         return ExitCode.NOT_FOUND
     if isinstance(exc, errors.PermissionDenied):
         return ExitCode.PERMISSION
+    if isinstance(exc, errors.SessionNotOpen):
+        return ExitCode.NOT_FOUND if exc.state == "absent" else ExitCode.CONFLICT
     if isinstance(
         exc, errors.ConflictError | errors.NamespaceExists | errors.OpIdReused | errors.LockError
     ):

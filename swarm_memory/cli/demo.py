@@ -3,9 +3,12 @@
 N agent processes (``demo_agent``) share one board namespace and one ``merge``-strategy
 findings namespace. They claim tasks with CAS or fenced locks, publish results, watch
 each other's result events and merge findings into one shared key, while a live table
-shows each agent's progress. Then the parent reads the store and compares it with what
+shows each agent's progress; each records every claim attempt in the board's outcome log
+and saves its working context. Then the parent reads the store and compares it with what
 the agents acknowledged: every task claimed once, every result and finding there, both
-counters exact, every event seen by every agent. Exit 0 on PASS, 7 on FAIL.
+counters exact, every event seen by every agent, every claim attempt counted once in the
+outcome log, every context at its last acknowledged version. The report ends with the
+outcome statistics of the two claim strategies. Exit 0 on PASS, 7 on FAIL.
 
 With no Redis configured it starts an embedded one (``redis-server`` on a free port when
 installed, else an in-process fakeredis TCP server); with ``SWARM_MEMORY_REDIS_URL`` it
@@ -31,8 +34,16 @@ from rich.live import Live
 from rich.progress_bar import ProgressBar
 from rich.table import Table
 
-from swarm_memory.cli.base import ExitCode, redact_url
-from swarm_memory.cli.demo_agent import AgentSpec, agent_main, answer, result_key, task_key
+from swarm_memory.agent_models import OutcomeStats
+from swarm_memory.cli.base import ExitCode, jsonable, redact_url
+from swarm_memory.cli.demo_agent import (
+    OUTCOME_LOG,
+    AgentSpec,
+    agent_main,
+    answer,
+    result_key,
+    task_key,
+)
 from swarm_memory.client import Namespace, SwarmMemory
 from swarm_memory.models import Entry
 from swarm_memory.settings import Settings
@@ -225,6 +236,8 @@ def _verify(
             ", ".join(f"{n} {r['seen_events']}" for n, r in sorted(reports.items())),
         ),
     }
+    checks.update(_verify_agent_memory(mem, board_ns, board, n_acked_claims))
+    # Graph checks (issue 15, the memory graph) go here: the agents' nodes recalled.
     if locks:
         expected = len(range(0, tasks, 2))
         via_lock = sum(1 for e in done.values() if e and e.value.get("via") == "lock")
@@ -233,6 +246,48 @@ def _verify(
             f"store {via_lock}, expected {expected}",
         )
     return checks
+
+
+def outcome_stats(mem: SwarmMemory, board_ns: str) -> dict[str, OutcomeStats]:
+    return mem.namespace(board_ns).outcomes(OUTCOME_LOG).stats()
+
+
+def _verify_agent_memory(
+    mem: SwarmMemory, board_ns: str, board: Board, n_acked_claims: int
+) -> dict[str, tuple[bool, str]]:
+    reports = board.reports
+    stats = outcome_stats(mem, board_ns)
+    acked: dict[str, int] = {}
+    for r in reports.values():
+        for strategy, n in r.get("attempts", {}).items():
+            acked[strategy] = acked.get(strategy, 0) + n
+    won = sum(st.successes for st in stats.values())
+    counted = {s: st.n for s, st in stats.items()}
+    contexts = {n: mem.context(n, namespace=board_ns).get() for n in sorted(reports)}
+    at_last = [
+        c is not None
+        and c.version == reports[n].get("context_version")
+        and c.value
+        == {
+            "claimed": len(reports[n]["claimed_tasks"]),
+            "lost_races": reports[n]["lost_races"],
+            "phase": "done",
+        }
+        for n, c in contexts.items()
+    ]
+    return {
+        "outcome log counts every acknowledged claim attempt once": (
+            counted == acked and won == n_acked_claims,
+            f"store {counted} ({won} won), agents acknowledged {acked} ({n_acked_claims} won)",
+        ),
+        "every agent's context at its last acknowledged version": (
+            bool(at_last) and all(at_last),
+            ", ".join(
+                f"{n} v{c.version if c else None}/{reports[n].get('context_version')}"
+                for n, c in contexts.items()
+            ),
+        ),
+    }
 
 
 def _is(entry: Entry | None, value: Any) -> bool:
@@ -289,6 +344,7 @@ def run(
                     else {}
                 )
                 revision = mem.namespace(board_ns).info().revision
+                outcomes = outcome_stats(mem, board_ns) if not problems else {}
             finally:
                 if kind == "configured":
                     for name in (board_ns, findings_ns):
@@ -307,6 +363,7 @@ def run(
                     "revision": revision,
                     "problems": problems,
                     "checks": {name: {"ok": p, "detail": d} for name, (p, d) in checks.items()},
+                    "outcomes": jsonable(outcomes),
                     "per_agent": {
                         n: {k: r[k] for k in ("claimed", "via_lock", "lost_races", "seen")}
                         for n, r in sorted(board.reports.items())
@@ -324,6 +381,7 @@ def run(
             elapsed=elapsed,
             revision=revision,
             interactive=interactive,
+            outcomes=outcomes,
         )
     return int(ExitCode.OK if ok else ExitCode.CHECK_FAILED)
 
@@ -338,6 +396,7 @@ def _print_summary(
     elapsed: float,
     revision: int,
     interactive: bool,
+    outcomes: dict[str, OutcomeStats],
 ) -> None:
     if not interactive:  # the live table already showed these on a terminal
         for name in board.names:
@@ -351,6 +410,15 @@ def _print_summary(
         out.print(f"  [FAIL] {problem}", markup=False)
     for name, (passed, detail) in checks.items():
         out.print(f"  [{'ok' if passed else 'FAIL'}] {name} ({detail})", markup=False)
+    for st in outcomes.values():
+        out.print(
+            f"  outcomes ({OUTCOME_LOG}, {st.strategy}): {st.n} attempts, "
+            f"{st.successes} won ({100 * (st.success_rate or 0):.1f}%, Wilson 95% "
+            f"[{st.wilson_low or 0:.3f}, {st.wilson_high or 0:.3f}]), median "
+            f"{1000 * (st.median_duration or 0):.1f} ms, "
+            f"p90 {1000 * (st.p90_duration or 0):.1f} ms",
+            markup=False,
+        )
     out.print(f"  {tasks} tasks in {elapsed:.2f}s; board revision {revision}")
     if not problems and all(p for p, _ in checks.values()):
         out.print("PASS: no update was lost.")

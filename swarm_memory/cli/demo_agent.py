@@ -7,6 +7,9 @@ store refuses a write whose token is stale. The winner publishes a result on the
 merges its finding into one shared key of a ``merge``-strategy namespace, marks the task
 done (CAS again) and bumps two counters (``incr`` server-side, ``update`` as a CAS loop).
 Meanwhile it watches the board's feed and counts the result events of every agent.
+Agent memory: every claim attempt is recorded in the board's outcome log ``claims``
+(strategy "cas" or "lock", won or lost, how long it took; its op id makes a retry count
+once), and the agent saves its working context (progress so far) with compare-and-set.
 """
 
 from __future__ import annotations
@@ -22,6 +25,8 @@ from swarm_memory.events import Watch
 from swarm_memory.settings import Settings
 
 REPORT_EVERY = 0.1  # seconds between progress messages
+OUTCOME_LOG = "claims"  # the board's outcome log of claim attempts
+CONTEXT_EVERY = 25  # tasks between context saves
 
 
 def task_key(i: int) -> str:
@@ -69,6 +74,8 @@ class Tally:
     seen_keys: set[str] = field(default_factory=set)
     seen_events: int = 0
     phase: str = "starting"
+    attempts: dict[str, int] = field(default_factory=dict)  # recorded outcomes by strategy
+    context_version: int = 0  # the last acknowledged save of this agent's context
 
     def progress(self, tasks: int) -> dict[str, Any]:
         return {
@@ -131,10 +138,39 @@ def _drain(watch: Watch, tally: Tally, wait: float = 0.0) -> None:
         ev = watch.get(timeout=0)
 
 
+def _save_context(board: Namespace, tally: Tally) -> None:
+    """This agent's working context, saved with CAS: it is the only writer, so a conflict
+    would mean a lost update (and would raise)."""
+    entry = board.context().save(
+        {"claimed": len(tally.claimed), "lost_races": tally.lost_races, "phase": tally.phase},
+        expected_version=tally.context_version,
+    )
+    tally.context_version = entry.version
+
+
+def _claim(board: Namespace, i: int, spec: AgentSpec, tally: Tally) -> int | None:
+    """Claim task i and record the attempt's outcome (if it was one: a task already
+    taken when read is no attempt)."""
+    strategy = "lock" if uses_lock(i, spec.locks) else "cas"
+    claim = _claim_locked if strategy == "lock" else _claim_cas
+    lost_before = tally.lost_races
+    started = time.monotonic()
+    version = claim(board, i, spec.name, tally)
+    if version is not None or tally.lost_races > lost_before:
+        board.outcomes(OUTCOME_LOG).record(
+            strategy,
+            success=version is not None,
+            duration=time.monotonic() - started,
+            tags=[spec.name],
+            op_id=f"{spec.name}-claim-{i}",
+        )
+        tally.attempts[strategy] = tally.attempts.get(strategy, 0) + 1
+    return version
+
+
 def _work(spec: AgentSpec, mem: SwarmMemory, report: Any, tally: Tally) -> None:
     board = mem.namespace(spec.board)
     findings = mem.namespace(spec.findings)
-    locks = spec.locks
     last = 0.0
     with board.watch("result:*", types=["put"], since=spec.since) as watch:
         tally.phase = "ready"
@@ -142,9 +178,8 @@ def _work(spec: AgentSpec, mem: SwarmMemory, report: Any, tally: Tally) -> None:
         order = list(range(spec.tasks))
         random.Random(spec.index).shuffle(order)
         tally.phase = "claiming"
-        for i in order:
-            claim = _claim_locked if uses_lock(i, locks) else _claim_cas
-            version = claim(board, i, spec.name, tally)
+        for n, i in enumerate(order, 1):
+            version = _claim(board, i, spec, tally)
             if version is not None:
                 tally.claimed.append(i)
                 found = answer(i)
@@ -159,7 +194,7 @@ def _work(spec: AgentSpec, mem: SwarmMemory, report: Any, tally: Tally) -> None:
                         "task": i,
                         "state": "done",
                         "by": spec.name,
-                        "via": "lock" if uses_lock(i, locks) else "cas",
+                        "via": "lock" if uses_lock(i, spec.locks) else "cas",
                     },
                     expected_version=version,
                 )
@@ -167,6 +202,9 @@ def _work(spec: AgentSpec, mem: SwarmMemory, report: Any, tally: Tally) -> None:
                 tally.incrs += 1
                 board.update("counter:update", lambda v: (v or 0) + 1)
                 tally.updates += 1
+                # Graph nodes (issue 15, the memory graph) go here: what the agent found.
+            if n % CONTEXT_EVERY == 0:
+                _save_context(board, tally)
             _drain(watch, tally)
             if time.monotonic() - last >= REPORT_EVERY:
                 last = time.monotonic()
@@ -178,6 +216,8 @@ def _work(spec: AgentSpec, mem: SwarmMemory, report: Any, tally: Tally) -> None:
             report(("progress", spec.name, tally.progress(spec.tasks)))
     findings.put("agents", {spec.name: {"claimed": len(tally.claimed), "via_lock": tally.via_lock}})
     tally.merges += 1
+    tally.phase = "done"
+    _save_context(board, tally)
 
 
 def agent_main(spec: AgentSpec, queue: Any, go: Any) -> None:
@@ -205,6 +245,8 @@ def agent_main(spec: AgentSpec, queue: Any, go: Any) -> None:
                     "updates": tally.updates,
                     "merges": tally.merges,
                     "seen_events": tally.seen_events,
+                    "attempts": tally.attempts,
+                    "context_version": tally.context_version,
                 },
             )
         )

@@ -19,6 +19,7 @@ import redis.exceptions as rexc
 from swarm_memory import errors
 from swarm_memory._drive import setup_error
 from swarm_memory.cli.acl import acl_group
+from swarm_memory.cli.agent import context_group, outcomes_group, session_group
 from swarm_memory.cli.base import (
     CliError,
     Config,
@@ -179,5 +180,8 @@ for _command in (
     doctor_cmd,
     inbox_group,
     exporter_cmd,
+    outcomes_group,
+    context_group,
+    session_group,
 ):
     cli.add_command(_command)

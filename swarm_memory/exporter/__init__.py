@@ -16,6 +16,8 @@ What it reads, each scrape (nothing is cached between scrapes):
   stream (``XLEN`` and its oldest entry), the lock index and the lease set (``ZCOUNT``
   from the server's ``TIME``). Namespaces are read in pipelines of ``page`` namespaces; on
   Cluster redis-py's cluster pipeline routes each command to its slot's node;
+* per namespace with outcome logs, their counters (``exporter/outcomes.py``: bounded
+  ``log``/``strategy`` labels);
 * presence (``<prefix>:{@presence}:exp``/``seen``): live and known agents, as counts;
 * Redis health from ``PING`` and ``INFO`` on every primary: up, memory, maxmemory and its
   policy, persistence (AOF, last RDB save, last write status).
@@ -45,6 +47,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import Collector
 
 from swarm_memory import _shell
+from swarm_memory.exporter import outcomes as _outcomes
 from swarm_memory.keys import NamespaceKeys, PresenceKeys, registry_key
 from swarm_memory.settings import Settings
 
@@ -137,6 +140,7 @@ FAMILIES: dict[str, tuple[str, str, tuple[str, ...]]] = {
         name + "_total": ("counter", help_text, ("namespace",))
         for name, help_text in _SPECIAL_STATS.values()
     },
+    **_outcomes.FAMILIES,
     "swarm_memory_agents_live": ("gauge", "Agents whose presence heartbeat is live.", ()),
     "swarm_memory_agents_known": ("gauge", "Agents that ever sent a heartbeat.", ()),
     "swarm_memory_exporter_scrape_duration_seconds": ("gauge", "Time this scrape took.", ()),
@@ -314,17 +318,26 @@ class SwarmCollector(Collector):
                 pipe.xrange(k.events, "-", "+", count=1)
                 pipe.zcount(k.locks, now + 1, "+inf")
                 pipe.zcount(k.lease, now + 1, "+inf")
+                _outcomes.probe(pipe, k)
             try:
                 replies = pipe.execute(raise_on_error=False)
             except rexc.RedisError:
                 errors += 1
                 continue
+            width = 6 + _outcomes.PROBE_REPLIES
             for j, ns in enumerate(chunk):
-                part = replies[6 * j : 6 * j + 6]
+                part = replies[width * j : width * j + width]
                 if any(isinstance(r, Exception) for r in part):
                     errors += 1
                     continue
-                self._namespace(fam, ns, part)
+                self._namespace(fam, ns, part[:6])
+                try:
+                    found = _outcomes.namespace_series(self.client, self.prefix, ns, part[6:])
+                except rexc.RedisError:
+                    errors += 1
+                    continue
+                for name, value, labels in found:
+                    fam.add(name, value, *labels)
         try:
             # Both presence keys share the {@presence} tag: one pipeline, one round trip.
             p = PresenceKeys.of(self.prefix)

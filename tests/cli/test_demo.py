@@ -39,6 +39,15 @@ def test_demo_json_on_the_embedded_server():
     per_agent = report["per_agent"]
     assert sum(a["claimed"] for a in per_agent.values()) == 30
     assert all(a["seen"] == 30 for a in per_agent.values())
+    # Agent memory: every claim attempt in the outcome log, every context saved.
+    assert "outcome log counts every acknowledged claim attempt once" in report["checks"]
+    assert "every agent's context at its last acknowledged version" in report["checks"]
+    outcomes = report["outcomes"]
+    assert set(outcomes) == {"cas", "lock"}
+    assert sum(o["successes"] for o in outcomes.values()) == 30
+    for o in outcomes.values():
+        assert o["n"] >= o["successes"] > 0 and 0 <= o["wilson_low"] <= o["success_rate"]
+        assert o["median_duration"] > 0
     assert time.monotonic() - started < 60
 
 
@@ -46,6 +55,7 @@ def test_demo_plain_output_against_a_configured_url(redis_server):
     out = _demo("--url", redis_server.url, "demo", "--agents", "2", "--tasks", "10", env=ENV_NO_URL)
     assert out.returncode == 0, out.stdout + out.stderr
     assert "configured Redis" in out.stdout and "PASS: no update was lost." in out.stdout
+    assert "outcomes (claims, cas):" in out.stdout and "Wilson 95%" in out.stdout
     assert "\x1b[" not in out.stdout  # not a terminal: no colours, no live redraws
     client = redis_server.client()
     assert [k for k in client.scan_iter(f"{PREFIX}:{{demo-*") if b"registry" not in k] == []

@@ -42,7 +42,9 @@ ROUNDS = int(os.environ.get("SWARM_MEMORY_FUZZ_ROUNDS", "300"))
 CALL_LIMIT = 2.5  # seconds: socket_timeout (1 s) with one attempt, plus slack
 PING_LIMIT = 0.100
 # Calls that are one script call: when one raises CorruptData, no key may have changed.
-ONE_SCRIPT = frozenset({"put", "put_new", "replay", "incr", "delete", "broadcast", "force", "send"})
+ONE_SCRIPT = frozenset(
+    {"put", "put_new", "replay", "incr", "delete", "broadcast", "force", "send", "record", "decide"}
+)
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -164,6 +166,13 @@ class Team:
             nk.entry("k1"): "hash",
             nk.entry("k2"): "hash",
             nk.history("k1"): "hash",
+            nk.outcome_counters("o"): "hash",
+            nk.outcome_durations("o"): "zset",
+            nk.outcome_logs: "zset",
+            nk.session("s"): "hash",
+            nk.session_log("s"): "stream",
+            nk.sessions: "zset",
+            nk.session_expiry: "zset",
             self.presence.expiry: "zset",
             self.presence.seen: "hash",
             self.inbox.stream: "stream",
@@ -317,6 +326,12 @@ def _calls(
         ("send", lambda: mem.send("bob", {"m": 1})),
         ("receive", receive),
         ("inbox_info", lambda: mem.inbox_info("bob")),
+        ("record", lambda: ns.outcomes("o").record("a", success=True, duration=2.0)),
+        ("outcome_stats", lambda: ns.outcomes("o").stats()),
+        ("decide", lambda: ns.session("s").decide("y")),
+        ("decisions", lambda: ns.session("s").decisions(limit=10)),
+        ("sessions", lambda: list(ns.sessions())),
+        ("resume", lambda: ns.context().resume(limit=10)),
     ]
 
 
@@ -351,6 +366,10 @@ def test_corruption_fuzz(server: RedisServer) -> None:
         ns.put("k2", 2, op_id="OP1", ttl=3600)
         ns.put("eph", 1, ephemeral=True)
         ns.lock("L0", ttl=600, wait=0).acquire()
+        ns.outcomes("o").record("a", success=True, duration=1.0)
+        ns.session("s").open(ttl=3600)
+        ns.session("s").decide("x")
+        ns.context().save({"step": 1})
         mem.heartbeat()
         mem.send("bob", {"m": 0})
         bob.inbox().receive(timeout=0)

@@ -10,7 +10,18 @@ from pathlib import Path
 import pytest
 
 import swarm_memory
-from swarm_memory import AsyncNamespace, AsyncSwarmMemory, Namespace, SwarmMemory
+from swarm_memory import (
+    AgentContext,
+    AsyncAgentContext,
+    AsyncNamespace,
+    AsyncOutcomes,
+    AsyncSession,
+    AsyncSwarmMemory,
+    Namespace,
+    Outcomes,
+    Session,
+    SwarmMemory,
+)
 from swarm_memory.keys import NamespaceKeys
 from swarm_memory.scripts import SCRIPT_NAMES, Signature, load
 
@@ -59,7 +70,14 @@ def test_design_contract_names_exist():
 
 
 @pytest.mark.parametrize(
-    ("sync_cls", "async_cls"), [(SwarmMemory, AsyncSwarmMemory), (Namespace, AsyncNamespace)]
+    ("sync_cls", "async_cls"),
+    [
+        (SwarmMemory, AsyncSwarmMemory),
+        (Namespace, AsyncNamespace),
+        (AgentContext, AsyncAgentContext),
+        (Session, AsyncSession),
+        (Outcomes, AsyncOutcomes),
+    ],
 )
 def test_sync_and_async_have_identical_signatures(sync_cls, async_cls):
     def public(cls):
@@ -81,7 +99,7 @@ def test_sync_and_async_have_identical_signatures(sync_cls, async_cls):
         assert sp == ap, name
         returns_handle = name in (
             "from_url", "from_client", "as_agent", "namespace", "keys", "lock", "transaction",
-            "inboxes",
+            "inboxes", "context", "session", "sessions", "outcomes",
         )  # fmt: skip
         if not returns_handle and name not in ("observe_scripts", "close"):
             assert inspect.iscoroutinefunction(afn), f"{async_cls.__name__}.{name} must be async"
