@@ -8,8 +8,9 @@ One user per agent, named after the agent. :func:`plan` is pure: namespace maps 
   (:data:`COMMANDS`: no FLUSHALL, KEYS, CONFIG, SCRIPT FLUSH, FUNCTION, DEBUG, SHUTDOWN,
   ACL, ...);
 - per namespace where its level (its own, else the default) is not ``none``: the
-  namespace's keys (``~``, see :func:`plan` for why not ``%R~`` for ``read``) and its
-  doorbell channels (``&``); no other namespace's keys or channels;
+  namespace's keys, read-only (``%R~``) where the level is ``read`` and read-write
+  (``~``) above, and its doorbell channels (``&``); no other namespace's keys or
+  channels;
 - its identity key readable (``%R~``: what every script checks, ``keys.identity_key``),
   its own inbox (keys and doorbell), presence, the inbox index, and the registry
   read-only.
@@ -151,11 +152,10 @@ def plan(
             if level == "none":
                 continue
             base = p(NamespaceKeys.of(prefix, info.name).base) + "*"
-            # Read-only agents get "~" too: EVAL/EVALSHA declare their keys read-write, so
-            # Redis refuses a %R~ user's script calls before they run. Their level is held
-            # by the scripts (the identity check proves who calls); a read-only agent's raw
-            # commands are not limited by Redis (README "Security": needs EVALSHA_RO reads).
-            keys.append("~" + base)
+            # read: Redis refuses every write to the namespace's keys, raw or scripted
+            # (EVALSHA declares its keys read-write: such a user's reads run as
+            # EVALSHA_RO, ScriptCall.readonly). write/admin: the scripts hold the level.
+            keys.append(("%R~" if level == "read" else "~") + base)
             channels.append("&" + base)
         rules = ("resetkeys", "resetchannels", *keys, *channels, *COMMANDS)
         users.append(AgentUser(agent, rules))

@@ -132,7 +132,7 @@ def _call(
     op_id: str | None = None,
 ) -> Flow[Fields]:
     args: list[str | bytes | int] = [action, ctx.agent, owner, GROUP, ctx.retention_ms, *extra]
-    reply = yield ScriptCall(load("inbox"), ctx.keys(owner), args, op_id)
+    reply = yield ScriptCall(load("inbox"), ctx.keys(owner), args, op_id, action == "info")
     if not isinstance(reply, list) or not reply:
         raise corrupt_inbox(ctx, owner, f"the inbox script answered {reply!r:.80}")
     return INBOX.check(reply, InboxFailure(ctx, owner, action))
