@@ -234,10 +234,11 @@ def test_the_identity_check_and_the_scopes_hold_on_cluster():
     with RedisCluster() as cluster:
         admin = SwarmMemory.from_url(cluster.url, agent="boss", settings=settings)
         try:
-            perms: dict[str, PermissionLevel] = {"boss": "admin", "w1": "write"}
+            perms: dict[str, PermissionLevel] = {"boss": "admin", "w1": "write", "r1": "read"}
             admin.create_namespace("team", default_permission="none", permissions=perms)
             admin.create_namespace("secret", default_permission="none")
             admin.namespace("secret").put("key", "hidden")
+            admin.namespace("team").put("plan", {"steps": 3})
             infos = [admin.namespace_info(n) for n in admin.list_namespaces()]
             passwords = acl.apply(admin.redis, acl.plan(infos, prefix=PREFIX))
         finally:
@@ -252,13 +253,27 @@ def test_the_identity_check_and_the_scopes_hold_on_cluster():
             for operation in ("get", "put", "grant", "history"):
                 with pytest.raises(errors.IdentityMismatch):
                     OPERATIONS[operation](impostor)
+        r1_url = f"redis://r1:{passwords['r1']}@127.0.0.1:{cluster.ports[0]}/0"
+        with SwarmMemory.from_url(r1_url, agent="r1", settings=settings) as r1:
+            for read in ("get", "get_many", "keys", "history", "watch", "audit", "stats"):
+                READS[read](r1)
+            assert r1._driver.read_only_scripts is True
+            with pytest.raises(errors.PermissionDenied):
+                r1.namespace("team").put("x", 1)
         for port in cluster.ports:  # every node refuses w1 the other namespace's keys
             raw = redis.Redis(host="127.0.0.1", port=port, username="w1", password=passwords["w1"])
+            reader = redis.Redis(
+                host="127.0.0.1", port=port, username="r1", password=passwords["r1"]
+            )
             try:
                 with pytest.raises(redis.exceptions.NoPermissionError):
                     raw.execute_command("HGETALL", "sm:{secret}:e:key")
+                # and r1 every write to its read-only namespace (NOPERM comes before MOVED)
+                with pytest.raises(redis.exceptions.NoPermissionError):
+                    reader.execute_command("HSET", "sm:{team}:e:plan", "v", "forged")
             finally:
                 raw.close()
+                reader.close()
 
 
 def _doctor(url: str) -> dict[str, dict[str, Any]]:
@@ -289,3 +304,108 @@ def test_doctor_reports_the_security_posture(swarm: Swarm):
         admin.create_namespace("team", permissions={"w1": "write"})
         admin.close()
         assert _doctor(bare.url)["agent users"]["status"] == "warn"
+
+
+# Every read an agent with only `read` on a namespace makes (ScriptCall.readonly calls
+# run as EVALSHA_RO: its user's keys there are %R~).
+READS: dict[str, Callable[[SwarmMemory], Any]] = {
+    "get": lambda m: m.namespace("team").get("plan"),
+    "get_version": lambda m: m.namespace("team").get("plan", version=1),
+    "get_many": lambda m: m.namespace("team").get_many(["plan", "absent"]),
+    "exists": lambda m: m.namespace("team").exists("plan"),
+    "keys": lambda m: list(m.namespace("team").keys()),
+    "history": lambda m: m.namespace("team").history("plan"),
+    "audit": lambda m: m.namespace("team").audit(limit=5),
+    "watch": lambda m: next(iter(m.namespace("team").watch(since=0)), None),
+    "locks": lambda m: m.namespace("team").locks(),
+    "stats": lambda m: m.namespace("team").stats(),
+    "namespace_info": lambda m: m.namespace_info("team"),
+    "list_namespaces": lambda m: m.list_namespaces(),
+    "agents": lambda m: m.agents(),
+}
+
+
+def test_acl_plan_gives_a_read_only_agent_read_only_keys(swarm: Swarm):
+    users = {u.agent: u for u in acl.plan(acl.read_maps(swarm.admin.redis, PREFIX), prefix=PREFIX)}
+    assert "%R~sm:{team}:*" in users["r1"].rules and "~sm:{team}:*" not in users["r1"].rules
+    assert "~sm:{team}:*" in users["w1"].rules
+    result = CliRunner().invoke(
+        cli, ["acl", "plan"], env={"SWARM_MEMORY_REDIS_URL": swarm.server.url}
+    )
+    assert result.exit_code == 0, result.output
+    line = next(x for x in result.output.splitlines() if " r1 " in x)
+    assert "%R~sm:{team}:*" in line
+    user = acl.getuser(swarm.admin.redis, "r1")
+    assert user is not None and "%R~sm:{team}:*" in user["keys"]
+
+
+@pytest.mark.parametrize("read", sorted(READS))
+def test_a_read_only_agent_makes_every_read(swarm: Swarm, read: str):
+    with swarm.connect("r1") as r1:
+        assert r1.auth_mode() == "authenticated"
+        READS[read](r1)
+        assert r1._driver.read_only_scripts is True  # ran as EVALSHA_RO
+
+
+def test_a_read_only_agent_reads_what_others_wrote(swarm: Swarm):
+    swarm.admin.namespace("team").put("seen-by-r1", {"n": 1})
+    with swarm.connect("r1") as r1:
+        team = r1.namespace("team")
+        entry = team.get("seen-by-r1")
+        assert entry is not None and entry.value == {"n": 1}
+        assert "seen-by-r1" in list(team.keys())
+        assert r1.list_namespaces() == ["team"]
+
+
+@pytest.mark.parametrize("write", ["put", "delete", "incr", "lock", "grant"])
+def test_a_read_only_agents_writes_are_refused_by_redis(swarm: Swarm, write: str):
+    with swarm.connect("r1") as r1, pytest.raises(errors.PermissionDenied) as caught:
+        OPERATIONS[write](r1)
+    assert caught.value.required == "acl"  # refused by Redis, not by the script
+    assert swarm.admin.namespace("team").get("plan") is not None
+
+
+def test_a_read_only_agents_raw_writes_are_refused_by_redis(swarm: Swarm):
+    from swarm_memory.scripts import load
+
+    raw = swarm.raw("r1")
+    try:
+        assert raw.hgetall("sm:{team}:e:plan")  # it may read
+        read = load("read")
+        raw.script_load(read.source)
+        own = raw.script_load("return redis.call('DEL', KEYS[1])")
+        for command in (
+            ("HSET", "sm:{team}:e:plan", "v", "forged"),
+            ("DEL", "sm:{team}:e:plan"),
+            ("XADD", "sm:{team}:events", "*", "t", "forged"),
+            ("EVAL", "return redis.call('DEL', KEYS[1])", "1", "sm:{team}:e:plan"),
+            ("EVAL", "return redis.call('DEL', 'sm:{team}:e:plan')", "0"),
+            ("EVALSHA", own, "1", "sm:{team}:e:plan"),
+            ("EVALSHA_RO", own, "1", "sm:{team}:e:plan"),
+            ("EVAL_RO", "return redis.pcall('DEL', KEYS[1])", "1", "sm:{team}:e:plan"),
+        ):
+            try:
+                reply = raw.execute_command(*command)
+            except redis.exceptions.ResponseError:
+                continue
+            # EVAL_RO with pcall returns the refusal as a value instead of raising
+            assert isinstance(reply, redis.exceptions.ResponseError), command
+    finally:
+        raw.close()
+    entry = swarm.admin.namespace("team").get("plan")
+    assert entry is not None and entry.value == {"steps": 3}
+
+
+def test_a_read_only_agents_denied_read_is_refused_unaudited_and_a_writers_audited(swarm: Swarm):
+    """A denial answered by EVALSHA_RO is run again with writes: audited where the user
+    may write (here the default user acting for an agent without access), not where it
+    may only read (r1 naming w1: Redis refuses the second run)."""
+    team = swarm.admin.namespace("team")
+    before = len(team.audit(action="identity", agent="w1", limit=100))
+    with swarm.connect("r1", agent="w1") as impostor, pytest.raises(errors.IdentityMismatch):
+        impostor.namespace("team").get("plan")
+    assert len(team.audit(action="identity", agent="w1", limit=100)) == before
+    stranger = swarm.admin.as_agent("nobody")
+    with pytest.raises(errors.PermissionDenied):
+        stranger.namespace("team").get("plan")
+    assert any(r.agent == "nobody" and r.outcome == "denied" for r in team.audit(action="get"))
