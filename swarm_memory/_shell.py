@@ -260,7 +260,9 @@ class MemoryBase(Generic[DriverT]):
         return _coord.lease_ttl_ms(self._session, self.settings, ttl, namespaces)
 
     def _inbox_ctx(self) -> InboxContext:
-        return InboxContext(self.agent, self.settings, self._codec)
+        # authenticated: sends to others go through lanes (their inboxes are not ours)
+        lanes = self._driver.auth_mode == "authenticated"
+        return InboxContext(self.agent, self.settings, self._codec, lanes)
 
     def _inbox_state(self, consumer: str | None) -> InboxState:
         name = consumer_arg(consumer) or self._consumer

@@ -12,7 +12,8 @@ One user per agent, named after the agent. :func:`plan` is pure: namespace maps 
   (``~``) above, and its doorbell channels (``&``); no other namespace's keys or
   channels;
 - its identity key readable (``%R~``: what every script checks, ``keys.identity_key``),
-  its own inbox (keys and doorbell), presence, the inbox index, and the registry
+  its own inbox (keys and doorbell), its lane in every other inbox and their senders
+  sets (sends, ``lua/lane.lua``), presence, the inbox index, and the registry
   read-only.
 
 Grants, revokes and namespace changes do not change users by themselves: :func:`apply`
@@ -144,6 +145,11 @@ def plan(
             "%R~" + p(registry_key(prefix)),
             "~" + p(inbox_index_key(prefix)),  # a send adds its recipient (a listing only)
             "~" + p(InboxKeys.of(prefix, agent).base) + "*",
+            # Sends to other agents: its own lane in every inbox ("?": the lane's three
+            # keys; the name ends the key, so no other sender's lane matches) and every
+            # inbox's senders set (a hint shared by all senders: README "Security").
+            "~" + p(prefix) + ":{@inbox:*}:lane:?:" + p(agent),
+            "~" + p(prefix) + ":{@inbox:*}:senders",
             "~" + p(PresenceKeys.of(prefix).base) + "*",
         ]
         channels = ["&" + p(InboxKeys.of(prefix, agent).base) + "*"]

@@ -52,8 +52,17 @@ from swarm_memory._ops.args import (
     timeout_arg,
 )
 from swarm_memory._ops.effects import Command, Flow, InboxContext, ScriptCall, Sleep
-from swarm_memory._ops.records import Fields, StreamEntry, corrupt, pairs, text, unpack
-from swarm_memory._ops.replies import INBOX, InboxFailure, corrupt_inbox
+from swarm_memory._ops.records import (
+    Fields,
+    StreamEntry,
+    corrupt,
+    decoding,
+    pairs,
+    text,
+    unpack,
+)
+from swarm_memory._ops.replies import INBOX, LANE, InboxFailure, corrupt_inbox
+from swarm_memory.keys import InboxKeys
 from swarm_memory.models import InboxInfo, Message, ms_to_datetime
 from swarm_memory.scripts import load
 
@@ -81,6 +90,7 @@ class InboxRead(NamedTuple):
     claimed: list[Any]
     deliveries: list[Any]
     fresh: list[Any]
+    senders: list[Any]  # whose lanes may hold more (lua/inbox.lua), for the next read
 
 
 class InboxCounts(NamedTuple):
@@ -111,6 +121,7 @@ class InboxState:
     buffer: dict[str, Message] = field(default_factory=dict)
     cursor: str = "0-0"
     opened: bool = False
+    lanes: list[str] = field(default_factory=list)  # senders whose lanes the next read drains
 
 
 def _digest(data: bytes, *parts: str) -> str:
@@ -130,9 +141,12 @@ def _call(
     action: str,
     extra: list[str | bytes | int],
     op_id: str | None = None,
+    *,
+    lanes: list[str] | tuple[str, ...] = (),
 ) -> Flow[Fields]:
     args: list[str | bytes | int] = [action, ctx.agent, owner, GROUP, ctx.retention_ms, *extra]
-    reply = yield ScriptCall(load("inbox"), ctx.keys(owner), args, op_id, action == "info")
+    keys = ctx.keys(owner, lanes)
+    reply = yield ScriptCall(load("inbox"), keys, args, op_id, action == "info")
     if not isinstance(reply, list) or not reply:
         raise corrupt_inbox(ctx, owner, f"the inbox script answered {reply!r:.80}")
     return INBOX.check(reply, InboxFailure(ctx, owner, action))
@@ -202,7 +216,18 @@ def send(
         cid,
         digest,
     ]
-    f = yield from _call(ctx, to, "send", extra, op)  # "ok" or "dup" (raises "full")
+    if ctx.lanes and to != ctx.agent:
+        f = yield from _lane_send(ctx, to, extra)
+    else:
+        try:
+            f = yield from _call(ctx, to, "send", extra, op)  # "ok" or "dup" (raises "full")
+        except errors.PermissionDenied as exc:
+            # Redis refused this user the recipient's keys: an agent's own ACL user
+            # (authenticated mode, learnt here before the client's first script) sends
+            # through its lane.
+            if exc.required != "acl" or to == ctx.agent:
+                raise
+            f = yield from _lane_send(ctx, to, extra)
     packed = f.next()
     if f.tag == b"ok" and f.rest() == [1]:
         # This send made the inbox: list it. After the script, never before (module
@@ -231,6 +256,18 @@ def send(
     )
 
 
+def _lane_send(ctx: InboxContext, to: str, extra: list[str | bytes | int]) -> Flow[Fields]:
+    """A send into this agent's lane of ``to``'s inbox (lua/lane.lua): its fields are
+    the send action's (``extra``); the reply's are a send's, without the "new" flag."""
+    keys = InboxKeys.of(ctx.settings.key_prefix, to).lane_keys(ctx.agent)
+    op_id = str(extra[0])
+    args: list[str | bytes | int] = [ctx.agent, ctx.retention_ms, *extra]
+    reply = yield ScriptCall(load("lane"), keys, args, op_id)
+    if not isinstance(reply, list) or not reply:
+        raise corrupt_inbox(ctx, to, f"the lane script answered {reply!r:.80}")
+    return LANE.check(reply, InboxFailure(ctx, to, "send"))
+
+
 def reply(
     ctx: InboxContext, to_message: Message, message: Any, *, op_id: str | None = None
 ) -> Flow[Message]:
@@ -256,16 +293,24 @@ def _poll(ctx: InboxContext, state: InboxState, idle_ms: int, batch: int) -> Flo
     longer than ``idle_ms`` first, then new ones. A message already buffered keeps its
     place."""
     yield from open_inbox(ctx, state)
-    f = yield from _call(ctx, state.owner, "read", [state.consumer, batch, idle_ms, state.cursor])
-    got = f.record(InboxRead)
-    state.cursor = text(got.cursor)
     owner = state.owner
-    found = [
-        _message(ctx, owner, e, int(n)) for e, n in zip(got.claimed, got.deliveries, strict=True)
-    ]
-    found += [_message(ctx, owner, e, 1) for e in got.fresh]
-    for msg in found:
-        state.buffer[msg.id] = msg
+    for _ in range(2):  # once more at once when the read names lanes it did not drain
+        drained = state.lanes
+        extra: list[str | bytes | int] = [state.consumer, batch, idle_ms, state.cursor, *drained]
+        f = yield from _call(ctx, owner, "read", extra, lanes=drained)
+        got = f.record(InboxRead)
+        state.cursor = text(got.cursor)
+        found = [
+            _message(ctx, owner, e, int(n))
+            for e, n in zip(got.claimed, got.deliveries, strict=True)
+        ]
+        found += [_message(ctx, owner, e, 1) for e in got.fresh]
+        for msg in found:
+            state.buffer[msg.id] = msg
+        with decoding(InboxKeys.of(ctx.settings.key_prefix, owner).senders):
+            state.lanes = [agent_arg(text(name)) for name in got.senders]
+        if not set(state.lanes) - set(drained):
+            break
 
 
 class _Waiter:
@@ -417,7 +462,8 @@ def _unindex(ctx: InboxContext, owner: str) -> Flow[InboxInfo | None]:
 def inbox_page(ctx: InboxContext, after: str | None) -> Flow[tuple[list[InboxInfo], str | None]]:
     """One page of inboxes by owner name, after ``after``; and the cursor of the next page
     (None at the end). One ``info`` call per indexed owner; owners whose inbox is gone
-    (expired) leave the index here. Never KEYS or SCAN."""
+    (expired) leave the index here; those whose keys Redis refuses this connection's
+    user (authenticated mode: another agent's) are left out. Never KEYS or SCAN."""
     size = ctx.settings.page_size
     start = "-" if after is None else "(" + after
     names = yield Command(("ZRANGEBYLEX", ctx.index, start, "+", "LIMIT", 0, size))
@@ -429,7 +475,12 @@ def inbox_page(ctx: InboxContext, after: str | None) -> Flow[tuple[list[InboxInf
             owner = agent_arg(text(raw))
         except (errors.InvalidName, UnicodeDecodeError):
             raise corrupt(ctx.index, f"member {raw!r:.80} is not an agent name") from None
-        info = yield from _info(ctx, owner)
+        try:
+            info = yield from _info(ctx, owner)
+        except errors.PermissionDenied as exc:
+            if exc.required != "acl":
+                raise
+            continue  # Redis refused this user the owner's keys: not its to see
         if info is None:
             info = yield from _unindex(ctx, owner)
         if info is not None:

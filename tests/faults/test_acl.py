@@ -260,6 +260,10 @@ def test_the_identity_check_and_the_scopes_hold_on_cluster():
             assert r1._driver.read_only_scripts is True
             with pytest.raises(errors.PermissionDenied):
                 r1.namespace("team").put("x", 1)
+            with SwarmMemory.from_url(url, agent="w1", settings=settings) as w1:
+                w1.send("r1", "over the lane")  # a lane in r1's slot, on whichever node
+            msg = r1.inbox().receive(timeout=2)
+            assert msg is not None and (msg.sender, msg.body) == ("w1", "over the lane")
         for port in cluster.ports:  # every node refuses w1 the other namespace's keys
             raw = redis.Redis(host="127.0.0.1", port=port, username="w1", password=passwords["w1"])
             reader = redis.Redis(
@@ -409,3 +413,78 @@ def test_a_read_only_agents_denied_read_is_refused_unaudited_and_a_writers_audit
     with pytest.raises(errors.PermissionDenied):
         stranger.namespace("team").get("plan")
     assert any(r.agent == "nobody" and r.outcome == "denied" for r in team.audit(action="get"))
+
+
+def test_agents_send_to_each_other_through_their_lanes(swarm: Swarm):
+    with swarm.connect("w1") as w1, swarm.connect("w2") as w2:
+        sent = w1.send("w2", {"task": 1}, reply_to="w1")
+        assert sent.sender == "w1"
+        inbox = w2.inbox()
+        msg = inbox.receive(timeout=2)
+        assert msg is not None and (msg.sender, msg.to, msg.body) == ("w1", "w2", {"task": 1})
+        w2.reply(msg, {"done": 1})
+        assert inbox.ack(msg) == 1
+        answer = w1.inbox().receive(timeout=2)
+        assert answer is not None and (answer.sender, answer.body) == ("w2", {"done": 1})
+        again = w1.send("w2", {"task": 1}, reply_to="w1", op_id=sent.id.replace("-", "x") + "o")
+        assert w1.send("w2", {"task": 1}, reply_to="w1", op_id=again.id.replace("-", "x") + "o")
+        # r1 (read-only on team) sends too: lanes need no namespace permission
+        with swarm.connect("r1") as r1:
+            r1.send("w2", "from r1")
+        got = [inbox.receive(timeout=2) for _ in range(3)]
+        assert sorted(m.sender for m in got if m is not None) == ["r1", "w1", "w1"]
+        inbox.ack(*[m for m in got if m is not None])
+
+
+def test_a_sender_cannot_read_ack_or_delete_another_agents_inbox(swarm: Swarm):
+    with swarm.connect("w2") as w2:
+        w2.send("w2", "private")  # w2's own message, in its own stream
+    with swarm.connect("w1") as w1:
+        w1.send("w2", "hello")
+        with pytest.raises(errors.PermissionDenied):
+            w1.inbox_info("w2")  # its counters: the owner's keys (README "Security")
+        with pytest.raises(errors.PermissionDenied):
+            w1.delete_inbox("w2")
+        w1.inbox()  # indexes its own inbox if it exists
+        assert {i.owner for i in w1.inboxes()} <= {"w1"}  # another's counters: not listed
+        assert {i.owner for i in swarm.admin.inboxes()} >= {"w2"}
+    raw = swarm.raw("w1")
+    try:
+        stream, lane3 = "sm:{@inbox:w2}:stream", "sm:{@inbox:w2}:lane:s:r1"
+        for command in (
+            ("XRANGE", stream, "-", "+"),
+            ("XREADGROUP", "GROUP", "agent", "x", "STREAMS", stream, ">"),
+            ("XACK", stream, "agent", "0-1"),
+            ("XADD", stream, "*", "from", "boss", "d", "1", "f", "json"),
+            ("DEL", stream, "sm:{@inbox:w2}:meta"),
+            ("XRANGE", lane3, "-", "+"),  # another sender's lane
+            ("XADD", lane3, "*", "d", "1", "f", "json"),
+            ("EVAL", "return redis.call('XRANGE', KEYS[1], '-', '+')", "1", stream),
+        ):
+            with pytest.raises(redis.exceptions.NoPermissionError):
+                raw.execute_command(*command)
+        # Its own lane it may write raw: whatever it writes there arrives as from w1.
+        raw.execute_command(
+            "XADD", "sm:{@inbox:w2}:lane:s:w1", "*", "from", "boss", "d", "2", "f", "json"
+        )
+        raw.execute_command("SADD", "sm:{@inbox:w2}:senders", "w1")
+    finally:
+        raw.close()
+    with swarm.connect("w2") as w2:
+        inbox = w2.inbox()
+        got = [inbox.receive(timeout=2) for _ in range(3)]
+        assert sorted((m.sender, repr(m.body)) for m in got if m is not None) == [
+            ("w1", "'hello'"),
+            ("w1", "2"),
+            ("w2", "'private'"),
+        ]
+        inbox.ack(*[m for m in got if m is not None])
+
+
+def test_an_impostor_cannot_send_as_another_agent(swarm: Swarm):
+    with swarm.connect("w1", agent="r1") as impostor:
+        with pytest.raises(errors.PermissionDenied):  # r1's lane: not w1's user's keys
+            impostor.send("w2", "forged")
+        impostor._driver.auth_mode = "authenticated"  # straight to the lane, as after a probe
+        with pytest.raises(errors.PermissionDenied):
+            impostor.send("w2", "forged")
