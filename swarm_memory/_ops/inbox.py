@@ -91,6 +91,7 @@ class InboxRead(NamedTuple):
     deliveries: list[Any]
     fresh: list[Any]
     senders: list[Any]  # whose lanes may hold more (lua/inbox.lua), for the next read
+    new: Any  # 1: this read's lane moves made the inbox (to be indexed)
 
 
 class InboxCounts(NamedTuple):
@@ -309,6 +310,8 @@ def _poll(ctx: InboxContext, state: InboxState, idle_ms: int, batch: int) -> Flo
             state.buffer[msg.id] = msg
         with decoding(InboxKeys.of(ctx.settings.key_prefix, owner).senders):
             state.lanes = [agent_arg(text(name)) for name in got.senders]
+        if got.new == 1:
+            yield from _index_owner(ctx, owner)
         if not set(state.lanes) - set(drained):
             break
 

@@ -1,6 +1,6 @@
 --! keys: stream ops opst bell meta senders +lanes(lane)
 --! args: action agent owner group retention_ms +args
---! returns: {"ok"|"dup", packed[, new]} | {"full", length} | {"ok", cursor, claimed, deliveries, fresh, senders} | {"ok", acked} | {"ok", exists} | {"ok", length, pending, active_ms, expires_ms} | {"none"} | {"ok", existed, length} | {"denied", "none"}
+--! returns: {"ok"|"dup", packed[, new]} | {"full", length} | {"ok", cursor, claimed, deliveries, fresh, senders, new} | {"ok", acked} | {"ok", exists} | {"ok", length, pending, active_ms, expires_ms} | {"none"} | {"ok", existed, length} | {"denied", "none"}
 --
 -- One agent's inbox: a stream read through one consumer group, every action atomic.
 --   send  op_id dedupe_ms maxlen body fmt reply_to correlation_id digest
@@ -13,6 +13,7 @@
 --                                         re-take messages other consumers left
 --                                         unacknowledged for idle_ms, then new ones;
 --                                         replies the senders whose lanes may hold more
+--                                         and whether the moves made the inbox
 --   ack   id ...                          (owner) acknowledge and delete
 --   delete                                (owner) remove every key of the inbox
 -- Only the owner reads, acknowledges or deletes; the identity check (_lib.lua) proves
@@ -190,7 +191,7 @@ if action == "read" then
   local senders = drain_lanes(10)
   -- No stream, nothing to read: and reading must not create one.
   if not inbox_exists() or redis.call("EXISTS", K_STREAM) == 0 then
-    return { "ok", cursor, {}, {}, {}, senders }
+    return { "ok", cursor, {}, {}, {}, senders, 0 }
   end
   -- Redelivery first: messages pending longer than idle_ms (their consumer died or
   -- stalled) move to this consumer. XAUTOCLAIM scans at most 10 x COUNT pending entries
@@ -223,8 +224,8 @@ if action == "read" then
       fresh = r[2]
     end
   end
-  touch(now_ms())
-  return { "ok", cursor, claimed, deliveries, fresh, senders }
+  local new = touch(now_ms()) -- 1: lanes' messages just made the inbox (the client lists it)
+  return { "ok", cursor, claimed, deliveries, fresh, senders, new }
 elseif action == "ack" then
   local ids = {}
   for i = ARG0 + 1, #ARGV do ids[#ids + 1] = strict_id(ARGV[i]) end
