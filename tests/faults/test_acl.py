@@ -5,6 +5,7 @@ it names (``redis.acl_check_cmd`` on the agent's identity key)."""
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -488,3 +489,42 @@ def test_an_impostor_cannot_send_as_another_agent(swarm: Swarm):
         impostor._driver.auth_mode = "authenticated"  # straight to the lane, as after a probe
         with pytest.raises(errors.PermissionDenied):
             impostor.send("w2", "forged")
+
+
+def test_a_read_only_agent_reads_past_a_due_sweep(swarm: Swarm):
+    """Its reads find expired entries due; the sweep they trigger writes, Redis refuses
+    it, and the read still answers (the sweep is opportunistic)."""
+    swarm.admin.namespace("team").put("short", 1, ttl=0.05)
+    time.sleep(0.1)
+    with swarm.connect("r1") as r1:
+        team = r1.namespace("team")
+        assert team.get("short") is None
+        assert "short" not in list(team.keys())
+    assert swarm.admin.namespace("team").sweep().expired == ["short"]  # still there for it
+
+
+def test_a_hostile_sender_can_delay_but_not_lose_others_mail(swarm: Swarm):
+    """The senders set is shared by every sender: w1 may remove r1 from w2's set (r1's
+    message then waits), and junk in its own lane is dropped; r1's next send brings
+    both of r1's messages."""
+    with swarm.connect("r1") as r1:
+        r1.send("w2", "first")
+    raw = swarm.raw("w1")
+    try:
+        assert raw.srem("sm:{@inbox:w2}:senders", "r1") == 1
+        raw.xadd("sm:{@inbox:w2}:lane:s:w1", {"junk": "no body"})
+        raw.sadd("sm:{@inbox:w2}:senders", "w1", "not a name!")
+    finally:
+        raw.close()
+    with swarm.connect("w2") as w2:
+        inbox = w2.inbox()
+        assert inbox.receive(timeout=0.3) is None  # r1's waits; w1's junk is dropped
+        with swarm.connect("r1") as r1:
+            r1.send("w2", "second")
+        got = [inbox.receive(timeout=2) for _ in range(2)]
+        assert [(m.sender, m.body) for m in got if m is not None] == [
+            ("r1", "first"),
+            ("r1", "second"),
+        ]
+        inbox.ack(*[m for m in got if m is not None])
+    assert swarm.admin.redis.smembers("sm:{@inbox:w2}:senders") == set()
