@@ -53,6 +53,7 @@ from swarm_memory._ops.args import (
 )
 from swarm_memory._ops.effects import Command, Flow, InboxContext, ScriptCall, Sleep
 from swarm_memory._ops.records import (
+    DECODE_ERRORS,
     Fields,
     StreamEntry,
     corrupt,
@@ -172,8 +173,29 @@ def _message(ctx: InboxContext, owner: str, entry: list[Any], deliveries: int) -
         )
     except (KeyError, ValueError, TypeError, OverflowError, errors.InvalidInput) as exc:
         raise corrupt_inbox(ctx, owner, f"unreadable message {entry!r:.80}: {exc}") from None
-    # The body decodes with the codec's own errors (a value that does not decode says so).
+    # The codec's own errors: _poll reports (and removes) a message that does not decode.
     return dataclasses.replace(msg, body=ctx.codec.decode(body, fmt))
+
+
+def _entry_id(entry: Any) -> str | None:
+    try:
+        return message_id_arg(text(entry[0]))
+    except (errors.InvalidInput, *DECODE_ERRORS):
+        return None
+
+
+def _drop_poison(ctx: InboxContext, owner: str, poison: list[tuple[str | None, str]]) -> Flow[None]:
+    """Messages this client cannot read (malformed, a body its codec does not decode, an
+    unknown codec): acknowledged (deleted), so that they do not come back after ``idle``
+    and block the inbox, then reported once as CorruptData naming them. The messages read
+    with them stay buffered for the next ``receive``."""
+    ids = [i for i, _ in poison if i is not None]
+    if ids:
+        yield from _call(ctx, owner, "ack", list(ids))
+    what = "; ".join(f"{i}: {why:.200}" for i, why in poison[:5])
+    raise corrupt_inbox(
+        ctx, owner, f"{len(poison)} unreadable message(s) removed from the inbox ({what})"
+    )
 
 
 def _index_owner(ctx: InboxContext, owner: str) -> Flow[None]:
@@ -301,13 +323,17 @@ def _poll(ctx: InboxContext, state: InboxState, idle_ms: int, batch: int) -> Flo
         f = yield from _call(ctx, owner, "read", extra, lanes=drained)
         got = f.record(InboxRead)
         state.cursor = text(got.cursor)
-        found = [
-            _message(ctx, owner, e, int(n))
-            for e, n in zip(got.claimed, got.deliveries, strict=True)
-        ]
-        found += [_message(ctx, owner, e, 1) for e in got.fresh]
-        for msg in found:
+        delivered = [*zip(got.claimed, got.deliveries, strict=True), *((e, 1) for e in got.fresh)]
+        poison: list[tuple[str | None, str]] = []
+        for entry, n in delivered:
+            try:
+                msg = _message(ctx, owner, entry, int(n))
+            except (errors.CorruptData, errors.InvalidOption, *DECODE_ERRORS) as exc:
+                poison.append((_entry_id(entry), f"{type(exc).__name__}: {exc}"))
+                continue
             state.buffer[msg.id] = msg
+        if poison:
+            yield from _drop_poison(ctx, owner, poison)
         with decoding(InboxKeys.of(ctx.settings.key_prefix, owner).senders):
             state.lanes = [agent_arg(text(name)) for name in got.senders]
         if got.new == 1:

@@ -148,6 +148,8 @@ end
 
 local function drain_lanes(first_name)
   local base = string.sub(K_STREAM, 1, #K_STREAM - #"stream")
+  local now = now_ms()
+  if #KEYS > N_INBOX then require_stream_room(K_STREAM) end -- before the first move
   for i = N_INBOX + 1, #KEYS do
     local sender, lane = ARGV[first_name + i - N_INBOX - 1], KEYS[i]
     if sender == nil or lane ~= base .. "lane:s:" .. sender or not valid_name(sender) then
@@ -160,10 +162,11 @@ local function drain_lanes(first_name)
         local f = {}
         for j = 1, math.min(#e[2], 32), 2 do f[e[2][j]] = e[2][j + 1] end
         if f.d and f.f then
-          require_stream_room(K_STREAM)
           ensure_group()
+          -- the send's server time, as its sender's lane holds it: never past now
+          local sent = math.min(stored_int(f.ms) or now, now)
           redis.call("XADD", K_STREAM, "*", "from", sender, "d", f.d, "f", f.f, "rt", f.rt or "",
-            "cid", f.cid or "", "ms", stored_int(f.ms) or now_ms())
+            "cid", f.cid or "", "ms", itos(sent))
         end
         redis.call("XDEL", lane, e[1])
       end
@@ -173,8 +176,9 @@ local function drain_lanes(first_name)
       redis.call("SREM", K_SENDERS, sender)
     end
   end
-  if type_of(K_SENDERS) ~= "set" then
-    if type_of(K_SENDERS) ~= "none" then redis.call("DEL", K_SENDERS) end
+  local kind = type_of(K_SENDERS)
+  if kind ~= "set" then
+    if kind ~= "none" then redis.call("DEL", K_SENDERS) end -- a sender's doing: only a hint
     return {}
   end
   local shown = {}

@@ -427,14 +427,27 @@ def test_agents_send_to_each_other_through_their_lanes(swarm: Swarm):
         assert inbox.ack(msg) == 1
         answer = w1.inbox().receive(timeout=2)
         assert answer is not None and (answer.sender, answer.body) == ("w2", {"done": 1})
-        again = w1.send("w2", {"task": 1}, reply_to="w1", op_id=sent.id.replace("-", "x") + "o")
-        assert w1.send("w2", {"task": 1}, reply_to="w1", op_id=again.id.replace("-", "x") + "o")
+        first = w1.send("w2", {"task": 2}, op_id="task-2")
+        replay = w1.send("w2", {"task": 2}, op_id="task-2")  # deduped in w1's lane
+        assert (replay.id, replay.sent_at) == (first.id, first.sent_at)
+        with pytest.raises(errors.OpIdReused):
+            w1.send("w2", {"task": 3}, op_id="task-2")
         # r1 (read-only on team) sends too: lanes need no namespace permission
         with swarm.connect("r1") as r1:
             r1.send("w2", "from r1")
-        got = [inbox.receive(timeout=2) for _ in range(3)]
-        assert sorted(m.sender for m in got if m is not None) == ["r1", "w1", "w1"]
+        got = [inbox.receive(timeout=2) for _ in range(2)]
+        assert sorted((m.sender, repr(m.body)) for m in got if m is not None) == [
+            ("r1", "'from r1'"),
+            ("w1", "{'task': 2}"),
+        ]
         inbox.ack(*[m for m in got if m is not None])
+        assert inbox.receive(timeout=0.2) is None  # the replay was not delivered twice
+    small = Settings(key_prefix=PREFIX, retry_attempts=1, inbox_maxlen=2)
+    with SwarmMemory.from_url(swarm.url("w1"), agent="w1", settings=small) as w1:
+        w1.send("nobody", 1)
+        w1.send("nobody", 2)
+        with pytest.raises(errors.QuotaExceeded):  # w1's lane there holds 2 undelivered
+            w1.send("nobody", 3)
 
 
 def test_a_sender_cannot_read_ack_or_delete_another_agents_inbox(swarm: Swarm):
@@ -528,3 +541,25 @@ def test_a_hostile_sender_can_delay_but_not_lose_others_mail(swarm: Swarm):
         ]
         inbox.ack(*[m for m in got if m is not None])
     assert swarm.admin.redis.smembers("sm:{@inbox:w2}:senders") == set()
+
+
+def test_an_undecodable_message_is_reported_once_and_does_not_block_the_inbox(swarm: Swarm):
+    """A sender's raw lane entry whose body does not decode: the owner's receive raises
+    CorruptData naming it once, removes it, and delivers the rest."""
+    raw = swarm.raw("w1")
+    try:
+        raw.xadd("sm:{@inbox:w2}:lane:s:w1", {"d": "{not json", "f": "json", "ms": "1"})
+        raw.sadd("sm:{@inbox:w2}:senders", "w1")
+    finally:
+        raw.close()
+    with swarm.connect("w1") as w1:
+        w1.send("w2", "good")
+    with swarm.connect("w2") as w2:
+        inbox = w2.inbox(idle=0.2)
+        with pytest.raises(errors.CorruptData, match="1 unreadable message"):
+            inbox.receive(timeout=1)
+        msg = inbox.receive(timeout=1)
+        assert msg is not None and (msg.sender, msg.body) == ("w1", "good")
+        inbox.ack(msg)
+        time.sleep(0.3)  # past idle: nothing comes back
+        assert inbox.receive(timeout=0.2) is None
