@@ -4,6 +4,7 @@ it names (``redis.acl_check_cmd`` on the agent's identity key)."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Callable, Iterator
@@ -15,7 +16,7 @@ import pytest
 import redis
 from click.testing import CliRunner
 
-from swarm_memory import Settings, SwarmMemory, acl, errors
+from swarm_memory import AsyncSwarmMemory, Settings, SwarmMemory, acl, errors
 from swarm_memory.cli import cli
 from swarm_memory.models import PermissionLevel
 from tests.servers import RedisCluster, RedisServer
@@ -101,6 +102,22 @@ def test_an_agent_user_is_authenticated_and_says_so(swarm: Swarm, caplog: pytest
 def test_fakeredis_is_cooperative():
     mem = SwarmMemory.from_client(fakeredis.FakeRedis(), agent="a", settings=_settings())
     assert mem.auth_mode() == "cooperative"
+    mem.create_namespace("n")
+    assert mem.namespace("n").get("k") is None
+    assert mem._driver.read_only_scripts is False  # no EVALSHA_RO there: EVALSHA, said so
+
+
+def test_a_read_only_agent_reads_with_the_async_client(swarm: Swarm):
+    async def main() -> None:
+        async with AsyncSwarmMemory.from_url(swarm.url("r1"), agent="r1") as r1:
+            entry = await r1.namespace("team").get("plan")
+            assert entry is not None and entry.value == {"steps": 3}
+            assert [k async for k in r1.namespace("team").keys("pla*")] == ["plan"]
+            assert r1._driver.read_only_scripts is True
+            with pytest.raises(errors.PermissionDenied):
+                await r1.namespace("team").put("plan", 0)
+
+    asyncio.run(main())
 
 
 @pytest.mark.parametrize("operation", sorted(OPERATIONS))
