@@ -244,9 +244,10 @@ def apply(client: Any, users: Iterable[AgentUser]) -> dict[str, str]:
 
 
 def revoke(client: Any, agent: str) -> None:
-    """Delete the agent's user and close its connections (every primary)."""
+    """Delete the agent's user (every primary); Redis closes the connections
+    authenticated as it (``ACL DELUSER``; a ``CLIENT KILL USER`` after it would fail:
+    no such user)."""
     _each(client, "ACL", "DELUSER", agent_arg(agent))
-    _each(client, "CLIENT", "KILL", "USER", agent)
 
 
 def rotate(client: Any, agent: str) -> str:

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import redis
 from click.testing import CliRunner, Result
 
 from swarm_memory import AsyncSwarmMemory, Settings, SwarmMemory, acl, errors
@@ -229,3 +230,44 @@ def test_doctor_json_names_the_server_without_its_password(secured: Secured) -> 
     report: dict[str, Any] = json.loads(result.stdout)
     assert str(secured.server.port) in json.dumps(report)  # it does say which server
     assert_clean(json.dumps(report), secured)
+
+
+def test_cli_commands_that_change_things_never_show_a_password(
+    secured: Secured, tmp_path: Path
+) -> None:
+    """The writing commands, in an order where each succeeds, then each against an
+    unreachable server and with refused credentials."""
+    dump = tmp_path / "scratch.jsonl"
+    steps: list[list[str]] = [
+        ["ns", "create", "scratch"],
+        ["put", "scratch", "a", '{"x": 1}'],
+        ["ns", "grant", "scratch", "w1=read"],
+        ["ns", "revoke", "-y", "scratch", "w1"],
+        ["export", "scratch", str(dump)],
+        ["delete", "-y", "scratch", "a"],
+        ["import", "-y", str(dump)],
+        ["ns", "clear", "-y", "scratch"],
+        ["ns", "delete", "-y", "scratch"],
+        ["inbox", "rm", "-y", "w1"],
+        ["demo", "--agents", "2", "--tasks", "5"],
+    ]
+    with SwarmMemory.from_url(secured.url, agent="boss") as boss:
+        boss.send("w1", "to be removed")
+    for args in steps:
+        agent = "w1" if args[0] == "inbox" else "boss"  # only its owner deletes an inbox
+        ok = _run(args, secured.url, SWARM_MEMORY_AGENT=agent)
+        assert ok.exit_code == 0, (args, ok.output)
+        unreachable = _run(args, f"redis://u:{PW}@127.0.0.1:{free_port()}/0")
+        refused = _run(args, f"redis://default:{PW}x@127.0.0.1:{secured.server.port}/0")
+        for result in (ok, unreachable, refused):
+            assert_clean(result.output + (result.stderr or ""), secured)
+    assert_clean(dump.read_text(), secured)
+    w9_password = (secured.secrets_dir / "w9.password").read_text().strip()
+    w9 = secured.server.client(username="w9", password=w9_password)
+    assert w9.ping()
+    revoked = _run(["acl", "revoke", "w9"], secured.url)
+    assert revoked.exit_code == 0, revoked.output
+    assert_clean(revoked.output, secured)
+    with pytest.raises(redis.exceptions.ConnectionError):  # closed; its password is gone
+        w9.ping()
+    w9.close()
