@@ -28,6 +28,15 @@ it with single-key commands, ordered so that an inbox that exists is never left 
 
 The index may hold owners whose inbox expired; a listing removes those on the page it
 reads (bounded work per page), and never reports them.
+
+Lanes (authenticated mode, where an agent's ACL user may touch only its own inbox): a
+send to another agent goes into the sender's lane in the recipient's slot
+(``lua/lane.lua``, ``keys.InboxKeys.lane``) and names the sender in the inbox's senders
+set; the owner's reads move the lanes they are given into the stream (``from`` = the
+lane's sender) and reply the senders still listed, which the next read drains (at once
+when new). A lane message gets its stream id when it is moved, so the id a send returns
+is its lane's. A message the owner cannot read is acknowledged away and reported once
+(``_drop_poison``): a sender cannot block an inbox.
 """
 
 from __future__ import annotations
