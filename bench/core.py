@@ -43,7 +43,7 @@ def single_cases(ctx: Ctx) -> list[Case]:
     metrics_case = _metrics_case(ctx, value, ns)
     if metrics_case is not None:
         cases.append(metrics_case)
-    cases[-1].close = mem.close
+    cases.append(_identity_case(ctx, value, mem, ns))
     return cases
 
 
@@ -93,6 +93,86 @@ def _metrics_case(ctx: Ctx, value: Any, plain: Any) -> Case | None:
         vs=("base.cas_xadd",),
         note="blocks of 8 puts alternating with plain puts; cost = 1 - ab_ratio",
         close=mem.close,
+    )
+
+
+def _identity_case(ctx: Ctx, value: Any, admin: SwarmMemory, plain: Any) -> Case:
+    """``put`` as an agent's own ACL user (authenticated mode: users from ``acl.plan``,
+    on the server the bench started), alternating blocks of 8 with the same put through a
+    write script whose identity check is skipped (``if identity_refused()`` made
+    ``if false``; the identity ARGV still travels). ``ab_ratio`` = time without the
+    check / time with it (0.98 = the check costs 2 % of a put). ``acl_user_ratio`` = a
+    put by the default user (cooperative) / the same put by the agent's ACL user: the
+    whole price of authenticated mode (the check and Redis's per-command key-pattern
+    checks inside the script), measured in the same alternation."""
+    import dataclasses
+    import hashlib
+
+    from swarm_memory import acl
+    from swarm_memory._ops import entries
+    from swarm_memory.scripts import load
+
+    agent = "bench-id"
+    admin.namespace(NAMESPACE).grant({agent: "write"})
+    users = [u for u in acl.plan(acl.read_maps(admin.redis)) if u.agent == agent]
+    password = acl.apply(admin.redis, users).get(agent) or acl.rotate(admin.redis, agent)
+    host_port = ctx.url.split("://", 1)[1]
+    mem = SwarmMemory.from_url(f"redis://{agent}:{password}@{host_port}", agent=agent)
+    if mem.auth_mode() != "authenticated":
+        raise RuntimeError("the bench agent's ACL user is not authenticated")
+    ns = mem.namespace(NAMESPACE)
+    write = load("write")
+    check = "if identity_refused() then"
+    if check not in write.source:
+        raise RuntimeError("write.lua's identity check moved: update bench/core.py")
+    source = write.source.replace(check, "if false then", 1)
+    unchecked = dataclasses.replace(
+        write, source=source, sha=hashlib.sha1(source.encode()).hexdigest()
+    )
+
+    def load_unchecked(name: str) -> Any:
+        return unchecked if name == "write" else load(name)
+
+    key, plain_key = ctx.fresh("puti"), ctx.fresh("putc")
+    scope = vars(entries)
+
+    def run(n: int) -> Sample:
+        ns.put(key, value)
+        plain.put(plain_key, value)
+        with_check = without = default_user = 0.0
+        clock = time.perf_counter
+        for _ in range(max(1, n // 8)):
+            t0 = clock()
+            for _ in range(8):
+                ns.put(key, value)
+            t1 = clock()
+            scope["load"] = load_unchecked  # what entries.put's flow calls load() through
+            try:
+                for _ in range(8):
+                    ns.put(key, value)
+            finally:
+                scope["load"] = load
+            t2 = clock()
+            for _ in range(8):
+                plain.put(plain_key, value)
+            t3 = clock()
+            with_check += t1 - t0
+            without += t2 - t1
+            default_user += t3 - t2
+        extra = {"ab_ratio": without / with_check, "acl_user_ratio": default_user / with_check}
+        return Sample(with_check, max(1, n // 8) * 8, extra)
+
+    def close() -> None:
+        mem.close()
+        admin.close()
+
+    return Case(
+        "ours.put+identity",
+        run,
+        vs=("base.cas_xadd",),
+        note="as an agent's ACL user; blocks of 8 alternating with the check skipped; "
+        "cost = 1 - ab_ratio",
+        close=close,
     )
 
 

@@ -138,6 +138,13 @@ def goals_for(workers: list[int]) -> list[Goal]:
             1.2,
         ),
         Goal(
+            "identity check cost <= 2% of a put (as an agent's ACL user)",
+            "single",
+            "ours.put+identity",
+            "ours.put",
+            0.98,
+        ),
+        Goal(
             "client-side metrics cost <= 3% of a put",
             "single",
             "ours.put+metrics",

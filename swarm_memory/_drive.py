@@ -169,6 +169,26 @@ def final_error(
 _SCRIPT_NOPERM = "user executing the script can't"
 
 
+# Read-only calls (ScriptCall.readonly) run without writes: EVALSHA_RO, which a user
+# whose keys are read-only (%R~) may send, where the server has it (Redis >= 7; not
+# Redis 6 nor fakeredis: there they run as EVALSHA, learnt on the first call). A
+# denial so answered was not recorded (a script without writes cannot audit): it is run
+# again with writes, and Redis refusing that (a read-only user) leaves it unaudited.
+def lacks_read_only_scripts(exc: BaseException) -> bool:
+    """The server does not know EVALSHA_RO / EVAL_RO."""
+    return "unknown command" in str(exc).lower()
+
+
+def is_denial(reply: Any) -> bool:
+    """A script's permission or identity denial (every script's ``{"denied", ...}``)."""
+    return isinstance(reply, list) and bool(reply) and reply[0] == b"denied"
+
+
+def refused_by_acl(exc: BaseException) -> bool:
+    """Redis's ACL refused the call (the user may not write those keys)."""
+    return isinstance(exc, rexc.NoPermissionError) or _SCRIPT_NOPERM in str(exc)
+
+
 class Attempts:
     """Whether any attempt of one effect may have reached the server (see
     :func:`_failed_connecting`)."""
@@ -243,6 +263,8 @@ class DriverBase:
         self.hub: Any = None  # the event hub (events.py), made on first watch()
         # authenticated | cooperative, learnt before the first script call (AUTH_PROBE).
         self.auth_mode: str | None = None
+        # Whether the server runs read-only scripts (EVALSHA_RO); None: not tried yet.
+        self.read_only_scripts: bool | None = None
         # Opt-in client metrics (metrics.py); None costs one attribute check per call.
         self.metrics: ClientMetrics | None = None
 

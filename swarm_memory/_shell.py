@@ -8,7 +8,7 @@ from __future__ import annotations
 import inspect
 from collections.abc import Iterable
 from typing import Any, Generic, Self, TypeVar
-from urllib.parse import parse_qsl, urlsplit
+from urllib.parse import parse_qsl, unquote, urlsplit
 
 import redis
 import redis.asyncio
@@ -60,14 +60,15 @@ def client_options(settings: Settings, *, is_async: bool = False) -> dict[str, A
 
 
 def url_passwords(url: str | None) -> list[str]:
-    """The secrets a URL carries (userinfo password, ``password=`` parameter)."""
+    """The secrets a URL carries (userinfo password, ``password=`` / ``ssl_password=``
+    parameters), as written and percent-decoded."""
     if not url:
         return []
     try:
         parts = urlsplit(url)
         found = [parts.password] if parts.password else []
-        found += [v for k, v in parse_qsl(parts.query) if k.lower() == "password" and v]
-        return found
+        found += [v for k, v in parse_qsl(parts.query) if "password" in k.lower() and v]
+        return sorted({*found, *(unquote(f) for f in found)}, key=len, reverse=True)
     except ValueError:
         return []
 
@@ -260,7 +261,9 @@ class MemoryBase(Generic[DriverT]):
         return _coord.lease_ttl_ms(self._session, self.settings, ttl, namespaces)
 
     def _inbox_ctx(self) -> InboxContext:
-        return InboxContext(self.agent, self.settings, self._codec)
+        # authenticated: sends to others go through lanes (their inboxes are not ours)
+        lanes = self._driver.auth_mode == "authenticated"
+        return InboxContext(self.agent, self.settings, self._codec, lanes)
 
     def _inbox_state(self, consumer: str | None) -> InboxState:
         name = consumer_arg(consumer) or self._consumer

@@ -8,10 +8,12 @@ One user per agent, named after the agent. :func:`plan` is pure: namespace maps 
   (:data:`COMMANDS`: no FLUSHALL, KEYS, CONFIG, SCRIPT FLUSH, FUNCTION, DEBUG, SHUTDOWN,
   ACL, ...);
 - per namespace where its level (its own, else the default) is not ``none``: the
-  namespace's keys (``~``, see :func:`plan` for why not ``%R~`` for ``read``) and its
-  doorbell channels (``&``); no other namespace's keys or channels;
+  namespace's keys, read-only (``%R~``) where the level is ``read`` and read-write
+  (``~``) above, and its doorbell channels (``&``); no other namespace's keys or
+  channels;
 - its identity key readable (``%R~``: what every script checks, ``keys.identity_key``),
-  its own inbox (keys and doorbell), presence, the inbox index, and the registry
+  its own inbox (keys and doorbell), its lane in every other inbox and their senders
+  sets (sends, ``lua/lane.lua``), presence, the inbox index, and the registry
   read-only.
 
 Grants, revokes and namespace changes do not change users by themselves: :func:`apply`
@@ -143,6 +145,11 @@ def plan(
             "%R~" + p(registry_key(prefix)),
             "~" + p(inbox_index_key(prefix)),  # a send adds its recipient (a listing only)
             "~" + p(InboxKeys.of(prefix, agent).base) + "*",
+            # Sends to other agents: its own lane in every inbox ("?": the lane's three
+            # keys; the name ends the key, so no other sender's lane matches) and every
+            # inbox's senders set (a hint shared by all senders: README "Security").
+            "~" + p(prefix) + ":{@inbox:*}:lane:?:" + p(agent),
+            "~" + p(prefix) + ":{@inbox:*}:senders",
             "~" + p(PresenceKeys.of(prefix).base) + "*",
         ]
         channels = ["&" + p(InboxKeys.of(prefix, agent).base) + "*"]
@@ -151,11 +158,10 @@ def plan(
             if level == "none":
                 continue
             base = p(NamespaceKeys.of(prefix, info.name).base) + "*"
-            # Read-only agents get "~" too: EVAL/EVALSHA declare their keys read-write, so
-            # Redis refuses a %R~ user's script calls before they run. Their level is held
-            # by the scripts (the identity check proves who calls); a read-only agent's raw
-            # commands are not limited by Redis (README "Security": needs EVALSHA_RO reads).
-            keys.append("~" + base)
+            # read: Redis refuses every write to the namespace's keys, raw or scripted
+            # (EVALSHA declares its keys read-write: such a user's reads run as
+            # EVALSHA_RO, ScriptCall.readonly). write/admin: the scripts hold the level.
+            keys.append(("%R~" if level == "read" else "~") + base)
             channels.append("&" + base)
         rules = ("resetkeys", "resetchannels", *keys, *channels, *COMMANDS)
         users.append(AgentUser(agent, rules))
@@ -238,9 +244,10 @@ def apply(client: Any, users: Iterable[AgentUser]) -> dict[str, str]:
 
 
 def revoke(client: Any, agent: str) -> None:
-    """Delete the agent's user and close its connections (every primary)."""
+    """Delete the agent's user (every primary); Redis closes the connections
+    authenticated as it (``ACL DELUSER``; a ``CLIENT KILL USER`` after it would fail:
+    no such user)."""
     _each(client, "ACL", "DELUSER", agent_arg(agent))
-    _each(client, "CLIENT", "KILL", "USER", agent)
 
 
 def rotate(client: Any, agent: str) -> str:

@@ -265,9 +265,29 @@ class InboxKeys:
     def meta(self) -> str:  # hash: ct (created ms), at (last activity ms)
         return self.base + "meta"
 
+    @property
+    def senders(self) -> str:  # set: agents whose lane here may hold messages (a hint)
+        return self.base + "senders"
+
+    # Lanes (authenticated mode, lua/lane.lua): what another agent sends to this inbox,
+    # in keys named after the sender, which only the sender's ACL user and the owner's may
+    # touch (``acl.plan``: ``lane:?:<sender>``); the owner's reads move lane messages into
+    # the stream, "from" being the lane's sender.
+    def lane(self, sender: str) -> str:  # stream: the sender's undelivered messages
+        return self.base + "lane:s:" + sender
+
+    def lane_keys(self, sender: str) -> list[str]:
+        """The lane script's keys: the lane, its op records (hash, zset), the senders."""
+        return [
+            self.lane(sender),
+            self.base + "lane:o:" + sender,
+            self.base + "lane:t:" + sender,
+            self.senders,
+        ]
+
     def fixed(self) -> list[str]:
         """The names the inbox script gets, in the order it expects."""
-        return [self.stream, self.ops, self.ops_time, self.bell, self.meta]
+        return [self.stream, self.ops, self.ops_time, self.bell, self.meta, self.senders]
 
     def owned(self) -> list[str]:
         """Every key of the inbox (what deleting or expiring it removes)."""

@@ -119,6 +119,7 @@ SCRIPT_NAMES = (
     "sweep",
     "events",
     "inbox",
+    "lane",
     "lock",
     "reap",
     "presence",

@@ -14,9 +14,16 @@ from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
+def _is_secret_param(name: str) -> bool:
+    """Query parameters that carry secrets: ``password``, ``ssl_password`` (a TLS key's
+    passphrase), any ``*password*``. File paths (``ssl_keyfile``) are not secrets."""
+    return "password" in name.lower()
+
+
 def redact_url(url: str) -> str:
     """``redis://user:secret@host:6379/0`` -> ``redis://user:***@host:6379/0`` (and any
-    ``password=`` query parameter). Unparseable input is redacted wholesale."""
+    ``password=`` or ``ssl_password=`` query parameter). Unparseable input is redacted
+    wholesale."""
     try:
         parts = urlsplit(url)
         netloc = parts.netloc
@@ -27,7 +34,7 @@ def redact_url(url: str) -> str:
         query = parts.query
         if query:
             pairs = [
-                (k, "***" if k.lower() == "password" else v)
+                (k, "***" if _is_secret_param(k) else v)
                 for k, v in parse_qsl(query, keep_blank_values=True)
             ]
             query = urlencode(pairs, safe="*", quote_via=quote)

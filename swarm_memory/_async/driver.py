@@ -27,6 +27,9 @@ from swarm_memory._drive import (
     call_name,
     eviction_policy_error,
     final_error,
+    is_denial,
+    lacks_read_only_scripts,
+    refused_by_acl,
 )
 from swarm_memory._ops.effects import (
     CallUser,
@@ -228,8 +231,34 @@ class AsyncDriver(DriverBase):
                 raise
             self.acked(call, acked)
             return reply
+        if call.readonly and self.read_only_scripts is not False:
+            try:
+                reply = await self._eval(call, args, readonly=True)
+            except rexc.ResponseError as exc:
+                if not lacks_read_only_scripts(exc):
+                    raise
+                self.read_only_scripts = False
+            else:
+                self.read_only_scripts = True
+                if not is_denial(reply):
+                    return reply
+                try:  # again with writes, so that the denial is audited (_drive.py)
+                    return await self._eval(call, args, readonly=False)
+                except rexc.ResponseError as exc:
+                    if not refused_by_acl(exc):
+                        raise
+                    return reply
+        return await self._eval(call, args, readonly=False)
+
+    async def _eval(
+        self, call: ScriptCall, args: list[str | bytes | int], *, readonly: bool
+    ) -> Any:
+        """EVALSHA (EVALSHA_RO if ``readonly``), or EVAL once the script cache lost it."""
+        script, n = call.script, len(call.keys)
+        c = self.client
+        evalsha, source_eval = (c.evalsha_ro, c.eval_ro) if readonly else (c.evalsha, c.eval)
         try:
-            return await self.client.evalsha(script.sha, n, *call.keys, *args)
+            return await evalsha(script.sha, n, *call.keys, *args)
         except rexc.NoScriptError:
             # EVAL also caches the script on the node that ran it (also after a failover).
-            return await self.client.eval(script.source, n, *call.keys, *args)
+            return await source_eval(script.source, n, *call.keys, *args)

@@ -164,7 +164,7 @@ def _lock_call(
 ) -> Flow[Fields]:
     s = ctx.settings
     args: list[str | bytes | int] = [ctx.agent, s.audit_maxlen, s.stream_maxlen, action, *extra]
-    reply = yield ScriptCall(load("lock"), ctx.keys.fixed(), args, op_id)
+    reply = yield ScriptCall(load("lock"), ctx.keys.fixed(), args, op_id, action == "list")
     return LOCK.check(reply, Failure(ctx, "lock_" + action, _NEEDS[action], key))
 
 
@@ -279,7 +279,7 @@ def lease_leave(ctx: Context) -> Flow[None]:
 
 def _presence_call(prefix: str, args: list[str | bytes | int], op_id: str | None) -> Flow[Fields]:
     keys = PresenceKeys.of(prefix).fixed()
-    reply = yield ScriptCall(load("presence"), keys, args, op_id)
+    reply = yield ScriptCall(load("presence"), keys, args, op_id, args[0] == "list")
     return PRESENCE.check(reply, None)
 
 

@@ -32,6 +32,9 @@ class ScriptCall:
     keys: list[str]
     args: list[str | bytes | int]
     op_id: str | None  # set for writes: the reply may be lost, the op id makes a retry safe
+    # The call writes nothing (a read): drivers run it without writes (EVALSHA_RO where
+    # the server has it), which a user with read-only keys (%R~) may make.
+    readonly: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -146,9 +149,14 @@ class InboxContext:
     agent: str
     settings: Settings
     codec: ValueCodec
+    # Send to other agents through lanes (keys.InboxKeys.lane): the client is in
+    # authenticated mode, where its ACL user may not write other agents' inboxes.
+    lanes: bool = False
 
-    def keys(self, owner: str) -> list[str]:
-        return InboxKeys.of(self.settings.key_prefix, owner).fixed()
+    def keys(self, owner: str, lanes: list[str] | tuple[str, ...] = ()) -> list[str]:
+        """The inbox script's keys for ``owner``'s inbox, plus the lanes of ``lanes``."""
+        inbox = InboxKeys.of(self.settings.key_prefix, owner)
+        return inbox.fixed() + [inbox.lane(sender) for sender in lanes]
 
     @property
     def index(self) -> str:

@@ -182,7 +182,8 @@ def _events_call(
         action,
         *extra,
     ]
-    reply = yield ScriptCall(load("events"), ctx.keys.fixed(), args, op_id)
+    readonly = action in ("read", "audit")
+    reply = yield ScriptCall(load("events"), ctx.keys.fixed(), args, op_id, readonly)
     denied_action = "watch" if action == "read" else action
     required = "write" if action == "broadcast" else "read"
     return EVENTS.check(reply, Failure(ctx, denied_action, required))

@@ -28,6 +28,15 @@ it with single-key commands, ordered so that an inbox that exists is never left 
 
 The index may hold owners whose inbox expired; a listing removes those on the page it
 reads (bounded work per page), and never reports them.
+
+Lanes (authenticated mode, where an agent's ACL user may touch only its own inbox): a
+send to another agent goes into the sender's lane in the recipient's slot
+(``lua/lane.lua``, ``keys.InboxKeys.lane``) and names the sender in the inbox's senders
+set; the owner's reads move the lanes they are given into the stream (``from`` = the
+lane's sender) and reply the senders still listed, which the next read drains (at once
+when new). A lane message gets its stream id when it is moved, so the id a send returns
+is its lane's. A message the owner cannot read is acknowledged away and reported once
+(``_drop_poison``): a sender cannot block an inbox.
 """
 
 from __future__ import annotations
@@ -52,8 +61,18 @@ from swarm_memory._ops.args import (
     timeout_arg,
 )
 from swarm_memory._ops.effects import Command, Flow, InboxContext, ScriptCall, Sleep
-from swarm_memory._ops.records import Fields, StreamEntry, corrupt, pairs, text, unpack
-from swarm_memory._ops.replies import INBOX, InboxFailure, corrupt_inbox
+from swarm_memory._ops.records import (
+    DECODE_ERRORS,
+    Fields,
+    StreamEntry,
+    corrupt,
+    decoding,
+    pairs,
+    text,
+    unpack,
+)
+from swarm_memory._ops.replies import INBOX, LANE, InboxFailure, corrupt_inbox
+from swarm_memory.keys import InboxKeys
 from swarm_memory.models import InboxInfo, Message, ms_to_datetime
 from swarm_memory.scripts import load
 
@@ -81,6 +100,8 @@ class InboxRead(NamedTuple):
     claimed: list[Any]
     deliveries: list[Any]
     fresh: list[Any]
+    senders: list[Any]  # whose lanes may hold more (lua/inbox.lua), for the next read
+    new: Any  # 1: this read's lane moves made the inbox (to be indexed)
 
 
 class InboxCounts(NamedTuple):
@@ -111,6 +132,7 @@ class InboxState:
     buffer: dict[str, Message] = field(default_factory=dict)
     cursor: str = "0-0"
     opened: bool = False
+    lanes: list[str] = field(default_factory=list)  # senders whose lanes the next read drains
 
 
 def _digest(data: bytes, *parts: str) -> str:
@@ -130,9 +152,12 @@ def _call(
     action: str,
     extra: list[str | bytes | int],
     op_id: str | None = None,
+    *,
+    lanes: list[str] | tuple[str, ...] = (),
 ) -> Flow[Fields]:
     args: list[str | bytes | int] = [action, ctx.agent, owner, GROUP, ctx.retention_ms, *extra]
-    reply = yield ScriptCall(load("inbox"), ctx.keys(owner), args, op_id)
+    keys = ctx.keys(owner, lanes)
+    reply = yield ScriptCall(load("inbox"), keys, args, op_id, action == "info")
     if not isinstance(reply, list) or not reply:
         raise corrupt_inbox(ctx, owner, f"the inbox script answered {reply!r:.80}")
     return INBOX.check(reply, InboxFailure(ctx, owner, action))
@@ -157,8 +182,29 @@ def _message(ctx: InboxContext, owner: str, entry: list[Any], deliveries: int) -
         )
     except (KeyError, ValueError, TypeError, OverflowError, errors.InvalidInput) as exc:
         raise corrupt_inbox(ctx, owner, f"unreadable message {entry!r:.80}: {exc}") from None
-    # The body decodes with the codec's own errors (a value that does not decode says so).
+    # The codec's own errors: _poll reports (and removes) a message that does not decode.
     return dataclasses.replace(msg, body=ctx.codec.decode(body, fmt))
+
+
+def _entry_id(entry: Any) -> str | None:
+    try:
+        return message_id_arg(text(entry[0]))
+    except (errors.InvalidInput, *DECODE_ERRORS):
+        return None
+
+
+def _drop_poison(ctx: InboxContext, owner: str, poison: list[tuple[str | None, str]]) -> Flow[None]:
+    """Messages this client cannot read (malformed, a body its codec does not decode, an
+    unknown codec): acknowledged (deleted), so that they do not come back after ``idle``
+    and block the inbox, then reported once as CorruptData naming them. The messages read
+    with them stay buffered for the next ``receive``."""
+    ids = [i for i, _ in poison if i is not None]
+    if ids:
+        yield from _call(ctx, owner, "ack", list(ids))
+    what = "; ".join(f"{i}: {why:.200}" for i, why in poison[:5])
+    raise corrupt_inbox(
+        ctx, owner, f"{len(poison)} unreadable message(s) removed from the inbox ({what})"
+    )
 
 
 def _index_owner(ctx: InboxContext, owner: str) -> Flow[None]:
@@ -202,7 +248,18 @@ def send(
         cid,
         digest,
     ]
-    f = yield from _call(ctx, to, "send", extra, op)  # "ok" or "dup" (raises "full")
+    if ctx.lanes and to != ctx.agent:
+        f = yield from _lane_send(ctx, to, extra)
+    else:
+        try:
+            f = yield from _call(ctx, to, "send", extra, op)  # "ok" or "dup" (raises "full")
+        except errors.PermissionDenied as exc:
+            # Redis refused this user the recipient's keys: an agent's own ACL user
+            # (authenticated mode, learnt here before the client's first script) sends
+            # through its lane.
+            if exc.required != "acl" or to == ctx.agent:
+                raise
+            f = yield from _lane_send(ctx, to, extra)
     packed = f.next()
     if f.tag == b"ok" and f.rest() == [1]:
         # This send made the inbox: list it. After the script, never before (module
@@ -231,6 +288,18 @@ def send(
     )
 
 
+def _lane_send(ctx: InboxContext, to: str, extra: list[str | bytes | int]) -> Flow[Fields]:
+    """A send into this agent's lane of ``to``'s inbox (lua/lane.lua): its fields are
+    the send action's (``extra``); the reply's are a send's, without the "new" flag."""
+    keys = InboxKeys.of(ctx.settings.key_prefix, to).lane_keys(ctx.agent)
+    op_id = str(extra[0])
+    args: list[str | bytes | int] = [ctx.agent, ctx.retention_ms, *extra]
+    reply = yield ScriptCall(load("lane"), keys, args, op_id)
+    if not isinstance(reply, list) or not reply:
+        raise corrupt_inbox(ctx, to, f"the lane script answered {reply!r:.80}")
+    return LANE.check(reply, InboxFailure(ctx, to, "send"))
+
+
 def reply(
     ctx: InboxContext, to_message: Message, message: Any, *, op_id: str | None = None
 ) -> Flow[Message]:
@@ -256,16 +325,30 @@ def _poll(ctx: InboxContext, state: InboxState, idle_ms: int, batch: int) -> Flo
     longer than ``idle_ms`` first, then new ones. A message already buffered keeps its
     place."""
     yield from open_inbox(ctx, state)
-    f = yield from _call(ctx, state.owner, "read", [state.consumer, batch, idle_ms, state.cursor])
-    got = f.record(InboxRead)
-    state.cursor = text(got.cursor)
     owner = state.owner
-    found = [
-        _message(ctx, owner, e, int(n)) for e, n in zip(got.claimed, got.deliveries, strict=True)
-    ]
-    found += [_message(ctx, owner, e, 1) for e in got.fresh]
-    for msg in found:
-        state.buffer[msg.id] = msg
+    for _ in range(2):  # once more at once when the read names lanes it did not drain
+        drained = state.lanes
+        extra: list[str | bytes | int] = [state.consumer, batch, idle_ms, state.cursor, *drained]
+        f = yield from _call(ctx, owner, "read", extra, lanes=drained)
+        got = f.record(InboxRead)
+        state.cursor = text(got.cursor)
+        delivered = [*zip(got.claimed, got.deliveries, strict=True), *((e, 1) for e in got.fresh)]
+        poison: list[tuple[str | None, str]] = []
+        for entry, n in delivered:
+            try:
+                msg = _message(ctx, owner, entry, int(n))
+            except (errors.CorruptData, errors.InvalidOption, *DECODE_ERRORS) as exc:
+                poison.append((_entry_id(entry), f"{type(exc).__name__}: {exc}"))
+                continue
+            state.buffer[msg.id] = msg
+        if poison:
+            yield from _drop_poison(ctx, owner, poison)
+        with decoding(InboxKeys.of(ctx.settings.key_prefix, owner).senders):
+            state.lanes = [agent_arg(text(name)) for name in got.senders]
+        if got.new == 1:
+            yield from _index_owner(ctx, owner)
+        if not set(state.lanes) - set(drained):
+            break
 
 
 class _Waiter:
@@ -417,7 +500,8 @@ def _unindex(ctx: InboxContext, owner: str) -> Flow[InboxInfo | None]:
 def inbox_page(ctx: InboxContext, after: str | None) -> Flow[tuple[list[InboxInfo], str | None]]:
     """One page of inboxes by owner name, after ``after``; and the cursor of the next page
     (None at the end). One ``info`` call per indexed owner; owners whose inbox is gone
-    (expired) leave the index here. Never KEYS or SCAN."""
+    (expired) leave the index here; those whose keys Redis refuses this connection's
+    user (authenticated mode: another agent's) are left out. Never KEYS or SCAN."""
     size = ctx.settings.page_size
     start = "-" if after is None else "(" + after
     names = yield Command(("ZRANGEBYLEX", ctx.index, start, "+", "LIMIT", 0, size))
@@ -429,7 +513,12 @@ def inbox_page(ctx: InboxContext, after: str | None) -> Flow[tuple[list[InboxInf
             owner = agent_arg(text(raw))
         except (errors.InvalidName, UnicodeDecodeError):
             raise corrupt(ctx.index, f"member {raw!r:.80} is not an agent name") from None
-        info = yield from _info(ctx, owner)
+        try:
+            info = yield from _info(ctx, owner)
+        except errors.PermissionDenied as exc:
+            if exc.required != "acl":
+                raise
+            continue  # Redis refused this user the owner's keys: not its to see
         if info is None:
             info = yield from _unindex(ctx, owner)
         if info is not None:

@@ -148,7 +148,7 @@ def _ns_call(ctx: Context, action: str, extra: list[str]) -> Flow[Fields]:
     s = ctx.settings
     args: list[str | bytes | int] = [ctx.agent, s.audit_maxlen, s.stream_maxlen, action, *extra]
     op_id = new_op_id() if action != "info" else None
-    reply = yield ScriptCall(load("ns"), ctx.keys.fixed(), args, op_id)
+    reply = yield ScriptCall(load("ns"), ctx.keys.fixed(), args, op_id, action == "info")
     required = "read" if action == "info" else "admin"
     return NS.check(reply, Failure(ctx, "ns_" + action, required))
 

@@ -409,6 +409,13 @@ INBOX = Replies[InboxFailure](
     errors={b"denied": _inbox_denied, b"full": _inbox_full},
 )
 
+# A send into the sender's lane of another agent's inbox (lua/lane.lua, authenticated mode).
+LANE = Replies[InboxFailure](
+    "lane",
+    outcomes=frozenset({b"ok", b"dup"}),
+    errors={b"denied": _inbox_denied, b"full": _inbox_full},
+)
+
 
 def corrupt_inbox(ctx: InboxContext, owner: str, problem: str, *, ops: bool = False) -> Exception:
     """Inbox data read back from Redis that does not parse: an error naming the inbox key
@@ -452,5 +459,6 @@ def script_error(call: ScriptCall | Command, message: str) -> errors.SwarmMemory
 
 
 REPLIES: dict[str, Replies[Any]] = {
-    r.script: r for r in (WRITE, READ, NS, PURGE, SWEEP, REAP, EVENTS, LOCK, PRESENCE, INBOX, AGENT)
+    r.script: r
+    for r in (WRITE, READ, NS, PURGE, SWEEP, REAP, EVENTS, LOCK, PRESENCE, INBOX, LANE, AGENT)
 }

@@ -247,14 +247,19 @@ local function audit(maxlen, agent, action, key, op_id, outcome, rev)
 end
 
 -- Permission gate shared by every script. Returns nil when allowed, else the reply to send.
+-- The denial is counted and audited with pcall: a read run without writes (EVALSHA_RO,
+-- see ScriptCall.readonly) cannot write, and the driver runs a denied read again with
+-- writes so that it is recorded wherever the calling user may write (docs/guarantees.md).
 local function deny_reply(agent, default_level, needed, action, key, audit_maxlen)
   local have = level_of(agent, default_level)
   if have >= needed then return nil end
   require_kinds({ K_STATS, "hash" })
   require_stream_room(K_AUDIT)
   require_counters(K_STATS, "denied")
-  redis.call("HINCRBY", K_STATS, "denied", 1)
-  audit(audit_maxlen, agent, action, key, "", "denied", 0)
+  local counted = redis.pcall("HINCRBY", K_STATS, "denied", 1)
+  if not (type(counted) == "table" and counted.err) then
+    audit(audit_maxlen, agent, action, key, "", "denied", 0)
+  end
   return { "denied", RANK_NAME[have] }
 end
 

@@ -1,20 +1,25 @@
---! keys: stream ops opst bell meta
+--! keys: stream ops opst bell meta senders +lanes(lane)
 --! args: action agent owner group retention_ms +args
---! returns: {"ok"|"dup", packed[, new]} | {"full", length} | {"ok", cursor, claimed, deliveries, fresh} | {"ok", acked} | {"ok", exists} | {"ok", length, pending, active_ms, expires_ms} | {"none"} | {"ok", existed, length} | {"denied", "none"}
+--! returns: {"ok"|"dup", packed[, new]} | {"full", length} | {"ok", cursor, claimed, deliveries, fresh, senders, new} | {"ok", acked} | {"ok", exists} | {"ok", length, pending, active_ms, expires_ms} | {"none"} | {"ok", existed, length} | {"denied", "none"}
 --
 -- One agent's inbox: a stream read through one consumer group, every action atomic.
 --   send  op_id dedupe_ms maxlen body fmt reply_to correlation_id digest
 --                                         (anyone) append; deduped by (sender, op id)
 --   info                                  (anyone) length, pending, last activity, expiry
 --   open  gc_idle_ms                      (owner) forget idle empty consumers
---   read  consumer count idle_ms cursor   (owner) re-take messages other consumers left
---                                         unacknowledged for idle_ms, then new ones
+--   read  consumer count idle_ms cursor sender...
+--                                         (owner) move the given senders' lanes (KEYS
+--                                         +lanes, lua/lane.lua) into the stream, then
+--                                         re-take messages other consumers left
+--                                         unacknowledged for idle_ms, then new ones;
+--                                         replies the senders whose lanes may hold more
+--                                         and whether the moves made the inbox
 --   ack   id ...                          (owner) acknowledge and delete
 --   delete                                (owner) remove every key of the inbox
--- Only the owner reads, acknowledges or deletes. Like namespace permissions this is
--- cooperative: the caller's name is asserted by the client (docs/guarantees.md). Anyone
--- may send, and anyone may see an inbox's counters (never its messages), as anyone may
--- list agents.
+-- Only the owner reads, acknowledges or deletes; the identity check (_lib.lua) proves
+-- the caller in authenticated mode, where other agents' users may not touch these keys
+-- at all and send through their lanes instead. Anyone may send, and anyone may see an
+-- inbox's counters (never its messages), as anyone may list agents.
 --
 -- Only a send creates keys: reading, acknowledging or inspecting an inbox that does not
 -- exist leaves it absent. Every action that finds the inbox refreshes its retention:
@@ -23,6 +28,7 @@
 -- the client keeps it (see _inbox.py), using the "new" flag a send returns.
 -- The inbox's keys come in KEYS like every other script's; none is built here.
 local K_STREAM, K_IOPS, K_IOPST, K_IBELL, K_IMETA = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
+local K_SENDERS, N_INBOX = KEYS[6], 6
 local action, agent, owner, group = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
 local retention_ms = int_arg(ARGV[5], "retention_ms")
 local ARG0 = 5
@@ -128,12 +134,68 @@ end
 
 if agent ~= owner then return { "denied", "none" } end
 
+-- Lanes: each sender's lane is written only by that sender's ACL user, so its name is
+-- the proof of the sender. Their messages move into the stream, in lane order, at most
+-- LANE_BATCH per lane per read; "from" is the lane's sender, never the lane's data
+-- (which its sender may have written raw): entries without a body or a format are
+-- dropped. A sender whose lane is empty (or of the wrong type: its sender's doing) leaves
+-- the senders set, and so do members that are no agent name. The set is a hint written
+-- by every sender: the senders still in it are replied, for the client's next read.
+local LANE_BATCH, SENDERS_SHOWN = 256, 32
+local function valid_name(name)
+  return #name <= 128 and string.find(name, "^[A-Za-z0-9][A-Za-z0-9._:@/+=-]*$") ~= nil
+end
+
+local function drain_lanes(first_name)
+  local base = string.sub(K_STREAM, 1, #K_STREAM - #"stream")
+  local now = now_ms()
+  if #KEYS > N_INBOX then require_stream_room(K_STREAM) end -- before the first move
+  for i = N_INBOX + 1, #KEYS do
+    local sender, lane = ARGV[first_name + i - N_INBOX - 1], KEYS[i]
+    if sender == nil or lane ~= base .. "lane:s:" .. sender or not valid_name(sender) then
+      error("swarm_memory: lane " .. tostring(lane) .. " is not the lane of " .. tostring(sender))
+    end
+    local t = type_of(lane)
+    if t == "stream" then
+      local entries = redis.call("XRANGE", lane, "-", "+", "COUNT", LANE_BATCH)
+      for _, e in ipairs(entries) do
+        local f = {}
+        for j = 1, math.min(#e[2], 32), 2 do f[e[2][j]] = e[2][j + 1] end
+        if f.d and f.f then
+          ensure_group()
+          -- the send's server time, as its sender's lane holds it: never past now
+          local sent = math.min(stored_int(f.ms) or now, now)
+          redis.call("XADD", K_STREAM, "*", "from", sender, "d", f.d, "f", f.f, "rt", f.rt or "",
+            "cid", f.cid or "", "ms", itos(sent))
+        end
+        redis.call("XDEL", lane, e[1])
+      end
+      if redis.call("XLEN", lane) == 0 then redis.call("SREM", K_SENDERS, sender) end
+    else
+      if t ~= "none" then redis.call("DEL", lane) end
+      redis.call("SREM", K_SENDERS, sender)
+    end
+  end
+  local kind = type_of(K_SENDERS)
+  if kind ~= "set" then
+    if kind ~= "none" then redis.call("DEL", K_SENDERS) end -- a sender's doing: only a hint
+    return {}
+  end
+  local shown = {}
+  for _, name in ipairs(redis.call("SRANDMEMBER", K_SENDERS, SENDERS_SHOWN)) do
+    if valid_name(name) then shown[#shown + 1] = name else redis.call("SREM", K_SENDERS, name) end
+  end
+  return shown
+end
+
 if action == "read" then
   local consumer, count = ARGV[6], int_arg(ARGV[7], "count")
   local idle_ms, cursor = int_arg(ARGV[8], "idle_ms"), strict_id(ARGV[9])
+  inbox_exists() -- the owned keys' types, checked before the lanes' moves write
+  local senders = drain_lanes(10)
   -- No stream, nothing to read: and reading must not create one.
   if not inbox_exists() or redis.call("EXISTS", K_STREAM) == 0 then
-    return { "ok", cursor, {}, {}, {} }
+    return { "ok", cursor, {}, {}, {}, senders, 0 }
   end
   -- Redelivery first: messages pending longer than idle_ms (their consumer died or
   -- stalled) move to this consumer. XAUTOCLAIM scans at most 10 x COUNT pending entries
@@ -166,8 +228,8 @@ if action == "read" then
       fresh = r[2]
     end
   end
-  touch(now_ms())
-  return { "ok", cursor, claimed, deliveries, fresh }
+  local new = touch(now_ms()) -- 1: lanes' messages just made the inbox (the client lists it)
+  return { "ok", cursor, claimed, deliveries, fresh, senders, new }
 elseif action == "ack" then
   local ids = {}
   for i = ARG0 + 1, #ARGV do ids[#ids + 1] = strict_id(ARGV[i]) end
@@ -202,7 +264,7 @@ elseif action == "open" then
 elseif action == "delete" then
   if not inbox_exists() then return { "ok", 0, 0 } end
   local length = redis.call("XLEN", K_STREAM)
-  redis.call("DEL", K_STREAM, K_IOPS, K_IOPST, K_IMETA)
+  redis.call("DEL", K_STREAM, K_IOPS, K_IOPST, K_IMETA, K_SENDERS)
   return { "ok", 1, length }
 end
 error("swarm_memory: unknown inbox action " .. tostring(action))

@@ -112,8 +112,11 @@ def test_every_script_has_a_header_the_loader_checks():
         with pytest.raises(ValueError):
             script.check(["only-one-key"], [])
         if name == "inbox":  # an agent's inbox: its own keys under its own hash tag
-            assert script.keys.fixed == ("stream", "ops", "opst", "bell", "meta")
+            assert script.keys.fixed == ("stream", "ops", "opst", "bell", "meta", "senders")
             assert script.args.fixed == ("action", "agent", "owner", "group", "retention_ms")
+            continue
+        if name == "lane":  # a sender's lane in another agent's inbox, under its hash tag
+            assert script.keys.fixed == ("lane", "ops", "opst", "senders")
             continue
         if name == "presence":  # agents' heartbeats: their own keys, outside namespaces
             assert script.keys.fixed == ("exp", "seen")

@@ -50,6 +50,13 @@ def test_inbox_keys_have_their_own_tag_that_no_namespace_can_take():
         "sm:{@inbox:alice}:opst",
         "sm:{@inbox:alice}:bell",
         "sm:{@inbox:alice}:meta",
+        "sm:{@inbox:alice}:senders",
+    ]
+    assert keys.lane_keys("bob") == [  # bob's lane in alice's inbox: alice's tag, bob's name
+        "sm:{@inbox:alice}:lane:s:bob",
+        "sm:{@inbox:alice}:lane:o:bob",
+        "sm:{@inbox:alice}:lane:t:bob",
+        "sm:{@inbox:alice}:senders",
     ]
     with pytest.raises(InvalidName):
         namespace_arg("@inbox:alice")
@@ -76,7 +83,7 @@ def test_receive_is_a_flow_that_polls_then_sleeps_until_a_message():
     flow = receive(ctx, state, None, 30_000, 10)
     effects = [next(flow)]
     assert isinstance(effects[0], ScriptCall) and effects[0].args[0] == "open"
-    empty = [b"ok", b"0-0", [], [], []]
+    empty = [b"ok", b"0-0", [], [], [], [], 0]  # ... claimed deliveries fresh senders new
     sleeps = []
     effect = flow.send([b"ok", 0])  # no inbox yet: nothing to index
     for _ in range(4):
@@ -90,7 +97,7 @@ def test_receive_is_a_flow_that_polls_then_sleeps_until_a_message():
     assert sleeps == [POLL_FIRST * 2**i for i in range(4)]
     fields = [b"from", b"alice", b"d", b"[1]", b"f", b"json", b"rt", b"", b"cid", b"", b"ms", b"5"]
     with pytest.raises(StopIteration) as done:
-        flow.send([b"ok", b"0-0", [], [], [[b"5-0", fields]]])
+        flow.send([b"ok", b"0-0", [], [], [[b"5-0", fields]], [], 0])
     msg = done.value.value
     assert (msg.id, msg.sender, msg.to, msg.body, msg.deliveries) == ("5-0", "alice", "bob", [1], 1)
 
