@@ -102,8 +102,11 @@ def agent_call(
         digest,
         *extra,
     ]
-    reply = yield ScriptCall(load("agent"), ctx.keys.fixed() + extra_keys, args, op_id or None)
-    required = "read" if action in READ_ACTIONS else "write"
+    reading = action in READ_ACTIONS  # these return before the script's first write
+    reply = yield ScriptCall(
+        load("agent"), ctx.keys.fixed() + extra_keys, args, op_id or None, readonly=reading
+    )
+    required = "read" if reading else "write"
     f = AGENT.check(reply, Failure(ctx, action, required, key))
     if f.tag == b"dup":
         # "ag1 <digest> <revision> <result>"; anything else is another script's record.

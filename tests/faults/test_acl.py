@@ -344,6 +344,12 @@ READS: dict[str, Callable[[SwarmMemory], Any]] = {
     "namespace_info": lambda m: m.namespace_info("team"),
     "list_namespaces": lambda m: m.list_namespaces(),
     "agents": lambda m: m.agents(),
+    "context": lambda m: m.namespace("team").context("w1").resume(),
+    "outcome_stats": lambda m: m.namespace("team").outcomes("claims").stats(),
+    "recommend": lambda m: m.namespace("team").outcomes("claims").recommend(["a", "b"]),
+    "sessions": lambda m: list(m.namespace("team").sessions()),
+    "session_info": lambda m: m.namespace("team").session("s1").info(),
+    "decisions": lambda m: m.namespace("team").session("s1").decisions(),
 }
 
 
