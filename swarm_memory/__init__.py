@@ -1,6 +1,8 @@
 """swarm_memory: shared, versioned, permission-checked memory for agent swarms on Redis."""
 
+from swarm_memory._async.graph import AsyncBundle, AsyncGraph
 from swarm_memory._ops.effects import Incoming
+from swarm_memory._sync.graph import Bundle, Graph
 from swarm_memory.aio import AsyncNamespace, AsyncSwarmMemory
 from swarm_memory.client import Namespace, SwarmMemory
 from swarm_memory.codec import Codec, JsonCodec
@@ -26,6 +28,8 @@ from swarm_memory.errors import (
     NamespaceError,
     NamespaceExists,
     NamespaceNotFound,
+    NodeConflict,
+    NodeNotFound,
     NotAnInteger,
     NotReplicated,
     OpIdReused,
@@ -44,6 +48,7 @@ from swarm_memory.errors import (
     VersionRequired,
 )
 from swarm_memory.events import AsyncSubscription, AsyncWatch, Subscription, Watch
+from swarm_memory.graph import GraphStats, Neighbor, Node, Ranking, RecallPage
 from swarm_memory.inbox import AsyncInbox, Inbox
 from swarm_memory.lock import AsyncLease, AsyncLock, AsyncTransaction, Lease, Lock, Transaction
 from swarm_memory.merge import merge_patch
@@ -70,6 +75,8 @@ __version__ = "0.1.0"
 
 __all__ = [
     "AgentInfo",
+    "AsyncBundle",
+    "AsyncGraph",
     "AsyncInbox",
     "AsyncLease",
     "AsyncLock",
@@ -79,6 +86,7 @@ __all__ = [
     "AsyncTransaction",
     "AsyncWatch",
     "AuditRecord",
+    "Bundle",
     "ClientMetrics",
     "ClusterModeMismatch",
     "Codec",
@@ -90,6 +98,8 @@ __all__ = [
     "FailedCompare",
     "FencingError",
     "FencingToken",
+    "Graph",
+    "GraphStats",
     "HistoryRewound",
     "Inbox",
     "InboxInfo",
@@ -117,12 +127,18 @@ __all__ = [
     "NamespaceExists",
     "NamespaceInfo",
     "NamespaceNotFound",
+    "Neighbor",
+    "Node",
+    "NodeConflict",
+    "NodeNotFound",
     "NotAnInteger",
     "NotReplicated",
     "OpIdReused",
     "OutcomeUnknown",
     "PermissionDenied",
     "QuotaExceeded",
+    "Ranking",
+    "RecallPage",
     "RequestTimeout",
     "ResolverError",
     "RetryLimitExceeded",

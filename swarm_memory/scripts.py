@@ -122,6 +122,7 @@ SCRIPT_NAMES = (
     "lock",
     "reap",
     "presence",
+    "graph",
 )
 
 
