@@ -10,6 +10,8 @@ from typing import Any, TypeVar
 import redis
 
 from swarm_memory import (
+    AsyncBundle,
+    AsyncGraph,
     AsyncLease,
     AsyncLock,
     AsyncNamespace,
@@ -23,6 +25,8 @@ T = TypeVar("T")
 
 WRAPPED = (
     AsyncSwarmMemory,
+    AsyncGraph,
+    AsyncBundle,
     AsyncNamespace,
     AsyncWatch,
     AsyncSubscription,
