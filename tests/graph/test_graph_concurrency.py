@@ -10,6 +10,7 @@ at once make exactly one node.
 
 from __future__ import annotations
 
+import contextlib
 import multiprocessing
 import random
 import time
@@ -32,7 +33,8 @@ SAME_FACT = 8
 TIMEOUT = 90.0
 
 
-def _worker(kind: str, i: int, url: str, prefix: str, barrier: Any, out: Any) -> None:
+def _worker(kind: str, i: int, where: tuple[str, str], barrier: Any, out: Any) -> None:
+    url, prefix = where
     try:
         mem = SwarmMemory.from_url(url, agent=f"w{i}", settings=Settings(key_prefix=prefix))
         g = mem.graph(GRAPH)
@@ -69,19 +71,15 @@ def _churn(g: Any, i: int) -> list[str]:
         elif roll < 0.7:
             others = [n.id for n in g.recall(limit=20)]
             a, b = rng.choice(mine), rng.choice(others or mine)
-            try:
+            with contextlib.suppress(NodeNotFound):  # deleted or expired meanwhile
                 g.link(a, b, rng.choice(["supports", "next"]), rng.random())
-            except NodeNotFound:
-                pass  # deleted or expired meanwhile: refused whole
         elif roll < 0.8:
             others = [n.id for n in g.recall(limit=20)]
             if others:
                 g.unlink(rng.choice(mine), rng.choice(others), "supports")
         elif roll < 0.9:
-            try:
+            with contextlib.suppress(NodeNotFound):
                 g.bundle(f"task{rng.randrange(3)}").add(rng.choice(mine))
-            except NodeNotFound:
-                pass
         else:
             victim = mine.pop(rng.randrange(len(mine)))
             g.delete(victim)
@@ -93,7 +91,7 @@ def _churn(g: Any, i: int) -> list[str]:
 def _run(kind: str, n: int, url: str, prefix: str) -> list[Any]:
     barrier, out = CTX.Barrier(n), CTX.Queue()
     procs = [
-        CTX.Process(target=_worker, args=(kind, i, url, prefix, barrier, out)) for i in range(n)
+        CTX.Process(target=_worker, args=(kind, i, (url, prefix), barrier, out)) for i in range(n)
     ]
     for p in procs:
         p.start()
