@@ -164,7 +164,7 @@ def test_corrupt_links_and_orphan_index_entries_are_named(env, g, keys):
     _corrupt(lambda: g.neighbors(a), keys["adj"])
     _corrupt(lambda: g.delete(a), keys["adj"])
     env.raw.zadd(keys["gix"], {b"t\0%015d\0" % (a.created_ms + 1) + b"f" * 24: 0})
-    _corrupt(lambda: g.recall(), keys["gix"])
+    _corrupt(g.recall, keys["gix"])
 
 
 def test_time_filters_take_aware_datetimes(g):
