@@ -213,7 +213,7 @@ def main(argv: list[str] | None = None) -> int:
     a = ap.parse_args(argv)
     sizes = [int(s) for s in a.sizes.split(",")]
 
-    from tests.servers import RedisServer  # noqa: PLC0415 - the bench's own server
+    from tests.servers import RedisServer
 
     server = RedisServer()
     server.start()

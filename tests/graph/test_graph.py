@@ -185,3 +185,10 @@ def test_permissions_are_checked_in_the_script(env, mem):
     assert {k: v for k, v in after.items() if k not in audit} == {
         k: v for k, v in before.items() if k not in audit
     }
+
+
+def test_deleting_the_namespace_removes_the_graph(env, mem, g):
+    a = g.add("a", context="c", kind="k", ttl=60)
+    g.link(a, g.add("b", context="c", kind="k"), "supports")
+    mem.delete_namespace("kb")
+    assert env.snapshot() == {}
