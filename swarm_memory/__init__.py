@@ -1,8 +1,10 @@
 """swarm_memory: shared, versioned, permission-checked memory for agent swarms on Redis."""
 
 from swarm_memory._async.graph import AsyncBundle, AsyncGraph
+from swarm_memory._async.semantic import AsyncSemanticIndex
 from swarm_memory._ops.effects import Incoming
 from swarm_memory._sync.graph import Bundle, Graph
+from swarm_memory._sync.semantic import SemanticIndex
 from swarm_memory.aio import AsyncNamespace, AsyncSwarmMemory
 from swarm_memory.client import Namespace, SwarmMemory
 from swarm_memory.codec import Codec, JsonCodec
@@ -81,6 +83,7 @@ __all__ = [
     "AsyncLease",
     "AsyncLock",
     "AsyncNamespace",
+    "AsyncSemanticIndex",
     "AsyncSubscription",
     "AsyncSwarmMemory",
     "AsyncTransaction",
@@ -142,6 +145,7 @@ __all__ = [
     "RequestTimeout",
     "ResolverError",
     "RetryLimitExceeded",
+    "SemanticIndex",
     "ServerError",
     "Settings",
     "Snapshot",

@@ -15,6 +15,7 @@ from typing import Any
 
 from swarm_memory._ops import graph as _graph
 from swarm_memory._ops.effects import Context, Flow
+from swarm_memory._sync.semantic import Embed, SemanticIndex
 from swarm_memory.graph import Direction, GraphStats, Neighbor, Node, Ranking, RecallPage
 
 
@@ -178,6 +179,13 @@ class Graph:
         """The bundle of task ``name`` (one task, one bundle); nothing is sent yet."""
         _graph.label_arg(name, "bundle")
         return Bundle(self._run, self._ctx, name)
+
+    def semantic(self, embed: Embed, *, max_nodes: int = 10000) -> SemanticIndex:
+        """Semantic recall with your ``embed(text) -> vector``: cosine over a client cache
+        of the graph's nodes (up to ``max_nodes``, newest first), kept fresh by the
+        namespace's change feed. Nothing is sent until the first search."""
+        _graph._int_arg(max_nodes, "max_nodes", 1, 1_000_000)
+        return SemanticIndex(self._run, self._ctx, embed, max_nodes=max_nodes)
 
     def stats(self) -> GraphStats:
         found: GraphStats = self._run(_graph.stats(self._ctx))

@@ -14,10 +14,12 @@ from swarm_memory import (
     AsyncBundle,
     AsyncGraph,
     AsyncNamespace,
+    AsyncSemanticIndex,
     AsyncSwarmMemory,
     Bundle,
     Graph,
     Namespace,
+    SemanticIndex,
     SwarmMemory,
 )
 from swarm_memory.keys import GraphKeys, NamespaceKeys
@@ -74,6 +76,7 @@ def test_design_contract_names_exist():
         (Namespace, AsyncNamespace),
         (Graph, AsyncGraph),
         (Bundle, AsyncBundle),
+        (SemanticIndex, AsyncSemanticIndex),
     ],
 )
 def test_sync_and_async_have_identical_signatures(sync_cls, async_cls):
@@ -96,7 +99,7 @@ def test_sync_and_async_have_identical_signatures(sync_cls, async_cls):
         assert sp == ap, name
         returns_handle = name in (
             "from_url", "from_client", "as_agent", "namespace", "keys", "lock", "transaction",
-            "inboxes", "graph", "bundle",
+            "inboxes", "graph", "bundle", "semantic", "cached",
         )  # fmt: skip
         if not returns_handle and name not in ("observe_scripts", "close"):
             assert inspect.iscoroutinefunction(afn), f"{async_cls.__name__}.{name} must be async"
