@@ -103,7 +103,8 @@ local function fact_of(n) return n.kind .. "\0" .. n.context .. "\0" .. n.chash 
 local function require_graph_kinds()
   require_kinds({ K_GMETA, "hash", K_NODES, "hash", K_FACTS, "hash", K_GIX, "zset", K_CONF, "zset",
     K_GEXP, "zset", K_ADJ, "zset", K_W, "hash", K_BUN, "zset", K_EXP, "zset", K_STATS, "hash",
-    K_OPS, "hash", K_OPST, "zset", K_AUDIT, "stream", K_LEASE, "zset" })
+    K_OPS, "hash", K_OPST, "zset", K_LEASE, "zset" })
+  if action == "config" then require_kinds({ K_AUDIT, "stream" }) end
   require_counters(K_STATS, "graph_" .. action, "expired")
   require_counters(K_GMETA, "n")
   return require_next_revision_room()
@@ -190,8 +191,12 @@ local function finish(reply, rev)
   redis.call("HSET", K_OPS, op_id, pack(parts))
   redis.call("ZADD", K_OPST, now, op_id)
   redis.call("HINCRBY", K_STATS, "graph_" .. action, 1)
-  redis.pcall("XADD", K_AUDIT, "MAXLEN", "~", audit_maxlen, "*", "a", agent, "act", "graph_" .. action,
-    "k", ARGV[A0 + 1] or "", "op", op_id, "out", "ok", "r", rev)
+  -- A data write's audit record is its event (DESIGN.md decision 2, revised); the audit
+  -- stream keeps what the feed does not show: here, declaring the link kinds (admin).
+  if action == "config" then
+    redis.pcall("XADD", K_AUDIT, "MAXLEN", "~", audit_maxlen, "*", "a", agent, "act", "graph_config",
+      "k", "", "op", op_id, "out", "ok", "r", rev)
+  end
   reply[#reply + 1] = sweep_due(now)
   return reply
 end
