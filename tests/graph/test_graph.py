@@ -12,6 +12,7 @@ from swarm_memory import (
     PermissionDenied,
 )
 from swarm_memory.keys import GraphKeys
+from tests.support import drain
 
 PRECISE = {"big": 123456789012345678, "f": 0.30000000000000004, "empty": [], "obj": {}, "u": "é✓"}
 
@@ -192,3 +193,23 @@ def test_deleting_the_namespace_removes_the_graph(env, mem, g):
     g.link(a, g.add("b", context="c", kind="k"), "supports")
     mem.delete_namespace("kb")
     assert env.snapshot() == {}
+
+
+def test_watchers_see_graph_events_with_small_contents(mem, g):
+    ns = mem.namespace("kb")
+    w = ns.watch(since=ns.info().revision)
+    n = g.add({"found": [1, 2], "big": 123456789012345678}, context="c", kind="k")
+    m = g.add("other", context="c", kind="k")
+    g.link(n, m, "supports", 0.25)
+    g.delete(m)
+    events = drain(w, 4)
+    w.close()
+    assert [(e.type, e.key) for e in events] == [
+        ("node_add", n.id),
+        ("node_add", m.id),
+        ("link", n.id),
+        ("node_delete", m.id),
+    ]
+    assert events[0].value == {"found": [1, 2], "big": 123456789012345678}
+    assert events[2].value == {"to": m.id, "kind": "supports", "weight": 0.25}
+    assert events[0].agent == "planner"
