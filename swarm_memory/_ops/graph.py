@@ -460,11 +460,13 @@ def recall(
     limit: int,
     cursor: str | None,
     ranking: Ranking | None,
+    valid_at: datetime | None = None,
 ) -> Flow[RecallPage]:
-    """Nodes matching every filter given, newest first, ``limit`` at most, from
-    ``cursor`` on (see the module doc for the cost). With ``ranking``: the newest
-    ``ranking.candidates`` matches, ordered by :func:`swarm_memory.graph.score`, top
-    ``limit`` (not paged: cursor None)."""
+    """Nodes matching every filter given (``valid_at``: valid_from <= it < invalid_at,
+    an unset end open), newest first, ``limit`` at most, from ``cursor`` on (see the
+    module doc for the cost). With ``ranking``: the newest ``ranking.candidates``
+    matches, ordered by :func:`swarm_memory.graph.score`, top ``limit`` (not paged:
+    cursor None)."""
     filters: list[Arg] = [
         label_arg(agent, "agent") if agent is not None else "",
         label_arg(context, "context") if context is not None else "",
@@ -475,6 +477,7 @@ def recall(
         confidence_arg(min_confidence, "min_confidence") if min_confidence is not None else "",
     ]
     _int_arg(limit, "limit", 1, MAX_LIMIT)
+    valid = _opt(time_arg(valid_at, "valid_at"))
     at = _cursor_arg(cursor)
     if ranking is not None:
         check_ranking(ranking)
@@ -485,7 +488,7 @@ def recall(
     index, now = "", 0
     while True:
         ask = min(want - len(nodes), MAX_LIMIT)
-        f = yield from _read(ctx, "recall", [*filters, ask, at, SCAN_BUDGET])
+        f = yield from _read(ctx, "recall", [*filters, ask, at, SCAN_BUDGET, valid])
         now, index, nxt = f.number(), f.string(), f.string()
         with decoding(ctx.keys.base + "g:n", **ctx.err()):
             while len(f):

@@ -135,9 +135,11 @@ class Graph:
         limit: int = 50,
         cursor: str | None = None,
         rank: Ranking | None = None,
+        valid_at: datetime | None = None,
     ) -> RecallPage:
         """Nodes matching every filter given (``tags``: all of them; ``since``/``until``:
-        creation time, inclusive), newest first, served from the indexes; pass
+        creation time, inclusive; ``valid_at``: valid_from <= it < invalid_at, an unset
+        end open), newest first, served from the indexes; pass
         ``page.cursor`` for the next page. ``rank``: order by the documented score
         instead (see :class:`~swarm_memory.graph.Ranking`)."""
         page: RecallPage = self._run(
@@ -153,6 +155,7 @@ class Graph:
                 limit=limit,
                 cursor=cursor,
                 ranking=rank,
+                valid_at=valid_at,
             )
         )
         return page

@@ -472,12 +472,13 @@ local function bytes_lt(a, b)
 end
 
 if action == "recall" then
-  -- args: agent context kind tags_packed since until min_conf limit cursor budget
+  -- args: agent context kind tags_packed since until min_conf limit cursor budget valid_at
   local f_agent, f_context, f_kind = ARGV[A0 + 1], ARGV[A0 + 2], ARGV[A0 + 3]
   local f_tags = unpack_list(ARGV[A0 + 4], K_GIX, MAX_TAGS)
   local since, until_ = opt_int(ARGV[A0 + 5], "since"), opt_int(ARGV[A0 + 6], "until")
   local min_conf = ARGV[A0 + 7] ~= "" and tonumber(ARGV[A0 + 7]) or nil
   local limit, cursor, budget = int_arg(ARGV[A0 + 8], "limit"), ARGV[A0 + 9], int_arg(ARGV[A0 + 10], "budget")
+  local valid_at = opt_int(ARGV[A0 + 11], "valid_at")
 
   -- Candidate ranges: one per given filter, each ordered by (created, id) and cut to
   -- [since, until] and below the cursor. ZLEXCOUNT is O(log N): the narrowest is scanned.
@@ -508,6 +509,10 @@ if action == "recall" then
     if since and n.ct < since then return false end
     if until_ and n.ct > until_ then return false end
     if min_conf and n.conf < min_conf then return false end
+    if valid_at then -- valid_from <= valid_at < invalid_at, either end open when unset
+      if n.vf ~= "" and (stored_int(n.vf) or corrupt(K_NODES, "bad valid_from")) > valid_at then return false end
+      if n.ia ~= "" and (stored_int(n.ia) or corrupt(K_NODES, "bad invalid_at")) <= valid_at then return false end
+    end
     local have, need = 0, #f_tags
     if need > 0 then
       for _, t in ipairs(n.tags) do if tag_set[t] then have = have + 1 end end

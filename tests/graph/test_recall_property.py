@@ -5,7 +5,7 @@ and partial pages are exercised."""
 from __future__ import annotations
 
 import itertools
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
@@ -27,7 +27,10 @@ node_spec = st.tuples(
     st.sampled_from(CONFS),
     st.sets(st.sampled_from(TAGS), max_size=3),
     st.booleans(),  # deleted afterwards
+    st.one_of(st.none(), st.integers(0, 4)),  # valid_from (days after T0)
+    st.one_of(st.none(), st.integers(1, 5)),  # invalid_at (days after T0)
 )
+T0 = datetime(2026, 1, 1, tzinfo=UTC)
 query = st.fixed_dictionaries(
     {},
     optional={
@@ -38,6 +41,7 @@ query = st.fixed_dictionaries(
         "min_confidence": st.sampled_from(CONFS),
         "since": st.integers(0, 100),  # a percentile of the creation times
         "until": st.integers(0, 100),
+        "valid_at": st.integers(-1, 6),  # days after T0
     },
 )
 
@@ -59,6 +63,12 @@ def _brute(nodes, q, times):
             continue
         if "until" in q and n.created_ms > times["until"]:
             continue
+        if "valid_at" in q:
+            at = T0 + timedelta(days=q["valid_at"])
+            if n.valid_from is not None and n.valid_from > at:
+                continue
+            if n.invalid_at is not None and n.invalid_at <= at:
+                continue
         out.append(n)
     out.sort(key=lambda n: (n.created_ms, n.id), reverse=True)
     return [n.id for n in out]
@@ -79,8 +89,16 @@ def test_recall_equals_a_brute_force_filter(env, data, specs):
     mem.create_graph(name)
     graphs = {a: env.mem(a).graph(name) for a in AGENTS}
     live = []
-    for i, (agent, ctx, kind, conf, tags, deleted) in enumerate(specs):
-        n = graphs[agent].add({"i": i}, context=ctx, kind=kind, confidence=conf, tags=tags)
+    for i, (agent, ctx, kind, conf, tags, deleted, vf, ia) in enumerate(specs):
+        n = graphs[agent].add(
+            {"i": i},
+            context=ctx,
+            kind=kind,
+            confidence=conf,
+            tags=tags,
+            valid_from=None if vf is None else T0 + timedelta(days=vf),
+            invalid_at=None if ia is None else T0 + timedelta(days=ia),
+        )
         if deleted:
             graphs[agent].delete(n)
         else:
@@ -96,7 +114,9 @@ def test_recall_equals_a_brute_force_filter(env, data, specs):
             times = {
                 k: ms[min(len(ms) - 1, q[k] * len(ms) // 100)] for k in ("since", "until") if k in q
             }
-            args = {k: v for k, v in q.items() if k not in ("since", "until")}
+            args = {k: v for k, v in q.items() if k not in ("since", "until", "valid_at")}
+            if "valid_at" in q:
+                args["valid_at"] = T0 + timedelta(days=q["valid_at"])
             if "since" in times:
                 args["since"] = ms_to_datetime(times["since"])
             if "until" in times:
