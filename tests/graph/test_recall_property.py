@@ -107,8 +107,11 @@ def test_recall_equals_a_brute_force_filter(env, data, specs):
     ms = sorted(n.created_ms for n in live) or [0]
     old = graph_ops.SCAN_BUDGET
     try:
-        for _ in range(8):
-            q = data.draw(query)
+        # Random filter combinations, then every validity day on its own (the window's
+        # ends are days: each boundary is hit).
+        fixed = [{"valid_at": day} for day in range(-1, 7)]
+        for i in range(8 + len(fixed)):
+            q = data.draw(query) if i < 8 else fixed[i - 8]
             graph_ops.SCAN_BUDGET = data.draw(st.sampled_from([2, 5, 1000]))
             limit = data.draw(st.sampled_from([1, 3, 50]))
             times = {
