@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from swarm_memory import CorruptData, InvalidInput, NodeNotFound
+from swarm_memory import CorruptData, InvalidInput, NodeNotFound, QuotaExceeded
 from swarm_memory.keys import GraphKeys
 
 NAN, INF = float("nan"), float("inf")
@@ -171,3 +171,19 @@ def test_time_filters_take_aware_datetimes(g):
     n = g.add("x", context="c", kind="k")
     assert [x.id for x in g.recall(since=n.created_at, until=n.created_at)] == [n.id]
     assert g.recall(since=datetime(2999, 1, 1, tzinfo=UTC)).nodes == []
+
+
+def test_links_per_node_are_bounded_so_removing_a_node_is_bounded(env, g, keys):
+    a = g.add("a", context="c", kind="k")
+    b = g.add("b", context="c", kind="k")
+    # 10,000 links of a's, planted directly (adding them one by one takes too long here).
+    members = {a.id.encode() + b"\0>\0supports\0" + b"%024x" % i: 0 for i in range(10_000)}
+    for chunk in range(0, 10_000, 2_000):
+        part = dict(list(members.items())[chunk : chunk + 2_000])
+        part.update({k.replace(b">", b"<", 1): 0 for k in part})
+        env.raw.zadd(keys["adj"], part)
+    before = env.snapshot()
+    with pytest.raises(QuotaExceeded) as info:
+        g.link(a, b, "supports")
+    assert info.value.limit_kind == "links_per_node" and info.value.limit == 10_000
+    assert env.snapshot() == before
