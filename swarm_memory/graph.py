@@ -92,13 +92,14 @@ class RecallPage:
 
 @dataclass(frozen=True, slots=True)
 class GraphStats:
-    """Sizes of one graph: live and not-yet-swept nodes, links, bundle memberships, and
-    nodes with an expiry."""
+    """Sizes of one graph: live and not-yet-swept nodes, links, bundle memberships,
+    nodes with an expiry; and the link kinds it declares."""
 
     nodes: int
     links: int
     bundle_members: int
     expiring: int
+    link_kinds: tuple[str, ...] | None = None  # None: any kind
 
 
 # ----------------------------------------------------------------------------- ranking

@@ -53,6 +53,7 @@ SCAN_BUDGET = 1000  # index entries one recall call reads at most
 MAX_DEPTH = 4
 NEIGHBOR_BUDGET = 2000  # links one neighbors call reads at most
 BUNDLE_PAGE = 500
+_STATS_NUMBERS = 5  # nodes links bundled expiring configured
 NEIGHBOR_FIELDS = 7  # id depth direction kind weight via record
 MAX_IDS = 1000  # nodes per get / bundle call
 _ID = re.compile(r"[0-9a-f]{24}")
@@ -244,7 +245,8 @@ def _write(
     """One graph write; a replayed op id answers its first outcome (or OpIdReused)."""
     op = op_id_arg(op_id)
     digest = _digest(ctx.agent, action, args if digest_args is None else digest_args)
-    fail = Failure(ctx, "graph_" + action, "write", key, [_Expected(key or "", expected)])
+    level = "admin" if action == "config" else "write"
+    fail = Failure(ctx, "graph_" + action, level, key, [_Expected(key or "", expected)])
     f = GRAPH.check((yield _call(ctx, action, args, op, digest)), fail)
     if f.tag == b"dup":
         record, due = f.next(), f.number()
@@ -288,10 +290,15 @@ def _read(ctx: Context, action: str, args: list[Arg], key: str | None = None) ->
 def create_graph(
     ctx: Context, link_kinds: Iterable[str] | None, options: dict[str, Any]
 ) -> Flow[NamespaceInfo]:
-    """Create the namespace the graph lives in, then store its declared link kinds."""
+    """Create the namespace the graph lives in, then store its declared link kinds. With
+    ``exist_ok``, an existing graph is reconfigured only when ``link_kinds`` is given and
+    differs from what it declares (admin)."""
     kinds = _kinds_arg(link_kinds)
     info = yield from create_namespace(ctx, **options)
-    yield from _write(ctx, "config", [pack(kinds) if kinds is not None else b""], None, None)
+    current, configured = yield from _stats(ctx)
+    wanted = tuple(kinds) if kinds is not None else None
+    if not configured or (kinds is not None and current.link_kinds != wanted):
+        yield from _write(ctx, "config", [pack(kinds) if kinds is not None else b""], None, None)
     return info
 
 
@@ -595,6 +602,15 @@ def bundle_nodes(ctx: Context, name: str) -> Flow[list[Node]]:
 
 
 def stats(ctx: Context) -> Flow[GraphStats]:
+    stats, _configured = yield from _stats(ctx)
+    return stats
+
+
+def _stats(ctx: Context) -> Flow[tuple[GraphStats, bool]]:
     f = yield from _read(ctx, "stats", [])
     f.next()
-    return GraphStats(f.number(), f.number(), f.number(), f.number())
+    nodes, links, bundled, expiring, configured = (f.number() for _ in range(_STATS_NUMBERS))
+    with decoding(ctx.keys.base + "g:meta", **ctx.err()):
+        raw = f.next()
+        kinds = tuple(text(k) for k in unpack(raw)) if raw else None
+    return GraphStats(nodes, links, bundled, expiring, kinds), bool(configured)

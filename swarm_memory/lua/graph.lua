@@ -459,6 +459,10 @@ if action == "stats" then
   reply[#reply + 1] = math.floor(read_call("ZCARD", K_ADJ) / 2)
   reply[#reply + 1] = math.floor(read_call("ZCARD", K_BUN) / 2)
   reply[#reply + 1] = read_call("ZCARD", K_GEXP)
+  local kinds = read_call("HGET", K_GMETA, "kinds")
+  if kinds then unpack_list(kinds, K_GMETA, 1024) end
+  reply[#reply + 1] = read_call("HEXISTS", K_GMETA, "n") -- 1 once configured or written
+  reply[#reply + 1] = kinds or ""
   return reply
 end
 

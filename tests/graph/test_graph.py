@@ -213,3 +213,15 @@ def test_watchers_see_graph_events_with_small_contents(mem, g):
     assert events[0].value == {"found": [1, 2], "big": 123456789012345678}
     assert events[2].value == {"to": m.id, "kind": "supports", "weight": 0.25}
     assert events[0].agent == "planner"
+
+
+def test_create_graph_again_with_exist_ok_keeps_or_changes_the_declared_kinds(env, mem, g):
+    assert g.stats().link_kinds == ("next", "refutes", "supports")
+    mem.create_graph("kb", exist_ok=True)  # no kinds given: what it declares stays
+    assert g.stats().link_kinds == ("next", "refutes", "supports")
+    mem.create_graph("kb", link_kinds=["causes"], exist_ok=True)
+    assert g.stats().link_kinds == ("causes",)
+    g.declare_link_kinds(None)
+    assert g.stats().link_kinds is None
+    a = g.add("a", context="c", kind="k")
+    assert g.link(a, a, "anything") is True
