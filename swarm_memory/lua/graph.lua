@@ -545,6 +545,23 @@ if action == "recall" then
     if #hits > limit then next_cursor = found[#found].key end
     reply[#reply + 1] = "conf"
   else
+    -- A candidate of the scanned index must be in every other index the filters name:
+    -- its members there are known from its key (one ZSCORE each, O(log N)), so most
+    -- misses are skipped without reading and parsing the node's record.
+    local others = {}
+    for _, p in ipairs(prefixes) do
+      if p ~= best and p ~= "t\0" then others[#others + 1] = p end
+    end
+    local function indexed(key, id)
+      for _, p in ipairs(others) do
+        if not redis.call("ZSCORE", K_GIX, p .. key) then return false end
+      end
+      if min_conf then
+        local c = tonumber(redis.call("ZSCORE", K_CONF, id))
+        if not c or c < min_conf then return false end
+      end
+      return true
+    end
     local scanned, exhausted = 0, false
     local upper = hi
     while #found < limit and scanned < budget do
@@ -554,13 +571,15 @@ if action == "recall" then
         scanned = scanned + 1
         local key = string.sub(m, #best + 1)
         local id = string.sub(key, 17)
-        local raw = read_call("HGET", K_NODES, id)
-        if not raw then corrupt(K_GIX, "names missing node " .. id) end
-        local n = parse_node(id, raw)
         next_cursor = key
-        if matches(n) then
-          found[#found + 1] = n
-          if #found >= limit then break end
+        if indexed(key, id) then
+          local raw = read_call("HGET", K_NODES, id)
+          if not raw then corrupt(K_GIX, "names missing node " .. id) end
+          local n = parse_node(id, raw)
+          if matches(n) then
+            found[#found + 1] = n
+            if #found >= limit then break end
+          end
         end
       end
       if #members < chunk then exhausted = true break end
