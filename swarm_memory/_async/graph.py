@@ -15,6 +15,7 @@ from typing import Any
 from swarm_memory._async.semantic import AsyncSemanticIndex, Embed
 from swarm_memory._ops import graph as _graph
 from swarm_memory._ops.effects import Context, Flow
+from swarm_memory._ops.graph import UNSET
 from swarm_memory.graph import Direction, GraphStats, Neighbor, Node, Ranking, RecallPage
 
 
@@ -80,14 +81,39 @@ class AsyncGraph:
         return found
 
     async def update(
-        self, node: Node | str, *, expected_version: int | None = None, **changes: Any
+        self,
+        node: Node | str,
+        *,
+        expected_version: int | None = None,
+        content: Any = UNSET,
+        context: Any = UNSET,
+        kind: Any = UNSET,
+        confidence: Any = UNSET,
+        tags: Any = UNSET,
+        valid_from: Any = UNSET,
+        invalid_at: Any = UNSET,
+        ttl: Any = UNSET,
+        op_id: str | None = None,
     ) -> Node:
-        """Change fields (content, context, kind, confidence, tags, valid_from, invalid_at,
-        ttl; ``op_id``). Raises NodeConflict (``.node``: the node as it is) when
+        """Change the fields given (``ttl=None``: no expiry from now on; the others as in
+        :meth:`add`). Raises NodeConflict (``.node``: the node as it is) when
         ``expected_version`` does not match or the new fact is another node's,
         NodeNotFound, InvalidInput."""
         updated: Node = await self._run(
-            _graph.update(self._ctx, node, expected_version=expected_version, **changes)
+            _graph.update(
+                self._ctx,
+                node,
+                expected_version=expected_version,
+                content=content,
+                context=context,
+                kind=kind,
+                confidence=confidence,
+                tags=tags,
+                valid_from=valid_from,
+                invalid_at=invalid_at,
+                ttl=ttl,
+                op_id=op_id,
+            )
         )
         return updated
 

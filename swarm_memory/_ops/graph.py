@@ -374,7 +374,14 @@ def get_many(ctx: Context, nodes: Iterable[Node | str]) -> Flow[list[Node | None
     return out
 
 
-_UNSET: Any = object()
+class _Unset:
+    """A field :func:`update` leaves as it is."""
+
+    def __repr__(self) -> str:
+        return "UNSET"
+
+
+UNSET: Any = _Unset()
 
 
 def update(
@@ -382,14 +389,14 @@ def update(
     node: Node | str,
     *,
     expected_version: int | None,
-    content: Any = _UNSET,
-    context: Any = _UNSET,
-    kind: Any = _UNSET,
-    confidence: Any = _UNSET,
-    tags: Any = _UNSET,
-    valid_from: Any = _UNSET,
-    invalid_at: Any = _UNSET,
-    ttl: Any = _UNSET,
+    content: Any = UNSET,
+    context: Any = UNSET,
+    kind: Any = UNSET,
+    confidence: Any = UNSET,
+    tags: Any = UNSET,
+    valid_from: Any = UNSET,
+    invalid_at: Any = UNSET,
+    ttl: Any = UNSET,
     op_id: str | None = None,
 ) -> Flow[Node]:
     """Change the given fields (``ttl=None``: no expiry). Raises NodeConflict (version, or
@@ -398,21 +405,21 @@ def update(
     if expected_version is not None:
         _int_arg(expected_version, "expected_version", 1, 2**53 - 1)
     fields: list[Arg] = []
-    if context is not _UNSET:
+    if context is not UNSET:
         fields += ["context", label_arg(context, "context")]
-    if kind is not _UNSET:
+    if kind is not UNSET:
         fields += ["kind", label_arg(kind, "kind")]
-    if confidence is not _UNSET:
+    if confidence is not UNSET:
         fields += ["conf", confidence_arg(confidence)]
-    if tags is not _UNSET:
+    if tags is not UNSET:
         fields += ["tags", pack(tags_arg(tags))]
-    if valid_from is not _UNSET:
+    if valid_from is not UNSET:
         fields += ["vf", _opt(time_arg(valid_from, "valid_from"))]
-    if invalid_at is not _UNSET:
+    if invalid_at is not UNSET:
         fields += ["ia", _opt(time_arg(invalid_at, "invalid_at"))]
-    if ttl is not _UNSET:
+    if ttl is not UNSET:
         fields += ["ttl", ttl_arg(ttl, ctx.settings) or 0]
-    if content is not _UNSET:
+    if content is not UNSET:
         data, chash = content_arg(ctx, content)
         fields += ["content", data, "chash", chash]
     args: list[Arg] = [node_id, _opt(expected_version), *fields]
