@@ -10,7 +10,8 @@ every index the filters name (ZLEXCOUNT: O(log N) each) and scans the narrowest 
 (created, id) order, newest first, checking the other filters on each node it reads; it
 reads at most ``SCAN_BUDGET`` index entries per call and returns a cursor to go on from.
 A call costs O(f log N + min(m, SCAN_BUDGET)), f the number of filters and m the
-narrowest index's candidates: never a full scan when one index narrows it.
+narrowest index's candidates: never a full scan when one index narrows it. One recall
+makes at most PAGE_MAX_CALLS calls, so a page may come back short with a cursor.
 """
 
 from __future__ import annotations
@@ -50,6 +51,10 @@ MAX_TAG_BYTES = 64
 MAX_KINDS = 256  # declared link kinds
 MAX_LIMIT = 1000
 SCAN_BUDGET = 1000  # index entries one recall call reads at most
+# Script calls one recall makes at most: a page may come back short (even empty) with a
+# cursor when the filters match few of the narrowest index's entries (SCAN-like).
+PAGE_MAX_CALLS = 16
+RANK_MAX_CALLS = 64
 MAX_DEPTH = 4
 NEIGHBOR_BUDGET = 2000  # links one neighbors call reads at most
 BUNDLE_PAGE = 500
@@ -478,7 +483,8 @@ def recall(
 ) -> Flow[RecallPage]:
     """Nodes matching every filter given (``valid_at``: valid_from <= it < invalid_at,
     an unset end open), newest first, ``limit`` at most, from ``cursor`` on (see the
-    module doc for the cost). With ``ranking``: the newest ``ranking.candidates``
+    module doc for the cost); at most PAGE_MAX_CALLS script calls, so a page may be
+    short with a cursor still to follow. With ``ranking``: the newest ``ranking.candidates``
     matches, ordered by :func:`swarm_memory.graph.score`, top ``limit`` (not paged:
     cursor None)."""
     filters: list[Arg] = [
@@ -500,7 +506,7 @@ def recall(
         want = limit
     nodes: list[Node] = []
     index, now = "", 0
-    while True:
+    for _call_no in range(RANK_MAX_CALLS if ranking is not None else PAGE_MAX_CALLS):
         ask = min(want - len(nodes), MAX_LIMIT)
         f = yield from _read(ctx, "recall", [*filters, ask, at, SCAN_BUDGET, valid])
         now, index, nxt = f.number(), f.string(), f.string()

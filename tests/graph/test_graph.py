@@ -3,6 +3,8 @@ events — on every backend, through both clients (the ``env`` matrix)."""
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+
 import pytest
 
 from swarm_memory import (
@@ -225,3 +227,22 @@ def test_create_graph_again_with_exist_ok_keeps_or_changes_the_declared_kinds(en
     assert g.stats().link_kinds is None
     a = g.add("a", context="c", kind="k")
     assert g.link(a, a, "anything") is True
+
+
+def test_a_recall_page_may_be_short_when_few_candidates_match(g, monkeypatch):
+    import swarm_memory._ops.graph as graph_ops
+
+    monkeypatch.setattr(graph_ops, "SCAN_BUDGET", 2)
+    monkeypatch.setattr(graph_ops, "PAGE_MAX_CALLS", 2)
+    past = datetime(2020, 1, 1, tzinfo=UTC)
+    wanted = g.add("old", context="c", kind="k")  # valid from forever, never invalid
+    for i in range(9):
+        g.add(i, context="c", kind="k", invalid_at=past)  # validity is not indexed
+    now = datetime.now(UTC)
+    page = g.recall(context="c", valid_at=now, limit=5)
+    assert page.nodes == [] and page.cursor is not None  # 4 of 10 candidates read
+    found = []
+    while page.cursor is not None:
+        page = g.recall(context="c", valid_at=now, limit=5, cursor=page.cursor)
+        found += [n.id for n in page]
+    assert found == [wanted.id]
