@@ -22,6 +22,7 @@ from typing import Any
 from swarm_memory import errors
 from swarm_memory._ops import events as _events
 from swarm_memory._ops import graph as _graph
+from swarm_memory._ops import graph_args as _gargs
 from swarm_memory._ops.effects import Context, Flow
 from swarm_memory.graph import Node
 
@@ -103,9 +104,9 @@ class AsyncSemanticIndex:
         for node_id in gone:
             self._nodes.pop(node_id, None)
         ids = sorted(changed)
-        for i in range(0, len(ids), _graph.MAX_IDS):
-            found = await self._run(_graph.get_many(self._ctx, ids[i : i + _graph.MAX_IDS]))
-            for node_id, node in zip(ids[i : i + _graph.MAX_IDS], found, strict=True):
+        for i in range(0, len(ids), _gargs.MAX_IDS):
+            found = await self._run(_graph.get_many(self._ctx, ids[i : i + _gargs.MAX_IDS]))
+            for node_id, node in zip(ids[i : i + _gargs.MAX_IDS], found, strict=True):
                 if node is None:
                     self._nodes.pop(node_id, None)
                 else:
@@ -157,7 +158,7 @@ class AsyncSemanticIndex:
             raise errors.InvalidInput("query must be a str", field="query", value=query)
         if not isinstance(k, int) or isinstance(k, bool) or not 1 <= k <= _graph.MAX_LIMIT:
             raise errors.InvalidInput(f"k must be 1..{_graph.MAX_LIMIT}", field="k", value=k)
-        want = set(_graph.tags_arg(tags)) if tags is not None else set()
+        want = set(_gargs.tags_arg(tags)) if tags is not None else set()
         await self.refresh()
         q = _vector(self._embed, query)
         scored = []

@@ -18,21 +18,33 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
 import re
 import secrets
 from collections.abc import Iterable
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from swarm_memory import errors
 from swarm_memory._ops.args import op_id_arg, ttl_arg
 from swarm_memory._ops.effects import Context, Flow, ScriptCall
-from swarm_memory._ops.graph_records import MAX_TAGS, node_from_raw
+from swarm_memory._ops.graph_args import (
+    MAX_TAG_BYTES,
+    confidence_arg,
+    content_arg,
+    ids_arg,
+    int_arg,
+    label_arg,
+    node_id_arg,
+    opt,
+    pack,
+    tags_arg,
+    time_arg,
+    weight_arg,
+)
+from swarm_memory._ops.graph_records import node_from_raw
 from swarm_memory._ops.namespaces import create_namespace, graph_keys, sweep_quietly
 from swarm_memory._ops.records import Fields, decoding, text, unpack
 from swarm_memory._ops.replies import GRAPH, Failure
-from swarm_memory.codec import JsonCodec, check_depth
 from swarm_memory.graph import (
     Direction,
     GraphStats,
@@ -46,8 +58,6 @@ from swarm_memory.graph import (
 from swarm_memory.models import NamespaceInfo
 from swarm_memory.scripts import load
 
-MAX_LABEL_BYTES = 128  # context, kind, bundle names
-MAX_TAG_BYTES = 64
 MAX_KINDS = 256  # declared link kinds
 MAX_LIMIT = 1000
 SCAN_BUDGET = 1000  # index entries one recall call reads at most
@@ -60,151 +70,7 @@ NEIGHBOR_BUDGET = 2000  # links one neighbors call reads at most
 BUNDLE_PAGE = 500
 _STATS_NUMBERS = 5  # nodes links bundled expiring configured
 NEIGHBOR_FIELDS = 7  # id depth direction kind weight via record
-MAX_IDS = 1000  # nodes per get / bundle call
-_ID = re.compile(r"[0-9a-f]{24}")
 _CURSOR = re.compile(r"(\d{15})\.([0-9a-f]{24})")
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-_MS = timedelta(milliseconds=1)
-_JSON = JsonCodec()
-
-
-# ------------------------------------------------------------------------ arguments
-def label_arg(value: object, field: str, max_bytes: int = MAX_LABEL_BYTES) -> str:
-    """Context, kind, tag and bundle names: 1..max_bytes UTF-8 bytes of printable text
-    (no control characters: NUL separates index fields), no outer whitespace."""
-    if not isinstance(value, str):
-        raise errors.InvalidInput(f"{field} must be a str", field=field, value=type(value).__name__)
-    if not value or value != value.strip() or not value.isprintable():
-        raise errors.InvalidInput(
-            f"{field} must be non-empty printable text without outer whitespace",
-            field=field,
-            value=value[:80],
-        )
-    try:
-        size = len(value.encode("utf-8"))
-    except UnicodeEncodeError:  # a lone surrogate
-        size = max_bytes + 1
-    if size > max_bytes:
-        raise errors.InvalidInput(
-            f"{field} must be at most {max_bytes} UTF-8 bytes (no lone surrogates)",
-            field=field,
-            value=value[:80],
-        )
-    return value
-
-
-def tags_arg(tags: object) -> list[str]:
-    if isinstance(tags, str | bytes) or not isinstance(tags, Iterable):
-        raise errors.InvalidInput("tags must be a collection of str", field="tags", value=tags)
-    out = sorted({label_arg(t, "tag", MAX_TAG_BYTES) for t in tags})
-    if len(out) > MAX_TAGS:
-        raise errors.InvalidInput(
-            f"at most {MAX_TAGS} tags per node (got {len(out)})", field="tags", value=len(out)
-        )
-    return out
-
-
-def confidence_arg(value: object, field: str = "confidence") -> str:
-    """A float in [0, 1] as exact text (repr round-trips: Redis and Lua parse the same
-    double)."""
-    ok = isinstance(value, int | float) and not isinstance(value, bool)
-    if not ok or not math.isfinite(float(value)) or not 0.0 <= float(value) <= 1.0:  # type: ignore[arg-type]
-        raise errors.InvalidInput(
-            f"{field} must be a number in [0, 1] (not NaN)", field=field, value=value
-        )
-    return repr(float(value))  # type: ignore[arg-type]
-
-
-def weight_arg(value: object) -> str:
-    ok = isinstance(value, int | float) and not isinstance(value, bool)
-    if not ok or not math.isfinite(float(value)):  # type: ignore[arg-type]
-        raise errors.InvalidInput("weight must be a finite number", field="weight", value=value)
-    return repr(float(value))  # type: ignore[arg-type]
-
-
-def time_arg(value: object, field: str, *, ceil: bool = False) -> int | None:
-    """A timezone-aware datetime as whole ms since the epoch (None passes)."""
-    if value is None:
-        return None
-    if not isinstance(value, datetime) or value.tzinfo is None:
-        raise errors.InvalidInput(
-            f"{field} must be a timezone-aware datetime", field=field, value=value
-        )
-    if ceil:
-        return -((_EPOCH - value) // _MS)
-    return (value - _EPOCH) // _MS
-
-
-def _opt(value: int | None) -> str:
-    return "" if value is None else str(value)
-
-
-def node_id_arg(ctx: Context, node: object, field: str = "node") -> str:
-    """A node of this graph, given as a :class:`Node` or its id."""
-    if isinstance(node, Node):
-        if node.graph != ctx.namespace:
-            raise errors.InvalidInput(
-                f"node {node.id} belongs to graph {node.graph!r}, not {ctx.namespace!r}",
-                field=field,
-                value=node.id,
-                **ctx.err(),
-            )
-        return node.id
-    if not isinstance(node, str) or not _ID.fullmatch(node):
-        raise errors.InvalidInput(
-            f"{field} must be a Node or a node id (24 hex digits)", field=field, value=node
-        )
-    return node
-
-
-def ids_arg(ctx: Context, nodes: object) -> list[str]:
-    if isinstance(nodes, str | Node) or not isinstance(nodes, Iterable):
-        nodes = [nodes]
-    ids = list(dict.fromkeys(node_id_arg(ctx, n, "nodes") for n in nodes))
-    if not 1 <= len(ids) <= MAX_IDS:
-        raise errors.InvalidInput(f"1..{MAX_IDS} nodes per call", field="nodes", value=len(ids))
-    return ids
-
-
-def _int_arg(value: object, field: str, low: int, high: int) -> int:
-    if not isinstance(value, int) or isinstance(value, bool) or not low <= value <= high:
-        raise errors.InvalidInput(
-            f"{field} must be an int in {low}..{high}", field=field, value=value
-        )
-    return value
-
-
-def content_arg(ctx: Context, content: object) -> tuple[bytes, str]:
-    """The content as JSON text (stored as is, never decoded by Lua: DESIGN.md decision
-    9) and its hash: blake2b of the canonical form (sorted keys), so the same fact is the
-    same hash whatever the key order it was written in."""
-    try:
-        check_depth(content, ctx.settings.max_depth)
-        data = _JSON.encode(content)
-        canonical = json.dumps(
-            content, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False
-        )
-    except errors.InvalidInput:
-        raise
-    except (TypeError, ValueError, RecursionError) as exc:
-        raise errors.InvalidValue(
-            f"content must be JSON (no NaN/inf): {exc}", field="content", value=type(content)
-        ) from exc
-    if len(data) > ctx.settings.max_value_bytes:
-        raise errors.InvalidValue(
-            f"content is {len(data)} bytes, above max_value_bytes", field="content", value=len(data)
-        )
-    digest = hashlib.blake2b(canonical.encode("utf-8"), digest_size=16).hexdigest()
-    return data, digest
-
-
-def pack(parts: Iterable[str | bytes]) -> bytes:
-    """Netstrings, as lua/_lib.lua's pack (lengths in bytes)."""
-    out = []
-    for p in parts:
-        b = p.encode("utf-8") if isinstance(p, str) else p
-        out.append(b"%d:%s" % (len(b), b))
-    return b"".join(out)
 
 
 # ------------------------------------------------------------------------ calls
@@ -352,9 +218,9 @@ def add(
         kind_text,
         conf,
         pack(tag_list),
-        _opt(vf),
-        _opt(ia),
-        _opt(ttl_ms),
+        opt(vf),
+        opt(ia),
+        opt(ttl_ms),
         chash,
         data,
     ]
@@ -408,7 +274,7 @@ def update(
     the new fact is another node's), NodeNotFound."""
     node_id = node_id_arg(ctx, node)
     if expected_version is not None:
-        _int_arg(expected_version, "expected_version", 1, 2**53 - 1)
+        int_arg(expected_version, "expected_version", 1, 2**53 - 1)
     fields: list[Arg] = []
     if context is not UNSET:
         fields += ["context", label_arg(context, "context")]
@@ -419,15 +285,15 @@ def update(
     if tags is not UNSET:
         fields += ["tags", pack(tags_arg(tags))]
     if valid_from is not UNSET:
-        fields += ["vf", _opt(time_arg(valid_from, "valid_from"))]
+        fields += ["vf", opt(time_arg(valid_from, "valid_from"))]
     if invalid_at is not UNSET:
-        fields += ["ia", _opt(time_arg(invalid_at, "invalid_at"))]
+        fields += ["ia", opt(time_arg(invalid_at, "invalid_at"))]
     if ttl is not UNSET:
         fields += ["ttl", ttl_arg(ttl, ctx.settings) or 0]
     if content is not UNSET:
         data, chash = content_arg(ctx, content)
         fields += ["content", data, "chash", chash]
-    args: list[Arg] = [node_id, _opt(expected_version), *fields]
+    args: list[Arg] = [node_id, opt(expected_version), *fields]
     f = yield from _write(ctx, "update", args, op_id, node_id, expected=expected_version)
     _changed, _rev, got_id, raw = f.number(), f.number(), f.string(), f.next()
     return node_from_raw(ctx, got_id, raw)
@@ -438,8 +304,8 @@ def delete(
 ) -> Flow[bool]:
     node_id = node_id_arg(ctx, node)
     if expected_version is not None:
-        _int_arg(expected_version, "expected_version", 1, 2**53 - 1)
-    args: list[Arg] = [node_id, _opt(expected_version)]
+        int_arg(expected_version, "expected_version", 1, 2**53 - 1)
+    args: list[Arg] = [node_id, opt(expected_version)]
     f = yield from _write(ctx, "delete", args, op_id, node_id, expected=expected_version)
     return bool(f.number())
 
@@ -492,12 +358,12 @@ def recall(
         label_arg(context, "context") if context is not None else "",
         label_arg(kind, "kind") if kind is not None else "",
         pack(tags_arg(tags) if tags is not None else []),
-        _opt(time_arg(since, "since", ceil=True)),
-        _opt(time_arg(until, "until")),
+        opt(time_arg(since, "since", ceil=True)),
+        opt(time_arg(until, "until")),
         confidence_arg(min_confidence, "min_confidence") if min_confidence is not None else "",
     ]
-    _int_arg(limit, "limit", 1, MAX_LIMIT)
-    valid = _opt(time_arg(valid_at, "valid_at"))
+    int_arg(limit, "limit", 1, MAX_LIMIT)
+    valid = opt(time_arg(valid_at, "valid_at"))
     at = _cursor_arg(cursor)
     if ranking is not None:
         check_ranking(ranking)
@@ -551,8 +417,8 @@ def neighbors(
     ``limit``; reads at most NEIGHBOR_BUDGET links per call."""
     node_id = node_id_arg(ctx, node)
     k = label_arg(kind, "kind", MAX_TAG_BYTES) if kind is not None else ""
-    _int_arg(depth, "depth", 1, MAX_DEPTH)
-    _int_arg(limit, "limit", 1, MAX_LIMIT)
+    int_arg(depth, "depth", 1, MAX_DEPTH)
+    int_arg(limit, "limit", 1, MAX_LIMIT)
     if direction not in ("out", "in", "both"):
         raise errors.InvalidInput(
             "direction must be out, in or both", field="direction", value=direction

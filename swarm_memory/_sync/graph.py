@@ -14,6 +14,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from swarm_memory._ops import graph as _graph
+from swarm_memory._ops import graph_args as _gargs
 from swarm_memory._ops.effects import Context, Flow
 from swarm_memory._ops.graph import UNSET
 from swarm_memory._sync.semantic import Embed, SemanticIndex
@@ -206,14 +207,14 @@ class Graph:
 
     def bundle(self, name: str) -> Bundle:
         """The bundle of task ``name`` (one task, one bundle); nothing is sent yet."""
-        _graph.label_arg(name, "bundle")
+        _gargs.label_arg(name, "bundle")
         return Bundle(self._run, self._ctx, name)
 
     def semantic(self, embed: Embed, *, max_nodes: int = 10000) -> SemanticIndex:
         """Semantic recall with your ``embed(text) -> vector``: cosine over a client cache
         of the graph's nodes (up to ``max_nodes``, newest first), kept fresh by the
         namespace's change feed. Nothing is sent until the first search."""
-        _graph._int_arg(max_nodes, "max_nodes", 1, 1_000_000)
+        _gargs.int_arg(max_nodes, "max_nodes", 1, 1_000_000)
         return SemanticIndex(self._run, self._ctx, embed, max_nodes=max_nodes)
 
     def stats(self) -> GraphStats:
