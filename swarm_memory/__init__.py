@@ -1,6 +1,10 @@
 """swarm_memory: shared, versioned, permission-checked memory for agent swarms on Redis."""
 
+from swarm_memory._async.graph import AsyncBundle, AsyncGraph
+from swarm_memory._async.semantic import AsyncSemanticIndex
 from swarm_memory._ops.effects import Incoming
+from swarm_memory._sync.graph import Bundle, Graph
+from swarm_memory._sync.semantic import SemanticIndex
 from swarm_memory.agent import (
     AgentContext,
     AsyncAgentContext,
@@ -41,6 +45,8 @@ from swarm_memory.errors import (
     NamespaceError,
     NamespaceExists,
     NamespaceNotFound,
+    NodeConflict,
+    NodeNotFound,
     NotAnInteger,
     NotReplicated,
     OpIdReused,
@@ -60,6 +66,7 @@ from swarm_memory.errors import (
     VersionRequired,
 )
 from swarm_memory.events import AsyncSubscription, AsyncWatch, Subscription, Watch
+from swarm_memory.graph import GraphStats, Neighbor, Node, Ranking, RecallPage
 from swarm_memory.inbox import AsyncInbox, Inbox
 from swarm_memory.lock import AsyncLease, AsyncLock, AsyncTransaction, Lease, Lock, Transaction
 from swarm_memory.merge import merge_patch
@@ -88,17 +95,21 @@ __all__ = [
     "AgentContext",
     "AgentInfo",
     "AsyncAgentContext",
+    "AsyncBundle",
+    "AsyncGraph",
     "AsyncInbox",
     "AsyncLease",
     "AsyncLock",
     "AsyncNamespace",
     "AsyncOutcomes",
+    "AsyncSemanticIndex",
     "AsyncSession",
     "AsyncSubscription",
     "AsyncSwarmMemory",
     "AsyncTransaction",
     "AsyncWatch",
     "AuditRecord",
+    "Bundle",
     "ClientMetrics",
     "ClusterModeMismatch",
     "Codec",
@@ -112,6 +123,8 @@ __all__ = [
     "FailedCompare",
     "FencingError",
     "FencingToken",
+    "Graph",
+    "GraphStats",
     "HistoryRewound",
     "Inbox",
     "InboxInfo",
@@ -139,6 +152,10 @@ __all__ = [
     "NamespaceExists",
     "NamespaceInfo",
     "NamespaceNotFound",
+    "Neighbor",
+    "Node",
+    "NodeConflict",
+    "NodeNotFound",
     "NotAnInteger",
     "NotReplicated",
     "OpIdReused",
@@ -147,11 +164,14 @@ __all__ = [
     "Outcomes",
     "PermissionDenied",
     "QuotaExceeded",
+    "Ranking",
+    "RecallPage",
     "Recommendation",
     "RequestTimeout",
     "ResolverError",
     "Resumed",
     "RetryLimitExceeded",
+    "SemanticIndex",
     "ServerError",
     "Session",
     "SessionInfo",

@@ -21,12 +21,14 @@ The tree (catch the base, or any branch)::
     │   ├── VersionRequired              strategy "version"/"custom" needs expected_version
     │   │                                (.strategy)
     │   ├── RetryLimitExceeded           a CAS loop (update / custom) gave up
-    │   └── TransactionConflict          a transaction's compares failed (.failed: every one)
+    │   ├── TransactionConflict          a transaction's compares failed (.failed: every one)
+    │   └── NodeConflict                 a graph node update lost (.node: the node as it is)
     ├── LockError                        .namespace .key (the lock name) .agent
     │   ├── LockTimeout                  acquire gave up after ``wait`` (.holder .expires_at)
     │   ├── LockNotOwned                 release / extend of a lease lost or never held
     │   └── FencingError                 the store refused a fenced write (.lock .token .reason)
     ├── QuotaExceeded                    .limit_kind .limit .current .requested
+    ├── NodeNotFound                     a graph call names a node that is absent (.node_id)
     ├── NotAnInteger                     incr on a non-integer or out-of-range value
     ├── EventsTrimmed                    watch cursor older than the feed keeps (.requested .oldest)
     ├── HistoryRewound                   the feed lost revisions under a watcher (.requested .head)
@@ -226,6 +228,24 @@ class TransactionConflict(ConflictError):
     def __init__(self, message: str, *, failed: list[Any], **kw: Any) -> None:
         super().__init__(message, **kw)
         self.failed = failed
+
+
+class NodeConflict(ConflictError):
+    """A memory-graph write lost: ``expected_version`` did not match, or the new content
+    is a fact another node already holds. ``node`` is the node that won (None when the
+    node is gone); ``current`` is always None (it holds entries)."""
+
+    def __init__(self, message: str, *, node: Any, **kw: Any) -> None:
+        super().__init__(message, current=None, **kw)
+        self.node = node
+
+
+class NodeNotFound(SwarmMemoryError):
+    """A memory-graph call names a node that does not exist (or expired) in this graph."""
+
+    def __init__(self, message: str, *, node_id: str, **ctx: Any) -> None:
+        super().__init__(message, **ctx)
+        self.node_id = node_id
 
 
 class LockError(SwarmMemoryError):

@@ -219,6 +219,24 @@ class NamespaceKeys:
         )
 
 
+@dataclass(frozen=True, slots=True)
+class GraphKeys:
+    """The memory graph of one namespace (lua/graph.lua): fixed names under the
+    namespace's hash tag, so every graph call touches the namespace's one slot and no
+    key is ever named by a node, agent or tag (those are members and fields)."""
+
+    base: str  # "<prefix>:{<ns>}:g:"
+
+    @classmethod
+    def of(cls, prefix: str, namespace: str) -> GraphKeys:
+        return cls(NamespaceKeys.of(prefix, namespace).base + "g:")
+
+    def fixed(self) -> list[str]:
+        """gmeta nodes facts gix conf gexp adj weights bundles, in the script's order."""
+        b = self.base
+        return [b + n for n in ("meta", "n", "f", "ix", "c", "x", "adj", "w", "b")]
+
+
 # Every call of every flow needs its namespace's names: build them once per namespace
 # (bounded, so a process touching many namespaces does not grow without limit).
 @lru_cache(maxsize=4096)

@@ -124,6 +124,7 @@ SCRIPT_NAMES = (
     "reap",
     "presence",
     "agent",
+    "graph",
 )
 
 

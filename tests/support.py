@@ -11,10 +11,13 @@ import redis
 
 from swarm_memory import (
     AsyncAgentContext,
+    AsyncBundle,
+    AsyncGraph,
     AsyncLease,
     AsyncLock,
     AsyncNamespace,
     AsyncOutcomes,
+    AsyncSemanticIndex,
     AsyncSession,
     AsyncSubscription,
     AsyncSwarmMemory,
@@ -29,6 +32,9 @@ WRAPPED = (
     AsyncOutcomes,
     AsyncSession,
     AsyncSwarmMemory,
+    AsyncGraph,
+    AsyncBundle,
+    AsyncSemanticIndex,
     AsyncNamespace,
     AsyncWatch,
     AsyncSubscription,

@@ -9,4 +9,6 @@ memory   AsyncSwarmMemory and AsyncNamespace (the public client)
 lock     AsyncLock, AsyncLease, AsyncTransaction
 events   AsyncHub (one feed reader per pool), AsyncWatch, AsyncSubscription
 inbox    AsyncInbox
+graph    AsyncGraph, AsyncBundle (the memory graph)
+semantic AsyncSemanticIndex (semantic recall over a graph)
 """

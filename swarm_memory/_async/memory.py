@@ -16,6 +16,7 @@ import redis.asyncio
 from swarm_memory._async.agent import AsyncAgentContext, AsyncOutcomes, AsyncSession
 from swarm_memory._async.driver import AsyncDriver
 from swarm_memory._async.events import AsyncHub, AsyncSubscription, AsyncWatch
+from swarm_memory._async.graph import AsyncGraph
 from swarm_memory._async.inbox import AsyncInbox
 from swarm_memory._async.lock import AsyncLease, AsyncLock, AsyncTransaction
 from swarm_memory._feed import OnError
@@ -24,6 +25,7 @@ from swarm_memory._ops import args as _args
 from swarm_memory._ops import coord as _coord
 from swarm_memory._ops import entries as _entries
 from swarm_memory._ops import events as _events
+from swarm_memory._ops import graph as _graph
 from swarm_memory._ops import inbox as _inbox
 from swarm_memory._ops import namespaces as _namespaces
 from swarm_memory._ops.effects import Context, Resolver
@@ -188,6 +190,20 @@ class AsyncSwarmMemory(MemoryBase[AsyncDriver]):
     def outcomes(self, name: str, *, namespace: str) -> AsyncOutcomes:
         """The outcome log ``name`` in ``namespace``; see :meth:`AsyncNamespace.outcomes`."""
         return self.namespace(namespace).outcomes(name)
+
+    # ------------------------------------------------------------------ memory graph
+    def graph(self, name: str) -> AsyncGraph:
+        """The memory graph of namespace ``name`` (see :meth:`create_graph`), as this
+        agent. Nothing is sent until a call."""
+        return AsyncGraph(self._driver.run, self._ctx(name))
+
+    async def create_graph(
+        self, name: str, *, link_kinds: Iterable[str] | None = None, **options: Any
+    ) -> NamespaceInfo:
+        """Create namespace ``name`` (``options``: those of :meth:`create_namespace`) and
+        declare its graph's link kinds (None: any kind). Raises what create_namespace
+        raises, InvalidInput."""
+        return await self._driver.run(_graph.create_graph(self._ctx(name), link_kinds, options))
 
     # ------------------------------------------------------------------ inbox
     async def send(

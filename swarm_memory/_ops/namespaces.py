@@ -31,9 +31,9 @@ from swarm_memory._ops.args import (
 )
 from swarm_memory._ops.effects import Command, Context, Flow, ScriptCall
 from swarm_memory._ops.records import Fields, decoding, pairs, text
-from swarm_memory._ops.replies import NS, PURGE, REAP, SWEEP, Failure
+from swarm_memory._ops.replies import GRAPH, NS, PURGE, REAP, SWEEP, Failure
 from swarm_memory.codec import JSON_FORMAT
-from swarm_memory.keys import registry_key
+from swarm_memory.keys import GraphKeys, registry_key
 from swarm_memory.models import NamespaceInfo, SweepResult, ms_to_datetime
 from swarm_memory.scripts import load
 from swarm_memory.settings import Settings
@@ -60,10 +60,41 @@ def sweep(ctx: Context, *, max_rounds: int = 1000) -> Flow[SweepResult]:
             n_expired, leases_due = f.number(), f.next()
             expired += f.strings(n_expired)
             candidates = f.strings()
+        if GRAPH_EXPIRY in candidates:  # the memory graph's earliest expiry is due
+            candidates = [c for c in candidates if c != GRAPH_EXPIRY]
+            yield from sweep_graph(ctx, max_rounds)
         if not candidates:
             lost = (yield from _reap(ctx, max_rounds)) if leases_due else []
             return SweepResult(expired, more=False, lost_agents=lost)
     return SweepResult(expired, more=True)
+
+
+# The member of the expiry index that stands for the namespace's memory graph (scored
+# with its earliest node expiry, lua/graph.lua): no entry key can hold a NUL.
+GRAPH_EXPIRY = "\0graph"
+
+
+def graph_keys(ctx: Context) -> list[str]:
+    """The keys every lua/graph.lua call gets: the namespace's, then the graph's."""
+    return ctx.keys.fixed() + GraphKeys.of(ctx.settings.key_prefix, ctx.namespace).fixed()
+
+
+def sweep_graph(ctx: Context, max_rounds: int) -> Flow[int]:
+    """Remove expired graph nodes with their links, index entries and bundle
+    memberships, a ``node_expire`` event each (lua/graph.lua "sweep"). Returns how many."""
+    s = ctx.settings
+    fail = Failure(ctx, "sweep", "read")
+    removed = 0
+    for _ in range(max_rounds):
+        args: list[str | bytes | int] = [
+            ctx.agent, "sweep", "", "", int(s.dedupe_window * 1000), s.stream_maxlen,
+            s.audit_maxlen, s.event_value_max, s.sweep_batch,
+        ]  # fmt: skip
+        f = GRAPH.check((yield ScriptCall(load("graph"), graph_keys(ctx), args, None)), fail)
+        removed += f.number()
+        if not f.number():
+            break
+    return removed
 
 
 def _reap(ctx: Context, max_rounds: int) -> Flow[list[str]]:
@@ -328,6 +359,8 @@ def delete_namespace(ctx: Context) -> Flow[None]:
             raise
     yield from _drop_agent_keys(ctx)
     yield from _purge(ctx, "delete")
+    graph = GraphKeys.of(ctx.settings.key_prefix, ctx.namespace).fixed()
+    yield Command(("DEL", *graph), True)  # the memory graph's keys (one slot: the namespace's)
     yield Command(("ZREM", registry_key(ctx.settings.key_prefix), ctx.namespace), True)
 
 

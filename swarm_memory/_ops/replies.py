@@ -24,6 +24,7 @@ from typing import Any, Generic, Protocol, TypeVar
 
 from swarm_memory import errors
 from swarm_memory._ops.effects import Command, Context, InboxContext, ScriptCall
+from swarm_memory._ops.graph_records import node_from_raw
 from swarm_memory._ops.records import Fields, MalformedReply, corrupt, maybe_entry
 from swarm_memory.keys import InboxKeys
 from swarm_memory.models import FailedCompare
@@ -368,10 +369,80 @@ def _too_many_strategies(fail: Failure, f: Fields) -> Exception:
     )
 
 
+# --------------------------------------------------------------------- graph script
+def _node_conflict(fail: Failure, f: Fields) -> Exception:
+    raw = f.next()
+    node_id = fail.key or ""
+    node = node_from_raw(fail.ctx, node_id, raw) if raw != ABSENT_NODE else None
+    expected = fail.items[0].expected if fail.items else None
+    found = f"version {node.version}" if node else "no node"
+    return errors.NodeConflict(
+        f"write to node {node_id!r} lost: expected version {expected}, found {found}",
+        node=node,
+        expected=expected,
+        **fail.ctx.err(key=node_id),
+    )
+
+
+def _duplicate_fact(fail: Failure, f: Fields) -> Exception:
+    other = f.string()
+    return errors.NodeConflict(
+        f"node {other!r} already holds this fact (kind, context, content)",
+        node=None,
+        **fail.ctx.err(key=other),
+    )
+
+
+def _missing_node(fail: Failure, f: Fields) -> Exception:
+    node_id = f.string()
+    return errors.NodeNotFound(
+        f"node {node_id!r} does not exist in graph {fail.ctx.namespace!r} (or expired)",
+        node_id=node_id,
+        **fail.ctx.err(key=node_id),
+    )
+
+
+def _bad_kind(fail: Failure, f: Fields) -> Exception:
+    kind = f.string()
+    return errors.InvalidInput(
+        f"link kind {kind!r} is not one graph {fail.ctx.namespace!r} declares",
+        field="kind",
+        value=kind,
+        **fail.ctx.err(key=fail.key),
+    )
+
+
+def _too_many(fail: Failure, f: Fields) -> Exception:
+    what, limit = f.string(), f.number()
+    return errors.QuotaExceeded(
+        f"{what} is limited to {limit} in graph {fail.ctx.namespace!r}",
+        limit_kind=what,
+        limit=limit,
+        current=limit,
+        requested=limit + 1,
+        **fail.ctx.err(key=fail.key),
+    )
+
+
 AGENT = Replies[Failure](
     "agent",
     outcomes=frozenset({b"ok", b"dup"}),
     errors={**COMMON_ERRORS, b"nosession": _session_not_open, b"too_many": _too_many_strategies},
+)
+
+
+ABSENT_NODE = b""
+GRAPH = Replies[Failure](
+    "graph",
+    outcomes=frozenset({b"ok", b"dup"}),
+    errors={
+        **COMMON_ERRORS,
+        b"conflict": _node_conflict,
+        b"duplicate": _duplicate_fact,
+        b"missing": _missing_node,
+        b"bad_kind": _bad_kind,
+        b"too_many": _too_many,
+    },
 )
 
 
@@ -460,5 +531,8 @@ def script_error(call: ScriptCall | Command, message: str) -> errors.SwarmMemory
 
 REPLIES: dict[str, Replies[Any]] = {
     r.script: r
-    for r in (WRITE, READ, NS, PURGE, SWEEP, REAP, EVENTS, LOCK, PRESENCE, INBOX, LANE, AGENT)
+    for r in (
+        *(WRITE, READ, NS, PURGE, SWEEP, REAP, EVENTS, LOCK, PRESENCE),
+        *(INBOX, LANE, AGENT, GRAPH),
+    )
 }

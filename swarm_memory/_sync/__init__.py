@@ -10,4 +10,6 @@ memory   SwarmMemory and Namespace (the public client)
 lock     Lock, Lease, Transaction
 events   Hub (one feed reader per pool), Watch, Subscription
 inbox    Inbox
+graph    Graph, Bundle (the memory graph)
+semantic SemanticIndex (semantic recall over a graph)
 """

@@ -20,6 +20,7 @@ from swarm_memory._ops import args as _args
 from swarm_memory._ops import coord as _coord
 from swarm_memory._ops import entries as _entries
 from swarm_memory._ops import events as _events
+from swarm_memory._ops import graph as _graph
 from swarm_memory._ops import inbox as _inbox
 from swarm_memory._ops import namespaces as _namespaces
 from swarm_memory._ops.effects import Context, Resolver
@@ -27,6 +28,7 @@ from swarm_memory._shell import HandleBase, MemoryBase, companions, make_client
 from swarm_memory._sync.agent import AgentContext, Outcomes, Session
 from swarm_memory._sync.driver import Driver
 from swarm_memory._sync.events import Hub, Subscription, Watch
+from swarm_memory._sync.graph import Graph
 from swarm_memory._sync.inbox import Inbox
 from swarm_memory._sync.lock import Lease, Lock, Transaction
 from swarm_memory.agent_models import SessionSummary
@@ -187,6 +189,20 @@ class SwarmMemory(MemoryBase[Driver]):
     def outcomes(self, name: str, *, namespace: str) -> Outcomes:
         """The outcome log ``name`` in ``namespace``; see :meth:`Namespace.outcomes`."""
         return self.namespace(namespace).outcomes(name)
+
+    # ------------------------------------------------------------------ memory graph
+    def graph(self, name: str) -> Graph:
+        """The memory graph of namespace ``name`` (see :meth:`create_graph`), as this
+        agent. Nothing is sent until a call."""
+        return Graph(self._driver.run, self._ctx(name))
+
+    def create_graph(
+        self, name: str, *, link_kinds: Iterable[str] | None = None, **options: Any
+    ) -> NamespaceInfo:
+        """Create namespace ``name`` (``options``: those of :meth:`create_namespace`) and
+        declare its graph's link kinds (None: any kind). Raises what create_namespace
+        raises, InvalidInput."""
+        return self._driver.run(_graph.create_graph(self._ctx(name), link_kinds, options))
 
     # ------------------------------------------------------------------ inbox
     def send(

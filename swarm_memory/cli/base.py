@@ -76,7 +76,7 @@ def exit_code_for(exc: errors.SwarmMemoryError) -> ExitCode:
     """By class: the tree in errors.py decides, never the message."""
     if isinstance(exc, errors.InvalidInput | errors.ClusterModeMismatch):  # fix the config
         return ExitCode.USAGE
-    if isinstance(exc, errors.NamespaceNotFound | errors.VersionNotFound):
+    if isinstance(exc, errors.NamespaceNotFound | errors.VersionNotFound | errors.NodeNotFound):
         return ExitCode.NOT_FOUND
     if isinstance(exc, errors.PermissionDenied):
         return ExitCode.PERMISSION
@@ -103,7 +103,7 @@ def describe(exc: errors.SwarmMemoryError) -> str:
     if isinstance(exc, errors.NamespaceNotFound):
         return f"namespace {exc.namespace!r} not found"
     if isinstance(exc, errors.ConflictError) and not isinstance(
-        exc, errors.VersionRequired | errors.RetryLimitExceeded
+        exc, errors.VersionRequired | errors.RetryLimitExceeded | errors.NodeConflict
     ):
         current = "absent" if exc.current is None else f"version {exc.current.version}"
         expected = "" if exc.expected is None else f"expected version {exc.expected}, "

@@ -35,6 +35,7 @@ from swarm_memory.cli.doctor import doctor_cmd
 from swarm_memory.cli.entries import delete_cmd, get_cmd, history_cmd, ls_cmd, put_cmd
 from swarm_memory.cli.events import agents_cmd, audit_cmd, locks_cmd, stats_cmd, watch_cmd
 from swarm_memory.cli.exporter import exporter_cmd
+from swarm_memory.cli.graph import graph_group
 from swarm_memory.cli.inbox import inbox_group
 from swarm_memory.cli.ns import ns_group
 from swarm_memory.cli.transfer import export_cmd, import_cmd
@@ -179,6 +180,7 @@ for _command in (
     import_cmd,
     doctor_cmd,
     inbox_group,
+    graph_group,
     exporter_cmd,
     outcomes_group,
     context_group,

@@ -48,7 +48,7 @@ from prometheus_client.registry import Collector
 
 from swarm_memory import _shell
 from swarm_memory.exporter import outcomes as _outcomes
-from swarm_memory.keys import NamespaceKeys, PresenceKeys, registry_key
+from swarm_memory.keys import GraphKeys, NamespaceKeys, PresenceKeys, registry_key
 from swarm_memory.settings import Settings
 
 DEFAULT_PORT = 9808
@@ -75,6 +75,7 @@ _SPECIAL_STATS = {
 # a stray field can never add unbounded series.
 _OP_FIELD = re.compile(r"[a-z][a-z0-9_]{0,31}")
 _MAX_OP_FIELDS = 64
+_PER_NS = 10  # pipelined reads per namespace (_namespaces)
 
 # name -> (type, help, labels): the complete list of what the exporter exports.
 FAMILIES: dict[str, tuple[str, str, tuple[str, ...]]] = {
@@ -141,6 +142,22 @@ FAMILIES: dict[str, tuple[str, str, tuple[str, ...]]] = {
         for name, help_text in _SPECIAL_STATS.values()
     },
     **_outcomes.FAMILIES,
+    "swarm_memory_graph_nodes": (
+        "gauge",
+        "Memory graph nodes (expired ones until swept), for namespaces holding a graph.",
+        ("namespace",),
+    ),
+    "swarm_memory_graph_links": ("gauge", "Memory graph links.", ("namespace",)),
+    "swarm_memory_graph_bundle_members": (
+        "gauge",
+        "Memory graph bundle memberships (node in a task's bundle).",
+        ("namespace",),
+    ),
+    "swarm_memory_graph_expiring_nodes": (
+        "gauge",
+        "Memory graph nodes that have an expiry.",
+        ("namespace",),
+    ),
     "swarm_memory_agents_live": ("gauge", "Agents whose presence heartbeat is live.", ()),
     "swarm_memory_agents_known": ("gauge", "Agents that ever sent a heartbeat.", ()),
     "swarm_memory_exporter_scrape_duration_seconds": ("gauge", "Time this scrape took.", ()),
@@ -318,21 +335,28 @@ class SwarmCollector(Collector):
                 pipe.xrange(k.events, "-", "+", count=1)
                 pipe.zcount(k.locks, now + 1, "+inf")
                 pipe.zcount(k.lease, now + 1, "+inf")
+                gmeta, _n, _f, _ix, _c, gexp, adj, _w, bundles = GraphKeys.of(
+                    self.prefix, ns
+                ).fixed()
+                pipe.hget(gmeta, "n")
+                pipe.zcard(adj)
+                pipe.zcard(bundles)
+                pipe.zcard(gexp)
                 _outcomes.probe(pipe, k)
             try:
                 replies = pipe.execute(raise_on_error=False)
             except rexc.RedisError:
                 errors += 1
                 continue
-            width = 6 + _outcomes.PROBE_REPLIES
+            width = _PER_NS + _outcomes.PROBE_REPLIES
             for j, ns in enumerate(chunk):
                 part = replies[width * j : width * j + width]
                 if any(isinstance(r, Exception) for r in part):
                     errors += 1
                     continue
-                self._namespace(fam, ns, part[:6])
+                self._namespace(fam, ns, part[:_PER_NS])
                 try:
-                    found = _outcomes.namespace_series(self.client, self.prefix, ns, part[6:])
+                    found = _outcomes.namespace_series(self.client, self.prefix, ns, part[_PER_NS:])
                 except rexc.RedisError:
                     errors += 1
                     continue
@@ -352,7 +376,7 @@ class SwarmCollector(Collector):
         return errors
 
     def _namespace(self, fam: _Families, ns: str, part: list[Any]) -> None:
-        meta, stats, xlen, first, locks, leases = part
+        meta, stats, xlen, first, locks, leases, g_nodes, g_links, g_bundled, g_expiring = part
         state, n, b, rev, mk, mb = meta
         if state is None:  # registered but gone (deleted between the two reads)
             return
@@ -372,6 +396,11 @@ class SwarmCollector(Collector):
         fam.add("swarm_memory_namespace_event_retention_revisions", retained, ns)
         fam.add("swarm_memory_namespace_locks_held", int(locks), ns)
         fam.add("swarm_memory_namespace_leases_live", int(leases), ns)
+        if g_nodes is not None:  # a memory graph lives here (lua/graph.lua)
+            fam.add("swarm_memory_graph_nodes", _int(g_nodes) or 0, ns)
+            fam.add("swarm_memory_graph_links", int(g_links) // 2, ns)  # stored both ways
+            fam.add("swarm_memory_graph_bundle_members", int(g_bundled) // 2, ns)
+            fam.add("swarm_memory_graph_expiring_nodes", int(g_expiring), ns)
         counters = {_s(f): _int(v) or 0 for f, v in dict(stats).items()}
         for field, (name, _help) in _SPECIAL_STATS.items():
             # Always present (0 until the first one) so rates and alerts have a series.

@@ -350,6 +350,10 @@ READS: dict[str, Callable[[SwarmMemory], Any]] = {
     "sessions": lambda m: list(m.namespace("team").sessions()),
     "session_info": lambda m: m.namespace("team").session("s1").info(),
     "decisions": lambda m: m.namespace("team").session("s1").decisions(),
+    "graph_get": lambda m: m.graph("team").get("0" * 24),
+    "graph_recall": lambda m: list(m.graph("team").recall(context="t")),
+    "graph_stats": lambda m: m.graph("team").stats(),
+    "graph_bundle": lambda m: m.graph("team").bundle("task").nodes(),
 }
 
 

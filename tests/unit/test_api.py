@@ -13,16 +13,22 @@ import swarm_memory
 from swarm_memory import (
     AgentContext,
     AsyncAgentContext,
+    AsyncBundle,
+    AsyncGraph,
     AsyncNamespace,
     AsyncOutcomes,
+    AsyncSemanticIndex,
     AsyncSession,
     AsyncSwarmMemory,
+    Bundle,
+    Graph,
     Namespace,
     Outcomes,
+    SemanticIndex,
     Session,
     SwarmMemory,
 )
-from swarm_memory.keys import NamespaceKeys
+from swarm_memory.keys import GraphKeys, NamespaceKeys
 from swarm_memory.scripts import SCRIPT_NAMES, Signature, load
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -77,6 +83,9 @@ def test_design_contract_names_exist():
         (AgentContext, AsyncAgentContext),
         (Session, AsyncSession),
         (Outcomes, AsyncOutcomes),
+        (Graph, AsyncGraph),
+        (Bundle, AsyncBundle),
+        (SemanticIndex, AsyncSemanticIndex),
     ],
 )
 def test_sync_and_async_have_identical_signatures(sync_cls, async_cls):
@@ -100,6 +109,7 @@ def test_sync_and_async_have_identical_signatures(sync_cls, async_cls):
         returns_handle = name in (
             "from_url", "from_client", "as_agent", "namespace", "keys", "lock", "transaction",
             "inboxes", "context", "session", "sessions", "outcomes",
+            "graph", "bundle", "semantic", "cached",
         )  # fmt: skip
         if not returns_handle and name not in ("observe_scripts", "close"):
             assert inspect.iscoroutinefunction(afn), f"{async_cls.__name__}.{name} must be async"
@@ -121,8 +131,19 @@ def test_every_script_has_a_header_the_loader_checks():
         if name == "presence":  # agents' heartbeats: their own keys, outside namespaces
             assert script.keys.fixed == ("exp", "seen")
             continue
-        # Every namespace script takes the fixed names in the order keys.py builds them.
-        assert script.keys.fixed == (
+        # Every namespace script takes the fixed names in the order keys.py builds them
+        # (the memory graph's script then its graph's, in GraphKeys order).
+        fixed = script.keys.fixed
+        if name == "graph":
+            gk = GraphKeys.of("sm", "team")
+            assert [k[len(gk.base) :] for k in gk.fixed()] == [
+                "meta", "n", "f", "ix", "c", "x", "adj", "w", "b",
+            ]  # fmt: skip
+            assert fixed[16:] == (
+                "gmeta", "nodes", "facts", "gix", "conf", "gexp", "adj", "weights", "bundles",
+            )  # fmt: skip
+            fixed = fixed[:16]
+        assert fixed == (
             "meta",
             "acl",
             "stats",
