@@ -7,8 +7,10 @@ shows each agent's progress; each records every claim attempt in the board's out
 and saves its working context. Then the parent reads the store and compares it with what
 the agents acknowledged: every task claimed once, every result and finding there, both
 counters exact, every event seen by every agent, every claim attempt counted once in the
-outcome log, every context at its last acknowledged version. The report ends with the
-outcome statistics of the two claim strategies. Exit 0 on PASS, 7 on FAIL.
+outcome log, every context at its last acknowledged version, every finding a node of the
+memory graph (recalled by agent, linked to the one shared rule node, in its agent's
+bundle). The report ends with the outcome statistics of the two claim strategies and the
+newest findings recalled from the graph. Exit 0 on PASS, 7 on FAIL.
 
 With no Redis configured it starts an embedded one (``redis-server`` on a free port when
 installed, else an in-process fakeredis TCP server); with ``SWARM_MEMORY_REDIS_URL`` it
@@ -34,10 +36,13 @@ from rich.live import Live
 from rich.progress_bar import ProgressBar
 from rich.table import Table
 
+from swarm_memory._sync.graph import Graph
 from swarm_memory.agent_models import OutcomeStats
 from swarm_memory.cli.base import ExitCode, jsonable, redact_url
 from swarm_memory.cli.demo_agent import (
     OUTCOME_LOG,
+    RULE,
+    RULE_CONTEXT,
     AgentSpec,
     agent_main,
     answer,
@@ -45,6 +50,7 @@ from swarm_memory.cli.demo_agent import (
     task_key,
 )
 from swarm_memory.client import Namespace, SwarmMemory
+from swarm_memory.graph import Node
 from swarm_memory.models import Entry
 from swarm_memory.settings import Settings
 from swarm_memory.testing import embedded_server
@@ -109,9 +115,10 @@ def _server(url: str | None, embedded: str) -> Iterator[tuple[str, str]]:
         yield target, f"embedded {'redis-server' if binary else 'fakeredis'}"
 
 
-def _seed(mem: SwarmMemory, board: str, findings: str, tasks: int) -> int:
+def _seed(mem: SwarmMemory, board: str, findings: str, graph: str, tasks: int) -> int:
     mem.create_namespace(board, default_permission="write")
     mem.create_namespace(findings, default_permission="write", strategy="merge")
+    mem.create_graph(graph, link_kinds=["follows"], default_permission="write")
     ns = mem.namespace(board)
     for start in range(0, tasks, 200):
         ns.put_many(
@@ -175,7 +182,14 @@ def _run_swarm(
 
 
 def _verify(
-    mem: SwarmMemory, board_ns: str, findings_ns: str, board: Board, *, tasks: int, locks: bool
+    mem: SwarmMemory,
+    board_ns: str,
+    findings_ns: str,
+    graph_ns: str,
+    board: Board,
+    *,
+    tasks: int,
+    locks: bool,
 ) -> dict[str, tuple[bool, str]]:
     ns: Namespace = mem.namespace(board_ns)
     reports = board.reports
@@ -237,7 +251,7 @@ def _verify(
         ),
     }
     checks.update(_verify_agent_memory(mem, board_ns, board, n_acked_claims))
-    # Graph checks (issue 15, the memory graph) go here: the agents' nodes recalled.
+    checks.update(_verify_graph(mem.graph(graph_ns), board, tasks))
     if locks:
         expected = len(range(0, tasks, 2))
         via_lock = sum(1 for e in done.values() if e and e.value.get("via") == "lock")
@@ -290,6 +304,51 @@ def _verify_agent_memory(
     }
 
 
+def _recall_all(g: Graph, **filters: Any) -> list[Node]:
+    nodes: list[Node] = []
+    cursor: str | None = None
+    while True:
+        page = g.recall(**filters, limit=1000, cursor=cursor)
+        nodes += page.nodes
+        if page.cursor is None:
+            return nodes
+        cursor = page.cursor
+
+
+def _verify_graph(g: Graph, board: Board, tasks: int) -> dict[str, tuple[bool, str]]:
+    reports = board.reports
+    stats = g.stats()
+    rule_ids = {r["rule_id"] for r in reports.values()}
+    created = sum(1 for r in reports.values() if r["rule_created"])
+    rules = _recall_all(g, kind="rule", context=RULE_CONTEXT)
+    per_agent: dict[str, bool] = {}
+    for name, r in sorted(reports.items()):
+        found = _recall_all(g, agent=name, kind="finding")
+        claimed = set(r["claimed_tasks"])
+        per_agent[name] = (
+            len(found) == len(claimed) == r["nodes"]
+            and {n.content["task"] for n in found} == claimed
+            and all(n.content["answer"] == answer(n.content["task"]) for n in found)
+            and {n.id for n in g.bundle(name).nodes()} == {n.id for n in found}
+        )
+    return {
+        "the rule every agent added is one graph node": (
+            len(rule_ids) == 1
+            and created == 1
+            and [(n.id, n.content) for n in rules] == [(*rule_ids, RULE)],
+            f"{len(rules)} rule node(s), stored by {created} of {len(reports)} agents' adds",
+        ),
+        "every finding a graph node, recalled by agent, in its bundle": (
+            bool(per_agent) and all(per_agent.values()),
+            ", ".join(f"{n} {'ok' if ok else 'MISMATCH'}" for n, ok in per_agent.items()),
+        ),
+        "graph sizes: one node per task + the rule, one link per finding": (
+            stats.nodes == tasks + 1 and stats.links == tasks,
+            f"{stats.nodes} nodes, {stats.links} links",
+        ),
+    }
+
+
 def _is(entry: Entry | None, value: Any) -> bool:
     return entry is not None and entry.value == value
 
@@ -311,6 +370,7 @@ def run(
     locks = hasattr(Namespace, "lock")
     run_id = uuid.uuid4().hex[:8]
     board_ns, findings_ns = f"demo-{run_id}-board", f"demo-{run_id}-findings"
+    graph_ns = f"demo-{run_id}-memory"
     with _server(url, embedded) as (target, kind):
         settings = base.model_copy(update={"redis_url": target, "key_prefix": PREFIX})
         if not as_json:
@@ -321,11 +381,20 @@ def run(
             )
         with SwarmMemory.from_url(agent="coordinator", settings=settings) as mem:
             try:
-                since = _seed(mem, board_ns, findings_ns, tasks)
+                since = _seed(mem, board_ns, findings_ns, graph_ns, tasks)
                 dump = settings.model_dump()
                 specs = [
                     AgentSpec(
-                        f"agent-{i}", i, dump, board_ns, findings_ns, tasks, since, locks, timeout
+                        f"agent-{i}",
+                        i,
+                        dump,
+                        board_ns,
+                        findings_ns,
+                        tasks,
+                        since,
+                        locks,
+                        timeout,
+                        graph=graph_ns,
                     )
                     for i in range(agents)
                 ]
@@ -339,15 +408,20 @@ def run(
                     problems = _run_swarm(specs, board, None, deadline)
                 elapsed = time.perf_counter() - started
                 checks = (
-                    _verify(mem, board_ns, findings_ns, board, tasks=tasks, locks=locks)
+                    _verify(mem, board_ns, findings_ns, graph_ns, board, tasks=tasks, locks=locks)
                     if not problems
                     else {}
                 )
                 revision = mem.namespace(board_ns).info().revision
                 outcomes = outcome_stats(mem, board_ns) if not problems else {}
+                recalled = (
+                    mem.graph(graph_ns).recall(kind="finding", limit=3).nodes
+                    if not problems
+                    else []
+                )
             finally:
                 if kind == "configured":
-                    for name in (board_ns, findings_ns):
+                    for name in (board_ns, findings_ns, graph_ns):
                         with contextlib.suppress(Exception):
                             mem.delete_namespace(name)
     ok = not problems and all(passed for passed, _ in checks.values())
@@ -364,6 +438,10 @@ def run(
                     "problems": problems,
                     "checks": {name: {"ok": p, "detail": d} for name, (p, d) in checks.items()},
                     "outcomes": jsonable(outcomes),
+                    "recalled": [
+                        {"agent": n.agent, "context": n.context, "content": n.content}
+                        for n in recalled
+                    ],
                     "per_agent": {
                         n: {k: r[k] for k in ("claimed", "via_lock", "lost_races", "seen")}
                         for n, r in sorted(board.reports.items())
@@ -382,6 +460,7 @@ def run(
             revision=revision,
             interactive=interactive,
             outcomes=outcomes,
+            recalled=recalled,
         )
     return int(ExitCode.OK if ok else ExitCode.CHECK_FAILED)
 
@@ -397,6 +476,7 @@ def _print_summary(
     revision: int,
     interactive: bool,
     outcomes: dict[str, OutcomeStats],
+    recalled: list[Node],
 ) -> None:
     if not interactive:  # the live table already showed these on a terminal
         for name in board.names:
@@ -417,6 +497,12 @@ def _print_summary(
             f"[{st.wilson_low or 0:.3f}, {st.wilson_high or 0:.3f}]), median "
             f"{1000 * (st.median_duration or 0):.1f} ms, "
             f"p90 {1000 * (st.p90_duration or 0):.1f} ms",
+            markup=False,
+        )
+    for node in recalled:
+        out.print(
+            f"  recalled from the memory graph: {node.agent} found {node.context} -> "
+            f"{node.content.get('answer')} (confidence {node.confidence:g})",
             markup=False,
         )
     out.print(f"  {tasks} tasks in {elapsed:.2f}s; board revision {revision}")

@@ -10,6 +10,9 @@ Meanwhile it watches the board's feed and counts the result events of every agen
 Agent memory: every claim attempt is recorded in the board's outcome log ``claims``
 (strategy "cas" or "lock", won or lost, how long it took; its op id makes a retry count
 once), and the agent saves its working context (progress so far) with compare-and-set.
+Memory graph: every agent adds the rule it works by (one shared fact: the script makes
+the eight adds one node), each finding as a node in the task's context linked to that
+rule, and bundles its findings under its own name.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+from swarm_memory._sync.graph import Graph
 from swarm_memory.client import Namespace, SwarmMemory
 from swarm_memory.errors import ConflictError, LockError
 from swarm_memory.events import Watch
@@ -27,6 +31,8 @@ from swarm_memory.settings import Settings
 REPORT_EVERY = 0.1  # seconds between progress messages
 OUTCOME_LOG = "claims"  # the board's outcome log of claim attempts
 CONTEXT_EVERY = 25  # tasks between context saves
+RULE = {"rule": "a task's answer is the Collatz step count of its number + 1"}
+RULE_CONTEXT = "demo"
 
 
 def task_key(i: int) -> str:
@@ -61,6 +67,7 @@ class AgentSpec:
     since: int  # board revision before the first result: every agent sees every result
     locks: bool
     timeout: float
+    graph: str = ""  # the memory graph's namespace
 
 
 @dataclass
@@ -76,6 +83,9 @@ class Tally:
     phase: str = "starting"
     attempts: dict[str, int] = field(default_factory=dict)  # recorded outcomes by strategy
     context_version: int = 0  # the last acknowledged save of this agent's context
+    rule_id: str = ""  # the shared rule's node
+    rule_created: bool = False  # this agent's add stored it (exactly one agent's does)
+    nodes: int = 0  # findings added to the graph
 
     def progress(self, tasks: int) -> dict[str, Any]:
         return {
@@ -168,8 +178,27 @@ def _claim(board: Namespace, i: int, spec: AgentSpec, tally: Tally) -> int | Non
     return version
 
 
+def _remember(memory: Graph, i: int, found: int, spec: AgentSpec, tally: Tally) -> None:
+    """The finding as a graph node in the task's context, linked to the rule and bundled
+    under this agent's name (op ids: a retried call is applied once)."""
+    if not tally.rule_id:
+        rule = memory.add(RULE, context=RULE_CONTEXT, kind="rule")
+        tally.rule_id, tally.rule_created = rule.id, rule.created is True
+    node = memory.add(
+        {"task": i, "answer": found},
+        context=task_key(i),
+        kind="finding",
+        tags=[spec.name],
+        op_id=f"{spec.name}-node-{i}",
+    )
+    memory.link(node, tally.rule_id, "follows", op_id=f"{spec.name}-link-{i}")
+    memory.bundle(spec.name).add(node, op_id=f"{spec.name}-bundle-{i}")
+    tally.nodes += 1
+
+
 def _work(spec: AgentSpec, mem: SwarmMemory, report: Any, tally: Tally) -> None:
     board = mem.namespace(spec.board)
+    memory = mem.graph(spec.graph)
     findings = mem.namespace(spec.findings)
     last = 0.0
     with board.watch("result:*", types=["put"], since=spec.since) as watch:
@@ -202,7 +231,7 @@ def _work(spec: AgentSpec, mem: SwarmMemory, report: Any, tally: Tally) -> None:
                 tally.incrs += 1
                 board.update("counter:update", lambda v: (v or 0) + 1)
                 tally.updates += 1
-                # Graph nodes (issue 15, the memory graph) go here: what the agent found.
+                _remember(memory, i, found, spec, tally)
             if n % CONTEXT_EVERY == 0:
                 _save_context(board, tally)
             _drain(watch, tally)
@@ -247,6 +276,9 @@ def agent_main(spec: AgentSpec, queue: Any, go: Any) -> None:
                     "seen_events": tally.seen_events,
                     "attempts": tally.attempts,
                     "context_version": tally.context_version,
+                    "rule_id": tally.rule_id,
+                    "rule_created": tally.rule_created,
+                    "nodes": tally.nodes,
                 },
             )
         )

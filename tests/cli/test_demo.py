@@ -48,6 +48,16 @@ def test_demo_json_on_the_embedded_server():
     for o in outcomes.values():
         assert o["n"] >= o["successes"] > 0 and 0 <= o["wilson_low"] <= o["success_rate"]
         assert o["median_duration"] > 0
+    # Memory graph: every finding a node, the shared rule one node, the newest recalled.
+    for check in (
+        "the rule every agent added is one graph node",
+        "every finding a graph node, recalled by agent, in its bundle",
+        "graph sizes: one node per task + the rule, one link per finding",
+    ):
+        assert report["checks"][check]["ok"] is True
+    recalled = report["recalled"]
+    assert len(recalled) == 3 and all(r["agent"].startswith("agent-") for r in recalled)
+    assert all(r["context"].startswith("task-") and "answer" in r["content"] for r in recalled)
     assert time.monotonic() - started < 60
 
 
@@ -56,6 +66,7 @@ def test_demo_plain_output_against_a_configured_url(redis_server):
     assert out.returncode == 0, out.stdout + out.stderr
     assert "configured Redis" in out.stdout and "PASS: no update was lost." in out.stdout
     assert "outcomes (claims, cas):" in out.stdout and "Wilson 95%" in out.stdout
+    assert "recalled from the memory graph: agent-" in out.stdout
     assert "\x1b[" not in out.stdout  # not a terminal: no colours, no live redraws
     client = redis_server.client()
     assert [k for k in client.scan_iter(f"{PREFIX}:{{demo-*") if b"registry" not in k] == []
@@ -90,23 +101,24 @@ def test_verification_catches_missing_updates(redis_server):
     acknowledgements the store does not have, and every check must fail."""
     settings = Settings(redis_url=redis_server.url, key_prefix="cdemo" + str(os.getpid()))
     with SwarmMemory.from_url(agent="coordinator", settings=settings) as mem:
-        _seed(mem, "b", "f", 4)
+        _seed(mem, "b", "f", "g", 4)
         board = Board(["agent-0"], 4)
         board.reports["agent-0"] = {
             "claimed": 4, "via_lock": 0, "lost_races": 0, "seen": 4, "seen_events": 4,
             "claimed_tasks": [0, 1, 2, 3], "incrs": 4, "updates": 4, "merges": 5,
+            "rule_id": "0" * 24, "rule_created": True, "nodes": 4,
         }  # fmt: skip
-        checks = _verify(mem, "b", "f", board, tasks=4, locks=False)
+        checks = _verify(mem, "b", "f", "g", board, tasks=4, locks=False)
         failed = [name for name, (ok, _detail) in checks.items() if not ok]
         assert failed == [n for n in checks if n != "every agent saw every result event, once"]
         # One increment acknowledged but not in the store is caught too.
         ns = mem.namespace("b")
         for _ in range(3):
             ns.incr("counter:incr")
-        checks = _verify(mem, "b", "f", board, tasks=4, locks=False)
+        checks = _verify(mem, "b", "f", "g", board, tasks=4, locks=False)
         assert checks["incr() counter == acknowledged increments"][0] is False
         ns.incr("counter:incr")
-        checks = _verify(mem, "b", "f", board, tasks=4, locks=False)
+        checks = _verify(mem, "b", "f", "g", board, tasks=4, locks=False)
         assert checks["incr() counter == acknowledged increments"][0] is True
 
 
