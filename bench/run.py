@@ -10,6 +10,8 @@ then the goals of the benchmark issue with the measured ratio and met / missed.
   batch       100 items per round trip: pipelined bare GET / HGETALL / CAS+XADD;
               ours put_many(100) / get_many(100)
   async       redis.asyncio vs AsyncSwarmMemory, 50 tasks
+  nats        the async cases beside NATS JetStream KV put / update(last=) / get
+  server      the server's own µs per call (INFO commandstats) of ours vs bare commands
   contention  8 and 32 processes on one key: bare Lua RMW, WATCH/MULTI, client CAS
               loop; ours incr / merge / update(fn); lost updates counted
   locks       bare SET NX PX + Lua release; redis-py Lock, python-redis-lock, pottery
@@ -41,7 +43,7 @@ from typing import Any
 if __package__ in (None, ""):  # run as a file: make `bench` and `tests` importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench import baselines, contention, core, events, fake, locks, memory, peers
+from bench import baselines, contention, core, events, fake, locks, memory, nats_kv, peers
 from bench.harness import (
     Ctx,
     fmt_rate,
@@ -53,7 +55,18 @@ from bench.harness import (
     write_json,
 )
 
-FAMILIES = ("single", "batch", "async", "contention", "locks", "events", "memory", "fake")
+FAMILIES = (
+    "single",
+    "batch",
+    "async",
+    "nats",
+    "server",
+    "contention",
+    "locks",
+    "events",
+    "memory",
+    "fake",
+)
 
 
 @dataclass(frozen=True)
@@ -87,6 +100,20 @@ def goals_for(workers: list[int]) -> list[Goal]:
             "ours.async.put",
             "base.async.cas_xadd",
             0.8,
+        ),
+        Goal(
+            "async 50-task put >= 1.0x NATS JetStream KV put",
+            "nats",
+            "ours.async.put",
+            "peer.nats.kv.put",
+            1.0,
+        ),
+        Goal(
+            "async 50-task CAS put >= 1.0x NATS JetStream KV update",
+            "nats",
+            "ours.async.cas_put",
+            "peer.nats.kv.update",
+            1.0,
         ),
         Goal(
             f"contended incr ({top} workers) >= 0.5x bare Lua RMW",
@@ -168,6 +195,16 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     ap.add_argument("--skip", help="comma-separated families to leave out")
     ap.add_argument("--json", metavar="PATH", help="write all results as JSON here")
     ap.add_argument(
+        "--nats",
+        default="own",
+        metavar="own|none|URL",
+        help="NATS peer: start our own nats-server (own, default), use a running one "
+        "(URL; a throwaway bucket, deleted after), or leave it out (none)",
+    )
+    ap.add_argument(
+        "--nats-storage", choices=("memory", "file"), default="memory", help="KV bucket storage"
+    )
+    ap.add_argument(
         "--taskset",
         metavar="CLIENT[:SERVER]",
         help="pin the bench to CLIENT CPUs, redis-server to SERVER (default: the others)",
@@ -192,6 +229,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     if min(a.workers + a.watchers) < 1 or a.rounds < 1 or a.target <= 0:
         ap.error("--workers/--watchers/--rounds must be >= 1, --target > 0")
     a.pin = parse_taskset(ap, a.taskset)
+    a.nats_skipped = []  # lines saying why the NATS peer did not run, for the report
     return a
 
 
@@ -228,6 +266,15 @@ def build_cases(family: str, ctx: Ctx, a: argparse.Namespace, log: Callable[[str
         return baselines.batch_cases(ctx) + core.batch_cases(ctx)
     if family == "async":
         return baselines.async_cases(ctx) + core.async_cases(ctx)
+    if family == "nats":
+        peer = nats_kv.peer_cases(ctx, a.nats_url, a.nats_storage, log)
+        ours = [*core.async_cases(ctx), nats_kv.ours_cas_case(ctx)]
+        names = {c.name for c in peer}
+        for c in ours:
+            vs = nats_kv.OURS_VS_PEER.get(c.name)
+            if vs in names:
+                c.vs = (vs, *c.vs)
+        return baselines.async_cases(ctx) + peer + ours
     if family == "locks":
         return [baselines.lock_case(ctx), *peers.lock_cases(ctx, log), *locks.lock_cases(ctx)]
     if family == "fake":
@@ -269,7 +316,15 @@ def run_all(a: argparse.Namespace, url: str, log: Callable[[str], None]) -> dict
         elif family == "memory":
             out["memory"] = memory.measure_memory(ctx, a.memory_entries, log)
         else:
-            cases = build_cases(family, ctx, a, log)
+            if family == "nats":
+                def log_skip(line: str) -> None:
+                    a.nats_skipped.append(line)
+                    log(line)
+
+                cases = build_cases(family, ctx, a, log_skip)
+                out["skipped"].extend(a.nats_skipped)
+            else:
+                cases = build_cases(family, ctx, a, log)
             try:
                 res = run_family(family, cases, rounds=a.rounds, target_s=a.target, log=log)
             finally:
@@ -477,8 +532,12 @@ def main(argv: list[str] | None = None) -> int:
     load_before = os.getloadavg()
     server = RedisServer()
     # The server inherits the affinity it is started with (all its threads do).
+    nats_server = None
+    a.nats_url = None
     with affinity(a.pin[1] if a.pin else None):
         server.start()
+        if "nats" in a.families:  # beside redis-server, on the same CPUs
+            a.nats_url, nats_server = nats_kv.start_server(a.nats, a.nats_skipped.append)
     try:
         if a.pin:
             os.sched_setaffinity(0, a.pin[0])
@@ -488,6 +547,8 @@ def main(argv: list[str] | None = None) -> int:
         env = environment(version, redis_cpus)
     finally:
         server.stop()
+        if nats_server is not None:
+            nats_server.stop()
     env["loadavg_before"] = [round(x, 2) for x in load_before]
     env["loadavg_after"] = [round(x, 2) for x in os.getloadavg()]
     elapsed = time.monotonic() - started
