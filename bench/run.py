@@ -43,7 +43,18 @@ from typing import Any
 if __package__ in (None, ""):  # run as a file: make `bench` and `tests` importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench import baselines, contention, core, events, fake, locks, memory, nats_kv, peers
+from bench import (
+    baselines,
+    contention,
+    core,
+    events,
+    fake,
+    locks,
+    memory,
+    nats_kv,
+    peers,
+    server_cpu,
+)
 from bench.harness import (
     Ctx,
     fmt_rate,
@@ -191,6 +202,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     ap.add_argument("--events", type=int, help="measured events per event case run (300)")
     ap.add_argument("--event-rounds", type=int, help="rounds of the event cases (2; quick 1)")
     ap.add_argument("--memory-entries", type=int, help="entries for the memory case (1000)")
+    ap.add_argument("--server-calls", type=int, help="calls per server-CPU measurement (3000)")
     ap.add_argument("--only", help="comma-separated families: " + ",".join(FAMILIES))
     ap.add_argument("--skip", help="comma-separated families to leave out")
     ap.add_argument("--json", metavar="PATH", help="write all results as JSON here")
@@ -220,6 +232,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     a.events = a.events or (20 if q else 300)
     a.event_rounds = a.event_rounds or (1 if q else 2)
     a.memory_entries = a.memory_entries or (30 if q else 1000)
+    a.server_calls = a.server_calls or (30 if q else 3000)
     only = set(a.only.split(",")) if a.only else set(FAMILIES)
     skip = set(a.skip.split(",")) if a.skip else set()
     unknown = (only | skip) - set(FAMILIES)
@@ -313,6 +326,10 @@ def run_all(a: argparse.Namespace, url: str, log: Callable[[str], None]) -> dict
                 interval_ms=2.0,
                 log=log,
             )
+        elif family == "server":
+            out["server"] = server_cpu.run_server(
+                ctx, rounds=a.rounds, calls=a.server_calls, log=log
+            )
         elif family == "memory":
             out["memory"] = memory.measure_memory(ctx, a.memory_entries, log)
         else:
@@ -385,6 +402,22 @@ def print_events(ev: dict[str, Any]) -> None:
             )
 
 
+def print_server(srv: dict[str, Any]) -> None:
+    print(
+        f"\n== server CPU per call (INFO commandstats after CONFIG RESETSTAT, "
+        f"{srv['calls']} calls x {srv['rounds']} rounds; lower is better)"
+    )
+    print(f"{'op':<6}{'ours µs/op':>24}{'bare µs/op':>24}   ours / bare")
+    for what, p in srv["pairs"].items():
+        o, b, r = p["ours_us"], p["base_us"], p["ratio"]
+        print(
+            f"{what:<6}{o['median']:>10.1f} ({o['min']:.1f}-{o['max']:.1f}){'':>3}"
+            f"{b['median']:>8.1f} ({b['min']:.1f}-{b['max']:.1f})   "
+            f"{r['median']:.2f}x ({r['min']:.2f}-{r['max']:.2f}) vs {p['base']}"
+            f"   [{p['ours_top_level_calls_per_op']:.2f} script calls/op]"
+        )
+
+
 def print_memory(mem: dict[str, Any]) -> None:
     print("\n== memory per entry (MEMORY USAGE, every key of the namespace / entries)")
     for label, row in mem.items():
@@ -431,6 +464,23 @@ def evaluate_goals(a: argparse.Namespace, out: dict[str, Any]) -> list[dict[str,
                 "status": "met" if lost == 0 else "MISSED",
             }
         )
+    if "server" in out:
+        for what, bound in server_cpu.GOALS.items():
+            p = out["server"]["pairs"].get(what)
+            if p is None:
+                continue
+            r = p["ratio"]
+            rows.append(
+                {
+                    "goal": f"server µs per {what} <= {bound:g}x {p['base']}",
+                    "target": bound,
+                    "measured": r["median"],
+                    "min": r["min"],
+                    "max": r["max"],
+                    "status": "met" if r["median"] <= bound else "MISSED",
+                    "lower_is_better": True,
+                }
+            )
     if "events" in out:
         for case in ("sync", "async"):
             for n, ev in out["events"]["summary"].get(case, {}).items():
@@ -574,6 +624,8 @@ def main(argv: list[str] | None = None) -> int:
         print_family(name, rows)
     if "events" in out:
         print_events(out["events"])
+    if "server" in out:
+        print_server(out["server"])
     if "memory" in out:
         print_memory(out["memory"])
     goals = evaluate_goals(a, out)
@@ -593,6 +645,9 @@ def main(argv: list[str] | None = None) -> int:
                     "events",
                     "event_rounds",
                     "memory_entries",
+                    "server_calls",
+                    "nats",
+                    "nats_storage",
                     "families",
                     "taskset",
                 )
