@@ -113,9 +113,7 @@ def pairs(ctx: Ctx, mem: SwarmMemory, r: Any) -> list[tuple[str, Side, Side]]:
     return out
 
 
-def run_server(
-    ctx: Ctx, *, rounds: int, calls: int, log: Callable[[str], None]
-) -> dict[str, Any]:
+def run_server(ctx: Ctx, *, rounds: int, calls: int, log: Callable[[str], None]) -> dict[str, Any]:
     r = ctx.raw()
     mem = SwarmMemory.from_url(ctx.url, agent="bench")
     out: dict[str, Any] = {"calls": calls, "rounds": rounds, "pairs": {}}

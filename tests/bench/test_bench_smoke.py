@@ -26,9 +26,11 @@ EXPECTED = {
         "ours.get_many(100)",
     },
     "async": {"base.async.cas_xadd", "ours.async.put", "base.async.hgetall", "ours.async.get"},
+    "nats": {"base.async.cas_xadd", "ours.async.put", "ours.async.cas_put", "ours.async.get"},
     "locks": {"base.lock", "peer.redis-py.Lock"},
     "fake": {"real.put", "fake.put", "real.get_many(100)", "fake.get_many(100)"},
 }
+NATS_PEER = {"peer.nats.kv.put", "peer.nats.kv.update", "peer.nats.kv.get"}
 CONTENDED = ("base.lua_rmw", "base.watch_multi", "base.client_cas", "ours.incr", "ours.merge",
              "ours.update")  # fmt: skip
 
@@ -52,6 +54,22 @@ def test_quick_suite_runs_every_family(tmp_path: Path) -> None:
         for name, row in fams[family].items():
             assert row["rounds"] == 2, name
             assert row["rate"]["median"] > 0, name
+    # The NATS peer ran on the test's own nats-server (never the machine's on 4222), or
+    # the report says why it did not.
+    if set(fams["nats"]) >= NATS_PEER:
+        assert "peer.nats.kv.put" in fams["nats"]["ours.async.put"]["ratios"]
+        assert "peer.nats.kv.update" in fams["nats"]["ours.async.cas_put"]["ratios"]
+    else:
+        assert "not available: peer NATS JetStream KV" in done.stdout
+    assert not NATS_PEER & set(fams["nats"]) or set(fams["nats"]) >= NATS_PEER
+
+    # Server CPU per call: one script call per put / get, a positive bare figure.
+    server = report["server"]["pairs"]
+    for what in ("put", "get"):
+        assert server[what]["ours_top_level_calls_per_op"] == 1.0, what
+        assert server[what]["base_us"]["median"] > 0, what
+        assert server[what]["ratio"]["median"] > 0, what
+
     # Ratios are paired per round and point at baselines that ran in the same family.
     assert set(fams["single"]["ours.put"]["ratios"]) >= {"base.cas_xadd"}
     assert fams["batch"]["ours.put_many(100)"]["items_per_op"] == 100
@@ -75,6 +93,9 @@ def test_quick_suite_runs_every_family(tmp_path: Path) -> None:
         assert m["bare_hash_per_entry"] > 0
         assert m["per_entry_total"] > m["per_entry_without_per_write_records"] > 0
         assert m["bytes_by_kind"]["entry"] > 0 and m["bytes_by_kind"]["events"] > 0
+        # Steady state: the window passed, the purge ran, the records are (nearly) gone.
+        assert m["steady_state_dedupe_records_left"] <= 8, m
+        assert m["steady_state_per_entry"] < m["per_entry_total"], m
 
     goals = {g["goal"]: g for g in report["goals"]}
     assert len(goals) >= 15
@@ -89,6 +110,26 @@ def test_quick_suite_runs_every_family(tmp_path: Path) -> None:
     for g in goals.values():
         if g["status"] == "n/a":
             assert "not measured" in done.stdout
+
+
+def test_nats_peer_unreachable_is_said_not_hidden() -> None:
+    """A nats-server that does not answer: the family runs without the peer and the
+    report says so (a closed loopback port, never the machine's 4222)."""
+    from tests.servers import free_port
+
+    url = f"nats://127.0.0.1:{free_port()}"
+    done = subprocess.run(
+        [sys.executable, "-m", "bench", "--quick", "--only", "nats", "--nats", url],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert f"not available: peer NATS JetStream KV: unavailable at {url}" in done.stdout
+    assert "peer.nats" not in done.stdout.split("== nats", 1)[1].split("== goals")[0]
+    assert "ours.async.cas_put" in done.stdout
 
 
 def test_taskset_option_is_parsed() -> None:
