@@ -104,7 +104,7 @@ def test_quick_suite_runs_every_family(tmp_path: Path) -> None:
                for g in goals.values())  # fmt: skip
     # The printed report has the goals table and says which goals were not measurable.
     assert "== goals" in done.stdout
-    assert "put >= 0.8x bare Lua CAS+XADD" in done.stdout
+    assert "put >= 0.85x bare Lua CAS+XADD" in done.stdout
     if "ours.lock" not in fams["locks"]:  # the lock API has not landed: said, not hidden
         assert "not available: ours.lock" in done.stdout
     for g in goals.values():
@@ -133,8 +133,11 @@ def test_nats_peer_unreachable_is_said_not_hidden() -> None:
 
 
 def test_taskset_option_is_parsed() -> None:
-    from bench.run import parse_args
+    from bench.run import goals_for, parse_args
 
     a = parse_args(["--quick", "--taskset", "0:0"])
     assert a.pin == ({0}, {0})
     assert parse_args(["--quick"]).pin is None
+    # Issue 16 asks less of put / get with client and server on one CPU.
+    assert goals_for([2], one_cpu=True)[0].at_least == 0.6
+    assert goals_for([2])[0].at_least == 0.85
