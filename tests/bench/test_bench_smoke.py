@@ -141,3 +141,19 @@ def test_taskset_option_is_parsed() -> None:
     # Issue 16 asks less of put / get with client and server on one CPU.
     assert goals_for([2], one_cpu=True)[0].at_least == 0.6
     assert goals_for([2])[0].at_least == 0.85
+
+
+def test_feed_cost_replays_every_doorbell_to_every_subscriber() -> None:
+    """bench.feed_cost: the reader's steps, replayed without I/O (it raises when a
+    doorbell would need a read, or when a batch is missing)."""
+    done = subprocess.run(
+        [sys.executable, "-m", "bench.feed_cost", "--events", "50", "--rounds", "1",
+         "--subscribers", "1,3"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "  1 subscribers:" in done.stdout and "  3 subscribers:" in done.stdout
