@@ -70,10 +70,10 @@ class AsyncQueue(Generic[T]):
     async def get(self, timeout: float | None = None) -> T:
         """The next item, or :data:`EMPTY` after ``timeout`` seconds.
 
-        An item that is there is taken at once; a wait runs in this task under
-        ``asyncio.timeout`` (``wait_for`` wrapped every wait in a new task: the cost of
-        each event a watcher waited for). A timeout cancels only the wait for a wake-up:
-        the items stay in the queue, so none is lost."""
+        An item that is there is taken at once; a wait with a timeout runs in this task
+        under ``asyncio.timeout`` (``wait_for`` wrapped each such wait in a new task: a
+        subscription waits with one for every event). A timeout cancels only the wait
+        for a wake-up: the items stay in the queue, so none is lost."""
         q = self._queue
         if not q.empty():
             return q.get_nowait()
