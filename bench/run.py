@@ -390,6 +390,8 @@ def print_family(name: str, rows: dict[str, Any]) -> None:
                 line += f", {extra['conflicts']} conflicts"
             if extra.get("retries"):
                 line += f", {extra['retries']} retries"
+            if extra.get("script_calls") and extra.get("acknowledged"):
+                line += f", {extra['script_calls'] / extra['acknowledged']:.2f} calls/op"
         print(line.rstrip())
     notes = [f"{case}: {row['note']}" for case, row in rows.items() if row.get("note")]
     if notes:
