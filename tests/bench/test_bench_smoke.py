@@ -87,6 +87,8 @@ def test_quick_suite_runs_every_family(tmp_path: Path) -> None:
         row = events[case]["1"]
         assert row["lost"] == 0, case
         assert math.isfinite(row["p99_us"]) and row["p99_us"] > 0, case
+    for case in ("sync", "async"):  # ours vs the fan-out baseline, paired per round
+        assert events[case]["1"]["p99_vs_pubsub-fanout_paired"]["median"] > 0, case
 
     for label in ("small", "1KiB"):
         m = report["memory"][label]
