@@ -14,6 +14,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[2]
 
 EXPECTED = {
@@ -159,3 +161,26 @@ def test_feed_cost_replays_every_doorbell_to_every_subscriber() -> None:
     )  # fmt: skip
     assert done.returncode == 0, done.stderr[-3000:]
     assert "  1 subscribers:" in done.stdout and "  3 subscribers:" in done.stdout
+
+
+def test_table_matches_goals_by_text(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """bench.table: runs with different goal lists line up by goal, not by position."""
+    from bench import table
+
+    env = {"cpu_model": "cpu", "cpus_online": 2, "python": "3", "redis_py": "r",
+           "hiredis": "h", "redis_server": "s", "git_commit": "c",
+           "loadavg_before": [1.0], "loadavg_after": [2.0]}  # fmt: skip
+    a = {"params": {"taskset": None}, "env": env, "goals": [
+        {"goal": "x", "measured": 1.0, "status": "met"},
+        {"goal": "y", "measured": 0.5, "status": "MISSED"}]}  # fmt: skip
+    b = {"params": {"taskset": "0:1"}, "env": env, "goals": [
+        {"goal": "y", "measured": 0.7, "status": "MISSED"}]}  # fmt: skip
+    paths = []
+    for name, doc in (("a", a), ("b", b)):
+        path = tmp_path / f"{name}.json"
+        path.write_text(json.dumps(doc))
+        paths.append(str(path))
+    assert table.main(paths) == 0
+    out = capsys.readouterr().out
+    assert "| x | 1.00x ✓ | — |" in out
+    assert "| y | 0.50x ✗ | 0.70x ✗ |" in out
