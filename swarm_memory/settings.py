@@ -124,9 +124,10 @@ class Settings(BaseSettings):
     # The longest random pause between two conflicting attempts (the pause grows from
     # the attempt's own time, doubling per conflict, up to this). 0.1 s rather than
     # 0.02 s: with 32 processes on one key (bench contention, 2 CPUs) the losers'
-    # retries cost the winners' CPU; the longer cap took script calls per update from
-    # ~9.5-10 to ~6.3-6.9 and update(fn) from 0.55-0.61x to 0.75-0.86x a bare client
-    # CAS loop (three alternated runs), and made no difference at 8 processes.
+    # retries cost the winners' CPU. In four alternated runs on a loaded VM the longer
+    # cap cut script calls per update by 25-35 % (~10 -> ~6.3-7.4) every time; update(fn)
+    # vs a bare client CAS loop moved from 0.47-0.61x to 0.50-0.86x (medians; noisy).
+    # At 8 processes it made no measurable difference.
     update_backoff_max: float = Field(default=0.1, ge=0)
 
     def __repr_args__(self) -> Iterator[tuple[str | None, Any]]:
