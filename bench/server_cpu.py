@@ -14,7 +14,10 @@ ours ÷ bare per round (lower is better here: 2.00x = twice the server time).
 - ``put``: ``ns.put`` vs the bare Lua CAS + XADD (``base.cas_xadd``);
 - ``get``: ``ns.get`` vs ``HGETALL`` of an entry-shaped hash;
 - ``lock``: ``ns.lock`` acquire + release vs ``SET NX PX`` + the Lua compare-and-delete
-  release (when ``Namespace.lock`` exists).
+  release (when ``Namespace.lock`` exists);
+- ``incr`` / ``merge``: ``ns.incr`` and a merge-strategy ``put`` vs one bare Lua
+  read-add-write + XADD (``base.lua_rmw``): the server-side share of the contended
+  ``incr`` / ``merge`` ratios (no goal of their own).
 """
 
 from __future__ import annotations
@@ -25,12 +28,13 @@ from dataclasses import dataclass
 from typing import Any
 
 from bench import locks
-from bench.baselines import CAS_XADD, ENTRY_SHAPE, RELEASE
+from bench.baselines import CAS_XADD, ENTRY_SHAPE, RELEASE, RMW_XADD
 from bench.harness import Ctx, encode, spread
 from swarm_memory import SwarmMemory
 
 SCRIPT_ROWS = frozenset({"evalsha", "eval", "evalsha_ro", "eval_ro", "fcall", "fcall_ro"})
 NAMESPACE = "bench-server"
+MERGE_NAMESPACE = "bench-server-merge"
 
 
 @dataclass
@@ -82,6 +86,18 @@ def pairs(ctx: Ctx, mem: SwarmMemory, r: Any) -> list[tuple[str, Side, Side]]:
         reply = r.evalsha(cas_sha, 2, ckey, stream, ver[0], encode(value))
         ver[0] = reply[1]
 
+    # Server-side read-modify-write: incr and a merge-strategy put vs one bare Lua RMW.
+    mem.create_namespace(MERGE_NAMESPACE, strategy="merge", exist_ok=True)
+    mns = mem.namespace(MERGE_NAMESPACE)
+    kincr, kmerge = ctx.fresh("sincr"), ctx.fresh("smerge")
+    rmw_key, rmw_stream = ctx.fresh("srmw"), ctx.fresh("srmwstream")
+    rmw_sha = r.script_load(RMW_XADD)
+    n = [0]
+
+    def merge() -> None:
+        n[0] += 1
+        mns.put(kmerge, {"w1": n[0]})
+
     out = [
         ("put", Side("ours.put", lambda: ns.put(kput, value)), Side("base.cas_xadd", bare_put)),
         (
@@ -90,6 +106,9 @@ def pairs(ctx: Ctx, mem: SwarmMemory, r: Any) -> list[tuple[str, Side, Side]]:
             Side("base.hgetall", lambda: r.hgetall(hkey), frozenset({"hgetall"})),
         ),
     ]
+    rmw = Side("base.lua_rmw", lambda: r.evalsha(rmw_sha, 2, rmw_key, rmw_stream, 1))
+    out.append(("incr", Side("ours.incr", lambda: ns.incr(kincr)), rmw))
+    out.append(("merge", Side("ours.merge", merge), rmw))
     if locks.available():
         name, bare_name = ctx.fresh("slock").replace(":", "-"), ctx.fresh("sbarelock")
         release = r.script_load(RELEASE)
