@@ -106,6 +106,7 @@ def _make_op(
     mem = SwarmMemory.from_url(url, agent=f"w{wid}")
 
     def count_writes(script: str, _keys: list[str], _args: list[Any]) -> None:
+        stats["script_calls"] += 1  # every round trip: the reads of a CAS loop too
         if script == "write":
             stats["write_calls"] += 1
 
@@ -128,7 +129,7 @@ def _make_op(
 def _worker(  # noqa: PLR0917 - a multiprocessing target takes positional args
     kind: str, url: str, key: str, wid: int, seconds: float, barrier: Any, out: Any
 ) -> None:
-    stats = {"acks": 0, "conflicts": 0, "write_calls": 0}
+    stats = {"acks": 0, "conflicts": 0, "write_calls": 0, "script_calls": 0}
     try:
         op = _make_op(kind, url, key, wid, stats)
         op()  # warm-up: connect, load scripts (acknowledged, so it counts as applied)
@@ -206,6 +207,9 @@ def run_contended(ctx: Ctx, kind: str, workers: int, seconds: float) -> Sample:
     if kind.startswith("ours."):
         # Write-script calls beyond one per acknowledged op: CAS retries inside update().
         extra["retries"] = sum(r[1]["write_calls"] for r in reports) - sum(acks.values())
+        # Script calls (writes and reads) per acknowledged op: the round trips a CAS loop
+        # spends per success, steadier than its throughput on a loaded machine.
+        extra["script_calls"] = sum(r[1]["script_calls"] for r in reports)
     return Sample(elapsed, timed, extra)
 
 

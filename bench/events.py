@@ -11,7 +11,7 @@ from collections.abc import Callable
 from typing import Any
 
 from bench import event_latency as el
-from bench.harness import Ctx
+from bench.harness import Ctx, spread
 from swarm_memory import SwarmMemory
 
 # Ours and the two baselines that bound it (one connection per consumer vs one
@@ -56,6 +56,18 @@ def run_events(
         raw.close()
     summary = el.build_report(results, list(cases), counts)
     el.fill_ratios(summary)
+    # Paired per round, like every other ratio of the suite: our p99 over the fan-out
+    # baseline's p99 of the same round (min-median-max over rounds).
+    for case in el.OURS:
+        if case not in results or "pubsub-fanout" not in results:
+            continue
+        for n in counts:
+            paired = [
+                ours["p99_us"] / base["p99_us"]
+                for ours, base in zip(results[case][n], results["pubsub-fanout"][n], strict=True)
+                if base["p99_us"] > 0
+            ]
+            summary[case][n]["p99_vs_pubsub-fanout_paired"] = spread(paired)
     return {
         "goal": el.GOAL,
         "params": {

@@ -40,9 +40,13 @@ def main(argv: list[str]) -> int:
         return 2
     print("| goal | " + " | ".join(mode(d) for d in docs) + " |")
     print("|---|" + "---|" * len(docs))
-    for i, g in enumerate(docs[0]["goals"]):
-        cells = [cell(d["goals"][i]) if i < len(d["goals"]) else "" for d in docs]
-        print(f"| {g['goal']} | " + " | ".join(cells) + " |")
+    # Rows by goal text (runs of other options or commits have other goal lists), in the
+    # order they first appear; a goal a run did not have is "—".
+    by_run = [{g["goal"]: g for g in d["goals"]} for d in docs]
+    order = list(dict.fromkeys(g["goal"] for d in docs for g in d["goals"]))
+    for goal in order:
+        cells = [cell(run[goal]) if goal in run else "—" for run in by_run]
+        print(f"| {goal} | " + " | ".join(cells) + " |")
     env = docs[0]["env"]
     print(
         f"\n{env['cpu_model']}, {env['cpus_online']} vCPUs; Python {env['python']}, "

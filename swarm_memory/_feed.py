@@ -153,7 +153,9 @@ class FeedCore:
     def _deliver(self, group: list[Subscriber], events: list[Event]) -> None:
         delivered = 0
         for sub in group:  # one hand-off per batch: one wake-up per subscriber
-            wanted = [e for e in events if sub.wants(e)]
+            # Watches of everything share the batch (consumers only read it).
+            every = sub.pattern == "*" and sub.types is None
+            wanted = events if every else [e for e in events if sub.wants(e)]
             if wanted and not sub.closed:
                 sub.push(wanted)
                 delivered += len(wanted)
@@ -240,8 +242,19 @@ class FeedCore:
 
 
 OnError = Callable[[BaseException, Event | None], Any]
-# A doorbell carries at most 64 events of 6 parts, plus 4 (publish_events in _lib.lua).
-_MAX_BELL_PARTS = 64 * 6 + 4
+_MAX_LEN_DIGITS = 12  # the length prefix of a netstring part (unpack reads as many)
+
+
+def _bell_revision(data: bytes) -> int | None:
+    """The revision a doorbell payload starts with (its first netstring part), or None
+    when it does not: only that part is parsed here, per doorbell, on the reader; the
+    whole payload is decoded (and checked) once by the feed's service."""
+    colon = data.find(b":", 0, _MAX_LEN_DIGITS)
+    digits = data[:colon]
+    if colon < 0 or not digits.isdigit():
+        return None
+    first = data[colon + 1 : colon + 1 + int(digits)]
+    return int(first) if first.isdigit() and len(first) == int(digits) else None
 
 
 def _moved(group: list[Subscriber], cursor: str, last: Event | None) -> None:
@@ -279,10 +292,7 @@ def note_doorbell(
     if data.isdigit():  # a bare revision (a big batch: read it), or "0" (dropped)
         rung[channel] = None
         return
-    try:
-        rev: int | None = int(_records.unpack(data, _MAX_BELL_PARTS)[0])
-    except (ValueError, IndexError):
-        rev = None
+    rev = _bell_revision(data)
     if not rev:
         # Not a doorbell this library rings: read anyway, and let service() report it
         # (it fails to decode there too).

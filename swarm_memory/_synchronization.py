@@ -68,9 +68,20 @@ class AsyncQueue(Generic[T]):
         self._queue.put_nowait(item)
 
     async def get(self, timeout: float | None = None) -> T:
-        """The next item, or :data:`EMPTY` after ``timeout`` seconds."""
+        """The next item, or :data:`EMPTY` after ``timeout`` seconds.
+
+        An item that is there is taken at once; a wait with a timeout runs in this task
+        under ``asyncio.timeout`` (``wait_for`` wrapped each such wait in a new task: a
+        subscription waits with one for every event). A timeout cancels only the wait
+        for a wake-up: the items stay in the queue, so none is lost."""
+        q = self._queue
+        if not q.empty():
+            return q.get_nowait()
+        if timeout is None:
+            return await q.get()
         try:
-            return await asyncio.wait_for(self._queue.get(), timeout)
+            async with asyncio.timeout(timeout):
+                return await q.get()
         except TimeoutError:
             return EMPTY  # type: ignore[no-any-return]
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, NamedTuple
+from typing import Any
 
 from swarm_memory import errors
 from swarm_memory._ops.args import (
@@ -74,40 +74,51 @@ def event(codec: ValueCodec, raw: Sequence[Any]) -> Event:
     )
 
 
-class BellHead(NamedTuple):
-    revision: bytes
-    n_events: bytes
-
-
-class BellEvent(NamedTuple):
-    type: bytes
-    key: bytes
-    version: bytes
-    value: bytes
-    fmt: bytes
-    has_value: bytes
-
-
-class BellTail(NamedTuple):
-    agent: bytes
-    ms: bytes
+# A doorbell carries at most 64 events of 6 parts, plus 4 (publish_events in _lib.lua);
+# a little room for parts a newer script may append (ignored, like the old decoder did).
+_BELL_EVENT = 6  # type key version value fmt has_value
+_BELL_FIXED = 4  # rev count ... agent ms
+_BELL_PARTS_MAX = 64 * _BELL_EVENT + _BELL_FIXED + 16
 
 
 def decode_doorbell(codec: ValueCodec, payload: bytes) -> tuple[int, list[Event]]:
     """The revision and events a doorbell carries (see publish_events in _lib.lua):
-    ``rev count (type key version value fmt has_value)*count agent ms``."""
-    f = Fields(unpack(payload))
-    head = f.record(BellHead)
-    revision, count = int(head.revision), int(head.n_events)
-    bells = [f.record(BellEvent) for _ in range(count)]
-    tail = f.record(BellTail)
+    ``rev count (type key version value fmt has_value)*count agent ms``.
+
+    The hot path of every watcher: the events are built straight from the parts (no
+    stream-entry field list in between), with the checks :func:`event` makes (numbers,
+    UTF-8, the codec's); the shape is checked first: at least one event, and ``count``
+    events plus the tail present (a corrupt payload raises, bounded by ``unpack``)."""
+    parts = unpack(payload, _BELL_PARTS_MAX)
+    if len(parts) < _BELL_FIXED:
+        raise MalformedReply(f"a doorbell of {len(parts)} parts")
+    revision, count = int(parts[0]), int(parts[1])
+    tail = 2 + _BELL_EVENT * count
+    if count < 1 or len(parts) < tail + 2:
+        raise MalformedReply(f"a doorbell of {len(parts)} parts for {count} events")
+    agent = parts[tail].decode("utf-8")
+    when = ms_to_datetime(int(parts[tail + 1]))
+    last = count - 1
     out = []
-    for seq, b in enumerate(bells):
-        fields = [b"t", b.type, b"k", b.key, b"v", b.version, b"a", tail.agent, b"ms", tail.ms]
-        fields += [b"n", b"%d" % count]
-        if b.has_value == b"1":
-            fields += [b"d", b.value, b"f", b.fmt]
-        out.append(event(codec, [b"%d-%d" % (revision, seq), fields]))
+    for seq in range(count):
+        at = 2 + _BELL_EVENT * seq
+        etype, key, version, value, fmt, has_value = parts[at : at + _BELL_EVENT]
+        carried = has_value == b"1"
+        out.append(
+            Event(
+                revision=revision,
+                type=etype.decode("utf-8"),
+                key=key.decode("utf-8") or None,
+                version=int(version) or None,
+                agent=agent,
+                time=when,
+                cursor=f"{revision + 1}-0" if seq >= last else f"{revision}-{seq + 1}",
+                seq=seq,
+                count=count,
+                has_value=carried,
+                value=codec.decode(value, fmt.decode("utf-8")) if carried else None,
+            )
+        )
     return revision, out
 
 

@@ -1,0 +1,44 @@
+"""AsyncQueue (the async watch's hand-off): items in order, EMPTY on a timeout, and an
+item that arrives after a timed-out wait is still there for the next get."""
+
+from __future__ import annotations
+
+import asyncio
+
+from swarm_memory._synchronization import EMPTY, AsyncQueue
+
+
+async def test_items_in_order_then_empty_after_the_timeout() -> None:
+    q: AsyncQueue[int] = AsyncQueue()
+    q.put(1)
+    q.put(2)
+    assert await q.get(0) == 1
+    assert await q.get(None) == 2
+    assert await q.get(0) is EMPTY
+    assert await q.get(0.01) is EMPTY
+
+
+async def test_a_wait_is_woken_by_a_put_and_a_timeout_loses_nothing() -> None:
+    q: AsyncQueue[str] = AsyncQueue()
+    waiter = asyncio.create_task(q.get(5))
+    await asyncio.sleep(0)
+    q.put("a")
+    assert await asyncio.wait_for(waiter, 1) == "a"
+    # Timed-out waits, with puts landing right as they time out: every item still comes
+    # out, once, in order.
+    got: list[str] = []
+    for i in range(50):
+        loop = asyncio.get_running_loop()
+        loop.call_later(0.001, q.put, f"x{i}")
+        item = await q.get(0.001)
+        if item is not EMPTY:
+            got.append(item)
+    while (item := await q.get(0.05)) is not EMPTY:
+        got.append(item)
+    assert got == [f"x{i}" for i in range(50)]
+
+
+async def test_no_timeout_waits_for_the_item() -> None:
+    q: AsyncQueue[int] = AsyncQueue()
+    asyncio.get_running_loop().call_later(0.01, q.put, 7)
+    assert await q.get() == 7
