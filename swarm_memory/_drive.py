@@ -21,6 +21,7 @@ from swarm_memory import errors
 from swarm_memory._ops.effects import Command, ScriptCall
 from swarm_memory._ops.replies import script_error
 from swarm_memory.keys import identity_key
+from swarm_memory.scripts import library
 from swarm_memory.settings import Settings
 
 if TYPE_CHECKING:
@@ -165,6 +166,26 @@ def final_error(
     return errors.ServerError(f"Redis refused the command: {exc}")
 
 
+def is_fakeredis(client: Any) -> bool:
+    pool = getattr(client, "connection_pool", None)
+    kinds = (type(client), getattr(pool, "connection_class", None))
+    return any(getattr(k, "__module__", "").startswith("fakeredis") for k in kinds)
+
+
+def missing_function(exc: BaseException) -> bool:
+    """True for the error of an FCALL of a function the server does not have."""
+    return "Function not found" in str(exc)
+
+
+def located(call: ScriptCall, exc: rexc.ResponseError, functions: bool) -> rexc.ResponseError:
+    """``exc`` with the Lua line numbers in its message pointing into the .lua files."""
+    message = str(exc)
+    where = library().locate(message) if functions else call.script.locate(message)
+    if where == message:
+        return exc
+    return type(exc)(where)
+
+
 # What Redis 7 answers when a script's redis.call touches a key the user may not.
 _SCRIPT_NOPERM = "user executing the script can't"
 
@@ -236,15 +257,28 @@ class DriverBase:
         self.policy_checked = False
         self.policy_error: errors.SwarmMemoryError | None = None
         self.observers: list[ScriptObserver] = []
-        # Scripts are SCRIPT LOADed once per client before their first EVALSHA (on Cluster,
-        # redis-py sends SCRIPT LOAD to every primary), so the NOSCRIPT error path is only
-        # taken after a server restart or failover; it then falls back to EVAL.
+        # "functions" | "eval" (Settings.script_mode), chosen before the first script call
+        # (choose_mode). functions: the library is FUNCTION LOADed once per client (on
+        # Cluster, redis-py sends it to every primary; replicas get it by replication), so
+        # "Function not found" is only met after a restart, a FUNCTION FLUSH or a failover
+        # to a node that never had it: the library is loaded again and the call resent
+        # (nothing ran). eval: scripts are SCRIPT LOADed once per client before their
+        # first EVALSHA, so the NOSCRIPT path (a fallback to EVAL) is as rare.
+        self.script_mode: str | None = None
         self.loaded: set[str] = set()
         self.hub: Any = None  # the event hub (events.py), made on first watch()
         # authenticated | cooperative, learnt before the first script call (AUTH_PROBE).
         self.auth_mode: str | None = None
         # Opt-in client metrics (metrics.py); None costs one attribute check per call.
         self.metrics: ClientMetrics | None = None
+
+    def mode_to_try(self, client: Any) -> str:
+        """The script mode to try first: the setting, or for "auto" "eval" on fakeredis
+        (whose Functions differ from Redis's) and "functions" elsewhere."""
+        mode = self.settings.script_mode
+        if mode == "auto":
+            return "eval" if is_fakeredis(client) else "functions"
+        return mode
 
     def learnt_auth_mode(self, reply: Any, agent: str) -> str:
         mode, why = auth_mode_of(reply, agent)

@@ -27,6 +27,8 @@ from swarm_memory._drive import (
     call_name,
     eviction_policy_error,
     final_error,
+    located,
+    missing_function,
 )
 from swarm_memory._ops.effects import (
     CallUser,
@@ -39,6 +41,7 @@ from swarm_memory._ops.effects import (
     WaitBell,
 )
 from swarm_memory._synchronization import acall_user, asleep
+from swarm_memory.scripts import library
 from swarm_memory.settings import Settings
 
 T = TypeVar("T")
@@ -198,20 +201,60 @@ class AsyncDriver(DriverBase):
         return self.learnt_auth_mode(await self.client.eval(AUTH_PROBE, 0, *args), agent)
 
     async def _script(self, call: ScriptCall) -> Any:
-        n = len(call.keys)
         script = call.script
         if self.auth_mode is None:
             agent = call.args[script.agent_arg]
             await self._probe_auth(agent.decode() if isinstance(agent, bytes) else str(agent))
         args = script.identity_args(call.args, self.settings.key_prefix)
-        if script.sha not in self.loaded:
+        if self.script_mode is None:
+            mode = self.mode_to_try(self.client)
+            if mode == "functions" and not await self._load_library():
+                mode = "eval"  # no Functions here, or this user may not load them
+            self.script_mode = mode
+        if self.script_mode == "functions":
+            try:
+                return await self._send(call, args, functions=True)
+            except rexc.ResponseError as exc:
+                if not missing_function(exc):
+                    raise located(call, exc, functions=True) from exc
+            # Gone since it was loaded (a restart, a flush, a failover to a node that never
+            # had it): nothing ran, so load it again and resend.
+            if await self._load_library():
+                try:
+                    return await self._send(call, args, functions=True)
+                except rexc.ResponseError as exc:
+                    raise located(call, exc, functions=True) from exc
+            self.script_mode = "eval"
+        try:
+            return await self._send(call, args, functions=False)
+        except rexc.NoScriptError:
+            raise
+        except rexc.ResponseError as exc:
+            raise located(call, exc, functions=False) from exc
+
+    async def _load_library(self) -> bool:
+        """FUNCTION LOAD the scripts' library (every primary of a Cluster). False when the
+        server refuses it: no Functions (an older Redis), or an ACL user without FUNCTION."""
+        try:
+            await self.client.function_load(library().source, replace=True)
+        except rexc.ResponseError:
+            return False
+        return True
+
+    async def _send(self, call: ScriptCall, args: list[Any], *, functions: bool) -> Any:
+        n = len(call.keys)
+        script = call.script
+        if script.sha not in self.loaded and not functions:
             await self.client.script_load(script.source)
             self.loaded.add(script.sha)
         if call.op_id is not None and self.settings.wait_replicas:
             # One pipeline = one connection: WAIT then counts this very write.
             node, target = self._node_client(call.keys[0]) if self.is_cluster else ("", self.client)
             pipe = target.pipeline(transaction=False)
-            pipe.evalsha(script.sha, n, *call.keys, *args)
+            if functions:
+                pipe.fcall(script.function, n, *call.keys, *args)
+            else:
+                pipe.evalsha(script.sha, n, *call.keys, *args)
             pipe.execute_command(*self.wait_args())
             try:
                 reply, acked = await pipe.execute()
@@ -228,6 +271,8 @@ class AsyncDriver(DriverBase):
                 raise
             self.acked(call, acked)
             return reply
+        if functions:
+            return await self.client.fcall(script.function, n, *call.keys, *args)
         try:
             return await self.client.evalsha(script.sha, n, *call.keys, *args)
         except rexc.NoScriptError:

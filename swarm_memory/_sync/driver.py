@@ -28,6 +28,8 @@ from swarm_memory._drive import (
     call_name,
     eviction_policy_error,
     final_error,
+    located,
+    missing_function,
 )
 from swarm_memory._ops.effects import (
     CallUser,
@@ -40,6 +42,7 @@ from swarm_memory._ops.effects import (
     WaitBell,
 )
 from swarm_memory._synchronization import call_user, sleep
+from swarm_memory.scripts import library
 from swarm_memory.settings import Settings
 
 T = TypeVar("T")
@@ -197,20 +200,60 @@ class Driver(DriverBase):
         return self.learnt_auth_mode(self.client.eval(AUTH_PROBE, 0, *args), agent)
 
     def _script(self, call: ScriptCall) -> Any:
-        n = len(call.keys)
         script = call.script
         if self.auth_mode is None:
             agent = call.args[script.agent_arg]
             self._probe_auth(agent.decode() if isinstance(agent, bytes) else str(agent))
         args = script.identity_args(call.args, self.settings.key_prefix)
-        if script.sha not in self.loaded:
+        if self.script_mode is None:
+            mode = self.mode_to_try(self.client)
+            if mode == "functions" and not self._load_library():
+                mode = "eval"  # no Functions here, or this user may not load them
+            self.script_mode = mode
+        if self.script_mode == "functions":
+            try:
+                return self._send(call, args, functions=True)
+            except rexc.ResponseError as exc:
+                if not missing_function(exc):
+                    raise located(call, exc, functions=True) from exc
+            # Gone since it was loaded (a restart, a flush, a failover to a node that never
+            # had it): nothing ran, so load it again and resend.
+            if self._load_library():
+                try:
+                    return self._send(call, args, functions=True)
+                except rexc.ResponseError as exc:
+                    raise located(call, exc, functions=True) from exc
+            self.script_mode = "eval"
+        try:
+            return self._send(call, args, functions=False)
+        except rexc.NoScriptError:
+            raise
+        except rexc.ResponseError as exc:
+            raise located(call, exc, functions=False) from exc
+
+    def _load_library(self) -> bool:
+        """FUNCTION LOAD the scripts' library (every primary of a Cluster). False when the
+        server refuses it: no Functions (an older Redis), or an ACL user without FUNCTION."""
+        try:
+            self.client.function_load(library().source, replace=True)
+        except rexc.ResponseError:
+            return False
+        return True
+
+    def _send(self, call: ScriptCall, args: list[Any], *, functions: bool) -> Any:
+        n = len(call.keys)
+        script = call.script
+        if script.sha not in self.loaded and not functions:
             self.client.script_load(script.source)
             self.loaded.add(script.sha)
         if call.op_id is not None and self.settings.wait_replicas:
             # One pipeline = one connection: WAIT then counts this very write.
             node, target = self._node_client(call.keys[0]) if self.is_cluster else ("", self.client)
             pipe = target.pipeline(transaction=False)
-            pipe.evalsha(script.sha, n, *call.keys, *args)
+            if functions:
+                pipe.fcall(script.function, n, *call.keys, *args)
+            else:
+                pipe.evalsha(script.sha, n, *call.keys, *args)
             pipe.execute_command(*self.wait_args())
             try:
                 reply, acked = pipe.execute()
@@ -227,6 +270,8 @@ class Driver(DriverBase):
                 raise
             self.acked(call, acked)
             return reply
+        if functions:
+            return self.client.fcall(script.function, n, *call.keys, *args)
         try:
             return self.client.evalsha(script.sha, n, *call.keys, *args)
         except rexc.NoScriptError:

@@ -1,13 +1,25 @@
--- Shared helpers, prepended to every script by the loader (swarm_memory/scripts.py).
--- Every namespace script receives the sixteen fixed names first, in this order (built in
+-- Shared helpers (swarm_memory/scripts.py). The loader gives each script only the parts
+-- of this file it uses: a part is one top-level `local` definition with the comment above
+-- it, and a script gets every part its body names, directly or through another part, in
+-- this file's order. The script's body becomes the body of an entry function, called
+-- once per EVALSHA (the script ends by calling it) or registered with
+-- redis.register_function in one library (FCALL) on servers with Functions, where this
+-- file's code runs once when the library loads, not before every call.
+--
+-- Per-call state, always included: assigned by enter() before every body runs. Every
+-- namespace script receives the sixteen fixed names first, in this order (built in
 -- keys.py). K_BELL and K_LBELL are not keys but the namespace's shard channels (the
 -- pub/sub doorbells of the feed and of lock releases): they carry the same hash tag, and
 -- passing them with the keys keeps every name a script touches out of Lua and in one
 -- Cluster slot.
-local K_META, K_ACL, K_STATS, K_IDX, K_LRU, K_EXP, K_EVENTS, K_AUDIT, K_OPS, K_OPST, K_BELL =
-  KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7], KEYS[8], KEYS[9], KEYS[10], KEYS[11]
-local K_LEASE, K_EPH, K_LOCKS, K_LOCKH, K_LBELL = KEYS[12], KEYS[13], KEYS[14], KEYS[15], KEYS[16]
+local KEYS, ARGV
+local K_META, K_ACL, K_STATS, K_IDX, K_LRU, K_EXP, K_EVENTS, K_AUDIT, K_OPS, K_OPST, K_BELL
+local K_LEASE, K_EPH, K_LOCKS, K_LOCKH, K_LBELL
 local N_FIXED = 16
+local IDENTITY_KEY
+-- Events of one call, queued by event() and appended by publish_events().
+local PENDING_EVENTS = {}
+--- end of per-call state
 
 -- Identity (DESIGN.md decision 8, authenticated mode). The client appends the claimed
 -- agent's identity key (keys.identity_key) to every call's ARGV; it is taken off here,
@@ -16,20 +28,31 @@ local N_FIXED = 16
 -- is the agent the call names (the default user passes for every agent). The key is
 -- checked, never accessed. A server without ACLs in Lua (fakeredis) stays cooperative;
 -- the client says which mode it is in when it connects (auth_mode).
-local IDENTITY_KEY = table.remove(ARGV)
 local function identity_refused()
   if not redis.acl_check_cmd then return false end
   return not redis.acl_check_cmd("GET", IDENTITY_KEY)
 end
-if identity_refused() then
-  if #KEYS >= N_FIXED then
-    -- A namespace script (agent = ARGV[1]): count and audit the denial where the calling
-    -- user may write (pcall: a user with read-only keys is refused, just not audited).
-    redis.pcall("HINCRBY", K_STATS, "denied", 1)
-    redis.pcall("XADD", K_AUDIT, "*", "a", ARGV[1] or "", "act", "identity", "k", "", "op", "",
-      "out", "denied", "r", 0)
+
+-- Every entry function starts here: the call's KEYS and ARGV become the state above.
+-- Returns the reply to send instead of running the body (an identity refusal), or nil.
+local function enter(keys, args)
+  KEYS, ARGV = keys, args
+  K_META, K_ACL, K_STATS, K_IDX, K_LRU, K_EXP, K_EVENTS, K_AUDIT, K_OPS, K_OPST, K_BELL =
+    keys[1], keys[2], keys[3], keys[4], keys[5], keys[6], keys[7], keys[8], keys[9], keys[10], keys[11]
+  K_LEASE, K_EPH, K_LOCKS, K_LOCKH, K_LBELL = keys[12], keys[13], keys[14], keys[15], keys[16]
+  PENDING_EVENTS = {}
+  IDENTITY_KEY = table.remove(args)
+  if identity_refused() then
+    if #keys >= N_FIXED then
+      -- A namespace script (agent = ARGV[1]): count and audit the denial where the calling
+      -- user may write (pcall: a user with read-only keys is refused, just not audited).
+      redis.pcall("HINCRBY", K_STATS, "denied", 1)
+      redis.pcall("XADD", K_AUDIT, "*", "a", args[1] or "", "act", "identity", "k", "", "op", "",
+        "out", "denied", "r", 0)
+    end
+    return { "denied", "identity" }
   end
-  return { "denied", "identity" }
+  return nil
 end
 
 local LEVEL_RANK = { none = 0, read = 1, write = 2, admin = 3 }
@@ -318,7 +341,6 @@ end
 -- Events of one call are queued, then appended together by publish_events: stream ids
 -- are "<revision>-<seq>" (so a revision is also a resume cursor) and every entry carries
 -- n, the number of events of its revision, so a reader knows where a revision ends.
-local PENDING_EVENTS = {}
 local function event(etype, key, ver, value, fmt)
   PENDING_EVENTS[#PENDING_EVENTS + 1] = { etype, key or "", ver or 0, value, fmt }
 end

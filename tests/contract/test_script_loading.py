@@ -1,0 +1,71 @@
+"""How scripts reach the server (swarm_memory/scripts.py): the Functions library where the
+server has Functions, EVALSHA elsewhere; both reload what a flush or restart lost."""
+
+from __future__ import annotations
+
+import pytest
+import redis
+
+from swarm_memory._drive import located
+from swarm_memory._ops.effects import ScriptCall
+from swarm_memory.keys import NamespaceKeys
+from swarm_memory.scripts import _read, library, load
+
+from ..conftest import Env
+from ..servers import RedisServer
+
+
+def _flush(env: Env) -> None:
+    """What a restart without persistence does to loaded scripts, on every node."""
+    nodes = env.raw.get_primaries() if env.backend == "cluster" else [None]
+    for node in nodes:
+        kw = {"target_nodes": node} if node is not None else {}
+        env.raw.execute_command("SCRIPT", "FLUSH", **kw)
+        if env.backend != "fake":
+            env.raw.execute_command("FUNCTION", "FLUSH", **kw)
+
+
+@pytest.mark.parametrize("mode", ["auto", "eval"])
+def test_calls_survive_a_flush_of_every_loaded_script(env: Env, mode: str) -> None:
+    mem = env.mem(script_mode=mode)
+    mem.create_namespace("team")
+    ns = mem.namespace("team")
+    assert ns.put("k", 1).version == 1
+    _flush(env)
+    assert ns.put("k", 2).version == 2  # reloaded; the write ran once
+    assert ns.get("k").value == 2
+    assert [r.action for r in ns.audit(agent="planner")][:2] == ["put", "put"]
+
+
+def test_the_mode_follows_the_server(env: Env) -> None:
+    mem = env.mem()
+    mem.create_namespace("team")
+    mem.namespace("team").get("k")
+    assert mem._driver.script_mode == ("eval" if env.backend == "fake" else "functions")
+    if env.backend != "fake":
+        libs = env.raw.execute_command("FUNCTION", "LIST", "LIBRARYNAME", library().name)
+        assert libs, "the library is loaded"
+
+
+@pytest.mark.parametrize("functions", [True, False])
+def test_a_lua_error_names_the_file_and_line(redis_server: RedisServer, functions: bool) -> None:
+    """Lua error lines point into the .lua files, not the generated text (fakeredis words
+    Lua errors its own way: a real server only)."""
+    raw = redis.Redis(port=redis_server.port)
+    script = load("read")
+    keys = NamespaceKeys.of("lines", "team").fixed()
+    args: list[str | bytes | int] = ["planner", "not-a-number", "get"]
+    call = ScriptCall(script, keys, args, None)
+    with pytest.raises(redis.ResponseError) as info:
+        if functions:
+            raw.function_load(library().source, replace=True)
+            raw.fcall(script.function, len(keys), *keys, *args, "identity")
+        else:
+            raw.eval(script.source, len(keys), *keys, *args, "identity")
+    raw.close()
+    message = str(located(call, info.value, functions=functions))
+    assert "bad integer for audit_maxlen" in message
+    line = next(
+        n for n, text in enumerate(_read("_lib").split("\n"), 1) if "bad integer for" in text
+    )
+    assert f"(_lib.lua:{line})" in message, message
