@@ -252,9 +252,9 @@ class AsyncDriver(DriverBase):
             node, target = self._node_client(call.keys[0]) if self.is_cluster else ("", self.client)
             pipe = target.pipeline(transaction=False)
             if functions:
-                pipe.fcall(script.function, n, *call.keys, *args)
+                pipe.execute_command(*_fcall(call), n, *call.keys, *args)
             else:
-                pipe.evalsha(script.sha, n, *call.keys, *args)
+                pipe.execute_command(*_evalsha(call), n, *call.keys, *args)
             pipe.execute_command(*self.wait_args())
             try:
                 reply, acked = await pipe.execute()
@@ -272,9 +272,24 @@ class AsyncDriver(DriverBase):
             self.acked(call, acked)
             return reply
         if functions:
-            return await self.client.fcall(script.function, n, *call.keys, *args)
+            return await self.client.execute_command(*_fcall(call), n, *call.keys, *args)
+        if call.readonly:
+            try:
+                return await self.client.evalsha_ro(script.sha, n, *call.keys, *args)
+            except rexc.NoScriptError:
+                return await self.client.eval_ro(script.source, n, *call.keys, *args)
         try:
             return await self.client.evalsha(script.sha, n, *call.keys, *args)
         except rexc.NoScriptError:
             # EVAL also caches the script on the node that ran it (also after a failover).
             return await self.client.eval(script.source, n, *call.keys, *args)
+
+
+def _fcall(call: ScriptCall) -> tuple[str, str]:
+    if call.readonly:
+        return "FCALL_RO", call.script.function + "_ro"
+    return "FCALL", call.script.function
+
+
+def _evalsha(call: ScriptCall) -> tuple[str, str]:
+    return ("EVALSHA_RO" if call.readonly else "EVALSHA"), call.script.sha

@@ -32,6 +32,10 @@ class ScriptCall:
     keys: list[str]
     args: list[str | bytes | int]
     op_id: str | None  # set for writes: the reply may be lost, the op id makes a retry safe
+    # Run as FCALL_RO / EVALSHA_RO (the script must then issue no write command): what a
+    # user with read-only key patterns (%R~) may run. scripts.py registers every script
+    # twice, "<function>_ro" with the no-writes flag.
+    readonly: bool = False
 
 
 @dataclass(frozen=True, slots=True)

@@ -3,13 +3,18 @@ server has Functions, EVALSHA elsewhere; both reload what a flush or restart los
 
 from __future__ import annotations
 
+from typing import Literal
+
 import pytest
 import redis
 
+from swarm_memory import SwarmMemory
 from swarm_memory._drive import located
 from swarm_memory._ops.effects import ScriptCall
-from swarm_memory.keys import NamespaceKeys
+from swarm_memory.errors import ServerError
+from swarm_memory.keys import NamespaceKeys, PresenceKeys
 from swarm_memory.scripts import _read, library, load
+from swarm_memory.settings import Settings
 
 from ..conftest import Env
 from ..servers import RedisServer
@@ -69,3 +74,25 @@ def test_a_lua_error_names_the_file_and_line(redis_server: RedisServer, function
         n for n, text in enumerate(_read("_lib").split("\n"), 1) if "bad integer for" in text
     )
     assert f"(_lib.lua:{line})" in message, message
+
+
+@pytest.mark.parametrize("mode", ["functions", "eval"])
+def test_a_readonly_call_runs_as_fcall_ro_or_evalsha_ro(
+    redis_server: RedisServer, mode: Literal["functions", "eval"]
+) -> None:
+    """ScriptCall(readonly=True) goes out as FCALL_RO / EVALSHA_RO, which Redis refuses
+    to let write: a read runs, a write is refused by the server itself."""
+    mem = SwarmMemory.from_url(redis_server.url, agent="a", settings=Settings(script_mode=mode))
+    mem.create_namespace("ro-" + mode)
+    mem.namespace("ro-" + mode).put("k", 1)
+    keys = NamespaceKeys.of(mem.settings.key_prefix, "ro-" + mode)
+    entry = [keys.entry("k"), keys.history("k")]
+    read = ScriptCall(load("read"), [*keys.fixed(), *entry], ["a", 100, "get"], None, True)
+    reply = mem._driver.perform(read)
+    assert reply[0] == b"ok" and reply[2] == 1  # version 1
+    presence = PresenceKeys.of(mem.settings.key_prefix)
+    beat: list[str | bytes | int] = ["beat", "a", 1000, 60000]  # writes with redis.call
+    call = ScriptCall(load("presence"), presence.fixed(), beat, None, True)
+    with pytest.raises(ServerError, match=r"Write commands are not allowed"):
+        mem._driver.perform(call)
+    mem.close()
