@@ -277,7 +277,12 @@ local function deny_reply(agent, default_level, needed, action, key, audit_maxle
   require_stream_room(K_AUDIT)
   require_counters(K_STATS, "denied")
   redis.call("HINCRBY", K_STATS, "denied", 1)
-  audit(audit_maxlen, agent, action, key, "", "denied", 0)
+  -- "rv": the revision the denial came after, which orders it among the writes that the
+  -- audit log reads from the feed (events.lua); a denial itself has no revision (r = 0).
+  local rv = redis.pcall("HGET", K_META, "rev")
+  if type(rv) ~= "string" then rv = "" end
+  redis.call("XADD", K_AUDIT, "MAXLEN", "~", audit_maxlen, "*", "a", agent, "act", action,
+    "k", key or "", "op", "", "out", "denied", "r", 0, "rv", rv)
   return { "denied", RANK_NAME[have] }
 end
 
@@ -341,8 +346,10 @@ end
 -- Events of one call are queued, then appended together by publish_events: stream ids
 -- are "<revision>-<seq>" (so a revision is also a resume cursor) and every entry carries
 -- n, the number of events of its revision, so a reader knows where a revision ends.
-local function event(etype, key, ver, value, fmt)
-  PENDING_EVENTS[#PENDING_EVENTS + 1] = { etype, key or "", ver or 0, value, fmt }
+-- call: the action of the call that wrote it, when its type does not say it (the audit
+-- log's view of a write; see write.lua), else nil.
+local function event(etype, key, ver, value, fmt, call)
+  PENDING_EVENTS[#PENDING_EVENTS + 1] = { etype, key or "", ver or 0, value, fmt, call }
 end
 
 local function events_maxlen(default)
@@ -377,7 +384,14 @@ local function publish_events(default_maxlen, rev, agent, now, known_maxlen, gua
     bell[#bell + 1] = e[4] and "1" or "0"
     local xadd = (guarded and seq == 1) and redis.pcall or redis.call
     local added
-    if e[4] then
+    if e[6] then
+      local args = { "XADD", K_EVENTS, "MAXLEN", "~", maxlen, rev .. "-" .. (seq - 1),
+        "t", e[1], "k", e[2], "v", e[3], "a", agent, "ms", now, "n", n, "c", e[6] }
+      if e[4] then
+        args[#args + 1], args[#args + 2], args[#args + 3], args[#args + 4] = "d", e[4], "f", e[5]
+      end
+      added = xadd(unpack(args))
+    elseif e[4] then
       added = xadd("XADD", K_EVENTS, "MAXLEN", "~", maxlen, rev .. "-" .. (seq - 1),
         "t", e[1], "k", e[2], "v", e[3], "a", agent, "ms", now, "n", n, "d", e[4], "f", e[5])
     else

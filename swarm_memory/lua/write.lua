@@ -4,7 +4,11 @@
 --
 -- Every write in one script (DESIGN.md decision 2): permission, dedupe, strategy and
 -- expected-version checks, quota (with evict-oldest), value + metadata, versions and the
--- namespace revision, indexes, TTL, history, events, audit, stats and the op record.
+-- namespace revision, indexes, TTL, history, events, stats and the op record. A write's
+-- audit record is its event (DESIGN.md decision 2, revised): the first put/delete/touch
+-- event of the revision carries the call's action as "c" when it is not the event's type
+-- (incr, create, put_many, ...); events.lua's audit action reads writes from the feed.
+-- Only a denial goes to the audit stream from here.
 -- Phase 1 validates and computes everything without writing; phase 2 only writes, because
 -- Redis does not roll back a script that fails halfway.
 --
@@ -265,7 +269,7 @@ end
 local changed = #victims > 0 -- a call that changes nothing takes no revision (etcd)
 local drops = #victims > 0 -- entries removed from every index (drop_entry)
 local new_keys = false
-local kinds = { K_AUDIT, "stream", K_OPST, "zset" }
+local kinds = { K_OPST, "zset" }
 local eph_kinds = eph_ms ~= nil or #victims > 0 -- a victim may be tied to a lease
 for i = 1, n_items do
   local p = plan[i]
@@ -304,6 +308,14 @@ for _, v in ipairs(victims) do
 end
 local reply = { "ok", rev, due, n_items }
 local recs, vals = {}, {}
+-- The call's action rides on its first item event when the type does not say it.
+local call_tag = action
+local function tag(etype)
+  local c = call_tag
+  call_tag = nil
+  if c == etype then return nil end
+  return c
+end
 for i = 1, n_items do
   local p = plan[i]
   if p.expired then event("expire", p.name, p.expired.ver) end
@@ -313,18 +325,18 @@ for i = 1, n_items do
   elseif p.status == "c" then
     out = { "c", cur.ver, cur.cr, cur.mr, cur.ct, cur.mt, cur.x, #cur.v, "", "" }
   elseif p.status == "d" then
-    event("delete", p.name, cur.ver)
+    event("delete", p.name, cur.ver, nil, nil, tag("delete"))
     out = { "d", cur.ver, cur.cr, cur.mr, cur.ct, cur.mt, cur.x, #cur.v, "", "" }
   elseif p.status == "t" then
-    event("touch", p.name, cur.ver)
+    event("touch", p.name, cur.ver, nil, nil, tag("touch"))
     out = { "t", cur.ver, cur.cr, cur.mr, cur.ct, cur.mt, p.x, #cur.v, "", "" }
   else
     p.ver, p.cr, p.ct = 1, rev, now
     if cur then p.ver, p.cr, p.ct = cur.ver + 1, cur.cr, cur.ct end
     if #p.value <= event_value_max then
-      event("put", p.name, p.ver, p.value, p.fmt)
+      event("put", p.name, p.ver, p.value, p.fmt, tag("put"))
     else
-      event("put", p.name, p.ver)
+      event("put", p.name, p.ver, nil, nil, tag("put"))
     end
     local vout, fout = "", ""
     if p.computed or echo then vout, fout = p.value, p.fmt end
@@ -410,10 +422,6 @@ end
 
 redis.call("HINCRBY", K_STATS, action, 1)
 if #evicted > 0 then redis.call("HINCRBY", K_STATS, "evicted", #evicted) end
--- The audit record: its type was checked; a stream that takes no more ids (its last is
--- the largest possible) loses this record only — the write's event has the same facts.
-redis.pcall("XADD", K_AUDIT, "MAXLEN", "~", audit_maxlen, "*", "a", agent, "act", action,
-  "k", first_key or "", "op", op_id or "", "out", "ok", "r", rev)
 
 reply[#reply + 1] = #evicted
 for _, name in ipairs(evicted) do reply[#reply + 1] = name end
