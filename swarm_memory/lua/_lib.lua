@@ -17,6 +17,7 @@ local K_META, K_ACL, K_STATS, K_IDX, K_LRU, K_EXP, K_EVENTS, K_AUDIT, K_OPS, K_O
 local K_LEASE, K_EPH, K_LOCKS, K_LOCKH, K_LBELL
 local N_FIXED = 16
 local IDENTITY_KEY
+local NOW_TIME -- the call's TIME reply, once read (server_time)
 -- Events of one call, queued by event() and appended by publish_events().
 local PENDING_EVENTS = {}
 --- end of per-call state
@@ -40,7 +41,7 @@ local function enter(keys, args)
   K_META, K_ACL, K_STATS, K_IDX, K_LRU, K_EXP, K_EVENTS, K_AUDIT, K_OPS, K_OPST, K_BELL =
     keys[1], keys[2], keys[3], keys[4], keys[5], keys[6], keys[7], keys[8], keys[9], keys[10], keys[11]
   K_LEASE, K_EPH, K_LOCKS, K_LOCKH, K_LBELL = keys[12], keys[13], keys[14], keys[15], keys[16]
-  PENDING_EVENTS = {}
+  PENDING_EVENTS, NOW_TIME = {}, nil
   IDENTITY_KEY = table.remove(args)
   if identity_refused() then
     if #keys >= N_FIXED then
@@ -142,15 +143,26 @@ local function opt_int(s, what)
   return int_arg(s, what)
 end
 
--- Server time in integer milliseconds (DESIGN.md decision 4: never agent clocks).
+-- Server time in integer milliseconds (DESIGN.md decision 4: never agent clocks). One
+-- TIME per call (NOW_TIME, reset by enter()): now_ms and now_us of one call agree, and
+-- TIME costs as much as a small read.
+local function server_time()
+  local t = NOW_TIME
+  if not t then
+    t = redis.call("TIME")
+    NOW_TIME = t
+  end
+  return t
+end
+
 local function now_ms()
-  local t = redis.call("TIME")
+  local t = server_time()
   return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 end
 
 -- Microseconds (about 1.8e15 today: exact in a Lua double until the year 2255).
 local function now_us()
-  local t = redis.call("TIME")
+  local t = server_time()
   return tonumber(t[1]) * 1000000 + tonumber(t[2])
 end
 
@@ -208,15 +220,23 @@ end
 -- Length-prefixed packing of a flat list (netstrings): binary safe, no cjson involved.
 -- Prefixes and parts go into one table for a single table.concat: no intermediate
 -- "<len>:<part>" string is built (a copy of every part) on this hot path.
+-- "<len>:" for lengths below 1024, made once: a number in table.concat is a sprintf.
+-- Under FCALL the table lives as long as the library; under EVALSHA, for one call.
+local PACK_PREFIX = {}
 local function pack(list)
   local out, j = {}, 0
   for i = 1, #list do
     local s = list[i]
     if type(s) == "number" then s = itos(s) end
-    out[j + 1] = #s
-    out[j + 2] = ":"
-    out[j + 3] = s
-    j = j + 3
+    local n = #s
+    local prefix = PACK_PREFIX[n]
+    if not prefix then
+      prefix = itos(n) .. ":"
+      if n < 1024 then PACK_PREFIX[n] = prefix end
+    end
+    out[j + 1] = prefix
+    out[j + 2] = s
+    j = j + 2
   end
   return table.concat(out)
 end
@@ -273,9 +293,8 @@ end
 local function deny_reply(agent, default_level, needed, action, key, audit_maxlen)
   local have = level_of(agent, default_level)
   if have >= needed then return nil end
-  require_kinds({ K_STATS, "hash" })
   require_stream_room(K_AUDIT)
-  require_counters(K_STATS, "denied")
+  require_counters(K_STATS, "denied") -- also its type (read_call)
   redis.call("HINCRBY", K_STATS, "denied", 1)
   -- "rv": the revision the denial came after, which orders it among the writes that the
   -- audit log reads from the feed (events.lua); a denial itself has no revision (r = 0).
@@ -317,11 +336,12 @@ end
 -- (their ephemeral entries and locks must go), 3 = both.
 -- lease: the first lease as read earlier (ZRANGE ... WITHSCORES), by a script that calls
 -- this after its writes (a read that fails then would come after them).
+-- (Arguments to redis.call as strings: a Lua number costs a "%.17g" conversion each.)
 local function sweep_due(now, lease)
   local due = 0
-  local first = read_call("ZRANGE", K_EXP, 0, 0, "WITHSCORES")
+  local first = read_call("ZRANGE", K_EXP, "0", "0", "WITHSCORES")
   if first[2] and tonumber(first[2]) <= now then due = 1 end
-  lease = lease or read_call("ZRANGE", K_LEASE, 0, 0, "WITHSCORES")
+  lease = lease or read_call("ZRANGE", K_LEASE, "0", "0", "WITHSCORES")
   if lease[2] and tonumber(lease[2]) <= now then due = due + 2 end
   return due
 end
@@ -373,30 +393,35 @@ local function publish_events(default_maxlen, rev, agent, now, known_maxlen, gua
     maxlen = known_maxlen
   end
   -- The doorbell carries the events too, so an up-to-date watcher needs no read; one
-  -- that is behind (or sees a permission change) reads the stream as usual.
-  local bell = { rev, n }
+  -- that is behind (or sees a permission change) reads the stream as usual. Numbers used
+  -- more than once become text once (each number redis.call gets is a "%.17g").
+  local rev_s, n_s, now_s = itos(rev), itos(n), itos(now)
+  local bell = { rev_s, n_s }
   for seq, e in ipairs(PENDING_EVENTS) do
+    local ver = e[3]
+    if type(ver) == "number" then ver = itos(ver) end
+    local id = rev_s .. "-" .. itos(seq - 1)
     bell[#bell + 1] = e[1]
     bell[#bell + 1] = e[2]
-    bell[#bell + 1] = e[3]
+    bell[#bell + 1] = ver
     bell[#bell + 1] = e[4] or ""
     bell[#bell + 1] = e[5] or ""
     bell[#bell + 1] = e[4] and "1" or "0"
     local xadd = (guarded and seq == 1) and redis.pcall or redis.call
     local added
     if e[6] then
-      local args = { "XADD", K_EVENTS, "MAXLEN", "~", maxlen, rev .. "-" .. (seq - 1),
-        "t", e[1], "k", e[2], "v", e[3], "a", agent, "ms", now, "n", n, "c", e[6] }
+      local args = { "XADD", K_EVENTS, "MAXLEN", "~", maxlen, id,
+        "t", e[1], "k", e[2], "v", ver, "a", agent, "ms", now_s, "n", n_s, "c", e[6] }
       if e[4] then
         args[#args + 1], args[#args + 2], args[#args + 3], args[#args + 4] = "d", e[4], "f", e[5]
       end
       added = xadd(unpack(args))
     elseif e[4] then
-      added = xadd("XADD", K_EVENTS, "MAXLEN", "~", maxlen, rev .. "-" .. (seq - 1),
-        "t", e[1], "k", e[2], "v", e[3], "a", agent, "ms", now, "n", n, "d", e[4], "f", e[5])
+      added = xadd("XADD", K_EVENTS, "MAXLEN", "~", maxlen, id,
+        "t", e[1], "k", e[2], "v", ver, "a", agent, "ms", now_s, "n", n_s, "d", e[4], "f", e[5])
     else
-      added = xadd("XADD", K_EVENTS, "MAXLEN", "~", maxlen, rev .. "-" .. (seq - 1),
-        "t", e[1], "k", e[2], "v", e[3], "a", agent, "ms", now, "n", n)
+      added = xadd("XADD", K_EVENTS, "MAXLEN", "~", maxlen, id,
+        "t", e[1], "k", e[2], "v", ver, "a", agent, "ms", now_s, "n", n_s)
     end
     if type(added) == "table" and added.err then
       require_feed_room(rev) -- names the reason: the key's type, or an id past rev
@@ -405,11 +430,11 @@ local function publish_events(default_maxlen, rev, agent, now, known_maxlen, gua
   end
   PENDING_EVENTS = {}
   bell[#bell + 1] = agent
-  bell[#bell + 1] = now
+  bell[#bell + 1] = now_s
   if n <= 64 then
     redis.call("SPUBLISH", K_BELL, pack(bell))
   else
-    redis.call("SPUBLISH", K_BELL, rev) -- big batches: ring only; watchers read the stream
+    redis.call("SPUBLISH", K_BELL, rev_s) -- big batches: ring only; watchers read the stream
   end
 end
 

@@ -53,11 +53,9 @@ if action == "acquire" then
   if mode ~= "x" and mode ~= "s" then error("swarm_memory: bad lock mode " .. tostring(mode)) end
   -- Written below, checked first (K_META, K_LOCKS and K_LOCKH are read before any write).
   if lease_ms then
-    require_kinds({ K_STATS, "hash", K_EPH, "zset", K_LEASE, "zset" })
-  else
-    require_kinds({ K_STATS, "hash" })
+    require_kinds({ K_EPH, "zset", K_LEASE, "zset" })
   end
-  require_counters(K_STATS, "lock_busy", "lock_acquire")
+  require_counters(K_STATS, "lock_busy", "lock_acquire") -- also K_STATS's type (read_call)
   local rec = read_lock(name, now)
   local mine = holder_index(rec, owner)
   if mine then
@@ -105,8 +103,8 @@ if action == "release" then
   local rec = read_lock(name, now)
   local mine = holder_index(rec, owner)
   if not mine then return not_owned_reply(rec) end
-  require_kinds({ K_LOCKS, "zset", K_EPH, "zset", K_OPST, "zset", K_STATS, "hash" })
-  require_counters(K_STATS, "lock_release")
+  require_kinds({ K_LOCKS, "zset", K_EPH, "zset", K_OPST, "zset" })
+  require_counters(K_STATS, "lock_release") -- also K_STATS's type (read_call)
   table.remove(rec.holders, mine)
   write_lock(name, rec)
   redis.call("ZREM", K_EPH, eph_member(agent, "l", name))

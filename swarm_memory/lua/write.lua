@@ -73,8 +73,7 @@ local MAX_EXACT = 9007199254740991
 -- Fencing (decision 7): checked before anything else is decided; the store itself
 -- refuses writes from a holder whose lease was lost or superseded.
 local function fenced_reply(i, lock, token, latest, reason)
-  require_kinds({ K_STATS, "hash" })
-  require_counters(K_STATS, "fence_rejected")
+  require_counters(K_STATS, "fence_rejected") -- also its type (read_call)
   redis.call("HINCRBY", K_STATS, "fence_rejected", 1)
   return { "fenced", i, lock, token, latest, reason }
 end
@@ -359,6 +358,8 @@ end
 
 -- 2b: the writes. The events go first: the one write that can still be refused.
 publish_events(stream_maxlen, rev, agent, now, events_cap, true)
+-- Numbers several writes take, as text once (redis.call formats every number it gets).
+local rev_s, now_s = itos(rev), itos(now)
 -- Key and byte counters change by these deltas; one HSET of rev, n and b at the end
 -- replaces an HINCRBY per item (drop_entry's own HINCRBYs are overwritten by it: the
 -- absolute values below account for them, and nothing else runs in between).
@@ -392,8 +393,8 @@ for i = 1, n_items do
       redis.call("ZADD", K_IDX, 0, p.name)
       d_keys = d_keys + 1
     end
-    redis.call("HSET", p.ekey, "v", p.value, "f", p.fmt, "ver", p.ver, "cr", p.cr, "mr", rev,
-      "ct", p.ct, "mt", now, "by", agent, "x", p.x)
+    redis.call("HSET", p.ekey, "v", p.value, "f", p.fmt, "ver", itos(p.ver), "cr", itos(p.cr),
+      "mr", rev_s, "ct", itos(p.ct), "mt", now_s, "by", agent, "x", p.x == 0 and "0" or itos(p.x))
     -- Lease ties: an ephemeral write (re)binds the entry to this agent's lease; a plain
     -- put/create makes it permanent again. Counters and touches keep what they had.
     local old_owner = cur and cur.eo
@@ -406,21 +407,21 @@ for i = 1, n_items do
       redis.call("ZREM", K_EPH, eph_member(old_owner, "k", p.name))
     end
     d_bytes = d_bytes + #p.value - (cur and #cur.v or 0)
-    redis.call("ZADD", K_LRU, rev, p.name)
+    redis.call("ZADD", K_LRU, rev_s, p.name)
     if p.x > 0 then redis.call("ZADD", K_EXP, p.x, p.name) elseif cur and cur.x > 0 then
       redis.call("ZREM", K_EXP, p.name)
     end
   end
 end
 if changed then
-  redis.call("HSET", K_META, "rev", rev, "n", n_keys + d_keys, "b", n_bytes + d_bytes)
+  redis.call("HSET", K_META, "rev", rev_s, "n", itos(n_keys + d_keys), "b", itos(n_bytes + d_bytes))
 end
 if eph_ms then
   local lease = redis.call("ZSCORE", K_LEASE, agent)
   if not lease or tonumber(lease) <= now then redis.call("ZADD", K_LEASE, now + eph_ms, agent) end
 end
 
-redis.call("HINCRBY", K_STATS, action, 1)
+redis.call("HINCRBY", K_STATS, action, "1")
 if #evicted > 0 then redis.call("HINCRBY", K_STATS, "evicted", #evicted) end
 
 reply[#reply + 1] = #evicted
@@ -448,5 +449,5 @@ if rev % 8 == 0 then
   end
 end
 redis.call("HSET", K_OPS, op_id, record)
-redis.call("ZADD", K_OPST, now, op_id)
+redis.call("ZADD", K_OPST, now_s, op_id)
 return reply
