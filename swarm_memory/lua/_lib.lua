@@ -575,7 +575,7 @@ local function write_lock(name, rec)
     if h.x > latest then latest = h.x end
   end
   redis.call("HSET", K_LOCKH, name, pack(f))
-  redis.call("ZADD", K_LOCKS, latest, name)
+  redis.call("ZADD", K_LOCKS, itos(latest), name)
 end
 
 -- The newest token among live holders (0 when free).
@@ -604,7 +604,7 @@ end
 -- all the same, so it is removed without its lease ties (the reaper drops those as
 -- stale): one corrupt record must not block every lock of the namespace.
 local function prune_locks(now, n)
-  local names = read_call("ZRANGEBYSCORE", K_LOCKS, "-inf", now, "LIMIT", 0, n)
+  local names = read_call("ZRANGEBYSCORE", K_LOCKS, "-inf", itos(now), "LIMIT", "0", itos(n))
   if #names == 0 then return end
   local records = {}
   for i, name in ipairs(names) do

@@ -82,7 +82,7 @@ if action == "acquire" then
   end
   prune_locks(now, 8) -- records of leases that ran out, a few per acquire: never a growing table
   if busy then
-    redis.call("HINCRBY", K_STATS, "lock_busy", 1)
+    redis.call("HINCRBY", K_STATS, "lock_busy", "1")
     return busy_reply(rec)
   end
   rec.mode = mode
@@ -93,7 +93,7 @@ if action == "acquire" then
     local lease = redis.call("ZSCORE", K_LEASE, agent)
     if not lease or tonumber(lease) <= now then redis.call("ZADD", K_LEASE, now + lease_ms, agent) end
   end
-  redis.call("HINCRBY", K_STATS, "lock_acquire", 1)
+  redis.call("HINCRBY", K_STATS, "lock_acquire", "1")
   return { "ok", token, now + ttl_ms, now }
 end
 
@@ -109,8 +109,8 @@ if action == "release" then
   write_lock(name, rec)
   redis.call("ZREM", K_EPH, eph_member(agent, "l", name))
   redis.call("HSET", K_OPS, op_id, "released")
-  redis.call("ZADD", K_OPST, now, op_id)
-  redis.call("HINCRBY", K_STATS, "lock_release", 1)
+  redis.call("ZADD", K_OPST, itos(now), op_id)
+  redis.call("HINCRBY", K_STATS, "lock_release", "1")
   redis.call("SPUBLISH", K_LBELL, name)
   return { "ok" }
 end
