@@ -172,6 +172,23 @@ def is_fakeredis(client: Any) -> bool:
     return any(getattr(k, "__module__", "").startswith("fakeredis") for k in kinds)
 
 
+def wire_args(keys: list[str], args: list[Any]) -> list[Any]:
+    """A script call's keys and args, str and int already bytes: redis-py's encoder then
+    returns each at its first check. One comprehension here costs less than its generic
+    per-argument encoding (a put's 40 arguments: about a quarter of the packing time).
+    Anything else (bytes, or a type redis-py refuses) goes as it was."""
+    return [
+        a
+        if type(a) is bytes
+        else a.encode()
+        if type(a) is str
+        else b"%d" % a
+        if type(a) is int
+        else a
+        for a in (*keys, *args)
+    ]
+
+
 def missing_function(exc: BaseException) -> bool:
     """True for the error of an FCALL of a function the server does not have."""
     return "Function not found" in str(exc)

@@ -29,6 +29,7 @@ from swarm_memory._drive import (
     final_error,
     located,
     missing_function,
+    wire_args,
 )
 from swarm_memory._ops.effects import (
     CallUser,
@@ -243,6 +244,7 @@ class AsyncDriver(DriverBase):
 
     async def _send(self, call: ScriptCall, args: list[Any], *, functions: bool) -> Any:
         n = len(call.keys)
+        wire = wire_args(call.keys, args)
         script = call.script
         if script.sha not in self.loaded and not functions:
             await self.client.script_load(script.source)
@@ -252,9 +254,9 @@ class AsyncDriver(DriverBase):
             node, target = self._node_client(call.keys[0]) if self.is_cluster else ("", self.client)
             pipe = target.pipeline(transaction=False)
             if functions:
-                pipe.execute_command(*_fcall(call), n, *call.keys, *args)
+                pipe.execute_command(*_fcall(call), n, *wire)
             else:
-                pipe.execute_command(*_evalsha(call), n, *call.keys, *args)
+                pipe.execute_command(*_evalsha(call), n, *wire)
             pipe.execute_command(*self.wait_args())
             try:
                 reply, acked = await pipe.execute()
@@ -272,17 +274,17 @@ class AsyncDriver(DriverBase):
             self.acked(call, acked)
             return reply
         if functions:
-            return await self.client.execute_command(*_fcall(call), n, *call.keys, *args)
+            return await self.client.execute_command(*_fcall(call), n, *wire)
         if call.readonly:
             try:
-                return await self.client.evalsha_ro(script.sha, n, *call.keys, *args)
+                return await self.client.evalsha_ro(script.sha, n, *wire)
             except rexc.NoScriptError:
-                return await self.client.eval_ro(script.source, n, *call.keys, *args)
+                return await self.client.eval_ro(script.source, n, *wire)
         try:
-            return await self.client.evalsha(script.sha, n, *call.keys, *args)
+            return await self.client.evalsha(script.sha, n, *wire)
         except rexc.NoScriptError:
             # EVAL also caches the script on the node that ran it (also after a failover).
-            return await self.client.eval(script.source, n, *call.keys, *args)
+            return await self.client.eval(script.source, n, *wire)
 
 
 def _fcall(call: ScriptCall) -> tuple[str, str]:

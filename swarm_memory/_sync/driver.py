@@ -30,6 +30,7 @@ from swarm_memory._drive import (
     final_error,
     located,
     missing_function,
+    wire_args,
 )
 from swarm_memory._ops.effects import (
     CallUser,
@@ -242,6 +243,7 @@ class Driver(DriverBase):
 
     def _send(self, call: ScriptCall, args: list[Any], *, functions: bool) -> Any:
         n = len(call.keys)
+        wire = wire_args(call.keys, args)
         script = call.script
         if script.sha not in self.loaded and not functions:
             self.client.script_load(script.source)
@@ -251,9 +253,9 @@ class Driver(DriverBase):
             node, target = self._node_client(call.keys[0]) if self.is_cluster else ("", self.client)
             pipe = target.pipeline(transaction=False)
             if functions:
-                pipe.execute_command(*_fcall(call), n, *call.keys, *args)
+                pipe.execute_command(*_fcall(call), n, *wire)
             else:
-                pipe.execute_command(*_evalsha(call), n, *call.keys, *args)
+                pipe.execute_command(*_evalsha(call), n, *wire)
             pipe.execute_command(*self.wait_args())
             try:
                 reply, acked = pipe.execute()
@@ -271,17 +273,17 @@ class Driver(DriverBase):
             self.acked(call, acked)
             return reply
         if functions:
-            return self.client.execute_command(*_fcall(call), n, *call.keys, *args)
+            return self.client.execute_command(*_fcall(call), n, *wire)
         if call.readonly:
             try:
-                return self.client.evalsha_ro(script.sha, n, *call.keys, *args)
+                return self.client.evalsha_ro(script.sha, n, *wire)
             except rexc.NoScriptError:
-                return self.client.eval_ro(script.source, n, *call.keys, *args)
+                return self.client.eval_ro(script.source, n, *wire)
         try:
-            return self.client.evalsha(script.sha, n, *call.keys, *args)
+            return self.client.evalsha(script.sha, n, *wire)
         except rexc.NoScriptError:
             # EVAL also caches the script on the node that ran it (also after a failover).
-            return self.client.eval(script.source, n, *call.keys, *args)
+            return self.client.eval(script.source, n, *wire)
 
 
 def _fcall(call: ScriptCall) -> tuple[str, str]:
