@@ -270,6 +270,14 @@ local function load_meta()
   return m
 end
 
+-- Only the state and the default level, or nil (reads and locks: every field an HMGET
+-- returns costs the script a Lua string; the audit limit is read when a record is added).
+local function load_access()
+  local m = read_call("HMGET", K_META, "state", "dp")
+  if m[1] ~= "live" then return nil end
+  return m
+end
+
 -- A stored retention limit when the namespace has one, else the caller's (older
 -- namespaces): the namespace's config, not whichever client writes last.
 local function stored_limit(value, default)
@@ -290,9 +298,13 @@ local function audit(maxlen, agent, action, key, op_id, outcome, rev)
 end
 
 -- Permission gate shared by every script. Returns nil when allowed, else the reply to send.
-local function deny_reply(agent, default_level, needed, action, key, audit_maxlen)
+-- audit_maxlen nil: the namespace's stored limit ("am"), else default_maxlen.
+local function deny_reply(agent, default_level, needed, action, key, audit_maxlen, default_maxlen)
   local have = level_of(agent, default_level)
   if have >= needed then return nil end
+  if audit_maxlen == nil then
+    audit_maxlen = stored_limit(read_call("HGET", K_META, "am"), default_maxlen)
+  end
   require_stream_room(K_AUDIT)
   require_counters(K_STATS, "denied") -- also its type (read_call)
   redis.call("HINCRBY", K_STATS, "denied", 1)

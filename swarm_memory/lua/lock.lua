@@ -15,16 +15,17 @@
 --   leave                                    (read)  -> {"ok"}  the agent's lease ends now
 -- A release (and a force) rings K_LBELL with the lock's name, so waiters wake at once;
 -- waiters also poll, so a lost doorbell only delays them.
-local agent, audit_maxlen = ARGV[1], int_arg(ARGV[2], "audit_maxlen")
+local agent, default_audit_maxlen = ARGV[1], int_arg(ARGV[2], "audit_maxlen")
 local stream_maxlen, action = int_arg(ARGV[3], "stream_maxlen"), ARGV[4]
-local meta = load_meta()
+local meta = load_access()
 if not meta then return { "nons" } end
-audit_maxlen = stored_limit(meta[3], audit_maxlen) -- the namespace's retention
+-- (the namespace's stored audit limit is read when a record is added; this is the fallback)
 local NEEDS = { acquire = "write", release = "write", extend = "write", force = "admin",
   list = "read", beat = "read", leave = "read" }
 local needed = NEEDS[action]
 if not needed then error("swarm_memory: unknown lock action " .. tostring(action)) end
-local denied = deny_reply(agent, meta[2], LEVEL_RANK[needed], "lock_" .. action, ARGV[5], audit_maxlen)
+local denied = deny_reply(agent, meta[2], LEVEL_RANK[needed], "lock_" .. action, ARGV[5], nil,
+  default_audit_maxlen)
 if denied then return denied end
 local now = now_ms()
 
@@ -134,6 +135,7 @@ if action == "force" then
     require_kinds({ K_LOCKS, "zset", K_EPH, "zset" })
     require_stream_room(K_AUDIT)
     require_next_revision_room()
+    local audit_maxlen = stored_limit(read_call("HGET", K_META, "am"), default_audit_maxlen)
     for _, h in ipairs(rec.holders) do redis.call("ZREM", K_EPH, eph_member(h.agent, "l", name)) end
     rec.holders = {}
     write_lock(name, rec)

@@ -10,10 +10,10 @@
 --   history 1 item             -> {"ok", due, entry (current), field, value, ...} (raw HGETALL)
 --   page  ARGV after, upto, n  -> {"ok", due, last_scanned, key...}  (lexicographic, live only)
 local agent, audit_maxlen, action = ARGV[1], int_arg(ARGV[2], "audit_maxlen"), ARGV[3]
-local meta = load_meta()
+local meta = load_access()
 if not meta then return { "nons" } end
-audit_maxlen = stored_limit(meta[3], audit_maxlen) -- the namespace's retention
-local denied = deny_reply(agent, meta[2], LEVEL_RANK.read, action, nil, audit_maxlen)
+-- A denial's record is kept as the namespace's retention says (nil: read it then).
+local denied = deny_reply(agent, meta[2], LEVEL_RANK.read, action, nil, nil, audit_maxlen)
 if denied then return denied end
 local now = now_ms()
 local reply = { "ok", sweep_due(now) }

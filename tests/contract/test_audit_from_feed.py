@@ -71,3 +71,18 @@ def test_denials_and_admin_records_merge_in_time_order(env: Env, mem: Any) -> No
     future = datetime.now(UTC) + timedelta(days=1)
     assert ns.audit(since=future) == []
     assert [r.action for r in ns.audit(until=future, action="put", limit=1)] == ["put"]
+
+
+def test_read_and_lock_denials_keep_the_namespaces_audit_limit(env: Env) -> None:
+    """Reads and lock calls read the namespace's stored audit limit only when they deny
+    (lua/read.lua, lua/lock.lua): still the namespace's 20 records, not the caller's."""
+    creator = env.mem("planner", audit_maxlen=20)
+    creator.create_namespace("team", default_permission="none")
+    stranger = env.mem("stranger", audit_maxlen=100_000).namespace("team")
+    for i in range(300):
+        with pytest.raises(PermissionDenied):
+            stranger.get("k") if i % 2 else stranger.lock("L", wait=0).acquire()
+    assert env.raw.xlen(f"{env.prefix}:{{team}}:audit") < 300
+    records = creator.namespace("team").audit(agent="stranger", limit=300)
+    assert {r.action for r in records} == {"get", "lock_acquire"}
+    assert all(r.outcome == "denied" for r in records)
