@@ -41,15 +41,17 @@ if #KEYS ~= N_FIXED + 2 * n_items + 2 * n_victims or #ARGV ~= VICTIM0 + n_victim
   error("swarm_memory: write called with mismatched KEYS/ARGV")
 end
 
--- One read of the namespace hash for everything below: state, default permission,
--- configuration, counters, events cap and revision.
-local meta = read_call("HMGET", K_META, "state", "dp", "strat", "ttl", "mk", "mb", "hd", "oq",
-  "n", "b", "rl", "em", "rev", "am", "dw")
+-- One read of the namespace hash for everything every write needs: state, default
+-- permission, configuration, counters, events cap and revision. What only some calls need
+-- is read when they need it (each field an HMGET returns costs a Lua string): the
+-- over-quota policy ("oq") when over quota, the audit limit ("am") when denied, the dedupe
+-- window ("dw") when purging. The namespace's stored retention wins over this caller's
+-- settings (older namespaces: ARGV).
+local meta = read_call("HMGET", K_META, "state", "dp", "strat", "ttl", "mk", "mb", "hd",
+  "n", "b", "rl", "em", "rev")
 if meta[1] ~= "live" then return { "nons" } end
--- The namespace's stored retention, not this caller's settings (older namespaces: ARGV).
-audit_maxlen, dedupe_ms = stored_limit(meta[14], audit_maxlen), stored_limit(meta[15], dedupe_ms)
 local first_key = ARGV[ARG0 + 2]
-local denied = deny_reply(agent, meta[2], LEVEL_RANK.write, action, first_key, audit_maxlen)
+local denied = deny_reply(agent, meta[2], LEVEL_RANK.write, action, first_key, nil, audit_maxlen)
 if denied then return denied end
 
 local now = now_ms()
@@ -63,10 +65,10 @@ if previous then return { "dup", previous, sweep_due(now) } end
 local strategy, default_ttl = meta[3], stored_num(meta[4], K_META, "ttl")
 local max_keys, max_bytes = stored_num(meta[5], K_META, "max_keys"), stored_num(meta[6], K_META, "max_bytes")
 local history_depth = stored_num(meta[7], K_META, "history")
-local over_quota, n_keys, n_bytes = meta[8], stored_num(meta[9], K_META, "n"), stored_num(meta[10], K_META, "b")
-local require_lock = meta[11] == "1"
-local events_cap = stored_int(meta[12] or "0") or 0
-local meta_rev = stored_num(meta[13] or "0", K_META, "rev")
+local n_keys, n_bytes = stored_num(meta[8], K_META, "n"), stored_num(meta[9], K_META, "b")
+local require_lock = meta[10] == "1"
+local events_cap = stored_int(meta[11] or "0") or 0
+local meta_rev = stored_num(meta[12] or "0", K_META, "rev")
 local needs_version = (strategy == "version" or strategy == "custom")
 local MAX_EXACT = 9007199254740991
 
@@ -228,7 +230,9 @@ local function over(nk, nb)
 end
 local kind, limit, current, requested = over(n_keys + key_delta, n_bytes + byte_delta)
 if kind then
-  if over_quota ~= "evict-oldest" then return { "quota", kind, limit, current, requested } end
+  if read_call("HGET", K_META, "oq") ~= "evict-oldest" then
+    return { "quota", kind, limit, current, requested }
+  end
   -- The caller passes the oldest keys it saw (not in this batch); they must still be the
   -- oldest, or the caller retries with a fresh list. Keys cannot be named inside Lua.
   local oldest = read_call("ZRANGE", K_LRU, 0, n_victims + n_items + 8)
@@ -442,6 +446,7 @@ if #vals > 0 then record = record .. pack(vals) end
 -- the window (8x the rate writes add them) instead of a range query on every write.
 -- Before this write's record is added, so a zero window cannot purge it.
 if rev % 8 == 0 then
+  dedupe_ms = stored_limit(redis.call("HGET", K_META, "dw"), dedupe_ms) -- a hash: read above
   local stale = redis.call("ZRANGEBYSCORE", K_OPST, "-inf", now - dedupe_ms, "LIMIT", 0, 64)
   if #stale > 0 then
     redis.call("HDEL", K_OPS, unpack(stale))
