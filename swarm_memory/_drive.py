@@ -189,9 +189,16 @@ def wire_args(keys: list[str], args: list[Any]) -> list[Any]:
     ]
 
 
-def missing_function(exc: BaseException) -> bool:
-    """True for the error of an FCALL of a function the server does not have."""
-    return "Function not found" in str(exc)
+def cannot_fcall(exc: BaseException) -> bool:
+    """True for an FCALL error that means the call did not run because the library cannot
+    be used: the function is not loaded, the server has no FCALL, or this user may not
+    run it (an ACL without FCALL)."""
+    text = str(exc).lower()
+    return (
+        "function not found" in text
+        or "unknown command" in text
+        or ("permission" in text and "'fcall" in text)  # NOPERM (redis-py drops the code)
+    )
 
 
 def located(call: ScriptCall, exc: rexc.ResponseError, functions: bool) -> rexc.ResponseError:
@@ -274,13 +281,16 @@ class DriverBase:
         self.policy_checked = False
         self.policy_error: errors.SwarmMemoryError | None = None
         self.observers: list[ScriptObserver] = []
-        # "functions" | "eval" (Settings.script_mode), chosen before the first script call
-        # (choose_mode). functions: the library is FUNCTION LOADed once per client (on
-        # Cluster, redis-py sends it to every primary; replicas get it by replication), so
+        # "functions" | "functions_if_loaded" | "eval" (Settings.script_mode), chosen
+        # before the first script call. functions: the library is FUNCTION LOADed once per
+        # client (on Cluster, redis-py sends it to every primary; replicas get it by
+        # replication), so
         # "Function not found" is only met after a restart, a FUNCTION FLUSH or a failover
         # to a node that never had it: the library is loaded again and the call resent
         # (nothing ran). eval: scripts are SCRIPT LOADed once per client before their
         # first EVALSHA, so the NOSCRIPT path (a fallback to EVAL) is as rare.
+        # functions_if_loaded: this user may not FUNCTION LOAD (an agent's ACL user): FCALL
+        # while another client's load (an admin's) is there, EVALSHA once it is not.
         self.script_mode: str | None = None
         self.loaded: set[str] = set()
         self.hub: Any = None  # the event hub (events.py), made on first watch()

@@ -25,10 +25,10 @@ from swarm_memory._drive import (
     DriverBase,
     auth_probe_args,
     call_name,
+    cannot_fcall,
     eviction_policy_error,
     final_error,
     located,
-    missing_function,
     wire_args,
 )
 from swarm_memory._ops.effects import (
@@ -210,17 +210,20 @@ class AsyncDriver(DriverBase):
         if self.script_mode is None:
             mode = self.mode_to_try(self.client)
             if mode == "functions" and not await self._load_library():
-                mode = "eval"  # no Functions here, or this user may not load them
+                # No Functions here, or this user may not load them (an agent's ACL user):
+                # call the library if another client (an admin's) loaded it, else EVALSHA.
+                mode = "functions_if_loaded"
             self.script_mode = mode
-        if self.script_mode == "functions":
+        if self.script_mode in ("functions", "functions_if_loaded"):
             try:
                 return await self._send(call, args, functions=True)
             except rexc.ResponseError as exc:
-                if not missing_function(exc):
+                if not cannot_fcall(exc):
                     raise located(call, exc, functions=True) from exc
-            # Gone since it was loaded (a restart, a flush, a failover to a node that never
-            # had it): nothing ran, so load it again and resend.
-            if await self._load_library():
+            # Nothing ran. Gone since it was loaded (a restart, a flush, a failover to a
+            # node that never had it): load it again and resend; or this client may not
+            # load it or call it: EVALSHA from now on.
+            if self.script_mode == "functions" and await self._load_library():
                 try:
                     return await self._send(call, args, functions=True)
                 except rexc.ResponseError as exc:

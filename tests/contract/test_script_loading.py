@@ -3,6 +3,7 @@ server has Functions, EVALSHA elsewhere; both reload what a flush or restart los
 
 from __future__ import annotations
 
+import uuid
 from typing import Literal
 
 import pytest
@@ -96,3 +97,40 @@ def test_a_readonly_call_runs_as_fcall_ro_or_evalsha_ro(
     with pytest.raises(ServerError, match=r"Write commands are not allowed"):
         mem._driver.perform(call)
     mem.close()
+
+
+def test_a_user_that_may_not_load_functions_calls_them_while_loaded(
+    redis_server: RedisServer,
+) -> None:
+    """An agent's ACL user has no FUNCTION (swarm_memory.acl): it FCALLs the library an
+    admin's client loaded, and goes on with EVALSHA when it is gone; a user that may not
+    FCALL either runs EVALSHA from the start."""
+    admin = SwarmMemory.from_url(redis_server.url, agent="admin")
+    admin.create_namespace("acl-modes", default_permission="write")  # loads the library
+    raw = redis.Redis(port=redis_server.port)
+    suffix = uuid.uuid4().hex[:8]
+    users = {"nofunction": f"sm-test-nf-{suffix}", "nofcall": f"sm-test-nc-{suffix}"}
+    raw.execute_command("ACL", "SETUSER", users["nofunction"], "on", ">pw", "~*", "&*",
+                        "+@all", "-function")  # fmt: skip
+    raw.execute_command("ACL", "SETUSER", users["nofcall"], "on", ">pw", "~*", "&*",
+                        "+@all", "-function", "-fcall")  # fmt: skip
+    try:
+        url = f"redis://{users['nofunction']}:pw@127.0.0.1:{redis_server.port}/0"
+        agent = SwarmMemory.from_url(url, agent="w")
+        ns = agent.namespace("acl-modes")
+        assert ns.put("k", 1).version == 1
+        assert agent._driver.script_mode == "functions_if_loaded"
+        raw.execute_command("FUNCTION", "FLUSH")  # a restart, say: it cannot load it again
+        assert ns.put("k", 2).version == 2
+        assert agent._driver.script_mode == "eval"
+        url = f"redis://{users['nofcall']}:pw@127.0.0.1:{redis_server.port}/0"
+        other = SwarmMemory.from_url(url, agent="w2")
+        assert other.namespace("acl-modes").put("j", 1).version == 1
+        assert other._driver.script_mode == "eval"
+        agent.close()
+        other.close()
+    finally:
+        for user in users.values():
+            raw.execute_command("ACL", "DELUSER", user)
+        admin.close()
+        raw.close()
