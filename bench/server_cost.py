@@ -12,7 +12,9 @@ with ``--callgrind``), runs each case ``n`` times, and prints per call:
 
 Cases: ``base.cas_xadd`` (a bare Lua CAS + HSET + XADD), ``base.hgetall`` (an entry-shaped
 hash), ``put`` / ``get`` (one entry, through the library), ``lock`` (acquire + release,
-per pair), ``base.lock`` (SET NX PX + a Lua compare-and-delete, per pair).
+per pair), ``base.lock`` (SET NX PX + a Lua compare-and-delete, per pair),
+``put_many(100)`` vs ``base.cas_xadd.x100`` (100 bare CAS calls in one pipeline): per
+round, so divide by 100 for an item.
 """
 
 from __future__ import annotations
@@ -161,8 +163,21 @@ def cases(port: int) -> dict[str, Callable[[], Any]]:
         lk.acquire()
         lk.release()
 
+    many = {f"m{i}": VALUE for i in range(100)}
+    pipe_keys = [f"bare:m{i}" for i in range(100)]
+
+    def cas_x100() -> None:
+        pipe = r.pipeline(transaction=False)
+        for k in pipe_keys:
+            pipe.evalsha(sha, 2, k, "bare:stream", ver_of.get(k, 0), body)
+        for k, reply in zip(pipe_keys, pipe.execute(), strict=True):
+            ver_of[k] = reply[1]
+
+    ver_of: dict[str, int] = {}
     return {
         "base.cas_xadd": cas,
+        "base.cas_xadd.x100": cas_x100,
+        "put_many(100)": lambda: ns.put_many(many),
         "base.hgetall": lambda: r.hgetall("bare:h"),
         "put": lambda: ns.put("p", VALUE),
         "get": lambda: ns.get("g"),
