@@ -281,16 +281,15 @@ class DriverBase:
         self.policy_checked = False
         self.policy_error: errors.SwarmMemoryError | None = None
         self.observers: list[ScriptObserver] = []
-        # "functions" | "functions_if_loaded" | "eval" (Settings.script_mode), chosen
-        # before the first script call. functions: the library is FUNCTION LOADed once per
-        # client (on Cluster, redis-py sends it to every primary; replicas get it by
-        # replication), so
-        # "Function not found" is only met after a restart, a FUNCTION FLUSH or a failover
-        # to a node that never had it: the library is loaded again and the call resent
-        # (nothing ran). eval: scripts are SCRIPT LOADed once per client before their
-        # first EVALSHA, so the NOSCRIPT path (a fallback to EVAL) is as rare.
-        # functions_if_loaded: this user may not FUNCTION LOAD (an agent's ACL user): FCALL
-        # while another client's load (an admin's) is there, EVALSHA once it is not.
+        # "functions" | "eval" (Settings.script_mode), chosen before the first script
+        # call. functions: the library is FUNCTION LOADed when an FCALL finds it missing
+        # (on Cluster, redis-py sends it to every primary; replicas get it by
+        # replication): on a client's first call if no client loaded it yet, after a
+        # restart, a FUNCTION FLUSH or a failover to a node that never had it; the call
+        # did not run and is resent. Where it cannot be loaded (no Functions; an agent's
+        # ACL user without FUNCTION, when no admin's client loaded it): eval from then on.
+        # eval: scripts are SCRIPT LOADed once per client before their first EVALSHA, so
+        # the NOSCRIPT path (a fallback to EVAL) is as rare.
         self.script_mode: str | None = None
         self.loaded: set[str] = set()
         self.hub: Any = None  # the event hub (events.py), made on first watch()

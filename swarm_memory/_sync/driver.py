@@ -207,26 +207,25 @@ class Driver(DriverBase):
             self._probe_auth(agent.decode() if isinstance(agent, bytes) else str(agent))
         args = script.identity_args(call.args, self.settings.key_prefix)
         if self.script_mode is None:
-            mode = self.mode_to_try(self.client)
-            if mode == "functions" and not self._load_library():
-                # No Functions here, or this user may not load them (an agent's ACL user):
-                # call the library if another client (an admin's) loaded it, else EVALSHA.
-                mode = "functions_if_loaded"
-            self.script_mode = mode
-        if self.script_mode in ("functions", "functions_if_loaded"):
+            self.script_mode = self.mode_to_try(self.client)
+        if self.script_mode == "functions":
+            # The library is loaded when a call finds it missing, not before every
+            # client's first call: FUNCTION LOAD compiles it (~2 ms of the server's time).
             try:
                 return self._send(call, args, functions=True)
             except rexc.ResponseError as exc:
                 if not cannot_fcall(exc):
                     raise located(call, exc, functions=True) from exc
-            # Nothing ran. Gone since it was loaded (a restart, a flush, a failover to a
-            # node that never had it): load it again and resend; or this client may not
-            # load it or call it: EVALSHA from now on.
-            if self.script_mode == "functions" and self._load_library():
+            # Nothing ran. Not loaded yet, or gone since (a restart, a flush, a failover
+            # to a node that never had it): load it and resend. A server without
+            # Functions, or a user that may not load or call them (an agent's ACL user,
+            # when no admin's client loaded it): EVALSHA from now on.
+            if self._load_library():
                 try:
                     return self._send(call, args, functions=True)
                 except rexc.ResponseError as exc:
-                    raise located(call, exc, functions=True) from exc
+                    if not cannot_fcall(exc):
+                        raise located(call, exc, functions=True) from exc
             self.script_mode = "eval"
         try:
             return self._send(call, args, functions=False)
