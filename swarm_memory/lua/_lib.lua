@@ -407,7 +407,7 @@ local function publish_events(default_maxlen, rev, agent, now, known_maxlen, gua
   -- The doorbell carries the events too, so an up-to-date watcher needs no read; one
   -- that is behind (or sees a permission change) reads the stream as usual. Numbers used
   -- more than once become text once (each number redis.call gets is a "%.17g").
-  local rev_s, n_s, now_s = itos(rev), itos(n), itos(now)
+  local rev_s, n_s, now_s, maxlen_s = itos(rev), itos(n), itos(now), itos(maxlen)
   local bell = { rev_s, n_s }
   for seq, e in ipairs(PENDING_EVENTS) do
     local ver = e[3]
@@ -422,17 +422,17 @@ local function publish_events(default_maxlen, rev, agent, now, known_maxlen, gua
     local xadd = (guarded and seq == 1) and redis.pcall or redis.call
     local added
     if e[6] then
-      local args = { "XADD", K_EVENTS, "MAXLEN", "~", maxlen, id,
+      local args = { "XADD", K_EVENTS, "MAXLEN", "~", maxlen_s, id,
         "t", e[1], "k", e[2], "v", ver, "a", agent, "ms", now_s, "n", n_s, "c", e[6] }
       if e[4] then
         args[#args + 1], args[#args + 2], args[#args + 3], args[#args + 4] = "d", e[4], "f", e[5]
       end
       added = xadd(unpack(args))
     elseif e[4] then
-      added = xadd("XADD", K_EVENTS, "MAXLEN", "~", maxlen, id,
+      added = xadd("XADD", K_EVENTS, "MAXLEN", "~", maxlen_s, id,
         "t", e[1], "k", e[2], "v", ver, "a", agent, "ms", now_s, "n", n_s, "d", e[4], "f", e[5])
     else
-      added = xadd("XADD", K_EVENTS, "MAXLEN", "~", maxlen, id,
+      added = xadd("XADD", K_EVENTS, "MAXLEN", "~", maxlen_s, id,
         "t", e[1], "k", e[2], "v", ver, "a", agent, "ms", now_s, "n", n_s)
     end
     if type(added) == "table" and added.err then

@@ -343,18 +343,21 @@ for i = 1, n_items do
     end
     local vout, fout = "", ""
     if p.computed or echo then vout, fout = p.value, p.fmt end
-    out = { "w", p.ver, p.cr, rev, p.ct, now, p.x, #p.value, vout, fout }
-  end
-  local r = #reply
-  for j = 1, 10 do reply[r + j] = out[j] end
-  if out[1] == "w" then -- mr = rev and mt = now: the record's header has them
-    recs[i] = string.format("w %d %d %d %d %d", out[2], out[3], out[5], out[7], out[8])
-    if out[9] ~= "" then
+    -- The common case, straight into the reply (no 10-slot table per item).
+    local r, size = #reply, #p.value
+    reply[r + 1], reply[r + 2], reply[r + 3], reply[r + 4], reply[r + 5] = "w", p.ver, p.cr, rev, p.ct
+    reply[r + 6], reply[r + 7], reply[r + 8], reply[r + 9], reply[r + 10] = now, p.x, size, vout, fout
+    -- mr = rev and mt = now: the record's header has them
+    recs[i] = string.format("w %d %d %d %d %d", p.ver, p.cr, p.ct, p.x, size)
+    if vout ~= "" then
       vals[#vals + 1] = i
-      vals[#vals + 1] = out[9]
-      vals[#vals + 1] = out[10]
+      vals[#vals + 1] = vout
+      vals[#vals + 1] = fout
     end
-  else
+  end
+  if out then
+    local r = #reply
+    for j = 1, 10 do reply[r + j] = out[j] end
     recs[i] = string.format("%s %d %d %d %d %d %d %d", out[1], out[2], out[3], out[4],
       out[5], out[6], out[7], out[8])
   end
