@@ -219,8 +219,10 @@ def _calls(mem: Any) -> dict[str, Callable[[], Any]]:
 # (key, what it becomes, calls that must fail with nothing written)
 WRONG_TYPES = [
     ("events", "string", ["put", "put_many", "delete", "incr", "broadcast", "grant", "clear"]),
-    ("audit", "string", ["put", "put_many", "delete", "incr", "broadcast", "grant", "clear"]),
-    ("audit", "hash", ["put"]),
+    # A successful data write's audit record is its event (DESIGN.md decision 2): writes
+    # never touch the audit stream; what it does keep must still fail cleanly.
+    ("audit", "string", ["broadcast", "grant", "clear"]),
+    ("audit", "hash", ["broadcast"]),
     ("stats", "zset", ["put", "incr", "broadcast", "lock"]),
     ("index", "string", ["put", "put_many", "keys"]),
     ("lru", "hash", ["put", "incr"]),
