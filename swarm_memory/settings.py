@@ -7,7 +7,7 @@ constructed, and the clients construct it only if the caller passes no ``setting
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, Literal
 from urllib.parse import parse_qsl, quote, urlencode, urlsplit, urlunsplit
 
 from pydantic import Field
@@ -72,6 +72,14 @@ class Settings(BaseSettings):
     # indexes: writes are refused there unless this is set (DESIGN.md decision 10).
     allow_eviction: bool = Field(
         default=False, description="Write even where maxmemory-policy is allkeys-*."
+    )
+
+    # How scripts run (swarm_memory/scripts.py): "functions" = one Redis Functions library
+    # loaded once per server, called with FCALL; "eval" = EVALSHA of each script; "auto" =
+    # functions where the server has them and this connection may load them (FUNCTION
+    # LOAD), else eval (fakeredis always eval).
+    script_mode: Literal["auto", "functions", "eval"] = Field(
+        default="auto", description="functions (FCALL) | eval (EVALSHA) | auto."
     )
 
     # Idempotency: how long a write's outcome is remembered for replays of its op id.

@@ -32,8 +32,9 @@ class ScriptCall:
     keys: list[str]
     args: list[str | bytes | int]
     op_id: str | None  # set for writes: the reply may be lost, the op id makes a retry safe
-    # The call writes nothing (a read): drivers run it without writes (EVALSHA_RO where
-    # the server has it), which a user with read-only keys (%R~) may make.
+    # The call writes nothing (a read): run as FCALL_RO / EVALSHA_RO (the script must then
+    # issue no write command; scripts.py registers every script twice, "<function>_ro"
+    # with the no-writes flag), which a user with read-only keys (%R~) may make.
     readonly: bool = False
 
 

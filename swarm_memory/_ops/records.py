@@ -20,6 +20,7 @@ start each reply are ``replies.py``'s.
 from __future__ import annotations
 
 import contextlib
+import re
 import zlib
 from collections.abc import Iterator, Sequence
 from datetime import datetime
@@ -210,25 +211,49 @@ class HistoryMeta(NamedTuple):
 ABSENT = b""
 
 
+_MAX_EXACT = 1 << 53
+_INT_TEXT = re.compile(rb"-?[0-9]{1,17}")
+
+
+def _stored_int(value: Any) -> int:
+    """An integer from a reply: a RESP integer, or stored text that is one (digits, an
+    optional minus, below 2^53 — what the scripts' stored_int accepts, spelled plainly)."""
+    if isinstance(value, int):
+        return value
+    if not isinstance(value, bytes) or not _INT_TEXT.fullmatch(value):
+        raise ValueError(f"not a stored integer: {value!r:.40}")
+    n = int(value)
+    if not -_MAX_EXACT < n < _MAX_EXACT:
+        raise ValueError(f"integer out of range: {n}")
+    return n
+
+
 def times(created_ms: Any, updated_ms: Any) -> tuple[datetime, datetime]:
     # An entry written once was created when it was updated: one conversion serves both.
-    updated = ms_to_datetime(int(updated_ms))
-    return (updated if created_ms == updated_ms else ms_to_datetime(int(created_ms))), updated
+    updated = ms_to_datetime(_stored_int(updated_ms))
+    if created_ms == updated_ms:
+        return updated, updated
+    return ms_to_datetime(_stored_int(created_ms)), updated
 
 
 def _expiry(expires_ms: Any) -> datetime | None:
-    x = int(expires_ms)
+    x = _stored_int(expires_ms)
     return ms_to_datetime(x) if x > 0 else None
 
 
 def entry(ctx: Context, key: str, rec: EntryRecord) -> Entry:
+    # Numbers come as integers or, from a get, as the stored text (lua/read.lua): both
+    # parsed strictly here, inside decoding() (a bad one is CorruptData naming the key).
+    version = _stored_int(rec.version)
+    if version < 1:
+        raise ValueError(f"version {version} < 1")
     created, updated = times(rec.created_ms, rec.updated_ms)
     return Entry(
         key=key,
         value=ctx.codec.decode(rec.value, text(rec.fmt)),
-        version=int(rec.version),
-        create_revision=int(rec.create_revision),
-        mod_revision=int(rec.mod_revision),
+        version=version,
+        create_revision=_stored_int(rec.create_revision),
+        mod_revision=_stored_int(rec.mod_revision),
         created_at=created,
         updated_at=updated,
         updated_by=text(rec.updated_by),

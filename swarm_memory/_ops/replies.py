@@ -499,7 +499,11 @@ def corrupt_inbox(ctx: InboxContext, owner: str, problem: str, *, ops: bool = Fa
 # ------------------------------------------------------------------- script errors
 # corrupt() in lua/_lib.lua: "SMCORRUPT <position in KEYS> <problem>". Redis appends
 # " script: <sha>, on @user_script:<line>." and fakeredis wraps it in its own text.
-_CORRUPT = re.compile(r"SMCORRUPT (\d+) (.*?)(?: script: [0-9a-f]+, on @user_script:\d+\.|\n|$)")
+# An FCALL's says " script: <function>, on @user_function:<line>." (scripts.py may have
+# added " (<file>:<line>)" after the line).
+_CORRUPT = re.compile(
+    r"SMCORRUPT (\d+) (.*?)(?: script: \S+, on @user_\w+:\d+(?: \([^)]*\))?\.|\n|$)"
+)
 _NAMESPACE_TAG = re.compile(r"\{([^@}][^}]*)\}")
 
 

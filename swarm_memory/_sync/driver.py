@@ -26,11 +26,14 @@ from swarm_memory._drive import (
     DriverBase,
     auth_probe_args,
     call_name,
+    cannot_fcall,
     eviction_policy_error,
     final_error,
     is_denial,
     lacks_read_only_scripts,
+    located,
     refused_by_acl,
+    wire_args,
 )
 from swarm_memory._ops.effects import (
     CallUser,
@@ -43,6 +46,7 @@ from swarm_memory._ops.effects import (
     WaitBell,
 )
 from swarm_memory._synchronization import call_user, sleep
+from swarm_memory.scripts import library
 from swarm_memory.settings import Settings
 
 T = TypeVar("T")
@@ -200,20 +204,63 @@ class Driver(DriverBase):
         return self.learnt_auth_mode(self.client.eval(AUTH_PROBE, 0, *args), agent)
 
     def _script(self, call: ScriptCall) -> Any:
-        n = len(call.keys)
         script = call.script
         if self.auth_mode is None:
             agent = call.args[script.agent_arg]
             self._probe_auth(agent.decode() if isinstance(agent, bytes) else str(agent))
         args = script.identity_args(call.args, self.settings.key_prefix)
-        if script.sha not in self.loaded:
+        if self.script_mode is None:
+            self.script_mode = self.mode_to_try(self.client)
+        if self.script_mode == "functions":
+            # The library is loaded when a call finds it missing, not before every
+            # client's first call: FUNCTION LOAD compiles it (~2 ms of the server's time).
+            try:
+                return self._send(call, args, functions=True)
+            except rexc.ResponseError as exc:
+                if not cannot_fcall(exc):
+                    raise located(call, exc, functions=True) from exc
+            # Nothing ran. Not loaded yet, or gone since (a restart, a flush, a failover
+            # to a node that never had it): load it and resend. A server without
+            # Functions, or a user that may not load or call them (an agent's ACL user,
+            # when no admin's client loaded it): EVALSHA from now on.
+            if self._load_library():
+                try:
+                    return self._send(call, args, functions=True)
+                except rexc.ResponseError as exc:
+                    if not cannot_fcall(exc):
+                        raise located(call, exc, functions=True) from exc
+            self.script_mode = "eval"
+        try:
+            return self._send(call, args, functions=False)
+        except rexc.NoScriptError:
+            raise
+        except rexc.ResponseError as exc:
+            raise located(call, exc, functions=False) from exc
+
+    def _load_library(self) -> bool:
+        """FUNCTION LOAD the scripts' library (every primary of a Cluster). False when the
+        server refuses it: no Functions (an older Redis), or an ACL user without FUNCTION."""
+        try:
+            self.client.function_load(library().source, replace=True)
+        except rexc.ResponseError:
+            return False
+        return True
+
+    def _send(self, call: ScriptCall, args: list[Any], *, functions: bool) -> Any:
+        n = len(call.keys)
+        wire = wire_args(call.keys, args)
+        script = call.script
+        if script.sha not in self.loaded and not functions:
             self.client.script_load(script.source)
             self.loaded.add(script.sha)
         if call.op_id is not None and self.settings.wait_replicas:
             # One pipeline = one connection: WAIT then counts this very write.
             node, target = self._node_client(call.keys[0]) if self.is_cluster else ("", self.client)
             pipe = target.pipeline(transaction=False)
-            pipe.evalsha(script.sha, n, *call.keys, *args)
+            if functions:
+                pipe.execute_command(*_fcall(call, call.readonly), n, *wire)
+            else:
+                pipe.execute_command(*_evalsha(call), n, *wire)
             pipe.execute_command(*self.wait_args())
             try:
                 reply, acked = pipe.execute()
@@ -232,7 +279,7 @@ class Driver(DriverBase):
             return reply
         if call.readonly and self.read_only_scripts is not False:
             try:
-                reply = self._eval(call, args, readonly=True)
+                reply = self._once(call, n, wire, functions=functions, readonly=True)
             except rexc.ResponseError as exc:
                 if not lacks_read_only_scripts(exc):
                     raise
@@ -242,20 +289,34 @@ class Driver(DriverBase):
                 if not is_denial(reply):
                     return reply
                 try:  # again with writes, so that the denial is audited (_drive.py)
-                    return self._eval(call, args, readonly=False)
+                    return self._once(call, n, wire, functions=functions, readonly=False)
                 except rexc.ResponseError as exc:
                     if not refused_by_acl(exc):
                         raise
                     return reply
-        return self._eval(call, args, readonly=False)
+        return self._once(call, n, wire, functions=functions, readonly=False)
 
-    def _eval(self, call: ScriptCall, args: list[str | bytes | int], *, readonly: bool) -> Any:
-        """EVALSHA (EVALSHA_RO if ``readonly``), or EVAL once the script cache lost it."""
-        script, n = call.script, len(call.keys)
-        c = self.client
+    def _once(
+        self, call: ScriptCall, n: int, wire: list[Any], *, functions: bool, readonly: bool
+    ) -> Any:
+        """FCALL or EVALSHA (their _RO forms if ``readonly``); EVAL once the script cache
+        lost the script."""
+        script, c = call.script, self.client
+        if functions:
+            return c.execute_command(*_fcall(call, readonly), n, *wire)
         evalsha, source_eval = (c.evalsha_ro, c.eval_ro) if readonly else (c.evalsha, c.eval)
         try:
-            return evalsha(script.sha, n, *call.keys, *args)
+            return evalsha(script.sha, n, *wire)
         except rexc.NoScriptError:
             # EVAL also caches the script on the node that ran it (also after a failover).
-            return source_eval(script.source, n, *call.keys, *args)
+            return source_eval(script.source, n, *wire)
+
+
+def _fcall(call: ScriptCall, readonly: bool) -> tuple[str, str]:
+    if readonly:
+        return "FCALL_RO", call.script.function + "_ro"
+    return "FCALL", call.script.function
+
+
+def _evalsha(call: ScriptCall) -> tuple[str, str]:
+    return ("EVALSHA_RO" if call.readonly else "EVALSHA"), call.script.sha

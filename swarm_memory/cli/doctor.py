@@ -19,7 +19,7 @@ from swarm_memory import acl
 from swarm_memory.cli.base import ExitCode, config, emit, output_option, redact_url, table
 from swarm_memory.client import SwarmMemory
 from swarm_memory.errors import ClusterModeMismatch
-from swarm_memory.scripts import all_scripts
+from swarm_memory.scripts import all_scripts, library
 
 MIN_VERSION = (7, 0)  # sharded pub/sub (SSUBSCRIBE/SPUBLISH), used by the event doorbell
 MAX_SKEW_S = 2.0
@@ -84,8 +84,18 @@ def _server_checks(node: str, client: redis.Redis, cluster_configured: bool) -> 
     out.extend(_memory_policy(node, client))
     shas = [s.sha for s in all_scripts().values()]
     try:
-        cached = sum(bool(x) for x in client.script_exists(*shas))
-        add("scripts", "ok", f"{cached}/{len(shas)} cached (the client loads them on first use)")
+        lib = library().name
+        loaded = bool(client.execute_command("FUNCTION", "LIST", "LIBRARYNAME", lib))
+    except rexc.ResponseError:
+        loaded = False  # no Functions here, or this user may not list them
+    try:
+        if loaded:
+            add("scripts", "ok", f"library {lib} loaded (FCALL)")
+        else:
+            cached = sum(bool(x) for x in client.script_exists(*shas))
+            add(
+                "scripts", "ok", f"{cached}/{len(shas)} cached (the client loads them on first use)"
+            )
     except rexc.ResponseError as exc:
         add("scripts", "warn", f"SCRIPT EXISTS refused: {exc}")
     before = time.time()

@@ -1,13 +1,26 @@
--- Shared helpers, prepended to every script by the loader (swarm_memory/scripts.py).
--- Every namespace script receives the sixteen fixed names first, in this order (built in
+-- Shared helpers (swarm_memory/scripts.py). The loader gives each script only the parts
+-- of this file it uses: a part is one top-level `local` definition with the comment above
+-- it, and a script gets every part its body names, directly or through another part, in
+-- this file's order. The script's body becomes the body of an entry function, called
+-- once per EVALSHA (the script ends by calling it) or registered with
+-- redis.register_function in one library (FCALL) on servers with Functions, where this
+-- file's code runs once when the library loads, not before every call.
+--
+-- Per-call state, always included: assigned by enter() before every body runs. Every
+-- namespace script receives the sixteen fixed names first, in this order (built in
 -- keys.py). K_BELL and K_LBELL are not keys but the namespace's shard channels (the
 -- pub/sub doorbells of the feed and of lock releases): they carry the same hash tag, and
 -- passing them with the keys keeps every name a script touches out of Lua and in one
 -- Cluster slot.
-local K_META, K_ACL, K_STATS, K_IDX, K_LRU, K_EXP, K_EVENTS, K_AUDIT, K_OPS, K_OPST, K_BELL =
-  KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7], KEYS[8], KEYS[9], KEYS[10], KEYS[11]
-local K_LEASE, K_EPH, K_LOCKS, K_LOCKH, K_LBELL = KEYS[12], KEYS[13], KEYS[14], KEYS[15], KEYS[16]
+local KEYS, ARGV
+local K_META, K_ACL, K_STATS, K_IDX, K_LRU, K_EXP, K_EVENTS, K_AUDIT, K_OPS, K_OPST, K_BELL
+local K_LEASE, K_EPH, K_LOCKS, K_LOCKH, K_LBELL
 local N_FIXED = 16
+local IDENTITY_KEY
+local NOW_TIME -- the call's TIME reply, once read (server_time)
+-- Events of one call, queued by event() and appended by publish_events().
+local PENDING_EVENTS = {}
+--- end of per-call state
 
 -- Identity (DESIGN.md decision 8, authenticated mode). The client appends the claimed
 -- agent's identity key (keys.identity_key) to every call's ARGV; it is taken off here,
@@ -16,20 +29,31 @@ local N_FIXED = 16
 -- is the agent the call names (the default user passes for every agent). The key is
 -- checked, never accessed. A server without ACLs in Lua (fakeredis) stays cooperative;
 -- the client says which mode it is in when it connects (auth_mode).
-local IDENTITY_KEY = table.remove(ARGV)
 local function identity_refused()
   if not redis.acl_check_cmd then return false end
   return not redis.acl_check_cmd("GET", IDENTITY_KEY)
 end
-if identity_refused() then
-  if #KEYS >= N_FIXED then
-    -- A namespace script (agent = ARGV[1]): count and audit the denial where the calling
-    -- user may write (pcall: a user with read-only keys is refused, just not audited).
-    redis.pcall("HINCRBY", K_STATS, "denied", 1)
-    redis.pcall("XADD", K_AUDIT, "*", "a", ARGV[1] or "", "act", "identity", "k", "", "op", "",
-      "out", "denied", "r", 0)
+
+-- Every entry function starts here: the call's KEYS and ARGV become the state above.
+-- Returns the reply to send instead of running the body (an identity refusal), or nil.
+local function enter(keys, args)
+  KEYS, ARGV = keys, args
+  K_META, K_ACL, K_STATS, K_IDX, K_LRU, K_EXP, K_EVENTS, K_AUDIT, K_OPS, K_OPST, K_BELL =
+    keys[1], keys[2], keys[3], keys[4], keys[5], keys[6], keys[7], keys[8], keys[9], keys[10], keys[11]
+  K_LEASE, K_EPH, K_LOCKS, K_LOCKH, K_LBELL = keys[12], keys[13], keys[14], keys[15], keys[16]
+  PENDING_EVENTS, NOW_TIME = {}, nil
+  IDENTITY_KEY = table.remove(args)
+  if identity_refused() then
+    if #keys >= N_FIXED then
+      -- A namespace script (agent = ARGV[1]): count and audit the denial where the calling
+      -- user may write (pcall: a user with read-only keys is refused, just not audited).
+      redis.pcall("HINCRBY", K_STATS, "denied", 1)
+      redis.pcall("XADD", K_AUDIT, "*", "a", args[1] or "", "act", "identity", "k", "", "op", "",
+        "out", "denied", "r", 0)
+    end
+    return { "denied", "identity" }
   end
-  return { "denied", "identity" }
+  return nil
 end
 
 local LEVEL_RANK = { none = 0, read = 1, write = 2, admin = 3 }
@@ -61,6 +85,12 @@ end
 -- the spelling ("0x10", " 5" and "1e3" are numbers all the same) at half its cost: it
 -- runs a dozen times per write.
 local function stored_int(s)
+  -- Stored text must be an integer as Redis writes one ("007", "5.0", "+5", " 5", "0x10"
+  -- are not): what passes here, HINCRBY takes, so a counter that passed the checks never
+  -- fails a later HINCRBY halfway through a script (tests/faults/test_corruption_fuzz.py).
+  if type(s) == "string" and not (string.match(s, "^%-?[1-9]%d*$") or s == "0") then
+    return nil
+  end
   local n = tonumber(s)
   if n and n % 1 == 0 and n > -9007199254740992 and n < 9007199254740992 then return n end
   return nil
@@ -119,15 +149,26 @@ local function opt_int(s, what)
   return int_arg(s, what)
 end
 
--- Server time in integer milliseconds (DESIGN.md decision 4: never agent clocks).
+-- Server time in integer milliseconds (DESIGN.md decision 4: never agent clocks). One
+-- TIME per call (NOW_TIME, reset by enter()): now_ms and now_us of one call agree, and
+-- TIME costs as much as a small read.
+local function server_time()
+  local t = NOW_TIME
+  if not t then
+    t = redis.call("TIME")
+    NOW_TIME = t
+  end
+  return t
+end
+
 local function now_ms()
-  local t = redis.call("TIME")
+  local t = server_time()
   return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 end
 
 -- Microseconds (about 1.8e15 today: exact in a Lua double until the year 2255).
 local function now_us()
-  local t = redis.call("TIME")
+  local t = server_time()
   return tonumber(t[1]) * 1000000 + tonumber(t[2])
 end
 
@@ -185,15 +226,23 @@ end
 -- Length-prefixed packing of a flat list (netstrings): binary safe, no cjson involved.
 -- Prefixes and parts go into one table for a single table.concat: no intermediate
 -- "<len>:<part>" string is built (a copy of every part) on this hot path.
+-- "<len>:" for lengths below 1024, made once: a number in table.concat is a sprintf.
+-- Under FCALL the table lives as long as the library; under EVALSHA, for one call.
+local PACK_PREFIX = {}
 local function pack(list)
   local out, j = {}, 0
   for i = 1, #list do
     local s = list[i]
     if type(s) == "number" then s = itos(s) end
-    out[j + 1] = #s
-    out[j + 2] = ":"
-    out[j + 3] = s
-    j = j + 3
+    local n = #s
+    local prefix = PACK_PREFIX[n]
+    if not prefix then
+      prefix = itos(n) .. ":"
+      if n < 1024 then PACK_PREFIX[n] = prefix end
+    end
+    out[j + 1] = prefix
+    out[j + 2] = s
+    j = j + 2
   end
   return table.concat(out)
 end
@@ -227,6 +276,14 @@ local function load_meta()
   return m
 end
 
+-- Only the state and the default level, or nil (reads and locks: every field an HMGET
+-- returns costs the script a Lua string; the audit limit is read when a record is added).
+local function load_access()
+  local m = read_call("HMGET", K_META, "state", "dp")
+  if m[1] ~= "live" then return nil end
+  return m
+end
+
 -- A stored retention limit when the namespace has one, else the caller's (older
 -- namespaces): the namespace's config, not whichever client writes last.
 local function stored_limit(value, default)
@@ -247,18 +304,27 @@ local function audit(maxlen, agent, action, key, op_id, outcome, rev)
 end
 
 -- Permission gate shared by every script. Returns nil when allowed, else the reply to send.
--- The denial is counted and audited with pcall: a read run without writes (EVALSHA_RO,
--- see ScriptCall.readonly) cannot write, and the driver runs a denied read again with
--- writes so that it is recorded wherever the calling user may write (docs/guarantees.md).
-local function deny_reply(agent, default_level, needed, action, key, audit_maxlen)
+-- The denial is counted and audited with pcall: a read run without writes (FCALL_RO /
+-- EVALSHA_RO, see ScriptCall.readonly) cannot write, and the driver runs a denied read
+-- again with writes so that it is recorded wherever the calling user may write
+-- (docs/guarantees.md). audit_maxlen nil: the namespace's stored limit ("am"), else
+-- default_maxlen.
+local function deny_reply(agent, default_level, needed, action, key, audit_maxlen, default_maxlen)
   local have = level_of(agent, default_level)
   if have >= needed then return nil end
-  require_kinds({ K_STATS, "hash" })
+  if audit_maxlen == nil then
+    audit_maxlen = stored_limit(read_call("HGET", K_META, "am"), default_maxlen)
+  end
   require_stream_room(K_AUDIT)
-  require_counters(K_STATS, "denied")
+  require_counters(K_STATS, "denied") -- also its type (read_call)
   local counted = redis.pcall("HINCRBY", K_STATS, "denied", 1)
   if not (type(counted) == "table" and counted.err) then
-    audit(audit_maxlen, agent, action, key, "", "denied", 0)
+    -- "rv": the revision the denial came after, which orders it among the writes that the
+    -- audit log reads from the feed (events.lua); a denial itself has no revision (r = 0).
+    local rv = redis.pcall("HGET", K_META, "rev")
+    if type(rv) ~= "string" then rv = "" end
+    redis.call("XADD", K_AUDIT, "MAXLEN", "~", audit_maxlen, "*", "a", agent, "act", action,
+      "k", key or "", "op", "", "out", "denied", "r", 0, "rv", rv)
   end
   return { "denied", RANK_NAME[have] }
 end
@@ -294,11 +360,12 @@ end
 -- (their ephemeral entries and locks must go), 3 = both.
 -- lease: the first lease as read earlier (ZRANGE ... WITHSCORES), by a script that calls
 -- this after its writes (a read that fails then would come after them).
+-- (Arguments to redis.call as strings: a Lua number costs a "%.17g" conversion each.)
 local function sweep_due(now, lease)
   local due = 0
-  local first = read_call("ZRANGE", K_EXP, 0, 0, "WITHSCORES")
+  local first = read_call("ZRANGE", K_EXP, "0", "0", "WITHSCORES")
   if first[2] and tonumber(first[2]) <= now then due = 1 end
-  lease = lease or read_call("ZRANGE", K_LEASE, 0, 0, "WITHSCORES")
+  lease = lease or read_call("ZRANGE", K_LEASE, "0", "0", "WITHSCORES")
   if lease[2] and tonumber(lease[2]) <= now then due = due + 2 end
   return due
 end
@@ -317,15 +384,17 @@ local function drop_entry(name, ekey, hkey, size)
   redis.call("ZREM", K_LRU, name)
   redis.call("ZREM", K_EXP, name)
   redis.call("HINCRBY", K_META, "n", -1)
-  redis.call("HINCRBY", K_META, "b", -size)
+  -- 0 - size, not -size: -0 goes out as "-0", which HINCRBY refuses (an empty value).
+  redis.call("HINCRBY", K_META, "b", 0 - size)
 end
 
 -- Events of one call are queued, then appended together by publish_events: stream ids
 -- are "<revision>-<seq>" (so a revision is also a resume cursor) and every entry carries
 -- n, the number of events of its revision, so a reader knows where a revision ends.
-local PENDING_EVENTS = {}
-local function event(etype, key, ver, value, fmt)
-  PENDING_EVENTS[#PENDING_EVENTS + 1] = { etype, key or "", ver or 0, value, fmt }
+-- call: the action of the call that wrote it, when its type does not say it (the audit
+-- log's view of a write; see write.lua), else nil.
+local function event(etype, key, ver, value, fmt, call)
+  PENDING_EVENTS[#PENDING_EVENTS + 1] = { etype, key or "", ver or 0, value, fmt, call }
 end
 
 local function events_maxlen(default)
@@ -349,23 +418,35 @@ local function publish_events(default_maxlen, rev, agent, now, known_maxlen, gua
     maxlen = known_maxlen
   end
   -- The doorbell carries the events too, so an up-to-date watcher needs no read; one
-  -- that is behind (or sees a permission change) reads the stream as usual.
-  local bell = { rev, n }
+  -- that is behind (or sees a permission change) reads the stream as usual. Numbers used
+  -- more than once become text once (each number redis.call gets is a "%.17g").
+  local rev_s, n_s, now_s, maxlen_s = itos(rev), itos(n), itos(now), itos(maxlen)
+  local bell = { rev_s, n_s }
   for seq, e in ipairs(PENDING_EVENTS) do
+    local ver = e[3]
+    if type(ver) == "number" then ver = itos(ver) end
+    local id = rev_s .. "-" .. itos(seq - 1)
     bell[#bell + 1] = e[1]
     bell[#bell + 1] = e[2]
-    bell[#bell + 1] = e[3]
+    bell[#bell + 1] = ver
     bell[#bell + 1] = e[4] or ""
     bell[#bell + 1] = e[5] or ""
     bell[#bell + 1] = e[4] and "1" or "0"
     local xadd = (guarded and seq == 1) and redis.pcall or redis.call
     local added
-    if e[4] then
-      added = xadd("XADD", K_EVENTS, "MAXLEN", "~", maxlen, rev .. "-" .. (seq - 1),
-        "t", e[1], "k", e[2], "v", e[3], "a", agent, "ms", now, "n", n, "d", e[4], "f", e[5])
+    if e[6] then
+      local args = { "XADD", K_EVENTS, "MAXLEN", "~", maxlen_s, id,
+        "t", e[1], "k", e[2], "v", ver, "a", agent, "ms", now_s, "n", n_s, "c", e[6] }
+      if e[4] then
+        args[#args + 1], args[#args + 2], args[#args + 3], args[#args + 4] = "d", e[4], "f", e[5]
+      end
+      added = xadd(unpack(args))
+    elseif e[4] then
+      added = xadd("XADD", K_EVENTS, "MAXLEN", "~", maxlen_s, id,
+        "t", e[1], "k", e[2], "v", ver, "a", agent, "ms", now_s, "n", n_s, "d", e[4], "f", e[5])
     else
-      added = xadd("XADD", K_EVENTS, "MAXLEN", "~", maxlen, rev .. "-" .. (seq - 1),
-        "t", e[1], "k", e[2], "v", e[3], "a", agent, "ms", now, "n", n)
+      added = xadd("XADD", K_EVENTS, "MAXLEN", "~", maxlen_s, id,
+        "t", e[1], "k", e[2], "v", ver, "a", agent, "ms", now_s, "n", n_s)
     end
     if type(added) == "table" and added.err then
       require_feed_room(rev) -- names the reason: the key's type, or an id past rev
@@ -374,11 +455,11 @@ local function publish_events(default_maxlen, rev, agent, now, known_maxlen, gua
   end
   PENDING_EVENTS = {}
   bell[#bell + 1] = agent
-  bell[#bell + 1] = now
+  bell[#bell + 1] = now_s
   if n <= 64 then
     redis.call("SPUBLISH", K_BELL, pack(bell))
   else
-    redis.call("SPUBLISH", K_BELL, rev) -- big batches: ring only; watchers read the stream
+    redis.call("SPUBLISH", K_BELL, rev_s) -- big batches: ring only; watchers read the stream
   end
 end
 
@@ -519,7 +600,7 @@ local function write_lock(name, rec)
     if h.x > latest then latest = h.x end
   end
   redis.call("HSET", K_LOCKH, name, pack(f))
-  redis.call("ZADD", K_LOCKS, latest, name)
+  redis.call("ZADD", K_LOCKS, itos(latest), name)
 end
 
 -- The newest token among live holders (0 when free).
@@ -548,7 +629,7 @@ end
 -- all the same, so it is removed without its lease ties (the reaper drops those as
 -- stale): one corrupt record must not block every lock of the namespace.
 local function prune_locks(now, n)
-  local names = read_call("ZRANGEBYSCORE", K_LOCKS, "-inf", now, "LIMIT", 0, n)
+  local names = read_call("ZRANGEBYSCORE", K_LOCKS, "-inf", itos(now), "LIMIT", "0", itos(n))
   if #names == 0 then return end
   local records = {}
   for i, name in ipairs(names) do

@@ -82,10 +82,16 @@ elseif action == "broadcast" then
   redis.call("ZADD", K_OPST, now, op_id)
   return { "ok", rev }
 elseif action == "audit" then
+  -- Two sources, merged newest first (DESIGN.md decision 2, revised): the audit stream
+  -- (denials, admin changes, force releases, broadcasts) and the feed, where a successful
+  -- write's record is its revision's first put/delete/touch event (its "c" field names
+  -- the call when the type does not; "ns_*" marks a purge the audit stream has). Each
+  -- source is scanned newest first, filtered here, at most 20 x limit entries.
   local since, upto = ARGV[6], ARGV[7]
   local who, what, limit = ARGV[8], ARGV[9], int_arg(ARGV[10], "limit")
+  local lo = since == "-" and -1 or int_arg(since, "since")
+  local hi = upto == "+" and math.huge or int_arg(upto, "until")
   local out, cursor, scanned = {}, upto, 0
-  -- Filters run here so a narrow query does not ship the whole log; the scan is bounded.
   while #out < limit and scanned < 20 * limit do
     local batch = read_call("XREVRANGE", K_AUDIT, cursor, since, "COUNT", 256)
     if #batch == 0 then break end
@@ -94,12 +100,67 @@ elseif action == "audit" then
       local f = {}
       for j = 1, #entry[2], 2 do f[entry[2][j]] = entry[2][j + 1] end
       if (who == "" or f.a == who) and (what == "" or f.act == what) and #out < limit then
-        out[#out + 1] = entry
+        local r = stored_int(f.r) or 0
+        -- a denial sorts right after the revision it came after ("rv"), if it says
+        if r == 0 then r = (stored_int(f.rv) or math.huge) + 0.5 end
+        out[#out + 1] = { entry, stored_int(string.match(entry[1], "^(%d+)")) or 0, r }
       end
     end
     if #batch < 256 then break end
     cursor = "(" .. batch[#batch][1]
   end
-  return { "ok", 0, out }
+  -- Revisions the audit stream already shows (a purge; records of writes from before
+  -- writes were read from the feed) are not shown twice.
+  local audited = {}
+  for _, o in ipairs(out) do audited[o[3]] = true end
+  local WRITES = { put = true, delete = true, touch = true }
+  local pick, pick_rev, stop = nil, nil, false
+  local function take() -- the revision just scanned, as an audit entry
+    if not pick then return end
+    local f, ms = pick, stored_int(pick.ms)
+    pick = nil
+    local act = f.c or f.t
+    if not ms or not f.a or string.sub(act, 1, 3) == "ns_" or audited[pick_rev] then return end
+    if ms < lo then stop = true return end
+    if ms > hi or (who ~= "" and f.a ~= who) or (what ~= "" and act ~= what) then return end
+    out[#out + 1] = { { itos(ms) .. "-0", { "a", f.a, "act", act, "k", f.k or "", "op", "",
+      "out", "ok", "r", itos(pick_rev) } }, ms, pick_rev }
+  end
+  cursor, scanned = "+", 0
+  local found = 0
+  while not stop and found < limit and scanned < 20 * limit do
+    local batch = read_call("XREVRANGE", K_EVENTS, cursor, "-", "COUNT", 256)
+    if #batch == 0 then break end
+    local rev = pick_rev
+    for _, entry in ipairs(batch) do
+      scanned = scanned + 1
+      local r = stored_int(string.match(entry[1], "^(%d+)%-"))
+      if r ~= rev then
+        local before = #out
+        take()
+        if #out > before then found = found + 1 end
+        rev = r
+      end
+      local f = {}
+      for j = 1, #entry[2] - 1, 2 do f[entry[2][j]] = entry[2][j + 1] end
+      -- scanned backwards: the last write event seen is the revision's first
+      if r and WRITES[f.t] then pick, pick_rev = f, r end
+      if stop or found >= limit then break end
+    end
+    if #batch < 256 or stop or found >= limit then break end
+    cursor = "(" .. batch[#batch][1]
+  end
+  if not stop and found < limit then take() end
+  -- Newest first; within one millisecond by revision (a denial right after the revision
+  -- it saw); the audit stream's own order otherwise.
+  for i, o in ipairs(out) do o[4] = i end
+  table.sort(out, function(a, b)
+    if a[2] ~= b[2] then return a[2] > b[2] end
+    if a[3] ~= b[3] then return a[3] > b[3] end
+    return a[4] < b[4]
+  end)
+  local reply = {}
+  for i = 1, math.min(limit, #out) do reply[i] = out[i][1] end
+  return { "ok", 0, reply }
 end
 error("swarm_memory: unknown events action " .. tostring(action))

@@ -15,16 +15,17 @@
 --   leave                                    (read)  -> {"ok"}  the agent's lease ends now
 -- A release (and a force) rings K_LBELL with the lock's name, so waiters wake at once;
 -- waiters also poll, so a lost doorbell only delays them.
-local agent, audit_maxlen = ARGV[1], int_arg(ARGV[2], "audit_maxlen")
+local agent, default_audit_maxlen = ARGV[1], int_arg(ARGV[2], "audit_maxlen")
 local stream_maxlen, action = int_arg(ARGV[3], "stream_maxlen"), ARGV[4]
-local meta = load_meta()
+local meta = load_access()
 if not meta then return { "nons" } end
-audit_maxlen = stored_limit(meta[3], audit_maxlen) -- the namespace's retention
+-- (the namespace's stored audit limit is read when a record is added; this is the fallback)
 local NEEDS = { acquire = "write", release = "write", extend = "write", force = "admin",
   list = "read", beat = "read", leave = "read" }
 local needed = NEEDS[action]
 if not needed then error("swarm_memory: unknown lock action " .. tostring(action)) end
-local denied = deny_reply(agent, meta[2], LEVEL_RANK[needed], "lock_" .. action, ARGV[5], audit_maxlen)
+local denied = deny_reply(agent, meta[2], LEVEL_RANK[needed], "lock_" .. action, ARGV[5], nil,
+  default_audit_maxlen)
 if denied then return denied end
 local now = now_ms()
 
@@ -53,11 +54,9 @@ if action == "acquire" then
   if mode ~= "x" and mode ~= "s" then error("swarm_memory: bad lock mode " .. tostring(mode)) end
   -- Written below, checked first (K_META, K_LOCKS and K_LOCKH are read before any write).
   if lease_ms then
-    require_kinds({ K_STATS, "hash", K_EPH, "zset", K_LEASE, "zset" })
-  else
-    require_kinds({ K_STATS, "hash" })
+    require_kinds({ K_EPH, "zset", K_LEASE, "zset" })
   end
-  require_counters(K_STATS, "lock_busy", "lock_acquire")
+  require_counters(K_STATS, "lock_busy", "lock_acquire") -- also K_STATS's type (read_call)
   local rec = read_lock(name, now)
   local mine = holder_index(rec, owner)
   if mine then
@@ -84,7 +83,7 @@ if action == "acquire" then
   end
   prune_locks(now, 8) -- records of leases that ran out, a few per acquire: never a growing table
   if busy then
-    redis.call("HINCRBY", K_STATS, "lock_busy", 1)
+    redis.call("HINCRBY", K_STATS, "lock_busy", "1")
     return busy_reply(rec)
   end
   rec.mode = mode
@@ -95,7 +94,7 @@ if action == "acquire" then
     local lease = redis.call("ZSCORE", K_LEASE, agent)
     if not lease or tonumber(lease) <= now then redis.call("ZADD", K_LEASE, now + lease_ms, agent) end
   end
-  redis.call("HINCRBY", K_STATS, "lock_acquire", 1)
+  redis.call("HINCRBY", K_STATS, "lock_acquire", "1")
   return { "ok", token, now + ttl_ms, now }
 end
 
@@ -105,14 +104,14 @@ if action == "release" then
   local rec = read_lock(name, now)
   local mine = holder_index(rec, owner)
   if not mine then return not_owned_reply(rec) end
-  require_kinds({ K_LOCKS, "zset", K_EPH, "zset", K_OPST, "zset", K_STATS, "hash" })
-  require_counters(K_STATS, "lock_release")
+  require_kinds({ K_LOCKS, "zset", K_EPH, "zset", K_OPST, "zset" })
+  require_counters(K_STATS, "lock_release") -- also K_STATS's type (read_call)
   table.remove(rec.holders, mine)
   write_lock(name, rec)
   redis.call("ZREM", K_EPH, eph_member(agent, "l", name))
   redis.call("HSET", K_OPS, op_id, "released")
-  redis.call("ZADD", K_OPST, now, op_id)
-  redis.call("HINCRBY", K_STATS, "lock_release", 1)
+  redis.call("ZADD", K_OPST, itos(now), op_id)
+  redis.call("HINCRBY", K_STATS, "lock_release", "1")
   redis.call("SPUBLISH", K_LBELL, name)
   return { "ok" }
 end
@@ -136,6 +135,7 @@ if action == "force" then
     require_kinds({ K_LOCKS, "zset", K_EPH, "zset" })
     require_stream_room(K_AUDIT)
     require_next_revision_room()
+    local audit_maxlen = stored_limit(read_call("HGET", K_META, "am"), default_audit_maxlen)
     for _, h in ipairs(rec.holders) do redis.call("ZREM", K_EPH, eph_member(h.agent, "l", name)) end
     rec.holders = {}
     write_lock(name, rec)

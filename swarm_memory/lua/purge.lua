@@ -42,7 +42,8 @@ for j = 1, (#KEYS - N_FIXED) / 2 do
     if not rev then rev = redis.call("HINCRBY", K_META, "rev", 1) end
     local ver = listed[j][1]
     drop_entry(name, ekey, hkey, listed[j][2])
-    event("delete", name, ver)
+    -- "c": the audit stream has this revision (ns_clear / ns_delete), not the feed's view.
+    event("delete", name, ver, nil, nil, removed == 0 and ("ns_" .. mode) or nil)
     removed = removed + 1
   end
 end

@@ -4,7 +4,11 @@
 --
 -- Every write in one script (DESIGN.md decision 2): permission, dedupe, strategy and
 -- expected-version checks, quota (with evict-oldest), value + metadata, versions and the
--- namespace revision, indexes, TTL, history, events, audit, stats and the op record.
+-- namespace revision, indexes, TTL, history, events, stats and the op record. A write's
+-- audit record is its event (DESIGN.md decision 2, revised): the first put/delete/touch
+-- event of the revision carries the call's action as "c" when it is not the event's type
+-- (incr, create, put_many, ...); events.lua's audit action reads writes from the feed.
+-- Only a denial goes to the audit stream from here.
 -- Phase 1 validates and computes everything without writing; phase 2 only writes, because
 -- Redis does not roll back a script that fails halfway.
 --
@@ -37,15 +41,17 @@ if #KEYS ~= N_FIXED + 2 * n_items + 2 * n_victims or #ARGV ~= VICTIM0 + n_victim
   error("swarm_memory: write called with mismatched KEYS/ARGV")
 end
 
--- One read of the namespace hash for everything below: state, default permission,
--- configuration, counters, events cap and revision.
-local meta = read_call("HMGET", K_META, "state", "dp", "strat", "ttl", "mk", "mb", "hd", "oq",
-  "n", "b", "rl", "em", "rev", "am", "dw")
+-- One read of the namespace hash for everything every write needs: state, default
+-- permission, configuration, counters, events cap and revision. What only some calls need
+-- is read when they need it (each field an HMGET returns costs a Lua string): the
+-- over-quota policy ("oq") when over quota, the audit limit ("am") when denied, the dedupe
+-- window ("dw") when purging. The namespace's stored retention wins over this caller's
+-- settings (older namespaces: ARGV).
+local meta = read_call("HMGET", K_META, "state", "dp", "strat", "ttl", "mk", "mb", "hd",
+  "n", "b", "rl", "em", "rev")
 if meta[1] ~= "live" then return { "nons" } end
--- The namespace's stored retention, not this caller's settings (older namespaces: ARGV).
-audit_maxlen, dedupe_ms = stored_limit(meta[14], audit_maxlen), stored_limit(meta[15], dedupe_ms)
 local first_key = ARGV[ARG0 + 2]
-local denied = deny_reply(agent, meta[2], LEVEL_RANK.write, action, first_key, audit_maxlen)
+local denied = deny_reply(agent, meta[2], LEVEL_RANK.write, action, first_key, nil, audit_maxlen)
 if denied then return denied end
 
 local now = now_ms()
@@ -59,18 +65,17 @@ if previous then return { "dup", previous, sweep_due(now) } end
 local strategy, default_ttl = meta[3], stored_num(meta[4], K_META, "ttl")
 local max_keys, max_bytes = stored_num(meta[5], K_META, "max_keys"), stored_num(meta[6], K_META, "max_bytes")
 local history_depth = stored_num(meta[7], K_META, "history")
-local over_quota, n_keys, n_bytes = meta[8], stored_num(meta[9], K_META, "n"), stored_num(meta[10], K_META, "b")
-local require_lock = meta[11] == "1"
-local events_cap = stored_int(meta[12] or "0") or 0
-local meta_rev = stored_num(meta[13] or "0", K_META, "rev")
+local n_keys, n_bytes = stored_num(meta[8], K_META, "n"), stored_num(meta[9], K_META, "b")
+local require_lock = meta[10] == "1"
+local events_cap = stored_int(meta[11] or "0") or 0
+local meta_rev = stored_num(meta[12] or "0", K_META, "rev")
 local needs_version = (strategy == "version" or strategy == "custom")
 local MAX_EXACT = 9007199254740991
 
 -- Fencing (decision 7): checked before anything else is decided; the store itself
 -- refuses writes from a holder whose lease was lost or superseded.
 local function fenced_reply(i, lock, token, latest, reason)
-  require_kinds({ K_STATS, "hash" })
-  require_counters(K_STATS, "fence_rejected")
+  require_counters(K_STATS, "fence_rejected") -- also its type (read_call)
   redis.call("HINCRBY", K_STATS, "fence_rejected", 1)
   return { "fenced", i, lock, token, latest, reason }
 end
@@ -225,7 +230,9 @@ local function over(nk, nb)
 end
 local kind, limit, current, requested = over(n_keys + key_delta, n_bytes + byte_delta)
 if kind then
-  if over_quota ~= "evict-oldest" then return { "quota", kind, limit, current, requested } end
+  if read_call("HGET", K_META, "oq") ~= "evict-oldest" then
+    return { "quota", kind, limit, current, requested }
+  end
   -- The caller passes the oldest keys it saw (not in this batch); they must still be the
   -- oldest, or the caller retries with a fresh list. Keys cannot be named inside Lua.
   local oldest = read_call("ZRANGE", K_LRU, 0, n_victims + n_items + 8)
@@ -265,7 +272,7 @@ end
 local changed = #victims > 0 -- a call that changes nothing takes no revision (etcd)
 local drops = #victims > 0 -- entries removed from every index (drop_entry)
 local new_keys = false
-local kinds = { K_AUDIT, "stream", K_OPST, "zset" }
+local kinds = { K_OPST, "zset" }
 local eph_kinds = eph_ms ~= nil or #victims > 0 -- a victim may be tied to a lease
 for i = 1, n_items do
   local p = plan[i]
@@ -304,6 +311,14 @@ for _, v in ipairs(victims) do
 end
 local reply = { "ok", rev, due, n_items }
 local recs, vals = {}, {}
+-- The call's action rides on its first item event when the type does not say it.
+local call_tag = action
+local function tag(etype)
+  local c = call_tag
+  call_tag = nil
+  if c == etype then return nil end
+  return c
+end
 for i = 1, n_items do
   local p = plan[i]
   if p.expired then event("expire", p.name, p.expired.ver) end
@@ -313,33 +328,36 @@ for i = 1, n_items do
   elseif p.status == "c" then
     out = { "c", cur.ver, cur.cr, cur.mr, cur.ct, cur.mt, cur.x, #cur.v, "", "" }
   elseif p.status == "d" then
-    event("delete", p.name, cur.ver)
+    event("delete", p.name, cur.ver, nil, nil, tag("delete"))
     out = { "d", cur.ver, cur.cr, cur.mr, cur.ct, cur.mt, cur.x, #cur.v, "", "" }
   elseif p.status == "t" then
-    event("touch", p.name, cur.ver)
+    event("touch", p.name, cur.ver, nil, nil, tag("touch"))
     out = { "t", cur.ver, cur.cr, cur.mr, cur.ct, cur.mt, p.x, #cur.v, "", "" }
   else
     p.ver, p.cr, p.ct = 1, rev, now
     if cur then p.ver, p.cr, p.ct = cur.ver + 1, cur.cr, cur.ct end
     if #p.value <= event_value_max then
-      event("put", p.name, p.ver, p.value, p.fmt)
+      event("put", p.name, p.ver, p.value, p.fmt, tag("put"))
     else
-      event("put", p.name, p.ver)
+      event("put", p.name, p.ver, nil, nil, tag("put"))
     end
     local vout, fout = "", ""
     if p.computed or echo then vout, fout = p.value, p.fmt end
-    out = { "w", p.ver, p.cr, rev, p.ct, now, p.x, #p.value, vout, fout }
-  end
-  local r = #reply
-  for j = 1, 10 do reply[r + j] = out[j] end
-  if out[1] == "w" then -- mr = rev and mt = now: the record's header has them
-    recs[i] = string.format("w %d %d %d %d %d", out[2], out[3], out[5], out[7], out[8])
-    if out[9] ~= "" then
+    -- The common case, straight into the reply (no 10-slot table per item).
+    local r, size = #reply, #p.value
+    reply[r + 1], reply[r + 2], reply[r + 3], reply[r + 4], reply[r + 5] = "w", p.ver, p.cr, rev, p.ct
+    reply[r + 6], reply[r + 7], reply[r + 8], reply[r + 9], reply[r + 10] = now, p.x, size, vout, fout
+    -- mr = rev and mt = now: the record's header has them
+    recs[i] = string.format("w %d %d %d %d %d", p.ver, p.cr, p.ct, p.x, size)
+    if vout ~= "" then
       vals[#vals + 1] = i
-      vals[#vals + 1] = out[9]
-      vals[#vals + 1] = out[10]
+      vals[#vals + 1] = vout
+      vals[#vals + 1] = fout
     end
-  else
+  end
+  if out then
+    local r = #reply
+    for j = 1, 10 do reply[r + j] = out[j] end
     recs[i] = string.format("%s %d %d %d %d %d %d %d", out[1], out[2], out[3], out[4],
       out[5], out[6], out[7], out[8])
   end
@@ -347,6 +365,8 @@ end
 
 -- 2b: the writes. The events go first: the one write that can still be refused.
 publish_events(stream_maxlen, rev, agent, now, events_cap, true)
+-- Numbers several writes take, as text once (redis.call formats every number it gets).
+local rev_s, now_s = itos(rev), itos(now)
 -- Key and byte counters change by these deltas; one HSET of rev, n and b at the end
 -- replaces an HINCRBY per item (drop_entry's own HINCRBYs are overwritten by it: the
 -- absolute values below account for them, and nothing else runs in between).
@@ -380,8 +400,8 @@ for i = 1, n_items do
       redis.call("ZADD", K_IDX, 0, p.name)
       d_keys = d_keys + 1
     end
-    redis.call("HSET", p.ekey, "v", p.value, "f", p.fmt, "ver", p.ver, "cr", p.cr, "mr", rev,
-      "ct", p.ct, "mt", now, "by", agent, "x", p.x)
+    redis.call("HSET", p.ekey, "v", p.value, "f", p.fmt, "ver", itos(p.ver), "cr", itos(p.cr),
+      "mr", rev_s, "ct", itos(p.ct), "mt", now_s, "by", agent, "x", p.x == 0 and "0" or itos(p.x))
     -- Lease ties: an ephemeral write (re)binds the entry to this agent's lease; a plain
     -- put/create makes it permanent again. Counters and touches keep what they had.
     local old_owner = cur and cur.eo
@@ -394,26 +414,22 @@ for i = 1, n_items do
       redis.call("ZREM", K_EPH, eph_member(old_owner, "k", p.name))
     end
     d_bytes = d_bytes + #p.value - (cur and #cur.v or 0)
-    redis.call("ZADD", K_LRU, rev, p.name)
+    redis.call("ZADD", K_LRU, rev_s, p.name)
     if p.x > 0 then redis.call("ZADD", K_EXP, p.x, p.name) elseif cur and cur.x > 0 then
       redis.call("ZREM", K_EXP, p.name)
     end
   end
 end
 if changed then
-  redis.call("HSET", K_META, "rev", rev, "n", n_keys + d_keys, "b", n_bytes + d_bytes)
+  redis.call("HSET", K_META, "rev", rev_s, "n", itos(n_keys + d_keys), "b", itos(n_bytes + d_bytes))
 end
 if eph_ms then
   local lease = redis.call("ZSCORE", K_LEASE, agent)
   if not lease or tonumber(lease) <= now then redis.call("ZADD", K_LEASE, now + eph_ms, agent) end
 end
 
-redis.call("HINCRBY", K_STATS, action, 1)
+redis.call("HINCRBY", K_STATS, action, "1")
 if #evicted > 0 then redis.call("HINCRBY", K_STATS, "evicted", #evicted) end
--- The audit record: its type was checked; a stream that takes no more ids (its last is
--- the largest possible) loses this record only — the write's event has the same facts.
-redis.pcall("XADD", K_AUDIT, "MAXLEN", "~", audit_maxlen, "*", "a", agent, "act", action,
-  "k", first_key or "", "op", op_id or "", "out", "ok", "r", rev)
 
 reply[#reply + 1] = #evicted
 for _, name in ipairs(evicted) do reply[#reply + 1] = name end
@@ -433,6 +449,7 @@ if #vals > 0 then record = record .. pack(vals) end
 -- the window (8x the rate writes add them) instead of a range query on every write.
 -- Before this write's record is added, so a zero window cannot purge it.
 if rev % 8 == 0 then
+  dedupe_ms = stored_limit(redis.call("HGET", K_META, "dw"), dedupe_ms) -- a hash: read above
   local stale = redis.call("ZRANGEBYSCORE", K_OPST, "-inf", now - dedupe_ms, "LIMIT", 0, 64)
   if #stale > 0 then
     redis.call("HDEL", K_OPS, unpack(stale))
@@ -440,5 +457,5 @@ if rev % 8 == 0 then
   end
 end
 redis.call("HSET", K_OPS, op_id, record)
-redis.call("ZADD", K_OPST, now, op_id)
+redis.call("ZADD", K_OPST, now_s, op_id)
 return reply

@@ -37,6 +37,9 @@ from tests.servers import RedisServer
 
 NS = "team"
 SOCKET_TIMEOUT = 1.0
+# The command a script call goes out as on a real server (Settings.script_mode "auto":
+# the Functions library); "EVALSHA" with script_mode="eval".
+SCRIPT_CALL = "FCALL"
 OPS = ["put", "incr", "put_many", "delete", "update"]
 
 
@@ -87,8 +90,8 @@ def _settings(prefix: str, **kw: Any) -> Settings:
 
 
 def _warm_up(mem: SwarmMemory) -> None:
-    """Cache the scripts on the server (so the write goes out as EVALSHA, never as a
-    NOSCRIPT + EVAL pair) and open the connection (so CLIENT SETINFO is behind us).
+    """Load the scripts on the server (so the write goes out as one FCALL, never after a
+    FUNCTION LOAD) and open the connection (so CLIENT SETINFO is behind us).
     Uses its own namespace: the one under test starts from a clean slate."""
     mem.create_namespace("warm")
     w = mem.namespace("warm")
@@ -117,10 +120,10 @@ async def _asetup(ns: Any, op: str) -> None:
 def _arm(proxy: FaultProxy, op: str, op_id: str) -> None:
     """Swallow the reply of the write script call.
 
-    ``update`` reads before it writes, and the read is an EVALSHA too: match the op id
+    ``update`` reads before it writes, and the read is an FCALL too: match the op id
     (a bulk-string argument only the write carries) so the write's reply is the one lost.
     """
-    proxy.drop_next_reply(op_id if op == "update" else "EVALSHA")
+    proxy.drop_next_reply(op_id if op == "update" else SCRIPT_CALL)
 
 
 def _act(ns: Any, op: str, op_id: str | None) -> Any:
@@ -259,7 +262,7 @@ def test_generated_op_id_survives_a_lost_reply(proxy: FaultProxy, raw: redis.Red
         ns = mem.namespace(NS)
         srv = Server(raw, prefix)
         rev_before, events_before = srv.revision(), srv.events()
-        proxy.drop_next_reply("EVALSHA")
+        proxy.drop_next_reply(SCRIPT_CALL)
         assert ns.incr("k") == 1
         assert proxy.dropped == 1
         _check_applied_once(srv, "incr", rev_before, events_before)
@@ -338,7 +341,7 @@ def test_outcome_unknown_then_replay_returns_first_outcome(
         rev_before, events_before = srv.revision(), srv.events()
         accepted = proxy.connections_accepted
 
-        proxy.drop_next_reply("EVALSHA")
+        proxy.drop_next_reply(SCRIPT_CALL)
         with pytest.raises(OutcomeUnknown) as info:
             _act(ns, op, None)
         err = info.value
@@ -374,7 +377,7 @@ async def test_outcome_unknown_then_replay_returns_first_outcome_async(
         rev_before, events_before = srv.revision(), srv.events()
         accepted = proxy.connections_accepted
 
-        proxy.drop_next_reply("EVALSHA")
+        proxy.drop_next_reply(SCRIPT_CALL)
         with pytest.raises(OutcomeUnknown) as info:
             await ns.incr("k")
         assert proxy.dropped == 1
@@ -404,7 +407,7 @@ def test_control_redis_py_retries_on_hide_the_lost_reply(
         ns = mem.namespace(NS)
         srv = Server(raw, prefix)
         rev_before, events_before = srv.revision(), srv.events()
-        proxy.drop_next_reply("EVALSHA")
+        proxy.drop_next_reply(SCRIPT_CALL)
         assert ns.incr("k") == 1
         assert proxy.dropped == 1
         _check_applied_once(srv, "incr", rev_before, events_before)
@@ -541,7 +544,7 @@ def test_sent_then_refused_stays_outcome_unknown(proxy: FaultProxy, raw: redis.R
         mem.create_namespace(NS)
         ns = mem.namespace(NS)
         proxy.stop_listening()  # the pooled connection stays; reconnects are refused
-        proxy.drop_next_reply("EVALSHA")  # the write reaches Redis, its reply is lost
+        proxy.drop_next_reply(SCRIPT_CALL)  # the write reaches Redis, its reply is lost
         with pytest.raises(OutcomeUnknown):
             ns.put("k", 1)
         assert proxy.dropped == 1

@@ -1,0 +1,136 @@
+"""How scripts reach the server (swarm_memory/scripts.py): the Functions library where the
+server has Functions, EVALSHA elsewhere; both reload what a flush or restart lost."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Literal
+
+import pytest
+import redis
+
+from swarm_memory import SwarmMemory
+from swarm_memory._drive import located
+from swarm_memory._ops.effects import ScriptCall
+from swarm_memory.errors import ServerError
+from swarm_memory.keys import NamespaceKeys, PresenceKeys
+from swarm_memory.scripts import _read, library, load
+from swarm_memory.settings import Settings
+
+from ..conftest import Env
+from ..servers import RedisServer
+
+
+def _flush(env: Env) -> None:
+    """What a restart without persistence does to loaded scripts, on every node."""
+    nodes = env.raw.get_primaries() if env.backend == "cluster" else [None]
+    for node in nodes:
+        kw = {"target_nodes": node} if node is not None else {}
+        env.raw.execute_command("SCRIPT", "FLUSH", **kw)
+        if env.backend != "fake":
+            env.raw.execute_command("FUNCTION", "FLUSH", **kw)
+
+
+@pytest.mark.parametrize("mode", ["auto", "eval"])
+def test_calls_survive_a_flush_of_every_loaded_script(env: Env, mode: str) -> None:
+    mem = env.mem(script_mode=mode)
+    mem.create_namespace("team")
+    ns = mem.namespace("team")
+    assert ns.put("k", 1).version == 1
+    _flush(env)
+    assert ns.put("k", 2).version == 2  # reloaded; the write ran once
+    assert ns.get("k").value == 2
+    assert [r.action for r in ns.audit(agent="planner")][:2] == ["put", "put"]
+
+
+def test_the_mode_follows_the_server(env: Env) -> None:
+    mem = env.mem()
+    mem.create_namespace("team")
+    mem.namespace("team").get("k")
+    assert mem._driver.script_mode == ("eval" if env.backend == "fake" else "functions")
+    if env.backend != "fake":
+        libs = env.raw.execute_command("FUNCTION", "LIST", "LIBRARYNAME", library().name)
+        assert libs, "the library is loaded"
+
+
+@pytest.mark.parametrize("functions", [True, False])
+def test_a_lua_error_names_the_file_and_line(redis_server: RedisServer, functions: bool) -> None:
+    """Lua error lines point into the .lua files, not the generated text (fakeredis words
+    Lua errors its own way: a real server only)."""
+    raw = redis.Redis(port=redis_server.port)
+    script = load("read")
+    keys = NamespaceKeys.of("lines", "team").fixed()
+    args: list[str | bytes | int] = ["planner", "not-a-number", "get"]
+    call = ScriptCall(script, keys, args, None)
+    with pytest.raises(redis.ResponseError) as info:
+        if functions:
+            raw.function_load(library().source, replace=True)
+            raw.fcall(script.function, len(keys), *keys, *args, "identity")
+        else:
+            raw.eval(script.source, len(keys), *keys, *args, "identity")
+    raw.close()
+    message = str(located(call, info.value, functions=functions))
+    assert "bad integer for audit_maxlen" in message
+    line = next(
+        n for n, text in enumerate(_read("_lib").split("\n"), 1) if "bad integer for" in text
+    )
+    assert f"(_lib.lua:{line})" in message, message
+
+
+@pytest.mark.parametrize("mode", ["functions", "eval"])
+def test_a_readonly_call_runs_as_fcall_ro_or_evalsha_ro(
+    redis_server: RedisServer, mode: Literal["functions", "eval"]
+) -> None:
+    """ScriptCall(readonly=True) goes out as FCALL_RO / EVALSHA_RO, which Redis refuses
+    to let write: a read runs, a write is refused by the server itself."""
+    mem = SwarmMemory.from_url(redis_server.url, agent="a", settings=Settings(script_mode=mode))
+    mem.create_namespace("ro-" + mode)
+    mem.namespace("ro-" + mode).put("k", 1)
+    keys = NamespaceKeys.of(mem.settings.key_prefix, "ro-" + mode)
+    entry = [keys.entry("k"), keys.history("k")]
+    read = ScriptCall(load("read"), [*keys.fixed(), *entry], ["a", 100, "get"], None, True)
+    reply = mem._driver.perform(read)
+    assert reply[0] == b"ok" and int(reply[2]) == 1  # version 1 (stored text)
+    presence = PresenceKeys.of(mem.settings.key_prefix)
+    beat: list[str | bytes | int] = ["beat", "a", 1000, 60000]  # writes with redis.call
+    call = ScriptCall(load("presence"), presence.fixed(), beat, None, True)
+    with pytest.raises(ServerError, match=r"Write commands are not allowed"):
+        mem._driver.perform(call)
+    mem.close()
+
+
+def test_a_user_that_may_not_load_functions_calls_them_while_loaded(
+    redis_server: RedisServer,
+) -> None:
+    """An agent's ACL user has no FUNCTION (swarm_memory.acl): it FCALLs the library an
+    admin's client loaded, and goes on with EVALSHA when it is gone; a user that may not
+    FCALL either runs EVALSHA from the start."""
+    admin = SwarmMemory.from_url(redis_server.url, agent="admin")
+    admin.create_namespace("acl-modes", default_permission="write")  # loads the library
+    raw = redis.Redis(port=redis_server.port)
+    suffix = uuid.uuid4().hex[:8]
+    users = {"nofunction": f"sm-test-nf-{suffix}", "nofcall": f"sm-test-nc-{suffix}"}
+    raw.execute_command("ACL", "SETUSER", users["nofunction"], "on", ">pw", "~*", "&*",
+                        "+@all", "-function")  # fmt: skip
+    raw.execute_command("ACL", "SETUSER", users["nofcall"], "on", ">pw", "~*", "&*",
+                        "+@all", "-function", "-fcall")  # fmt: skip
+    try:
+        url = f"redis://{users['nofunction']}:pw@127.0.0.1:{redis_server.port}/0"
+        agent = SwarmMemory.from_url(url, agent="w")
+        ns = agent.namespace("acl-modes")
+        assert ns.put("k", 1).version == 1
+        assert agent._driver.script_mode == "functions"  # the admin loaded it
+        raw.execute_command("FUNCTION", "FLUSH")  # a restart, say: it cannot load it again
+        assert ns.put("k", 2).version == 2
+        assert agent._driver.script_mode == "eval"
+        url = f"redis://{users['nofcall']}:pw@127.0.0.1:{redis_server.port}/0"
+        other = SwarmMemory.from_url(url, agent="w2")
+        assert other.namespace("acl-modes").put("j", 1).version == 1
+        assert other._driver.script_mode == "eval"
+        agent.close()
+        other.close()
+    finally:
+        for user in users.values():
+            raw.execute_command("ACL", "DELUSER", user)
+        admin.close()
+        raw.close()

@@ -1,0 +1,48 @@
+"""The loader gives each script only the parts of _lib.lua it names, transitively
+(swarm_memory/scripts.py), and one library holds every script for FCALL."""
+
+from __future__ import annotations
+
+from swarm_memory.scripts import SCRIPT_NAMES, _lib_parts, _parts_for, _read, library, load
+
+
+def _defined(names: list[str]) -> set[str]:
+    return {n for p in _parts_for(names) for n in p.names}
+
+
+def test_a_body_gets_what_it_names_and_what_that_names():
+    got = _defined(["publish_events"])
+    # publish_events -> events_maxlen, require_feed_room -> last_stream_id -> type_of ...
+    assert {"publish_events", "events_maxlen", "require_feed_room", "last_stream_id"} <= got
+    assert {"type_of", "corrupt", "stored_int", "itos", "pack", "enter"} <= got
+    assert "merge_patch" not in got and "read_lock" not in got
+
+
+def test_every_part_is_defined_once_and_enter_always_comes():
+    _, parts = _lib_parts()
+    names = [n for p in parts for n in p.names]
+    assert len(names) == len(set(names))
+    assert _defined([]) >= {"enter", "identity_refused"}
+
+
+def test_scripts_carry_only_their_parts():
+    read, write = load("read").source, load("write").source
+    assert "local function merge_patch" in write and "local function merge_patch" not in read
+    assert len(read) < len(write) < len(library().source)
+    for name in SCRIPT_NAMES:
+        script = load(name)
+        assert f"local function sm_{name}(keys, args)" in script.source
+        assert script.source.rstrip().endswith(f"return sm_{name}(sm_keys, sm_args)")
+        assert script.function == f"sm{library().tag}_{name}"
+        assert f'function_name="{script.function}"' in library().source
+        assert f'function_name="{script.function}_ro", callback=sm_{name}' in library().source
+
+
+def test_line_references_point_into_the_files():
+    script = load("write")
+    lines = script.source.split("\n")
+    at = next(n for n, t in enumerate(lines, 1) if "ARG0, ITEM_ARGS, FENCE_ARGS" in t)
+    body = _read("write").split("\n")
+    want = next(n for n, t in enumerate(body, 1) if "ARG0, ITEM_ARGS, FENCE_ARGS" in t)
+    assert script.locate(f"user_script:{at}: boom") == f"user_script:{at} (write.lua:{want}): boom"
+    assert library().source.startswith(f"#!lua name={library().name}\n")
