@@ -29,6 +29,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+import redis
+
 from swarm_memory.keys import (
     InboxKeys,
     NamespaceKeys,
@@ -38,6 +40,7 @@ from swarm_memory.keys import (
     inbox_index_key,
     registry_key,
 )
+from swarm_memory.scripts import library
 
 
 class PermissionMap(Protocol):
@@ -231,8 +234,9 @@ def drift(client: Any, users: Iterable[AgentUser]) -> list[str]:
 
 
 def apply(client: Any, users: Iterable[AgentUser]) -> dict[str, str]:
-    """Create or update every user (on every primary). Existing users keep their
-    passwords; new ones get a generated password, returned by agent (print none of it)."""
+    """Create or update every user (on every primary), and load the scripts' Functions
+    library there (see :func:`load_library`). Existing users keep their passwords; new
+    ones get a generated password, returned by agent (print none of it)."""
     created = {}
     for user in users:
         if getuser(client, user.agent) is None:
@@ -240,7 +244,19 @@ def apply(client: Any, users: Iterable[AgentUser]) -> dict[str, str]:
             _each(client, *user.setuser(created[user.agent]))
         else:
             _each(client, *user.setuser())
+    load_library(client)
     return created
+
+
+def load_library(client: Any) -> bool:
+    """FUNCTION LOAD the scripts' library on every primary. Agents' users may call FCALL
+    but not load (``-function``): without this they run EVALSHA until some admin's client
+    has loaded it. False where the server has no Functions (Redis < 7)."""
+    try:
+        _each(client, "FUNCTION", "LOAD", "REPLACE", library().source)
+    except redis.ResponseError:
+        return False
+    return True
 
 
 def revoke(client: Any, agent: str) -> None:

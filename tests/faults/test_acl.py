@@ -357,6 +357,22 @@ READS: dict[str, Callable[[SwarmMemory], Any]] = {
 }
 
 
+def test_acl_apply_loads_the_library_so_agents_fcall_from_their_first_call(swarm: Swarm):
+    """Agents' users may not FUNCTION LOAD (-function): apply loads the library for them."""
+    admin = swarm.server.client()
+    admin.function_flush()
+    with swarm.connect("w1") as w1:
+        w1.namespace("team").get("plan")  # cannot load it: falls back to EVALSHA
+        assert w1._driver.script_mode == "eval"
+    plan = acl.plan(acl.read_maps(swarm.admin.redis, PREFIX), prefix=PREFIX)
+    assert acl.apply(swarm.admin.redis, plan) == {}  # users exist: no new passwords
+    assert admin.function_list()  # loaded
+    with swarm.connect("w1") as w1:
+        assert w1.namespace("team").get("plan") is not None
+        assert w1.namespace("team").put("by-w1", 1).version == 1
+        assert w1._driver.script_mode == "functions"
+
+
 def test_acl_plan_gives_a_read_only_agent_read_only_keys(swarm: Swarm):
     users = {u.agent: u for u in acl.plan(acl.read_maps(swarm.admin.redis, PREFIX), prefix=PREFIX)}
     assert "%R~sm:{team}:*" in users["r1"].rules and "~sm:{team}:*" not in users["r1"].rules
