@@ -125,8 +125,10 @@ class AsyncDriver(DriverBase):
     async def _check_eviction_policy(self) -> None:
         """Once per client, before its first write: refuse a server that may evict any
         key. A server that hides CONFIG (a managed Redis, an ACL) is not refused."""
+        # On a Cluster, every primary: a namespace's slot may sit on (or move to) any one.
+        where = {"target_nodes": "primaries"} if self.is_cluster else {}
         try:
-            reply = await self.client.config_get("maxmemory-policy")
+            reply = await self.client.config_get("maxmemory-policy", **where)
         except (rexc.RedisError, rexc.RedisClusterException):
             reply = None
         self.policy_error = eviction_policy_error(reply, self.settings)

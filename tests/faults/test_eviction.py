@@ -11,7 +11,7 @@ from collections.abc import Iterator
 import pytest
 
 from swarm_memory import AsyncSwarmMemory, Settings, SwarmMemory, UnsafeEvictionPolicy
-from tests.servers import RedisServer
+from tests.servers import RedisCluster, RedisServer
 
 
 @pytest.fixture(scope="module")
@@ -81,3 +81,29 @@ def test_noeviction_and_fakeredis_write_normally(redis_server: RedisServer):
             assert mem.namespace("team").put("k", 1).version == 1
         finally:
             mem.close()
+
+
+def test_a_cluster_is_refused_when_any_primary_may_evict():
+    """Every primary is asked, not only the client's default node: with one of three
+    primaries on allkeys-lru, every client refuses, whichever primary is the odd one."""
+    with RedisCluster(nodes=3) as cluster:
+        primaries = [s.client() for s in cluster.servers]
+        try:
+            for odd in primaries:
+                for node in primaries:
+                    policy = "allkeys-lru" if node is odd else "noeviction"
+                    node.config_set("maxmemory-policy", policy)
+                settings = _settings(cluster=True)
+                with SwarmMemory.from_url(cluster.url, agent="a", settings=settings) as mem:
+                    with pytest.raises(UnsafeEvictionPolicy):
+                        mem.create_namespace("team")
+            for node in primaries:
+                node.config_set("maxmemory-policy", "noeviction")
+            with SwarmMemory.from_url(
+                cluster.url, agent="a", settings=_settings(cluster=True)
+            ) as mem:
+                mem.create_namespace("team")
+                assert mem.namespace("team").put("k", 1).version == 1
+        finally:
+            for node in primaries:
+                node.close()
