@@ -94,9 +94,11 @@ def test_a_cluster_is_refused_when_any_primary_may_evict():
                     policy = "allkeys-lru" if node is odd else "noeviction"
                     node.config_set("maxmemory-policy", policy)
                 settings = _settings(cluster=True)
-                with SwarmMemory.from_url(cluster.url, agent="a", settings=settings) as mem:
-                    with pytest.raises(UnsafeEvictionPolicy):
-                        mem.create_namespace("team")
+                with (
+                    SwarmMemory.from_url(cluster.url, agent="a", settings=settings) as mem,
+                    pytest.raises(UnsafeEvictionPolicy),
+                ):
+                    mem.create_namespace("team")
             for node in primaries:
                 node.config_set("maxmemory-policy", "noeviction")
             with SwarmMemory.from_url(
