@@ -139,9 +139,9 @@ def _run_swarm(
     procs = [ctx.Process(target=agent_main, args=(s, q, go), daemon=True) for s in specs]
     started = time.monotonic()
     problems: list[str] = []
-    for p in procs:
-        p.start()
     try:
+        for p in procs:  # inside: a Ctrl-C while starting them stops those started
+            p.start()
         ready: set[str] = set()
         while not board.finished:
             if time.monotonic() > deadline:
@@ -169,10 +169,13 @@ def _run_swarm(
                 live.update(board.table(time.monotonic() - started))
     except BaseException:  # Ctrl-C: stop the agents now, then report "interrupted"
         for p in procs:
-            p.terminate()
+            if p.pid is not None:
+                p.terminate()
         raise
     finally:
         for p in procs:
+            if p.pid is None:  # never started
+                continue
             p.join(timeout=5)
             if p.is_alive():
                 p.terminate()

@@ -17,6 +17,7 @@ rule, and bundles its findings under its own name.
 
 from __future__ import annotations
 
+import os
 import random
 import time
 from dataclasses import dataclass, field
@@ -86,6 +87,7 @@ class Tally:
     rule_id: str = ""  # the shared rule's node
     rule_created: bool = False  # this agent's add stored it (exactly one agent's does)
     nodes: int = 0  # findings added to the graph
+    coordinator: int = 0  # the parent's pid: an agent that outlives it stops
 
     def progress(self, tasks: int) -> dict[str, Any]:
         return {
@@ -178,6 +180,13 @@ def _claim(board: Namespace, i: int, spec: AgentSpec, tally: Tally) -> int | Non
     return version
 
 
+def _check_coordinator(tally: Tally) -> None:
+    """Stop at once when the coordinator is gone (killed, or interrupted before it could
+    stop us): an orphaned agent would go on writing to a server nobody watches."""
+    if tally.coordinator and os.getppid() != tally.coordinator:
+        os._exit(3)
+
+
 def _remember(memory: Graph, i: int, found: int, spec: AgentSpec, tally: Tally) -> None:
     """The finding as a graph node in the task's context, linked to the rule and bundled
     under this agent's name (op ids: a retried call is applied once)."""
@@ -208,6 +217,7 @@ def _work(spec: AgentSpec, mem: SwarmMemory, report: Any, tally: Tally) -> None:
         random.Random(spec.index).shuffle(order)
         tally.phase = "claiming"
         for n, i in enumerate(order, 1):
+            _check_coordinator(tally)
             version = _claim(board, i, spec, tally)
             if version is not None:
                 tally.claimed.append(i)
@@ -241,6 +251,7 @@ def _work(spec: AgentSpec, mem: SwarmMemory, report: Any, tally: Tally) -> None:
         tally.phase = "watching"
         deadline = time.monotonic() + spec.timeout
         while len(tally.seen_keys) < spec.tasks and time.monotonic() < deadline:
+            _check_coordinator(tally)
             _drain(watch, tally, wait=0.1)
             report(("progress", spec.name, tally.progress(spec.tasks)))
     findings.put("agents", {spec.name: {"claimed": len(tally.claimed), "via_lock": tally.via_lock}})
@@ -251,15 +262,21 @@ def _work(spec: AgentSpec, mem: SwarmMemory, report: Any, tally: Tally) -> None:
 
 def agent_main(spec: AgentSpec, queue: Any, go: Any) -> None:
     """Process entry point: wait for ``go``, work, report ``done`` (or ``error``)."""
-    tally = Tally()
+    tally = Tally(coordinator=os.getppid())
     try:
         settings = Settings(**spec.settings)
         with SwarmMemory.from_url(agent=spec.name, settings=settings) as mem:
 
             def report(message: tuple[str, str, dict[str, Any]]) -> None:
                 queue.put(message)
-                if message[0] == "ready" and not go.wait(spec.timeout):
-                    raise TimeoutError("the coordinator never said go")
+                if message[0] != "ready":
+                    return
+                waited = 0.0
+                while not go.wait(0.25):
+                    _check_coordinator(tally)
+                    waited += 0.25
+                    if waited >= spec.timeout:
+                        raise TimeoutError("the coordinator never said go")
 
             _work(spec, mem, report, tally)
         tally.phase = "done"

@@ -3,6 +3,7 @@ terminal (live table); and its verification really fails when updates are missin
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import json
 import os
@@ -141,3 +142,72 @@ def test_ctrl_c_stops_the_demo_with_exit_130(redis_server):
     assert "Traceback" not in err and err.strip().endswith("swarm-memory: error: interrupted")
     client = redis_server.client()  # it still cleaned up the configured server
     assert [k for k in client.scan_iter(f"{PREFIX}:{{demo-*") if b"registry" not in k] == []
+
+
+def _children(pid: int) -> list[int]:
+    found = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat") as f:
+                    fields = f.read().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if int(fields[1]) == pid:
+                found.append(int(entry))
+    return found
+
+
+def _cmdline(pid: int) -> bytes:
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            return f.read()
+    except OSError:
+        return b""
+
+
+def _running(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def test_agents_stop_when_the_coordinator_is_killed(redis_server):
+    """kill -9 of the demo's coordinator (no cleanup can run): its agent processes notice
+    the parent is gone and exit, instead of writing on for minutes (they once did, and
+    their 30,000 entries slowed the rest of the test run)."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "swarm_memory.cli", "--url", redis_server.url, "demo",
+         "--agents", "2", "--tasks", "3000"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=ENV_NO_URL,
+    )  # fmt: skip
+    agents: list[int] = []
+    try:
+        deadline = time.monotonic() + 60
+        while len(agents) < 2 and time.monotonic() < deadline:
+            # spawn's resource tracker is a child too: agents run demo_agent's spawn_main
+            agents = [
+                pid for pid in _children(proc.pid) if b"multiprocessing-fork" in _cmdline(pid)
+            ]
+            time.sleep(0.1)
+        assert len(agents) == 2
+        time.sleep(1.5)  # working
+        proc.kill()
+        proc.wait(timeout=10)
+        deadline = time.monotonic() + 15
+        while any(_running(pid) for pid in agents) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert not any(_running(pid) for pid in agents)
+    finally:
+        for pid in [proc.pid, *agents]:
+            with contextlib.suppress(OSError):
+                os.kill(pid, signal.SIGKILL)
+        proc.wait(timeout=10)
+        # Nothing was cleaned up (kill -9): delete its namespaces, for the other tests.
+        settings = Settings(redis_url=redis_server.url, key_prefix=PREFIX)
+        with SwarmMemory.from_url(agent="coordinator", settings=settings) as mem:
+            for name in mem.list_namespaces():
+                if name.startswith("demo-"):
+                    mem.delete_namespace(name)
