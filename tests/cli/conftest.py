@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 import uuid
@@ -86,3 +87,15 @@ def one_error_line(stderr: str) -> str:
     assert len(lines) == 1, stderr
     assert lines[0].startswith("swarm-memory: error: "), stderr
     return lines[0]
+
+
+def interruptible(args: list[str], **kwargs: Any) -> subprocess.Popen[str]:
+    """Popen for a test that sends SIGINT (Ctrl-C): the child starts with SIGINT's default
+    disposition even when this test run was started with it ignored (a background job of
+    a non-interactive shell, e.g. `bash .ci/run &`): an exec'd child inherits "ignore",
+    and Python then installs no KeyboardInterrupt handler, so the Ctrl-C is lost."""
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:  # a handler (not SIG_IGN) becomes SIG_DFL across exec
+        return subprocess.Popen(args, text=True, **kwargs)
+    finally:
+        signal.signal(signal.SIGINT, previous)

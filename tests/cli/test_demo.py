@@ -17,6 +17,7 @@ import time
 
 from swarm_memory import Settings, SwarmMemory
 from swarm_memory.cli.demo import PREFIX, Board, _seed, _verify
+from tests.cli.conftest import interruptible
 
 ENV_NO_URL = {k: v for k, v in os.environ.items() if not k.startswith("SWARM_MEMORY_")}
 
@@ -124,10 +125,10 @@ def test_verification_catches_missing_updates(redis_server):
 
 
 def test_ctrl_c_stops_the_demo_with_exit_130(redis_server):
-    proc = subprocess.Popen(
+    proc = interruptible(
         [sys.executable, "-m", "swarm_memory.cli", "--url", redis_server.url, "demo",
          "--agents", "2", "--tasks", "20000"],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=ENV_NO_URL,
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=ENV_NO_URL,
     )  # fmt: skip
     try:
         assert proc.stdout is not None

@@ -12,7 +12,7 @@ import time
 
 import pytest
 
-from tests.cli.conftest import one_error_line
+from tests.cli.conftest import interruptible, one_error_line
 
 
 def test_watch_prints_cursors_and_resumes_from_them(run):
@@ -39,11 +39,10 @@ def test_watch_prints_cursors_and_resumes_from_them(run):
 
 def test_watch_follows_live_writes_and_stops_cleanly_on_ctrl_c(run):
     run("ns", "create", "team")
-    proc = subprocess.Popen(
+    proc = interruptible(
         [sys.executable, "-m", "swarm_memory.cli", "-o", "json", "watch", "team"],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
-        text=True,
         env={**os.environ, **run.env},
     )
     try:
