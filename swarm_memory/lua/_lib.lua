@@ -370,6 +370,22 @@ local function sweep_due(now, lease)
   return due
 end
 
+-- A write's op record (decision 6), after the dedupe window's purge, amortized: every
+-- 8th revision drops up to 64 records past the window (8x the rate writes add them)
+-- instead of a range query on every write. Before this write's record is added, so a
+-- zero window cannot purge it. `now`: the score, in ms (a number or its text).
+local function record_op(op_id, record, rev, now, dedupe_ms)
+  if rev % 8 == 0 then
+    local stale = redis.call("ZRANGEBYSCORE", K_OPST, "-inf", now - dedupe_ms, "LIMIT", 0, 64)
+    if #stale > 0 then
+      redis.call("HDEL", K_OPS, unpack(stale))
+      redis.call("ZREM", K_OPST, unpack(stale))
+    end
+  end
+  redis.call("HSET", K_OPS, op_id, record)
+  redis.call("ZADD", K_OPST, now, op_id)
+end
+
 -- Ephemeral bookkeeping: members of K_EPH name what an agent's lease holds.
 local function eph_member(agent, kind, name)
   return agent .. "\0" .. kind .. name

@@ -181,15 +181,7 @@ end
 local function finish(reply, rev)
   local parts = { "g1", digest }
   for i = 2, #reply do parts[#parts + 1] = reply[i] end
-  if rev % 8 == 0 then
-    local stale = redis.call("ZRANGEBYSCORE", K_OPST, "-inf", now - dedupe_ms, "LIMIT", 0, 64)
-    if #stale > 0 then
-      redis.call("HDEL", K_OPS, unpack(stale))
-      redis.call("ZREM", K_OPST, unpack(stale))
-    end
-  end
-  redis.call("HSET", K_OPS, op_id, pack(parts))
-  redis.call("ZADD", K_OPST, now, op_id)
+  record_op(op_id, pack(parts), rev, now, dedupe_ms)
   redis.call("HINCRBY", K_STATS, "graph_" .. action, 1)
   -- A data write's audit record is its event (DESIGN.md decision 2, revised); the audit
   -- stream keeps what the feed does not show: here, declaring the link kinds (admin).

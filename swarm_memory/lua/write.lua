@@ -445,17 +445,9 @@ local record = string.format("w1 %s %d %d %d %d %d|", digest == "" and "-" or di
   n_items, #evicted, n_vals) .. table.concat(recs, "|") .. "|"
 if #vals > 0 then record = record .. pack(vals) end
 
--- The dedupe window's purge, amortized: every 8th revision drops up to 64 records past
--- the window (8x the rate writes add them) instead of a range query on every write.
--- Before this write's record is added, so a zero window cannot purge it.
+-- The namespace's dedupe window is read only when record_op's amortized purge is due.
 if rev % 8 == 0 then
   dedupe_ms = stored_limit(redis.call("HGET", K_META, "dw"), dedupe_ms) -- a hash: read above
-  local stale = redis.call("ZRANGEBYSCORE", K_OPST, "-inf", now - dedupe_ms, "LIMIT", 0, 64)
-  if #stale > 0 then
-    redis.call("HDEL", K_OPS, unpack(stale))
-    redis.call("ZREM", K_OPST, unpack(stale))
-  end
 end
-redis.call("HSET", K_OPS, op_id, record)
-redis.call("ZADD", K_OPST, now_s, op_id)
+record_op(op_id, record, rev, now_s, dedupe_ms)
 return reply
