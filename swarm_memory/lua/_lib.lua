@@ -59,13 +59,29 @@ end
 local LEVEL_RANK = { none = 0, read = 1, write = 2, admin = 3 }
 local RANK_NAME = { [0] = "none", [1] = "read", [2] = "write", [3] = "admin" }
 
+-- Text -> number for integers that repeat from call to call (a client's limits, a
+-- namespace's configuration): parsing one costs ~3.2k instructions (string.match and
+-- tonumber's strtod), a lookup here ~0.3k. Under FCALL the table lives as long as the
+-- library, under EVALSHA for one call; only text that passed the check is kept, and the
+-- table starts over at 512 entries so that values that never repeat cannot grow it.
+-- Two tables: int_arg's spelling rules are looser than stored_int's ("007" passes).
+local INT_MEMO, INT_MEMO_N = {}, 0
+local function int_memo(s, n)
+  if INT_MEMO_N >= 512 then INT_MEMO, INT_MEMO_N = {}, 0 end
+  INT_MEMO[s], INT_MEMO_N = n, INT_MEMO_N + 1
+  return n
+end
+local STORED_MEMO, STORED_MEMO_N = {}, 0
+
 -- Strict integer parsing: tonumber() would accept "0x10", " 5 ", "1e3" and "inf".
 -- 16 digits at most; callers that need exactness also bound the magnitude by 2^53.
 local function int_arg(s, what)
+  local n = INT_MEMO[s] -- s may be nil or a number: neither is ever a key here
+  if n then return n end
   if type(s) ~= "string" or not string.match(s, "^%-?%d+$") or #s > 17 then
     error("swarm_memory: bad integer for " .. what .. ": " .. tostring(s))
   end
-  return tonumber(s)
+  return int_memo(s, tonumber(s))
 end
 
 -- Data read back from Redis that does not parse, or a key of the wrong type: an error
@@ -101,6 +117,18 @@ end
 local function stored_num(s, key, what)
   local n = stored_int(s)
   if n == nil then corrupt(key, "bad " .. what .. ": " .. string.sub(tostring(s), 1, 40)) end
+  return n
+end
+
+-- stored_num for a namespace setting (a limit, a TTL): the same text comes back call
+-- after call, so its number is kept (see int_memo). Not for counters and revisions,
+-- which change on every write and would only churn the table.
+local function stored_setting(s, key, what)
+  local n = STORED_MEMO[s]
+  if n then return n end
+  n = stored_num(s, key, what)
+  if STORED_MEMO_N >= 512 then STORED_MEMO, STORED_MEMO_N = {}, 0 end
+  STORED_MEMO[s], STORED_MEMO_N = n, STORED_MEMO_N + 1
   return n
 end
 
@@ -287,7 +315,7 @@ end
 -- A stored retention limit when the namespace has one, else the caller's (older
 -- namespaces): the namespace's config, not whichever client writes last.
 local function stored_limit(value, default)
-  local n = value and stored_int(value)
+  local n = value and (STORED_MEMO[value] or stored_int(value))
   if n and n > 0 then return n end
   return default
 end
@@ -334,25 +362,55 @@ local ENTRY_FIELDS = { "v", "f", "ver", "cr", "mr", "ct", "mt", "by", "x" }
 -- Current entry (as a table) or nil; `expired` is true when present but past its expiry.
 -- A hash without its fields, or with numbers that are not strict integers, is corrupt:
 -- never read as absent (an index would still list it) nor passed on half-parsed.
-local function read_entry(key, now)
-  local h = read_call("HMGET", key, "v", "f", "ver", "cr", "mr", "ct", "mt", "by", "x", "eo")
-  if not h[3] then
-    if h[1] or h[2] or h[4] or h[5] or h[7] or h[9] then corrupt(key, "entry without a version") end
-    return nil, false
-  end
-  -- eo: the agent whose lease this entry is tied to (ephemeral writes), or nil.
-  local e = { v = h[1], f = h[2], ver = stored_int(h[3]), cr = stored_int(h[4]), mr = stored_int(h[5]),
-    ct = stored_int(h[6]), mt = stored_int(h[7]), by = h[8], x = stored_int(h[9]), eo = h[10] or nil }
-  if not (e.v and e.f and e.by and e.ver and e.cr and e.mr and e.ct and e.mt and e.x) or e.ver < 1 then
-    corrupt(key, "malformed entry")
+-- lean: without mr, mt and by (a write that replaces the entry never reads them; each
+-- field an HMGET returns costs ~2.6k instructions, each number checked ~3k): entry_full
+-- reads them where a reply or a history record shows the entry as it was.
+local function read_entry(key, now, lean)
+  local e
+  if lean then
+    local h = read_call("HMGET", key, "v", "f", "ver", "cr", "ct", "x", "eo")
+    if not h[3] then
+      -- Absent, or fields without a version: whichever fields are left, it is corrupt.
+      if h[1] or h[2] or h[4] or h[5] or h[6] or redis.call("EXISTS", key) == 1 then
+        corrupt(key, "entry without a version")
+      end
+      return nil, false
+    end
+    e = { v = h[1], f = h[2], ver = stored_int(h[3]), cr = stored_int(h[4]), ct = stored_int(h[5]),
+      x = stored_int(h[6]), eo = h[7] or nil, key = key, lean = true }
+    if not (e.v and e.f and e.ver and e.cr and e.ct and e.x) or e.ver < 1 then
+      corrupt(key, "malformed entry")
+    end
+  else
+    local h = read_call("HMGET", key, "v", "f", "ver", "cr", "mr", "ct", "mt", "by", "x", "eo")
+    if not h[3] then
+      if h[1] or h[2] or h[4] or h[5] or h[7] or h[9] then corrupt(key, "entry without a version") end
+      return nil, false
+    end
+    -- eo: the agent whose lease this entry is tied to (ephemeral writes), or nil.
+    e = { v = h[1], f = h[2], ver = stored_int(h[3]), cr = stored_int(h[4]), mr = stored_int(h[5]),
+      ct = stored_int(h[6]), mt = stored_int(h[7]), by = h[8], x = stored_int(h[9]), eo = h[10] or nil }
+    if not (e.v and e.f and e.by and e.ver and e.cr and e.mr and e.ct and e.mt and e.x) or e.ver < 1 then
+      corrupt(key, "malformed entry")
+    end
   end
   if e.x > 0 and e.x <= now then return nil, true, e end
   return e, false
 end
 
--- Flat reply form of an entry: absent entries are {""}.
+-- The fields a lean read_entry left out, read and checked now (no-op otherwise).
+local function entry_full(e)
+  if e and e.lean then
+    local h = read_call("HMGET", e.key, "mr", "mt", "by")
+    e.mr, e.mt, e.by, e.lean = stored_int(h[1]), stored_int(h[2]), h[3], nil
+    if not (e.mr and e.mt and e.by) then corrupt(e.key, "malformed entry") end
+  end
+  return e
+end
+
 local function entry_reply(e)
   if not e then return { "" } end
+  entry_full(e)
   return { e.ver, e.cr, e.mr, e.ct, e.mt, e.x, e.by, e.f, e.v }
 end
 
@@ -374,14 +432,18 @@ end
 -- 8th revision drops up to 64 records past the window (8x the rate writes add them)
 -- instead of a range query on every write. Before this write's record is added, so a
 -- zero window cannot purge it. `now`: the score, in ms (a number or its text).
-local function record_op(op_id, record, rev, now, dedupe_ms)
+local function purge_ops(rev, now, dedupe_ms)
   if rev % 8 == 0 then
-    local stale = redis.call("ZRANGEBYSCORE", K_OPST, "-inf", now - dedupe_ms, "LIMIT", 0, 64)
+    local stale = read_call("ZRANGEBYSCORE", K_OPST, "-inf", now - dedupe_ms, "LIMIT", 0, 64)
     if #stale > 0 then
       redis.call("HDEL", K_OPS, unpack(stale))
       redis.call("ZREM", K_OPST, unpack(stale))
     end
   end
+end
+
+local function record_op(op_id, record, rev, now, dedupe_ms)
+  purge_ops(rev, now, dedupe_ms)
   redis.call("HSET", K_OPS, op_id, record)
   redis.call("ZADD", K_OPST, now, op_id)
 end
@@ -423,7 +485,8 @@ end
 -- Cluster, plain on one server). The doorbell is only a hint; readers never rely on it.
 -- known_maxlen: the namespace's "em" field when the caller already read it (saves a call).
 -- guarded: this is the script's first write, so a refused first XADD (not a stream, or
--- an id past this revision there) is CorruptData with nothing written.
+-- an id past this revision there) is CorruptData with nothing written; or a function
+-- that undoes the writes the caller made before, called before the error is raised.
 local function publish_events(default_maxlen, rev, agent, now, known_maxlen, guarded)
   local n = #PENDING_EVENTS
   if n == 0 then return end
@@ -465,6 +528,7 @@ local function publish_events(default_maxlen, rev, agent, now, known_maxlen, gua
         "t", e[1], "k", e[2], "v", ver, "a", agent, "ms", now_s, "n", n_s)
     end
     if type(added) == "table" and added.err then
+      if type(guarded) == "function" then guarded() end -- undoes the caller's first writes
       require_feed_room(rev) -- names the reason: the key's type, or an id past rev
       corrupt(K_EVENTS, "refuses revision " .. itos(rev))
     end

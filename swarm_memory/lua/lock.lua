@@ -56,7 +56,6 @@ if action == "acquire" then
   if lease_ms then
     require_kinds({ K_EPH, "zset", K_LEASE, "zset" })
   end
-  require_counters(K_STATS, "lock_busy", "lock_acquire") -- also K_STATS's type (read_call)
   local rec = read_lock(name, now)
   local mine = holder_index(rec, owner)
   if mine then
@@ -65,7 +64,7 @@ if action == "acquire" then
   end
   local busy = #rec.holders > 0 and not (mode == "s" and rec.mode == "s")
   local token
-  if not busy then -- the first write: a corrupt counter fails the call before any other
+  if not busy then
     local stored = redis.call("HGET", K_META, "lt")
     local last = 0
     if stored then
@@ -79,13 +78,19 @@ if action == "acquire" then
     -- microseconds, which every earlier token trails (each took a script run of more than
     -- 1 us), so a holder from a lost history never presents a token a new holder also got.
     token = math.max(last + 1, now_us())
-    redis.call("HSET", K_META, "lt", itos(token))
   end
-  prune_locks(now, 8) -- records of leases that ran out, a few per acquire: never a growing table
-  if busy then
-    redis.call("HINCRBY", K_STATS, "lock_busy", "1")
-    return busy_reply(rec)
+  -- Records of leases that ran out, a few per acquire (never a growing table): upkeep
+  -- that stands on its own, done even if this call then fails.
+  prune_locks(now, 8)
+  -- The call's first own write, refused with nothing written when the stats hash or its
+  -- counter is corrupt (so no HMGET checks it first); nothing after it can be refused.
+  local counter = busy and "lock_busy" or "lock_acquire"
+  local counted = redis.pcall("HINCRBY", K_STATS, counter, "1")
+  if type(counted) == "table" and counted.err then
+    corrupt(K_STATS, "counter " .. counter .. " is not an integer, or the key not a hash")
   end
+  if busy then return busy_reply(rec) end
+  redis.call("HSET", K_META, "lt", itos(token))
   rec.mode = mode
   rec.holders[#rec.holders + 1] = { owner = owner, agent = agent, x = now + ttl_ms, token = token }
   write_lock(name, rec)
@@ -94,7 +99,6 @@ if action == "acquire" then
     local lease = redis.call("ZSCORE", K_LEASE, agent)
     if not lease or tonumber(lease) <= now then redis.call("ZADD", K_LEASE, now + lease_ms, agent) end
   end
-  redis.call("HINCRBY", K_STATS, "lock_acquire", "1")
   return { "ok", token, now + ttl_ms, now }
 end
 
@@ -104,14 +108,32 @@ if action == "release" then
   local rec = read_lock(name, now)
   local mine = holder_index(rec, owner)
   if not mine then return not_owned_reply(rec) end
-  require_kinds({ K_LOCKS, "zset", K_EPH, "zset", K_OPST, "zset" })
-  require_counters(K_STATS, "lock_release") -- also K_STATS's type (read_call)
+  require_kinds({ K_LOCKS, "zset" })
+  -- The first writes, each refused with nothing written when its key is corrupt, the
+  -- ones before it undone then (so no TYPE or HMGET checks them first: ~15k instructions
+  -- a release): the op record's purge index, the stats counter, the lease tie.
+  local function refused(r) return type(r) == "table" and r.err end
+  local member = eph_member(agent, "l", name)
+  if refused(redis.pcall("ZADD", K_OPST, itos(now), op_id)) then
+    corrupt(K_OPST, "holds the wrong type for ZADD")
+  end
+  local counted = redis.pcall("HINCRBY", K_STATS, "lock_release", "1")
+  local function undo_count()
+    if counted == 1 then redis.call("HDEL", K_STATS, "lock_release") else
+      redis.call("HINCRBY", K_STATS, "lock_release", "-1") end
+  end
+  if refused(counted) then
+    redis.call("ZREM", K_OPST, op_id)
+    corrupt(K_STATS, "counter lock_release is not an integer, or the key not a hash")
+  end
+  if refused(redis.pcall("ZREM", K_EPH, member)) then
+    redis.call("ZREM", K_OPST, op_id)
+    undo_count()
+    corrupt(K_EPH, "holds the wrong type for ZREM")
+  end
   table.remove(rec.holders, mine)
   write_lock(name, rec)
-  redis.call("ZREM", K_EPH, eph_member(agent, "l", name))
   redis.call("HSET", K_OPS, op_id, "released")
-  redis.call("ZADD", K_OPST, itos(now), op_id)
-  redis.call("HINCRBY", K_STATS, "lock_release", "1")
   redis.call("SPUBLISH", K_LBELL, name)
   return { "ok" }
 end

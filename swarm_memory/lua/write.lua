@@ -62,12 +62,13 @@ local now = now_ms()
 local previous = read_call("HGET", K_OPS, op_id)
 if previous then return { "dup", previous, sweep_due(now) } end
 
-local strategy, default_ttl = meta[3], stored_num(meta[4], K_META, "ttl")
-local max_keys, max_bytes = stored_num(meta[5], K_META, "max_keys"), stored_num(meta[6], K_META, "max_bytes")
-local history_depth = stored_num(meta[7], K_META, "history")
+local strategy, default_ttl = meta[3], stored_setting(meta[4], K_META, "ttl")
+local max_keys = stored_setting(meta[5], K_META, "max_keys")
+local max_bytes = stored_setting(meta[6], K_META, "max_bytes")
+local history_depth = stored_setting(meta[7], K_META, "history")
 local n_keys, n_bytes = stored_num(meta[8], K_META, "n"), stored_num(meta[9], K_META, "b")
 local require_lock = meta[10] == "1"
-local events_cap = stored_int(meta[11] or "0") or 0
+local events_cap = meta[11] and (STORED_MEMO[meta[11]] or stored_int(meta[11])) or 0
 local meta_rev = stored_num(meta[12] or "0", K_META, "rev")
 local needs_version = (strategy == "version" or strategy == "custom")
 local MAX_EXACT = 9007199254740991
@@ -140,7 +141,7 @@ for i = 1, n_items do
   if read_ahead[i] then
     cur, expired, stale_entry = read_ahead[i][1], read_ahead[i][2], read_ahead[i][3]
   else
-    cur, expired, stale_entry = read_entry(ekey, now)
+    cur, expired, stale_entry = read_entry(ekey, now, true) -- lean: see entry_full below
   end
   local p = { op = op, name = name, ekey = ekey, hkey = hkey, cur = cur, expired = stale_entry }
 
@@ -214,6 +215,9 @@ for i = 1, n_items do
     if not existed then key_delta = key_delta + 1 end
     byte_delta = byte_delta + #new_value - old_size
   end
+  -- A reply that reports the entry as it was (compare, delete, touch), and its history
+  -- record, need the fields the lean read left out; a replacing write needs none.
+  if cur and (p.status ~= "w" or history_depth > 0) then entry_full(cur) end
   plan[i] = p
 end
 
@@ -272,7 +276,7 @@ end
 local changed = #victims > 0 -- a call that changes nothing takes no revision (etcd)
 local drops = #victims > 0 -- entries removed from every index (drop_entry)
 local new_keys = false
-local kinds = { K_OPST, "zset" }
+local kinds = {} -- the op record's purge index and the stats hash: see 2b
 local eph_kinds = eph_ms ~= nil or #victims > 0 -- a victim may be tied to a lease
 for i = 1, n_items do
   local p = plan[i]
@@ -290,11 +294,7 @@ if drops or new_keys then kinds[#kinds + 1], kinds[#kinds + 2] = K_IDX, "zset" e
 if eph_kinds then kinds[#kinds + 1], kinds[#kinds + 2] = K_EPH, "zset" end
 if eph_ms then kinds[#kinds + 1], kinds[#kinds + 2] = K_LEASE, "zset" end
 require_kinds(kinds)
-if #victims > 0 then
-  require_counters(K_STATS, action, "evicted")
-else
-  require_counters(K_STATS, action)
-end
+if #victims > 0 then require_counters(K_STATS, "evicted") end
 -- Read before the writes (it reads K_EXP and K_LEASE, so they need no TYPE): an entry
 -- this call drops as expired may still count as due; the extra sweep finds nothing.
 local due = sweep_due(now)
@@ -363,10 +363,37 @@ for i = 1, n_items do
   end
 end
 
--- 2b: the writes. The events go first: the one write that can still be refused.
-publish_events(stream_maxlen, rev, agent, now, events_cap, true)
+-- 2b: the writes. First the three that can still be refused, each writing nothing when
+-- it is: this op id into the op records' purge index (ZADD: the key must be a zset),
+-- the call's stats counter (HINCRBY: a hash, the field an integer) and the events (XADD:
+-- a stream, no id past this revision). Refused, the ones before it are undone and the
+-- call fails as CorruptData with nothing changed (DESIGN.md decision 2). Checking the
+-- first two by reading them (a TYPE, an HMGET) cost ~15k instructions per write. The
+-- amortized purge of records past the dedupe window goes before the ZADD (a zero window
+-- must not purge this write's own record); it drops only records no replay needs.
 -- Numbers several writes take, as text once (redis.call formats every number it gets).
 local rev_s, now_s = itos(rev), itos(now)
+if rev % 8 == 0 then
+  -- The namespace's dedupe window is read only when the amortized purge is due.
+  dedupe_ms = stored_limit(redis.call("HGET", K_META, "dw"), dedupe_ms) -- a hash: read above
+  purge_ops(rev, now, dedupe_ms)
+end
+local indexed = redis.pcall("ZADD", K_OPST, now_s, op_id)
+if type(indexed) == "table" and indexed.err then corrupt(K_OPST, "holds the wrong type for ZADD") end
+local counted = redis.pcall("HINCRBY", K_STATS, action, "1")
+local function undo_first_writes(with_count)
+  redis.call("ZREM", K_OPST, op_id)
+  if with_count then
+    -- The counter as it was: absent (and with it the hash, when it was its only field)
+    -- if this call created it.
+    if counted == 1 then redis.call("HDEL", K_STATS, action) else redis.call("HINCRBY", K_STATS, action, "-1") end
+  end
+end
+if type(counted) == "table" and counted.err then
+  undo_first_writes(false)
+  corrupt(K_STATS, "counter " .. action .. " is not an integer, or the key not a hash")
+end
+publish_events(stream_maxlen, rev, agent, now, events_cap, function() undo_first_writes(true) end)
 -- Key and byte counters change by these deltas; one HSET of rev, n and b at the end
 -- replaces an HINCRBY per item (drop_entry's own HINCRBYs are overwritten by it: the
 -- absolute values below account for them, and nothing else runs in between).
@@ -428,7 +455,6 @@ if eph_ms then
   if not lease or tonumber(lease) <= now then redis.call("ZADD", K_LEASE, now + eph_ms, agent) end
 end
 
-redis.call("HINCRBY", K_STATS, action, "1")
 if #evicted > 0 then redis.call("HINCRBY", K_STATS, "evicted", #evicted) end
 
 reply[#reply + 1] = #evicted
@@ -444,10 +470,5 @@ for _, name in ipairs(evicted) do vals[#vals + 1] = name end
 local record = string.format("w1 %s %d %d %d %d %d|", digest == "" and "-" or digest, rev, now,
   n_items, #evicted, n_vals) .. table.concat(recs, "|") .. "|"
 if #vals > 0 then record = record .. pack(vals) end
-
--- The namespace's dedupe window is read only when record_op's amortized purge is due.
-if rev % 8 == 0 then
-  dedupe_ms = stored_limit(redis.call("HGET", K_META, "dw"), dedupe_ms) -- a hash: read above
-end
-record_op(op_id, record, rev, now_s, dedupe_ms)
+redis.call("HSET", K_OPS, op_id, record) -- its purge index has it already (2b)
 return reply
