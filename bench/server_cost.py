@@ -15,6 +15,11 @@ hash), ``put`` / ``get`` (one entry, through the library), ``lock`` (acquire + r
 per pair), ``base.lock`` (SET NX PX + a Lua compare-and-delete, per pair),
 ``put_many(100)`` vs ``base.cas_xadd.x100`` (100 bare CAS calls in one pipeline): per
 round, so divide by 100 for an item.
+
+And the floor under any script-based read (a Redis Function, FCALL_RO, loaded once):
+``floor.fcall_ro`` runs an empty function with the 18 key names and 4 arguments a ``get``
+of one entry passes; ``floor.fcall_ro.hgetall`` a function that only returns HGETALL of
+the entry-shaped hash (the cost of moving its 18 reply elements into Lua and back out).
 """
 
 from __future__ import annotations
@@ -37,6 +42,12 @@ from bench.baselines import CAS_XADD, RELEASE
 from bench.harness import VALUE, encode
 
 NS = "bench-cost"
+FLOOR_LIBRARY = """#!lua name=smfloor
+redis.register_function{function_name='smfloor_empty', flags={'no-writes'},
+  callback=function(keys, args) return 1 end}
+redis.register_function{function_name='smfloor_hgetall', flags={'no-writes'},
+  callback=function(keys, args) return redis.call('HGETALL', keys[1]) end}
+"""
 # Commands a client sends (the others ran inside a script: their time is in the script's).
 TOP_LEVEL = frozenset({"evalsha", "evalsha_ro", "eval", "fcall", "fcall_ro", "hgetall", "set"})
 
@@ -174,7 +185,16 @@ def cases(port: int) -> dict[str, Callable[[], Any]]:
             ver_of[k] = reply[1]
 
     ver_of: dict[str, int] = {}
+    r.function_load(FLOOR_LIBRARY, replace=True)
+    floor_keys = [f"sm:{{{NS}}}:k{i}" for i in range(18)]
+    floor_args = ["bench", "10000", "get", "sm:id:bench"]
     return {
+        "floor.fcall_ro": lambda: r.execute_command(
+            "FCALL_RO", "smfloor_empty", 18, *floor_keys, *floor_args
+        ),
+        "floor.fcall_ro.hgetall": lambda: r.execute_command(
+            "FCALL_RO", "smfloor_hgetall", 1, "bare:h"
+        ),
         "base.cas_xadd": cas,
         "base.cas_xadd.x100": cas_x100,
         "put_many(100)": lambda: ns.put_many(many),
@@ -201,7 +221,7 @@ def main(argv: list[str] | None = None) -> int:
         r = redis.Redis(port=port)
         fns = cases(port)
         only = [c for c in a.only.split(",") if c]
-        print(f"{'case':16} {'usec/call':>10} {'Ir/call':>12}  commands")
+        print(f"{'case':24} {'usec/call':>10} {'Ir/call':>12}  commands")
         for name, fn in fns.items():
             if only and name not in only:
                 continue
@@ -224,7 +244,7 @@ def main(argv: list[str] | None = None) -> int:
                 for c, (calls, _) in sorted(stats.items())
                 if c not in ("config|resetstat", "info")
             )
-            print(f"{name:16} {usec / a.n:10.2f} {ir / a.n:12.0f}  {cmds}", flush=True)
+            print(f"{name:24} {usec / a.n:10.2f} {ir / a.n:12.0f}  {cmds}", flush=True)
     finally:
         proc.terminate()
         proc.wait(timeout=60)
