@@ -16,6 +16,14 @@ local action = ARGV[4]
 local CONFIG_FIELDS = { dp = true, strat = true, ttl = true, mk = true, mb = true, hd = true, oq = true, em = true, rl = true,
   am = true, dw = true }
 local now = now_ms()
+-- Every script reads and writes fields of K_META, ~20 of them: in a listpack (Redis's
+-- encoding of a small hash) each field read or written scans the list, in a hash table
+-- it is one lookup (a put's 12-field HMGET 34.6k -> 22.6k instructions, its 3-field
+-- HSET 11.8k -> 6.0k: bench/server_cost.py, docs/performance.md). A value longer than
+-- hash-max-listpack-value (64 by default) turns the hash into a hash table for as long
+-- as it exists; this field is that value, and says so. (A server configured with a
+-- larger limit keeps the listpack: slower, the same results.)
+local META_ENCODING = "hashtable: a value longer than hash-max-listpack-value keeps this hash out of listpack"
 
 if action == "create" then
   local state = read_call("HGET", K_META, "state")
@@ -37,7 +45,7 @@ if action == "create" then
   -- tokens than microseconds passed since it was created. (Milliseconds x 1000 repeated
   -- the first token when both creations fell in the same millisecond.)
   redis.call("HSET", K_META, "state", "live", "rev", 1, "n", 0, "b", 0, "ct", now, "cb", agent,
-    "lt", itos(now_us()), unpack(fields))
+    "lt", itos(now_us()), "enc", META_ENCODING, unpack(fields))
   i = i + 1
   while i <= #ARGV do
     if not LEVEL_RANK[ARGV[i + 1]] then error("swarm_memory: unknown level " .. ARGV[i + 1]) end
@@ -92,7 +100,8 @@ if action == "update" then
     fields[#fields + 1] = ARGV[i + 1]
   end
   if not keeps_an_admin({}, default_level) then return { "last_admin" } end
-  if #fields > 0 then redis.call("HSET", K_META, unpack(fields)) end
+  -- Namespaces created before META_ENCODING get it with their next update.
+  redis.call("HSET", K_META, "enc", META_ENCODING, unpack(fields))
   etype = "ns_update"
 elseif action == "grant" then
   local changes = {}

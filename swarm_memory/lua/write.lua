@@ -348,7 +348,8 @@ for i = 1, n_items do
     reply[r + 1], reply[r + 2], reply[r + 3], reply[r + 4], reply[r + 5] = "w", p.ver, p.cr, rev, p.ct
     reply[r + 6], reply[r + 7], reply[r + 8], reply[r + 9], reply[r + 10] = now, p.x, size, vout, fout
     -- mr = rev and mt = now: the record's header has them
-    recs[i] = string.format("w %d %d %d %d %d", p.ver, p.cr, p.ct, p.x, size)
+    -- itos: the entry's HSET below takes the same texts (formatted once, see itos)
+    recs[i] = "w " .. itos(p.ver) .. " " .. itos(p.cr) .. " " .. itos(p.ct) .. " " .. itos(p.x) .. " " .. itos(size)
     if vout ~= "" then
       vals[#vals + 1] = i
       vals[#vals + 1] = vout
@@ -428,7 +429,7 @@ for i = 1, n_items do
       d_keys = d_keys + 1
     end
     redis.call("HSET", p.ekey, "v", p.value, "f", p.fmt, "ver", itos(p.ver), "cr", itos(p.cr),
-      "mr", rev_s, "ct", itos(p.ct), "mt", now_s, "by", agent, "x", p.x == 0 and "0" or itos(p.x))
+      "mr", rev_s, "ct", itos(p.ct), "mt", now_s, "by", agent, "x", itos(p.x))
     -- Lease ties: an ephemeral write (re)binds the entry to this agent's lease; a plain
     -- put/create makes it permanent again. Counters and touches keep what they had.
     local old_owner = cur and cur.eo
