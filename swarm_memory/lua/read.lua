@@ -15,8 +15,10 @@ if not meta then return { "nons" } end
 -- A denial's record is kept as the namespace's retention says (nil: read it then).
 local denied = deny_reply(agent, meta[2], LEVEL_RANK.read, action, nil, nil, audit_maxlen)
 if denied then return denied end
-local now = now_ms()
-local reply = { "ok", sweep_due(now) }
+-- The clock is read when something is compared with it (now_ms: once per call): a get
+-- of entries that do not expire, in a namespace without expiring entries or leases,
+-- reads no TIME.
+local reply = { "ok", sweep_due(nil) }
 
 local function add_entry(e)
   for _, x in ipairs(entry_reply(e)) do reply[#reply + 1] = x end
@@ -37,7 +39,7 @@ if action == "get" then
       if not (x and h[2] and h[3] and h[4] and h[5] and h[7] and h[8] and h[9]) then
         corrupt(key, "malformed entry")
       end
-      if x > 0 and x <= now then
+      if x > 0 and x <= now_ms() then
         reply[#reply + 1] = ""
       else
         local n = #reply
@@ -47,12 +49,12 @@ if action == "get" then
   end
 elseif action == "exists" then
   for i = N_FIXED + 1, #KEYS, 2 do
-    local e = read_entry(KEYS[i], now)
+    local e = read_entry(KEYS[i], now_ms())
     reply[#reply + 1] = e and 1 or 0
   end
 elseif action == "version" then
   local want = int_arg(ARGV[4], "version")
-  local cur = read_entry(KEYS[N_FIXED + 1], now)
+  local cur = read_entry(KEYS[N_FIXED + 1], now_ms())
   if cur and cur.ver == want then
     add_entry(cur)
   elseif cur then
@@ -68,7 +70,7 @@ elseif action == "version" then
     reply[#reply + 1] = ""
   end
 elseif action == "history" then
-  local cur = read_entry(KEYS[N_FIXED + 1], now)
+  local cur = read_entry(KEYS[N_FIXED + 1], now_ms())
   add_entry(cur)
   if cur then
     -- Raw field/value pairs: "m<ver>" -> packed metadata, "v<ver>" -> value.
@@ -81,7 +83,7 @@ elseif action == "page" then
   if #names == limit then reply[#reply + 1] = names[#names] else reply[#reply + 1] = "" end
   for _, name in ipairs(names) do
     local x = redis.call("ZSCORE", K_EXP, name)
-    if not x or tonumber(x) > now then reply[#reply + 1] = name end
+    if not x or tonumber(x) > now_ms() then reply[#reply + 1] = name end
   end
 else
   error("swarm_memory: unknown read action " .. tostring(action))
