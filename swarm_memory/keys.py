@@ -198,6 +198,11 @@ class NamespaceKeys:
         A fresh list (callers extend it) of names built once per namespace."""
         return list(_fixed_names(self))
 
+    def read_fixed(self) -> list[str]:
+        """The fixed names of the read script (lua/read.lua's header): the seven of the
+        sixteen it uses. A fresh list (callers extend it)."""
+        return list(_read_names(self))
+
     def _build_fixed(self) -> tuple[str, ...]:
         return (
             self.meta,
@@ -247,6 +252,11 @@ def _namespace_keys(prefix: str, namespace: str) -> NamespaceKeys:
 @lru_cache(maxsize=4096)
 def _fixed_names(keys: NamespaceKeys) -> tuple[str, ...]:
     return keys._build_fixed()
+
+
+@lru_cache(maxsize=4096)
+def _read_names(keys: NamespaceKeys) -> tuple[str, ...]:
+    return (keys.meta, keys.acl, keys.stats, keys.index, keys.expiry, keys.audit, keys.lease)
 
 
 @dataclass(frozen=True, slots=True)

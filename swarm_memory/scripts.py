@@ -259,15 +259,52 @@ class _Text:
         return "\n".join(self.lines) + "\n"
 
 
-def _entry(text: _Text, name: str, body: list[str]) -> None:
+# The sixteen fixed names of a namespace script (keys.py, NamespaceKeys.fixed), as its
+# header spells them, and the _lib.lua state each one is assigned to.
+NAMESPACE_KEYS = (
+    "meta", "acl", "stats", "idx", "lru", "exp", "events", "audit",
+    "ops", "opst", "bell", "lease", "eph", "locks", "lockh", "lbell",
+)  # fmt: skip
+
+
+def _k_name(name: str) -> str:
+    return "K_" + name.upper()
+
+
+def _key_layout(fixed: tuple[str, ...]) -> str:
+    """Lua that assigns a script's fixed key names when its header takes only some of the
+    sixteen (each name a call passes costs the server ~1.2k instructions; read.lua needs
+    7), and nil to the others, so that a name the script did not declare fails loudly
+    instead of reaching a key of the call before. "" for the standard layout and for
+    scripts outside a namespace (inbox, lanes, presence), which enter() handles."""
+    if fixed[:16] == NAMESPACE_KEYS or not set(fixed) <= set(NAMESPACE_KEYS):
+        return ""
+    got = ", ".join(_k_name(k) for k in fixed)
+    values = ", ".join(f"keys[{i + 1}]" for i in range(len(fixed)))
+    rest = [_k_name(k) for k in NAMESPACE_KEYS if k not in fixed]
+    line = f"{got} = {values} "
+    if rest:
+        line += f"{', '.join(rest)} = nil "
+    return line
+
+
+def _entry(text: _Text, name: str, body: list[str], fixed: tuple[str, ...]) -> None:
     # One line, so the body's lines keep a fixed offset; the body runs inside a function,
     # so its `return`s end the call and its locals are the call's own.
+    layout = _key_layout(fixed)
+    n_fixed = f", {len(fixed)}" if layout else ""
     text.line(
-        f"local function sm_{name}(keys, args) "
-        "local refused = enter(keys, args) if refused then return refused end"
+        f"local function sm_{name}(keys, args) {layout}"
+        f"local refused = enter(keys, args{n_fixed}) if refused then return refused end"
     )
     text.add(body, f"{name}.lua", 1)
     text.line("end")
+
+
+def _fixed_keys(body: list[str]) -> tuple[str, ...]:
+    """The fixed key names a script's ``--! keys:`` header lists."""
+    headers = dict(_HEADER.findall("\n".join(body)))
+    return Signature.parse(headers.get("keys", "")).fixed
 
 
 def _build_eval(name: str, body: list[str]) -> _Text:
@@ -278,7 +315,7 @@ def _build_eval(name: str, body: list[str]) -> _Text:
     text.add(state, "_lib.lua", 1)
     for part in _parts_for(body):
         text.add(part.lines, "_lib.lua", part.first)
-    _entry(text, name, body)
+    _entry(text, name, body, _fixed_keys(body))
     text.line(f"return sm_{name}(sm_keys, sm_args)")
     return text
 
@@ -339,7 +376,7 @@ def library() -> Library:
     for part in parts:
         text.add(part.lines, "_lib.lua", part.first)
     for name, body in bodies.items():
-        _entry(text, name, body)
+        _entry(text, name, body, _fixed_keys(body))
     code = text.text()
     tag = hashlib.sha1(code.encode("utf-8")).hexdigest()[:12]
     registrations = []

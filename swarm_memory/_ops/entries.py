@@ -484,7 +484,7 @@ def _read(
 ) -> Flow[Fields]:
     """One read-script call; its fields after the sweep flag (a due sweep is run)."""
     nk = ctx.keys
-    call_keys = nk.fixed() + [x for k in keys for x in (nk.entry(k), nk.history(k))]
+    call_keys = nk.read_fixed() + [x for k in keys for x in (nk.entry(k), nk.history(k))]
     args: list[str | bytes | int] = [ctx.agent, ctx.settings.audit_maxlen, action, *extra]
     reply = yield ScriptCall(load("read"), call_keys, args, None, readonly=True)
     f = READ.check(reply, Failure(ctx, action, "read", keys[0] if len(keys) == 1 else None))

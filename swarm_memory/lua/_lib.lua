@@ -11,7 +11,10 @@
 -- keys.py). K_BELL and K_LBELL are not keys but the namespace's shard channels (the
 -- pub/sub doorbells of the feed and of lock releases): they carry the same hash tag, and
 -- passing them with the keys keeps every name a script touches out of Lua and in one
--- Cluster slot.
+-- Cluster slot. A script whose header names only some of the sixteen (read.lua: each
+-- name a call passes costs the server ~1.2k instructions) gets those, in the header's
+-- order: its entry function assigns them (and nil to the others) before enter()
+-- (scripts.py, _entry), and N_FIXED is their number.
 local KEYS, ARGV
 local K_META, K_ACL, K_STATS, K_IDX, K_LRU, K_EXP, K_EVENTS, K_AUDIT, K_OPS, K_OPST, K_BELL
 local K_LEASE, K_EPH, K_LOCKS, K_LOCKH, K_LBELL
@@ -37,11 +40,18 @@ end
 
 -- Every entry function starts here: the call's KEYS and ARGV become the state above.
 -- Returns the reply to send instead of running the body (an identity refusal), or nil.
-local function enter(keys, args)
+-- n_fixed: nil for the sixteen names in keys.py's order; else the entry function
+-- assigned the K_ names of its header's layout itself, and this is their number.
+local function enter(keys, args, n_fixed)
   KEYS, ARGV = keys, args
-  K_META, K_ACL, K_STATS, K_IDX, K_LRU, K_EXP, K_EVENTS, K_AUDIT, K_OPS, K_OPST, K_BELL =
-    keys[1], keys[2], keys[3], keys[4], keys[5], keys[6], keys[7], keys[8], keys[9], keys[10], keys[11]
-  K_LEASE, K_EPH, K_LOCKS, K_LOCKH, K_LBELL = keys[12], keys[13], keys[14], keys[15], keys[16]
+  if n_fixed then
+    N_FIXED = n_fixed
+  else
+    N_FIXED = 16
+    K_META, K_ACL, K_STATS, K_IDX, K_LRU, K_EXP, K_EVENTS, K_AUDIT, K_OPS, K_OPST, K_BELL =
+      keys[1], keys[2], keys[3], keys[4], keys[5], keys[6], keys[7], keys[8], keys[9], keys[10], keys[11]
+    K_LEASE, K_EPH, K_LOCKS, K_LOCKH, K_LBELL = keys[12], keys[13], keys[14], keys[15], keys[16]
+  end
   PENDING_EVENTS, NOW_TIME, NOW_MS = {}, nil, nil
   IDENTITY_KEY = table.remove(args)
   if identity_refused() then

@@ -1,9 +1,10 @@
---! keys: meta acl stats idx lru exp events audit ops opst bell lease eph locks lockh lbell +items(entry hist)
+--! keys: meta acl stats idx exp audit lease +items(entry hist)
 --! args: agent audit_maxlen action +args
 --! returns: {"ok", sweep_due, ...} | {"nons"} | {"denied", granted}
 --
 -- Every read path, permission-checked like writes (DESIGN.md decision 8). Expired entries
--- read as absent even before the sweeper removes them.
+-- read as absent even before the sweeper removes them. Its fixed keys are the seven of
+-- the sixteen namespace names it uses (keys.py, NamespaceKeys.read_fixed; _lib.lua).
 --   get   +items               -> {"ok", due, entry...} one flat entry per item ({""} = absent)
 --   exists +items              -> {"ok", due, 0|1 ...}
 --   version 1 item, ARGV ver   -> {"ok", due, entry}  (current or from history)

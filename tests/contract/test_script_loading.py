@@ -59,7 +59,7 @@ def test_a_lua_error_names_the_file_and_line(redis_server: RedisServer, function
     Lua errors its own way: a real server only)."""
     raw = redis.Redis(port=redis_server.port)
     script = load("read")
-    keys = NamespaceKeys.of("lines", "team").fixed()
+    keys = NamespaceKeys.of("lines", "team").read_fixed()
     args: list[str | bytes | int] = ["planner", "not-a-number", "get"]
     call = ScriptCall(script, keys, args, None)
     with pytest.raises(redis.ResponseError) as info:
@@ -88,7 +88,7 @@ def test_a_readonly_call_runs_as_fcall_ro_or_evalsha_ro(
     mem.namespace("ro-" + mode).put("k", 1)
     keys = NamespaceKeys.of(mem.settings.key_prefix, "ro-" + mode)
     entry = [keys.entry("k"), keys.history("k")]
-    read = ScriptCall(load("read"), [*keys.fixed(), *entry], ["a", 100, "get"], None, True)
+    read = ScriptCall(load("read"), [*keys.read_fixed(), *entry], ["a", 100, "get"], None, True)
     reply = mem._driver.perform(read)
     assert reply[0] == b"ok" and int(reply[2]) == 1  # version 1 (stored text)
     presence = PresenceKeys.of(mem.settings.key_prefix)

@@ -46,3 +46,28 @@ def test_line_references_point_into_the_files():
     want = next(n for n, t in enumerate(body, 1) if "ARG0, ITEM_ARGS, FENCE_ARGS" in t)
     assert script.locate(f"user_script:{at}: boom") == f"user_script:{at} (write.lua:{want}): boom"
     assert library().source.startswith(f"#!lua name={library().name}\n")
+
+
+def test_a_script_that_takes_some_namespace_keys_assigns_those_and_nil_to_the_rest():
+    from swarm_memory.scripts import NAMESPACE_KEYS, _key_layout
+
+    # The standard sixteen, and scripts outside a namespace, are enter()'s to assign.
+    assert _key_layout(NAMESPACE_KEYS) == ""
+    assert _key_layout((*NAMESPACE_KEYS, "gmeta", "nodes")) == ""
+    assert _key_layout(("stream", "ops", "opst", "bell", "meta", "senders")) == ""
+    assert _key_layout(("exp", "seen")) == ""
+    layout = _key_layout(("meta", "acl", "lease"))
+    assert layout.startswith("K_META, K_ACL, K_LEASE = keys[1], keys[2], keys[3] ")
+    nils = layout.split("K_LEASE = keys[1], keys[2], keys[3] ")[1]
+    assert nils.endswith(" = nil ")
+    assert set(nils.removesuffix(" = nil ").split(", ")) == {
+        "K_" + k.upper() for k in NAMESPACE_KEYS if k not in ("meta", "acl", "lease")
+    }
+    # read.lua takes seven: its entry function assigns them before enter(keys, args, 7),
+    # in the EVAL source and in the library alike.
+    entry = "local function sm_read(keys, args) K_META, K_ACL, K_STATS, K_IDX, K_EXP, K_AUDIT"
+    assert entry in load("read").source and entry in library().source
+    assert "enter(keys, args, 7)" in load("read").source
+    assert "local function sm_write(keys, args) local refused = enter(keys, args) " in (
+        load("write").source
+    )
