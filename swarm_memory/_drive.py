@@ -173,11 +173,12 @@ def is_fakeredis(client: Any) -> bool:
     return any(getattr(k, "__module__", "").startswith("fakeredis") for k in kinds)
 
 
-# A script call's own send (standalone clients, see :func:`direct_pool`): the command is
-# packed by hiredis's C packer in one call, which takes str (as UTF-8), int and bytes as
-# they are; redis-py's generic path (execute_command: its serializer's per-argument
-# encoding, its retry wrapper, its response callbacks) cost more client CPU per put than
-# all of swarm_memory's own code (docs/performance.md, "Client side").
+# A script call's own send (standalone and Sentinel clients, see :func:`direct_pool`):
+# the command is packed by hiredis's C packer in one call, which takes str (as UTF-8),
+# int and bytes as they are. redis-py's generic path (execute_command: its serializer's
+# per-argument encoding, its retry wrapper, its response callbacks) was about a third of
+# a put's client CPU (docs/performance.md, "Client side: CPU per call").
+
 # The commands a direct send issues; a response callback set for any of them (none by
 # default) is redis-py's business: such a client keeps execute_command.
 DIRECT_COMMANDS = ("FCALL", "FCALL_RO", "EVALSHA", "EVALSHA_RO")
