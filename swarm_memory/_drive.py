@@ -15,6 +15,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import redis.exceptions as rexc
+from hiredis import pack_command
 from tenacity import retry_if_exception_type, stop_after_attempt, wait_random_exponential
 
 from swarm_memory import errors
@@ -170,6 +171,56 @@ def is_fakeredis(client: Any) -> bool:
     pool = getattr(client, "connection_pool", None)
     kinds = (type(client), getattr(pool, "connection_class", None))
     return any(getattr(k, "__module__", "").startswith("fakeredis") for k in kinds)
+
+
+# A script call's own send (standalone and Sentinel clients, see :func:`direct_pool`):
+# the command is packed by hiredis's C packer in one call, which takes str (as UTF-8),
+# int and bytes as they are. redis-py's generic path (execute_command: its serializer's
+# per-argument encoding, its retry wrapper, its response callbacks) was about a third of
+# a put's client CPU (docs/performance.md, "Client side: CPU per call").
+
+# The commands a direct send issues; a response callback set for any of them (none by
+# default) is redis-py's business: such a client keeps execute_command.
+DIRECT_COMMANDS = ("FCALL", "FCALL_RO", "EVALSHA", "EVALSHA_RO")
+
+
+def pack(command: tuple[Any, ...]) -> bytes:
+    """``command`` in RESP, as redis-py would send it: a value it refuses (a bool, None:
+    no script argument is one) raises its DataError."""
+    try:
+        packed: bytes = pack_command(command)
+    except TypeError as exc:
+        raise rexc.DataError(str(exc)) from exc
+    return packed
+
+
+def direct_pool(client: Any) -> Any:
+    """The connection pool whose connections a script call may use directly (pack the
+    command, ``send_packed_command``, ``read_response``, release), or None for redis-py's
+    ``execute_command``. Direct only where that is all execute_command would do: a
+    standalone or Sentinel client (a Cluster routes and follows redirects), not a
+    single-connection one, no client-side cache, no response callback for the script
+    commands, and redis-py's own retries off (as ``from_url`` makes them: a client with
+    them on keeps retrying behind our back, as it does through execute_command). Not
+    fakeredis, whose connections are not sockets."""
+    if is_fakeredis(client) or "Cluster" in type(client).__name__:
+        return None
+    pool = getattr(client, "connection_pool", None)
+    if pool is None or getattr(client, "connection", None) is not None:
+        return None
+    if getattr(client, "single_connection_client", False) or getattr(
+        client, "_single_connection_client", False
+    ):
+        return None
+    if getattr(pool, "cache", None) is not None:
+        return None
+    callbacks = getattr(client, "response_callbacks", None) or {}
+    if any(name in callbacks for name in DIRECT_COMMANDS):
+        return None
+    retry = getattr(pool, "connection_kwargs", {}).get("retry")
+    if retry is None or retry.get_retries() != 0:
+        return None
+    return pool
 
 
 def wire_args(keys: list[str], args: list[Any]) -> list[Any]:

@@ -13,6 +13,7 @@ from typing import Any, TypeVar
 
 import redis.asyncio
 import redis.exceptions as rexc
+from redis.asyncio.observability.recorder import record_error_count, record_operation_duration
 from redis.asyncio.retry import Retry as NoRetry
 from redis.backoff import NoBackoff
 from tenacity import AsyncRetrying, stop_after_attempt
@@ -26,11 +27,13 @@ from swarm_memory._drive import (
     auth_probe_args,
     call_name,
     cannot_fcall,
+    direct_pool,
     eviction_policy_error,
     final_error,
     is_denial,
     lacks_read_only_scripts,
     located,
+    pack,
     refused_by_acl,
     wire_args,
 )
@@ -60,6 +63,8 @@ class AsyncDriver(DriverBase):
         super().__init__(settings)
         self.client = client
         self.is_cluster = "Cluster" in type(client).__name__
+        # The pool script calls take connections from directly (None: execute_command).
+        self.direct = direct_pool(client)
 
     async def run(self, flow: Flow[T]) -> T:
         if self.metrics is not None:
@@ -251,7 +256,8 @@ class AsyncDriver(DriverBase):
 
     async def _send(self, call: ScriptCall, args: list[Any], *, functions: bool) -> Any:
         n = len(call.keys)
-        wire = wire_args(call.keys, args)
+        # A direct send packs str and int as they are; redis-py's path is given bytes.
+        wire = [*call.keys, *args] if self.direct is not None else wire_args(call.keys, args)
         script = call.script
         if script.sha not in self.loaded and not functions:
             await self.client.script_load(script.source)
@@ -306,13 +312,54 @@ class AsyncDriver(DriverBase):
         lost the script."""
         script, c = call.script, self.client
         if functions:
+            if self.direct is not None:
+                return await self._direct((*_fcall(call, readonly), n, *wire))
             return await c.execute_command(*_fcall(call, readonly), n, *wire)
         evalsha, source_eval = (c.evalsha_ro, c.eval_ro) if readonly else (c.evalsha, c.eval)
         try:
+            if self.direct is not None:
+                command = "EVALSHA_RO" if readonly else "EVALSHA"
+                return await self._direct((command, script.sha, n, *wire))
             return await evalsha(script.sha, n, *wire)
         except rexc.NoScriptError:
             # EVAL also caches the script on the node that ran it (also after a failover).
             return await source_eval(script.source, n, *wire)
+
+    async def _direct(self, command: tuple[Any, ...]) -> Any:
+        """One command on a connection of :attr:`direct` (see ``_drive.direct_pool``): what
+        execute_command does for it, without its generic parts. redis-py's connection
+        does the rest: it connects (and reconnects) in ``get_connection`` /
+        ``send_packed_command``, disconnects on a failed send or read (a reply not read
+        is never left on a pooled connection), and raises the server's error replies;
+        its observability hooks record the call as execute_command would."""
+        packed = pack(command)
+        pool = self.direct
+        conn = await pool.get_connection()
+        start = time.monotonic()
+        try:
+            await conn.send_packed_command([packed])
+            reply = await conn.read_response()
+        except Exception as exc:
+            await record_error_count(
+                server_address=getattr(conn, "host", None),
+                server_port=getattr(conn, "port", None),
+                network_peer_address=getattr(conn, "host", None),
+                network_peer_port=getattr(conn, "port", None),
+                error_type=exc,
+                retry_attempts=0,
+                is_internal=False,
+            )
+            raise
+        finally:
+            await pool.release(conn)
+        await record_operation_duration(
+            command_name=command[0],
+            duration_seconds=time.monotonic() - start,
+            server_address=getattr(conn, "host", None),
+            server_port=getattr(conn, "port", None),
+            db_namespace=str(conn.db),
+        )
+        return reply
 
 
 def _fcall(call: ScriptCall, readonly: bool) -> tuple[str, str]:

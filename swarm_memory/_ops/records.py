@@ -90,14 +90,21 @@ def corrupt(key: str | None, problem: str, **ctx: Any) -> errors.CorruptData:
     )
 
 
+def corrupt_from(key: str | None, exc: BaseException, **ctx: Any) -> errors.CorruptData:
+    """The error for ``exc``, one of :data:`DECODE_ERRORS`, raised decoding ``key``."""
+    return corrupt(key, f"{type(exc).__name__}: {exc}", **ctx)
+
+
 @contextlib.contextmanager
 def decoding(key: str | None, **ctx: Any) -> Iterator[None]:
     """Decode stored data from ``key``: any decoding failure inside is one
-    :class:`~swarm_memory.errors.CorruptData` naming it (``ctx``: namespace, agent)."""
+    :class:`~swarm_memory.errors.CorruptData` naming it (``ctx``: namespace, agent).
+    (The per-entry decoders, run for every entry of a get_many or put_many, catch
+    DECODE_ERRORS themselves: the same error, without a context manager per entry.)"""
     try:
         yield
     except DECODE_ERRORS as exc:
-        raise corrupt(key, f"{type(exc).__name__}: {exc}", **ctx) from exc
+        raise corrupt_from(key, exc, **ctx) from exc
 
 
 class Fields:
@@ -213,6 +220,7 @@ ABSENT = b""
 
 _MAX_EXACT = 1 << 53
 _INT_TEXT = re.compile(rb"-?[0-9]{1,17}")
+_MAX_DIGITS = 15  # below 2^53 whatever the digits (2^53 has 16)
 
 
 def _stored_int(value: Any) -> int:
@@ -220,6 +228,9 @@ def _stored_int(value: Any) -> int:
     optional minus, below 2^53 — what the scripts' stored_int accepts, spelled plainly)."""
     if isinstance(value, int):
         return value
+    # The common case first: a few ASCII digits (bytes.isdigit is ASCII-only).
+    if type(value) is bytes and 0 < len(value) <= _MAX_DIGITS and value.isdigit():
+        return int(value)
     if not isinstance(value, bytes) or not _INT_TEXT.fullmatch(value):
         raise ValueError(f"not a stored integer: {value!r:.40}")
     n = int(value)
@@ -267,8 +278,10 @@ def maybe_entry(ctx: Context, key: str, f: Fields) -> Entry | None:
     if f.peek() == ABSENT:
         f.next()
         return None
-    with decoding(ctx.keys.entry(key), **ctx.err()):
+    try:
         return entry(ctx, key, f.record(EntryRecord))
+    except DECODE_ERRORS as exc:
+        raise corrupt_from(ctx.keys.entry(key), exc, **ctx.err()) from exc
 
 
 def entries(ctx: Context, keys: list[str], f: Fields) -> dict[str, Entry | None]:
@@ -334,16 +347,19 @@ class ItemRecord(NamedTuple):
 
 
 def item_record(f: Fields) -> ItemRecord:
-    rec = f.record(ItemRecord)
-    return rec._replace(status=text(rec.status))
+    fields = f.take(len(ItemRecord._fields))
+    fields[0] = text(fields[0])  # the status
+    return ItemRecord._make(fields)
 
 
 def item_entry(ctx: Context, key: str, source: Any, rec: ItemRecord) -> Entry:
     """The entry a write left: the server's value if it sent one, else ``source`` (the
     caller's value). A server value that does not decode (a merge into a stored value
     that was not the JSON its format says) is CorruptData naming the entry."""
-    with decoding(ctx.keys.entry(key), **ctx.err()):
+    try:
         return _item_entry(ctx, key, source, rec)
+    except DECODE_ERRORS as exc:
+        raise corrupt_from(ctx.keys.entry(key), exc, **ctx.err()) from exc
 
 
 def _item_entry(ctx: Context, key: str, source: Any, rec: ItemRecord) -> Entry:
