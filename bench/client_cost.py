@@ -1,0 +1,144 @@
+"""Client CPU per call, without the network: ``python -m bench.client_cost [ops...]``.
+
+What one call costs the *client* (Python, redis-py, hiredis), repeatably on a noisy VM:
+it starts its own ``redis-server`` (never 6379), makes each call once for real while
+recording the reply bytes its connection receives, then swaps the connection's socket
+for one that swallows what is sent and hands back the recorded reply, and times ``--n``
+calls by process CPU time (``time.process_time``), ``--repeat`` times; it prints the
+minimum and the median per call. No server time, no loopback, no scheduling: only what
+the client itself executes, the same replies parsed every time.
+
+Ops: ``put``, ``get``, ``get_many`` (100 keys), ``put_many`` (100 entries) through
+``SwarmMemory``; ``bare_evalsha`` (redis-py EVALSHA of the bare Lua CAS+XADD) and
+``bare_hgetall`` (redis-py HGETALL) for the floor of a redis-py call. The async client
+is timed by ``python -m bench.profile async_put`` and the ``async`` / ``nats`` families
+of ``python -m bench``.
+
+It reaches into redis-py's connection (``_sock``, the pool's idle connections): a
+measuring tool, not library code; if a redis-py release moves them, it says so and
+stops.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import statistics
+import sys
+import time
+from collections.abc import Callable
+from typing import Any
+
+from bench.baselines import CAS_XADD
+from bench.harness import VALUE, encode
+
+OPS = ("put", "get", "get_many", "put_many", "bare_evalsha", "bare_hgetall")
+
+
+class ReplaySocket:
+    """A socket that passes through, records what it receives, or replays it."""
+
+    def __init__(self, real: Any) -> None:
+        self.real = real
+        self.mode = "pass"  # pass | record | replay
+        self.log: list[bytes] = []
+        self.reply = b""
+
+    def sendall(self, data: Any) -> None:
+        if self.mode != "replay":
+            self.real.sendall(data)
+
+    def recv_into(self, buf: Any, *args: Any) -> int:
+        if self.mode == "replay":
+            buf[: len(self.reply)] = self.reply
+            return len(self.reply)
+        n: int = self.real.recv_into(buf, *args)
+        if self.mode == "record":
+            self.log.append(bytes(buf[:n]))
+        return n
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.real, name)
+
+
+def _idle_connection(client: Any) -> Any:
+    idle = getattr(client.connection_pool, "_available_connections", None)
+    if not idle or len(idle) != 1:
+        sys.exit("bench.client_cost: expected one idle pooled connection (redis-py changed?)")
+    return idle[0]
+
+
+def time_op(client: Any, fn: Callable[[], Any], n: int, repeat: int) -> list[float]:
+    """µs of process CPU per call of ``fn``, ``repeat`` times, its reply replayed."""
+    fn()  # warm up: scripts loaded, connection made
+    conn = _idle_connection(client)
+    sock = ReplaySocket(conn._sock)
+    conn._sock = sock
+    conn._parser._sock = sock
+    try:
+        sock.mode = "record"
+        fn()
+        sock.reply = b"".join(sock.log)  # one reply, however many recv() it took
+        sock.mode = "replay"
+        out = []
+        for _ in range(repeat):
+            gc.collect()
+            t0 = time.process_time()
+            for _ in range(n):
+                fn()
+            out.append((time.process_time() - t0) / n * 1e6)
+        return out
+    finally:
+        sock.mode = "pass"
+        conn._sock = sock.real
+        conn._parser._sock = sock.real
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--n", type=int, default=20000, help="calls per timing (÷20 for *_many)")
+    p.add_argument("--repeat", type=int, default=5)
+    p.add_argument("ops", nargs="*", default=list(OPS))
+    a = p.parse_args(argv)
+    unknown = set(a.ops) - set(OPS)
+    if unknown:
+        p.error(f"unknown ops: {sorted(unknown)}; known: {', '.join(OPS)}")
+
+    from swarm_memory import SwarmMemory
+    from tests.servers import RedisServer
+
+    server = RedisServer()
+    server.start()
+    try:
+        mem = SwarmMemory.from_url(server.url, agent="bench")
+        mem.create_namespace("cpu", exist_ok=True)
+        ns = mem.namespace("cpu")
+        many = {f"m{i}": VALUE for i in range(100)}
+        ns.put("g", VALUE)
+        ns.put_many(many)
+        raw = server.client()
+        sha = raw.script_load(CAS_XADD)
+        body = encode(VALUE)
+        raw.hset("bare:h", mapping={"v": body, "f": "json", "ver": 1, "by": "bench"})
+        fns: dict[str, tuple[Any, Callable[[], Any]]] = {
+            "put": (mem.redis, lambda: ns.put("p", VALUE)),
+            "get": (mem.redis, lambda: ns.get("g")),
+            "get_many": (mem.redis, lambda: ns.get_many(list(many))),
+            "put_many": (mem.redis, lambda: ns.put_many(many)),
+            "bare_evalsha": (raw, lambda: raw.evalsha(sha, 2, "bare:c", "bare:s", 0, body)),
+            "bare_hgetall": (raw, lambda: raw.hgetall("bare:h")),
+        }
+        print(f"{'op':14} {'min µs':>9} {'median µs':>10}  (client CPU per call, no network)")
+        for op in a.ops:
+            client, fn = fns[op]
+            n = max(1, a.n // 20) if op.endswith("_many") else a.n
+            res = time_op(client, fn, n, a.repeat)
+            print(f"{op:14} {min(res):9.2f} {statistics.median(res):10.2f}", flush=True)
+        mem.close()
+    finally:
+        server.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
