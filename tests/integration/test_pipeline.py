@@ -76,7 +76,8 @@ async def test_concurrent_tasks_each_get_their_own_reply(redis_server: RedisServ
         # The script calls shared one connection: the pool holds only the few that
         # other commands (the eviction-policy check, the auth probe, FUNCTION LOAD) took.
         assert len(pool._available_connections) + len(pool._in_use_connections) <= 3
-        assert _pipe(mem).wire is not None and not _pipe(mem).wire.closed
+        wire = _pipe(mem).wire
+        assert wire is not None and not wire.closed
     finally:
         await mem.close()
     assert _pipe(mem).wire is None  # closed by close()
