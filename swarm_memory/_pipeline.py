@@ -35,6 +35,7 @@ anything else, which stay on redis-py. Settings.pipeline turns it off.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import copy
 import time
 from collections import deque
@@ -212,7 +213,7 @@ class AsyncScriptPipe:
     async def call(self, name: str, packed: bytes) -> Any:
         """Send one packed command; its reply, or the exception it raised."""
         wire = self.wire
-        if wire is None or wire.closed:
+        if wire is None or wire.closed or wire.loop is not asyncio.get_running_loop():
             wire = await self._connected()
         fut = wire.send(packed)
         start = time.monotonic()
@@ -240,10 +241,21 @@ class AsyncScriptPipe:
         return reply
 
     async def _connected(self) -> _Wire:
-        """The open wire, connecting one (one connect for every task that needs it)."""
+        """The open wire, connecting one (one connect for every task that needs it).
+        A wire or a connect of another event loop (a client reused under a new
+        ``asyncio.run``) is dropped: its socket and futures belong to that loop."""
+        loop = asyncio.get_running_loop()
+        old = self.wire
+        if old is not None and old.loop is not loop:
+            self.wire = None
+            old.closed = True
+            with contextlib.suppress(Exception):
+                old.transport.abort()
         task = self.connecting
+        if task is not None and task.get_loop() is not loop:
+            task = self.connecting = None
         if task is None:
-            task = asyncio.get_running_loop().create_task(self._connect())
+            task = loop.create_task(self._connect())
             task.add_done_callback(_retrieved)
             self.connecting = task
         try:
@@ -251,7 +263,11 @@ class AsyncScriptPipe:
         except Exception as exc:
             # Each waiter raises its own copy, with the connect's traceback: its frames
             # (redis-py's connect / on_connect) say that nothing was sent.
-            raise copy.copy(exc).with_traceback(exc.__traceback__) from exc.__cause__
+            try:
+                mine = copy.copy(exc)
+            except Exception:  # an exception type that cannot be copied: the shared one
+                raise exc from exc.__cause__
+            raise mine.with_traceback(exc.__traceback__) from exc.__cause__
         finally:
             if task.done() and self.connecting is task:
                 self.connecting = None
@@ -274,11 +290,17 @@ class AsyncScriptPipe:
     async def aclose(self) -> None:
         """Drop the connection (failing calls in flight); the next call reconnects."""
         task = self.connecting
-        if task is not None:  # let it finish (within the connect timeout), then close it
-            await asyncio.wait([task])
+        if task is not None and task.get_loop() is asyncio.get_running_loop():
+            await asyncio.wait([task])  # let it finish (within the connect timeout)
         wire, self.wire = self.wire, None
-        if wire is not None:
-            wire.fail(lambda: rexc.ConnectionError("Connection closed by the client"))
+        if wire is None:
+            return
+        if wire.loop is not asyncio.get_running_loop():  # another loop's (see _connected)
+            wire.closed = True
+            with contextlib.suppress(Exception):
+                wire.transport.abort()
+            return
+        wire.fail(lambda: rexc.ConnectionError("Connection closed by the client"))
 
 
 class ScriptPipe:

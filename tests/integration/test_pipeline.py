@@ -287,3 +287,30 @@ def test_sync_clients_have_no_channel(redis_server: RedisServer) -> None:
         assert mem._driver.pipe is None
     finally:
         mem.close()
+
+
+def test_a_channel_reused_under_a_new_event_loop(redis_server: RedisServer) -> None:
+    """One client used from a second event loop: that loop gets a connection of its own;
+    the first loop's is dropped, its socket and futures not touched from another loop."""
+    client = redis.asyncio.Redis.from_url(redis_server.url)
+    pipe = AsyncScriptPipe(client.connection_pool)
+
+    async def call(value: str) -> Any:
+        assert await _echo(pipe, value) == value.encode()
+        return pipe.wire
+
+    first = asyncio.new_event_loop()
+    try:
+        old = first.run_until_complete(call("one"))
+        assert old is not None and not old.closed
+
+        async def again() -> Any:
+            wire = await call("two")
+            await pipe.aclose()
+            return wire
+
+        new = asyncio.run(again())
+        assert new is not old and old.closed and new.closed
+        first.run_until_complete(asyncio.sleep(0.01))  # the old socket's close runs there
+    finally:
+        first.close()
