@@ -2,11 +2,12 @@
 
 redis.asyncio gives every call in flight its own pool connection: a checkout (an
 asyncio.Lock), a write, a read awaited under a timeout (a TimerHandle per call), a
-release. With 50 tasks on one client that is most of a put's client time (about 45 %,
-docs/performance.md "async pipelining"). Here each script call (FCALL / FCALL_RO /
-EVALSHA / EVALSHA_RO, sent by ``AsyncDriver._direct``) is written to one connection as
-soon as it is issued, and one asyncio Protocol reads the replies, in the order the
-calls were written, into their futures: what the NATS client does over its connection.
+release. With 50 tasks on one client that was 35-45 % of a put's client time
+(docs/performance.md, "Async pipelining"). Here each script call (FCALL / FCALL_RO /
+EVALSHA / EVALSHA_RO, sent by ``AsyncDriver._direct``) is queued on one connection and
+written at the end of the event loop turn that issued it, with every other call of that
+turn in one system call; one asyncio Protocol reads the replies, in the order the calls
+were written, into their futures: what the NATS client does over its connection.
 
 The same semantics as the pool path, for everything the driver relies on:
 
