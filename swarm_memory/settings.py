@@ -58,6 +58,17 @@ class Settings(BaseSettings):
     # the single tenacity layer (DESIGN.md decision 6).
     socket_timeout: float = Field(default=5.0, gt=0)
     connect_timeout: float = Field(default=5.0, gt=0)
+    # Async clients only (swarm_memory/_pipeline.py): script calls of every task of one
+    # AsyncSwarmMemory share one connection, each written as soon as it is issued and
+    # its reply matched in order, instead of a pool connection per call in flight
+    # (standalone and Sentinel clients speaking RESP2; never Cluster, fakeredis, WAIT
+    # pipelines or other commands). A call without a reply within socket_timeout drops
+    # that connection (failing the calls behind it, retried like any lost reply). On by
+    # default: with 50 tasks on one client it is where most of a put's client time went
+    # (docs/performance.md, "async pipelining"). False: redis-py's pool for every call.
+    pipeline: bool = Field(
+        default=True, description="Async: pipeline script calls over one connection."
+    )
     retry_attempts: int = Field(
         default=4, ge=1, le=50, description="Tries per call, first included."
     )

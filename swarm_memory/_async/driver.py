@@ -47,6 +47,7 @@ from swarm_memory._ops.effects import (
     Unlisten,
     WaitBell,
 )
+from swarm_memory._pipeline import AsyncScriptPipe
 from swarm_memory._synchronization import acall_user, asleep
 from swarm_memory.scripts import library
 from swarm_memory.settings import Settings
@@ -65,6 +66,8 @@ class AsyncDriver(DriverBase):
         self.is_cluster = "Cluster" in type(client).__name__
         # The pool script calls take connections from directly (None: execute_command).
         self.direct = direct_pool(client)
+        # Script calls pipelined over one connection where that is equivalent (_pipeline).
+        self.pipe = AsyncScriptPipe.open(self.direct, settings)
 
     async def run(self, flow: Flow[T]) -> T:
         if self.metrics is not None:
@@ -195,7 +198,10 @@ class AsyncDriver(DriverBase):
         return node.name, client
 
     async def aclose(self) -> None:
-        """Close what the driver opened itself (the Cluster primaries' WAIT clients)."""
+        """Close what the driver opened itself (the Cluster primaries' WAIT clients, the
+        pipelined connection)."""
+        if self.pipe is not None:
+            await self.pipe.aclose()
         clients, self.node_clients = list(self.node_clients.values()), {}
         for client in clients:
             await client.aclose()
@@ -333,6 +339,8 @@ class AsyncDriver(DriverBase):
         is never left on a pooled connection), and raises the server's error replies;
         its observability hooks record the call as execute_command would."""
         packed = pack(command)
+        if self.pipe is not None:
+            return await self.pipe.call(command[0], packed)
         pool = self.direct
         conn = await pool.get_connection()
         start = time.monotonic()

@@ -48,6 +48,7 @@ from swarm_memory._ops.effects import (
     Unlisten,
     WaitBell,
 )
+from swarm_memory._pipeline import ScriptPipe
 from swarm_memory._synchronization import call_user, sleep
 from swarm_memory.scripts import library
 from swarm_memory.settings import Settings
@@ -64,6 +65,8 @@ class Driver(DriverBase):
         self.is_cluster = "Cluster" in type(client).__name__
         # The pool script calls take connections from directly (None: execute_command).
         self.direct = direct_pool(client)
+        # Script calls pipelined over one connection where that is equivalent (_pipeline).
+        self.pipe = ScriptPipe.open(self.direct, settings)
 
     def run(self, flow: Flow[T]) -> T:
         if self.metrics is not None:
@@ -194,7 +197,10 @@ class Driver(DriverBase):
         return node.name, client
 
     def close(self) -> None:
-        """Close what the driver opened itself (the Cluster primaries' WAIT clients)."""
+        """Close what the driver opened itself (the Cluster primaries' WAIT clients, the
+        pipelined connection)."""
+        if self.pipe is not None:
+            self.pipe.close()
         clients, self.node_clients = list(self.node_clients.values()), {}
         for client in clients:
             client.close()
@@ -332,6 +338,8 @@ class Driver(DriverBase):
         is never left on a pooled connection), and raises the server's error replies;
         its observability hooks record the call as execute_command would."""
         packed = pack(command)
+        if self.pipe is not None:
+            return self.pipe.call(command[0], packed)
         pool = self.direct
         conn = pool.get_connection()
         start = time.monotonic()

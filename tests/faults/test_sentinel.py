@@ -70,6 +70,9 @@ def test_sentinel_url_sync_and_async(group: RedisSentinelGroup):
         amem = AsyncSwarmMemory.from_url(group.url, agent="a", settings=settings)
         try:
             entry = await amem.namespace("team").get("k")
+            # the script call went over the pipelined connection to the primary
+            wire = amem._driver.pipe.wire  # type: ignore[union-attr]
+            assert wire is not None and not wire.closed
             return None if entry is None else entry.value
         finally:
             await amem.close()

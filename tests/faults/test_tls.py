@@ -84,6 +84,30 @@ async def test_async_client_over_tls(tls: Tls):
     try:
         await mem.create_namespace("team")
         assert (await mem.namespace("team").incr("n")) == 1
+        wire = mem._driver.pipe.wire  # type: ignore[union-attr]
+        assert wire is not None and not wire.closed  # the script calls' pipelined TLS socket
+    finally:
+        await mem.close()
+
+
+async def test_async_untrusted_certificate_is_not_outcome_unknown(tls: Tls):
+    """The pipelined channel connects through redis-py's TLS handshake: a refused
+    certificate is "not sent", as on the sync client."""
+    import redis.exceptions
+
+    from swarm_memory._drive import _failed_connecting, pack
+
+    mem = AsyncSwarmMemory.from_url(tls.url("other-ca.pem"), agent="a", settings=_settings())
+    try:
+        with pytest.raises(TransportError) as info:
+            await mem.namespace("team").put("k", 1)
+        assert not isinstance(info.value, OutcomeUnknown)
+        assert "not sent" in info.value.message
+        pipe = mem._driver.pipe
+        assert pipe is not None
+        with pytest.raises(redis.exceptions.ConnectionError) as raw:  # the channel's own
+            await pipe.call("EVAL", pack(("EVAL", "return 1", 0)))
+        assert _failed_connecting(raw.value)
     finally:
         await mem.close()
 

@@ -1,0 +1,116 @@
+"""The pipelined channel's reply matching (swarm_memory/_pipeline.py), on a fake socket:
+replies go to the calls in the order they were written, error replies become redis-py's
+exceptions, and what cannot be matched any more (a Sentinel primary demoted, bytes that
+are not RESP, a reply nobody asked for) closes the connection and fails every call."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import pytest
+import redis.exceptions as rexc
+from redis._parsers import _AsyncHiredisParser
+
+from swarm_memory._pipeline import _Wire
+
+
+class _Transport:
+    def __init__(self) -> None:
+        self.written: list[bytes] = []
+        self.aborted = False
+
+    def write(self, data: bytes) -> None:
+        self.written.append(data)
+
+    def abort(self) -> None:
+        self.aborted = True
+
+
+class _Writer:
+    def __init__(self) -> None:
+        self.transport = _Transport()
+
+
+class _Pool:
+    is_master = True
+
+
+class _Conn:
+    socket_timeout = 5.0
+    _parser = _AsyncHiredisParser(65536)
+
+    def __init__(self, sentinel: bool = False) -> None:
+        if sentinel:
+            self.connection_pool = _Pool()
+
+    def _host_error(self) -> str:
+        return "127.0.0.1:0"
+
+
+async def _wire(sentinel: bool = False) -> tuple[_Wire, Any]:
+    writer = _Writer()
+    return _Wire(writer, _Conn(sentinel), asyncio.get_running_loop()), writer.transport
+
+
+async def test_replies_go_to_the_calls_in_order_and_writes_are_batched() -> None:
+    wire, transport = await _wire()
+    futs = [wire.send(b"*1\r\n$4\r\nPING\r\n") for _ in range(3)]
+    await asyncio.sleep(0)
+    assert transport.written == [b"*1\r\n$4\r\nPING\r\n" * 3]  # one write for the turn
+    wire.data_received(b"$1\r\na\r\n-NOSCRIPT No matching script.\r\n:")
+    assert futs[0].result() == b"a"
+    assert isinstance(futs[1].exception(), rexc.NoScriptError)
+    assert not futs[2].done()
+    wire.data_received(b"7\r\n")
+    assert futs[2].result() == 7
+    assert not wire.closed
+
+
+async def test_a_cancelled_call_s_reply_is_dropped() -> None:
+    wire, _ = await _wire()
+    first, second = wire.send(b"x"), wire.send(b"y")
+    first.cancel()
+    wire.data_received(b"+one\r\n+two\r\n")
+    assert second.result() == b"two"
+
+
+async def test_readonly_on_a_sentinel_primary_is_a_connection_error() -> None:
+    wire, transport = await _wire(sentinel=True)
+    futs = [wire.send(b"x") for _ in range(3)]
+    wire.data_received(b"-READONLY You can't write against a read only replica.\r\n")
+    assert all(isinstance(f.exception(), rexc.ConnectionError) for f in futs)
+    assert wire.closed and transport.aborted
+
+
+async def test_readonly_elsewhere_is_the_reply() -> None:
+    wire, _ = await _wire()
+    fut = wire.send(b"x")
+    wire.data_received(b"-READONLY You can't write against a read only replica.\r\n")
+    assert isinstance(fut.exception(), rexc.ReadOnlyError)
+    assert not wire.closed
+
+
+@pytest.mark.parametrize("data", [b"?bogus\r\n", b"+one\r\n+two\r\n"])
+async def test_what_cannot_be_matched_closes_the_connection(data: bytes) -> None:
+    wire, transport = await _wire()
+    fut = wire.send(b"x")
+    after = wire.send(b"y") if data.startswith(b"?") else None
+    wire.data_received(data)
+    if after is None:  # the first reply was fut's; the second is nobody's
+        assert fut.result() == b"one"
+    else:
+        assert isinstance(fut.exception(), rexc.InvalidResponse)
+        assert isinstance(after.exception(), rexc.InvalidResponse)
+    assert wire.closed and transport.aborted
+    with pytest.raises(rexc.ConnectionError):
+        wire.send(b"z")
+
+
+async def test_connection_lost_fails_every_call_in_flight() -> None:
+    wire, _ = await _wire()
+    futs = [wire.send(b"x") for _ in range(3)]
+    wire.connection_lost(ConnectionResetError(104, "reset"))
+    errors = [f.exception() for f in futs]
+    assert all(isinstance(e, rexc.ConnectionError) for e in errors)
+    assert len({id(e) for e in errors}) == 3
