@@ -84,10 +84,16 @@ if action == "acquire" then
   prune_locks(now, 8)
   -- The call's first own write, refused with nothing written when the stats hash or its
   -- counter is corrupt (so no HMGET checks it first); nothing after it can be refused.
-  local counter = busy and "lock_busy" or "lock_acquire"
-  local counted = redis.pcall("HINCRBY", K_STATS, counter, "1")
+  -- (Literal field names: tests/ops/test_stats_fields.py finds the counters by them.)
+  local counted
+  if busy then
+    counted = redis.pcall("HINCRBY", K_STATS, "lock_busy", "1")
+  else
+    counted = redis.pcall("HINCRBY", K_STATS, "lock_acquire", "1")
+  end
   if type(counted) == "table" and counted.err then
-    corrupt(K_STATS, "counter " .. counter .. " is not an integer, or the key not a hash")
+    corrupt(K_STATS, "counter " .. (busy and "lock_busy" or "lock_acquire")
+      .. " is not an integer, or the key not a hash")
   end
   if busy then return busy_reply(rec) end
   redis.call("HSET", K_META, "lt", itos(token))
