@@ -472,6 +472,10 @@ end
 -- without expiry in a namespace without leases then costs no TIME: ~12k instructions).
 -- (Arguments to redis.call as strings: a Lua number costs a "%.17g" conversion each.)
 local function sweep_due(now)
+  -- Neither index exists (no entry with an expiry, no lease here: the common case): one
+  -- EXISTS answers for both, ~3.2k instructions against ~9k for the two reads below.
+  -- (An absent key holds no wrong type: a script's later writes to them need no check.)
+  if redis.call("EXISTS", K_EXP, K_LEASE) == 0 then return 0 end
   local due = 0
   local first = read_call("ZRANGE", K_EXP, "0", "0", "WITHSCORES")
   if first[2] and tonumber(first[2]) <= (now or now_ms()) then due = 1 end
