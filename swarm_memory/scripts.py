@@ -307,7 +307,7 @@ def _fixed_keys(body: list[str]) -> tuple[str, ...]:
     return Signature.parse(headers.get("keys", "")).fixed
 
 
-def _build_eval(name: str, body: list[str]) -> _Text:
+def _build_eval(name: str, body: list[str], fixed: tuple[str, ...]) -> _Text:
     state, _ = _lib_parts()
     text = _Text()
     # EVAL's KEYS and ARGV are globals; the library's state shadows them below.
@@ -315,7 +315,7 @@ def _build_eval(name: str, body: list[str]) -> _Text:
     text.add(state, "_lib.lua", 1)
     for part in _parts_for(body):
         text.add(part.lines, "_lib.lua", part.first)
-    _entry(text, name, body, _fixed_keys(body))
+    _entry(text, name, body, fixed)
     text.line(f"return sm_{name}(sm_keys, sm_args)")
     return text
 
@@ -329,7 +329,8 @@ def load(name: str) -> Script:
     body = raw.split("\n")
     if body and body[-1] == "":
         body.pop()
-    text = _build_eval(name, body)
+    keys = Signature.parse(headers["keys"])
+    text = _build_eval(name, body, keys.fixed)
     source = text.text()
     args = Signature.parse(headers["args"])
     if "agent" not in args.fixed:
@@ -338,7 +339,7 @@ def load(name: str) -> Script:
         name=name,
         source=source,
         sha=hashlib.sha1(source.encode("utf-8")).hexdigest(),
-        keys=Signature.parse(headers["keys"]),
+        keys=keys,
         args=args,
         returns=parse_returns(headers["returns"]),
         agent_arg=args.fixed.index("agent"),

@@ -131,15 +131,24 @@ local function stored_num(s, key, what)
   return n
 end
 
--- stored_num for a namespace setting (a limit, a TTL): the same text comes back call
--- after call, so its number is kept (see int_memo). Not for counters and revisions,
--- which change on every write and would only churn the table.
-local function stored_setting(s, key, what)
+-- stored_int for a namespace setting or limit (a TTL, a quota, a retention): the same
+-- text comes back call after call, so its number is kept (see int_memo). Not for
+-- counters and revisions, which change on every write and would only churn the table.
+local function stored_setting_int(s)
   local n = STORED_MEMO[s]
   if n then return n end
-  n = stored_num(s, key, what)
-  if STORED_MEMO_N >= 512 then STORED_MEMO, STORED_MEMO_N = {}, 0 end
-  STORED_MEMO[s], STORED_MEMO_N = n, STORED_MEMO_N + 1
+  n = stored_int(s)
+  if n then
+    if STORED_MEMO_N >= 512 then STORED_MEMO, STORED_MEMO_N = {}, 0 end
+    STORED_MEMO[s], STORED_MEMO_N = n, STORED_MEMO_N + 1
+  end
+  return n
+end
+
+-- The same where a setting must be a number: nil or garbage is corrupt.
+local function stored_setting(s, key, what)
+  local n = stored_setting_int(s)
+  if n == nil then corrupt(key, "bad " .. what .. ": " .. string.sub(tostring(s), 1, 40)) end
   return n
 end
 
@@ -367,7 +376,7 @@ end
 -- A stored retention limit when the namespace has one, else the caller's (older
 -- namespaces): the namespace's config, not whichever client writes last.
 local function stored_limit(value, default)
-  local n = value and (STORED_MEMO[value] or stored_int(value))
+  local n = value and stored_setting_int(value)
   if n and n > 0 then return n end
   return default
 end

@@ -68,7 +68,7 @@ local max_bytes = stored_setting(meta[6], K_META, "max_bytes")
 local history_depth = stored_setting(meta[7], K_META, "history")
 local n_keys, n_bytes = stored_num(meta[8], K_META, "n"), stored_num(meta[9], K_META, "b")
 local require_lock = meta[10] == "1"
-local events_cap = meta[11] and (STORED_MEMO[meta[11]] or stored_int(meta[11])) or 0
+local events_cap = stored_setting_int(meta[11] or "0") or 0
 local meta_rev = stored_num(meta[12] or "0", K_META, "rev")
 local needs_version = (strategy == "version" or strategy == "custom")
 local MAX_EXACT = 9007199254740991

@@ -296,6 +296,32 @@ def test_a_key_of_the_wrong_type_fails_the_call_before_anything_is_written(  # n
     assert ns.put("new", 1, op_id="OPX").version == 1  # a replay: the first outcome
 
 
+def test_a_refused_event_undoes_the_writes_before_it_even_the_first_counter(env, mem):
+    """A write bumps its stats counter and indexes its op id before the events' XADD
+    (write.lua, 2b); when that XADD is refused both are undone. In a namespace that never
+    counted a put, the undone counter is removed, not left at 0."""
+    mem.create_namespace("fresh")
+    ns = mem.namespace("fresh")
+    fresh = NamespaceKeys.of(env.prefix, "fresh")
+    assert env.raw.hget(fresh.stats, "put") is None
+    env.raw.delete(fresh.events)
+    env.raw.set(fresh.events, "x")
+    before = env.snapshot()
+    _corrupt(lambda: ns.put("a", 1, op_id="OPF"), fresh.events)
+    assert env.snapshot() == before
+    assert env.raw.hget(fresh.stats, "put") is None
+
+
+def test_the_namespace_meta_hash_is_a_hash_table(env, mem, keys):
+    """Every script reads fields of the meta hash: it is kept out of listpack encoding
+    (ns.lua, META_ENCODING) so that each field is a lookup, not a scan."""
+    # The field that does it, longer than hash-max-listpack-value (64 by default)...
+    assert len(env.raw.hget(keys.meta, "enc")) > 64
+    # ...and, on a real server, its effect (fakeredis has no listpack encoding).
+    if env.backend != "fake":
+        assert env.raw.object("encoding", keys.meta) in (b"hashtable", "hashtable")
+
+
 def test_a_foreign_stream_entry_past_the_revision_fails_writes_before_anything(env, mem, keys):
     # An XADD with a larger id (even deleted again: Redis keeps the last id) would make
     # the write script's own XADD fail after its other writes.
