@@ -165,6 +165,7 @@ SCRIPT_NAMES = (
     "ns",
     "purge",
     "sweep",
+    "lru",
     "events",
     "inbox",
     "lane",

@@ -44,7 +44,7 @@ from swarm_memory._ops.effects import (
     Sleep,
     bind_lease,
 )
-from swarm_memory._ops.namespaces import sweep_quietly
+from swarm_memory._ops.namespaces import rebuild_order, sweep_quietly
 from swarm_memory._ops.records import Fields, ItemRecord, WriteResult, parse_op_record, text
 from swarm_memory._ops.replies import READ, WRITE, Failure, MergeFallback
 from swarm_memory.codec import JSON_FORMAT, Encoded
@@ -145,6 +145,9 @@ def write(
         call_keys = keys + [k for v in victims for k in (nk.entry(v), nk.history(v))]
         reply = yield ScriptCall(load("write"), call_keys, [*head, *body, *victims], op_id)
         f = WRITE.check(reply, fail)
+        if f.tag == b"lru":  # evict-oldest since a switch: its order index is unfinished
+            yield from rebuild_order(ctx)
+            continue
         if f.tag == b"victims":
             wanted = max(f.number(), 1)
             oldest = yield Command(("ZRANGE", nk.lru, 0, wanted + len(items) + _VICTIM_SLACK))

@@ -1,10 +1,10 @@
 """Namespace flows: create / inspect / update / grant / revoke / clear / delete / list,
 and the sweeper (expired entries, then agents whose lease ran out).
 
-Each is one call of ``lua/ns.lua``, ``lua/purge.lua`` (in batches), ``lua/sweep.lua`` or
-``lua/reap.lua``, plus the single-key commands on the namespace registry, which lives
-outside every namespace's slot (DESIGN.md decision 1). The "info" reply's decoder is
-here too.
+Each is one call of ``lua/ns.lua``, ``lua/purge.lua`` (in batches), ``lua/sweep.lua``,
+``lua/reap.lua`` or ``lua/lru.lua`` (in batches), plus the single-key commands on the
+namespace registry, which lives outside every namespace's slot (DESIGN.md decision 1).
+The "info" reply's decoder is here too.
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ from swarm_memory._ops.args import (
 )
 from swarm_memory._ops.effects import Command, Context, Flow, ScriptCall
 from swarm_memory._ops.records import Fields, decoding, pairs, text
-from swarm_memory._ops.replies import GRAPH, NS, PURGE, REAP, SWEEP, Failure
+from swarm_memory._ops.replies import GRAPH, LRU, NS, PURGE, REAP, SWEEP, Failure
 from swarm_memory.codec import JSON_FORMAT
 from swarm_memory.keys import GraphKeys, registry_key
 from swarm_memory.models import NamespaceInfo, SweepResult, ms_to_datetime
@@ -67,6 +67,39 @@ def sweep(ctx: Context, *, max_rounds: int = 1000) -> Flow[SweepResult]:
             lost = (yield from _reap(ctx, max_rounds)) if leases_due else []
             return SweepResult(expired, more=False, lost_agents=lost)
     return SweepResult(expired, more=True)
+
+
+# A rebuild of the eviction-order index starts over when the namespace's policy is
+# switched again while it runs; after this many restarts in one call it gives up.
+MAX_ORDER_RESTARTS = 16
+
+
+def rebuild_order(ctx: Context) -> Flow[None]:
+    """Finish the eviction-order index of a namespace switched to evict-oldest
+    (``lua/lru.lua``): a batch of the key index's names per call, until none is left.
+    Any writer may run it (an evict-oldest write that finds it unfinished does); runs
+    side by side are harmless, each adds what the other may not have."""
+    s = ctx.settings
+    fail = Failure(ctx, "lru_rebuild", "write")
+    token, restarts = "", 0
+    names: list[str] = []
+    while True:
+        args: list[str | bytes | int] = [ctx.agent, s.audit_maxlen, token, s.clear_batch]
+        call = ScriptCall(load("lru"), _entry_keys(ctx, names), [*args, *names], new_op_id())
+        f = LRU.check((yield call), fail)
+        if f.tag == b"done":
+            return
+        with decoding(ctx.keys.index, **ctx.err()):
+            started, names = f.string(), f.strings()
+        if started != token:
+            restarts += bool(token)  # the first reply names the token to start from
+            if restarts > MAX_ORDER_RESTARTS:
+                raise errors.ServerError(
+                    "the eviction-order index could not be rebuilt: the namespace's "
+                    f"over-quota policy was switched {restarts} times while it ran",
+                    **ctx.err(),
+                )
+            token = started
 
 
 # The member of the expiry index that stands for the namespace's memory graph (scored
@@ -313,6 +346,8 @@ def update_namespace(ctx: Context, options: Mapping[str, Any]) -> Flow[Namespace
     if options.get("strategy") == "merge" and ctx.codec.codec.name != JSON_FORMAT:
         raise errors.InvalidOption("the merge strategy needs the JSON codec", field="strategy")
     yield from _ns_call(ctx, "update", fields)
+    if options.get("over_quota") == "evict-oldest":
+        yield from rebuild_order(ctx)  # a switch to it left the index unfinished
     return (yield from namespace_info(ctx))
 
 

@@ -268,7 +268,7 @@ def _too_large(fail: Failure, f: Fields) -> Exception:
 
 WRITE = Replies[Failure](
     "write",
-    outcomes=frozenset({b"ok", b"dup", b"victims"}),
+    outcomes=frozenset({b"ok", b"dup", b"victims", b"lru"}),
     errors={
         **COMMON_ERRORS,
         b"conflict": _conflict,
@@ -323,6 +323,8 @@ NS = Replies[Failure](
 )
 PURGE = Replies[Failure]("purge", frozenset({b"ok", b"dropped"}), COMMON_ERRORS)
 SWEEP = Replies[Failure]("sweep", frozenset({b"ok"}), COMMON_ERRORS)
+# "done": the eviction-order index is complete (lua/lru.lua).
+LRU = Replies[Failure]("lru", frozenset({b"ok", b"done"}), COMMON_ERRORS)
 REAP = Replies[Failure]("reap", frozenset({b"ok"}), COMMON_ERRORS)
 # "trimmed" is read_events' to raise: the error names the cursor the caller asked for.
 EVENTS = Replies[Failure](
@@ -536,7 +538,7 @@ def script_error(call: ScriptCall | Command, message: str) -> errors.SwarmMemory
 REPLIES: dict[str, Replies[Any]] = {
     r.script: r
     for r in (
-        *(WRITE, READ, NS, PURGE, SWEEP, REAP, EVENTS, LOCK, PRESENCE),
+        *(WRITE, READ, NS, PURGE, SWEEP, LRU, REAP, EVENTS, LOCK, PRESENCE),
         *(INBOX, LANE, AGENT, GRAPH),
     )
 }

@@ -519,12 +519,14 @@ local function eph_member(agent, kind, name)
 end
 
 -- Remove one entry from every index and adjust the counters. Returns its size.
-local function drop_entry(name, ekey, hkey, size)
+-- order: false when the caller knows the namespace keeps no eviction-order index (a
+-- write outside evict-oldest, which checks K_LRU's type only where it keeps one).
+local function drop_entry(name, ekey, hkey, size, order)
   local owner = redis.call("HGET", ekey, "eo")
   if owner then redis.call("ZREM", K_EPH, eph_member(owner, "k", name)) end
   redis.call("DEL", ekey, hkey)
   redis.call("ZREM", K_IDX, name)
-  redis.call("ZREM", K_LRU, name)
+  if order ~= false then redis.call("ZREM", K_LRU, name) end
   redis.call("ZREM", K_EXP, name)
   redis.call("HINCRBY", K_META, "n", -1)
   -- 0 - size, not -size: -0 goes out as "-0", which HINCRBY refuses (an empty value).

@@ -100,6 +100,24 @@ if action == "update" then
     fields[#fields + 1] = ARGV[i + 1]
   end
   if not keeps_an_admin({}, default_level) then return { "last_admin" } end
+  -- The eviction-order index is kept only under evict-oldest (write.lua). Leaving that
+  -- policy drops it; taking it up starts it afresh, and when there are entries to order
+  -- marks it unfinished ("lx": a token naming this switch) until lru.lua has added every
+  -- entry by the revision of its last write. A switch back and forth while a rebuild runs
+  -- changes the token, so the older rebuild starts over instead of finishing the new one.
+  local oq_was, oq_now = read_call("HGET", K_META, "oq"), nil
+  for i = 1, #fields, 2 do
+    if fields[i] == "oq" then oq_now = fields[i + 1] end
+  end
+  if oq_now and (oq_now == "evict-oldest") ~= (oq_was == "evict-oldest") then
+    local has_entries = read_call("ZCARD", K_IDX) > 0
+    redis.call("DEL", K_LRU)
+    if oq_now == "evict-oldest" and has_entries then
+      fields[#fields + 1], fields[#fields + 2] = "lx", itos(now_us())
+    else
+      redis.call("HDEL", K_META, "lx")
+    end
+  end
   -- Namespaces created before META_ENCODING get it with their next update.
   redis.call("HSET", K_META, "enc", META_ENCODING, unpack(fields))
   etype = "ns_update"

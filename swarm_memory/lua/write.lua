@@ -1,6 +1,6 @@
 --! keys: meta acl stats idx lru exp events audit ops opst bell lease eph locks lockh lbell +items(entry hist) +victims(entry hist)
 --! args: agent op_id dedupe_ms stream_maxlen audit_maxlen max_value_bytes n_items n_victims action digest echo event_value_max eph_ms n_fences +items(op key value fmt expected ttl_ms) +fences(item lock token) +victims(key)
---! returns: {"ok", rev, sweep_due, n_items, (status ver cr mr ct mt x size value fmt)..., n_evicted, name...} | {"dup", record, sweep_due} | {"nons"} | {"denied", granted} | {"conflict", i, entry...} | {"txn_conflict", n, (i, entry...)...} | {"version_required", i, strategy} | {"fenced", i, lock, token, latest, reason} | {"quota", kind, limit, current, requested} | {"victims", wanted} | {"merge_fallback", i, "patch"|"stored"} | {"not_integer", i} | {"too_large", i, size}
+--! returns: {"ok", rev, sweep_due, n_items, (status ver cr mr ct mt x size value fmt)..., n_evicted, name...} | {"dup", record, sweep_due} | {"nons"} | {"denied", granted} | {"conflict", i, entry...} | {"txn_conflict", n, (i, entry...)...} | {"version_required", i, strategy} | {"fenced", i, lock, token, latest, reason} | {"quota", kind, limit, current, requested} | {"victims", wanted} | {"lru", token} | {"merge_fallback", i, "patch"|"stored"} | {"not_integer", i} | {"too_large", i, size}
 --
 -- Every write in one script (DESIGN.md decision 2): permission, dedupe, strategy and
 -- expected-version checks, quota (with evict-oldest), value + metadata, versions and the
@@ -43,12 +43,13 @@ end
 
 -- One read of the namespace hash for everything every write needs: state, default
 -- permission, configuration, counters, events cap and revision. What only some calls need
--- is read when they need it (each field an HMGET returns costs a Lua string): the
--- over-quota policy ("oq") when over quota, the audit limit ("am") when denied, the dedupe
--- window ("dw") when purging. The namespace's stored retention wins over this caller's
+-- is read when they need it (each field an HMGET returns costs a Lua string): the audit
+-- limit ("am") when denied, the dedupe window ("dw") when purging. The over-quota policy
+-- ("oq") is read by every write: only an evict-oldest namespace keeps the eviction-order
+-- index (K_LRU), see below. The namespace's stored retention wins over this caller's
 -- settings (older namespaces: ARGV).
 local meta = read_call("HMGET", K_META, "state", "dp", "strat", "ttl", "mk", "mb", "hd",
-  "n", "b", "rl", "em", "rev")
+  "n", "b", "rl", "em", "rev", "oq")
 if meta[1] ~= "live" then return { "nons" } end
 local first_key = ARGV[ARG0 + 2]
 local denied = deny_reply(agent, meta[2], LEVEL_RANK.write, action, first_key, nil, audit_maxlen)
@@ -70,6 +71,12 @@ local n_keys, n_bytes = stored_num(meta[8], K_META, "n"), stored_num(meta[9], K_
 local require_lock = meta[10] == "1"
 local events_cap = stored_setting_int(meta[11] or "0") or 0
 local meta_rev = stored_num(meta[12] or "0", K_META, "rev")
+-- The eviction-order index (K_LRU: entry name -> revision of its last write) is kept only
+-- where it is used, in an evict-oldest namespace: elsewhere it cost every write a ZADD
+-- and a TYPE check (~17k instructions) and every entry ~100 bytes of Redis memory
+-- (docs/performance.md). A namespace switched to evict-oldest rebuilds it from its
+-- entries' "mr" (lua/lru.lua; "lx" in K_META while that is unfinished).
+local keeps_order = meta[13] == "evict-oldest"
 local needs_version = (strategy == "version" or strategy == "custom")
 local MAX_EXACT = 9007199254740991
 
@@ -234,9 +241,11 @@ local function over(nk, nb)
 end
 local kind, limit, current, requested = over(n_keys + key_delta, n_bytes + byte_delta)
 if kind then
-  if read_call("HGET", K_META, "oq") ~= "evict-oldest" then
-    return { "quota", kind, limit, current, requested }
-  end
+  if not keeps_order then return { "quota", kind, limit, current, requested } end
+  -- The index is still being rebuilt after a switch to evict-oldest: the caller finishes
+  -- the rebuild (lru.lua) and calls again. Until then its oldest are not the oldest.
+  local rebuilding = read_call("HGET", K_META, "lx")
+  if rebuilding then return { "lru", rebuilding } end
   -- The caller passes the oldest keys it saw (not in this batch); they must still be the
   -- oldest, or the caller retries with a fresh list. Keys cannot be named inside Lua.
   local oldest = read_call("ZRANGE", K_LRU, 0, n_victims + n_items + 8)
@@ -289,7 +298,7 @@ for i = 1, n_items do
   end
   if (p.cur and p.cur.eo) or (p.expired and p.expired.eo) then eph_kinds = true end
 end
-if changed then kinds[#kinds + 1], kinds[#kinds + 2] = K_LRU, "zset" end
+if changed and keeps_order then kinds[#kinds + 1], kinds[#kinds + 2] = K_LRU, "zset" end
 if drops or new_keys then kinds[#kinds + 1], kinds[#kinds + 2] = K_IDX, "zset" end
 if eph_kinds then kinds[#kinds + 1], kinds[#kinds + 2] = K_EPH, "zset" end
 if eph_ms then kinds[#kinds + 1], kinds[#kinds + 2] = K_LEASE, "zset" end
@@ -400,18 +409,18 @@ publish_events(stream_maxlen, rev, agent, now, events_cap, function() undo_first
 -- absolute values below account for them, and nothing else runs in between).
 local d_keys, d_bytes = 0, 0
 for _, v in ipairs(victims) do
-  drop_entry(v.name, v.ekey, v.hkey, v.size)
+  drop_entry(v.name, v.ekey, v.hkey, v.size, keeps_order)
   d_keys, d_bytes = d_keys - 1, d_bytes - v.size
 end
 for i = 1, n_items do
   local p = plan[i]
   local cur = p.cur
   if p.expired then
-    drop_entry(p.name, p.ekey, p.hkey, #p.expired.v)
+    drop_entry(p.name, p.ekey, p.hkey, #p.expired.v, keeps_order)
     d_keys, d_bytes = d_keys - 1, d_bytes - #p.expired.v
   end
   if p.status == "d" then
-    drop_entry(p.name, p.ekey, p.hkey, #cur.v)
+    drop_entry(p.name, p.ekey, p.hkey, #cur.v, keeps_order)
     d_keys, d_bytes = d_keys - 1, d_bytes - #cur.v
   elseif p.status == "t" then
     redis.call("HSET", p.ekey, "x", p.x)
@@ -442,7 +451,7 @@ for i = 1, n_items do
       redis.call("ZREM", K_EPH, eph_member(old_owner, "k", p.name))
     end
     d_bytes = d_bytes + #p.value - (cur and #cur.v or 0)
-    redis.call("ZADD", K_LRU, rev_s, p.name)
+    if keeps_order then redis.call("ZADD", K_LRU, rev_s, p.name) end
     if p.x > 0 then redis.call("ZADD", K_EXP, p.x, p.name) elseif cur and cur.x > 0 then
       redis.call("ZREM", K_EXP, p.name)
     end

@@ -248,6 +248,8 @@ WRONG_TYPES = [
     ("audit", "hash", ["broadcast"]),
     ("stats", "zset", ["put", "incr", "broadcast", "lock"]),
     ("index", "string", ["put", "put_many", "keys"]),
+    # Only an evict-oldest namespace keeps (and so checks) the eviction-order index: the
+    # test switches "team" to it for this row; test_a_wrong_typed_order_index_... below.
     ("lru", "hash", ["put", "incr"]),
     ("expiry", "string", ["put", "get"]),
     ("ops_time", "hash", ["put", "broadcast"]),
@@ -266,6 +268,8 @@ def test_a_key_of_the_wrong_type_fails_the_call_before_anything_is_written(  # n
     # no op record, so replaying its op id wrote version 2.
     ns = mem.namespace("team")
     ns.put("k1", 1)  # history 3: the next put writes the history hash
+    if name == "lru":
+        mem.update_namespace("team", over_quota="evict-oldest")
     key = keys.history("k1") if name == "history" else getattr(keys, name)
     env.raw.delete(key)
     {
@@ -294,6 +298,23 @@ def test_a_key_of_the_wrong_type_fails_the_call_before_anything_is_written(  # n
     entry = ns.put("new", 1, op_id="OPX")
     assert entry.version == 1
     assert ns.put("new", 1, op_id="OPX").version == 1  # a replay: the first outcome
+
+
+def test_a_wrong_typed_order_index_is_not_read_or_written_outside_evict_oldest(env, mem, keys):
+    """A "reject" namespace keeps no eviction-order index (write.lua): its writes and
+    deletes neither read nor touch that key, whatever it holds; switching the namespace
+    to evict-oldest replaces it with the rebuilt index."""
+    ns = mem.namespace("team")
+    ns.put("k1", 1)
+    assert not env.raw.exists(keys.lru)
+    env.raw.hset(keys.lru, "x", "y")
+    ns.put("k1", 2)
+    ns.put("k2", 1)
+    ns.delete("k2")
+    assert env.raw.hgetall(keys.lru) == {b"x": b"y"}
+    mem.update_namespace("team", over_quota="evict-oldest")
+    assert env.raw.type(keys.lru) == b"zset"
+    assert env.raw.zrange(keys.lru, 0, -1) == [b"k1"]
 
 
 def test_a_refused_event_undoes_the_writes_before_it_even_the_first_counter(env, mem):
@@ -393,3 +414,17 @@ def test_corrupt_audit_records_are_corrupt_data(env, mem, keys):
 
 def test_every_error_here_is_a_swarm_memory_error():
     assert issubclass(CorruptData, SwarmMemoryError)
+
+
+def test_a_corrupt_entry_fails_the_order_rebuild_naming_it(env, mem, keys):
+    ns = mem.namespace("team")
+    ns.put("k1", 1)
+    ns.put("k2", 1)
+    env.raw.hset(keys.entry("k2"), "mr", "-7")
+    _corrupt(lambda: mem.update_namespace("team", over_quota="evict-oldest"), keys.entry("k2"))
+    assert env.raw.hget(keys.meta, "lx") is not None  # unfinished, nothing half-added
+    assert not env.raw.exists(keys.lru)
+    env.raw.hset(keys.entry("k2"), "mr", "3")
+    ns.put("k3", 1)  # writes go on meanwhile (the namespace has no quota to evict for)
+    mem.update_namespace("team", over_quota="evict-oldest")
+    assert env.raw.zrange(keys.lru, 0, -1) == [b"k1", b"k2", b"k3"]

@@ -132,3 +132,101 @@ def test_evict_oldest_by_bytes_and_value_larger_than_quota(env):
     with pytest.raises(QuotaExceeded):
         ns.put("huge", "z" * 40)
     assert sorted(ns.keys()) == ["big", "k2"]
+
+
+# ----------------------------------------------- the eviction-order index (write.lua)
+# Only an evict-oldest namespace keeps it; a switch to that policy rebuilds it from the
+# entries' last-write revisions (lua/lru.lua), in batches of `clear_batch` names.
+def _order(env, ns="team"):
+    return [m.decode() for m in env.raw.zrange(f"{env.prefix}:{{{ns}}}:lru", 0, -1)]
+
+
+def _meta(env, field, ns="team"):
+    return env.raw.hget(f"{env.prefix}:{{{ns}}}:meta", field)
+
+
+def test_a_reject_namespace_keeps_no_eviction_order_index(env):
+    mem = env.mem()
+    mem.create_namespace("team", max_keys=10)
+    ns = mem.namespace("team")
+    ns.put_many({"a": 1, "b": 2})
+    ns.put("a", 3)
+    ns.delete("b")
+    assert not env.raw.exists(f"{env.prefix}:{{team}}:lru")
+    mem.create_namespace("evicting", max_keys=10, over_quota="evict-oldest")
+    mem.namespace("evicting").put_many({"x": 1, "y": 2})
+    assert _order(env, "evicting") == ["x", "y"]
+
+
+def test_switching_to_evict_oldest_orders_the_entries_written_before_it(env):
+    mem = env.mem(clear_batch=2)  # the rebuild walks the key index two names a call
+    mem.create_namespace("team", max_keys=5)
+    ns = mem.namespace("team")
+    for k in "edcba":
+        ns.put(k, k)
+    ns.put("d", "d2")  # oldest first now: e c b a d
+    with pytest.raises(QuotaExceeded):
+        ns.put("f", 1)
+    info = mem.update_namespace("team", over_quota="evict-oldest")
+    assert info.over_quota == "evict-oldest" and _meta(env, "lx") is None
+    assert _order(env) == ["e", "c", "b", "a", "d"]
+    ns.put("f", 1)
+    ns.put_many({"g": 1, "h": 1})
+    assert [k for t, k in _events(env) if t == "evict"] == ["e", "c", "b"]
+    assert sorted(ns.keys()) == ["a", "d", "f", "g", "h"]
+    # And back: leaving evict-oldest drops the index; quotas refuse again.
+    mem.update_namespace("team", over_quota="reject")
+    assert not env.raw.exists(f"{env.prefix}:{{team}}:lru") and _meta(env, "lx") is None
+    with pytest.raises(QuotaExceeded):
+        ns.put("i", 1)
+
+
+def test_an_unfinished_rebuild_is_finished_by_the_write_that_needs_a_victim(env):
+    """The state a switch leaves when the admin's client dies before rebuilding: "lx"
+    set, the index holding only what writes added since. An over-quota write rebuilds it
+    first (its own entries keep their newer revisions), then evicts the truly oldest."""
+    mem = env.mem()
+    mem.create_namespace("team", max_keys=4, over_quota="evict-oldest")
+    ns = mem.namespace("team")
+    for k in "abcd":
+        ns.put(k, k)
+    env.raw.delete(f"{env.prefix}:{{team}}:lru")
+    env.raw.hset(f"{env.prefix}:{{team}}:meta", "lx", "12345")
+    ns.put("a", "a2")  # a write since the switch: the index has it alone
+    assert _order(env) == ["a"]
+    ns.put("e", 1)
+    assert [k for t, k in _events(env) if t == "evict"] == ["b"]
+    assert _order(env) == ["c", "d", "a", "e"] and _meta(env, "lx") is None
+
+
+def test_a_rebuild_starts_over_when_the_policy_is_switched_again_meanwhile(env):
+    from swarm_memory import SwarmMemory
+    from swarm_memory._ops.namespaces import rebuild_order
+
+    mem = SwarmMemory.from_client(env.raw, agent="planner", settings=env.settings)
+    mem.create_namespace("team", max_keys=10)
+    ns = mem.namespace("team")
+    for k in "abcdef":
+        ns.put(k, k)
+    env.raw.hset(f"{env.prefix}:{{team}}:meta", "lx", "1")  # as a switch leaves it
+    slow = SwarmMemory.from_client(
+        env.raw, agent="planner", settings=env.settings.model_copy(update={"clear_batch": 2})
+    )
+
+    def interrupted(flow):  # a second switch (off and on) after the rebuild's 2nd call
+        effect, calls = next(flow), 0
+        while True:
+            reply = yield effect
+            calls += 1
+            if calls == 2:
+                mem.update_namespace("team", over_quota="reject")
+                mem.update_namespace("team", over_quota="evict-oldest")  # rebuilt, done
+                env.raw.delete(f"{env.prefix}:{{team}}:lru")
+                env.raw.hset(f"{env.prefix}:{{team}}:meta", "lx", "2")  # a new switch
+            try:
+                effect = flow.send(reply)
+            except StopIteration as stop:
+                return stop.value
+
+    slow._driver.run(interrupted(rebuild_order(slow._ctx("team"))))
+    assert _order(env) == list("abcdef") and _meta(env, "lx") is None
