@@ -365,6 +365,45 @@ local function load_meta()
   return m
 end
 
+-- The namespace configuration a write needs, packed into one meta field, "cfg": these
+-- fields' values joined by "," in this order ("" for an absent one), stored by ns.lua at
+-- create and on every update beside the fields themselves (which info shows). A write
+-- reads the 5 fields state, cfg, n, b, rev instead of 13, and parses a cfg text once per
+-- library (the memo below: the same text comes back on every write), against ~26k
+-- instructions for the 13-field read and the settings parsed one by one
+-- (docs/performance.md). A namespace created before "cfg" (its next update stores it) is
+-- read field by field.
+local CFG_FIELDS = { "dp", "strat", "ttl", "mk", "mb", "hd", "rl", "em", "oq" }
+local CFG_PATTERN = "^([^,]*),([^,]*),([^,]*),([^,]*),([^,]*),([^,]*),([^,]*),([^,]*),([^,]*)$"
+local CFG_MEMO, CFG_MEMO_N = {}, 0
+
+-- The configuration as a table (shared through the memo: never modify it), from the cfg
+-- text, or from the fields when there is none. Settings that are not numbers, or a cfg
+-- text of another shape, are corrupt.
+local function namespace_cfg(text)
+  local c = text and CFG_MEMO[text]
+  if c then return c end
+  local v
+  if text then
+    v = { string.match(text, CFG_PATTERN) }
+    if #v ~= #CFG_FIELDS then corrupt(K_META, "bad cfg: " .. string.sub(text, 1, 60)) end
+  else
+    v = read_call("HMGET", K_META, unpack(CFG_FIELDS))
+  end
+  c = { dp = v[1], strat = v[2], rl = v[7] == "1", oq = v[9] }
+  if c.dp == "" then c.dp = nil end
+  c.ttl = stored_setting(v[3], K_META, "ttl")
+  c.mk = stored_setting(v[4], K_META, "max_keys")
+  c.mb = stored_setting(v[5], K_META, "max_bytes")
+  c.hd = stored_setting(v[6], K_META, "history")
+  c.em = stored_setting_int((v[8] == nil or v[8] == "") and "0" or v[8]) or 0 -- lenient, as before
+  if text then
+    if CFG_MEMO_N >= 512 then CFG_MEMO, CFG_MEMO_N = {}, 0 end
+    CFG_MEMO[text], CFG_MEMO_N = c, CFG_MEMO_N + 1
+  end
+  return c
+end
+
 -- Only the state and the default level, or nil (reads and locks: every field an HMGET
 -- returns costs the script a Lua string; the audit limit is read when a record is added).
 local function load_access()

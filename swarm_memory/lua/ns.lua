@@ -25,6 +25,15 @@ local now = now_ms()
 -- larger limit keeps the listpack: slower, the same results.)
 local META_ENCODING = "hashtable: a value longer than hash-max-listpack-value keeps this hash out of listpack"
 
+-- The configuration a write reads, packed into "cfg" (namespace_cfg in _lib.lua) from the
+-- fields just stored. Their values come from the client's checked options: none holds a
+-- ",". (A hand-edited field reaches writes with the next update.)
+local function store_cfg()
+  local v = redis.call("HMGET", K_META, unpack(CFG_FIELDS))
+  for i = 1, #CFG_FIELDS do v[i] = v[i] or "" end
+  redis.call("HSET", K_META, "cfg", table.concat(v, ",", 1, #CFG_FIELDS))
+end
+
 if action == "create" then
   local state = read_call("HGET", K_META, "state")
   if state == "live" then return { "exists" } end
@@ -46,6 +55,7 @@ if action == "create" then
   -- the first token when both creations fell in the same millisecond.)
   redis.call("HSET", K_META, "state", "live", "rev", 1, "n", 0, "b", 0, "ct", now, "cb", agent,
     "lt", itos(now_us()), "enc", META_ENCODING, unpack(fields))
+  store_cfg()
   i = i + 1
   while i <= #ARGV do
     if not LEVEL_RANK[ARGV[i + 1]] then error("swarm_memory: unknown level " .. ARGV[i + 1]) end
@@ -120,6 +130,7 @@ if action == "update" then
   end
   -- Namespaces created before META_ENCODING get it with their next update.
   redis.call("HSET", K_META, "enc", META_ENCODING, unpack(fields))
+  store_cfg() -- also a namespace created before "cfg" existed gets it now
   etype = "ns_update"
 elseif action == "grant" then
   local changes = {}

@@ -41,18 +41,16 @@ if #KEYS ~= N_FIXED + 2 * n_items + 2 * n_victims or #ARGV ~= VICTIM0 + n_victim
   error("swarm_memory: write called with mismatched KEYS/ARGV")
 end
 
--- One read of the namespace hash for everything every write needs: state, default
--- permission, configuration, counters, events cap and revision. What only some calls need
+-- One read of the namespace hash for everything every write needs: state, configuration
+-- (packed in "cfg", see namespace_cfg), counters and revision. What only some calls need
 -- is read when they need it (each field an HMGET returns costs a Lua string): the audit
--- limit ("am") when denied, the dedupe window ("dw") when purging. The over-quota policy
--- ("oq") is read by every write: only an evict-oldest namespace keeps the eviction-order
--- index (K_LRU), see below. The namespace's stored retention wins over this caller's
--- settings (older namespaces: ARGV).
-local meta = read_call("HMGET", K_META, "state", "dp", "strat", "ttl", "mk", "mb", "hd",
-  "n", "b", "rl", "em", "rev", "oq")
+-- limit ("am") when denied, the dedupe window ("dw") when purging. The namespace's stored
+-- retention wins over this caller's settings (older namespaces: ARGV).
+local meta = read_call("HMGET", K_META, "state", "cfg", "n", "b", "rev")
 if meta[1] ~= "live" then return { "nons" } end
+local cfg = namespace_cfg(meta[2])
 local first_key = ARGV[ARG0 + 2]
-local denied = deny_reply(agent, meta[2], LEVEL_RANK.write, action, first_key, nil, audit_maxlen)
+local denied = deny_reply(agent, cfg.dp, LEVEL_RANK.write, action, first_key, nil, audit_maxlen)
 if denied then return denied end
 
 local now = now_ms()
@@ -63,20 +61,18 @@ local now = now_ms()
 local previous = read_call("HGET", K_OPS, op_id)
 if previous then return { "dup", previous, sweep_due(now) } end
 
-local strategy, default_ttl = meta[3], stored_setting(meta[4], K_META, "ttl")
-local max_keys = stored_setting(meta[5], K_META, "max_keys")
-local max_bytes = stored_setting(meta[6], K_META, "max_bytes")
-local history_depth = stored_setting(meta[7], K_META, "history")
-local n_keys, n_bytes = stored_num(meta[8], K_META, "n"), stored_num(meta[9], K_META, "b")
-local require_lock = meta[10] == "1"
-local events_cap = stored_setting_int(meta[11] or "0") or 0
-local meta_rev = stored_num(meta[12] or "0", K_META, "rev")
+local strategy, default_ttl = cfg.strat, cfg.ttl
+local max_keys, max_bytes, history_depth = cfg.mk, cfg.mb, cfg.hd
+local n_keys, n_bytes = stored_num(meta[3], K_META, "n"), stored_num(meta[4], K_META, "b")
+local require_lock = cfg.rl
+local events_cap = cfg.em
+local meta_rev = stored_num(meta[5] or "0", K_META, "rev")
 -- The eviction-order index (K_LRU: entry name -> revision of its last write) is kept only
 -- where it is used, in an evict-oldest namespace: elsewhere it cost every write a ZADD
 -- and a TYPE check (~17k instructions) and every entry ~100 bytes of Redis memory
 -- (docs/performance.md). A namespace switched to evict-oldest rebuilds it from its
 -- entries' "mr" (lua/lru.lua; "lx" in K_META while that is unfinished).
-local keeps_order = meta[13] == "evict-oldest"
+local keeps_order = cfg.oq == "evict-oldest"
 local needs_version = (strategy == "version" or strategy == "custom")
 local MAX_EXACT = 9007199254740991
 
@@ -437,8 +433,17 @@ for i = 1, n_items do
       redis.call("ZADD", K_IDX, 0, p.name)
       d_keys = d_keys + 1
     end
-    redis.call("HSET", p.ekey, "v", p.value, "f", p.fmt, "ver", itos(p.ver), "cr", itos(p.cr),
-      "mr", rev_s, "ct", itos(p.ct), "mt", now_s, "by", agent, "x", itos(p.x))
+    if not cur then
+      redis.call("HSET", p.ekey, "v", p.value, "f", p.fmt, "ver", itos(p.ver), "cr", itos(p.cr),
+        "mr", rev_s, "ct", itos(p.ct), "mt", now_s, "by", agent, "x", itos(p.x))
+    elseif cur.f == p.fmt and cur.x == p.x then
+      -- A replacement: cr and ct stay, and so do the format and expiry when unchanged (an
+      -- HSET costs ~2k instructions per field; read_entry checked what stays).
+      redis.call("HSET", p.ekey, "v", p.value, "ver", itos(p.ver), "mr", rev_s, "mt", now_s, "by", agent)
+    else
+      redis.call("HSET", p.ekey, "v", p.value, "f", p.fmt, "ver", itos(p.ver), "mr", rev_s,
+        "mt", now_s, "by", agent, "x", itos(p.x))
+    end
     -- Lease ties: an ephemeral write (re)binds the entry to this agent's lease; a plain
     -- put/create makes it permanent again. Counters and touches keep what they had.
     local old_owner = cur and cur.eo

@@ -198,12 +198,27 @@ def test_corrupt_history_is_corrupt_data_naming_the_history(env, mem, keys):
 
 
 def test_corrupt_namespace_settings_are_corrupt_data_naming_the_meta(env, mem, keys):
+    # Writes read the settings packed in "cfg" (lua/_lib.lua namespace_cfg), info reads
+    # the fields: each is checked where it is read.
     ns = mem.namespace("team")
+    cfg = env.raw.hget(keys.meta, "cfg")
+    assert cfg is not None and cfg.count(b",") == 8
+    for bad in (cfg.replace(b",0,", b",soon,", 1), b"", b"a,b", cfg + b",x"):
+        env.raw.hset(keys.meta, "cfg", bad)
+        before = env.snapshot()
+        _corrupt(lambda: ns.put("k", 1), keys.meta)
+        assert env.snapshot() == before
+    env.raw.hset(keys.meta, "cfg", cfg)
     env.raw.hset(keys.meta, "ttl", "soon")
     before = env.snapshot()
-    _corrupt(lambda: ns.put("k", 1), keys.meta)
     _corrupt(ns.info, keys.meta)
+    # A namespace stored before "cfg" existed: its writes read the fields one by one.
+    env.raw.hdel(keys.meta, "cfg")
+    before = env.snapshot()
+    _corrupt(lambda: ns.put("k", 1), keys.meta)
     assert env.snapshot() == before
+    env.raw.hset(keys.meta, "ttl", "0")
+    assert ns.put("k", 1).version == 1
     env.raw.hset(keys.meta, "ttl", "0")
     env.raw.hset(keys.acl, "someone", "root")  # (an unknown level grants nothing: "none")
     _corrupt(ns.info, keys.meta)  # the info reply names the meta hash; the problem says why

@@ -184,3 +184,23 @@ def test_retention_is_the_namespaces_not_each_writers(env):
     creator.update_namespace("team", audit_maxlen=1000, dedupe_window=60)
     info = creator.namespace_info("team")
     assert (info.audit_maxlen, info.dedupe_window) == (1000, 60.0)
+
+
+def test_a_namespace_stored_without_the_packed_cfg_works_and_gains_it_on_update(env):
+    """Writes read the settings packed in the meta field "cfg" (lua/_lib.lua
+    namespace_cfg); a namespace stored before it existed is read field by field until
+    its next update stores it."""
+    mem = env.mem()
+    mem.create_namespace("old", ttl=3600, history=1)
+    meta = f"{env.prefix}:{{old}}:meta"
+    env.raw.hdel(meta, "cfg")
+    ns = mem.namespace("old")
+    e = ns.put("k", 1)
+    assert e.expires_at is not None and ns.put("k", 2).version == 2
+    assert [h.version for h in ns.history("k")] == [2, 1]
+    mem.update_namespace("old", history=3, ttl=None)
+    cfg = env.raw.hget(meta, "cfg")
+    assert cfg is not None and cfg.split(b",")[2:6] == [b"0", b"0", b"0", b"3"]
+    assert ns.put("k", 3).expires_at is None
+    ns.put("k", 4)
+    assert [h.version for h in ns.history("k")] == [4, 3, 2, 1]
