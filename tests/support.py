@@ -119,3 +119,28 @@ def drain(watch: Any, n: int, timeout: float = 5.0) -> list[Any]:
         assert ev is not None, f"only {len(out)} of {n} events arrived: {out}"
         out.append(ev)
     return out
+
+
+# An entry's stored metadata: "m" packs these, in this order (lua/_lib.lua read_entry);
+# entries stored before it hold them as fields of their own.
+ENTRY_META = ("ver", "cr", "mr", "ct", "mt", "x", "by", "f")
+
+
+def set_entry_field(raw: Any, key: str, field: str, value: str | bytes) -> None:
+    """Set one of an entry's stored fields the way it is stored: inside the packed "m"
+    when the entry has one, else as its own field ("v" and "eo" are always their own)."""
+    m = raw.hget(key, "m")
+    if field not in ENTRY_META or m is None:
+        raw.hset(key, field, value)
+        return
+    parts = m.split(b" ", 7)
+    parts[ENTRY_META.index(field)] = value.encode() if isinstance(value, str) else value
+    raw.hset(key, "m", b" ".join(parts))
+
+
+def to_legacy(raw: Any, key: str) -> None:
+    """Rewrite a packed entry as entries were stored before "m": a field per item."""
+    m = raw.hget(key, "m")
+    assert m is not None, key
+    raw.hset(key, mapping=dict(zip(ENTRY_META, m.split(b" ", 7), strict=True)))
+    raw.hdel(key, "m")

@@ -284,9 +284,25 @@ def maybe_entry(ctx: Context, key: str, f: Fields) -> Entry | None:
         raise corrupt_from(ctx.keys.entry(key), exc, **ctx.err()) from exc
 
 
+def packed_entry(ctx: Context, key: str, f: Fields) -> Entry | None:
+    """The next entry as a get sends it (lua/read.lua): its stored metadata, packed
+    ("<ver> <cr> <mr> <ct> <mt> <x> <by> <f>", lua/_lib.lua read_entry), then its value;
+    or the absent marker. Parsed strictly: CorruptData naming the key."""
+    m = f.next()
+    if m == ABSENT:
+        return None
+    try:
+        parts = m.split(b" ", 7) if isinstance(m, bytes) else []
+        if len(parts) != 8 or not parts[6]:
+            raise ValueError(f"packed entry metadata is not 8 parts: {m!r:.60}")
+        return entry(ctx, key, EntryRecord(*parts[:6], parts[6], parts[7], f.next()))
+    except DECODE_ERRORS as exc:
+        raise corrupt_from(ctx.keys.entry(key), exc, **ctx.err()) from exc
+
+
 def entries(ctx: Context, keys: list[str], f: Fields) -> dict[str, Entry | None]:
-    """One entry record or absent marker per key, in order."""
-    out = {key: maybe_entry(ctx, key, f) for key in keys}
+    """One packed entry or absent marker per key, in order (a get's reply)."""
+    out = {key: packed_entry(ctx, key, f) for key in keys}
     f.end()
     return out
 

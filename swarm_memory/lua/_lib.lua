@@ -457,60 +457,91 @@ local function deny_reply(agent, default_level, needed, action, key, audit_maxle
   return { "denied", RANK_NAME[have] }
 end
 
-local ENTRY_FIELDS = { "v", "f", "ver", "cr", "mr", "ct", "mt", "by", "x" }
+-- An entry is a hash of "v" (the value), "m" (its metadata, packed: "<ver> <cr> <mr> <ct>
+-- <mt> <x> <by> <f>", six numbers as digits, the writer's agent name, which holds no
+-- space, and the value's format, last, which may) and, for an ephemeral write, "eo". One
+-- field for the eight: an HMGET or HSET costs ~2k instructions per field, an entry's
+-- numbers checked one by one ~3k each, and every field name costs memory
+-- (docs/performance.md). Entries stored before it have the eight as fields of their own
+-- (ENTRY_LEGACY); they are read as they are and rewritten packed by their next write.
+local ENTRY_PACKED = "^(%d+) (%d+) (%d+) (%d+) (%d+) (%d+) (%S+) (.+)$"
+local ENTRY_LEGACY = { "f", "ver", "cr", "mr", "ct", "mt", "by", "x" }
 
--- Current entry (as a table) or nil; `expired` is true when present but past its expiry.
--- A hash without its fields, or with numbers that are not strict integers, is corrupt:
--- never read as absent (an index would still list it) nor passed on half-parsed.
--- lean: without mr, mt and by (a write that replaces the entry never reads them; each
--- field an HMGET returns costs ~2.6k instructions, each number checked ~3k): entry_full
--- reads them where a reply or a history record shows the entry as it was.
-local function read_entry(key, now, lean)
+-- The entry table of a packed "m" (and its value and lease owner): each number digits
+-- only and below 2^53, the version at least 1; anything else is corrupt, never read as
+-- absent (an index would still list it) nor passed on half-parsed.
+local function unpack_entry(key, m, v, eo)
+  local ver, cr, mr, ct, mt, x, by, f = string.match(m, ENTRY_PACKED)
+  if not f or not v or #ver > 15 or #cr > 15 or #mr > 15 or #ct > 15 or #mt > 15 or #x > 15 then
+    corrupt(key, "malformed entry")
+  end
+  local e = { v = v, f = f, by = by, ver = tonumber(ver), cr = tonumber(cr), mr = tonumber(mr),
+    ct = tonumber(ct), mt = tonumber(mt), x = tonumber(x), eo = eo or nil, key = key }
+  if e.ver < 1 then corrupt(key, "malformed entry") end
+  return e
+end
+
+-- The same from the fields of an entry stored before "m" (no "m"), or nil when absent.
+-- A hash without a version, or with numbers that are not strict integers, is corrupt.
+local function read_legacy_entry(key)
+  local h = read_call("HMGET", key, "v", "f", "ver", "cr", "mr", "ct", "mt", "by", "x", "eo")
+  if not h[3] then
+    if h[1] or h[2] or h[4] or h[5] or h[7] or h[9] or redis.call("EXISTS", key) == 1 then
+      corrupt(key, "entry without a version")
+    end
+    return nil
+  end
+  -- eo: the agent whose lease this entry is tied to (ephemeral writes), or nil.
+  local e = { v = h[1], f = h[2], ver = stored_int(h[3]), cr = stored_int(h[4]), mr = stored_int(h[5]),
+    ct = stored_int(h[6]), mt = stored_int(h[7]), by = h[8], x = stored_int(h[9]), eo = h[10] or nil,
+    key = key, legacy = true }
+  if not (e.v and e.f and e.by and e.ver and e.cr and e.mr and e.ct and e.mt and e.x) or e.ver < 1 then
+    corrupt(key, "malformed entry")
+  end
+  return e
+end
+
+-- Current entry (as a table) or nil; `expired` is true when present but past its expiry
+-- (the entry is then the third value). e.legacy: stored field by field (see above).
+local function read_entry(key, now)
+  local h = read_call("HMGET", key, "m", "v", "eo")
   local e
-  if lean then
-    local h = read_call("HMGET", key, "v", "f", "ver", "cr", "ct", "x", "eo")
-    if not h[3] then
-      -- Absent, or fields without a version: whichever fields are left, it is corrupt.
-      if h[1] or h[2] or h[4] or h[5] or h[6] or redis.call("EXISTS", key) == 1 then
-        corrupt(key, "entry without a version")
-      end
-      return nil, false
-    end
-    e = { v = h[1], f = h[2], ver = stored_int(h[3]), cr = stored_int(h[4]), ct = stored_int(h[5]),
-      x = stored_int(h[6]), eo = h[7] or nil, key = key, lean = true }
-    if not (e.v and e.f and e.ver and e.cr and e.ct and e.x) or e.ver < 1 then
-      corrupt(key, "malformed entry")
-    end
+  if h[1] then
+    e = unpack_entry(key, h[1], h[2], h[3])
   else
-    local h = read_call("HMGET", key, "v", "f", "ver", "cr", "mr", "ct", "mt", "by", "x", "eo")
-    if not h[3] then
-      if h[1] or h[2] or h[4] or h[5] or h[7] or h[9] then corrupt(key, "entry without a version") end
-      return nil, false
-    end
-    -- eo: the agent whose lease this entry is tied to (ephemeral writes), or nil.
-    e = { v = h[1], f = h[2], ver = stored_int(h[3]), cr = stored_int(h[4]), mr = stored_int(h[5]),
-      ct = stored_int(h[6]), mt = stored_int(h[7]), by = h[8], x = stored_int(h[9]), eo = h[10] or nil }
-    if not (e.v and e.f and e.by and e.ver and e.cr and e.mr and e.ct and e.mt and e.x) or e.ver < 1 then
-      corrupt(key, "malformed entry")
-    end
+    e = read_legacy_entry(key)
+    if not e then return nil, false end
   end
   if e.x > 0 and e.x <= now then return nil, true, e end
   return e, false
 end
 
--- The fields a lean read_entry left out, read and checked now (no-op otherwise).
-local function entry_full(e)
-  if e and e.lean then
-    local h = read_call("HMGET", e.key, "mr", "mt", "by")
-    e.mr, e.mt, e.by, e.lean = stored_int(h[1]), stored_int(h[2]), h[3], nil
-    if not (e.mr and e.mt and e.by) then corrupt(e.key, "malformed entry") end
+-- The "m" text of an entry with these fields (numbers, but mr_s and mt_s as text: a
+-- write has them as text already).
+local function entry_meta(ver, cr, mr_s, ct, mt_s, x, by, f)
+  return itos(ver) .. " " .. itos(cr) .. " " .. mr_s .. " " .. itos(ct) .. " " .. mt_s
+    .. " " .. itos(x) .. " " .. by .. " " .. f
+end
+
+-- After an entry's "m" was written: an entry stored field by field loses those fields.
+local function drop_legacy_fields(e)
+  if e and e.legacy then redis.call("HDEL", e.key, unpack(ENTRY_LEGACY)) end
+end
+
+-- An entry's version (a number), or nil when it has none: for the events of entries a
+-- script removes without reading them whole (evictions, purges).
+local function stored_version(key)
+  local h = read_call("HMGET", key, "m", "ver")
+  if h[1] then
+    local ver = string.match(h[1], "^(%d+) ")
+    if not ver or #ver > 15 then corrupt(key, "malformed entry") end
+    return ver
   end
-  return e
+  return h[2] or nil
 end
 
 local function entry_reply(e)
   if not e then return { "" } end
-  entry_full(e)
   return { e.ver, e.cr, e.mr, e.ct, e.mt, e.x, e.by, e.f, e.v }
 end
 

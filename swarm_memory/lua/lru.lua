@@ -6,10 +6,11 @@
 -- a namespace switched to evict-oldest. Only evict-oldest namespaces keep that index
 -- (write.lua); ns.lua "update" starts it empty and leaves "lx" (a token naming the
 -- switch) in K_META until this script has added every entry listed in the key index, by
--- its "mr". Writes since the switch added theirs already, with a newer revision: ZADD NX
--- keeps them. Names cannot be built in Lua, so each call returns the next batch of the
--- key index's names (in order, after the last name passed in) for the caller to pass
--- back, and the call that finds none left removes "lx". token: the "lx" the caller's
+-- the revision of its last write (mr). Writes since the switch added theirs already,
+-- with a newer revision: ZADD NX keeps them. Names cannot be built in Lua, so each call
+-- returns the next batch of the key index's names (in order, after the last name passed
+-- in) for the caller to pass back, and the call that finds none left removes "lx".
+-- token: the "lx" the caller's
 -- walk started from ("" to start one); any other value means the policy was switched
 -- again meanwhile (the index was emptied again), and the walk starts over.
 local agent, audit_maxlen = ARGV[1], int_arg(ARGV[2], "audit_maxlen")
@@ -30,14 +31,10 @@ if token == lx and n > 0 then
   for j = 1, n do
     local name, ekey = ARGV[4 + j], KEYS[N_FIXED + 2 * j - 1]
     if read_call("ZSCORE", K_IDX, name) then -- still listed (not deleted since)
-      local mr = read_call("HGET", ekey, "mr")
-      if mr then
-        local r = stored_int(mr)
-        if not r or r < 1 then corrupt(ekey, "malformed entry") end
-        found[#found + 1] = mr
+      local e = read_entry(ekey, 0) -- (now = 0: expired entries are ordered too)
+      if e then
+        found[#found + 1] = itos(e.mr)
         found[#found + 1] = name
-      elseif redis.call("EXISTS", ekey) == 1 then
-        corrupt(ekey, "entry without its last revision")
       end
     end
   end

@@ -24,7 +24,7 @@ local listed = {}
 for j = 1, (#KEYS - N_FIXED) / 2 do
   local name, ekey = ARGV[5 + j], KEYS[N_FIXED + 2 * j - 1]
   if read_call("ZSCORE", K_IDX, name) then
-    listed[j] = { read_call("HGET", ekey, "ver"), redis.call("HSTRLEN", ekey, "v") }
+    listed[j] = { stored_version(ekey), redis.call("HSTRLEN", ekey, "v") }
   end
 end
 require_kinds({ K_LRU, "zset", K_EXP, "zset", K_EPH, "zset", K_STATS, "hash" })

@@ -5,7 +5,8 @@
 -- Every read path, permission-checked like writes (DESIGN.md decision 8). Expired entries
 -- read as absent even before the sweeper removes them. Its fixed keys are the seven of
 -- the sixteen namespace names it uses (keys.py, NamespaceKeys.read_fixed; _lib.lua).
---   get   +items               -> {"ok", due, entry...} one flat entry per item ({""} = absent)
+--   get   +items               -> {"ok", due, (m, value | "")...} per item: the packed entry
+--                                  (see read_entry in _lib.lua) or "" = absent
 --   exists +items              -> {"ok", due, 0|1 ...}
 --   version 1 item, ARGV ver   -> {"ok", due, entry}  (current or from history)
 --   history 1 item             -> {"ok", due, entry (current), field, value, ...} (raw HGETALL)
@@ -26,26 +27,30 @@ local function add_entry(e)
 end
 
 if action == "get" then
-  -- The stored fields go out as they are, in reply order: only the expiry is a number
-  -- here; the client parses the others strictly (records.entry: CorruptData naming the
-  -- key). Converting them here and back cost more than the rest of a get.
+  -- Each entry goes out as it is stored, its packed metadata and its value (the client
+  -- parses "m" strictly: records.packed_entry, CorruptData naming the key); only the
+  -- expiry is read here. Converting the fields here and back cost more than the rest of
+  -- a get. An entry stored field by field (before "m") is checked here and sent packed.
   for i = N_FIXED + 1, #KEYS, 2 do
     local key = KEYS[i]
-    local h = read_call("HMGET", key, "ver", "cr", "mr", "ct", "mt", "x", "by", "f", "v")
-    if not h[1] then
-      if h[9] or h[8] or h[2] or h[3] or h[5] or h[6] then corrupt(key, "entry without a version") end
+    local h = read_call("HMGET", key, "m", "v")
+    local m, v = h[1], h[2]
+    local x
+    if m then
+      x = string.match(m, "^%d+ %d+ %d+ %d+ %d+ (%d+) ")
+      if not x or not v then corrupt(key, "malformed entry") end
+      x = tonumber(x)
+    else
+      local e = read_legacy_entry(key)
+      if e then
+        m, v, x = entry_meta(e.ver, e.cr, itos(e.mr), e.ct, itos(e.mt), e.x, e.by, e.f), e.v, e.x
+      end
+    end
+    if not m or (x > 0 and x <= now_ms()) then
       reply[#reply + 1] = ""
     else
-      local x = stored_int(h[6])
-      if not (x and h[2] and h[3] and h[4] and h[5] and h[7] and h[8] and h[9]) then
-        corrupt(key, "malformed entry")
-      end
-      if x > 0 and x <= now_ms() then
-        reply[#reply + 1] = ""
-      else
-        local n = #reply
-        for j = 1, 9 do reply[n + j] = h[j] end
-      end
+      reply[#reply + 1] = m
+      reply[#reply + 1] = v
     end
   end
 elseif action == "exists" then

@@ -144,7 +144,7 @@ for i = 1, n_items do
   if read_ahead[i] then
     cur, expired, stale_entry = read_ahead[i][1], read_ahead[i][2], read_ahead[i][3]
   else
-    cur, expired, stale_entry = read_entry(ekey, now, true) -- lean: see entry_full below
+    cur, expired, stale_entry = read_entry(ekey, now)
   end
   local p = { op = op, name = name, ekey = ekey, hkey = hkey, cur = cur, expired = stale_entry }
 
@@ -218,9 +218,6 @@ for i = 1, n_items do
     if not existed then key_delta = key_delta + 1 end
     byte_delta = byte_delta + #new_value - old_size
   end
-  -- A reply that reports the entry as it was (compare, delete, touch), and its history
-  -- record, need the fields the lean read left out; a replacing write needs none.
-  if cur and (p.status ~= "w" or history_depth > 0) then entry_full(cur) end
   plan[i] = p
 end
 
@@ -311,7 +308,7 @@ if changed then rev = rev + 1 end
 -- dedupe window (per item: status and numbers; values only where the reply has them).
 local evicted = {}
 for _, v in ipairs(victims) do
-  event("evict", v.name, read_call("HGET", v.ekey, "ver"))
+  event("evict", v.name, stored_version(v.ekey))
   evicted[#evicted + 1] = v.name
 end
 local reply = { "ok", rev, due, n_items }
@@ -419,7 +416,8 @@ for i = 1, n_items do
     drop_entry(p.name, p.ekey, p.hkey, #cur.v, keeps_order)
     d_keys, d_bytes = d_keys - 1, d_bytes - #cur.v
   elseif p.status == "t" then
-    redis.call("HSET", p.ekey, "x", p.x)
+    redis.call("HSET", p.ekey, "m", entry_meta(cur.ver, cur.cr, itos(cur.mr), cur.ct, itos(cur.mt), p.x, cur.by, cur.f))
+    drop_legacy_fields(cur)
     redis.call("ZADD", K_EXP, p.x, p.name)
   elseif p.status == "w" then
     if cur then
@@ -433,17 +431,8 @@ for i = 1, n_items do
       redis.call("ZADD", K_IDX, 0, p.name)
       d_keys = d_keys + 1
     end
-    if not cur then
-      redis.call("HSET", p.ekey, "v", p.value, "f", p.fmt, "ver", itos(p.ver), "cr", itos(p.cr),
-        "mr", rev_s, "ct", itos(p.ct), "mt", now_s, "by", agent, "x", itos(p.x))
-    elseif cur.f == p.fmt and cur.x == p.x then
-      -- A replacement: cr and ct stay, and so do the format and expiry when unchanged (an
-      -- HSET costs ~2k instructions per field; read_entry checked what stays).
-      redis.call("HSET", p.ekey, "v", p.value, "ver", itos(p.ver), "mr", rev_s, "mt", now_s, "by", agent)
-    else
-      redis.call("HSET", p.ekey, "v", p.value, "f", p.fmt, "ver", itos(p.ver), "mr", rev_s,
-        "mt", now_s, "by", agent, "x", itos(p.x))
-    end
+    redis.call("HSET", p.ekey, "v", p.value, "m", entry_meta(p.ver, p.cr, rev_s, p.ct, now_s, p.x, agent, p.fmt))
+    drop_legacy_fields(cur)
     -- Lease ties: an ephemeral write (re)binds the entry to this agent's lease; a plain
     -- put/create makes it permanent again. Counters and touches keep what they had.
     local old_owner = cur and cur.eo

@@ -17,7 +17,7 @@ import pytest
 
 from swarm_memory import CorruptData, InvalidOption, SwarmMemoryError
 from swarm_memory.keys import NamespaceKeys, PresenceKeys
-from tests.support import drain
+from tests.support import drain, set_entry_field, to_legacy
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -112,11 +112,16 @@ def test_corrupt_op_record_is_corrupt_data_not_a_hang(env, mem, keys):
         ("mt", "99999999999999999"),  # a time out of datetime's range
     ],
 )
-def test_a_corrupt_entry_field_is_corrupt_data_naming_the_entry(env, mem, keys, field, value):
+@pytest.mark.parametrize("layout", ["packed", "legacy"])
+def test_a_corrupt_entry_field_is_corrupt_data_naming_the_entry(  # noqa: PLR0917
+    env, mem, keys, field, value, layout
+):
     ns = mem.namespace("team")
     ns.put("k1", {"i": 1})
     ns.put("k2", 2)
-    env.raw.hset(keys.entry("k1"), field, value)
+    if layout == "legacy":
+        to_legacy(env.raw, keys.entry("k1"))
+    set_entry_field(env.raw, keys.entry("k1"), field, value)
     for call in (
         lambda: ns.get("k1"),
         lambda: ns.get_many(["k2", "k1"]),
@@ -131,7 +136,7 @@ def test_an_entry_without_its_version_is_corrupt_not_absent(env, mem, keys):
     # Was: get() returned None while keys() listed the key.
     ns = mem.namespace("team")
     ns.put("k1", 1)
-    env.raw.hdel(keys.entry("k1"), "ver")
+    env.raw.hdel(keys.entry("k1"), "m")
     _corrupt(lambda: ns.get("k1"), keys.entry("k1"))
     _corrupt(lambda: ns.put("k1", 2), keys.entry("k1"))
     _corrupt(lambda: ns.exists("k1"), keys.entry("k1"))
@@ -140,7 +145,7 @@ def test_an_entry_without_its_version_is_corrupt_not_absent(env, mem, keys):
 def test_writes_over_a_corrupt_entry_change_nothing(env, mem, keys):
     ns = mem.namespace("team")
     ns.put("k1", 1)
-    env.raw.hset(keys.entry("k1"), "ver", "x")
+    set_entry_field(env.raw, keys.entry("k1"), "ver", "x")
     before = env.snapshot()
     for call in (
         lambda: ns.put("k1", 2),
@@ -435,11 +440,11 @@ def test_a_corrupt_entry_fails_the_order_rebuild_naming_it(env, mem, keys):
     ns = mem.namespace("team")
     ns.put("k1", 1)
     ns.put("k2", 1)
-    env.raw.hset(keys.entry("k2"), "mr", "-7")
+    set_entry_field(env.raw, keys.entry("k2"), "mr", "-7")
     _corrupt(lambda: mem.update_namespace("team", over_quota="evict-oldest"), keys.entry("k2"))
     assert env.raw.hget(keys.meta, "lx") is not None  # unfinished, nothing half-added
     assert not env.raw.exists(keys.lru)
-    env.raw.hset(keys.entry("k2"), "mr", "3")
+    set_entry_field(env.raw, keys.entry("k2"), "mr", "3")
     ns.put("k3", 1)  # writes go on meanwhile (the namespace has no quota to evict for)
     mem.update_namespace("team", over_quota="evict-oldest")
     assert env.raw.zrange(keys.lru, 0, -1) == [b"k1", b"k2", b"k3"]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from swarm_memory import ConflictError, NotAnInteger, VersionNotFound
-from tests.support import must
+from tests.support import must, to_legacy
 
 PRECISE = {"big": 123456789012345678, "f": 0.30000000000000004, "empty": [], "obj": {}, "u": "é✓"}
 
@@ -174,3 +174,40 @@ def test_compressed_values_roundtrip(env):
     e = ns.put("doc", value)
     assert e.size < 3000  # stored compressed
     assert ns.get("doc").value == value
+
+
+def test_an_entry_is_stored_packed_and_one_stored_field_by_field_still_works(env, ns):
+    """An entry is a hash of its value and its metadata packed in "m" (lua/_lib.lua
+    read_entry); one stored before that, a field per item, reads the same everywhere and
+    its next write stores it packed."""
+    key = f"{env.prefix}:{{team}}:e:a"
+    e1 = ns.put("a", {"x": 1}, ttl=3600)
+    assert set(env.raw.hgetall(key)) == {b"v", b"m"}
+    ver, cr, mr, ct, mt, x, by, fmt = env.raw.hget(key, "m").split(b" ", 7)
+    assert (int(ver), int(cr), int(mr), by, fmt) == (
+        1,
+        e1.create_revision,
+        e1.mod_revision,
+        b"planner",
+        b"json",
+    )
+    assert int(ct) == int(mt) == round(e1.updated_at.timestamp() * 1000) and int(x) > int(mt)
+    to_legacy(env.raw, key)
+    got = ns.get("a")
+    assert got is not None and (got.value, got.version, got.expires_at) == (
+        {"x": 1},
+        1,
+        e1.expires_at,
+    )
+    assert got.created_at == e1.created_at and got.updated_by == "planner"
+    assert ns.get_many(["a", "none"]) == {"a": got, "none": None}
+    assert ns.exists("a") and ns.get("a", version=1) == got
+    assert ns.touch("a", 60) is True  # rewrites it packed
+    assert set(env.raw.hgetall(key)) == {b"v", b"m"}
+    to_legacy(env.raw, key)
+    e2 = ns.put("a", {"x": 2})
+    assert (e2.version, e2.create_revision, e2.created_at) == (2, e1.create_revision, e1.created_at)
+    assert set(env.raw.hgetall(key)) == {b"v", b"m"}
+    assert [h.value for h in ns.history("a")] == [{"x": 2}, {"x": 1}]
+    to_legacy(env.raw, key)
+    assert ns.delete("a") is True and ns.get("a") is None and not env.raw.exists(key)

@@ -129,13 +129,19 @@ def _junk(rng: random.Random) -> bytes:
         return rng.choice([b"{", b'{"a":', b"[1,", b'"x', b"\xff\xfe", b"null", b"{}"])
     if choice == 3:
         return b"w1 - " + b" ".join(str(rng.randint(-5, 10**6)).encode() for _ in range(5)) + b"|"
+    if choice == 5:  # a packed entry's metadata ("m") with one part not right
+        parts = [b"1", b"2", b"3", b"1700000000000", b"1700000000000", b"0", b"bob", b"json"]
+        parts[rng.randrange(8)] = rng.choice([b"", b"-1", b"0", b"1.5", b"9" * 17, b"a b", b"x"])
+        return b" ".join(parts)
     if choice == 4:  # a plausible netstring with a lying part
         parts = [rng.choice([b"x", b"s", b"q", b"1", b"-1"]) for _ in range(rng.randint(1, 9))]
         return b"".join(b"%d:%s" % (len(p) + rng.choice([0, 0, 1, -1, 40]), p) for p in parts)
     return bytes(rng.getrandbits(8) for _ in range(rng.randint(0, 40)))
 
 
-ENTRY_FIELDS = [b"v", b"f", b"ver", b"cr", b"mr", b"ct", b"mt", b"by", b"x", b"eo"]
+# An entry's fields now ("m": its packed metadata) and as entries were stored before
+# "m" (a field each): a corruption may also add the old fields to a packed entry.
+ENTRY_FIELDS = [b"v", b"m", b"eo", b"f", b"ver", b"cr", b"mr", b"ct", b"mt", b"by", b"x"]
 
 
 class Team:

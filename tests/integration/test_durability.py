@@ -33,7 +33,8 @@ def test_write_waits_for_the_replica(primary_and_replica):
         e = mem.namespace("d").put("k", {"v": 1})
     # Acknowledged by the replica before put() returned: it is there, no polling needed.
     entry_key = f"{settings.key_prefix}:{{d}}:e:k"
-    assert replica.client().hget(entry_key, "ver") == b"1" and e.version == 1
+    meta = replica.client().hget(entry_key, "m")  # packed: the version first
+    assert meta is not None and meta.split(b" ")[0] == b"1" and e.version == 1
 
 
 def test_too_few_replicas_raises_not_replicated_but_write_is_applied(primary_and_replica):
