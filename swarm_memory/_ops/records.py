@@ -284,6 +284,9 @@ def maybe_entry(ctx: Context, key: str, f: Fields) -> Entry | None:
         raise corrupt_from(ctx.keys.entry(key), exc, **ctx.err()) from exc
 
 
+_PACKED_PARTS = 8  # ver cr mr ct mt x by f
+
+
 def packed_entry(ctx: Context, key: str, f: Fields) -> Entry | None:
     """The next entry as a get sends it (lua/read.lua): its stored metadata, packed
     ("<ver> <cr> <mr> <ct> <mt> <x> <by> <f>", lua/_lib.lua read_entry), then its value;
@@ -292,10 +295,11 @@ def packed_entry(ctx: Context, key: str, f: Fields) -> Entry | None:
     if m == ABSENT:
         return None
     try:
-        parts = m.split(b" ", 7) if isinstance(m, bytes) else []
-        if len(parts) != 8 or not parts[6]:
-            raise ValueError(f"packed entry metadata is not 8 parts: {m!r:.60}")
-        return entry(ctx, key, EntryRecord(*parts[:6], parts[6], parts[7], f.next()))
+        parts = m.split(b" ", _PACKED_PARTS - 1) if isinstance(m, bytes) else []
+        if len(parts) != _PACKED_PARTS or not parts[6]:
+            raise ValueError(f"packed entry metadata is not {_PACKED_PARTS} parts: {m!r:.60}")
+        ver, cr, mr, ct, mt, x, by, fmt = parts
+        return entry(ctx, key, EntryRecord(ver, cr, mr, ct, mt, x, by, fmt, f.next()))
     except DECODE_ERRORS as exc:
         raise corrupt_from(ctx.keys.entry(key), exc, **ctx.err()) from exc
 
