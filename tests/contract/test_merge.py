@@ -78,8 +78,8 @@ def ns(setup: tuple[Any, Any, Calls]) -> Any:
 def stored(env: Any, key: str, namespace: str = "m") -> tuple[bytes, bytes]:
     """(value bytes, format tag) exactly as Redis holds them."""
     ekey = NamespaceKeys.of(env.prefix, namespace).entry(key)
-    v, f = env.raw.hmget(ekey, ["v", "f"])
-    return v, f
+    v, m = env.raw.hmget(ekey, ["v", "m"])
+    return v, m.split(b" ", 7)[7]  # the format: last of the packed metadata
 
 
 def test_nested_objects_merge_key_by_key(ns):
