@@ -47,6 +47,8 @@ redis.register_function{function_name='smfloor_empty', flags={'no-writes'},
   callback=function(keys, args) return 1 end}
 redis.register_function{function_name='smfloor_hgetall', flags={'no-writes'},
   callback=function(keys, args) return redis.call('HGETALL', keys[1]) end}
+redis.register_function{function_name='smfloor_packed', flags={'no-writes'},
+  callback=function(keys, args) return redis.call('HMGET', keys[8], 'm', 'v') end}
 """
 # Commands a client sends (the others ran inside a script: their time is in the script's).
 TOP_LEVEL = frozenset({"evalsha", "evalsha_ro", "eval", "fcall", "fcall_ro", "hgetall", "set"})
@@ -137,6 +139,7 @@ def commandstats(r: redis.Redis) -> dict[str, tuple[int, int]]:
 
 def cases(port: int) -> dict[str, Callable[[], Any]]:
     from swarm_memory import SwarmMemory
+    from swarm_memory.keys import NamespaceKeys
 
     r = redis.Redis(port=port)
     mem = SwarmMemory.from_url(f"redis://127.0.0.1:{port}/0", agent="bench")
@@ -188,12 +191,19 @@ def cases(port: int) -> dict[str, Callable[[], Any]]:
     r.function_load(FLOOR_LIBRARY, replace=True)
     floor_keys = [f"sm:{{{NS}}}:k{i}" for i in range(18)]
     floor_args = ["bench", "10000", "get", "sm:id:bench"]
+    nk = NamespaceKeys.of(mem.settings.key_prefix, NS)
+    get_keys = [*nk.read_fixed(), nk.entry("g"), nk.history("g")]
     return {
         "floor.fcall_ro": lambda: r.execute_command(
             "FCALL_RO", "smfloor_empty", 18, *floor_keys, *floor_args
         ),
         "floor.fcall_ro.hgetall": lambda: r.execute_command(
             "FCALL_RO", "smfloor_hgetall", 1, "bare:h"
+        ),
+        # A get's shape since stop 20: its 9 key names and 4 arguments, returning the
+        # stored entry's two fields (the packed layout) and nothing else.
+        "floor.fcall_ro.packed": lambda: r.execute_command(
+            "FCALL_RO", "smfloor_packed", 9, *get_keys, *floor_args
         ),
         "base.cas_xadd": cas,
         "base.cas_xadd.x100": cas_x100,
