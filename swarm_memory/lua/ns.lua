@@ -119,14 +119,15 @@ if action == "update" then
   for i = 1, #fields, 2 do
     if fields[i] == "oq" then oq_now = fields[i + 1] end
   end
-  if oq_now and (oq_now == "evict-oldest") ~= (oq_was == "evict-oldest") then
+  if oq_now == "evict-oldest" and oq_was ~= "evict-oldest" then
     local has_entries = read_call("ZCARD", K_IDX) > 0
     redis.call("DEL", K_LRU)
-    if oq_now == "evict-oldest" and has_entries then
-      fields[#fields + 1], fields[#fields + 2] = "lx", itos(now_us())
-    else
-      redis.call("HDEL", K_META, "lx")
-    end
+    if has_entries then fields[#fields + 1], fields[#fields + 2] = "lx", itos(now_us()) end
+  elseif (oq_now or oq_was) ~= "evict-oldest" then
+    -- Not (or no longer) evict-oldest: no index. This also drops the one that namespaces
+    -- stored before the index was kept only under evict-oldest still hold.
+    redis.call("DEL", K_LRU)
+    redis.call("HDEL", K_META, "lx")
   end
   -- Namespaces created before META_ENCODING get it with their next update.
   redis.call("HSET", K_META, "enc", META_ENCODING, unpack(fields))

@@ -158,6 +158,17 @@ def test_a_reject_namespace_keeps_no_eviction_order_index(env):
     assert _order(env, "evicting") == ["x", "y"]
 
 
+def test_an_update_drops_the_order_index_a_reject_namespace_stored_earlier(env):
+    """Namespaces stored before the index was kept only under evict-oldest hold one in
+    every namespace; their next update_namespace drops it there."""
+    mem = env.mem()
+    mem.create_namespace("team", max_keys=10)
+    mem.namespace("team").put("a", 1)
+    env.raw.zadd(f"{env.prefix}:{{team}}:lru", {"a": 2})  # as an earlier version kept it
+    mem.update_namespace("team", history=2)
+    assert not env.raw.exists(f"{env.prefix}:{{team}}:lru")
+
+
 def test_switching_to_evict_oldest_orders_the_entries_written_before_it(env):
     mem = env.mem(clear_batch=2)  # the rebuild walks the key index two names a call
     mem.create_namespace("team", max_keys=5)
