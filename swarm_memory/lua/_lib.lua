@@ -482,6 +482,8 @@ end
 
 -- The same from the fields of an entry stored before "m" (no "m"), or nil when absent.
 -- A hash without a version, or with numbers that are not strict integers, is corrupt.
+-- (Called where "m" is missing but the hash has other fields, or may: its reads are
+-- for entries of that older layout, never for an absent key on the common path.)
 local function read_legacy_entry(key)
   local h = read_call("HMGET", key, "v", "f", "ver", "cr", "mr", "ct", "mt", "by", "x", "eo")
   if not h[3] then
@@ -507,9 +509,12 @@ local function read_entry(key, now)
   local e
   if h[1] then
     e = unpack_entry(key, h[1], h[2], h[3])
+  elseif h[2] or h[3] then
+    e = read_legacy_entry(key) -- (nil: corrupt, raised there)
+  elseif redis.call("EXISTS", key) == 1 then
+    corrupt(key, "entry without a version") -- neither layout's fields
   else
-    e = read_legacy_entry(key)
-    if not e then return nil, false end
+    return nil, false -- absent: no second read (the common case of a new key)
   end
   if e.x > 0 and e.x <= now then return nil, true, e end
   return e, false

@@ -40,7 +40,7 @@ if action == "get" then
       x = string.match(m, "^%d+ %d+ %d+ %d+ %d+ (%d+) ")
       if not x or not v then corrupt(key, "malformed entry") end
       x = tonumber(x)
-    else
+    elseif v or redis.call("EXISTS", key) == 1 then -- stored before "m", or corrupt
       local e = read_legacy_entry(key)
       if e then
         m, v, x = entry_meta(e.ver, e.cr, itos(e.mr), e.ct, itos(e.mt), e.x, e.by, e.f), e.v, e.x
