@@ -473,6 +473,14 @@ local n_vals = #vals / 3
 for _, name in ipairs(evicted) do vals[#vals + 1] = name end
 local record = string.format("w1 %s %d %d %d %d %d|", digest == "" and "-" or digest, rev, now,
   n_items, #evicted, n_vals) .. table.concat(recs, "|") .. "|"
-if #vals > 0 then record = record .. pack(vals) end
+if #vals == 3 then
+  -- One value (an incr's or a merge's result, the common case): pack()'s text in one
+  -- concatenation (see publish_events).
+  local i, v, f, P = itos(vals[1]), vals[2], vals[3], PACK_PREFIX
+  record = record .. (P[#i] or pack_prefix(i)) .. i .. (P[#v] or pack_prefix(v)) .. v
+    .. (P[#f] or pack_prefix(f)) .. f
+elseif #vals > 0 then
+  record = record .. pack(vals)
+end
 redis.call("HSET", K_OPS, op_id, record) -- its purge index has it already (2b)
 return reply
