@@ -872,6 +872,10 @@ end
 -- all the same, so it is removed without its lease ties (the reaper drops those as
 -- stale): one corrupt record must not block every lock of the namespace.
 local function prune_locks(now, n)
+  -- The earliest expiry first (no number to format, ~7k instructions less): usually none
+  -- is due, or the index is empty. (Also K_LOCKS's type check for the caller's writes.)
+  local first = read_call("ZRANGE", K_LOCKS, "0", "0", "WITHSCORES")
+  if not first[2] or tonumber(first[2]) > now then return end
   local names = read_call("ZRANGEBYSCORE", K_LOCKS, "-inf", itos(now), "LIMIT", "0", itos(n))
   if #names == 0 then return end
   local records = {}

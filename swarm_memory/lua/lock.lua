@@ -17,7 +17,14 @@
 -- waiters also poll, so a lost doorbell only delays them.
 local agent, default_audit_maxlen = ARGV[1], int_arg(ARGV[2], "audit_maxlen")
 local stream_maxlen, action = int_arg(ARGV[3], "stream_maxlen"), ARGV[4]
-local meta = load_access()
+local meta
+if action == "acquire" then
+  -- With the fencing-token counter ("lt"), which an acquire reads (one read, not two).
+  meta = read_call("HMGET", K_META, "state", "dp", "lt")
+  if meta[1] ~= "live" then meta = nil end
+else
+  meta = load_access()
+end
 if not meta then return { "nons" } end
 -- (the namespace's stored audit limit is read when a record is added; this is the fallback)
 local NEEDS = { acquire = "write", release = "write", extend = "write", force = "admin",
@@ -65,7 +72,7 @@ if action == "acquire" then
   local busy = #rec.holders > 0 and not (mode == "s" and rec.mode == "s")
   local token
   if not busy then
-    local stored = redis.call("HGET", K_META, "lt")
+    local stored = meta[3]
     local last = 0
     if stored then
       last = tonumber(stored)
