@@ -187,16 +187,17 @@ def put(
     fence: int | None = None,
     ephemeral: bool = False,
 ) -> Flow[Entry]:
+    # One key: put_many's checks in its order (key, ttl, op id, ephemeral, fence,
+    # version, value), without building and re-checking its mappings.
     k = ctx.key(key)
-    entries = yield from put_many(
-        ctx,
-        {k: value},
-        expected_versions={k: expected_version},
-        ttl=ttl,
-        op_id=op_id,
-        fence=fence,
-        ephemeral=ephemeral,
-        action="put",
+    ttl_ms = ttl_arg(ttl, ctx.settings)
+    op = op_id_arg(op_id)
+    eph = bool_arg(ephemeral, "ephemeral")
+    fenced = fence_arg(fence, k, ctx.settings.max_key_bytes)
+    prepared = [(k, value, version_arg(expected_version), _encode(ctx, value))]
+    fence_of = {k: fenced} if fenced else {}
+    entries = yield from _put_prepared(
+        ctx, prepared, ttl_ms=ttl_ms, op=op, eph=eph, fence_of=fence_of, action="put"
     )
     return entries[k]
 
@@ -225,6 +226,25 @@ def put_many(
     prepared = [
         (ctx.key(k), v, version_arg(expected.get(k)), _encode(ctx, v)) for k, v in values.items()
     ]
+    return (
+        yield from _put_prepared(
+            ctx, prepared, ttl_ms=ttl_ms, op=op, eph=eph, fence_of=fence_of, action=action
+        )
+    )
+
+
+def _put_prepared(
+    ctx: Context,
+    prepared: list[tuple[str, Any, int | None, Encoded]],
+    *,
+    ttl_ms: int | None,
+    op: str,
+    eph: bool,
+    fence_of: Mapping[str, tuple[str, int]],
+    action: str,
+) -> Flow[dict[str, Entry]]:
+    """put / put_many once their arguments are checked: ``prepared`` holds (key, value,
+    expected version, encoded value) per key."""
 
     def items_for(compress: bool) -> list[Item]:
         out = []
