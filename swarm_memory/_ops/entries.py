@@ -123,7 +123,7 @@ def write(
     for i, (lock, token) in fenced:
         body += [i, lock, token]
     names = {it.key for it in items}
-    fail = Failure(ctx, action, "write", items[0].key if items else None, items)
+    first = items[0].key if items else None
     victims: list[str] = []
     for _round in range(MAX_VICTIM_ROUNDS):
         head: list[str | bytes | int] = [
@@ -144,7 +144,9 @@ def write(
         ]
         call_keys = keys + [k for v in victims for k in (nk.entry(v), nk.history(v))]
         reply = yield ScriptCall(load("write"), call_keys, [*head, *body, *victims], op_id)
-        f = WRITE.check(reply, fail)
+        f = WRITE.passed(reply)
+        if f is None:
+            f = WRITE.check(reply, Failure(ctx, action, "write", first, items))
         if f.tag == b"lru":  # evict-oldest since a switch: its order index is unfinished
             yield from rebuild_order(ctx)
             continue
@@ -162,7 +164,7 @@ def write(
                     f"op id {op_id!r} was already used for a different request; "
                     "an op id names one request (its replays must be identical)",
                     op_id=op_id,
-                    **ctx.err(key=fail.key),
+                    **ctx.err(key=first),
                 )
         else:
             result = records.write_ok(f)
@@ -510,7 +512,9 @@ def _read(
     call_keys = nk.read_fixed() + [x for k in keys for x in (nk.entry(k), nk.history(k))]
     args: list[str | bytes | int] = [ctx.agent, ctx.settings.audit_maxlen, action, *extra]
     reply = yield ScriptCall(load("read"), call_keys, args, None, readonly=True)
-    f = READ.check(reply, Failure(ctx, action, "read", keys[0] if len(keys) == 1 else None))
+    f = READ.passed(reply)
+    if f is None:
+        f = READ.check(reply, Failure(ctx, action, "read", keys[0] if len(keys) == 1 else None))
     if f.next() != 0:
         yield from sweep_quietly(ctx)
     return f
