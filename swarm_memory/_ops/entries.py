@@ -525,7 +525,9 @@ def get(ctx: Context, key: str, *, version: int | None = None) -> Flow[Entry | N
     v = version_arg(version, "version")
     if v is None:
         f = yield from _read(ctx, "get", [k], [])
-        return records.entries(ctx, [k], f)[k]
+        found = records.packed_entry(ctx, k, f)  # records.entries, for one key
+        f.end()
+        return found
     f = yield from _read(ctx, "version", [k], [v])
     return records.version_entry(ctx, k, f)
 
