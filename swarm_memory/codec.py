@@ -48,13 +48,24 @@ class JsonCodec:
         return text.encode("utf-8")
 
     _decoder = json.JSONDecoder()
+    _scan = _decoder.scan_once  # one value at an index -> (value, end): what decode() runs
 
     def decode(self, data: bytes) -> Any:
         # Our encoder writes UTF-8 without a BOM: decode that directly (json.loads sniffs
         # the encoding of every bytes value); anything else takes json.loads' own path,
         # so the result (or the error) is exactly json.loads'.
         try:
-            return self._decoder.decode(data.decode("utf-8"))
+            text = data.decode("utf-8")
+            # What we write is one value filling the text, no whitespace around it: the
+            # scanner alone reads that, as decode() would (it only skips whitespace
+            # around the scan). Anything else (whitespace, trailing data) is decode()'s.
+            try:
+                value, end = self._scan(text, 0)
+            except StopIteration:  # no value at 0: whitespace first, or not JSON
+                end = -1
+            if end == len(text):
+                return value
+            return self._decoder.decode(text)
         except (ValueError, AttributeError):  # UnicodeDecodeError is a ValueError
             return json.loads(data)
 
