@@ -9,6 +9,7 @@ the plain ``json`` format (never compressed) is eligible for them.
 from __future__ import annotations
 
 import json
+import json.scanner
 import math
 import zlib
 from collections.abc import Mapping
@@ -48,7 +49,9 @@ class JsonCodec:
         return text.encode("utf-8")
 
     _decoder = json.JSONDecoder()
-    _scan = _decoder.scan_once  # one value at an index -> (value, end): what decode() runs
+    # One value at an index -> (value, end): the scanner decode() runs, made the same way
+    # (json.decoder passes the decoder too; typeshed names the context's type oddly).
+    _scan = json.scanner.make_scanner(_decoder)  # type: ignore[arg-type]
 
     def decode(self, data: bytes) -> Any:
         # Our encoder writes UTF-8 without a BOM: decode that directly (json.loads sniffs
