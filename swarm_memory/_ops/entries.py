@@ -122,7 +122,6 @@ def write(
         body += [it.op, it.key, it.value, it.fmt, _opt(it.expected), _opt(it.ttl_ms)]
     for i, (lock, token) in fenced:
         body += [i, lock, token]
-    names = {it.key for it in items}
     first = items[0].key if items else None
     victims: list[str] = []
     for _round in range(MAX_VICTIM_ROUNDS):
@@ -142,7 +141,9 @@ def write(
             _opt(bind_lease(ctx)) if ephemeral else "",
             len(fenced),
         ]
-        call_keys = keys + [k for v in victims for k in (nk.entry(v), nk.history(v))]
+        call_keys = (
+            keys + [k for v in victims for k in (nk.entry(v), nk.history(v))] if victims else keys
+        )
         reply = yield ScriptCall(load("write"), call_keys, [*head, *body, *victims], op_id)
         f = WRITE.passed(reply)
         if f is None:
@@ -153,6 +154,7 @@ def write(
         if f.tag == b"victims":
             wanted = max(f.number(), 1)
             oldest = yield Command(("ZRANGE", nk.lru, 0, wanted + len(items) + _VICTIM_SLACK))
+            names = {it.key for it in items}
             victims = [text(v) for v in oldest if text(v) not in names][:wanted]
             continue
         if f.tag == b"dup":
