@@ -9,6 +9,7 @@ the plain ``json`` format (never compressed) is eligible for them.
 from __future__ import annotations
 
 import json
+import json.scanner
 import math
 import zlib
 from collections.abc import Mapping
@@ -48,13 +49,26 @@ class JsonCodec:
         return text.encode("utf-8")
 
     _decoder = json.JSONDecoder()
+    # One value at an index -> (value, end): the scanner decode() runs, made the same way
+    # (json.decoder passes the decoder too; typeshed names the context's type oddly).
+    _scan = json.scanner.make_scanner(_decoder)  # type: ignore[arg-type]
 
     def decode(self, data: bytes) -> Any:
         # Our encoder writes UTF-8 without a BOM: decode that directly (json.loads sniffs
         # the encoding of every bytes value); anything else takes json.loads' own path,
         # so the result (or the error) is exactly json.loads'.
         try:
-            return self._decoder.decode(data.decode("utf-8"))
+            text = data.decode("utf-8")
+            # What we write is one value filling the text, no whitespace around it: the
+            # scanner alone reads that, as decode() would (it only skips whitespace
+            # around the scan). Anything else (whitespace, trailing data) is decode()'s.
+            try:
+                value, end = self._scan(text, 0)
+            except StopIteration:  # no value at 0: whitespace first, or not JSON
+                end = -1
+            if end == len(text):
+                return value
+            return self._decoder.decode(text)
         except (ValueError, AttributeError):  # UnicodeDecodeError is a ValueError
             return json.loads(data)
 
@@ -69,7 +83,7 @@ def _require_string_keys(value: Any) -> None:
     stack = [value]
     while stack:
         item = stack.pop()
-        if isinstance(item, Mapping):
+        if type(item) is dict or isinstance(item, Mapping):  # the ABC check is slower
             for key, child in item.items():
                 if not isinstance(key, str):
                     raise TypeError(
@@ -98,7 +112,8 @@ def check_depth(value: Any, max_depth: int) -> None:
             )
         below: list[Any] = []
         for item in level:
-            for child in item.values() if isinstance(item, Mapping) else item:
+            mapping = type(item) is dict or isinstance(item, Mapping)  # dict: no ABC check
+            for child in item.values() if mapping else item:
                 if type(child) not in _SCALARS and _is_container(child):
                     below.append(child)
         level = below
@@ -109,7 +124,11 @@ _SCALARS = frozenset({str, int, float, bool, type(None)})
 
 
 def _is_container(value: Any) -> bool:
-    return isinstance(value, Mapping | list | tuple)
+    # The plain types first: an isinstance check against the Mapping ABC is slower.
+    return type(value) in _PLAIN_CONTAINERS or isinstance(value, Mapping | list | tuple)
+
+
+_PLAIN_CONTAINERS = frozenset({dict, list, tuple})
 
 
 def _reject_non_finite(value: Any) -> None:

@@ -196,12 +196,12 @@ class NamespaceKeys:
     def fixed(self) -> list[str]:
         """The names every namespace script gets first, in the order the scripts expect.
         A fresh list (callers extend it) of names built once per namespace."""
-        return list(_fixed_names(self))
+        return list(_fixed_names(self.base))
 
     def read_fixed(self) -> list[str]:
         """The fixed names of the read script (lua/read.lua's header): the seven of the
         sixteen it uses. A fresh list (callers extend it)."""
-        return list(_read_names(self))
+        return list(_read_names(self.base))
 
     def _build_fixed(self) -> tuple[str, ...]:
         return (
@@ -249,13 +249,16 @@ def _namespace_keys(prefix: str, namespace: str) -> NamespaceKeys:
     return NamespaceKeys(f"{prefix}:{{{namespace}}}:")
 
 
+# Keyed by the base name (one str hash) rather than by the keys object (its dataclass
+# __hash__ is a Python call).
 @lru_cache(maxsize=4096)
-def _fixed_names(keys: NamespaceKeys) -> tuple[str, ...]:
-    return keys._build_fixed()
+def _fixed_names(base: str) -> tuple[str, ...]:
+    return NamespaceKeys(base)._build_fixed()
 
 
 @lru_cache(maxsize=4096)
-def _read_names(keys: NamespaceKeys) -> tuple[str, ...]:
+def _read_names(base: str) -> tuple[str, ...]:
+    keys = NamespaceKeys(base)
     return (keys.meta, keys.acl, keys.stats, keys.index, keys.expiry, keys.audit, keys.lease)
 
 

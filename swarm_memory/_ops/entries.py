@@ -122,8 +122,7 @@ def write(
         body += [it.op, it.key, it.value, it.fmt, _opt(it.expected), _opt(it.ttl_ms)]
     for i, (lock, token) in fenced:
         body += [i, lock, token]
-    names = {it.key for it in items}
-    fail = Failure(ctx, action, "write", items[0].key if items else None, items)
+    first = items[0].key if items else None
     victims: list[str] = []
     for _round in range(MAX_VICTIM_ROUNDS):
         head: list[str | bytes | int] = [
@@ -142,15 +141,20 @@ def write(
             _opt(bind_lease(ctx)) if ephemeral else "",
             len(fenced),
         ]
-        call_keys = keys + [k for v in victims for k in (nk.entry(v), nk.history(v))]
+        call_keys = (
+            keys + [k for v in victims for k in (nk.entry(v), nk.history(v))] if victims else keys
+        )
         reply = yield ScriptCall(load("write"), call_keys, [*head, *body, *victims], op_id)
-        f = WRITE.check(reply, fail)
+        f = WRITE.passed(reply)
+        if f is None:
+            f = WRITE.check(reply, Failure(ctx, action, "write", first, items))
         if f.tag == b"lru":  # evict-oldest since a switch: its order index is unfinished
             yield from rebuild_order(ctx)
             continue
         if f.tag == b"victims":
             wanted = max(f.number(), 1)
             oldest = yield Command(("ZRANGE", nk.lru, 0, wanted + len(items) + _VICTIM_SLACK))
+            names = {it.key for it in items}
             victims = [text(v) for v in oldest if text(v) not in names][:wanted]
             continue
         if f.tag == b"dup":
@@ -162,7 +166,7 @@ def write(
                     f"op id {op_id!r} was already used for a different request; "
                     "an op id names one request (its replays must be identical)",
                     op_id=op_id,
-                    **ctx.err(key=fail.key),
+                    **ctx.err(key=first),
                 )
         else:
             result = records.write_ok(f)
@@ -187,16 +191,17 @@ def put(
     fence: int | None = None,
     ephemeral: bool = False,
 ) -> Flow[Entry]:
+    # One key: put_many's checks in its order (key, ttl, op id, ephemeral, fence,
+    # version, value), without building and re-checking its mappings.
     k = ctx.key(key)
-    entries = yield from put_many(
-        ctx,
-        {k: value},
-        expected_versions={k: expected_version},
-        ttl=ttl,
-        op_id=op_id,
-        fence=fence,
-        ephemeral=ephemeral,
-        action="put",
+    ttl_ms = ttl_arg(ttl, ctx.settings)
+    op = op_id_arg(op_id)
+    eph = bool_arg(ephemeral, "ephemeral")
+    fenced = fence_arg(fence, k, ctx.settings.max_key_bytes)
+    prepared = [(k, value, version_arg(expected_version), _encode(ctx, value))]
+    fence_of = {k: fenced} if fenced else {}
+    entries = yield from _put_prepared(
+        ctx, prepared, ttl_ms=ttl_ms, op=op, eph=eph, fence_of=fence_of, action="put"
     )
     return entries[k]
 
@@ -225,6 +230,25 @@ def put_many(
     prepared = [
         (ctx.key(k), v, version_arg(expected.get(k)), _encode(ctx, v)) for k, v in values.items()
     ]
+    return (
+        yield from _put_prepared(
+            ctx, prepared, ttl_ms=ttl_ms, op=op, eph=eph, fence_of=fence_of, action=action
+        )
+    )
+
+
+def _put_prepared(
+    ctx: Context,
+    prepared: list[tuple[str, Any, int | None, Encoded]],
+    *,
+    ttl_ms: int | None,
+    op: str,
+    eph: bool,
+    fence_of: Mapping[str, tuple[str, int]],
+    action: str,
+) -> Flow[dict[str, Entry]]:
+    """put / put_many once their arguments are checked: ``prepared`` holds (key, value,
+    expected version, encoded value) per key."""
 
     def items_for(compress: bool) -> list[Item]:
         out = []
@@ -490,7 +514,9 @@ def _read(
     call_keys = nk.read_fixed() + [x for k in keys for x in (nk.entry(k), nk.history(k))]
     args: list[str | bytes | int] = [ctx.agent, ctx.settings.audit_maxlen, action, *extra]
     reply = yield ScriptCall(load("read"), call_keys, args, None, readonly=True)
-    f = READ.check(reply, Failure(ctx, action, "read", keys[0] if len(keys) == 1 else None))
+    f = READ.passed(reply)
+    if f is None:
+        f = READ.check(reply, Failure(ctx, action, "read", keys[0] if len(keys) == 1 else None))
     if f.next() != 0:
         yield from sweep_quietly(ctx)
     return f
@@ -501,7 +527,9 @@ def get(ctx: Context, key: str, *, version: int | None = None) -> Flow[Entry | N
     v = version_arg(version, "version")
     if v is None:
         f = yield from _read(ctx, "get", [k], [])
-        return records.entries(ctx, [k], f)[k]
+        found = records.packed_entry(ctx, k, f)  # records.entries, for one key
+        f.end()
+        return found
     f = yield from _read(ctx, "version", [k], [v])
     return records.version_entry(ctx, k, f)
 

@@ -414,7 +414,8 @@ def write_ok(f: Fields, *, sweep_due: bool | None = None, digest: str | None = N
     revision = f.number()
     due = f.next() != 0
     items = [item_record(f) for _ in range(f.number())]
-    evicted = f.strings(f.number())
+    n_evicted = f.number()
+    evicted = f.strings(n_evicted) if n_evicted else []  # none, almost always
     replayed = digest is not None
     due = due if sweep_due is None else sweep_due
     return WriteResult(revision, due, items, evicted, replayed, digest or "")

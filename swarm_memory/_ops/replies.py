@@ -83,6 +83,12 @@ class Replies(Generic[F]):
     def tags(self) -> frozenset[str]:
         return frozenset(t.decode() for t in self.outcomes | self.errors.keys())
 
+    def passed(self, reply: list[Any]) -> Fields | None:
+        """The reply's fields after an outcome tag, or None: then ``check`` raises the
+        tag's error. A flow builds its Failure (only an error reads it) when this is None."""
+        tag = reply[0]
+        return Fields(reply, 1, tag) if tag in self.outcomes else None
+
     def check(self, reply: list[Any], failure: F | None) -> Fields:
         """The reply's fields after an outcome tag; else raise the tag's error (``failure``
         may be None only for a script whose table has no errors)."""
