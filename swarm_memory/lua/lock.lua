@@ -127,8 +127,12 @@ if action == "release" then
   -- a release): the op record's purge index, the stats counter, the lease tie.
   local function refused(r) return type(r) == "table" and r.err end
   local member = eph_member(agent, "l", name)
-  if refused(redis.pcall("ZADD", K_OPST, itos(now), op_id)) then
-    corrupt(K_OPST, "holds the wrong type for ZADD")
+  -- NX, and the undos remove only what this call added (see write.lua's first writes).
+  local now_s = itos(now)
+  local indexed = redis.pcall("ZADD", K_OPST, "NX", now_s, op_id)
+  if refused(indexed) then corrupt(K_OPST, "holds the wrong type for ZADD") end
+  local function undo_index()
+    if indexed == 1 then redis.call("ZREM", K_OPST, op_id) end
   end
   local counted = redis.pcall("HINCRBY", K_STATS, "lock_release", "1")
   local function undo_count()
@@ -136,14 +140,15 @@ if action == "release" then
       redis.call("HINCRBY", K_STATS, "lock_release", "-1") end
   end
   if refused(counted) then
-    redis.call("ZREM", K_OPST, op_id)
+    undo_index()
     corrupt(K_STATS, "counter lock_release is not an integer, or the key not a hash")
   end
   if refused(redis.pcall("ZREM", K_EPH, member)) then
-    redis.call("ZREM", K_OPST, op_id)
+    undo_index()
     undo_count()
     corrupt(K_EPH, "holds the wrong type for ZREM")
   end
+  if indexed == 0 then redis.call("ZADD", K_OPST, now_s, op_id) end
   table.remove(rec.holders, mine)
   write_lock(name, rec)
   redis.call("HSET", K_OPS, op_id, "released")

@@ -381,11 +381,15 @@ if rev % 8 == 0 then
   dedupe_ms = stored_limit(redis.call("HGET", K_META, "dw"), dedupe_ms) -- a hash: read above
   purge_ops(rev, now, dedupe_ms)
 end
-local indexed = redis.pcall("ZADD", K_OPST, now_s, op_id)
+-- NX: an op id the index holds already (its record lost: corrupt data) keeps its entry
+-- here, so an undo removes only what this call added (found by the corruption fuzz: the
+-- undo removed the entry it had found); its time is brought up to date once nothing can
+-- be refused any more, after the events.
+local indexed = redis.pcall("ZADD", K_OPST, "NX", now_s, op_id)
 if type(indexed) == "table" and indexed.err then corrupt(K_OPST, "holds the wrong type for ZADD") end
 local counted = redis.pcall("HINCRBY", K_STATS, action, "1")
 local function undo_first_writes(with_count)
-  redis.call("ZREM", K_OPST, op_id)
+  if indexed == 1 then redis.call("ZREM", K_OPST, op_id) end
   if with_count then
     -- The counter as it was: absent (and with it the hash, when it was its only field)
     -- if this call created it.
@@ -397,6 +401,7 @@ if type(counted) == "table" and counted.err then
   corrupt(K_STATS, "counter " .. action .. " is not an integer, or the key not a hash")
 end
 publish_events(stream_maxlen, rev, agent, now, events_cap, function() undo_first_writes(true) end)
+if indexed == 0 then redis.call("ZADD", K_OPST, now_s, op_id) end
 -- Key and byte counters change by these deltas; one HSET of rev, n and b at the end
 -- replaces an HINCRBY per item (drop_entry's own HINCRBYs are overwritten by it: the
 -- absolute values below account for them, and nothing else runs in between).

@@ -353,6 +353,33 @@ def test_a_refused_event_undoes_the_writes_before_it_even_the_first_counter(env,
     assert env.raw.hget(fresh.stats, "put") is None
 
 
+def test_an_undo_keeps_an_op_id_the_purge_index_already_held(env, mem, keys):
+    """An op id whose record is gone but whose purge-index entry is left (corrupt data),
+    reused by a write (or a lock release) that then fails on a corrupt counter: the undo
+    removes only what the call added, so the index is as it was (the corruption fuzz
+    found the entry removed)."""
+    ns = mem.namespace("team")
+    ns.put("k1", 1, op_id="OPU")
+    lock = ns.lock("L", wait=0)
+    lock.acquire()
+    env.raw.hdel(keys.ops, "OPU")
+    release_op = lock._st.owner + ":r"  # the op id of this lock's release (_ops/coord.py)
+    env.raw.zadd(keys.ops_time, {release_op: 5})
+    for counter in ("put", "lock_release"):
+        env.raw.hset(keys.stats, counter, "x")
+    before = env.snapshot()
+    _corrupt(lambda: ns.put("k1", 2, op_id="OPU"), keys.stats)
+    _corrupt(lock.release, keys.stats)
+    assert env.snapshot() == before
+    env.raw.hset(keys.stats, "put", "1")
+    env.raw.hset(keys.stats, "lock_release", "1")
+    assert ns.put("k1", 2, op_id="OPU").version == 2  # applied now: its index entry is current
+    lock.release()
+    for op in ("OPU", release_op):
+        score = env.raw.zscore(keys.ops_time, op)
+        assert score is not None and score > 5, op
+
+
 def test_the_namespace_meta_hash_is_a_hash_table(env, mem, keys):
     """Every script reads fields of the meta hash: it is kept out of listpack encoding
     (ns.lua, META_ENCODING) so that each field is a lookup, not a scan."""
