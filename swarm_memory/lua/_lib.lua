@@ -569,11 +569,12 @@ end
 
 -- A write's op record (decision 6), after the dedupe window's purge, amortized: every
 -- 8th revision drops up to 64 records past the window (8x the rate writes add them)
--- instead of a range query on every write. Before this write's record is added, so a
--- zero window cannot purge it. `now`: the score, in ms (a number or its text).
+-- instead of a range query on every write. Records from `now` minus the window on are
+-- kept (an exclusive bound), so even a zero window never purges the record of this call,
+-- whether its index entry is added before the purge or after. `now`: ms, a number.
 local function purge_ops(rev, now, dedupe_ms)
   if rev % 8 == 0 then
-    local stale = read_call("ZRANGEBYSCORE", K_OPST, "-inf", now - dedupe_ms, "LIMIT", 0, 64)
+    local stale = read_call("ZRANGEBYSCORE", K_OPST, "-inf", "(" .. itos(now - dedupe_ms), "LIMIT", 0, 64)
     if #stale > 0 then
       redis.call("HDEL", K_OPS, unpack(stale))
       redis.call("ZREM", K_OPST, unpack(stale))

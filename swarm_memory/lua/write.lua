@@ -372,15 +372,10 @@ end
 -- a stream, no id past this revision). Refused, the ones before it are undone and the
 -- call fails as CorruptData with nothing changed (DESIGN.md decision 2). Checking the
 -- first two by reading them (a TYPE, an HMGET) cost ~15k instructions per write. The
--- amortized purge of records past the dedupe window goes before the ZADD (a zero window
--- must not purge this write's own record); it drops only records no replay needs.
+-- amortized purge of records past the dedupe window comes after them (a refused call
+-- must not have purged either: the corruption fuzz, seed 3).
 -- Numbers several writes take, as text once (redis.call formats every number it gets).
 local rev_s, now_s = itos(rev), itos(now)
-if rev % 8 == 0 then
-  -- The namespace's dedupe window is read only when the amortized purge is due.
-  dedupe_ms = stored_limit(redis.call("HGET", K_META, "dw"), dedupe_ms) -- a hash: read above
-  purge_ops(rev, now, dedupe_ms)
-end
 -- NX: an op id the index holds already (its record lost: corrupt data) keeps its entry
 -- here, so an undo removes only what this call added (found by the corruption fuzz: the
 -- undo removed the entry it had found); its time is brought up to date once nothing can
@@ -401,6 +396,11 @@ if type(counted) == "table" and counted.err then
   corrupt(K_STATS, "counter " .. action .. " is not an integer, or the key not a hash")
 end
 publish_events(stream_maxlen, rev, agent, now, events_cap, function() undo_first_writes(true) end)
+if rev % 8 == 0 then
+  -- The namespace's dedupe window is read only when the amortized purge is due.
+  dedupe_ms = stored_limit(redis.call("HGET", K_META, "dw"), dedupe_ms) -- a hash: read above
+  purge_ops(rev, now, dedupe_ms)
+end
 if indexed == 0 then redis.call("ZADD", K_OPST, now_s, op_id) end
 -- Key and byte counters change by these deltas; one HSET of rev, n and b at the end
 -- replaces an HINCRBY per item (drop_entry's own HINCRBYs are overwritten by it: the

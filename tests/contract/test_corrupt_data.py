@@ -380,6 +380,29 @@ def test_an_undo_keeps_an_op_id_the_purge_index_already_held(env, mem, keys):
         assert score is not None and score > 5, op
 
 
+def test_a_refused_write_purges_no_op_records_either(env, mem):
+    """Every 8th revision a write purges op records past the dedupe window; a write
+    refused by corrupt data at such a revision changes nothing, the purge included (it
+    runs after the refusable writes; the corruption fuzz, seed 3, found it before them)."""
+    creator = env.mem("planner", dedupe_window=0.01)  # the window a namespace keeps
+    creator.create_namespace("pw")
+    ns = creator.namespace("pw")
+    pw = NamespaceKeys.of(env.prefix, "pw")
+    while int(env.raw.hget(pw.meta, "rev")) % 8 != 7:
+        ns.put("k", 1)
+    time.sleep(0.05)  # every record is past the window now
+    assert env.raw.zcard(pw.ops_time) > 0
+    env.raw.hset(pw.stats, "put", "x")
+    before = env.snapshot()
+    _corrupt(lambda: ns.put("k", 2), pw.stats)
+    assert env.snapshot() == before
+    env.raw.hset(pw.stats, "put", "1")
+    e = ns.put("k", 2, op_id="OPP")  # revision 8n: purges, and keeps its own record
+    assert int(env.raw.hget(pw.meta, "rev")) % 8 == 0 and e.value == 2
+    assert env.raw.hexists(pw.ops, "OPP") and env.raw.zscore(pw.ops_time, "OPP") is not None
+    assert env.raw.zcard(pw.ops_time) < len(before[pw.ops_time.encode()][1]) + 1
+
+
 def test_the_namespace_meta_hash_is_a_hash_table(env, mem, keys):
     """Every script reads fields of the meta hash: it is kept out of listpack encoding
     (ns.lua, META_ENCODING) so that each field is a lookup, not a scan."""
