@@ -89,6 +89,7 @@ def rebuild_order(ctx: Context) -> Flow[None]:
         f = LRU.check((yield call), fail)
         if f.tag == b"done":
             return
+        last = names[-1] if names else None  # the walk goes on past the names passed
         with decoding(ctx.keys.index, **ctx.err()):
             started, names = f.string(), f.strings()
         if started != token:
@@ -100,6 +101,12 @@ def rebuild_order(ctx: Context) -> Flow[None]:
                     **ctx.err(),
                 )
             token = started
+        elif last is not None and names and names[0] <= last:
+            # The same walk must move forward (lexicographic, as the index orders them):
+            # a reply that does not would make this loop run forever.
+            raise errors.ServerError(
+                f"the eviction-order rebuild did not advance past {last!r}", **ctx.err()
+            )
 
 
 # The member of the expiry index that stands for the namespace's memory graph (scored

@@ -582,6 +582,27 @@ local function purge_ops(rev, now, dedupe_ms)
   end
 end
 
+-- The op id into its records' purge index as a script's first, refusable write (write
+-- and lock release): refused (K_OPST not a zset), nothing is written and the call fails
+-- as CorruptData. NX: an op id the index holds already (its record lost: corrupt data)
+-- keeps its entry, so unindex_op, the undo when a later first write is refused, removes
+-- only what this call added (the corruption fuzz found an undo removing the entry it
+-- had found), and op_indexed brings that entry's time up to date once nothing can be
+-- refused any more. Returns whether this call added the entry.
+local function index_op(op_id, now_s)
+  local added = redis.pcall("ZADD", K_OPST, "NX", now_s, op_id)
+  if type(added) == "table" and added.err then corrupt(K_OPST, "holds the wrong type for ZADD") end
+  return added == 1
+end
+
+local function unindex_op(op_id, added)
+  if added then redis.call("ZREM", K_OPST, op_id) end
+end
+
+local function op_indexed(op_id, now_s, added)
+  if not added then redis.call("ZADD", K_OPST, now_s, op_id) end
+end
+
 local function record_op(op_id, record, rev, now, dedupe_ms)
   purge_ops(rev, now, dedupe_ms)
   redis.call("HSET", K_OPS, op_id, record)

@@ -127,28 +127,23 @@ if action == "release" then
   -- a release): the op record's purge index, the stats counter, the lease tie.
   local function refused(r) return type(r) == "table" and r.err end
   local member = eph_member(agent, "l", name)
-  -- NX, and the undos remove only what this call added (see write.lua's first writes).
   local now_s = itos(now)
-  local indexed = redis.pcall("ZADD", K_OPST, "NX", now_s, op_id)
-  if refused(indexed) then corrupt(K_OPST, "holds the wrong type for ZADD") end
-  local function undo_index()
-    if indexed == 1 then redis.call("ZREM", K_OPST, op_id) end
-  end
+  local indexed = index_op(op_id, now_s)
   local counted = redis.pcall("HINCRBY", K_STATS, "lock_release", "1")
   local function undo_count()
     if counted == 1 then redis.call("HDEL", K_STATS, "lock_release") else
       redis.call("HINCRBY", K_STATS, "lock_release", "-1") end
   end
   if refused(counted) then
-    undo_index()
+    unindex_op(op_id, indexed)
     corrupt(K_STATS, "counter lock_release is not an integer, or the key not a hash")
   end
   if refused(redis.pcall("ZREM", K_EPH, member)) then
-    undo_index()
+    unindex_op(op_id, indexed)
     undo_count()
     corrupt(K_EPH, "holds the wrong type for ZREM")
   end
-  if indexed == 0 then redis.call("ZADD", K_OPST, now_s, op_id) end
+  op_indexed(op_id, now_s, indexed)
   table.remove(rec.holders, mine)
   write_lock(name, rec)
   redis.call("HSET", K_OPS, op_id, "released")

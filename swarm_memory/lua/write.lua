@@ -376,15 +376,10 @@ end
 -- must not have purged either: the corruption fuzz, seed 3).
 -- Numbers several writes take, as text once (redis.call formats every number it gets).
 local rev_s, now_s = itos(rev), itos(now)
--- NX: an op id the index holds already (its record lost: corrupt data) keeps its entry
--- here, so an undo removes only what this call added (found by the corruption fuzz: the
--- undo removed the entry it had found); its time is brought up to date once nothing can
--- be refused any more, after the events.
-local indexed = redis.pcall("ZADD", K_OPST, "NX", now_s, op_id)
-if type(indexed) == "table" and indexed.err then corrupt(K_OPST, "holds the wrong type for ZADD") end
+local indexed = index_op(op_id, now_s) -- (see index_op: its undo and its update below)
 local counted = redis.pcall("HINCRBY", K_STATS, action, "1")
 local function undo_first_writes(with_count)
-  if indexed == 1 then redis.call("ZREM", K_OPST, op_id) end
+  unindex_op(op_id, indexed)
   if with_count then
     -- The counter as it was: absent (and with it the hash, when it was its only field)
     -- if this call created it.
@@ -401,7 +396,7 @@ if rev % 8 == 0 then
   dedupe_ms = stored_limit(redis.call("HGET", K_META, "dw"), dedupe_ms) -- a hash: read above
   purge_ops(rev, now, dedupe_ms)
 end
-if indexed == 0 then redis.call("ZADD", K_OPST, now_s, op_id) end
+op_indexed(op_id, now_s, indexed)
 -- Key and byte counters change by these deltas; one HSET of rev, n and b at the end
 -- replaces an HINCRBY per item (drop_entry's own HINCRBYs are overwritten by it: the
 -- absolute values below account for them, and nothing else runs in between).

@@ -224,12 +224,15 @@ def test_a_rebuild_starts_over_when_the_policy_is_switched_again_meanwhile(env):
         env.raw, agent="planner", settings=env.settings.model_copy(update={"clear_batch": 2})
     )
 
+    switched = []
+
     def interrupted(flow):  # a second switch (off and on) after the rebuild's 2nd call
         effect, calls = next(flow), 0
         while True:
             reply = yield effect
             calls += 1
             if calls == 2:
+                switched.append(calls)
                 mem.update_namespace("team", over_quota="reject")
                 mem.update_namespace("team", over_quota="evict-oldest")  # rebuilt, done
                 env.raw.delete(f"{env.prefix}:{{team}}:lru")
@@ -240,4 +243,5 @@ def test_a_rebuild_starts_over_when_the_policy_is_switched_again_meanwhile(env):
                 return stop.value
 
     slow._driver.run(interrupted(rebuild_order(slow._ctx("team"))))
+    assert switched == [2]  # the switch came mid-walk (6 names, 2 a call)
     assert _order(env) == list("abcdef") and _meta(env, "lx") is None

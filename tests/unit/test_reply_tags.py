@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from swarm_memory import Settings, errors
-from swarm_memory._ops.effects import Context, InboxContext
+from swarm_memory._ops.effects import Context, InboxContext, ScriptCall
 from swarm_memory._ops.records import MalformedReply
 from swarm_memory._ops.replies import INBOX, REPLIES, WRITE, Failure, InboxFailure, Replies
 from swarm_memory._shell import make_codec
@@ -107,3 +107,18 @@ def world_ctx():
 def inbox_ctx():
     settings = Settings()
     return InboxContext("alice", settings, make_codec(settings, None))
+
+
+def test_an_order_rebuild_that_does_not_advance_is_an_error_not_a_loop(world_ctx):
+    """rebuild_order (lua/lru.lua) walks the key index forward; a reply that names the
+    same or earlier names again (a broken or foreign script) ends the walk with an error
+    instead of looping forever. A restart (a new token) may start over."""
+    from swarm_memory._ops.namespaces import rebuild_order
+
+    flow = rebuild_order(world_ctx)
+    next(flow)
+    flow.send([b"ok", b"t1", b"a", b"b"])  # the walk starts
+    call = flow.send([b"ok", b"t2", b"a"])  # switched again meanwhile: starts over
+    assert isinstance(call, ScriptCall) and call.args[-1] == "a"
+    with pytest.raises(errors.ServerError, match="did not advance"):
+        flow.send([b"ok", b"t2", b"a"])
