@@ -170,3 +170,47 @@ def test_retries_are_counted_by_call():
 def test_settings_are_untouched():
     # metrics is a construction keyword, not a setting: Settings stays env-driven.
     assert "metrics" not in Settings.model_fields
+
+
+def _samples(registry: CollectorRegistry) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    return {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for family in registry.collect()
+        for s in family.samples
+        if not s.name.endswith("_created")
+    }
+
+
+def test_the_call_series_match_prometheus_clients_own_classes():
+    # The two per-call series are counted by metrics._CallStats (one lock, exposed at
+    # scrape time); in prometheus_client's multiprocess mode its own Counter and
+    # Histogram are used. Both must expose the same samples, bucket edges included
+    # (a value equal to a bound falls in that bound's bucket).
+    from swarm_memory.metrics import OPERATION_BUCKETS, _CallStats, _LibraryCallStats
+
+    ours_registry, library_registry = CollectorRegistry(), CollectorRegistry()
+    ours = _CallStats()
+    ours_registry.register(ours)
+    library = _LibraryCallStats(library_registry)
+    seen = [0.0, 0.0004, *OPERATION_BUCKETS, 0.0030001, 11.0, 1e9]
+    for i, seconds in enumerate(seen):
+        for stats in (ours, library):
+            stats.observe("put" if i % 3 else "get", "ok" if i % 2 else "conflict_error", seconds)
+    got, want = _samples(ours_registry), _samples(library_registry)
+    assert got == want
+    assert got[("swarm_memory_client_operation_duration_seconds_count", (("op", "put"),))] == 12
+    created = [s for f in ours_registry.collect() for s in f.samples if s.name.endswith("_created")]
+    assert len(created) == 4 + 2  # one per (op, outcome) and one per op, as the library's
+
+
+def test_multiprocess_mode_keeps_prometheus_clients_classes(monkeypatch: pytest.MonkeyPatch):
+    import swarm_memory.metrics as metrics_module
+
+    monkeypatch.setattr(metrics_module, "_in_process_values", lambda: False)
+    registry = CollectorRegistry()
+    mem = make(ClientMetrics(registry))
+    mem.create_namespace("n")
+    mem.namespace("n").put("k", 1)
+    assert isinstance(mem._driver.metrics._calls, metrics_module._LibraryCallStats)  # type: ignore[union-attr]
+    assert value(registry, "swarm_memory_client_operations_total", op="put", outcome="ok") == 1
+    assert value(registry, "swarm_memory_client_operation_duration_seconds_count", op="put") == 1
