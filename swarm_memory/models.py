@@ -40,6 +40,50 @@ class Entry:
     size: int  # encoded bytes stored in Redis (after compression)
 
 
+# Entry(...) sets each field through object.__setattr__ (a frozen dataclass's __init__):
+# ~1.1 µs, where every get and write builds one Entry per key. new_entry sets the slots
+# through their descriptors: the same object in ~0.55 µs (timeit, this VM).
+# tests/unit/test_api.py checks that it sets every field, in Entry's order.
+_object_new = object.__new__
+_set_key = Entry.__dict__["key"].__set__
+_set_value = Entry.__dict__["value"].__set__
+_set_version = Entry.__dict__["version"].__set__
+_set_create_revision = Entry.__dict__["create_revision"].__set__
+_set_mod_revision = Entry.__dict__["mod_revision"].__set__
+_set_created_at = Entry.__dict__["created_at"].__set__
+_set_updated_at = Entry.__dict__["updated_at"].__set__
+_set_updated_by = Entry.__dict__["updated_by"].__set__
+_set_expires_at = Entry.__dict__["expires_at"].__set__
+_set_size = Entry.__dict__["size"].__set__
+
+
+def new_entry(  # noqa: PLR0917 - Entry's fields in order, like Entry(...)
+    key: str,
+    value: Any,
+    version: int,
+    create_revision: int,
+    mod_revision: int,
+    created_at: datetime,
+    updated_at: datetime,
+    updated_by: str,
+    expires_at: datetime | None,
+    size: int,
+) -> Entry:
+    """``Entry(...)`` with the same arguments, built faster (see above)."""
+    e: Entry = _object_new(Entry)
+    _set_key(e, key)
+    _set_value(e, value)
+    _set_version(e, version)
+    _set_create_revision(e, create_revision)
+    _set_mod_revision(e, mod_revision)
+    _set_created_at(e, created_at)
+    _set_updated_at(e, updated_at)
+    _set_updated_by(e, updated_by)
+    _set_expires_at(e, expires_at)
+    _set_size(e, size)
+    return e
+
+
 @dataclass(frozen=True, slots=True)
 class NamespaceInfo:
     name: str

@@ -31,6 +31,7 @@ from swarm_memory._ops.effects import Context
 from swarm_memory.models import (
     Entry,
     ms_to_datetime,
+    new_entry,
 )
 
 
@@ -259,17 +260,17 @@ def entry(ctx: Context, key: str, rec: EntryRecord) -> Entry:
     if version < 1:
         raise ValueError(f"version {version} < 1")
     created, updated = times(rec.created_ms, rec.updated_ms)
-    return Entry(
-        key=key,
-        value=ctx.codec.decode(rec.value, text(rec.fmt)),
-        version=version,
-        create_revision=_stored_int(rec.create_revision),
-        mod_revision=_stored_int(rec.mod_revision),
-        created_at=created,
-        updated_at=updated,
-        updated_by=text(rec.updated_by),
-        expires_at=_expiry(rec.expires_ms),
-        size=len(rec.value),
+    return new_entry(
+        key,
+        ctx.codec.decode(rec.value, text(rec.fmt)),
+        version,
+        _stored_int(rec.create_revision),
+        _stored_int(rec.mod_revision),
+        created,
+        updated,
+        text(rec.updated_by),
+        _expiry(rec.expires_ms),
+        len(rec.value),
     )
 
 
@@ -385,17 +386,17 @@ def item_entry(ctx: Context, key: str, source: Any, rec: ItemRecord) -> Entry:
 def _item_entry(ctx: Context, key: str, source: Any, rec: ItemRecord) -> Entry:
     value = ctx.codec.decode(rec.value, text(rec.fmt)) if rec.value else source
     created, updated = times(rec.created_ms, rec.updated_ms)
-    return Entry(
-        key=key,
-        value=value,
-        version=int(rec.version),
-        create_revision=int(rec.create_revision),
-        mod_revision=int(rec.mod_revision),
-        created_at=created,
-        updated_at=updated,
-        updated_by=ctx.agent,
-        expires_at=_expiry(rec.expires_ms),
-        size=int(rec.size),
+    return new_entry(
+        key,
+        value,
+        int(rec.version),
+        int(rec.create_revision),
+        int(rec.mod_revision),
+        created,
+        updated,
+        ctx.agent,
+        _expiry(rec.expires_ms),
+        int(rec.size),
     )
 
 

@@ -242,3 +242,34 @@ def test_wheel_ships_the_scripts(tmp_path):
     for package in ("click", "rich"):
         (dep,) = (r for r in requires if r.startswith(package))
         assert dep.endswith('extra == "cli"'), dep
+
+
+def test_new_entry_builds_what_entry_builds():
+    # models.new_entry sets Entry's slots one by one (faster than its frozen __init__):
+    # every field, in Entry's order, so that a field added to Entry fails here first.
+    import dataclasses
+    import inspect
+    from datetime import UTC, datetime
+
+    from swarm_memory.models import Entry, new_entry
+
+    names = [f.name for f in dataclasses.fields(Entry)]
+    assert list(inspect.signature(new_entry).parameters) == names
+    args = [
+        "k",
+        {"v": 1},
+        3,
+        4,
+        5,
+        datetime(2026, 1, 1, tzinfo=UTC),
+        datetime(2026, 1, 2, tzinfo=UTC),
+        "agent",
+        None,
+        9,
+    ]
+    built = new_entry(*args)  # type: ignore[arg-type]
+    assert type(built) is Entry
+    assert built == Entry(*args)  # type: ignore[arg-type]
+    assert [getattr(built, n) for n in names] == args
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        built.version = 4  # type: ignore[misc]
