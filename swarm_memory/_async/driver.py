@@ -37,6 +37,7 @@ from swarm_memory._drive import (
     refused_by_acl,
     wire_args,
 )
+from swarm_memory._held import AsyncHeldConnections
 from swarm_memory._ops.effects import (
     CallUser,
     Command,
@@ -69,6 +70,8 @@ class AsyncDriver(DriverBase):
         self.direct = direct_pool(client)
         # Script calls pipelined over one connection where that is equivalent (_pipeline).
         self.pipe = AsyncScriptPipe.open(self.direct, settings)
+        # The direct path's connections (sync: kept checked out between calls, _held).
+        self.held = AsyncHeldConnections.of(self.direct) if self.direct is not None else None
 
     async def run(self, flow: Flow[T]) -> T:
         # With metrics on, the flow is timed here and its outcome counted: a wrapping
@@ -215,6 +218,8 @@ class AsyncDriver(DriverBase):
         pipelined connection)."""
         if self.pipe is not None:
             await self.pipe.aclose()
+        if self.held is not None:
+            await self.held.release_all()
         clients, self.node_clients = list(self.node_clients.values()), {}
         for client in clients:
             await client.aclose()
@@ -354,9 +359,10 @@ class AsyncDriver(DriverBase):
         packed = pack(command)
         if self.pipe is not None:
             return await self.pipe.call(command[0], packed)
-        pool = self.direct
-        conn = await pool.get_connection()
+        held = self.held
+        assert held is not None  # set with self.direct
         start = time.monotonic()
+        conn = await held.get(start)
         try:
             await conn.send_packed_command([packed])
             reply = await conn.read_response()
@@ -372,10 +378,11 @@ class AsyncDriver(DriverBase):
             )
             raise
         finally:
-            await pool.release(conn)
+            end = time.monotonic()
+            await held.put(conn, end)
         await record_operation_duration(
             command_name=command[0],
-            duration_seconds=time.monotonic() - start,
+            duration_seconds=end - start,
             server_address=getattr(conn, "host", None),
             server_port=getattr(conn, "port", None),
             db_namespace=str(conn.db),

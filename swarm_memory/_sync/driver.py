@@ -38,6 +38,7 @@ from swarm_memory._drive import (
     refused_by_acl,
     wire_args,
 )
+from swarm_memory._held import HeldConnections
 from swarm_memory._ops.effects import (
     CallUser,
     Command,
@@ -68,6 +69,8 @@ class Driver(DriverBase):
         self.direct = direct_pool(client)
         # Script calls pipelined over one connection where that is equivalent (_pipeline).
         self.pipe = ScriptPipe.open(self.direct, settings)
+        # The direct path's connections (sync: kept checked out between calls, _held).
+        self.held = HeldConnections.of(self.direct) if self.direct is not None else None
 
     def run(self, flow: Flow[T]) -> T:
         # With metrics on, the flow is timed here and its outcome counted: a wrapping
@@ -214,6 +217,8 @@ class Driver(DriverBase):
         pipelined connection)."""
         if self.pipe is not None:
             self.pipe.close()
+        if self.held is not None:
+            self.held.release_all()
         clients, self.node_clients = list(self.node_clients.values()), {}
         for client in clients:
             client.close()
@@ -353,9 +358,10 @@ class Driver(DriverBase):
         packed = pack(command)
         if self.pipe is not None:
             return self.pipe.call(command[0], packed)
-        pool = self.direct
-        conn = pool.get_connection()
+        held = self.held
+        assert held is not None  # set with self.direct
         start = time.monotonic()
+        conn = held.get(start)
         try:
             conn.send_packed_command([packed])
             reply = conn.read_response()
@@ -371,10 +377,11 @@ class Driver(DriverBase):
             )
             raise
         finally:
-            pool.release(conn)
+            end = time.monotonic()
+            held.put(conn, end)
         record_operation_duration(
             command_name=command[0],
-            duration_seconds=time.monotonic() - start,
+            duration_seconds=end - start,
             server_address=getattr(conn, "host", None),
             server_port=getattr(conn, "port", None),
             db_namespace=str(conn.db),
