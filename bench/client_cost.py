@@ -62,6 +62,15 @@ class ReplaySocket:
 
 
 def _idle_connection(client: Any) -> Any:
+    """The connection the next call will use: the one a sync client holds between its
+    script calls (``swarm_memory._held``), else the pool's one idle connection."""
+    from swarm_memory import _held
+
+    held = _held._registry.get(client.connection_pool)
+    if held is not None and held.held:
+        if len(held.held) != 1:
+            sys.exit("bench.client_cost: expected one held connection")
+        return held.held[0][0]
     idle = getattr(client.connection_pool, "_available_connections", None)
     if not idle or len(idle) != 1:
         sys.exit("bench.client_cost: expected one idle pooled connection (redis-py changed?)")
