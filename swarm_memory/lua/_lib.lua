@@ -340,17 +340,18 @@ end
 -- is an error naming `key`, never a loop. Each part advances past its colon: at most
 -- #s / 2 rounds even without the cap.
 local function unpack_list(s, key, max)
-  local out, i, len = {}, 1, #s
+  local out, n, i, len = {}, 0, 1, #s
   while i <= len do
-    if #out >= max then corrupt(key, "record has more than " .. max .. " parts") end
-    local c = string.find(s, ":", i, true)
-    if not c or c == i or c - i > 10 or not string.find(string.sub(s, i, c - 1), "^%d+$") then
-      corrupt(key, "record has a malformed length at byte " .. i)
-    end
-    local n = tonumber(string.sub(s, i, c - 1))
-    if c + n > len then corrupt(key, "record part runs past its end") end
-    out[#out + 1] = string.sub(s, c + 1, c + n)
-    i = c + n + 1
+    if n >= max then corrupt(key, "record has more than " .. max .. " parts") end
+    -- The length: 1 to 10 digits and a colon at i, read by one anchored match (a plain
+    -- find, a sub and a second find cost ~15 % more a part).
+    local digits, at = string.match(s, "^(%d%d?%d?%d?%d?%d?%d?%d?%d?%d?):()", i)
+    if not digits then corrupt(key, "record has a malformed length at byte " .. i) end
+    local last = at + tonumber(digits) - 1
+    if last > len then corrupt(key, "record part runs past its end") end
+    n = n + 1
+    out[n] = string.sub(s, at, last)
+    i = last + 1
   end
   return out
 end
@@ -929,12 +930,10 @@ local function read_lock(name, now)
   return rec, f
 end
 
-local function write_lock(name, rec)
-  if #rec.holders == 0 then
-    redis.call("HDEL", K_LOCKH, name)
-    redis.call("ZREM", K_LOCKS, name)
-    return
-  end
+-- The stored record of a lock with holders (HSET only); returns their latest expiry as
+-- text, the lock's score in K_LOCKS (which the caller writes: a release writes it first,
+-- as a refusable write, to check its type without a TYPE call).
+local function write_lock_record(name, rec)
   if #rec.holders == 1 then
     -- One holder (an exclusive lock, the common case): pack()'s text in one concatenation.
     local h, P = rec.holders[1], PACK_PREFIX
@@ -942,8 +941,7 @@ local function write_lock(name, rec)
     redis.call("HSET", K_LOCKH, name, (P[#mode] or pack_prefix(mode)) .. mode
       .. (P[#owner] or pack_prefix(owner)) .. owner .. (P[#by] or pack_prefix(by)) .. by
       .. (P[#x] or pack_prefix(x)) .. x .. (P[#token] or pack_prefix(token)) .. token)
-    redis.call("ZADD", K_LOCKS, x, name)
-    return
+    return x
   end
   local f, latest = { rec.mode }, 0
   for _, h in ipairs(rec.holders) do
@@ -952,7 +950,16 @@ local function write_lock(name, rec)
     if h.x > latest then latest = h.x end
   end
   redis.call("HSET", K_LOCKH, name, pack(f))
-  redis.call("ZADD", K_LOCKS, itos(latest), name)
+  return itos(latest)
+end
+
+local function write_lock(name, rec)
+  if #rec.holders == 0 then
+    redis.call("HDEL", K_LOCKH, name)
+    redis.call("ZREM", K_LOCKS, name)
+    return
+  end
+  redis.call("ZADD", K_LOCKS, write_lock_record(name, rec), name)
 end
 
 -- The newest token among live holders (0 when free).

@@ -117,36 +117,53 @@ end
 
 if action == "release" then
   local name, owner, op_id = ARGV[5], ARGV[6], ARGV[7]
-  if read_call("HGET", K_OPS, op_id) then return { "ok" } end -- a replay: already released
   local rec = read_lock(name, now)
   local mine = holder_index(rec, owner)
-  if not mine then return not_owned_reply(rec) end
-  require_kinds({ K_LOCKS, "zset" })
+  if not mine then
+    -- A replay (this op id released the lock already: its owner is gone from the record)
+    -- or a lock this owner does not hold. Only here is the op record looked up: while the
+    -- owner still holds the lock, its release has not run (a release removes the owner
+    -- and records the op id in one call), which saves the common release an HGET.
+    if read_call("HGET", K_OPS, op_id) then return { "ok" } end
+    return not_owned_reply(rec)
+  end
   -- The first writes, each refused with nothing written when its key is corrupt, the
-  -- ones before it undone then (so no TYPE or HMGET checks them first: ~15k instructions
-  -- a release): the op record's purge index, the stats counter, the lease tie.
+  -- ones before it undone then (so no TYPE or HGET checks them first: ~25k instructions
+  -- a release): the op record's purge index, the stats counter, the lease tie, the op
+  -- record (HSETNX: an op record already there, which only corrupt data leaves, stays as
+  -- it was), and the expiry index (K_LOCKS, last: its own undo would need its old score).
   local function refused(r) return type(r) == "table" and r.err end
   local member = eph_member(agent, "l", name)
   local now_s = itos(now)
   local indexed = index_op(op_id, now_s)
   local counted = redis.pcall("HINCRBY", K_STATS, "lock_release", "1")
-  local function undo_count()
-    if counted == 1 then redis.call("HDEL", K_STATS, "lock_release") else
-      redis.call("HINCRBY", K_STATS, "lock_release", "-1") end
-  end
   if refused(counted) then
     unindex_op(op_id, indexed)
     corrupt(K_STATS, "counter lock_release is not an integer, or the key not a hash")
   end
-  if refused(redis.pcall("ZREM", K_EPH, member)) then
+  local untied = redis.pcall("ZREM", K_EPH, member)
+  local recorded = not refused(untied) and redis.pcall("HSETNX", K_OPS, op_id, "released")
+  table.remove(rec.holders, mine)
+  local latest = 0
+  for _, h in ipairs(rec.holders) do if h.x > latest then latest = h.x end end
+  local unlisted = recorded and not refused(recorded) and (latest == 0
+    and redis.pcall("ZREM", K_LOCKS, name) or redis.pcall("ZADD", K_LOCKS, itos(latest), name))
+  if not unlisted or refused(unlisted) then
     unindex_op(op_id, indexed)
-    undo_count()
-    corrupt(K_EPH, "holds the wrong type for ZREM")
+    if counted == 1 then redis.call("HDEL", K_STATS, "lock_release") else
+      redis.call("HINCRBY", K_STATS, "lock_release", "-1") end
+    if refused(untied) then corrupt(K_EPH, "holds the wrong type for ZREM") end
+    if untied == 1 then redis.call("ZADD", K_EPH, "0", member) end
+    if refused(recorded) then corrupt(K_OPS, "holds the wrong type for HSETNX") end
+    if recorded == 1 then redis.call("HDEL", K_OPS, op_id) end
+    corrupt(K_LOCKS, "holds the wrong type for " .. (latest == 0 and "ZREM" or "ZADD"))
   end
   op_indexed(op_id, now_s, indexed)
-  table.remove(rec.holders, mine)
-  write_lock(name, rec)
-  redis.call("HSET", K_OPS, op_id, "released")
+  if latest == 0 then
+    redis.call("HDEL", K_LOCKH, name)
+  else
+    write_lock_record(name, rec)
+  end
   redis.call("SPUBLISH", K_LBELL, name)
   return { "ok" }
 end
