@@ -164,7 +164,7 @@ def _lock_call(
 ) -> Flow[Fields]:
     s = ctx.settings
     args: list[str | bytes | int] = [ctx.agent, s.audit_maxlen, s.stream_maxlen, action, *extra]
-    reply = yield ScriptCall(load("lock"), ctx.keys.fixed(), args, op_id, action == "list")
+    reply = yield ScriptCall(load("lock"), ctx.keys.lock_fixed(), args, op_id, action == "list")
     return LOCK.check(reply, Failure(ctx, "lock_" + action, _NEEDS[action], key))
 
 

@@ -1,4 +1,4 @@
---! keys: meta acl stats idx lru exp events audit ops opst bell lease eph locks lockh lbell
+--! keys: meta acl stats events audit ops opst bell lease eph locks lockh lbell
 --! args: agent audit_maxlen stream_maxlen action +args
 --! returns: {"ok", ...} | {"held", holder, expires_ms, now_ms, latest} | {"not_owned", holder} | {"nons"} | {"denied", granted}
 --
