@@ -22,6 +22,7 @@ local N_FIXED = 16
 local IDENTITY_KEY
 local NOW_TIME -- the call's TIME reply, once read (server_time)
 local NOW_MS -- the same in milliseconds, once computed (now_ms)
+local NOW_US -- and in microseconds (now_ms computes both: one parse of TIME's reply)
 -- Events of one call, queued by event() and appended by publish_events().
 local PENDING_EVENTS = {}
 --- end of per-call state
@@ -52,7 +53,7 @@ local function enter(keys, args, n_fixed)
       keys[1], keys[2], keys[3], keys[4], keys[5], keys[6], keys[7], keys[8], keys[9], keys[10], keys[11]
     K_LEASE, K_EPH, K_LOCKS, K_LOCKH, K_LBELL = keys[12], keys[13], keys[14], keys[15], keys[16]
   end
-  PENDING_EVENTS, NOW_TIME, NOW_MS = {}, nil, nil
+  PENDING_EVENTS, NOW_TIME, NOW_MS, NOW_US = {}, nil, nil, nil
   IDENTITY_KEY = table.remove(args)
   if identity_refused() then
     if #keys >= N_FIXED then
@@ -229,16 +230,17 @@ local function now_ms()
   local ms = NOW_MS
   if not ms then
     local t = server_time()
-    ms = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-    NOW_MS = ms
+    local sec, us = tonumber(t[1]), tonumber(t[2])
+    ms = sec * 1000 + math.floor(us / 1000)
+    NOW_MS, NOW_US = ms, sec * 1000000 + us
   end
   return ms
 end
 
 -- Microseconds (about 1.8e15 today: exact in a Lua double until the year 2255).
 local function now_us()
-  local t = server_time()
-  return tonumber(t[1]) * 1000000 + tonumber(t[2])
+  if not NOW_US then now_ms() end
+  return NOW_US
 end
 
 -- Feed ids are "<revision>-<seq>" and XADD refuses an id at or below the stream's last
@@ -967,6 +969,27 @@ local function lock_token(rec)
   local t = 0
   for _, h in ipairs(rec.holders) do if h.token > t then t = h.token end end
   return t
+end
+
+-- The position of `owner` among a record's live holders, or nil. (This and the two
+-- replies below are library functions, not closures a lock call builds every time.)
+local function lock_holder(rec, owner)
+  for j, h in ipairs(rec.holders) do
+    if h.owner == owner then return j end
+  end
+  return nil
+end
+
+local function lock_not_owned(rec)
+  local holder = ""
+  if rec.holders[1] then holder = rec.holders[1].agent end
+  return { "not_owned", holder }
+end
+
+local function lock_busy(rec, now)
+  local newest = rec.holders[1]
+  for _, h in ipairs(rec.holders) do if h.x > newest.x then newest = h end end
+  return { "held", newest.agent, newest.x, now, lock_token(rec) }
 end
 
 -- Fenced writes are accepted only from a live exclusive holder with exactly this token: a

@@ -27,33 +27,20 @@ else
 end
 if not meta then return { "nons" } end
 -- (the namespace's stored audit limit is read when a record is added; this is the fallback)
-local NEEDS = { acquire = "write", release = "write", extend = "write", force = "admin",
-  list = "read", beat = "read", leave = "read" }
-local needed = NEEDS[action]
-if not needed then error("swarm_memory: unknown lock action " .. tostring(action)) end
-local denied = deny_reply(agent, meta[2], LEVEL_RANK[needed], "lock_" .. action, ARGV[5], nil,
-  default_audit_maxlen)
+-- The level each action needs and the name a denial is audited under: an if-chain, not a
+-- table and a concatenation built on every call.
+local needed, audited
+if action == "acquire" then needed, audited = LEVEL_RANK.write, "lock_acquire"
+elseif action == "release" then needed, audited = LEVEL_RANK.write, "lock_release"
+elseif action == "extend" then needed, audited = LEVEL_RANK.write, "lock_extend"
+elseif action == "force" then needed, audited = LEVEL_RANK.admin, "lock_force"
+elseif action == "list" then needed, audited = LEVEL_RANK.read, "lock_list"
+elseif action == "beat" then needed, audited = LEVEL_RANK.read, "lock_beat"
+elseif action == "leave" then needed, audited = LEVEL_RANK.read, "lock_leave"
+else error("swarm_memory: unknown lock action " .. tostring(action)) end
+local denied = deny_reply(agent, meta[2], needed, audited, ARGV[5], nil, default_audit_maxlen)
 if denied then return denied end
 local now = now_ms()
-
-local function holder_index(rec, owner)
-  for j, h in ipairs(rec.holders) do
-    if h.owner == owner then return j end
-  end
-  return nil
-end
-
-local function not_owned_reply(rec)
-  local holder = ""
-  if rec.holders[1] then holder = rec.holders[1].agent end
-  return { "not_owned", holder }
-end
-
-local function busy_reply(rec)
-  local newest = rec.holders[1]
-  for _, h in ipairs(rec.holders) do if h.x > newest.x then newest = h end end
-  return { "held", newest.agent, newest.x, now, lock_token(rec) }
-end
 
 if action == "acquire" then
   local name, owner = ARGV[5], ARGV[6]
@@ -64,7 +51,7 @@ if action == "acquire" then
     require_kinds({ K_EPH, "zset", K_LEASE, "zset" })
   end
   local rec = read_lock(name, now)
-  local mine = holder_index(rec, owner)
+  local mine = lock_holder(rec, owner)
   if mine then
     local h = rec.holders[mine]
     return { "ok", h.token, h.x, now }
@@ -102,7 +89,7 @@ if action == "acquire" then
     corrupt(K_STATS, "counter " .. (busy and "lock_busy" or "lock_acquire")
       .. " is not an integer, or the key not a hash")
   end
-  if busy then return busy_reply(rec) end
+  if busy then return lock_busy(rec, now) end
   redis.call("HSET", K_META, "lt", itos(token))
   rec.mode = mode
   rec.holders[#rec.holders + 1] = { owner = owner, agent = agent, x = now + ttl_ms, token = token }
@@ -118,43 +105,43 @@ end
 if action == "release" then
   local name, owner, op_id = ARGV[5], ARGV[6], ARGV[7]
   local rec = read_lock(name, now)
-  local mine = holder_index(rec, owner)
+  local mine = lock_holder(rec, owner)
   if not mine then
     -- A replay (this op id released the lock already: its owner is gone from the record)
     -- or a lock this owner does not hold. Only here is the op record looked up: while the
     -- owner still holds the lock, its release has not run (a release removes the owner
     -- and records the op id in one call), which saves the common release an HGET.
     if read_call("HGET", K_OPS, op_id) then return { "ok" } end
-    return not_owned_reply(rec)
+    return lock_not_owned(rec)
   end
   -- The first writes, each refused with nothing written when its key is corrupt, the
   -- ones before it undone then (so no TYPE or HGET checks them first: ~25k instructions
   -- a release): the op record's purge index, the stats counter, the lease tie, the op
   -- record (HSETNX: an op record already there, which only corrupt data leaves, stays as
   -- it was), and the expiry index (K_LOCKS, last: its own undo would need its old score).
-  local function refused(r) return type(r) == "table" and r.err end
+  -- Each of these commands replies with a number; a table is a refusal.
   local member = eph_member(agent, "l", name)
   local now_s = itos(now)
   local indexed = index_op(op_id, now_s)
   local counted = redis.pcall("HINCRBY", K_STATS, "lock_release", "1")
-  if refused(counted) then
+  if type(counted) == "table" then
     unindex_op(op_id, indexed)
     corrupt(K_STATS, "counter lock_release is not an integer, or the key not a hash")
   end
   local untied = redis.pcall("ZREM", K_EPH, member)
-  local recorded = not refused(untied) and redis.pcall("HSETNX", K_OPS, op_id, "released")
+  local recorded = type(untied) ~= "table" and redis.pcall("HSETNX", K_OPS, op_id, "released")
   table.remove(rec.holders, mine)
   local latest = 0
   for _, h in ipairs(rec.holders) do if h.x > latest then latest = h.x end end
-  local unlisted = recorded and not refused(recorded) and (latest == 0
+  local unlisted = recorded and type(recorded) ~= "table" and (latest == 0
     and redis.pcall("ZREM", K_LOCKS, name) or redis.pcall("ZADD", K_LOCKS, itos(latest), name))
-  if not unlisted or refused(unlisted) then
+  if not unlisted or type(unlisted) == "table" then
     unindex_op(op_id, indexed)
     if counted == 1 then redis.call("HDEL", K_STATS, "lock_release") else
       redis.call("HINCRBY", K_STATS, "lock_release", "-1") end
-    if refused(untied) then corrupt(K_EPH, "holds the wrong type for ZREM") end
+    if type(untied) == "table" then corrupt(K_EPH, "holds the wrong type for ZREM") end
     if untied == 1 then redis.call("ZADD", K_EPH, "0", member) end
-    if refused(recorded) then corrupt(K_OPS, "holds the wrong type for HSETNX") end
+    if type(recorded) == "table" then corrupt(K_OPS, "holds the wrong type for HSETNX") end
     if recorded == 1 then redis.call("HDEL", K_OPS, op_id) end
     corrupt(K_LOCKS, "holds the wrong type for " .. (latest == 0 and "ZREM" or "ZADD"))
   end
@@ -171,8 +158,8 @@ end
 if action == "extend" then
   local name, owner, ttl_ms = ARGV[5], ARGV[6], int_arg(ARGV[7], "ttl_ms")
   local rec = read_lock(name, now)
-  local mine = holder_index(rec, owner)
-  if not mine then return not_owned_reply(rec) end
+  local mine = lock_holder(rec, owner)
+  if not mine then return lock_not_owned(rec) end
   require_kinds({ K_LOCKS, "zset" })
   rec.holders[mine].x = now + ttl_ms
   write_lock(name, rec)
