@@ -61,7 +61,11 @@ def test_listing_locks_with_a_corrupt_record_is_corrupt_data_not_a_hang(env, mem
     ns.lock("L0", ttl=30, wait=0).acquire()
     env.raw.hset(keys.lock_records, "L0", "-3:")
     _corrupt(ns.locks, keys.lock_records)
-    for bad in (b"x", b"1:x", b"1:q1:a1:b2:991:1", b"1:x1:a1:b3:abc1:1", b"999999999999:x"):
+    bad_records = (
+        *(b"x", b"1:x", b"1:q1:a1:b2:991:1", b"1:x1:a1:b3:abc1:1", b"999999999999:x"),
+        *(b"1:x1:a1:b2:992:1", b"1:x1:a1:b2:99:1"),  # a part past the end, one without a length
+    )
+    for bad in bad_records:
         env.raw.hset(keys.lock_records, "L0", bad)
         _corrupt(ns.locks, keys.lock_records)
         _corrupt(lambda: ns.lock("L0", wait=0).acquire(), keys.lock_records)
