@@ -231,7 +231,7 @@ local function now_ms()
   if not ms then
     local t = server_time()
     local sec, us = tonumber(t[1]), tonumber(t[2])
-    ms = sec * 1000 + math.floor(us / 1000)
+    ms = sec * 1000 + (us - us % 1000) / 1000 -- math.floor, without a library call
     NOW_MS, NOW_US = ms, sec * 1000000 + us
   end
   return ms
@@ -916,6 +916,16 @@ end
 -- record, whatever its stored length says.
 local MAX_HOLDERS = 10000
 
+-- A holder's expiry or token: what stored_int accepts, without its type() call (a
+-- record's parts are strings; a library call costs ~0.5k instructions).
+local function lock_int(s)
+  local n = tonumber(s)
+  if n and n % 1 == 0 and n > -9007199254740992 and n < 9007199254740992 and itos(n) == s then
+    return n
+  end
+  return nil
+end
+
 local function read_lock(name, now)
   local rec = { mode = "", holders = {} }
   local raw = read_call("HGET", K_LOCKH, name)
@@ -926,7 +936,7 @@ local function read_lock(name, now)
   end
   rec.mode = f[1]
   for j = 2, #f, 4 do
-    local h = { owner = f[j], agent = f[j + 1], x = stored_int(f[j + 2]), token = stored_int(f[j + 3]) }
+    local h = { owner = f[j], agent = f[j + 1], x = lock_int(f[j + 2]), token = lock_int(f[j + 3]) }
     if not (h.x and h.token) then corrupt(K_LOCKH, "malformed lock record") end
     if h.x > now then rec.holders[#rec.holders + 1] = h else rec.expired = true end
   end
@@ -975,8 +985,9 @@ end
 -- The position of `owner` among a record's live holders, or nil. (This and the two
 -- replies below are library functions, not closures a lock call builds every time.)
 local function lock_holder(rec, owner)
-  for j, h in ipairs(rec.holders) do
-    if h.owner == owner then return j end
+  local holders = rec.holders
+  for j = 1, #holders do
+    if holders[j].owner == owner then return j end
   end
   return nil
 end

@@ -63,7 +63,7 @@ if action == "acquire" then
     local last = 0
     if stored then
       last = tonumber(stored)
-      if not last or last ~= math.floor(last) or last < 0 then
+      if not last or last % 1 ~= 0 or last < 0 then
         corrupt(K_META, "bad fencing token counter lt")
       end
     end
@@ -71,7 +71,8 @@ if action == "acquire" then
     -- last increments (DESIGN.md decision 3): it is at least the server clock in
     -- microseconds, which every earlier token trails (each took a script run of more than
     -- 1 us), so a holder from a lost history never presents a token a new holder also got.
-    token = math.max(last + 1, now_us())
+    token = now_us()
+    if token <= last then token = last + 1 end
   end
   -- Records of leases that ran out, a few per acquire (never a growing table): upkeep
   -- that stands on its own, done even if this call then fails.
@@ -119,7 +120,8 @@ if action == "release" then
   -- a release): the op record's purge index, the stats counter, the lease tie, the op
   -- record (HSETNX: an op record already there, which only corrupt data leaves, stays as
   -- it was), and the expiry index (K_LOCKS, last: its own undo would need its old score).
-  -- Each of these commands replies with a number; a table is a refusal.
+  -- Each of these but HINCRBY replies 0 or 1, anything else (a table) is a refusal:
+  -- compared as numbers, with no type() call (a library call costs ~0.5k instructions).
   local member = eph_member(agent, "l", name)
   local now_s = itos(now)
   local indexed = index_op(op_id, now_s)
@@ -129,19 +131,20 @@ if action == "release" then
     corrupt(K_STATS, "counter lock_release is not an integer, or the key not a hash")
   end
   local untied = redis.pcall("ZREM", K_EPH, member)
-  local recorded = type(untied) ~= "table" and redis.pcall("HSETNX", K_OPS, op_id, "released")
+  local recorded = (untied == 0 or untied == 1) and redis.pcall("HSETNX", K_OPS, op_id, "released")
   table.remove(rec.holders, mine)
   local latest = 0
-  for _, h in ipairs(rec.holders) do if h.x > latest then latest = h.x end end
-  local unlisted = recorded and type(recorded) ~= "table" and (latest == 0
+  local holders = rec.holders
+  for j = 1, #holders do if holders[j].x > latest then latest = holders[j].x end end
+  local unlisted = (recorded == 0 or recorded == 1) and (latest == 0
     and redis.pcall("ZREM", K_LOCKS, name) or redis.pcall("ZADD", K_LOCKS, itos(latest), name))
-  if not unlisted or type(unlisted) == "table" then
+  if unlisted ~= 0 and unlisted ~= 1 then
     unindex_op(op_id, indexed)
     if counted == 1 then redis.call("HDEL", K_STATS, "lock_release") else
       redis.call("HINCRBY", K_STATS, "lock_release", "-1") end
-    if type(untied) == "table" then corrupt(K_EPH, "holds the wrong type for ZREM") end
+    if untied ~= 0 and untied ~= 1 then corrupt(K_EPH, "holds the wrong type for ZREM") end
     if untied == 1 then redis.call("ZADD", K_EPH, "0", member) end
-    if type(recorded) == "table" then corrupt(K_OPS, "holds the wrong type for HSETNX") end
+    if recorded ~= 0 and recorded ~= 1 then corrupt(K_OPS, "holds the wrong type for HSETNX") end
     if recorded == 1 then redis.call("HDEL", K_OPS, op_id) end
     corrupt(K_LOCKS, "holds the wrong type for " .. (latest == 0 and "ZREM" or "ZADD"))
   end
