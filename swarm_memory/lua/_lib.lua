@@ -53,8 +53,13 @@ local function enter(keys, args, n_fixed)
       keys[1], keys[2], keys[3], keys[4], keys[5], keys[6], keys[7], keys[8], keys[9], keys[10], keys[11]
     K_LEASE, K_EPH, K_LOCKS, K_LOCKH, K_LBELL = keys[12], keys[13], keys[14], keys[15], keys[16]
   end
-  PENDING_EVENTS, NOW_TIME, NOW_MS, NOW_US = {}, nil, nil, nil
-  IDENTITY_KEY = table.remove(args)
+  -- The queue is emptied by publish_events; only a call that failed before it leaves
+  -- events behind, so the empty table is kept rather than made anew for every call.
+  if PENDING_EVENTS[1] then PENDING_EVENTS = {} end
+  NOW_TIME, NOW_MS, NOW_US = nil, nil, nil
+  local n = #args -- table.remove, without the library call
+  IDENTITY_KEY = args[n]
+  args[n] = nil
   if identity_refused() then
     if #keys >= N_FIXED then
       -- A namespace script (agent = ARGV[1]): count and audit the denial where the calling
