@@ -164,8 +164,14 @@ def _lock_call(
 ) -> Flow[Fields]:
     s = ctx.settings
     args: list[str | bytes | int] = [ctx.agent, s.audit_maxlen, s.stream_maxlen, action, *extra]
-    reply = yield ScriptCall(load("lock"), ctx.keys.fixed(), args, op_id, action == "list")
-    return LOCK.check(reply, Failure(ctx, "lock_" + action, _NEEDS[action], key))
+    reply = yield ScriptCall(load("lock"), ctx.keys.lock_fixed(), args, op_id, action == "list")
+    # The Failure (what an error names) only when the reply is one.
+    f = LOCK.passed(reply)
+    return (
+        f
+        if f is not None
+        else LOCK.check(reply, Failure(ctx, "lock_" + action, _NEEDS[action], key))
+    )
 
 
 # ------------------------------------------------------------------------------ locks

@@ -22,6 +22,7 @@ local N_FIXED = 16
 local IDENTITY_KEY
 local NOW_TIME -- the call's TIME reply, once read (server_time)
 local NOW_MS -- the same in milliseconds, once computed (now_ms)
+local NOW_US -- and in microseconds (now_ms computes both: one parse of TIME's reply)
 -- Events of one call, queued by event() and appended by publish_events().
 local PENDING_EVENTS = {}
 --- end of per-call state
@@ -52,8 +53,13 @@ local function enter(keys, args, n_fixed)
       keys[1], keys[2], keys[3], keys[4], keys[5], keys[6], keys[7], keys[8], keys[9], keys[10], keys[11]
     K_LEASE, K_EPH, K_LOCKS, K_LOCKH, K_LBELL = keys[12], keys[13], keys[14], keys[15], keys[16]
   end
-  PENDING_EVENTS, NOW_TIME, NOW_MS = {}, nil, nil
-  IDENTITY_KEY = table.remove(args)
+  -- The queue is emptied by publish_events; only a call that failed before it leaves
+  -- events behind, so the empty table is kept rather than made anew for every call.
+  if PENDING_EVENTS[1] then PENDING_EVENTS = {} end
+  NOW_TIME, NOW_MS, NOW_US = nil, nil, nil
+  local n = #args -- table.remove, without the library call
+  IDENTITY_KEY = args[n]
+  args[n] = nil
   if identity_refused() then
     if #keys >= N_FIXED then
       -- A namespace script (agent = ARGV[1]): count and audit the denial where the calling
@@ -229,16 +235,17 @@ local function now_ms()
   local ms = NOW_MS
   if not ms then
     local t = server_time()
-    ms = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-    NOW_MS = ms
+    local sec, us = tonumber(t[1]), tonumber(t[2])
+    ms = sec * 1000 + (us - us % 1000) / 1000 -- math.floor, without a library call
+    NOW_MS, NOW_US = ms, sec * 1000000 + us
   end
   return ms
 end
 
 -- Microseconds (about 1.8e15 today: exact in a Lua double until the year 2255).
 local function now_us()
-  local t = server_time()
-  return tonumber(t[1]) * 1000000 + tonumber(t[2])
+  if not NOW_US then now_ms() end
+  return NOW_US
 end
 
 -- Feed ids are "<revision>-<seq>" and XADD refuses an id at or below the stream's last
@@ -340,17 +347,19 @@ end
 -- is an error naming `key`, never a loop. Each part advances past its colon: at most
 -- #s / 2 rounds even without the cap.
 local function unpack_list(s, key, max)
-  local out, i, len = {}, 1, #s
+  local out, n, i, len = {}, 0, 1, #s
   while i <= len do
-    if #out >= max then corrupt(key, "record has more than " .. max .. " parts") end
-    local c = string.find(s, ":", i, true)
-    if not c or c == i or c - i > 10 or not string.find(string.sub(s, i, c - 1), "^%d+$") then
-      corrupt(key, "record has a malformed length at byte " .. i)
-    end
-    local n = tonumber(string.sub(s, i, c - 1))
-    if c + n > len then corrupt(key, "record part runs past its end") end
-    out[#out + 1] = string.sub(s, c + 1, c + n)
-    i = c + n + 1
+    if n >= max then corrupt(key, "record has more than " .. max .. " parts") end
+    -- The length: 1 to 10 digits and a colon at i, read by one anchored match and used
+    -- as a number by arithmetic (a plain find, a sub, a second find and tonumber cost
+    -- ~1.5x as much a part: every library function call counts here).
+    local digits, at = string.match(s, "^(%d+):()", i)
+    if not digits or #digits > 10 then corrupt(key, "record has a malformed length at byte " .. i) end
+    local last = at + digits - 1
+    if last > len then corrupt(key, "record part runs past its end") end
+    n = n + 1
+    out[n] = string.sub(s, at, last)
+    i = last + 1
   end
   return out
 end
@@ -912,6 +921,16 @@ end
 -- record, whatever its stored length says.
 local MAX_HOLDERS = 10000
 
+-- A holder's expiry or token: what stored_int accepts, without its type() call (a
+-- record's parts are strings; a library call costs ~0.5k instructions).
+local function lock_int(s)
+  local n = tonumber(s)
+  if n and n % 1 == 0 and n > -9007199254740992 and n < 9007199254740992 and itos(n) == s then
+    return n
+  end
+  return nil
+end
+
 local function read_lock(name, now)
   local rec = { mode = "", holders = {} }
   local raw = read_call("HGET", K_LOCKH, name)
@@ -922,19 +941,17 @@ local function read_lock(name, now)
   end
   rec.mode = f[1]
   for j = 2, #f, 4 do
-    local h = { owner = f[j], agent = f[j + 1], x = stored_int(f[j + 2]), token = stored_int(f[j + 3]) }
+    local h = { owner = f[j], agent = f[j + 1], x = lock_int(f[j + 2]), token = lock_int(f[j + 3]) }
     if not (h.x and h.token) then corrupt(K_LOCKH, "malformed lock record") end
     if h.x > now then rec.holders[#rec.holders + 1] = h else rec.expired = true end
   end
   return rec, f
 end
 
-local function write_lock(name, rec)
-  if #rec.holders == 0 then
-    redis.call("HDEL", K_LOCKH, name)
-    redis.call("ZREM", K_LOCKS, name)
-    return
-  end
+-- The stored record of a lock with holders (HSET only); returns their latest expiry as
+-- text, the lock's score in K_LOCKS (which the caller writes: a release writes it first,
+-- as a refusable write, to check its type without a TYPE call).
+local function write_lock_record(name, rec)
   if #rec.holders == 1 then
     -- One holder (an exclusive lock, the common case): pack()'s text in one concatenation.
     local h, P = rec.holders[1], PACK_PREFIX
@@ -942,8 +959,7 @@ local function write_lock(name, rec)
     redis.call("HSET", K_LOCKH, name, (P[#mode] or pack_prefix(mode)) .. mode
       .. (P[#owner] or pack_prefix(owner)) .. owner .. (P[#by] or pack_prefix(by)) .. by
       .. (P[#x] or pack_prefix(x)) .. x .. (P[#token] or pack_prefix(token)) .. token)
-    redis.call("ZADD", K_LOCKS, x, name)
-    return
+    return x
   end
   local f, latest = { rec.mode }, 0
   for _, h in ipairs(rec.holders) do
@@ -952,7 +968,16 @@ local function write_lock(name, rec)
     if h.x > latest then latest = h.x end
   end
   redis.call("HSET", K_LOCKH, name, pack(f))
-  redis.call("ZADD", K_LOCKS, itos(latest), name)
+  return itos(latest)
+end
+
+local function write_lock(name, rec)
+  if #rec.holders == 0 then
+    redis.call("HDEL", K_LOCKH, name)
+    redis.call("ZREM", K_LOCKS, name)
+    return
+  end
+  redis.call("ZADD", K_LOCKS, write_lock_record(name, rec), name)
 end
 
 -- The newest token among live holders (0 when free).
@@ -960,6 +985,28 @@ local function lock_token(rec)
   local t = 0
   for _, h in ipairs(rec.holders) do if h.token > t then t = h.token end end
   return t
+end
+
+-- The position of `owner` among a record's live holders, or nil. (This and the two
+-- replies below are library functions, not closures a lock call builds every time.)
+local function lock_holder(rec, owner)
+  local holders = rec.holders
+  for j = 1, #holders do
+    if holders[j].owner == owner then return j end
+  end
+  return nil
+end
+
+local function lock_not_owned(rec)
+  local holder = ""
+  if rec.holders[1] then holder = rec.holders[1].agent end
+  return { "not_owned", holder }
+end
+
+local function lock_busy(rec, now)
+  local newest = rec.holders[1]
+  for _, h in ipairs(rec.holders) do if h.x > newest.x then newest = h end end
+  return { "held", newest.agent, newest.x, now, lock_token(rec) }
 end
 
 -- Fenced writes are accepted only from a live exclusive holder with exactly this token: a

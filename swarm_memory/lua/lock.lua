@@ -1,4 +1,4 @@
---! keys: meta acl stats idx lru exp events audit ops opst bell lease eph locks lockh lbell
+--! keys: meta acl stats events audit ops opst bell lease eph locks lockh lbell
 --! args: agent audit_maxlen stream_maxlen action +args
 --! returns: {"ok", ...} | {"held", holder, expires_ms, now_ms, latest} | {"not_owned", holder} | {"nons"} | {"denied", granted}
 --
@@ -27,33 +27,20 @@ else
 end
 if not meta then return { "nons" } end
 -- (the namespace's stored audit limit is read when a record is added; this is the fallback)
-local NEEDS = { acquire = "write", release = "write", extend = "write", force = "admin",
-  list = "read", beat = "read", leave = "read" }
-local needed = NEEDS[action]
-if not needed then error("swarm_memory: unknown lock action " .. tostring(action)) end
-local denied = deny_reply(agent, meta[2], LEVEL_RANK[needed], "lock_" .. action, ARGV[5], nil,
-  default_audit_maxlen)
+-- The level each action needs and the name a denial is audited under: an if-chain, not a
+-- table and a concatenation built on every call.
+local needed, audited
+if action == "acquire" then needed, audited = LEVEL_RANK.write, "lock_acquire"
+elseif action == "release" then needed, audited = LEVEL_RANK.write, "lock_release"
+elseif action == "extend" then needed, audited = LEVEL_RANK.write, "lock_extend"
+elseif action == "force" then needed, audited = LEVEL_RANK.admin, "lock_force"
+elseif action == "list" then needed, audited = LEVEL_RANK.read, "lock_list"
+elseif action == "beat" then needed, audited = LEVEL_RANK.read, "lock_beat"
+elseif action == "leave" then needed, audited = LEVEL_RANK.read, "lock_leave"
+else error("swarm_memory: unknown lock action " .. tostring(action)) end
+local denied = deny_reply(agent, meta[2], needed, audited, ARGV[5], nil, default_audit_maxlen)
 if denied then return denied end
 local now = now_ms()
-
-local function holder_index(rec, owner)
-  for j, h in ipairs(rec.holders) do
-    if h.owner == owner then return j end
-  end
-  return nil
-end
-
-local function not_owned_reply(rec)
-  local holder = ""
-  if rec.holders[1] then holder = rec.holders[1].agent end
-  return { "not_owned", holder }
-end
-
-local function busy_reply(rec)
-  local newest = rec.holders[1]
-  for _, h in ipairs(rec.holders) do if h.x > newest.x then newest = h end end
-  return { "held", newest.agent, newest.x, now, lock_token(rec) }
-end
 
 if action == "acquire" then
   local name, owner = ARGV[5], ARGV[6]
@@ -64,7 +51,7 @@ if action == "acquire" then
     require_kinds({ K_EPH, "zset", K_LEASE, "zset" })
   end
   local rec = read_lock(name, now)
-  local mine = holder_index(rec, owner)
+  local mine = lock_holder(rec, owner)
   if mine then
     local h = rec.holders[mine]
     return { "ok", h.token, h.x, now }
@@ -76,7 +63,7 @@ if action == "acquire" then
     local last = 0
     if stored then
       last = tonumber(stored)
-      if not last or last ~= math.floor(last) or last < 0 then
+      if not last or last % 1 ~= 0 or last < 0 then
         corrupt(K_META, "bad fencing token counter lt")
       end
     end
@@ -84,7 +71,8 @@ if action == "acquire" then
     -- last increments (DESIGN.md decision 3): it is at least the server clock in
     -- microseconds, which every earlier token trails (each took a script run of more than
     -- 1 us), so a holder from a lost history never presents a token a new holder also got.
-    token = math.max(last + 1, now_us())
+    token = now_us()
+    if token <= last then token = last + 1 end
   end
   -- Records of leases that ran out, a few per acquire (never a growing table): upkeep
   -- that stands on its own, done even if this call then fails.
@@ -102,7 +90,7 @@ if action == "acquire" then
     corrupt(K_STATS, "counter " .. (busy and "lock_busy" or "lock_acquire")
       .. " is not an integer, or the key not a hash")
   end
-  if busy then return busy_reply(rec) end
+  if busy then return lock_busy(rec, now) end
   redis.call("HSET", K_META, "lt", itos(token))
   rec.mode = mode
   rec.holders[#rec.holders + 1] = { owner = owner, agent = agent, x = now + ttl_ms, token = token }
@@ -117,36 +105,55 @@ end
 
 if action == "release" then
   local name, owner, op_id = ARGV[5], ARGV[6], ARGV[7]
-  if read_call("HGET", K_OPS, op_id) then return { "ok" } end -- a replay: already released
   local rec = read_lock(name, now)
-  local mine = holder_index(rec, owner)
-  if not mine then return not_owned_reply(rec) end
-  require_kinds({ K_LOCKS, "zset" })
+  local mine = lock_holder(rec, owner)
+  if not mine then
+    -- A replay (this op id released the lock already: its owner is gone from the record)
+    -- or a lock this owner does not hold. Only here is the op record looked up: while the
+    -- owner still holds the lock, its release has not run (a release removes the owner
+    -- and records the op id in one call), which saves the common release an HGET.
+    if read_call("HGET", K_OPS, op_id) then return { "ok" } end
+    return lock_not_owned(rec)
+  end
   -- The first writes, each refused with nothing written when its key is corrupt, the
-  -- ones before it undone then (so no TYPE or HMGET checks them first: ~15k instructions
-  -- a release): the op record's purge index, the stats counter, the lease tie.
-  local function refused(r) return type(r) == "table" and r.err end
+  -- ones before it undone then (so no TYPE or HGET checks them first: ~25k instructions
+  -- a release): the op record's purge index, the stats counter, the lease tie, the op
+  -- record (HSETNX: an op record already there, which only corrupt data leaves, stays as
+  -- it was), and the expiry index (K_LOCKS, last: its own undo would need its old score).
+  -- Each of these but HINCRBY replies 0 or 1, anything else (a table) is a refusal:
+  -- compared as numbers, with no type() call (a library call costs ~0.5k instructions).
   local member = eph_member(agent, "l", name)
   local now_s = itos(now)
   local indexed = index_op(op_id, now_s)
   local counted = redis.pcall("HINCRBY", K_STATS, "lock_release", "1")
-  local function undo_count()
-    if counted == 1 then redis.call("HDEL", K_STATS, "lock_release") else
-      redis.call("HINCRBY", K_STATS, "lock_release", "-1") end
-  end
-  if refused(counted) then
+  if type(counted) == "table" then
     unindex_op(op_id, indexed)
     corrupt(K_STATS, "counter lock_release is not an integer, or the key not a hash")
   end
-  if refused(redis.pcall("ZREM", K_EPH, member)) then
+  local untied = redis.pcall("ZREM", K_EPH, member)
+  local recorded = (untied == 0 or untied == 1) and redis.pcall("HSETNX", K_OPS, op_id, "released")
+  table.remove(rec.holders, mine)
+  local latest = 0
+  local holders = rec.holders
+  for j = 1, #holders do if holders[j].x > latest then latest = holders[j].x end end
+  local unlisted = (recorded == 0 or recorded == 1) and (latest == 0
+    and redis.pcall("ZREM", K_LOCKS, name) or redis.pcall("ZADD", K_LOCKS, itos(latest), name))
+  if unlisted ~= 0 and unlisted ~= 1 then
     unindex_op(op_id, indexed)
-    undo_count()
-    corrupt(K_EPH, "holds the wrong type for ZREM")
+    if counted == 1 then redis.call("HDEL", K_STATS, "lock_release") else
+      redis.call("HINCRBY", K_STATS, "lock_release", "-1") end
+    if untied ~= 0 and untied ~= 1 then corrupt(K_EPH, "holds the wrong type for ZREM") end
+    if untied == 1 then redis.call("ZADD", K_EPH, "0", member) end
+    if recorded ~= 0 and recorded ~= 1 then corrupt(K_OPS, "holds the wrong type for HSETNX") end
+    if recorded == 1 then redis.call("HDEL", K_OPS, op_id) end
+    corrupt(K_LOCKS, "holds the wrong type for " .. (latest == 0 and "ZREM" or "ZADD"))
   end
   op_indexed(op_id, now_s, indexed)
-  table.remove(rec.holders, mine)
-  write_lock(name, rec)
-  redis.call("HSET", K_OPS, op_id, "released")
+  if latest == 0 then
+    redis.call("HDEL", K_LOCKH, name)
+  else
+    write_lock_record(name, rec)
+  end
   redis.call("SPUBLISH", K_LBELL, name)
   return { "ok" }
 end
@@ -154,8 +161,8 @@ end
 if action == "extend" then
   local name, owner, ttl_ms = ARGV[5], ARGV[6], int_arg(ARGV[7], "ttl_ms")
   local rec = read_lock(name, now)
-  local mine = holder_index(rec, owner)
-  if not mine then return not_owned_reply(rec) end
+  local mine = lock_holder(rec, owner)
+  if not mine then return lock_not_owned(rec) end
   require_kinds({ K_LOCKS, "zset" })
   rec.holders[mine].x = now + ttl_ms
   write_lock(name, rec)

@@ -61,7 +61,11 @@ def test_listing_locks_with_a_corrupt_record_is_corrupt_data_not_a_hang(env, mem
     ns.lock("L0", ttl=30, wait=0).acquire()
     env.raw.hset(keys.lock_records, "L0", "-3:")
     _corrupt(ns.locks, keys.lock_records)
-    for bad in (b"x", b"1:x", b"1:q1:a1:b2:991:1", b"1:x1:a1:b3:abc1:1", b"999999999999:x"):
+    bad_records = (
+        *(b"x", b"1:x", b"1:q1:a1:b2:991:1", b"1:x1:a1:b3:abc1:1", b"999999999999:x"),
+        *(b"1:x1:a1:b2:992:1", b"1:x1:a1:b2:99:1"),  # a part past the end, one without a length
+    )
+    for bad in bad_records:
         env.raw.hset(keys.lock_records, "L0", bad)
         _corrupt(ns.locks, keys.lock_records)
         _corrupt(lambda: ns.lock("L0", wait=0).acquire(), keys.lock_records)
@@ -378,6 +382,56 @@ def test_an_undo_keeps_an_op_id_the_purge_index_already_held(env, mem, keys):
     for op in ("OPU", release_op):
         score = env.raw.zscore(keys.ops_time, op)
         assert score is not None and score > 5, op
+
+
+# (key, what it becomes): every key a lock release writes without reading it first
+RELEASE_WRONG_TYPES = [
+    ("ops_time", "hash"),
+    ("stats", "zset"),
+    ("eph", "string"),
+    ("ops", "string"),
+    ("locks", "string"),
+    ("locks", "hash"),
+]
+
+
+@pytest.mark.parametrize("name, kind", RELEASE_WRONG_TYPES)
+def test_a_release_refused_by_a_wrong_typed_key_writes_nothing(env, mem, keys, name, kind):
+    """A release checks no key's type before it writes (lock.lua): its first writes (the
+    op id's purge index, the stats counter, the lease tie, the op record, the expiry
+    index) are each refused on a key of the wrong type, and the ones before undone, so a
+    corrupt key fails the release with nothing written, and after repair the same
+    release (its op id) applies once. Under a lease, so the lease tie is undone too."""
+    lease = mem.lease(30)
+    try:
+        ns = mem.namespace("team")
+        lock = ns.lock("L", wait=0)
+        lock.acquire()
+        ns.lock("L2", wait=0).acquire()  # the counters and indexes hold something to undo to
+        key = getattr(keys, name)
+        kept = env.raw.dump(key)
+        env.raw.delete(key)
+        if kind == "string":
+            env.raw.set(key, "x")
+        elif kind == "hash":
+            env.raw.hset(key, "x", "y")
+        else:
+            env.raw.zadd(key, {"x": 1})
+        before = env.snapshot()
+        _corrupt(lock.release, key)
+        assert env.snapshot() == before
+        env.raw.delete(key)
+        if kept is not None:
+            env.raw.restore(key, 0, kept)
+        released = int(env.raw.hget(keys.stats, "lock_release") or 0)
+        lock.release()
+        assert env.raw.hget(keys.lock_records, "L") is None
+        assert env.raw.zscore(keys.locks, "L") is None
+        assert env.raw.zscore(keys.locks, "L2") is not None
+        assert int(env.raw.hget(keys.stats, "lock_release")) == released + 1
+        assert env.raw.zrange(keys.eph, 0, -1) == [b"planner\0lL2"]
+    finally:
+        lease.stop(release=False)
 
 
 def test_a_refused_write_purges_no_op_records_either(env, mem):

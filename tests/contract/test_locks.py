@@ -16,6 +16,7 @@ from swarm_memory import (
     LockTimeout,
     PermissionDenied,
 )
+from swarm_memory.keys import NamespaceKeys
 from tests.support import drain
 
 
@@ -402,3 +403,25 @@ def test_lock_counters_in_stats(mem, ns):
     stats = ns.stats()
     assert (stats["lock_acquire"], stats["lock_release"], stats["lock_busy"]) == (1, 1, 1)
     assert stats["fence_rejected"] == 1
+
+
+def test_a_replayed_release_returns_its_first_outcome_and_counts_once(env, ns):
+    """A release retried after its reply was lost (the same op id) finds its owner gone
+    from the record and its op id recorded: "ok", nothing changes (lock.lua looks the op
+    id up only when the owner holds nothing). A handle whose owner holds nothing and has
+    released nothing is refused."""
+    keys = NamespaceKeys.of(env.prefix, "team")
+    lock = ns.lock("job", ttl=5)
+    lock.acquire()
+    lock.release()
+    after = env.snapshot()
+    lock.release()  # the same op id: a replay
+    assert env.snapshot() == after
+    assert env.raw.hget(keys.stats, "lock_release") == b"1"
+    other = ns.lock("job", ttl=5)
+    other.acquire()
+    with pytest.raises(LockNotOwned):
+        ns.lock("job", ttl=5).release()  # no acquisition: an owner that holds nothing
+    lock.release()  # a replay still, though someone else holds the lock now
+    assert ns.locks()[0].token == other.token
+    other.release()

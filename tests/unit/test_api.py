@@ -142,6 +142,15 @@ def test_every_script_has_a_header_the_loader_checks():
                 "meta", "acl", "stats", "idx", "exp", "audit", "lease",
             ]  # fmt: skip
             continue
+        if name == "lock":  # the thirteen it uses, in NamespaceKeys.lock_fixed's order
+            nk = NamespaceKeys.of("sm", "team")
+            lock_keys = (
+                "meta", "acl", "stats", "events", "audit", "ops", "opst", "bell",
+                "lease", "eph", "locks", "lockh", "lbell",
+            )  # fmt: skip
+            assert fixed == lock_keys
+            assert tuple(k[len(nk.base) :] for k in nk.lock_fixed()) == lock_keys
+            continue
         if name == "graph":
             gk = GraphKeys.of("sm", "team")
             assert [k[len(gk.base) :] for k in gk.fixed()] == [
