@@ -32,6 +32,7 @@ from typing import Any, Protocol
 import redis
 
 from swarm_memory.keys import (
+    ACL_MARK,
     InboxKeys,
     NamespaceKeys,
     PresenceKeys,
@@ -71,7 +72,11 @@ def read_maps(client: Any, prefix: str = "sm") -> list[NamespaceMap]:
         default = client.hget(keys.meta, "dp")
         if default is None:
             continue  # being created or deleted
-        perms = {_text(a): _text(lvl) for a, lvl in client.hgetall(keys.acl).items()}
+        perms = {
+            _text(a): _text(lvl)
+            for a, lvl in client.hgetall(keys.acl).items()
+            if _text(a) != ACL_MARK  # the namespace's default level, no agent
+        }
         maps.append(NamespaceMap(name, _text(default), perms))
     return maps
 

@@ -20,6 +20,10 @@ from swarm_memory.errors import InvalidName
 # metric-free logs and in ACL user names. No glob characters, no braces, no whitespace.
 _NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:@/+=-]{0,127}")
 MAX_NAME_LEN = 128
+# The field of a namespace's ACL hash that is no agent (no name starts with "#"): it
+# holds the namespace's default level while the namespace is live, for the read script
+# (ACL_MARK in lua/_lib.lua). Readers of the hash's agents skip it.
+ACL_MARK = "#"
 
 
 def _name_problem(name: object) -> str | None:

@@ -34,6 +34,19 @@ local function store_cfg()
   redis.call("HSET", K_META, "cfg", table.concat(v, ",", 1, #CFG_FIELDS))
 end
 
+-- The ACL hash's marker (ACL_MARK in _lib.lua): the default level while the namespace is
+-- live, written after every change of the namespace's configuration or permissions.
+local function mark_acl()
+  local dp = redis.call("HGET", K_META, "dp")
+  if dp then redis.call("HSET", K_ACL, ACL_MARK, dp) else redis.call("HDEL", K_ACL, ACL_MARK) end
+end
+
+-- An agent name the client would have refused (keys.py): never one that starts with the
+-- marker's "#", which no grant or revoke may touch.
+local function check_agent_name(name)
+  if string.sub(name, 1, 1) == ACL_MARK then error("swarm_memory: bad agent name " .. name) end
+end
+
 if action == "create" then
   local state = read_call("HGET", K_META, "state")
   if state == "live" then return { "exists" } end
@@ -59,10 +72,12 @@ if action == "create" then
   i = i + 1
   while i <= #ARGV do
     if not LEVEL_RANK[ARGV[i + 1]] then error("swarm_memory: unknown level " .. ARGV[i + 1]) end
+    check_agent_name(ARGV[i])
     redis.call("HSET", K_ACL, ARGV[i], ARGV[i + 1])
     i = i + 2
   end
   redis.call("HSET", K_ACL, agent, "admin") -- the creator administers what it created
+  mark_acl()
   event("ns_create")
   publish_events(stream_maxlen, 1, agent, now)
   audit(audit_maxlen, agent, "ns_create", "", "", "ok", 1)
@@ -76,7 +91,11 @@ if not meta then return { "nons" } end
 if action == "info" then
   local denied = deny_reply(agent, meta[2], LEVEL_RANK.read, "ns_info", nil, audit_maxlen)
   if denied then return denied end
-  return { "ok", redis.call("HGETALL", K_META), redis.call("HGETALL", K_ACL), redis.call("HGETALL", K_STATS) }
+  local acl, shown = redis.call("HGETALL", K_ACL), {}
+  for j = 1, #acl, 2 do
+    if acl[j] ~= ACL_MARK then shown[#shown + 1], shown[#shown + 2] = acl[j], acl[j + 1] end
+  end
+  return { "ok", redis.call("HGETALL", K_META), shown, redis.call("HGETALL", K_STATS) }
 end
 
 local denied = deny_reply(agent, meta[2], LEVEL_RANK.admin, "ns_" .. action, nil, audit_maxlen)
@@ -92,7 +111,7 @@ local function keeps_an_admin(changes, default_level)
   for j = 1, #acl, 2 do
     local lv = acl[j + 1]
     if changes[acl[j]] ~= nil then lv = changes[acl[j]] end
-    if lv == "admin" then return true end
+    if lv == "admin" and acl[j] ~= ACL_MARK then return true end -- (the marker is no agent)
   end
   for name, lv in pairs(changes) do
     if lv == "admin" then return true end
@@ -132,26 +151,34 @@ if action == "update" then
   -- Namespaces created before META_ENCODING get it with their next update.
   redis.call("HSET", K_META, "enc", META_ENCODING, unpack(fields))
   store_cfg() -- also a namespace created before "cfg" existed gets it now
+  mark_acl() -- and one created before the ACL marker, the marker
   etype = "ns_update"
 elseif action == "grant" then
   local changes = {}
   for i = 5, #ARGV, 2 do
     if not LEVEL_RANK[ARGV[i + 1]] then error("swarm_memory: unknown level " .. ARGV[i + 1]) end
+    check_agent_name(ARGV[i])
     changes[ARGV[i]] = ARGV[i + 1]
   end
   if not keeps_an_admin(changes, meta[2]) then return { "last_admin" } end
   for name, lv in pairs(changes) do redis.call("HSET", K_ACL, name, lv) end
+  mark_acl()
   etype = "ns_grant"
 elseif action == "revoke" then
   local changes = {}
-  for i = 5, #ARGV do changes[ARGV[i]] = false end
+  for i = 5, #ARGV do
+    check_agent_name(ARGV[i])
+    changes[ARGV[i]] = false
+  end
   if not keeps_an_admin(changes, meta[2]) then return { "last_admin" } end
   local removed = 0
   for i = 5, #ARGV do removed = removed + redis.call("HDEL", K_ACL, ARGV[i]) end
   if removed == 0 then return { "ok", tonumber(redis.call("HGET", K_META, "rev")) } end
+  mark_acl()
   etype = "ns_revoke"
 elseif action == "delete" then
   redis.call("HSET", K_META, "state", "deleting")
+  redis.call("HDEL", K_ACL, ACL_MARK) -- reads go by the state now: "deleting" is not live
   etype = "ns_delete"
 else
   error("swarm_memory: unknown namespace action " .. tostring(action))

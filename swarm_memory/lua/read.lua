@@ -12,11 +12,10 @@
 --   history 1 item             -> {"ok", due, entry (current), field, value, ...} (raw HGETALL)
 --   page  ARGV after, upto, n  -> {"ok", due, last_scanned, key...}  (lexicographic, live only)
 local agent, audit_maxlen, action = ARGV[1], int_arg(ARGV[2], "audit_maxlen"), ARGV[3]
-local meta = load_access()
-if not meta then return { "nons" } end
+local have = read_access(agent) -- (one HMGET of the ACL hash while it has its marker)
+if not have then return { "nons" } end
 -- A denial's record is kept as the namespace's retention says (nil: read it then).
-local denied = deny_reply(agent, meta[2], LEVEL_RANK.read, action, nil, nil, audit_maxlen)
-if denied then return denied end
+if have < LEVEL_RANK.read then return denial(agent, have, action, nil, nil, audit_maxlen) end
 -- The clock is read when something is compared with it (now_ms: once per call): a get
 -- of entries that do not expire, in a namespace without expiring entries or leases,
 -- reads no TIME.

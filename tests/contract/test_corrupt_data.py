@@ -279,7 +279,9 @@ WRONG_TYPES = [
     ("ops_time", "hash", ["put", "broadcast"]),
     ("ops", "string", ["put", "broadcast"]),
     ("acl", "string", ["put", "get", "grant"]),
-    ("meta", "zset", ["put", "get", "lock", "broadcast"]),
+    # A read takes the namespace's default level from the ACL hash's marker while it has
+    # one (ACL_MARK, lua/_lib.lua), never reading meta: see the test after this one.
+    ("meta", "zset", ["put", "lock", "broadcast"]),
     ("history", "string", ["put", "history"]),
 ]
 
@@ -322,6 +324,27 @@ def test_a_key_of_the_wrong_type_fails_the_call_before_anything_is_written(  # n
     entry = ns.put("new", 1, op_id="OPX")
     assert entry.version == 1
     assert ns.put("new", 1, op_id="OPX").version == 1  # a replay: the first outcome
+
+
+def test_a_read_goes_by_the_acl_marker_and_without_it_by_meta(env, mem, keys):
+    """A read takes the default level from the ACL hash's marker ("#", lua/_lib.lua
+    read_access) while it has one, and meta is not read: a meta of the wrong type is
+    then no reason to fail it. A namespace without the marker (stored by an earlier
+    version) is read by its meta as before, and the wrong type is CorruptData."""
+    ns = mem.namespace("team")
+    ns.put("k1", 1)
+    saved = env.raw.dump(keys.meta)
+    env.raw.delete(keys.meta)
+    env.raw.zadd(keys.meta, {"x": 1})
+    entry = ns.get("k1")
+    assert entry is not None and entry.value == 1
+    env.raw.hdel(keys.acl, "#")
+    before = env.snapshot()
+    _corrupt(lambda: ns.get("k1"), keys.meta)
+    assert env.snapshot() == before
+    env.raw.delete(keys.meta)
+    env.raw.restore(keys.meta, 0, saved)
+    assert ns.get("k1") is not None
 
 
 def test_a_wrong_typed_order_index_is_not_read_or_written_outside_evict_oldest(env, mem, keys):

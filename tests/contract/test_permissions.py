@@ -99,3 +99,52 @@ def test_denials_are_counted_and_audited(env, mems):
     audit = env.raw.xrange(f"{env.prefix}:{{team}}:audit")
     denial = [f for _id, f in audit if f[b"out"] == b"denied"]
     assert denial and denial[-1][b"a"] == b"nobody" and denial[-1][b"act"] == b"get"
+
+
+def _marker(env, name="team"):
+    from swarm_memory.keys import ACL_MARK, NamespaceKeys
+
+    raw = env.raw.hget(NamespaceKeys.of(env.prefix, name).acl, ACL_MARK)
+    return None if raw is None else raw.decode()
+
+
+def test_the_acl_marker_follows_the_default_level_and_is_no_agent(env, mems):
+    # The ACL hash's "#" field (lua/_lib.lua ACL_MARK): the default level while the
+    # namespace is live, which reads take with the caller's level in one HMGET.
+    owner, ns = mems
+    assert _marker(env) == "none"
+    assert "#" not in owner.namespace("team").info().permissions
+    owner.update_namespace("team", default_permission="read")
+    assert _marker(env) == "read"
+    assert ns["nobody"].get("plan").value == {"v": 1}  # the new default, read by the marker
+    owner.update_namespace("team", default_permission="none")
+    _denied(lambda: ns["nobody"].get("plan"), "get", "read", "none")
+    assert "#" not in owner.namespace("team").info().permissions
+    owner.delete_namespace("team")
+    assert _marker(env) is None
+
+
+def test_a_namespace_without_the_marker_reads_by_its_meta_until_changed(env, mems):
+    # A namespace stored by an earlier version has no marker: reads go by its meta, and
+    # its next grant (or update, or revoke) writes the marker.
+    from swarm_memory.keys import NamespaceKeys
+
+    owner, ns = mems
+    env.raw.hdel(NamespaceKeys.of(env.prefix, "team").acl, "#")
+    assert ns["reader"].get("plan").value == {"v": 1}
+    _denied(lambda: ns["nobody"].get("plan"), "get", "read", "none")
+    owner.namespace("team").grant({"late": "read"})
+    assert _marker(env) == "none"
+    assert owner.as_agent("late").namespace("team").get("plan").value == {"v": 1}
+
+
+def test_a_default_admin_in_the_marker_is_not_the_last_admin(env):
+    # The marker holds "admin" while the default level is admin; it is no agent, so the
+    # namespace's last admin is still found (or not) among the agents.
+    owner = env.mem("owner")
+    owner.create_namespace("solo", default_permission="admin")
+    assert _marker(env, "solo") == "admin"
+    owner.namespace("solo").revoke(["owner"])  # the default still makes everyone admin
+    with pytest.raises(LastAdminError):
+        owner.update_namespace("solo", default_permission="write")
+    assert _marker(env, "solo") == "admin"
