@@ -123,6 +123,7 @@ class Hub:
         pubsub: Any = None
         subscribed: set[str] = set()
         last_poll = 0.0
+        burst = False  # the last pass served a doorbell: more may be queued behind it
         try:
             while True:
                 with self._start_lock:
@@ -146,16 +147,24 @@ class Hub:
                         subscribed |= wanted
                     # Cluster pub/sub keeps one connection per shard: read those.
                     read = getattr(pubsub, "get_sharded_message", pubsub.get_message)
-                    msg = read(ignore_subscribe_messages=True, timeout=0.05)
-                    for _ in range(256):  # drain what is queued: one service per burst
+                    # A doorbell after a quiet spell is served at once: looking for more
+                    # first would put one more read (a syscall, a loop turn) on every
+                    # event's latency. After a pass that served one, this pass only looks
+                    # (no wait) and drains what is queued into one service.
+                    drain = burst
+                    msg = read(ignore_subscribe_messages=True, timeout=0 if drain else 0.05)
+                    burst = msg is not None
+                    for _ in range(256):
                         if msg is None:
                             break
                         note_doorbell(msg, rung, bells)
+                        if not drain:
+                            break
                         msg = read(ignore_subscribe_messages=True, timeout=0)
                 except Exception as exc:
                     with contextlib.suppress(Exception):
                         pubsub.close()
-                    pubsub = None
+                    pubsub, burst = None, False
                     sleep(doorbell_failed(exc, self._poll))
                 if fresh:
                     bells.clear()  # the checked reads come first (see above)
