@@ -12,6 +12,7 @@ async (source)           sync (generated)                 what
 ``AsyncQueue``           ``Queue``                        put from the reader, get(timeout)
 ``AsyncBackground``      ``Background``                   a task / a daemon thread
 ``asleep``               ``sleep``                        asyncio.sleep / time.sleep
+``ayield_turn``          ``yield_turn``                   let ready tasks run / nothing
 ``ainvoke``              ``invoke``                       call a callback (await it if async)
 ``acall_user``           ``call_user``                    a flow's CallUser function
 =======================  ===============================  ===========================
@@ -114,6 +115,12 @@ async def asleep(seconds: float) -> None:
     await asyncio.sleep(seconds)
 
 
+async def ayield_turn() -> None:
+    """Let the tasks that are ready run before this one goes on (one loop turn): the hub
+    calls it after handing events on, so the woken watchers run before its next read."""
+    await asyncio.sleep(0)
+
+
 async def ainvoke(fn: Callable[..., Any], *args: Any) -> Any:
     """Call a user callback; await what it returns if it is awaitable."""
     result = fn(*args)
@@ -180,6 +187,11 @@ class Background:
 
 def sleep(seconds: float) -> None:
     time.sleep(seconds)
+
+
+def yield_turn() -> None:
+    """Nothing: a thread cannot hand the GIL to the watchers it woke (released here, it
+    is mostly taken back at once), and they run as soon as the reader next blocks."""
 
 
 def invoke(fn: Callable[..., Any], *args: Any) -> Any:

@@ -22,6 +22,7 @@ from swarm_memory._synchronization import (
     AsyncSignal,
     ainvoke,
     asleep,
+    ayield_turn,
 )
 from swarm_memory.metrics import ClientMetrics
 from swarm_memory.models import Event
@@ -120,6 +121,25 @@ class AsyncHub:
                 self._reader = AsyncBackground(self._loop, "swarm-memory-events")
         return AsyncWatch(self, sub, q)
 
+    async def _ring(
+        self, read: Any, drain: bool, rung: dict[str, int | None], bells: dict[str, list[bytes]]
+    ) -> bool:
+        """Note the doorbells that came; True if one did. A doorbell after a quiet spell
+        is served at once: looking for more first would put one more read (a syscall, a
+        loop turn) on every event's latency. ``drain`` (the last pass served one, so more
+        may be queued behind it): only look, without waiting, and take what is queued,
+        so that a burst is served by one service."""
+        msg = await read(ignore_subscribe_messages=True, timeout=0 if drain else 0.05)
+        came = msg is not None
+        for _ in range(256):
+            if msg is None:
+                break
+            note_doorbell(msg, rung, bells)
+            if not drain:
+                break
+            msg = await read(ignore_subscribe_messages=True, timeout=0)
+        return came
+
     async def _loop(self) -> None:
         pubsub: Any = None
         subscribed: set[str] = set()
@@ -148,20 +168,7 @@ class AsyncHub:
                         subscribed |= wanted
                     # Cluster pub/sub keeps one connection per shard: read those.
                     read = getattr(pubsub, "get_sharded_message", pubsub.get_message)
-                    # A doorbell after a quiet spell is served at once: looking for more
-                    # first would put one more read (a syscall, a loop turn) on every
-                    # event's latency. After a pass that served one, this pass only looks
-                    # (no wait) and drains what is queued into one service.
-                    drain = burst
-                    msg = await read(ignore_subscribe_messages=True, timeout=0 if drain else 0.05)
-                    burst = msg is not None
-                    for _ in range(256):
-                        if msg is None:
-                            break
-                        note_doorbell(msg, rung, bells)
-                        if not drain:
-                            break
-                        msg = await read(ignore_subscribe_messages=True, timeout=0)
+                    burst = await self._ring(read, burst, rung, bells)
                 except Exception as exc:
                     with contextlib.suppress(Exception):
                         await pubsub.aclose()
@@ -175,6 +182,8 @@ class AsyncHub:
                         await self._run(self.core.service(key, rev, payloads))
                     except Exception:  # never let one bad read kill every watcher
                         log.exception("event feed service failed; retrying on the next wake")
+                if work:  # the watchers woken by these events run before the next read
+                    await ayield_turn()
         finally:
             if pubsub is not None:
                 with contextlib.suppress(Exception):
