@@ -11,6 +11,7 @@ async (source)           sync (generated)                 what
 ``AsyncSignal``          ``Signal``                       set / is_set / clear / wait
 ``AsyncQueue``           ``Queue``                        put from the reader, get(timeout)
 ``AsyncBackground``      ``Background``                   a task / a daemon thread
+                                                          (``cooperative``: True / False)
 ``asleep``               ``sleep``                        asyncio.sleep / time.sleep
 ``ayield_turn``          ``yield_turn``                   let ready tasks run / nothing
 ``ainvoke``              ``invoke``                       call a callback (await it if async)
@@ -122,6 +123,9 @@ class AsyncQueue(Generic[T]):
 class AsyncBackground:
     """``fn()`` as a task of the running loop. :meth:`stop` cancels it and waits."""
 
+    # What it wakes runs when it gives up its turn (ayield_turn), before it goes on.
+    cooperative = True
+
     def __init__(self, fn: Callable[[], Awaitable[None]], name: str) -> None:
         self._task = asyncio.get_running_loop().create_task(_coroutine(fn), name=name)
 
@@ -201,6 +205,9 @@ class Queue(Generic[T]):
 class Background:
     """``fn()`` on a daemon thread. A thread cannot be cancelled: :meth:`stop` waits for
     ``fn`` to return, so ``fn`` must watch a stop :class:`Signal` (every loop here does)."""
+
+    # What it wakes runs only once it blocks: a thread cannot hand the GIL on.
+    cooperative = False
 
     def __init__(self, fn: Callable[[], None], name: str) -> None:
         self._thread = threading.Thread(target=fn, name=name, daemon=True)

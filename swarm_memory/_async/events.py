@@ -122,15 +122,18 @@ class AsyncHub:
         return AsyncWatch(self, sub, q)
 
     async def _ring(
-        self, read: Any, drain: bool, rung: dict[str, int | None], bells: dict[str, list[bytes]]
+        self, read: Any, burst: bool, rung: dict[str, int | None], bells: dict[str, list[bytes]]
     ) -> bool:
-        """Note the doorbells that came; True if one did. A doorbell after a quiet spell
-        is served at once: looking for more first would put one more read (a syscall, a
-        loop turn) on every event's latency. ``drain`` (the last pass served one, so more
-        may be queued behind it): only look, without waiting, and take what is queued,
-        so that a burst is served by one service."""
-        msg = await read(ignore_subscribe_messages=True, timeout=0 if drain else 0.05)
+        """Note the doorbells that came; True when the next pass should only look for
+        more (no wait). A look for queued doorbells (a burst) lets one service take them.
+        On a task, a doorbell after a quiet spell is served at once (a look is a loop
+        turn, ~30 µs, on every event's latency) and the pass after it looks, once the
+        woken watchers have run (``burst``). On a thread, a look is a cheap syscall while
+        any reader work after the hand-off holds the GIL the woken watchers wait for: it
+        looks before serving, then blocks right after."""
+        msg = await read(ignore_subscribe_messages=True, timeout=0 if burst else 0.05)
         came = msg is not None
+        drain = burst or not AsyncBackground.cooperative
         for _ in range(256):
             if msg is None:
                 break
@@ -138,13 +141,13 @@ class AsyncHub:
             if not drain:
                 break
             msg = await read(ignore_subscribe_messages=True, timeout=0)
-        return came
+        return came and AsyncBackground.cooperative
 
     async def _loop(self) -> None:
         pubsub: Any = None
         subscribed: set[str] = set()
         last_poll = 0.0
-        burst = False  # the last pass served a doorbell: more may be queued behind it
+        burst = False  # look for doorbells queued behind the last (see _ring)
         try:
             while True:
                 with self._start_lock:
