@@ -93,20 +93,24 @@ class AsyncQueue(Generic[T]):
         under ``asyncio.timeout`` (``wait_for`` wrapped each such wait in a new task: a
         subscription waits with one for every event). A timeout cancels only the wait
         for a wake-up: the items stay in the queue, so none is lost."""
+        if self._items:
+            return self._items.popleft()
+        if timeout is None:
+            return await self._take()
+        try:
+            async with asyncio.timeout(timeout):  # bounds the whole wait, however woken
+                return await self._take()
+        except TimeoutError:
+            return EMPTY  # type: ignore[no-any-return]
+
+    async def _take(self) -> T:
         items = self._items
-        while not items:
+        while not items:  # woken with nothing left: another waiter took it
             waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
             self._waiters.append(waiter)
             try:
-                if timeout is None:
-                    await waiter
-                else:
-                    async with asyncio.timeout(timeout):
-                        await waiter
-            except TimeoutError:
-                self._left(waiter)
-                return EMPTY  # type: ignore[no-any-return]
-            except BaseException:
+                await waiter
+            except BaseException:  # the timeout's cancellation, or the caller's
                 self._left(waiter)
                 raise
         return items.popleft()

@@ -63,3 +63,19 @@ async def test_waits_that_timed_out_do_not_hold_back_a_later_item() -> None:
     await asyncio.sleep(0)
     q.put(3)
     assert await asyncio.wait_for(waiter, 1) == 3
+
+
+async def test_the_timeout_bounds_the_whole_wait_however_often_it_is_woken() -> None:
+    q: AsyncQueue[int] = AsyncQueue()
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    waiter = asyncio.create_task(q.get(0.2))
+    await asyncio.sleep(0)
+    for i in range(20):  # wake it every 50 ms, and take the item before it runs
+        if waiter.done():
+            break
+        q.put(i)
+        assert await q.get(0) == i
+        await asyncio.sleep(0.05)
+    assert await waiter is EMPTY
+    assert loop.time() - started < 0.6
