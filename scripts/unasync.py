@@ -35,6 +35,7 @@ SUBSTITUTIONS: list[tuple[str, str]] = [
     (r"\bStopAsyncIteration\b", "StopIteration"),
     (r"\baclose\b", "close"),
     (r"\basleep\b", "sleep"),
+    (r"\bayield_turn\b", "yield_turn"),
     (r"\bainvoke\b", "invoke"),
     (r"\bacall_user\b", "call_user"),
     (r"\bredis\.asyncio\b", "redis"),

@@ -11,7 +11,9 @@ async (source)           sync (generated)                 what
 ``AsyncSignal``          ``Signal``                       set / is_set / clear / wait
 ``AsyncQueue``           ``Queue``                        put from the reader, get(timeout)
 ``AsyncBackground``      ``Background``                   a task / a daemon thread
+                                                          (``cooperative``: True / False)
 ``asleep``               ``sleep``                        asyncio.sleep / time.sleep
+``ayield_turn``          ``yield_turn``                   let ready tasks run / nothing
 ``ainvoke``              ``invoke``                       call a callback (await it if async)
 ``acall_user``           ``call_user``                    a flow's CallUser function
 =======================  ===============================  ===========================
@@ -25,6 +27,7 @@ import inspect
 import queue
 import threading
 import time
+from collections import deque
 from collections.abc import Awaitable, Callable
 from typing import Any, Generic, TypeVar
 
@@ -61,11 +64,27 @@ class AsyncSignal:
 
 
 class AsyncQueue(Generic[T]):
+    """A deque and the futures of the tasks waiting on it: the hub's hand-off to each
+    async watch, on every event, for every watcher. ``asyncio.Queue`` does the same with
+    more per item (maxsize, putters, the ``join`` counter and event): about 1 µs a put
+    and get, times watchers, on each event's latency. Not thread-safe (neither is
+    ``asyncio.Queue``): the hub and the watches run on one loop."""
+
     def __init__(self) -> None:
-        self._queue: asyncio.Queue[T] = asyncio.Queue()
+        self._items: deque[T] = deque()
+        self._waiters: deque[asyncio.Future[None]] = deque()
 
     def put(self, item: T) -> None:
-        self._queue.put_nowait(item)
+        self._items.append(item)
+        self._wake_one()
+
+    def _wake_one(self) -> None:
+        waiters = self._waiters
+        while waiters:
+            waiter = waiters.popleft()
+            if not waiter.done():  # a wait that ended (timeout, cancel) is skipped
+                waiter.set_result(None)
+                return
 
     async def get(self, timeout: float | None = None) -> T:
         """The next item, or :data:`EMPTY` after ``timeout`` seconds.
@@ -74,20 +93,42 @@ class AsyncQueue(Generic[T]):
         under ``asyncio.timeout`` (``wait_for`` wrapped each such wait in a new task: a
         subscription waits with one for every event). A timeout cancels only the wait
         for a wake-up: the items stay in the queue, so none is lost."""
-        q = self._queue
-        if not q.empty():
-            return q.get_nowait()
+        if self._items:
+            return self._items.popleft()
         if timeout is None:
-            return await q.get()
+            return await self._take()
         try:
-            async with asyncio.timeout(timeout):
-                return await q.get()
+            async with asyncio.timeout(timeout):  # bounds the whole wait, however woken
+                return await self._take()
         except TimeoutError:
             return EMPTY  # type: ignore[no-any-return]
+
+    async def _take(self) -> T:
+        items = self._items
+        while not items:  # woken with nothing left: another waiter took it
+            waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+            self._waiters.append(waiter)
+            try:
+                await waiter
+            except BaseException:  # the timeout's cancellation, or the caller's
+                self._left(waiter)
+                raise
+        return items.popleft()
+
+    def _left(self, waiter: asyncio.Future[None]) -> None:
+        """A wait ended without taking an item. A put may have woken it as it ended: pass
+        that wake-up on, so another waiter does not sleep with an item queued."""
+        with contextlib.suppress(ValueError):
+            self._waiters.remove(waiter)
+        if self._items:
+            self._wake_one()
 
 
 class AsyncBackground:
     """``fn()`` as a task of the running loop. :meth:`stop` cancels it and waits."""
+
+    # What it wakes runs when it gives up its turn (ayield_turn), before it goes on.
+    cooperative = True
 
     def __init__(self, fn: Callable[[], Awaitable[None]], name: str) -> None:
         self._task = asyncio.get_running_loop().create_task(_coroutine(fn), name=name)
@@ -112,6 +153,12 @@ async def _coroutine(fn: Callable[[], Awaitable[None]]) -> None:
 
 async def asleep(seconds: float) -> None:
     await asyncio.sleep(seconds)
+
+
+async def ayield_turn() -> None:
+    """Let the tasks that are ready run before this one goes on (one loop turn): the hub
+    calls it after handing events on, so the woken watchers run before its next read."""
+    await asyncio.sleep(0)
 
 
 async def ainvoke(fn: Callable[..., Any], *args: Any) -> Any:
@@ -163,6 +210,9 @@ class Background:
     """``fn()`` on a daemon thread. A thread cannot be cancelled: :meth:`stop` waits for
     ``fn`` to return, so ``fn`` must watch a stop :class:`Signal` (every loop here does)."""
 
+    # What it wakes runs only once it blocks: a thread cannot hand the GIL on.
+    cooperative = False
+
     def __init__(self, fn: Callable[[], None], name: str) -> None:
         self._thread = threading.Thread(target=fn, name=name, daemon=True)
         self._thread.start()
@@ -180,6 +230,11 @@ class Background:
 
 def sleep(seconds: float) -> None:
     time.sleep(seconds)
+
+
+def yield_turn() -> None:
+    """Nothing: a thread cannot hand the GIL to the watchers it woke (released here, it
+    is mostly taken back at once), and they run as soon as the reader next blocks."""
 
 
 def invoke(fn: Callable[..., Any], *args: Any) -> Any:

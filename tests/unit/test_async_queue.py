@@ -42,3 +42,40 @@ async def test_no_timeout_waits_for_the_item() -> None:
     q: AsyncQueue[int] = AsyncQueue()
     asyncio.get_running_loop().call_later(0.01, q.put, 7)
     assert await q.get() == 7
+
+
+async def test_a_wake_up_taken_by_a_wait_that_ended_goes_to_the_next_waiter() -> None:
+    q: AsyncQueue[str] = AsyncQueue()
+    first = asyncio.create_task(q.get(None))
+    second = asyncio.create_task(q.get(5))
+    await asyncio.sleep(0)  # both wait, first in line
+    q.put("x")  # wakes the first...
+    first.cancel()  # ...which ends before it runs: the item must reach the second
+    assert await asyncio.wait_for(second, 1) == "x"
+    assert first.cancelled()
+
+
+async def test_waits_that_timed_out_do_not_hold_back_a_later_item() -> None:
+    q: AsyncQueue[int] = AsyncQueue()
+    for _ in range(20):
+        assert await q.get(0.001) is EMPTY
+    waiter = asyncio.create_task(q.get(5))
+    await asyncio.sleep(0)
+    q.put(3)
+    assert await asyncio.wait_for(waiter, 1) == 3
+
+
+async def test_the_timeout_bounds_the_whole_wait_however_often_it_is_woken() -> None:
+    q: AsyncQueue[int] = AsyncQueue()
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    waiter = asyncio.create_task(q.get(0.2))
+    await asyncio.sleep(0)
+    for i in range(20):  # wake it every 50 ms, and take the item before it runs
+        if waiter.done():
+            break
+        q.put(i)
+        assert await q.get(0) == i
+        await asyncio.sleep(0.05)
+    assert await waiter is EMPTY
+    assert loop.time() - started < 0.6
