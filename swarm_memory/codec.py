@@ -144,6 +144,18 @@ def check_depth(value: Any, max_depth: int) -> None:
     Iterative, so a hostile million-deep list cannot hit Python's recursion limit here;
     it also catches cycles (a cycle is infinitely deep).
     """
+    _walk(value, max_depth, False)
+
+
+def check_value(value: Any, max_depth: int) -> None:
+    """:func:`check_depth` and :func:`_require_string_keys` in one walk (what encoding a
+    value with the JSON codec checks first): :class:`InvalidValue` when containers nest
+    deeper than ``max_depth`` (or in a cycle), TypeError for an object key that is not a
+    string."""
+    _walk(value, max_depth, True)
+
+
+def _walk(value: Any, max_depth: int, string_keys: bool) -> None:
     # Level by level over containers only: scalars (most of a value) cost one type check.
     level = [value] if _is_container(value) else []
     depth = 1
@@ -154,41 +166,23 @@ def check_depth(value: Any, max_depth: int) -> None:
             )
         below: list[Any] = []
         for item in level:
-            mapping = type(item) is dict or isinstance(item, Mapping)  # dict: no ABC check
-            for child in item.values() if mapping else item:
-                if type(child) not in _SCALARS and _is_container(child):
-                    below.append(child)
-        level = below
-        depth += 1
-
-
-def check_value(value: Any, max_depth: int) -> None:
-    """:func:`check_depth` and :func:`_require_string_keys` in one walk (what encoding a
-    value with the JSON codec checks first): :class:`InvalidValue` when containers nest
-    deeper than ``max_depth`` (or in a cycle), TypeError for an object key that is not a
-    string."""
-    level = [value] if _is_container(value) else []
-    depth = 1
-    while level:
-        if depth > max_depth:
-            raise InvalidValue(
-                f"value nests deeper than the limit of {max_depth}", field="value", value=depth
-            )
-        below: list[Any] = []
-        for item in level:
-            if type(item) is dict or isinstance(item, Mapping):  # dict: no ABC check
+            if not (type(item) is dict or isinstance(item, Mapping)):  # dict: no ABC check
+                children = item
+            elif not string_keys:
+                children = item.values()
+            else:
+                children = []  # one pass over the items: keys checked, children kept
                 for key, child in item.items():
                     if type(key) is not str and not isinstance(key, str):
                         raise TypeError(
                             f"object keys must be strings, got {type(key).__name__} key "
                             f"{key!r} (JSON would store it as a string)"
                         )
-                    if type(child) not in _SCALARS and _is_container(child):
-                        below.append(child)
-            else:
-                for child in item:
-                    if type(child) not in _SCALARS and _is_container(child):
-                        below.append(child)
+                    if type(child) not in _SCALARS:
+                        children.append(child)
+            for child in children:
+                if type(child) not in _SCALARS and _is_container(child):
+                    below.append(child)
         level = below
         depth += 1
 
