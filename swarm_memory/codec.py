@@ -12,6 +12,7 @@ import json
 import json.encoder
 import json.scanner
 import math
+import sys
 import threading
 import zlib
 from collections.abc import Mapping
@@ -45,8 +46,9 @@ class JsonCodec:
 
     def encode(self, value: Any) -> bytes:
         text = _encode_text(self._encoder, value)
-        # After encoding: the encoder has refused cycles and non-JSON types by now.
-        _require_string_keys(value)
+        # After encoding: the encoder has refused cycles and non-JSON types by now, so
+        # the walk needs no depth bound. Keys that are not strings raise TypeError.
+        check_value(value, sys.maxsize)
         return text.encode("utf-8")
 
     def encode_checked(self, value: Any) -> bytes:
@@ -115,29 +117,6 @@ def _encode_text(encoder: json.JSONEncoder, value: Any) -> str:
         raise
 
 
-def _require_string_keys(value: Any) -> None:
-    """Raise TypeError for an object key that is not a string, at any depth.
-
-    ``json`` writes ``1``, ``1.5``, ``True`` and ``None`` keys as ``"1"``, ``"1.5"``,
-    ``"true"``, ``"null"``: the value read back would have other keys than the one
-    written, so such a value is refused instead of silently changed.
-    """
-    stack = [value]
-    while stack:
-        item = stack.pop()
-        if type(item) is dict or isinstance(item, Mapping):  # the ABC check is slower
-            for key, child in item.items():
-                if not isinstance(key, str):
-                    raise TypeError(
-                        f"object keys must be strings, got {type(key).__name__} key {key!r} "
-                        "(JSON would store it as a string)"
-                    )
-                if type(child) not in _SCALARS:
-                    stack.append(child)
-        elif isinstance(item, list | tuple):
-            stack.extend(child for child in item if type(child) not in _SCALARS)
-
-
 def check_depth(value: Any, max_depth: int) -> None:
     """Raise :class:`InvalidValue` if containers nest deeper than ``max_depth``.
 
@@ -148,10 +127,12 @@ def check_depth(value: Any, max_depth: int) -> None:
 
 
 def check_value(value: Any, max_depth: int) -> None:
-    """:func:`check_depth` and :func:`_require_string_keys` in one walk (what encoding a
-    value with the JSON codec checks first): :class:`InvalidValue` when containers nest
-    deeper than ``max_depth`` (or in a cycle), TypeError for an object key that is not a
-    string."""
+    """:func:`check_depth`, and a TypeError for an object key that is not a string, in
+    one walk (what encoding a value with the JSON codec checks first).
+
+    ``json`` writes ``1``, ``1.5``, ``True`` and ``None`` keys as ``"1"``, ``"1.5"``,
+    ``"true"``, ``"null"``: the value read back would have other keys than the one
+    written, so such a value is refused instead of silently changed."""
     _walk(value, max_depth, True)
 
 

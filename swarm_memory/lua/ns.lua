@@ -36,8 +36,8 @@ end
 
 -- The ACL hash's marker (ACL_MARK in _lib.lua): the default level while the namespace is
 -- live, written after every change of the namespace's configuration or permissions.
-local function mark_acl()
-  local dp = redis.call("HGET", K_META, "dp")
+-- dp: the namespace's stored default level (nil: none stored, and no marker).
+local function mark_acl(dp)
   if dp then redis.call("HSET", K_ACL, ACL_MARK, dp) else redis.call("HDEL", K_ACL, ACL_MARK) end
 end
 
@@ -77,7 +77,7 @@ if action == "create" then
     i = i + 2
   end
   redis.call("HSET", K_ACL, agent, "admin") -- the creator administers what it created
-  mark_acl()
+  mark_acl(redis.call("HGET", K_META, "dp")) -- as stored from the create's fields
   event("ns_create")
   publish_events(stream_maxlen, 1, agent, now)
   audit(audit_maxlen, agent, "ns_create", "", "", "ok", 1)
@@ -151,7 +151,7 @@ if action == "update" then
   -- Namespaces created before META_ENCODING get it with their next update.
   redis.call("HSET", K_META, "enc", META_ENCODING, unpack(fields))
   store_cfg() -- also a namespace created before "cfg" existed gets it now
-  mark_acl() -- and one created before the ACL marker, the marker
+  mark_acl(default_level) -- and one created before the ACL marker, the marker
   etype = "ns_update"
 elseif action == "grant" then
   local changes = {}
@@ -162,7 +162,7 @@ elseif action == "grant" then
   end
   if not keeps_an_admin(changes, meta[2]) then return { "last_admin" } end
   for name, lv in pairs(changes) do redis.call("HSET", K_ACL, name, lv) end
-  mark_acl()
+  mark_acl(meta[2])
   etype = "ns_grant"
 elseif action == "revoke" then
   local changes = {}
@@ -174,7 +174,7 @@ elseif action == "revoke" then
   local removed = 0
   for i = 5, #ARGV do removed = removed + redis.call("HDEL", K_ACL, ARGV[i]) end
   if removed == 0 then return { "ok", tonumber(redis.call("HGET", K_META, "rev")) } end
-  mark_acl()
+  mark_acl(meta[2])
   etype = "ns_revoke"
 elseif action == "delete" then
   redis.call("HSET", K_META, "state", "deleting")

@@ -5,8 +5,10 @@ held at all where holding could starve the pool. Against a real redis-server."""
 
 from __future__ import annotations
 
+import os
 import threading
 import uuid
+import warnings
 from collections.abc import Iterator
 from typing import Any
 
@@ -175,3 +177,30 @@ def test_a_held_connection_the_server_closed_within_the_idle_second_costs_a_retr
         assert entry is not None and (entry.version, entry.value) == (2, 2)
     finally:
         raw.close()
+
+
+def test_a_sentinel_pool_holds_nothing() -> None:
+    # A Sentinel pool swaps its master on failover: redis-py's checkout stays (no I/O here:
+    # neither the manager nor the pool connects when built).
+    from redis.sentinel import Sentinel, SentinelConnectionPool
+
+    pool = SentinelConnectionPool("svc", Sentinel([("127.0.0.1", 1)]))
+    assert not _held.HeldConnections.of(pool).enabled
+
+
+def test_a_real_fork_forgets_the_held_connections(mem: SwarmMemory) -> None:
+    # os.register_at_fork runs _forget_all in the child: it must not use (or close) the
+    # parent's sockets.
+    ns = mem.namespace(_ns(mem))
+    ns.put("k", 1)
+    held = _held_of(mem)
+    assert held.held
+    with warnings.catch_warnings():  # Python 3.12+ warns of fork() beside threads
+        warnings.simplefilter("ignore", DeprecationWarning)
+        pid = os.fork()
+    if pid == 0:  # the child: report by exit code only
+        os._exit(0 if held.held == [] else 1)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    assert held.held  # the parent keeps its own
+    assert ns.put("k", 2).version == 2
