@@ -73,12 +73,13 @@ def _by_kind(r: Any, base: str) -> dict[str, int]:
     return by_kind
 
 
-def _purge_dedupe(r: Any, ns: Any, opst: str, entries: int, window: float) -> int:
+def _purge_dedupe(r: Any, ns: Any, ops: str, entries: int, window: float) -> int:
     """Wait the dedupe window out and drive the amortized purge until < 1 % of the
-    records (at least 8) remain; the number of purge writes made."""
+    records (at least 8) remain; the number of purge writes made. ``ops``: the op
+    records' hash (its purge index is a list, or a sorted set in older namespaces)."""
     writes = 0
     for _ in range(20):  # each pass leaves ~1/8 of the last pass's count
-        left = int(r.zcard(opst))
+        left = int(r.hlen(ops))
         if left <= max(8, entries // 100):
             break
         time.sleep(window * 1.1)
@@ -115,7 +116,7 @@ def measure_memory(
             sample_entry = (base + "e:task-000000").encode()
             total = sum(by_kind.values()) / entries
             steady = total - sum(by_kind.get(k, 0) for k in PER_WRITE) / entries
-            purge_writes = _purge_dedupe(r, ns, base + "opst", entries, window)
+            purge_writes = _purge_dedupe(r, ns, base + "ops", entries, window)
             steady_by_kind = _by_kind(r, base)
             steady_state = sum(steady_by_kind.values()) / entries
             row = {
@@ -124,7 +125,7 @@ def measure_memory(
                 "steady_state_per_entry": steady_state,
                 "steady_state_bytes_by_kind": steady_by_kind,
                 "steady_state_purge_writes": purge_writes,
-                "steady_state_dedupe_records_left": int(r.zcard(base + "opst")),
+                "steady_state_dedupe_records_left": int(r.hlen(base + "ops")),
                 "ratio_steady_state": steady_state / bare,
                 "value_bytes": len(data),
                 "bytes_by_kind": by_kind,

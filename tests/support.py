@@ -144,3 +144,25 @@ def to_legacy(raw: Any, key: str) -> None:
     assert m is not None, key
     raw.hset(key, mapping=dict(zip(ENTRY_META, m.split(b" ", 7), strict=True)))
     raw.hdel(key, "m")
+
+
+def op_times(raw: Any, key: str) -> dict[bytes, list[float]]:
+    """A namespace's op-id purge index, whatever its kind: op id -> the times (ms) it is
+    listed with. A list ("<ms> <op id>" elements, lua/_lib.lua) since stop 22; a sorted
+    set (op id -> ms) in namespaces from before, which keep it."""
+    kind = raw.type(key)
+    if kind in (b"zset", "zset"):
+        return {m: [s] for m, s in raw.zrange(key, 0, -1, withscores=True)}
+    out: dict[bytes, list[float]] = {}
+    for element in raw.lrange(key, 0, -1):
+        ms, _, op = element.partition(b" ")
+        out.setdefault(op, []).append(float(ms))
+    return out
+
+
+def to_legacy_op_index(raw: Any, key: str) -> None:
+    """Rewrite a namespace's op-id purge index as the sorted set it was before stop 22."""
+    listed = op_times(raw, key)
+    raw.delete(key)
+    if listed:
+        raw.zadd(key, {op: max(times) for op, times in listed.items()})

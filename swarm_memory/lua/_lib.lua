@@ -603,13 +603,58 @@ local function sweep_due(now)
   return due
 end
 
+-- The op records' purge index, K_OPST: which op ids to drop from K_OPS once the dedupe
+-- window has passed. A list of "<ms> <op id>", appended in the order recorded, so the
+-- purge reads the oldest at its head. Namespaces from before stop 22 hold a sorted set
+-- (op id -> ms) there: a key that is one stays one, read and written as before (a write
+-- finds out by its RPUSH being refused). A list costs a write an RPUSH (~5k
+-- instructions) where the sorted set's ZADD cost 15-23k (its skiplist holds every op id
+-- of the window), and ~40 bytes an op id instead of ~100 (docs/performance.md).
+-- A list is in time order as long as the server's clock does not step back (a failover
+-- to a replica with a clock behind): then some records wait behind a newer one for
+-- their purge, never the other way round. An element that does not parse (written by
+-- something else) names no record: the purge drops it from the index and goes on.
+--
+-- The ranges a purge reads, one after the other while every element read was stale:
+-- the head alone first (in a namespace younger than its dedupe window, or written in
+-- bursts, the head is inside the window: one element read, not 8), then the ~8 a purge
+-- every 8th revision usually finds, then the rest of at most 64.
+local OPS_PURGE_READS = { 0, 0, 1, 8, 9, 63 }
+
+-- Drops the op records past the window whose ids the list's head holds, and those
+-- elements. cut: ms; records from it on are kept.
+local function purge_op_list(cut)
+  local ids, n, inside = {}, 0, false
+  for r = 1, #OPS_PURGE_READS, 2 do
+    local from, to = OPS_PURGE_READS[r], OPS_PURGE_READS[r + 1]
+    local head = redis.call("LRANGE", K_OPST, from, to)
+    for i = 1, #head do
+      local s = head[i]
+      local ms, id
+      if #s <= 300 then ms, id = string.match(s, "^(%d+) (.+)$") end
+      if ms and #ms <= 15 then
+        if tonumber(ms) >= cut then inside = true break end
+        ids[#ids + 1] = id
+      end
+      n = n + 1
+    end
+    if inside or #head <= to - from then break end -- (a short read: the list ended)
+  end
+  if n > 0 then
+    if ids[1] then redis.call("HDEL", K_OPS, unpack(ids)) end
+    redis.call("LTRIM", K_OPST, n, -1)
+  end
+end
+
 -- A write's op record (decision 6), after the dedupe window's purge, amortized: every
 -- 8th revision drops up to 64 records past the window (8x the rate writes add them)
 -- instead of a range query on every write. Records from `now` minus the window on are
 -- kept (an exclusive bound), so even a zero window never purges the record of this call,
 -- whether its index entry is added before the purge or after. `now`: ms, a number.
-local function purge_ops(rev, now, dedupe_ms)
+-- listed: K_OPST is a list (or absent), not a sorted set (op_index_listed, index_op).
+local function purge_ops(rev, now, dedupe_ms, listed)
   if rev % 8 == 0 then
+    if listed then return purge_op_list(now - dedupe_ms) end
     local stale = read_call("ZRANGEBYSCORE", K_OPST, "-inf", "(" .. itos(now - dedupe_ms), "LIMIT", 0, 64)
     if #stale > 0 then
       redis.call("HDEL", K_OPS, unpack(stale))
@@ -618,31 +663,54 @@ local function purge_ops(rev, now, dedupe_ms)
   end
 end
 
+-- Whether K_OPST is a list or absent (true) or a sorted set (false); any other type is
+-- CorruptData. For the scripts that check their keys' types before writing (one TYPE).
+local function op_index_listed()
+  local t = type_of(K_OPST)
+  if t == "zset" then return false end
+  if t ~= "none" and t ~= "list" then corrupt(K_OPST, "holds a " .. tostring(t) .. ", not a list") end
+  return true
+end
+
 -- The op id into its records' purge index as a script's first, refusable write (write
--- and lock release): refused (K_OPST not a zset), nothing is written and the call fails
--- as CorruptData. NX: an op id the index holds already (its record lost: corrupt data)
--- keeps its entry, so unindex_op, the undo when a later first write is refused, removes
--- only what this call added (the corruption fuzz found an undo removing the entry it
--- had found), and op_indexed brings that entry's time up to date once nothing can be
--- refused any more. Returns whether this call added the entry.
+-- and lock release), without a TYPE first: an RPUSH, or where it is refused, the
+-- sorted set of an older namespace; refused both ways (K_OPST neither a list nor a
+-- sorted set), nothing is written and the call fails as CorruptData. Returns how to
+-- undo it (unindex_op): "l" (pushed onto the list), "z" (added to the sorted set), or
+-- false: the sorted set held this op id already (its record lost: corrupt data) and
+-- keeps its entry, so the undo removes only what this call added (the corruption fuzz
+-- found an undo removing the entry it had found), and op_indexed brings that entry's
+-- time up to date once nothing can be refused any more.
 local function index_op(op_id, now_s)
+  local pushed = redis.pcall("RPUSH", K_OPST, now_s .. " " .. op_id)
+  if type(pushed) == "number" then return "l" end
   local added = redis.pcall("ZADD", K_OPST, "NX", now_s, op_id)
-  if type(added) == "table" and added.err then corrupt(K_OPST, "holds the wrong type for ZADD") end
-  return added == 1
+  if type(added) == "table" then corrupt(K_OPST, "holds the wrong type for RPUSH or ZADD") end
+  return added == 1 and "z"
 end
 
-local function unindex_op(op_id, added)
-  if added then redis.call("ZREM", K_OPST, op_id) end
+-- Undoes index_op (the element this call pushed is the list's last: nothing else ran).
+local function unindex_op(op_id, indexed)
+  if indexed == "l" then
+    redis.call("RPOP", K_OPST)
+  elseif indexed then
+    redis.call("ZREM", K_OPST, op_id)
+  end
 end
 
-local function op_indexed(op_id, now_s, added)
-  if not added then redis.call("ZADD", K_OPST, now_s, op_id) end
+local function op_indexed(op_id, now_s, indexed)
+  if indexed == false then redis.call("ZADD", K_OPST, now_s, op_id) end
 end
 
-local function record_op(op_id, record, rev, now, dedupe_ms)
-  purge_ops(rev, now, dedupe_ms)
+-- listed: op_index_listed()'s answer, taken before the script's first write.
+local function record_op(op_id, record, rev, now, dedupe_ms, listed)
+  purge_ops(rev, now, dedupe_ms, listed)
   redis.call("HSET", K_OPS, op_id, record)
-  redis.call("ZADD", K_OPST, now, op_id)
+  if listed then
+    redis.call("RPUSH", K_OPST, itos(now) .. " " .. op_id)
+  else
+    redis.call("ZADD", K_OPST, now, op_id)
+  end
 end
 
 -- Ephemeral bookkeeping: members of K_EPH name what an agent's lease holds.

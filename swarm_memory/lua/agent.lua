@@ -147,7 +147,8 @@ if not is_write then error("swarm_memory: unknown agent action " .. tostring(act
 local previous = read_call("HGET", K_OPS, op_id)
 if previous then return { "dup", previous } end
 
-require_kinds({ K_OPST, "zset", K_STATS, "hash" })
+local listed = op_index_listed()
+require_kinds({ K_STATS, "hash" })
 require_counters(K_STATS, action)
 local rev = require_next_revision_room() + 1
 local result = ""
@@ -273,5 +274,5 @@ redis.call("HSET", K_META, "rev", rev)
 redis.call("HINCRBY", K_STATS, action, 1)
 -- No audit record: a data write's record is its event (DESIGN.md decision 2, revised).
 local record = "ag1 " .. (digest == "" and "-" or digest) .. " " .. itos(rev) .. " " .. result
-record_op(op_id, record, rev, now, dedupe_ms)
+record_op(op_id, record, rev, now, dedupe_ms, listed)
 return { "ok", rev, result }

@@ -69,7 +69,7 @@ elseif action == "broadcast" then
     -- client says so: OpIdReused) or corrupt.
     return { "dup", stored_int(previous) or -1 }
   end
-  require_kinds({ K_OPST, "zset" })
+  local listed = op_index_listed()
   require_stream_room(K_AUDIT)
   require_counters(K_STATS, "broadcast")
   local rev = stored_num(read_call("HGET", K_META, "rev") or "0", K_META, "rev") + 1
@@ -79,7 +79,7 @@ elseif action == "broadcast" then
   redis.call("HINCRBY", K_STATS, "broadcast", 1)
   audit(audit_maxlen, agent, "broadcast", "", op_id, "ok", rev)
   redis.call("HSET", K_OPS, op_id, rev)
-  redis.call("ZADD", K_OPST, now, op_id)
+  if listed then redis.call("RPUSH", K_OPST, itos(now) .. " " .. op_id) else redis.call("ZADD", K_OPST, now, op_id) end
   return { "ok", rev }
 elseif action == "audit" then
   -- Two sources, merged newest first (DESIGN.md decision 2, revised): the audit stream

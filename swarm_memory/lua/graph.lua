@@ -98,12 +98,16 @@ end
 
 local function fact_of(n) return n.kind .. "\0" .. n.context .. "\0" .. n.chash end
 
+-- Whether the op ids' purge index is a list (op_index_listed), for finish().
+local ops_listed
+
 -- Every key a graph write may touch holds its kind, and the counters it bumps are
 -- integers: checked before the first write (decision 2: Redis does not roll back).
 local function require_graph_kinds()
   require_kinds({ K_GMETA, "hash", K_NODES, "hash", K_FACTS, "hash", K_GIX, "zset", K_CONF, "zset",
     K_GEXP, "zset", K_ADJ, "zset", K_W, "hash", K_BUN, "zset", K_EXP, "zset", K_STATS, "hash",
-    K_OPS, "hash", K_OPST, "zset", K_LEASE, "zset" })
+    K_OPS, "hash", K_LEASE, "zset" })
+  ops_listed = op_index_listed()
   if action == "config" then require_kinds({ K_AUDIT, "stream" }) end
   require_counters(K_STATS, "graph_" .. action, "expired")
   require_counters(K_GMETA, "n")
@@ -181,7 +185,7 @@ end
 local function finish(reply, rev)
   local parts = { "g1", digest }
   for i = 2, #reply do parts[#parts + 1] = reply[i] end
-  record_op(op_id, pack(parts), rev, now, dedupe_ms)
+  record_op(op_id, pack(parts), rev, now, dedupe_ms, ops_listed)
   redis.call("HINCRBY", K_STATS, "graph_" .. action, 1)
   -- A data write's audit record is its event (DESIGN.md decision 2, revised); the audit
   -- stream keeps what the feed does not show: here, declaring the link kinds (admin).

@@ -399,7 +399,7 @@ publish_events(stream_maxlen, rev, agent, now, events_cap, function() undo_first
 if rev % 8 == 0 then
   -- The namespace's dedupe window is read only when the amortized purge is due.
   dedupe_ms = stored_limit(redis.call("HGET", K_META, "dw"), dedupe_ms) -- a hash: read above
-  purge_ops(rev, now, dedupe_ms)
+  purge_ops(rev, now, dedupe_ms, indexed == "l")
 end
 op_indexed(op_id, now_s, indexed)
 -- Key and byte counters change by these deltas; one HSET of rev, n and b at the end

@@ -17,7 +17,7 @@ import pytest
 
 from swarm_memory import CorruptData, InvalidOption, SwarmMemoryError
 from swarm_memory.keys import NamespaceKeys, PresenceKeys
-from tests.support import drain, set_entry_field, to_legacy
+from tests.support import drain, op_times, set_entry_field, to_legacy, to_legacy_op_index
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -380,18 +380,24 @@ def test_a_refused_event_undoes_the_writes_before_it_even_the_first_counter(env,
     assert env.raw.hget(fresh.stats, "put") is None
 
 
-def test_an_undo_keeps_an_op_id_the_purge_index_already_held(env, mem, keys):
+@pytest.mark.parametrize("index", ["list", "zset"])
+def test_an_undo_keeps_an_op_id_the_purge_index_already_held(env, mem, keys, index):
     """An op id whose record is gone but whose purge-index entry is left (corrupt data),
     reused by a write (or a lock release) that then fails on a corrupt counter: the undo
     removes only what the call added, so the index is as it was (the corruption fuzz
-    found the entry removed)."""
+    found the entry removed). On both kinds of index: the list of namespaces since stop
+    22 (the undo pops the element the call pushed) and the sorted set of older ones."""
     ns = mem.namespace("team")
     ns.put("k1", 1, op_id="OPU")
     lock = ns.lock("L", wait=0)
     lock.acquire()
     env.raw.hdel(keys.ops, "OPU")
     release_op = lock._st.owner + ":r"  # the op id of this lock's release (_ops/coord.py)
-    env.raw.zadd(keys.ops_time, {release_op: 5})
+    if index == "zset":
+        to_legacy_op_index(env.raw, keys.ops_time)
+        env.raw.zadd(keys.ops_time, {release_op: 5})
+    else:
+        env.raw.rpush(keys.ops_time, f"5 {release_op}")
     for counter in ("put", "lock_release"):
         env.raw.hset(keys.stats, counter, "x")
     before = env.snapshot()
@@ -402,9 +408,11 @@ def test_an_undo_keeps_an_op_id_the_purge_index_already_held(env, mem, keys):
     env.raw.hset(keys.stats, "lock_release", "1")
     assert ns.put("k1", 2, op_id="OPU").version == 2  # applied now: its index entry is current
     lock.release()
+    assert env.raw.type(keys.ops_time) in (index.encode(), index)  # a kind is kept
+    times = op_times(env.raw, keys.ops_time)
     for op in ("OPU", release_op):
-        score = env.raw.zscore(keys.ops_time, op)
-        assert score is not None and score > 5, op
+        assert max(times[op.encode()]) > 5, op
+    assert ns.put("k1", 2, op_id="OPU").version == 2  # a replay: the first outcome
 
 
 # (key, what it becomes): every key a lock release writes without reading it first
@@ -457,18 +465,23 @@ def test_a_release_refused_by_a_wrong_typed_key_writes_nothing(env, mem, keys, n
         lease.stop(release=False)
 
 
-def test_a_refused_write_purges_no_op_records_either(env, mem):
+@pytest.mark.parametrize("index", ["list", "zset"])
+def test_a_refused_write_purges_no_op_records_either(env, mem, index):
     """Every 8th revision a write purges op records past the dedupe window; a write
     refused by corrupt data at such a revision changes nothing, the purge included (it
-    runs after the refusable writes; the corruption fuzz, seed 3, found it before them)."""
+    runs after the refusable writes; the corruption fuzz, seed 3, found it before them).
+    On both kinds of purge index (a list since stop 22, a sorted set before)."""
     creator = env.mem("planner", dedupe_window=0.01)  # the window a namespace keeps
     creator.create_namespace("pw")
     ns = creator.namespace("pw")
     pw = NamespaceKeys.of(env.prefix, "pw")
     while int(env.raw.hget(pw.meta, "rev")) % 8 != 7:
         ns.put("k", 1)
+    if index == "zset":
+        to_legacy_op_index(env.raw, pw.ops_time)
     time.sleep(0.05)  # every record is past the window now
-    assert env.raw.zcard(pw.ops_time) > 0
+    listed = op_times(env.raw, pw.ops_time)
+    assert listed
     env.raw.hset(pw.stats, "put", "x")
     before = env.snapshot()
     _corrupt(lambda: ns.put("k", 2), pw.stats)
@@ -476,8 +489,11 @@ def test_a_refused_write_purges_no_op_records_either(env, mem):
     env.raw.hset(pw.stats, "put", "1")
     e = ns.put("k", 2, op_id="OPP")  # revision 8n: purges, and keeps its own record
     assert int(env.raw.hget(pw.meta, "rev")) % 8 == 0 and e.value == 2
-    assert env.raw.hexists(pw.ops, "OPP") and env.raw.zscore(pw.ops_time, "OPP") is not None
-    assert env.raw.zcard(pw.ops_time) < len(before[pw.ops_time.encode()][1]) + 1
+    after = op_times(env.raw, pw.ops_time)
+    assert env.raw.hexists(pw.ops, "OPP") and b"OPP" in after
+    assert env.raw.type(pw.ops_time) in (index.encode(), index)
+    assert set(after) == {b"OPP"}  # the others were past the window: purged, records too
+    assert env.raw.hkeys(pw.ops) == [b"OPP"]
 
 
 def test_the_namespace_meta_hash_is_a_hash_table(env, mem, keys):

@@ -17,6 +17,7 @@ import pytest
 from swarm_memory import OpIdReused
 from swarm_memory._ops.records import ItemRecord, _parse_packed_record, parse_op_record
 from swarm_memory.keys import NamespaceKeys
+from tests.support import op_times, to_legacy_op_index
 
 
 @pytest.fixture
@@ -105,6 +106,80 @@ def test_dedupe_window_is_purged_but_keeps_recent_records(env: Any) -> None:
     assert {f"new-{i}" for i in range(16)} <= held, "records inside the window are kept"
     # Past the window an op id is forgotten: the same call is a new write.
     assert w.put("o0", 0, op_id="old-0").version == old[0].version + 1
+
+
+# Long enough for a loaded CI machine to make 20 writes inside it.
+WINDOW = 1.0
+
+
+def test_the_purge_index_is_a_list_purged_from_its_head(env: Any) -> None:
+    """The op ids' purge index (lua/_lib.lua, K_OPST) is a list of "<ms> <op id>" in the
+    order recorded: a purge reads its head, past the first 8 when all of them were
+    stale, and stops at the first record inside the window. An element that does not
+    parse names no record and is dropped; a record listed behind a newer one (the
+    server's clock stepped back) waits for it, never purged early."""
+    m = env.mem(dedupe_window=WINDOW)
+    m.create_namespace("w")
+    w = m.namespace("w")
+    nk = NamespaceKeys.of(env.prefix, "w")
+    for i in range(20):  # more than one purge reads at first (8)
+        w.put(f"o{i}", i, op_id=f"old-{i}")
+    assert env.raw.type(nk.ops_time) in (b"list", "list")
+    listed = env.raw.lrange(nk.ops_time, 0, -1)
+    assert [e.split(b" ")[1] for e in listed] == [f"old-{i}".encode() for i in range(20)]
+    assert all(e.split(b" ")[0].isdigit() for e in listed)
+    env.raw.lpush(nk.ops_time, b"\xff not a time", b"x" * 400, b"")  # foreign elements
+    future = int(time.time() * 1000) + 3_600_000
+    env.raw.rpush(nk.ops_time, f"{future} future-op", "1 behind-op")
+    env.raw.hset(nk.ops, mapping={"future-op": "x", "behind-op": "x"})
+    time.sleep(WINDOW + 0.1)
+    for i in range(16):  # crosses two purge revisions (every 8th)
+        w.put(f"n{i}", i, op_id=f"new-{i}")
+    held = {k.decode() for k in env.raw.hkeys(nk.ops)}
+    assert not any(k.startswith("old-") for k in held), "records past the window are purged"
+    assert {f"new-{i}" for i in range(16)} | {"future-op", "behind-op"} <= held
+    rest = env.raw.lrange(nk.ops_time, 0, -1)
+    assert rest[:2] == [f"{future} future-op".encode(), b"1 behind-op"]
+    assert [e.split(b" ")[1] for e in rest[2:]] == [f"new-{i}".encode() for i in range(16)]
+
+
+def test_a_namespace_with_the_older_sorted_set_index_keeps_it(env: Any) -> None:
+    """Namespaces from before stop 22 hold their op ids' purge index as a sorted set:
+    every script that records an op id (a write, a lock release, a broadcast, an agent
+    memory write, a graph write) keeps writing it as one, replays still return the first
+    outcome, and the purge still drops the records past the window."""
+    m = env.mem(dedupe_window=WINDOW)
+    m.create_namespace("w")
+    m.create_graph("g")
+    w = m.namespace("w")
+    for name in ("w", "g"):
+        nk = NamespaceKeys.of(env.prefix, name)
+        m.namespace(name).put("seed", 0, op_id=f"seed-{name}")
+        to_legacy_op_index(env.raw, nk.ops_time)
+        assert env.raw.type(nk.ops_time) in (b"zset", "zset")
+    nk = NamespaceKeys.of(env.prefix, "w")
+    first = w.put("k", 1, op_id="p-1")
+    assert w.put("k", 1, op_id="p-1") == first
+    with w.lock("L", wait=0):
+        pass
+    w.broadcast("hi", op_id="b-1")
+    w.outcomes("routing").record("fast", success=True, op_id="o-1")
+    node = m.graph("g").add("fact", context="c", kind="k", op_id="g-1")
+    assert m.graph("g").add("fact", context="c", kind="k", op_id="g-1") == node
+    for name in ("w", "g"):
+        key = NamespaceKeys.of(env.prefix, name).ops_time
+        assert env.raw.type(key) in (b"zset", "zset"), name
+    recorded = {m.decode() for m in op_times(env.raw, nk.ops_time)}
+    assert {"seed-w", "p-1", "b-1", "o-1"} <= recorded
+    assert any(op.endswith(":r") for op in recorded)  # the lock release
+    assert b"g-1" in op_times(env.raw, NamespaceKeys.of(env.prefix, "g").ops_time)
+    time.sleep(WINDOW + 0.1)
+    for i in range(16):
+        w.put(f"n{i}", i, op_id=f"new-{i}")
+    held = {k.decode() for k in env.raw.hkeys(nk.ops)}
+    assert held.isdisjoint({"seed-w", "p-1", "b-1", "o-1"}), "past the window: purged"
+    assert {f"new-{i}" for i in range(16)} <= held
+    assert env.raw.type(nk.ops_time) in (b"zset", "zset")
 
 
 def test_records_of_earlier_versions_still_replay() -> None:

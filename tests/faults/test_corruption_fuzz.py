@@ -164,7 +164,7 @@ class Team:
             nk.events: "stream",
             nk.audit: "stream",
             nk.ops: "hash",
-            nk.ops_time: "zset",
+            nk.ops_time: "list",  # "<ms> <op id>" elements (lua/_lib.lua)
             nk.lease: "zset",
             nk.eph: "zset",
             nk.locks: "zset",
@@ -270,6 +270,12 @@ class Team:
             score = rng.choice([0, -1, 1, 2**53, float("inf"), float("-inf"), time.time() * 1000])
             raw.zadd(key, {member: score})
             return "zset-member"
+        if kind == "list":  # a foreign element at either end, or a time bent out of shape
+            element = rng.choice(
+                [_junk(rng), b"%d %s" % (rng.choice([0, 2**63, 10**15]), _junk(rng)), b""]
+            )
+            (raw.lpush if rng.random() < 0.5 else raw.rpush)(key, element)
+            return "list-element"
         # a stream: a foreign entry, with an id in the future or just past the last one
         entry = {_junk(rng) or b"x": _junk(rng) for _ in range(rng.randint(1, 6))}
         pick = rng.random()
