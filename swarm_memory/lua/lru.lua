@@ -33,7 +33,7 @@ if token == lx and n > 0 then
     if read_call("ZSCORE", K_IDX, name) then -- still listed (not deleted since)
       local e = read_entry(ekey, 0) -- (now = 0: expired entries are ordered too)
       if e then
-        found[#found + 1] = itos(e.mr)
+        found[#found + 1] = e.mr
         found[#found + 1] = name
       end
     end

@@ -42,7 +42,7 @@ if action == "get" then
     elseif v or redis.call("EXISTS", key) == 1 then -- stored before "m", or corrupt
       local e = read_legacy_entry(key)
       if e then
-        m, v, x = entry_meta(e.ver, e.cr, itos(e.mr), e.ct, itos(e.mt), e.x, e.by, e.f), e.v, e.x
+        m, v, x = entry_meta(e.ver, e.cr, e.mr, e.ct, e.mt, e.x, e.by, e.f), e.v, e.x
       end
     end
     if not m or (x > 0 and x <= now_ms()) then

@@ -307,6 +307,9 @@ if #victims > 0 then require_counters(K_STATS, "evicted") end
 local due = sweep_due(now)
 local rev = meta_rev
 if changed then rev = rev + 1 end
+-- Numbers several writes and the reply take, as text once (redis.call formats every
+-- number it gets).
+local rev_s, now_s = itos(rev), itos(now)
 
 -- 2a: what the writes will be, and their events, computed without writing.
 -- reply: what the client reads now; recs / vals: the compact op record kept for the
@@ -341,8 +344,8 @@ for i = 1, n_items do
     event("touch", p.name, cur.ver, nil, nil, tag("touch"))
     out = { "t", cur.ver, cur.cr, cur.mr, cur.ct, cur.mt, p.x, #cur.v, "", "" }
   else
-    p.ver, p.cr, p.ct = 1, rev, now
-    if cur then p.ver, p.cr, p.ct = cur.ver + 1, cur.cr, cur.ct end
+    -- (p.cr, p.ct as text, like the entry's: see unpack_entry)
+    if cur then p.ver, p.cr, p.ct = cur.ver + 1, cur.cr, cur.ct else p.ver, p.cr, p.ct = 1, itos(rev), now_s end
     if #p.value <= event_value_max then
       event("put", p.name, p.ver, p.value, p.fmt, tag("put"))
     else
@@ -352,11 +355,12 @@ for i = 1, n_items do
     if p.computed or echo then vout, fout = p.value, p.fmt end
     -- The common case, straight into the reply (no 10-slot table per item).
     local r, size = #reply, #p.value
-    reply[r + 1], reply[r + 2], reply[r + 3], reply[r + 4], reply[r + 5] = "w", p.ver, p.cr, rev, p.ct
-    reply[r + 6], reply[r + 7], reply[r + 8], reply[r + 9], reply[r + 10] = now, p.x, size, vout, fout
+    -- (The revisions and times as text, like p.cr and p.ct: the client parses either.)
+    reply[r + 1], reply[r + 2], reply[r + 3], reply[r + 4], reply[r + 5] = "w", p.ver, p.cr, rev_s, p.ct
+    reply[r + 6], reply[r + 7], reply[r + 8], reply[r + 9], reply[r + 10] = now_s, p.x, size, vout, fout
     -- mr = rev and mt = now: the record's header has them
     -- itos: the entry's HSET below takes the same texts (formatted once, see itos)
-    recs[i] = "w " .. itos(p.ver) .. " " .. itos(p.cr) .. " " .. itos(p.ct) .. " " .. itos(p.x) .. " " .. itos(size)
+    recs[i] = "w " .. itos(p.ver) .. " " .. p.cr .. " " .. p.ct .. " " .. itos(p.x) .. " " .. itos(size)
     if vout ~= "" then
       vals[#vals + 1] = i
       vals[#vals + 1] = vout
@@ -366,8 +370,8 @@ for i = 1, n_items do
   if out then
     local r = #reply
     for j = 1, 10 do reply[r + j] = out[j] end
-    recs[i] = string.format("%s %d %d %d %d %d %d %d", out[1], out[2], out[3], out[4],
-      out[5], out[6], out[7], out[8])
+    recs[i] = string.format("%s %d %s %s %s %s %d %d", out[1], out[2], out[3], out[4],
+      out[5], out[6], out[7], out[8]) -- (3-6: an entry's revisions and times are text)
   end
 end
 
@@ -379,8 +383,6 @@ end
 -- first two by reading them (a TYPE, an HMGET) cost ~15k instructions per write. The
 -- amortized purge of records past the dedupe window comes after them (a refused call
 -- must not have purged either: the corruption fuzz, seed 3).
--- Numbers several writes take, as text once (redis.call formats every number it gets).
-local rev_s, now_s = itos(rev), itos(now)
 local indexed = index_op(op_id, now_s) -- (see index_op: its undo and its update below)
 local counted = redis.pcall("HINCRBY", K_STATS, action, "1")
 local function undo_first_writes(with_count)
@@ -421,7 +423,7 @@ for i = 1, n_items do
     drop_entry(p.name, p.ekey, p.hkey, #cur.v, keeps_order)
     d_keys, d_bytes = d_keys - 1, d_bytes - #cur.v
   elseif p.status == "t" then
-    redis.call("HSET", p.ekey, "m", entry_meta(cur.ver, cur.cr, itos(cur.mr), cur.ct, itos(cur.mt), p.x, cur.by, cur.f))
+    redis.call("HSET", p.ekey, "m", entry_meta(cur.ver, cur.cr, cur.mr, cur.ct, cur.mt, p.x, cur.by, cur.f))
     drop_legacy_fields(cur)
     redis.call("ZADD", K_EXP, p.x, p.name)
   elseif p.status == "w" then
