@@ -119,14 +119,21 @@ end
 -- The text of numbers formatted before is kept (~2k instructions a format, ~0.3k a
 -- lookup): a call formats its revision and time several times, and limits, counts and
 -- small sequence numbers repeat from call to call. Bounded like int_memo.
-local TEXT_MEMO, TEXT_MEMO_N = {}, 0
+-- NUM_MEMO is the same the other way, for the exact integers (|n| < 2^53) among them:
+-- their text is how Redis spells an integer, so stored_int takes a text found there
+-- without parsing it (a counter or revision a write reads is the text the write before
+-- it formatted; tonumber() is two strtod calls, ~1k instructions).
+local TEXT_MEMO, NUM_MEMO, TEXT_MEMO_N = {}, {}, 0
 local function itos(n)
   local s = TEXT_MEMO[n]
   if s then return s end
   if n % 1 == 0 and n > -9e18 and n < 9e18 then s = string.format("%d", n) else s = string.format("%.0f", n) end
   if n ~= n then return s end -- NaN: no table key
-  if TEXT_MEMO_N >= 512 then TEXT_MEMO, TEXT_MEMO_N = {}, 0 end
+  if TEXT_MEMO_N >= 512 then TEXT_MEMO, NUM_MEMO, TEXT_MEMO_N = {}, {}, 0 end
   TEXT_MEMO[n], TEXT_MEMO_N = s, TEXT_MEMO_N + 1
+  -- (n + 0: a -0 formats as "0", and must come back as 0, never as -0, which redis.call
+  -- would send as "-0")
+  if n % 1 == 0 and n > -9007199254740992 and n < 9007199254740992 then NUM_MEMO[s] = n + 0 end
   return s
 end
 
@@ -137,9 +144,12 @@ end
 -- later HINCRBY halfway through a script (tests/faults/test_corruption_fuzz.py). The
 -- spelling is checked by formatting the number back (itos: a memo lookup for numbers
 -- formatted lately, as the revision and counters a write reads were by the write before),
--- ~1.5k instructions against ~3.3k for a pattern match.
+-- ~1.5k instructions against ~3.3k for a pattern match; a text itos made lately is
+-- taken from NUM_MEMO as it is (only texts are its keys, so a number s never matches).
 local function stored_int(s)
-  local n = tonumber(s)
+  local n = NUM_MEMO[s]
+  if n then return n end
+  n = tonumber(s)
   if not n or n % 1 ~= 0 or n <= -9007199254740992 or n >= 9007199254740992 then return nil end
   if type(s) == "string" and itos(n) ~= s then return nil end
   return n
@@ -235,7 +245,8 @@ local function now_ms()
   local ms = NOW_MS
   if not ms then
     local t = server_time()
-    local sec, us = tonumber(t[1]), tonumber(t[2])
+    -- (TIME's two replies are digits: "+ 0" converts them once; tonumber() twice.)
+    local sec, us = t[1] + 0, t[2] + 0
     ms = sec * 1000 + (us - us % 1000) / 1000 -- math.floor, without a library call
     NOW_MS, NOW_US = ms, sec * 1000000 + us
   end
@@ -514,8 +525,9 @@ local function unpack_entry(key, m, v, eo)
   if not f or not v or #ver > 15 or #cr > 15 or #mr > 15 or #ct > 15 or #mt > 15 or #x > 15 then
     corrupt(key, "malformed entry")
   end
-  local e = { v = v, f = f, by = by, ver = tonumber(ver), cr = cr, mr = mr, ct = ct, mt = mt,
-    x = tonumber(x), eo = eo or nil, key = key }
+  -- (digits, matched above: "+ 0" converts them with one strtod; tonumber() takes two)
+  local e = { v = v, f = f, by = by, ver = ver + 0, cr = cr, mr = mr, ct = ct, mt = mt,
+    x = x + 0, eo = eo or nil, key = key }
   if e.ver < 1 then corrupt(key, "malformed entry") end
   return e
 end
