@@ -474,12 +474,13 @@ for _, name in ipairs(evicted) do reply[#reply + 1] = name end
 -- The op record (decision 6), compact: "w1 <digest|-> <rev> <now> <n_items> <n_evicted>
 -- <n_values>|<item>|...|" then pack({i, value, fmt, ..., evicted names...}). A replay
 -- rebuilds the first reply from it (swarm_memory._ops.parse_op_record).
--- Every number in it is an integer below 2^53 (versions, revisions, ms, sizes): "%d"
--- (a C long) prints them exactly, faster than itos's general path.
+-- Its header by concatenation of texts itos has (the revision and time formatted above,
+-- the small counts from its memo): string.format runs a sprintf per "%d" (~0.7k each).
 local n_vals = #vals / 3
 for _, name in ipairs(evicted) do vals[#vals + 1] = name end
-local record = string.format("w1 %s %d %d %d %d %d|", digest == "" and "-" or digest, rev, now,
-  n_items, #evicted, n_vals) .. table.concat(recs, "|") .. "|"
+local record = "w1 " .. (digest == "" and "-" or digest) .. " " .. rev_s .. " " .. now_s .. " "
+  .. itos(n_items) .. " " .. itos(#evicted) .. " " .. itos(n_vals) .. "|"
+  .. (n_items == 1 and recs[1] or table.concat(recs, "|")) .. "|"
 if #vals == 3 then
   -- One value (an incr's or a merge's result, the common case): pack()'s text in one
   -- concatenation (see publish_events).
