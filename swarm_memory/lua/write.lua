@@ -315,45 +315,41 @@ local rev_s, now_s = itos(rev), itos(now)
 -- reply: what the client reads now; recs / vals: the compact op record kept for the
 -- dedupe window (per item: status and numbers; values only where the reply has them).
 local evicted = {}
-for _, v in ipairs(victims) do
+for j = 1, #victims do
+  local v = victims[j]
   event("evict", v.name, stored_version(v.ekey))
-  evicted[#evicted + 1] = v.name
+  evicted[j] = v.name
 end
-local reply = { "ok", rev, due, n_items }
+-- One item's reply made at its final size (15: head, ten fields, n_evicted): the nils
+-- size the table's array part, which Lua would otherwise grow twice, rehashing.
+local reply
+if n_items == 1 then
+  reply = { "ok", rev, due, 1, nil, nil, nil, nil, nil, nil, nil, nil, nil, nil, nil }
+else
+  reply = { "ok", rev, due, n_items }
+end
 local recs, vals = {}, {}
--- The call's action rides on its first item event when the type does not say it.
+-- The call's action rides on its first item event when the type does not say it
+-- (taken by the first event below: call_tag, then nil; the same when it is the type).
 local call_tag = action
-local function tag(etype)
-  local c = call_tag
-  call_tag = nil
-  if c == etype then return nil end
-  return c
-end
 for i = 1, n_items do
   local p = plan[i]
   if p.expired then event("expire", p.name, p.expired.ver) end
-  local cur, out = p.cur, nil
-  if p.status == "a" or (p.status == "c" and not cur) then
-    out = { p.status, 0, 0, 0, 0, 0, 0, 0, "", "" }
-  elseif p.status == "c" then
-    out = { "c", cur.ver, cur.cr, cur.mr, cur.ct, cur.mt, cur.x, #cur.v, "", "" }
-  elseif p.status == "d" then
-    event("delete", p.name, cur.ver, nil, nil, tag("delete"))
-    out = { "d", cur.ver, cur.cr, cur.mr, cur.ct, cur.mt, cur.x, #cur.v, "", "" }
-  elseif p.status == "t" then
-    event("touch", p.name, cur.ver, nil, nil, tag("touch"))
-    out = { "t", cur.ver, cur.cr, cur.mr, cur.ct, cur.mt, p.x, #cur.v, "", "" }
-  else
+  local cur, st, out = p.cur, p.status, nil
+  if st == "w" then -- the common case first
     -- (p.cr, p.ct as text, like the entry's: see unpack_entry)
     if cur then p.ver, p.cr, p.ct = cur.ver + 1, cur.cr, cur.ct else p.ver, p.cr, p.ct = 1, itos(rev), now_s end
+    local c = call_tag
+    call_tag = nil
+    if c == "put" then c = nil end
     if #p.value <= event_value_max then
-      event("put", p.name, p.ver, p.value, p.fmt, tag("put"))
+      event("put", p.name, p.ver, p.value, p.fmt, c)
     else
-      event("put", p.name, p.ver, nil, nil, tag("put"))
+      event("put", p.name, p.ver, nil, nil, c)
     end
     local vout, fout = "", ""
     if p.computed or echo then vout, fout = p.value, p.fmt end
-    -- The common case, straight into the reply (no 10-slot table per item).
+    -- Straight into the reply (no 10-slot table per item).
     local r, size = #reply, #p.value
     -- (The revisions and times as text, like p.cr and p.ct: the client parses either.)
     reply[r + 1], reply[r + 2], reply[r + 3], reply[r + 4], reply[r + 5] = "w", p.ver, p.cr, rev_s, p.ct
@@ -366,6 +362,17 @@ for i = 1, n_items do
       vals[#vals + 1] = vout
       vals[#vals + 1] = fout
     end
+  elseif st == "a" or (st == "c" and not cur) then
+    out = { st, 0, 0, 0, 0, 0, 0, 0, "", "" }
+  elseif st == "c" then
+    out = { "c", cur.ver, cur.cr, cur.mr, cur.ct, cur.mt, cur.x, #cur.v, "", "" }
+  else -- "d" or "t"
+    local etype = st == "d" and "delete" or "touch"
+    local c = call_tag
+    call_tag = nil
+    if c == etype then c = nil end
+    event(etype, p.name, cur.ver, nil, nil, c)
+    out = { st, cur.ver, cur.cr, cur.mr, cur.ct, cur.mt, st == "t" and p.x or cur.x, #cur.v, "", "" }
   end
   if out then
     local r = #reply
@@ -376,7 +383,8 @@ for i = 1, n_items do
 end
 
 -- 2b: the writes. First the three that can still be refused, each writing nothing when
--- it is: this op id into the op records' purge index (ZADD: the key must be a zset),
+-- it is: this op id into the op records' purge index (RPUSH, or ZADD where the index
+-- is an older namespace's sorted set: see index_op),
 -- the call's stats counter (HINCRBY: a hash, the field an integer) and the events (XADD:
 -- a stream, no id past this revision). Refused, the ones before it are undone and the
 -- call fails as CorruptData with nothing changed (DESIGN.md decision 2). Checking the
