@@ -558,7 +558,9 @@ end
 -- Current entry (as a table) or nil; `expired` is true when present but past its expiry
 -- (the entry is then the third value). e.legacy: stored field by field (see above).
 local function read_entry(key, now)
-  local h = read_call("HMGET", key, "m", "v", "eo")
+  -- (read_call's check, inline: an HMGET answers a table either way; no varargs call)
+  local h = redis.pcall("HMGET", key, "m", "v", "eo")
+  if h.err then corrupt(key, "holds the wrong type for HMGET") end
   local e
   if h[1] then
     e = unpack_entry(key, h[1], h[2], h[3])

@@ -46,7 +46,10 @@ end
 -- is read when they need it (each field an HMGET returns costs a Lua string): the audit
 -- limit ("am") when denied, the dedupe window ("dw") when purging. The namespace's stored
 -- retention wins over this caller's settings (older namespaces: ARGV).
-local meta = read_call("HMGET", K_META, "state", "cfg", "n", "b", "rev")
+-- (redis.pcall and its err field, as read_call does, without a varargs call and type():
+-- an HMGET answers a table either way)
+local meta = redis.pcall("HMGET", K_META, "state", "cfg", "n", "b", "rev")
+if meta.err then corrupt(K_META, "holds the wrong type for HMGET") end
 if meta[1] ~= "live" then return { "nons" } end
 local cfg = namespace_cfg(meta[2])
 local first_key = ARGV[ARG0 + 2]
@@ -58,8 +61,11 @@ local now = now_ms()
 -- A replayed op id returns its first outcome instead of applying twice (decision 6).
 -- The record is the compact one written at the end (or an older format, or another
 -- script's); the client decodes it and compares its request digest.
-local previous = read_call("HGET", K_OPS, op_id)
-if previous then return { "dup", previous, sweep_due(now) } end
+local previous = redis.pcall("HGET", K_OPS, op_id) -- (read_call's check, inline: see meta)
+if previous then
+  if type(previous) == "table" then corrupt(K_OPS, "holds the wrong type for HGET") end
+  return { "dup", previous, sweep_due(now) }
+end
 
 local strategy, default_ttl = cfg.strat, cfg.ttl
 local max_keys, max_bytes, history_depth = cfg.mk, cfg.mb, cfg.hd
@@ -237,7 +243,10 @@ local function over(nk, nb)
   end
   return nil
 end
-local kind, limit, current, requested = over(n_keys + key_delta, n_bytes + byte_delta)
+local kind, limit, current, requested
+if (max_keys > 0 and key_delta > 0) or (max_bytes > 0 and byte_delta > 0) then -- (else none)
+  kind, limit, current, requested = over(n_keys + key_delta, n_bytes + byte_delta)
+end
 if kind then
   if not keeps_order then return { "quota", kind, limit, current, requested } end
   -- The index is still being rebuilt after a switch to evict-oldest: the caller finishes
@@ -300,7 +309,7 @@ if changed and keeps_order then kinds[#kinds + 1], kinds[#kinds + 2] = K_LRU, "z
 if drops or new_keys then kinds[#kinds + 1], kinds[#kinds + 2] = K_IDX, "zset" end
 if eph_kinds then kinds[#kinds + 1], kinds[#kinds + 2] = K_EPH, "zset" end
 if eph_ms then kinds[#kinds + 1], kinds[#kinds + 2] = K_LEASE, "zset" end
-require_kinds(kinds)
+if kinds[1] then require_kinds(kinds) end
 if #victims > 0 then require_counters(K_STATS, "evicted") end
 -- Read before the writes (it reads K_EXP and K_LEASE, so they need no TYPE): an entry
 -- this call drops as expired may still count as due; the extra sweep finds nothing.
@@ -447,7 +456,7 @@ for i = 1, n_items do
       d_keys = d_keys + 1
     end
     redis.call("HSET", p.ekey, "v", p.value, "m", entry_meta(p.ver, p.cr, rev_s, p.ct, now_s, p.x, agent, p.fmt))
-    drop_legacy_fields(cur)
+    if cur and cur.legacy then drop_legacy_fields(cur) end
     -- Lease ties: an ephemeral write (re)binds the entry to this agent's lease; a plain
     -- put/create makes it permanent again. Counters and touches keep what they had.
     local old_owner = cur and cur.eo
@@ -467,7 +476,11 @@ for i = 1, n_items do
   end
 end
 if changed then
-  redis.call("HSET", K_META, "rev", rev_s, "n", itos(n_keys + d_keys), "b", itos(n_bytes + d_bytes))
+  if drops or d_keys ~= 0 or d_bytes ~= 0 then
+    redis.call("HSET", K_META, "rev", rev_s, "n", itos(n_keys + d_keys), "b", itos(n_bytes + d_bytes))
+  else -- (a write that replaced values by ones of the same size: the counts are as stored)
+    redis.call("HSET", K_META, "rev", rev_s)
+  end
 end
 if eph_ms then
   local lease = redis.call("ZSCORE", K_LEASE, agent)
