@@ -36,7 +36,8 @@ for i = N_FIXED + 1, #KEYS do
   if h.err then corrupt(key, "holds the wrong type for HMGET") end
   local m, v = h[1], h[2]
   if m then
-    if not v then corrupt(key, "malformed entry") end
+    -- (Unread, "m" is parsed by the client; only "" would pass as its absent marker.)
+    if not v or m == "" then corrupt(key, "malformed entry") end
     if indexed then
       local x = string.match(m, "^%d+ %d+ %d+ %d+ %d+ (%d+) ")
       if not x then corrupt(key, "malformed entry") end
