@@ -1,6 +1,6 @@
 """Entry flows: put / put_many / create / update / delete / incr / touch / rollback
-(every one a call of ``lua/write.lua``), and get / get_many / exists / history / key
-listing (``lua/read.lua``).
+(every one a call of ``lua/write.lua``), get / get_many (``lua/get.lua``), and exists /
+history / key listing (``lua/read.lua``).
 
 ``write`` is the one way to the write script: it settles evict-oldest victims, turns a
 replayed op id into its first outcome (or OpIdReused), and raises the errors of
