@@ -527,7 +527,7 @@ def _get(ctx: Context, keys: list[str]) -> Flow[Fields]:
     get uses); its fields after the sweep flag (a due sweep is run)."""
     nk = ctx.keys
     call_keys = nk.get_fixed()
-    call_keys += [nk.entry(k) for k in keys]
+    call_keys.extend(map(nk.entry, keys))
     args: list[str | bytes | int] = [ctx.agent, ctx.settings.audit_maxlen]
     reply = yield ScriptCall(load("get"), call_keys, args, None, readonly=True)
     f = GET.passed(reply)
