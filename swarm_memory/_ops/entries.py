@@ -523,8 +523,8 @@ def _read(
 
 
 def _get(ctx: Context, keys: list[str]) -> Flow[Fields]:
-    """One get-script call (``lua/get.lua``: read.lua's "get" with only the key names a
-    get uses); its fields after the sweep flag (a due sweep is run)."""
+    """One get-script call (``lua/get.lua``: only the key names a get uses, not the read
+    script's); its fields after the sweep flag (a due sweep is run)."""
     nk = ctx.keys
     call_keys = nk.get_fixed()
     call_keys.extend(map(nk.entry, keys))

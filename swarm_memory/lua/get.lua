@@ -2,10 +2,11 @@
 --! args: agent audit_maxlen
 --! returns: {"ok", sweep_due, ...} | {"nons"} | {"denied", granted}
 --
--- get and get_many: read.lua's "get" with only the names a get uses (each name a call
--- passes costs the server ~1.2k instructions: no key index, no history) and no action
--- argument. Permission-checked like every read (DESIGN.md decision 8); expired entries
--- read as absent even before the sweeper removes them.
+-- get and get_many, apart from read.lua (stop 22): only the names a get uses (each name
+-- a call passes costs the server ~0.5-1.2k instructions: no key index, no history
+-- names) and no action argument (docs/performance.md, "Server cost of a get").
+-- Permission-checked like every read (DESIGN.md decision 8); expired entries read as
+-- absent even before the sweeper removes them.
 --   +items -> {"ok", due, (m, value | "")...}: per item the packed entry as stored, its
 --             metadata "m" and value "v" (read_entry in _lib.lua), or "" = absent
 -- The client parses "m" strictly (records.packed_entry: CorruptData naming the key);

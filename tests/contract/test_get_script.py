@@ -1,5 +1,5 @@
 """get / get_many through their own script, lua/get.lua (stop 22): what it must keep of
-read.lua's "get" — the permission check (by the ACL marker, or by meta in a namespace
+read.lua's get before it — the permission check (by the ACL marker, or by meta in a namespace
 stored without it), expired entries read as absent, the sweep hint, corrupt data as
 CorruptData naming the key — and the invariant it leans on to skip the expiry read:
 every entry with an expiry is in the namespace's expiry index."""
