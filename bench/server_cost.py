@@ -14,12 +14,16 @@ Cases: ``base.cas_xadd`` (a bare Lua CAS + HSET + XADD), ``base.hgetall`` (an en
 hash), ``put`` / ``get`` (one entry, through the library), ``lock`` (acquire + release,
 per pair), ``base.lock`` (SET NX PX + a Lua compare-and-delete, per pair),
 ``put_many(100)`` vs ``base.cas_xadd.x100`` (100 bare CAS calls in one pipeline): per
-round, so divide by 100 for an item.
+round, so divide by 100 for an item; ``get_many(100)`` (100 small entries, one call) per
+round too.
 
 And the floor under any script-based read (a Redis Function, FCALL_RO, loaded once):
 ``floor.fcall_ro`` runs an empty function with the 18 key names and 4 arguments a ``get``
 of one entry passes; ``floor.fcall_ro.hgetall`` a function that only returns HGETALL of
-the entry-shaped hash (the cost of moving its 18 reply elements into Lua and back out).
+the entry-shaped hash (the cost of moving its 18 reply elements into Lua and back out);
+``floor.fcall_ro.packed`` / ``floor.fcall_ro.get`` one that returns the two stored fields
+of a packed entry, called with the key names and arguments of read.lua's get (9 names,
+4 arguments) / of get.lua (7 names, 3 arguments).
 """
 
 from __future__ import annotations
@@ -49,6 +53,8 @@ redis.register_function{function_name='smfloor_hgetall', flags={'no-writes'},
   callback=function(keys, args) return redis.call('HGETALL', keys[1]) end}
 redis.register_function{function_name='smfloor_packed', flags={'no-writes'},
   callback=function(keys, args) return redis.call('HMGET', keys[8], 'm', 'v') end}
+redis.register_function{function_name='smfloor_get', flags={'no-writes'},
+  callback=function(keys, args) return redis.call('HMGET', keys[#keys], 'm', 'v') end}
 """
 # Commands a client sends (the others ran inside a script: their time is in the script's).
 TOP_LEVEL = frozenset({"evalsha", "evalsha_ro", "eval", "fcall", "fcall_ro", "hgetall", "set"})
@@ -193,6 +199,9 @@ def cases(port: int) -> dict[str, Callable[[], Any]]:
     floor_args = ["bench", "10000", "get", "sm:id:bench"]
     nk = NamespaceKeys.of(mem.settings.key_prefix, NS)
     get_keys = [*nk.read_fixed(), nk.entry("g"), nk.history("g")]
+    get_only_keys = [*nk.get_fixed(), nk.entry("g")]
+    ns.put_many({f"gm{i}": VALUE for i in range(100)})
+    gm_keys = [f"gm{i}" for i in range(100)]
     return {
         "floor.fcall_ro": lambda: r.execute_command(
             "FCALL_RO", "smfloor_empty", 18, *floor_keys, *floor_args
@@ -205,12 +214,18 @@ def cases(port: int) -> dict[str, Callable[[], Any]]:
         "floor.fcall_ro.packed": lambda: r.execute_command(
             "FCALL_RO", "smfloor_packed", 9, *get_keys, *floor_args
         ),
+        # The get script's shape since stop 22 (lua/get.lua): its 7 key names and 3
+        # arguments, returning the stored entry's two fields and nothing else.
+        "floor.fcall_ro.get": lambda: r.execute_command(
+            "FCALL_RO", "smfloor_get", 7, *get_only_keys, *floor_args[:2], floor_args[3]
+        ),
         "base.cas_xadd": cas,
         "base.cas_xadd.x100": cas_x100,
         "put_many(100)": lambda: ns.put_many(many),
         "base.hgetall": lambda: r.hgetall("bare:h"),
         "put": lambda: ns.put("p", VALUE),
         "get": lambda: ns.get("g"),
+        "get_many(100)": lambda: ns.get_many(gm_keys),
         "base.lock": base_lock,
         "lock": lock,
     }

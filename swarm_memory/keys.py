@@ -207,6 +207,11 @@ class NamespaceKeys:
         sixteen it uses. A fresh list (callers extend it)."""
         return list(_read_names(self.base))
 
+    def get_fixed(self) -> list[str]:
+        """The fixed names of the get script (lua/get.lua's header): the six of the
+        sixteen a get uses (read_fixed without the key index). A fresh list."""
+        return list(_get_names(self.base))
+
     def lock_fixed(self) -> list[str]:
         """The fixed names of the lock script (lua/lock.lua's header): the thirteen of the
         sixteen it uses (not the key, eviction-order and expiry indexes; each name a call
@@ -270,6 +275,12 @@ def _fixed_names(base: str) -> tuple[str, ...]:
 def _read_names(base: str) -> tuple[str, ...]:
     keys = NamespaceKeys(base)
     return (keys.meta, keys.acl, keys.stats, keys.index, keys.expiry, keys.audit, keys.lease)
+
+
+@lru_cache(maxsize=4096)
+def _get_names(base: str) -> tuple[str, ...]:
+    keys = NamespaceKeys(base)
+    return (keys.meta, keys.acl, keys.stats, keys.expiry, keys.audit, keys.lease)
 
 
 @lru_cache(maxsize=4096)

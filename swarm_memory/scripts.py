@@ -162,6 +162,7 @@ class Script:
 SCRIPT_NAMES = (
     "write",
     "read",
+    "get",
     "ns",
     "purge",
     "sweep",

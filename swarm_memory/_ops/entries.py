@@ -1,6 +1,6 @@
 """Entry flows: put / put_many / create / update / delete / incr / touch / rollback
-(every one a call of ``lua/write.lua``), and get / get_many / exists / history / key
-listing (``lua/read.lua``).
+(every one a call of ``lua/write.lua``), get / get_many (``lua/get.lua``), and exists /
+history / key listing (``lua/read.lua``).
 
 ``write`` is the one way to the write script: it settles evict-oldest victims, turns a
 replayed op id into its first outcome (or OpIdReused), and raises the errors of
@@ -46,7 +46,7 @@ from swarm_memory._ops.effects import (
 )
 from swarm_memory._ops.namespaces import rebuild_order, sweep_quietly
 from swarm_memory._ops.records import Fields, ItemRecord, WriteResult, parse_op_record, text
-from swarm_memory._ops.replies import READ, WRITE, Failure, MergeFallback
+from swarm_memory._ops.replies import GET, READ, WRITE, Failure, MergeFallback
 from swarm_memory.codec import JSON_FORMAT, Encoded
 from swarm_memory.merge import merge_patch
 from swarm_memory.models import Entry
@@ -522,11 +522,27 @@ def _read(
     return f
 
 
+def _get(ctx: Context, keys: list[str]) -> Flow[Fields]:
+    """One get-script call (``lua/get.lua``: only the key names a get uses, not the read
+    script's); its fields after the sweep flag (a due sweep is run)."""
+    nk = ctx.keys
+    call_keys = nk.get_fixed()
+    call_keys.extend(map(nk.entry, keys))
+    args: list[str | bytes | int] = [ctx.agent, ctx.settings.audit_maxlen]
+    reply = yield ScriptCall(load("get"), call_keys, args, None, readonly=True)
+    f = GET.passed(reply)
+    if f is None:
+        f = GET.check(reply, Failure(ctx, "get", "read", keys[0] if len(keys) == 1 else None))
+    if f.next() != 0:
+        yield from sweep_quietly(ctx)
+    return f
+
+
 def get(ctx: Context, key: str, *, version: int | None = None) -> Flow[Entry | None]:
     k = ctx.key(key)
     v = version_arg(version, "version")
     if v is None:
-        f = yield from _read(ctx, "get", [k], [])
+        f = yield from _get(ctx, [k])
         found = records.packed_entry(ctx, k, f)  # records.entries, for one key
         f.end()
         return found
@@ -538,7 +554,7 @@ def get_many(ctx: Context, keys: Iterable[str]) -> Flow[dict[str, Entry | None]]
     names = keys_arg(keys, ctx.settings.max_key_bytes)
     if not names:
         return {}
-    f = yield from _read(ctx, "get", names, [])
+    f = yield from _get(ctx, names)
     return records.entries(ctx, names, f)
 
 

@@ -254,7 +254,7 @@ def _expiry(expires_ms: Any) -> datetime | None:
 
 
 def entry(ctx: Context, key: str, rec: EntryRecord) -> Entry:
-    # Numbers come as integers or, from a get, as the stored text (lua/read.lua): both
+    # Numbers come as integers or, from a get, as the stored text (lua/get.lua): both
     # parsed strictly here, inside decoding() (a bad one is CorruptData naming the key).
     version = _stored_int(rec.version)
     if version < 1:
@@ -289,9 +289,10 @@ _PACKED_PARTS = 8  # ver cr mr ct mt x by f
 
 
 def packed_entry(ctx: Context, key: str, f: Fields) -> Entry | None:
-    """The next entry as a get sends it (lua/read.lua): its stored metadata, packed
+    """The next entry as a get sends it (lua/get.lua): its stored metadata, packed
     ("<ver> <cr> <mr> <ct> <mt> <x> <by> <f>", lua/_lib.lua read_entry), then its value;
-    or the absent marker. Parsed strictly: CorruptData naming the key."""
+    or the absent marker. Parsed strictly: CorruptData naming the key (the script sends
+    "m" as stored, unread where the namespace has no expiry index: this is its check)."""
     m = f.next()
     if m == ABSENT:
         return None

@@ -322,6 +322,7 @@ def _lock_not_owned(fail: Failure, f: Fields) -> Exception:
 
 
 READ = Replies[Failure]("read", frozenset({b"ok"}), COMMON_ERRORS)
+GET = Replies[Failure]("get", frozenset({b"ok"}), COMMON_ERRORS)
 NS = Replies[Failure](
     "ns",
     outcomes=frozenset({b"ok", b"exists"}),  # "exists": create finds it (exist_ok decides)
@@ -544,7 +545,7 @@ def script_error(call: ScriptCall | Command, message: str) -> errors.SwarmMemory
 REPLIES: dict[str, Replies[Any]] = {
     r.script: r
     for r in (
-        *(WRITE, READ, NS, PURGE, SWEEP, LRU, REAP, EVENTS, LOCK, PRESENCE),
+        *(WRITE, READ, GET, NS, PURGE, SWEEP, LRU, REAP, EVENTS, LOCK, PRESENCE),
         *(INBOX, LANE, AGENT, GRAPH),
     )
 }

@@ -450,8 +450,11 @@ local ACL_MARK = "#"
 
 -- A read's access: nil when the namespace is not live, else the caller's rank (see
 -- LEVEL_RANK; an unknown level ranks 0).
+-- (redis.pcall and the reply's err field directly: HMGET answers a table either way, and
+-- read_call's varargs and type() cost ~1k.)
 local function read_access(agent)
-  local a = read_call("HMGET", K_ACL, agent, ACL_MARK)
+  local a = redis.pcall("HMGET", K_ACL, agent, ACL_MARK)
+  if a.err then corrupt(K_ACL, "holds the wrong type for HMGET") end
   local default_level = a[2]
   if not default_level then
     local m = load_access()

@@ -2,11 +2,10 @@
 --! args: agent audit_maxlen action +args
 --! returns: {"ok", sweep_due, ...} | {"nons"} | {"denied", granted}
 --
--- Every read path, permission-checked like writes (DESIGN.md decision 8). Expired entries
--- read as absent even before the sweeper removes them. Its fixed keys are the seven of
--- the sixteen namespace names it uses (keys.py, NamespaceKeys.read_fixed; _lib.lua).
---   get   +items               -> {"ok", due, (m, value | "")...} per item: the packed entry
---                                  (see read_entry in _lib.lua) or "" = absent
+-- Every read path but get / get_many (lua/get.lua), permission-checked like writes
+-- (DESIGN.md decision 8). Expired entries read as absent even before the sweeper removes
+-- them. Its fixed keys are the seven of the sixteen namespace names it uses (keys.py,
+-- NamespaceKeys.read_fixed; _lib.lua).
 --   exists +items              -> {"ok", due, 0|1 ...}
 --   version 1 item, ARGV ver   -> {"ok", due, entry}  (current or from history)
 --   history 1 item             -> {"ok", due, entry (current), field, value, ...} (raw HGETALL)
@@ -16,43 +15,14 @@ local have = read_access(agent) -- (one HMGET of the ACL hash while it has its m
 if not have then return { "nons" } end
 -- A denial's record is kept as the namespace's retention says (nil: read it then).
 if have < LEVEL_RANK.read then return denial(agent, have, action, nil, nil, audit_maxlen) end
--- The clock is read when something is compared with it (now_ms: once per call): a get
--- of entries that do not expire, in a namespace without expiring entries or leases,
--- reads no TIME.
+-- The clock is read when something is compared with it (now_ms: once per call).
 local reply = { "ok", sweep_due(nil) }
 
 local function add_entry(e)
   for _, x in ipairs(entry_reply(e)) do reply[#reply + 1] = x end
 end
 
-if action == "get" then
-  -- Each entry goes out as it is stored, its packed metadata and its value (the client
-  -- parses "m" strictly: records.packed_entry, CorruptData naming the key); only the
-  -- expiry is read here. Converting the fields here and back cost more than the rest of
-  -- a get. An entry stored field by field (before "m") is checked here and sent packed.
-  for i = N_FIXED + 1, #KEYS, 2 do
-    local key = KEYS[i]
-    local h = read_call("HMGET", key, "m", "v")
-    local m, v = h[1], h[2]
-    local x
-    if m then
-      x = string.match(m, "^%d+ %d+ %d+ %d+ %d+ (%d+) ")
-      if not x or not v then corrupt(key, "malformed entry") end
-      x = tonumber(x)
-    elseif v or redis.call("EXISTS", key) == 1 then -- stored before "m", or corrupt
-      local e = read_legacy_entry(key)
-      if e then
-        m, v, x = entry_meta(e.ver, e.cr, e.mr, e.ct, e.mt, e.x, e.by, e.f), e.v, e.x
-      end
-    end
-    if not m or (x > 0 and x <= now_ms()) then
-      reply[#reply + 1] = ""
-    else
-      reply[#reply + 1] = m
-      reply[#reply + 1] = v
-    end
-  end
-elseif action == "exists" then
+if action == "exists" then
   for i = N_FIXED + 1, #KEYS, 2 do
     local e = read_entry(KEYS[i], now_ms())
     reply[#reply + 1] = e and 1 or 0

@@ -151,10 +151,11 @@ def test_every_key_of_a_namespace_shares_one_slot(env):
     ns.put_many({"a{b}": 1, "{x}": 2, "ü": 3})
     ns.put("a{b}", 4)
     assert ns.get("a{b}").value == 4
+    assert ns.exists("a{b}")
     keys = [k for k in env.snapshot() if b"{team}" in k]
     assert len(keys) > 8
     assert len({key_slot(k) for k in keys}) == 1
-    assert env.guard.calls > 0 and set(env.guard.by_script) >= {"ns", "write", "read"}
+    assert env.guard.calls > 0 and set(env.guard.by_script) >= {"ns", "write", "get", "read"}
 
 
 def test_retention_is_the_namespaces_not_each_writers(env):

@@ -60,7 +60,7 @@ def test_a_lua_error_names_the_file_and_line(redis_server: RedisServer, function
     raw = redis.Redis(port=redis_server.port)
     script = load("read")
     keys = NamespaceKeys.of("lines", "team").read_fixed()
-    args: list[str | bytes | int] = ["planner", "not-a-number", "get"]
+    args: list[str | bytes | int] = ["planner", "not-a-number", "exists"]
     call = ScriptCall(script, keys, args, None)
     with pytest.raises(redis.ResponseError) as info:
         if functions:
@@ -87,8 +87,7 @@ def test_a_readonly_call_runs_as_fcall_ro_or_evalsha_ro(
     mem.create_namespace("ro-" + mode)
     mem.namespace("ro-" + mode).put("k", 1)
     keys = NamespaceKeys.of(mem.settings.key_prefix, "ro-" + mode)
-    entry = [keys.entry("k"), keys.history("k")]
-    read = ScriptCall(load("read"), [*keys.read_fixed(), *entry], ["a", 100, "get"], None, True)
+    read = ScriptCall(load("get"), [*keys.get_fixed(), keys.entry("k")], ["a", 100], None, True)
     reply = mem._driver.perform(read)
     assert reply[0] == b"ok" and reply[2].split(b" ")[0] == b"1"  # version 1, packed
     presence = PresenceKeys.of(mem.settings.key_prefix)

@@ -140,6 +140,19 @@ def test_the_identity_denial_is_audited(swarm: Swarm):
     assert any(r.agent == "w2" and r.outcome == "denied" for r in records)
 
 
+@pytest.mark.parametrize("read", ["get", "get_many"])
+def test_an_identity_refused_get_is_refused_and_audited(swarm: Swarm, read: str):
+    """lua/get.lua (the names a get uses, stop 22) still has the stats and audit keys
+    that enter() records an identity refusal in: the FCALL_RO refusal runs again with
+    writes, and a user that may write the namespace leaves the record."""
+    team = swarm.admin.namespace("team")
+    before = len(team.audit(action="identity", agent="w2", limit=100))
+    with swarm.connect("w1", agent="w2") as impostor, pytest.raises(errors.IdentityMismatch):
+        ns = impostor.namespace("team")
+        ns.get("plan") if read == "get" else ns.get_many(["plan", "x"])
+    assert len(team.audit(action="identity", agent="w2", limit=100)) == before + 1
+
+
 def test_as_agent_on_an_agent_client_refuses_another_identity(swarm: Swarm):
     with swarm.connect("w1") as w1:
         with pytest.raises(errors.IdentityMismatch):
