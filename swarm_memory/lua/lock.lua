@@ -62,10 +62,9 @@ if action == "acquire" then
     local stored = meta[3]
     local last = 0
     if stored then
-      last = tonumber(stored)
-      if not last or last % 1 ~= 0 or last < 0 then
-        corrupt(K_META, "bad fencing token counter lt")
-      end
+      -- (stored_int: the text the last acquire formatted is found in its memo, unparsed)
+      last = stored_int(stored)
+      if not last or last < 0 then corrupt(K_META, "bad fencing token counter lt") end
     end
     -- A token is never issued twice, even when a crash or failover lost the counter's
     -- last increments (DESIGN.md decision 3): it is at least the server clock in
