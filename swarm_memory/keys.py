@@ -212,6 +212,12 @@ class NamespaceKeys:
         sixteen a get uses (read_fixed without the key index). A fresh list."""
         return list(_get_names(self.base))
 
+    def write_fixed(self) -> list[str]:
+        """The fixed names of the write script (lua/write.lua's header): the fourteen of
+        the sixteen it uses (not the lock index and the lock doorbell, which only
+        lua/lock.lua touches). A fresh list (callers extend it)."""
+        return list(_write_names(self.base))
+
     def lock_fixed(self) -> list[str]:
         """The fixed names of the lock script (lua/lock.lua's header): the thirteen of the
         sixteen it uses (not the key, eviction-order and expiry indexes; each name a call
@@ -281,6 +287,12 @@ def _read_names(base: str) -> tuple[str, ...]:
 def _get_names(base: str) -> tuple[str, ...]:
     keys = NamespaceKeys(base)
     return (keys.meta, keys.acl, keys.stats, keys.expiry, keys.audit, keys.lease)
+
+
+@lru_cache(maxsize=4096)
+def _write_names(base: str) -> tuple[str, ...]:
+    full = _fixed_names(base)
+    return full[:13] + full[14:15]  # meta .. eph, lockh (no locks, no lbell)
 
 
 @lru_cache(maxsize=4096)

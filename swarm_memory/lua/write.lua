@@ -1,5 +1,5 @@
---! keys: meta acl stats idx lru exp events audit ops opst bell lease eph locks lockh lbell +items(entry hist) +victims(entry hist)
---! args: agent op_id dedupe_ms stream_maxlen audit_maxlen max_value_bytes n_items n_victims action digest echo event_value_max eph_ms n_fences +items(op key value fmt expected ttl_ms) +fences(item lock token) +victims(key)
+--! keys: meta acl stats idx lru exp events audit ops opst bell lease eph lockh +items(entry hist) +victims(entry hist)
+--! args: agent op_id limits counts action digest echo eph_ms +items(head key value) +fences(item lock token) +victims(key)
 --! returns: {"ok", rev, sweep_due, n_items, (status ver cr mr ct mt x size value fmt)..., n_evicted, name...} | {"dup", record, sweep_due} | {"nons"} | {"denied", granted} | {"conflict", i, entry...} | {"txn_conflict", n, (i, entry...)...} | {"version_required", i, strategy} | {"fenced", i, lock, token, latest, reason} | {"quota", kind, limit, current, requested} | {"victims", wanted} | {"lru", token} | {"merge_fallback", i, "patch"|"stored"} | {"not_integer", i} | {"too_large", i, size}
 --
 -- Every write in one script (DESIGN.md decision 2): permission, dedupe, strategy and
@@ -18,21 +18,27 @@
 -- Fences: (item, lock, token) triples; an item may be written only while `token` is held
 -- (exclusively, unexpired) on `lock`. eph_ms: ties the written entries to the agent's lease
 -- in this namespace (started for eph_ms if it has none).
+-- The client's numbers come packed (each argument costs the server ~0.6-1.2k, see
+-- int_fields): limits = "<dedupe_ms> <stream_maxlen> <audit_maxlen> <max_value_bytes>
+-- <event_value_max>" (the same on every call of a client), counts = "<n_items> <n_victims>
+-- <n_fences>", and an item's head "<op> <expected> <ttl_ms> <fmt>" (item_head).
+-- The names: the fourteen of the sixteen a write uses (not K_LOCKS, K_LBELL: lock.lua's;
+-- K_IDX..K_EPH and K_LOCKH in the sixteen's order), then the items' and victims'.
 local agent, op_id = ARGV[1], ARGV[2]
-local dedupe_ms = int_arg(ARGV[3], "dedupe_ms")
-local stream_maxlen, audit_maxlen = int_arg(ARGV[4], "stream_maxlen"), int_arg(ARGV[5], "audit_maxlen")
-local max_value_bytes = int_arg(ARGV[6], "max_value_bytes")
-local n_items, n_victims = int_arg(ARGV[7], "n_items"), int_arg(ARGV[8], "n_victims")
-local action = ARGV[9]
+local limits = int_fields(ARGV[3], 5, "limits")
+local dedupe_ms, stream_maxlen, audit_maxlen, max_value_bytes = limits[1], limits[2], limits[3], limits[4]
+local counts = int_fields(ARGV[4], 3, "counts")
+local n_items, n_victims, n_fences = counts[1], counts[2], counts[3]
+local action = ARGV[5]
 -- digest: the client's fingerprint of this request, kept with the op record so a replay
 -- of the op id with a different request is caught (the client compares). echo = "1":
 -- put every written value in the reply (and so in the op record), for CAS loops whose
 -- replays must report the value that was actually written.
-local digest, echo = ARGV[10], ARGV[11] == "1"
+local digest, echo = ARGV[6], ARGV[7] == "1"
 -- Values up to this many encoded bytes ride along in their "put" event (0 = never).
-local event_value_max = int_arg(ARGV[12], "event_value_max")
-local eph_ms, n_fences = opt_int(ARGV[13], "eph_ms"), int_arg(ARGV[14], "n_fences")
-local ARG0, ITEM_ARGS, FENCE_ARGS = 14, 6, 3
+local event_value_max = limits[5]
+local eph_ms = opt_int(ARGV[8], "eph_ms")
+local ARG0, ITEM_ARGS, FENCE_ARGS = 8, 3, 3
 local FENCE0 = ARG0 + ITEM_ARGS * n_items
 local VICTIM0 = FENCE0 + FENCE_ARGS * n_fences
 local VICTIM_KEY0 = N_FIXED + 2 * n_items
@@ -104,7 +110,7 @@ if require_lock then
   -- Every written key needs its own lock's current token (compares need none).
   for i = 1, n_items do
     local a = ARG0 + (i - 1) * ITEM_ARGS
-    if not fenced[i] and ARGV[a + 1] ~= "C" then
+    if not fenced[i] and string.sub(ARGV[a + 1], 1, 1) ~= "C" then
       local name = ARGV[a + 2]
       return fenced_reply(i, name, 0, lock_token(read_lock(name, now)), "required")
     end
@@ -118,7 +124,7 @@ if action == "transaction" then
   local failed = {}
   for i = 1, n_items do
     local a = ARG0 + (i - 1) * ITEM_ARGS
-    local expected = opt_int(ARGV[a + 5], "expected")
+    local _, expected = item_head(ARGV[a + 1])
     if expected ~= nil then
       local cur, expired, stale = read_entry(KEYS[N_FIXED + 2 * i - 1], now)
       read_ahead[i] = { cur, expired, stale }
@@ -142,8 +148,8 @@ local in_batch = {}
 local key_delta, byte_delta = 0, 0
 for i = 1, n_items do
   local a = ARG0 + (i - 1) * ITEM_ARGS
-  local op, name, value, fmt = ARGV[a + 1], ARGV[a + 2], ARGV[a + 3], ARGV[a + 4]
-  local expected, ttl_ms = opt_int(ARGV[a + 5], "expected"), opt_int(ARGV[a + 6], "ttl_ms")
+  local op, expected, ttl_ms, fmt = item_head(ARGV[a + 1])
+  local name, value = ARGV[a + 2], ARGV[a + 3]
   local ekey, hkey = KEYS[N_FIXED + 2 * i - 1], KEYS[N_FIXED + 2 * i]
   in_batch[name] = true
   local cur, expired, stale_entry

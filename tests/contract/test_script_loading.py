@@ -133,3 +133,51 @@ def test_a_user_that_may_not_load_functions_calls_them_while_loaded(
             raw.execute_command("ACL", "DELUSER", user)
         admin.close()
         raw.close()
+
+
+GOOD_LIMITS, GOOD_COUNTS, GOOD_HEAD = "300000 1000 1000 1048576 4096", "1 0 0", "P   json"
+
+
+@pytest.mark.parametrize(
+    "limits, counts, head, problem",
+    [
+        ("300000 1000 1000 1048576", GOOD_COUNTS, GOOD_HEAD, "bad limits"),
+        ("300000 1000 1000 1048576 4096 1", GOOD_COUNTS, GOOD_HEAD, "bad limits"),
+        ("300000  1000 1000 1048576 4096", GOOD_COUNTS, GOOD_HEAD, "bad limits"),
+        (" 300000 1000 1000 1048576 4096", GOOD_COUNTS, GOOD_HEAD, "bad limits"),
+        ("300000 1000 1000 1048576 0x10", GOOD_COUNTS, GOOD_HEAD, "bad integer for limits"),
+        (GOOD_LIMITS, "1 0", GOOD_HEAD, "bad counts"),
+        (GOOD_LIMITS, GOOD_COUNTS, "P", "bad write item head"),
+        (GOOD_LIMITS, GOOD_COUNTS, "p   json", "bad write item head"),
+        (GOOD_LIMITS, GOOD_COUNTS, "P 1e3  json", "bad write item head"),
+        (GOOD_LIMITS, GOOD_COUNTS, "P 12345678901234567890  json", "bad integer for expected"),
+    ],
+)
+@pytest.mark.parametrize("functions", [True, False])
+def test_the_write_scripts_packed_arguments_are_checked_before_anything(  # noqa: PLR0917
+    redis_server: RedisServer, functions: bool, limits: str, counts: str, head: str, problem: str
+) -> None:
+    """The write script's numbers come packed (limits, counts, each item's head:
+    lua/write.lua, int_fields and item_head in _lib.lua): a malformed one is an error
+    saying which, before any key is read or written."""
+    raw = redis.Redis(port=redis_server.port)
+    prefix = f"packed{uuid.uuid4().hex[:8]}"
+    mem = SwarmMemory.from_url(
+        redis_server.url, agent="planner", settings=Settings(key_prefix=prefix)
+    )
+    mem.create_namespace("team")
+    nk = NamespaceKeys.of(prefix, "team")
+    before = {k: raw.dump(k) for k in raw.scan_iter(match=prefix + "*")}
+    script = load("write")
+    keys = [*nk.write_fixed(), nk.entry("k"), nk.history("k")]
+    args = ["planner", "op-1", limits, counts, "put", "", "0", "", head, "k", b"1"]
+    with pytest.raises(redis.ResponseError) as info:
+        if functions:
+            raw.function_load(library().source, replace=True)
+            raw.fcall(script.function, len(keys), *keys, *args, "identity")
+        else:
+            raw.eval(script.source, len(keys), *keys, *args, "identity")
+    assert problem in str(info.value), info.value
+    assert {k: raw.dump(k) for k in raw.scan_iter(match=prefix + "*")} == before
+    mem.close()
+    raw.close()

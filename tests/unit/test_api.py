@@ -147,6 +147,18 @@ def test_every_script_has_a_header_the_loader_checks():
             assert fixed == ("meta", "acl", "stats", "exp", "audit", "lease")
             assert [k[len(nk.base) :] for k in nk.get_fixed()] == list(fixed)
             continue
+        if name == "write":  # the fourteen it uses, in NamespaceKeys.write_fixed's order
+            nk = NamespaceKeys.of("sm", "team")
+            write_keys = (
+                "meta", "acl", "stats", "idx", "lru", "exp", "events", "audit", "ops", "opst",
+                "bell", "lease", "eph", "lockh",
+            )  # fmt: skip
+            assert fixed == write_keys
+            assert tuple(k[len(nk.base) :] for k in nk.write_fixed()) == write_keys
+            assert script.args.fixed == (
+                "agent", "op_id", "limits", "counts", "action", "digest", "echo", "eph_ms",
+            )  # fmt: skip
+            continue
         if name == "lock":  # the thirteen it uses, in NamespaceKeys.lock_fixed's order
             nk = NamespaceKeys.of("sm", "team")
             lock_keys = (
