@@ -95,7 +95,8 @@ local function fenced_reply(i, lock, token, latest, reason)
   redis.call("HINCRBY", K_STATS, "fence_rejected", 1)
   return { "fenced", i, lock, token, latest, reason }
 end
-local fenced = {}
+-- (Tables a call may not need are made when it does: each costs ~0.5-1k with its GC.)
+local fenced = n_fences > 0 and {} or nil
 for j = 1, n_fences do
   local b = FENCE0 + (j - 1) * FENCE_ARGS
   local i, lock, token = int_arg(ARGV[b + 1], "fence item"), ARGV[b + 2], int_arg(ARGV[b + 3], "token")
@@ -110,7 +111,7 @@ if require_lock then
   -- Every written key needs its own lock's current token (compares need none).
   for i = 1, n_items do
     local a = ARG0 + (i - 1) * ITEM_ARGS
-    if not fenced[i] and string.sub(ARGV[a + 1], 1, 1) ~= "C" then
+    if not (fenced and fenced[i]) and string.sub(ARGV[a + 1], 1, 1) ~= "C" then
       local name = ARGV[a + 2]
       return fenced_reply(i, name, 0, lock_token(read_lock(name, now)), "required")
     end
@@ -119,8 +120,9 @@ end
 
 -- A transaction reports every failed compare, not only the first. The entries it reads
 -- here are kept for phase 1 (read once per script).
-local read_ahead = {}
+local read_ahead
 if action == "transaction" then
+  read_ahead = {}
   local failed = {}
   for i = 1, n_items do
     local a = ARG0 + (i - 1) * ITEM_ARGS
@@ -144,16 +146,14 @@ end
 
 ---------------------------------------------------------------------------- phase 1
 local plan = {}
-local in_batch = {}
 local key_delta, byte_delta = 0, 0
 for i = 1, n_items do
   local a = ARG0 + (i - 1) * ITEM_ARGS
   local op, expected, ttl_ms, fmt = item_head(ARGV[a + 1])
   local name, value = ARGV[a + 2], ARGV[a + 3]
   local ekey, hkey = KEYS[N_FIXED + 2 * i - 1], KEYS[N_FIXED + 2 * i]
-  in_batch[name] = true
   local cur, expired, stale_entry
-  if read_ahead[i] then
+  if read_ahead and read_ahead[i] then
     cur, expired, stale_entry = read_ahead[i][1], read_ahead[i][2], read_ahead[i][3]
   else
     cur, expired, stale_entry = read_entry(ekey, now)
@@ -262,6 +262,8 @@ if kind then
   -- The caller passes the oldest keys it saw (not in this batch); they must still be the
   -- oldest, or the caller retries with a fresh list. Keys cannot be named inside Lua.
   local oldest = read_call("ZRANGE", K_LRU, 0, n_victims + n_items + 8)
+  local in_batch = {}
+  for i = 1, n_items do in_batch[plan[i].name] = true end
   local expect = {}
   for _, name in ipairs(oldest) do
     if not in_batch[name] and #expect < n_victims then expect[#expect + 1] = name end
@@ -329,7 +331,7 @@ local rev_s, now_s = itos(rev), itos(now)
 -- 2a: what the writes will be, and their events, computed without writing.
 -- reply: what the client reads now; recs / vals: the compact op record kept for the
 -- dedupe window (per item: status and numbers; values only where the reply has them).
-local evicted = {}
+local evicted = victims[1] and {} or victims -- (none, almost always: the same empty table)
 for j = 1, #victims do
   local v = victims[j]
   event("evict", v.name, stored_version(v.ekey))
@@ -496,7 +498,7 @@ end
 if #evicted > 0 then redis.call("HINCRBY", K_STATS, "evicted", #evicted) end
 
 reply[#reply + 1] = #evicted
-for _, name in ipairs(evicted) do reply[#reply + 1] = name end
+for j = 1, #evicted do reply[#reply + 1] = evicted[j] end
 
 -- The op record (decision 6), compact: "w1 <digest|-> <rev> <now> <n_items> <n_evicted>
 -- <n_values>|<item>|...|" then pack({i, value, fmt, ..., evicted names...}). A replay
@@ -504,7 +506,7 @@ for _, name in ipairs(evicted) do reply[#reply + 1] = name end
 -- Its header by concatenation of texts itos has (the revision and time formatted above,
 -- the small counts from its memo): string.format runs a sprintf per "%d" (~0.7k each).
 local n_vals = #vals / 3
-for _, name in ipairs(evicted) do vals[#vals + 1] = name end
+for j = 1, #evicted do vals[#vals + 1] = evicted[j] end
 local record = "w1 " .. (digest == "" and "-" or digest) .. " " .. rev_s .. " " .. now_s .. " "
   .. itos(n_items) .. " " .. itos(#evicted) .. " " .. itos(n_vals) .. "|"
   .. (n_items == 1 and recs[1] or table.concat(recs, "|")) .. "|"
