@@ -122,10 +122,23 @@ class Context:
     codec: ValueCodec
     resolver: Resolver | None = None
     session: AgentSession | None = None  # the identity's lease state (shared, mutable)
+    # Worked out once per context (a namespace handle's), not per call: the key names
+    # (an lru_cache lookup each time otherwise) and the write script's constant head
+    # arguments, as the write flow sends them.
+    keys: NamespaceKeys = field(init=False, repr=False, compare=False)
+    write_limits: tuple[int, int, int, int] = field(init=False, repr=False, compare=False)
+    event_value_max: int = field(init=False, repr=False, compare=False)
 
-    @property
-    def keys(self) -> NamespaceKeys:
-        return NamespaceKeys.of(self.settings.key_prefix, self.namespace)
+    def __post_init__(self) -> None:
+        s = self.settings
+        setattr_ = object.__setattr__  # a frozen dataclass
+        setattr_(self, "keys", NamespaceKeys.of(s.key_prefix, self.namespace))
+        setattr_(
+            self,
+            "write_limits",
+            (int(s.dedupe_window * 1000), s.stream_maxlen, s.audit_maxlen, s.max_value_bytes),
+        )
+        setattr_(self, "event_value_max", s.event_value_max)
 
     def key(self, key: object) -> str:
         return key_arg(key, self.settings.max_key_bytes)
