@@ -412,6 +412,10 @@ class WriteResult(NamedTuple):
 def write_ok(f: Fields, *, sweep_due: bool | None = None, digest: str | None = None) -> WriteResult:
     """``rev sweep_due n_items ItemRecord... n_evicted name...``: the write script's "ok"
     reply after its tag, or the body of a packed op record (``digest`` read before it)."""
+    if digest is None and sweep_due is None:
+        fast = _write_ok_fast(f)
+        if fast is not None:
+            return fast
     revision = f.number()
     due = f.next() != 0
     items = [item_record(f) for _ in range(f.number())]
@@ -420,6 +424,32 @@ def write_ok(f: Fields, *, sweep_due: bool | None = None, digest: str | None = N
     replayed = digest is not None
     due = due if sweep_due is None else sweep_due
     return WriteResult(revision, due, items, evicted, replayed, digest or "")
+
+
+_ITEM_WIDTH = len(ItemRecord._fields)
+_OK_COUNTS = 4  # rev, sweep_due, n_items, n_evicted: an "ok" without items
+
+
+def _write_ok_fast(f: Fields) -> WriteResult | None:
+    """:func:`write_ok` of a write's own reply, read by index (~0.6 µs, against ~2 µs
+    through a method call per field) when its counts are RESP integers, as the script
+    sends them, its items all there and nothing evicted; else None, and the general
+    reader decodes (or refuses) it. Either way the same result, and ``f`` read as far."""
+    r, p = f._items, f._pos
+    if len(r) - p < _OK_COUNTS:
+        return None
+    revision, due, n = r[p], r[p + 1], r[p + 2]
+    end = p + 3 + n * _ITEM_WIDTH
+    if type(revision) is not int or type(n) is not int or n < 0 or end >= len(r):
+        return None
+    n_evicted = r[end]
+    if type(n_evicted) is not int or n_evicted != 0:
+        return None
+    items = [
+        ItemRecord(text(r[q]), *r[q + 1 : q + _ITEM_WIDTH]) for q in range(p + 3, end, _ITEM_WIDTH)
+    ]
+    f._pos = end + 1
+    return WriteResult(revision, due != 0, items, [], False, "")
 
 
 class CompactHead(NamedTuple):
