@@ -294,6 +294,15 @@ class Driver(DriverBase):
 
     def _send(self, call: ScriptCall, args: list[Any], *, functions: bool) -> Any:
         n = len(call.keys)
+        if (
+            functions
+            and self.direct is not None
+            and not call.readonly
+            and (call.op_id is None or not self.settings.wait_replicas)
+        ):
+            # The common case, as _once sends it (an FCALL on a connection of the pool),
+            # without its layers and copies of the arguments.
+            return self._direct(("FCALL", call.script.function, n, *call.keys, *args))
         # A direct send packs str and int as they are; redis-py's path is given bytes.
         wire = [*call.keys, *args] if self.direct is not None else wire_args(call.keys, args)
         script = call.script
