@@ -240,15 +240,41 @@ def _stored_int(value: Any) -> int:
     return n
 
 
+# Reply fields that were server times, as they came (an int or the stored text), with
+# their datetimes: an entry's times repeat (a hot key read again, an update keeping its
+# creation time), and a hit skips the parse and the conversion (~0.25 µs each). Only
+# fields that parsed are kept, so a hit is what parsing would return; a bad field still
+# raises. Bounded; dict reads and writes are atomic under the GIL.
+_TIMES: dict[Any, datetime] = {}
+_TIMES_MAX = 512
+
+
+def _time(raw: Any) -> datetime:
+    # Only ints and bytes are kept: a float or a bool equal to a kept int must still be
+    # refused by _stored_int.
+    found = _TIMES.get(raw) if type(raw) is int or type(raw) is bytes else None
+    if found is None:
+        found = ms_to_datetime(_stored_int(raw))
+        if len(_TIMES) >= _TIMES_MAX:
+            _TIMES.clear()
+        _TIMES[raw] = found  # parsed: an int or bytes
+    return found
+
+
 def times(created_ms: Any, updated_ms: Any) -> tuple[datetime, datetime]:
     # An entry written once was created when it was updated: one conversion serves both.
-    updated = ms_to_datetime(_stored_int(updated_ms))
+    updated = _time(updated_ms)
     if created_ms == updated_ms:
         return updated, updated
-    return ms_to_datetime(_stored_int(created_ms)), updated
+    return _time(created_ms), updated
+
+
+_NO_EXPIRY = (0, b"0")  # how the scripts send "no expiry" (a number, or stored text)
 
 
 def _expiry(expires_ms: Any) -> datetime | None:
+    if (type(expires_ms) is int or type(expires_ms) is bytes) and expires_ms in _NO_EXPIRY:
+        return None  # what parsing 0 returns, without the parse
     x = _stored_int(expires_ms)
     return ms_to_datetime(x) if x > 0 else None
 
