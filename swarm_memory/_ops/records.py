@@ -465,8 +465,10 @@ def _write_ok_fast(f: Fields) -> WriteResult | None:
     if len(r) - p < _OK_COUNTS:
         return None
     revision, due, n = r[p], r[p + 1], r[p + 2]
+    if type(revision) is not int or type(n) is not int or n < 0:
+        return None
     end = p + 3 + n * _ITEM_WIDTH
-    if type(revision) is not int or type(n) is not int or n < 0 or end >= len(r):
+    if end >= len(r):
         return None
     n_evicted = r[end]
     if type(n_evicted) is not int or n_evicted != 0:
