@@ -8,45 +8,71 @@ calls by process CPU time (``time.process_time``), ``--repeat`` times; it prints
 minimum and the median per call. No server time, no loopback, no scheduling: only what
 the client itself executes, the same replies parsed every time.
 
-Ops: ``put``, ``get``, ``get_many`` (100 keys), ``put_many`` (100 entries) through
-``SwarmMemory``; ``bare_evalsha`` (redis-py EVALSHA of the bare Lua CAS+XADD) and
-``bare_hgetall`` (redis-py HGETALL) for the floor of a redis-py call. The async client
-is timed by ``python -m bench.profile async_put`` and the ``async`` / ``nats`` families
-of ``python -m bench``.
+Ops: ``put``, ``get``, ``get_many`` (100 keys), ``put_many`` (100 entries) and ``lock``
+(``with ns.lock(...)``: an acquire and a release, two script calls whose two replies are
+recorded and replayed in turn) through ``SwarmMemory``; ``aput``, ``aget`` and ``alock``,
+the same through ``AsyncSwarmMemory`` (its pipelined connection's transport swapped for
+one that swallows the writes and hands the recorded replies to the protocol: the event
+loop's own turns are part of what is timed); ``bare_evalsha`` (redis-py EVALSHA of the
+bare Lua CAS+XADD) and ``bare_hgetall`` (redis-py HGETALL) for the floor of a redis-py
+call.
 
-It reaches into redis-py's connection (``_sock``, the pool's idle connections): a
-measuring tool, not library code; if a redis-py release moves them, it says so and
-stops.
+It reaches into redis-py's connection (``_sock``, the pool's idle connections) and the
+async driver's pipe (``swarm_memory._pipeline``): a measuring tool, not library code; if
+a redis-py release moves them, it says so and stops.
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import gc
 import statistics
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from bench.baselines import CAS_XADD
 from bench.harness import VALUE, encode
 
-OPS = ("put", "get", "get_many", "put_many", "bare_evalsha", "bare_hgetall")
+OPS = (
+    "put",
+    "get",
+    "get_many",
+    "put_many",
+    "lock",
+    "aput",
+    "aget",
+    "alock",
+    "bare_evalsha",
+    "bare_hgetall",
+)
+ASYNC_OPS = ("aput", "aget", "alock")
 
 
 class ReplaySocket:
-    """A socket that passes through, records what it receives, or replays it."""
+    """A socket that passes through, records what it receives, or replays it.
+
+    Recorded replies are grouped by the send that preceded them (a lock's acquire and
+    release are two); replaying, each send moves on to the next reply, in turn."""
 
     def __init__(self, real: Any) -> None:
         self.real = real
         self.mode = "pass"  # pass | record | replay
-        self.log: list[bytes] = []
+        self.log: list[list[bytes]] = []  # per send, the chunks received after it
+        self.replies: list[bytes] = []
         self.reply = b""
+        self.turn = -1
 
     def sendall(self, data: Any) -> None:
-        if self.mode != "replay":
-            self.real.sendall(data)
+        if self.mode == "replay":
+            self.turn = (self.turn + 1) % len(self.replies)
+            self.reply = self.replies[self.turn]
+            return
+        if self.mode == "record":
+            self.log.append([])
+        self.real.sendall(data)
 
     def recv_into(self, buf: Any, *args: Any) -> int:
         if self.mode == "replay":
@@ -54,8 +80,14 @@ class ReplaySocket:
             return len(self.reply)
         n: int = self.real.recv_into(buf, *args)
         if self.mode == "record":
-            self.log.append(bytes(buf[:n]))
+            self.log[-1].append(bytes(buf[:n]))
         return n
+
+    def replay(self) -> None:
+        """Stop recording; replay what was recorded (a reply however many recv() it took)."""
+        self.replies = [b"".join(chunks) for chunks in self.log]
+        self.turn = -1
+        self.mode = "replay"
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self.real, name)
@@ -87,8 +119,7 @@ def time_op(client: Any, fn: Callable[[], Any], n: int, repeat: int) -> list[flo
     try:
         sock.mode = "record"
         fn()
-        sock.reply = b"".join(sock.log)  # one reply, however many recv() it took
-        sock.mode = "replay"
+        sock.replay()
         out = []
         for _ in range(repeat):
             gc.collect()
@@ -101,6 +132,88 @@ def time_op(client: Any, fn: Callable[[], Any], n: int, repeat: int) -> list[flo
         sock.mode = "pass"
         conn._sock = sock.real
         conn._parser._sock = sock.real
+
+
+class ReplayTransport:
+    """The async pipe's transport, recording the replies its protocol is handed, or
+    swallowing writes and handing it the recorded replies in turn (one per write:
+    each call is written in its own event loop turn, as the timing loop awaits it)."""
+
+    def __init__(self, wire: Any) -> None:
+        self.wire = wire
+        self.real = wire.transport
+        self.mode = "pass"  # pass | record | replay
+        self.log: list[list[bytes]] = []
+        self.replies: list[bytes] = []
+        self.turn = -1
+        self.received = type(wire).data_received.__get__(wire)
+
+    def write(self, data: bytes) -> None:
+        if self.mode == "replay":
+            self.turn = (self.turn + 1) % len(self.replies)
+            self.received(self.replies[self.turn])
+            return
+        if self.mode == "record":
+            self.log.append([])
+        self.real.write(data)
+
+    def data_received(self, data: bytes) -> None:
+        if self.mode == "record":
+            self.log[-1].append(bytes(data))
+        self.received(data)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.real, name)
+
+
+async def atime_op(mem: Any, fn: Callable[[], Awaitable[Any]], n: int, repeat: int) -> list[float]:
+    """:func:`time_op` for the async client: µs of process CPU per awaited call."""
+    await fn()  # warm up: scripts loaded, the pipe connected
+    pipe = mem._driver.pipe
+    wire = getattr(pipe, "wire", None)
+    if wire is None or not hasattr(wire, "transport"):
+        sys.exit("bench.client_cost: the async driver has no pipelined connection")
+    fake = ReplayTransport(wire)
+    wire.transport = fake
+    wire.data_received = fake.data_received  # the transport calls its protocol's method
+    try:
+        fake.mode = "record"
+        await fn()
+        fake.replies = [b"".join(chunks) for chunks in fake.log]
+        fake.mode = "replay"
+        out = []
+        for _ in range(repeat):
+            gc.collect()
+            t0 = time.process_time()
+            for _ in range(n):
+                await fn()
+            out.append((time.process_time() - t0) / n * 1e6)
+        return out
+    finally:
+        fake.mode = "pass"
+        wire.transport = fake.real
+        del wire.data_received
+
+
+async def run_async(url: str, ops: list[str], n: int, repeat: int) -> dict[str, list[float]]:
+    from swarm_memory import AsyncSwarmMemory
+
+    mem = AsyncSwarmMemory.from_url(url, agent="bench")
+    ns = mem.namespace("cpu")
+
+    async def alock() -> None:
+        async with ns.lock("al", ttl=10.0):
+            pass
+
+    fns: dict[str, Callable[[], Awaitable[Any]]] = {
+        "aput": lambda: ns.put("ap", VALUE),
+        "aget": lambda: ns.get("g"),
+        "alock": alock,
+    }
+    try:
+        return {op: await atime_op(mem, fns[op], n, repeat) for op in ops}
+    finally:
+        await mem.close()
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -126,6 +239,11 @@ def main(argv: list[str] | None = None) -> int:
         ns.put("g", VALUE)
         ns.put_many(many)
         raw = server.client()
+
+        def lock() -> None:
+            with ns.lock("l", ttl=10.0):
+                pass
+
         sha = raw.script_load(CAS_XADD)
         body = encode(VALUE)
         raw.hset("bare:h", mapping={"v": body, "f": "json", "ver": 1, "by": "bench"})
@@ -134,14 +252,18 @@ def main(argv: list[str] | None = None) -> int:
             "get": (mem.redis, lambda: ns.get("g")),
             "get_many": (mem.redis, lambda: ns.get_many(list(many))),
             "put_many": (mem.redis, lambda: ns.put_many(many)),
+            "lock": (mem.redis, lock),
             "bare_evalsha": (raw, lambda: raw.evalsha(sha, 2, "bare:c", "bare:s", 0, body)),
             "bare_hgetall": (raw, lambda: raw.hgetall("bare:h")),
         }
         print(f"{'op':14} {'min µs':>9} {'median µs':>10}  (client CPU per call, no network)")
         for op in a.ops:
-            client, fn = fns[op]
-            n = max(1, a.n // 20) if op.endswith("_many") else a.n
-            res = time_op(client, fn, n, a.repeat)
+            if op in ASYNC_OPS:
+                res = asyncio.run(run_async(server.url, [op], a.n, a.repeat))[op]
+            else:
+                client, fn = fns[op]
+                n = max(1, a.n // 20) if op.endswith("_many") else a.n
+                res = time_op(client, fn, n, a.repeat)
             print(f"{op:14} {min(res):9.2f} {statistics.median(res):10.2f}", flush=True)
         mem.close()
     finally:

@@ -10,8 +10,10 @@ themselves (their I/O) are ``_async/driver.py`` and its generated ``_sync/driver
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Callable
+from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
 import redis.exceptions as rexc
@@ -221,6 +223,26 @@ def direct_pool(client: Any) -> Any:
     if retry is None or retry.get_retries() != 0:
         return None
     return pool
+
+
+def recording_off(recorder: ModuleType) -> Callable[[], bool]:
+    """A check that redis-py's observability ``recorder`` module (sync or asyncio) is
+    known to be off: its ``record_operation_duration`` then returns before doing
+    anything (it finds no collector, and the miss cached), so a caller may skip the
+    call and the work of its arguments. The check reads the two module globals the
+    helper reads first; a redis-py without them gets a check that is never true (every
+    call recorded, as before). Enabling observability resets both (its ``init``), so the
+    next call records again."""
+    names = vars(recorder)
+    for prefix in ("_async_", "_"):
+        collector, resolved = prefix + "metrics_collector", prefix + "collector_resolved"
+        if collector in names and resolved in names:
+            return functools.partial(_recorder_off, names, collector, resolved)
+    return lambda: False
+
+
+def _recorder_off(names: dict[str, Any], collector: str, resolved: str) -> bool:
+    return names[collector] is None and names[resolved] is True
 
 
 def wire_args(keys: list[str], args: list[Any]) -> list[Any]:

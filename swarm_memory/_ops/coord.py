@@ -162,9 +162,21 @@ _NEEDS = {
 def _lock_call(
     ctx: Context, action: str, extra: list[str | bytes | int], op_id: str | None, key: str | None
 ) -> Flow[Fields]:
+    reply = yield _lock_effect(ctx, action, extra, op_id)
+    return _lock_reply(ctx, action, key, reply)
+
+
+# _lock_call in its two halves, for acquire and release to yield the call themselves: a
+# delegating generator per call cost ~0.3 µs of a lock's acquire + release.
+def _lock_effect(
+    ctx: Context, action: str, extra: list[str | bytes | int], op_id: str | None
+) -> ScriptCall:
     s = ctx.settings
     args: list[str | bytes | int] = [ctx.agent, s.audit_maxlen, s.stream_maxlen, action, *extra]
-    reply = yield ScriptCall(load("lock"), ctx.keys.lock_fixed(), args, op_id, action == "list")
+    return ScriptCall(load("lock"), ctx.keys.lock_fixed(), args, op_id, action == "list")
+
+
+def _lock_reply(ctx: Context, action: str, key: str | None, reply: Any) -> Fields:
     # The Failure (what an error names) only when the reply is one.
     f = LOCK.passed(reply)
     return (
@@ -197,9 +209,10 @@ def acquire(ctx: Context, st: LockState, wait: float | None) -> Flow[FencingToke
     handle: Any = None
     while True:
         sent = time.monotonic()
-        f = yield from _lock_call(
-            ctx, "acquire", [st.name, st.owner, st.ttl_ms, st.mode, tie], st.owner, st.name
+        reply = yield _lock_effect(
+            ctx, "acquire", [st.name, st.owner, st.ttl_ms, st.mode, tie], st.owner
         )
+        f = _lock_reply(ctx, "acquire", st.name, reply)
         if f.tag == b"ok":
             got = f.record(Acquired)
             st.token = FencingToken(int(got.token), st.name)
@@ -236,7 +249,8 @@ def release(ctx: Context, st: LockState) -> Flow[None]:
     """Release this acquisition. Raises LockNotOwned if its lease is gone."""
     op = st.owner + ":r"
     try:
-        yield from _lock_call(ctx, "release", [st.name, st.owner, op], op, st.name)
+        reply = yield _lock_effect(ctx, "release", [st.name, st.owner, op], op)
+        _lock_reply(ctx, "release", st.name, reply)
     except errors.LockNotOwned:
         st.held_until = 0.0
         raise

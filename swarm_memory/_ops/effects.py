@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Generator
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import Any, NamedTuple, TypeVar
 
 from swarm_memory.codec import ValueCodec
 from swarm_memory.keys import InboxKeys, NamespaceKeys, inbox_index_key, key_arg
@@ -26,8 +26,10 @@ from swarm_memory.settings import Settings
 T = TypeVar("T")
 
 
-@dataclass(frozen=True, slots=True)
-class ScriptCall:
+class ScriptCall(NamedTuple):
+    """One script call. (A named tuple: every call makes one, in ~0.2 µs, against ~0.55
+    µs for a frozen dataclass's ``__init__``.)"""
+
     script: Script
     keys: list[str]
     args: list[str | bytes | int]
@@ -122,10 +124,23 @@ class Context:
     codec: ValueCodec
     resolver: Resolver | None = None
     session: AgentSession | None = None  # the identity's lease state (shared, mutable)
+    # Worked out once per context (a namespace handle's), not per call: the key names
+    # (an lru_cache lookup each time otherwise) and the write script's constant head
+    # arguments, as the write flow sends them.
+    keys: NamespaceKeys = field(init=False, repr=False, compare=False)
+    # "<dedupe window ms> <stream maxlen> <audit maxlen> <value bytes> <event_value_max>"
+    write_limits: str = field(init=False, repr=False, compare=False)
 
-    @property
-    def keys(self) -> NamespaceKeys:
-        return NamespaceKeys.of(self.settings.key_prefix, self.namespace)
+    def __post_init__(self) -> None:
+        s = self.settings
+        setattr_ = object.__setattr__  # a frozen dataclass
+        setattr_(self, "keys", NamespaceKeys.of(s.key_prefix, self.namespace))
+        setattr_(
+            self,
+            "write_limits",
+            f"{int(s.dedupe_window * 1000)} {s.stream_maxlen} {s.audit_maxlen} "
+            f"{s.max_value_bytes} {s.event_value_max}",
+        )
 
     def key(self, key: object) -> str:
         return key_arg(key, self.settings.max_key_bytes)

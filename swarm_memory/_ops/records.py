@@ -240,15 +240,41 @@ def _stored_int(value: Any) -> int:
     return n
 
 
+# Reply fields that were server times, as they came (an int or the stored text), with
+# their datetimes: an entry's times repeat (a hot key read again, an update keeping its
+# creation time), and a hit skips the parse and the conversion (~0.25 µs each). Only
+# fields that parsed are kept, so a hit is what parsing would return; a bad field still
+# raises. Bounded; dict reads and writes are atomic under the GIL.
+_TIMES: dict[Any, datetime] = {}
+_TIMES_MAX = 512
+
+
+def _time(raw: Any) -> datetime:
+    # Only ints and bytes are kept: a float or a bool equal to a kept int must still be
+    # refused by _stored_int.
+    found = _TIMES.get(raw) if type(raw) is int or type(raw) is bytes else None
+    if found is None:
+        found = ms_to_datetime(_stored_int(raw))
+        if len(_TIMES) >= _TIMES_MAX:
+            _TIMES.clear()
+        _TIMES[raw] = found  # parsed: an int or bytes
+    return found
+
+
 def times(created_ms: Any, updated_ms: Any) -> tuple[datetime, datetime]:
     # An entry written once was created when it was updated: one conversion serves both.
-    updated = ms_to_datetime(_stored_int(updated_ms))
+    updated = _time(updated_ms)
     if created_ms == updated_ms:
         return updated, updated
-    return ms_to_datetime(_stored_int(created_ms)), updated
+    return _time(created_ms), updated
+
+
+_NO_EXPIRY = (0, b"0")  # how the scripts send "no expiry" (a number, or stored text)
 
 
 def _expiry(expires_ms: Any) -> datetime | None:
+    if (type(expires_ms) is int or type(expires_ms) is bytes) and expires_ms in _NO_EXPIRY:
+        return None  # what parsing 0 returns, without the parse
     x = _stored_int(expires_ms)
     return ms_to_datetime(x) if x > 0 else None
 
@@ -413,6 +439,10 @@ class WriteResult(NamedTuple):
 def write_ok(f: Fields, *, sweep_due: bool | None = None, digest: str | None = None) -> WriteResult:
     """``rev sweep_due n_items ItemRecord... n_evicted name...``: the write script's "ok"
     reply after its tag, or the body of a packed op record (``digest`` read before it)."""
+    if digest is None and sweep_due is None:
+        fast = _write_ok_fast(f)
+        if fast is not None:
+            return fast
     revision = f.number()
     due = f.next() != 0
     items = [item_record(f) for _ in range(f.number())]
@@ -421,6 +451,34 @@ def write_ok(f: Fields, *, sweep_due: bool | None = None, digest: str | None = N
     replayed = digest is not None
     due = due if sweep_due is None else sweep_due
     return WriteResult(revision, due, items, evicted, replayed, digest or "")
+
+
+_ITEM_WIDTH = len(ItemRecord._fields)
+_OK_COUNTS = 4  # rev, sweep_due, n_items, n_evicted: an "ok" without items
+
+
+def _write_ok_fast(f: Fields) -> WriteResult | None:
+    """:func:`write_ok` of a write's own reply, read by index (~0.6 µs, against ~2 µs
+    through a method call per field) when its counts are RESP integers, as the script
+    sends them, its items all there and nothing evicted; else None, and the general
+    reader decodes (or refuses) it. Either way the same result, and ``f`` read as far."""
+    r, p = f._items, f._pos
+    if len(r) - p < _OK_COUNTS:
+        return None
+    revision, due, n = r[p], r[p + 1], r[p + 2]
+    if type(revision) is not int or type(n) is not int or n < 0:
+        return None
+    end = p + 3 + n * _ITEM_WIDTH
+    if end >= len(r):
+        return None
+    n_evicted = r[end]
+    if type(n_evicted) is not int or n_evicted != 0:
+        return None
+    items = [
+        ItemRecord(text(r[q]), *r[q + 1 : q + _ITEM_WIDTH]) for q in range(p + 3, end, _ITEM_WIDTH)
+    ]
+    f._pos = end + 1
+    return WriteResult(revision, due != 0, items, [], False, "")
 
 
 class CompactHead(NamedTuple):

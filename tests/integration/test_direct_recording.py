@@ -1,0 +1,45 @@
+"""The sync direct path skips redis-py's ``record_operation_duration`` only while
+redis-py's observability is off (``_drive.recording_off``): a collector set means every
+script call is recorded again, as execute_command would. Against a real redis-server."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+import pytest
+from redis.observability import recorder
+
+from swarm_memory import SwarmMemory
+from tests.servers import RedisServer
+
+
+class _Collector:
+    def __init__(self) -> None:
+        self.calls: list[dict[str, Any]] = []
+
+    def record_operation_duration(self, **kw: Any) -> None:
+        self.calls.append(kw)
+
+
+def test_script_calls_are_recorded_once_a_collector_is_set(
+    redis_server: RedisServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    mem = SwarmMemory.from_url(redis_server.url, agent="rec")
+    try:
+        name = f"rec-{uuid.uuid4().hex[:8]}"
+        mem.create_namespace(name)
+        ns = mem.namespace(name)
+        ns.put("k", 1)  # observability off: resolved to no collector
+        assert recorder._metrics_collector is None
+        assert recorder._collector_resolved is True
+        collector = _Collector()
+        monkeypatch.setattr(recorder, "_metrics_collector", collector)
+        ns.put("k", 2)
+        assert ns.get("k").value == 2  # type: ignore[union-attr]
+        # FCALL / FCALL_RO, or EVALSHA(_RO) on a server without Functions
+        assert len(collector.calls) == 2
+        assert collector.calls[0]["command_name"] in ("FCALL", "EVALSHA")
+        assert collector.calls[0]["db_namespace"] == "0"
+    finally:
+        mem.close()
