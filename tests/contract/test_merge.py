@@ -51,9 +51,11 @@ class Calls:
 
     def __call__(self, script: str, keys: list[str], args: list[Any]) -> None:
         if script == "write":
-            n = int(args[6])
+            # counts = "<n_items> <n_victims> <n_fences>"; each item (head, key, value),
+            # its head "<op> <expected> <ttl_ms> <fmt>" (lua/write.lua)
+            n = int(str(args[3]).split(" ")[0])
             first = len(load("write").args.fixed)  # item args follow the fixed ones
-            self.log.append(("write", [str(args[first + 6 * i]) for i in range(n)]))
+            self.log.append(("write", [str(args[first + 3 * i])[0] for i in range(n)]))
         else:
             self.log.append((script, []))
 
