@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
-import pytest
+import uuid
 
-from swarm_memory import EventsTrimmed, PermissionDenied
+import pytest
+import redis
+
+from swarm_memory import EventsTrimmed, PermissionDenied, Settings, SwarmMemory
+from swarm_memory.keys import NamespaceKeys
 from tests.support import drain
 
 
@@ -254,3 +258,29 @@ def test_which_keyless_events_a_key_pattern_admits(env):
         "ns_create", "put", "put", "ns_update", "ns_grant", "broadcast", "delete", "delete",
         "ns_clear",
     ]  # fmt: skip
+
+
+def test_a_long_feed_is_trimmed_to_its_bound_every_16th_revision(redis_server):
+    """The feed is trimmed (MAXLEN ~) by one XADD of a call (lua/_lib.lua,
+    publish_events): with a bound of 1024 events or more, a one-event write trims on
+    every 16th revision, so the stream holds at most 15 revisions' events past Redis's
+    own "~" slack (whole stream nodes, 100 entries by default), and never fewer than the
+    bound once it has that many; a call with many events trims at its last."""
+    raw = redis.Redis(port=redis_server.port)
+    prefix = f"trim{uuid.uuid4().hex[:8]}"
+    mem = SwarmMemory.from_url(
+        redis_server.url, agent="planner", settings=Settings(key_prefix=prefix)
+    )
+    mem.create_namespace("long", max_events=1024)
+    ns = mem.namespace("long")
+    events = NamespaceKeys.of(prefix, "long").events
+    bound, slack = 1024, 100 + 15
+    for i in range(1300):
+        ns.put(f"k{i % 7}", i)
+        if i % 50 == 49 or i >= 1290:
+            assert raw.xlen(events) <= bound + slack, i
+    assert bound <= raw.xlen(events) <= bound + slack
+    ns.put_many({f"m{i}": i for i in range(150)})  # one revision of 150 events
+    assert bound <= raw.xlen(events) <= bound + slack
+    mem.close()
+    raw.close()
