@@ -499,8 +499,12 @@ local function read_access(agent)
 end
 
 local function level_of(agent, default_level)
-  local lv = read_call("HGET", K_ACL, agent)
-  if not lv then lv = default_level end
+  local lv = redis.pcall("HGET", K_ACL, agent) -- (read_call's check, inline: no varargs)
+  if not lv then
+    lv = default_level
+  elseif type(lv) == "table" then
+    corrupt(K_ACL, "holds the wrong type for HGET")
+  end
   return LEVEL_RANK[lv] or 0
 end
 
@@ -646,17 +650,23 @@ end
 -- nil to read the clock only when an index has a member to compare (a read of entries
 -- without expiry in a namespace without leases then costs no TIME: ~12k instructions).
 -- (Arguments to redis.call as strings: a Lua number costs a "%.17g" conversion each.)
-local function sweep_due(now)
-  -- Neither index exists (no entry with an expiry, no lease here: the common case): one
-  -- EXISTS answers for both, ~3.2k instructions against ~9k for the two reads below.
-  -- (An absent key holds no wrong type: a script's later writes to them need no check.)
-  if redis.call("EXISTS", K_EXP, K_LEASE) == 0 then return 0 end
+-- sweep_due_read: the same for a caller that found one of the indexes there (its own
+-- EXISTS, inline: a get's, a write's), without a second EXISTS.
+local function sweep_due_read(now)
   local due = 0
   local first = read_call("ZRANGE", K_EXP, "0", "0", "WITHSCORES")
   if first[2] and tonumber(first[2]) <= (now or now_ms()) then due = 1 end
   local lease = read_call("ZRANGE", K_LEASE, "0", "0", "WITHSCORES")
   if lease[2] and tonumber(lease[2]) <= (now or now_ms()) then due = due + 2 end
   return due
+end
+
+local function sweep_due(now)
+  -- Neither index exists (no entry with an expiry, no lease here: the common case): one
+  -- EXISTS answers for both, ~3.2k instructions against ~9k for the two reads.
+  -- (An absent key holds no wrong type: a script's later writes to them need no check.)
+  if redis.call("EXISTS", K_EXP, K_LEASE) == 0 then return 0 end
+  return sweep_due_read(now)
 end
 
 -- The op records' purge index, K_OPST: which op ids to drop from K_OPS once the dedupe

@@ -23,7 +23,7 @@ end
 -- index nor the lease index exists (one EXISTS, no function call).
 local indexed = redis.call("EXISTS", K_EXP, K_LEASE) ~= 0
 local due = 0
-if indexed then due = sweep_due(nil) end
+if indexed then due = sweep_due_read(nil) end -- (no second EXISTS)
 -- Each entry goes out as stored, its packed metadata and its value; only its expiry is
 -- read here, and only when the namespace has an expiry index: every write that gives an
 -- entry an expiry adds it to that index in the same script, and only a script that

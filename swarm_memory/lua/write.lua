@@ -321,7 +321,8 @@ if kinds[1] then require_kinds(kinds) end
 if #victims > 0 then require_counters(K_STATS, "evicted") end
 -- Read before the writes (it reads K_EXP and K_LEASE, so they need no TYPE): an entry
 -- this call drops as expired may still count as due; the extra sweep finds nothing.
-local due = sweep_due(now)
+-- (sweep_due's common case inline: neither index exists, one EXISTS, no call)
+local due = redis.call("EXISTS", K_EXP, K_LEASE) ~= 0 and sweep_due_read(now) or 0
 local rev = meta_rev
 if changed then rev = rev + 1 end
 -- Numbers several writes and the reply take, as text once (redis.call formats every
@@ -410,19 +411,18 @@ end
 -- must not have purged either: the corruption fuzz, seed 3).
 local indexed = index_op(op_id, now_s) -- (see index_op: its undo and its update below)
 local counted = redis.pcall("HINCRBY", K_STATS, action, "1")
-local function undo_first_writes(with_count)
+if type(counted) == "table" then -- refused: undo the op id's index entry
   unindex_op(op_id, indexed)
-  if with_count then
-    -- The counter as it was: absent (and with it the hash, when it was its only field)
-    -- if this call created it.
-    if counted == 1 then redis.call("HDEL", K_STATS, action) else redis.call("HINCRBY", K_STATS, action, "-1") end
-  end
-end
-if type(counted) == "table" and counted.err then
-  undo_first_writes(false)
   corrupt(K_STATS, "counter " .. action .. " is not an integer, or the key not a hash")
 end
-publish_events(stream_maxlen, rev, agent, now, events_cap, function() undo_first_writes(true) end)
+-- What publish_events calls when the events' XADD is refused: both undone (the counter
+-- as it was: absent, and with it the hash when it was its only field, if this call
+-- created it).
+local function undo_first_writes()
+  unindex_op(op_id, indexed)
+  if counted == 1 then redis.call("HDEL", K_STATS, action) else redis.call("HINCRBY", K_STATS, action, "-1") end
+end
+publish_events(stream_maxlen, rev, agent, now, events_cap, undo_first_writes)
 if rev % 8 == 0 then
   -- The namespace's dedupe window is read only when the amortized purge is due.
   dedupe_ms = stored_limit(redis.call("HGET", K_META, "dw"), dedupe_ms) -- a hash: read above
