@@ -130,7 +130,10 @@ def test_recording_off_knows_redis_pys_own_recorders(recorder: Any) -> None:
     off = recording_off(recorder)
     prefix = "_async_" if recorder is async_recorder else "_"
     names = vars(recorder)
-    assert (prefix + "collector_resolved") in names, "redis-py moved its recorder's globals"
+    if (prefix + "collector_resolved") not in names:
+        # A redis-py without the cached miss (an older 8.x): every call recorded.
+        assert not off()
+        return
     saved = names[prefix + "metrics_collector"], names[prefix + "collector_resolved"]
     try:
         names[prefix + "metrics_collector"], names[prefix + "collector_resolved"] = None, True
