@@ -304,6 +304,28 @@ class AsyncDriver(DriverBase):
             # The common case, as _once sends it (an FCALL on a connection of the pool),
             # without its layers and copies of the arguments.
             return await self._direct(("FCALL", call.script.function, n, *call.keys, *args))
+        if (
+            functions
+            and self.direct is not None
+            and self.read_only_scripts
+            and (call.op_id is None or not self.settings.wait_replicas)
+        ):
+            # A read where the server is known to take FCALL_RO: the readonly branch below,
+            # its first send made here (the same command, without _once and its copies).
+            try:
+                reply = await self._direct(
+                    ("FCALL_RO", call.script.function + "_ro", n, *call.keys, *args)
+                )
+            except rexc.ResponseError as exc:
+                if not lacks_read_only_scripts(exc):
+                    raise
+                self.read_only_scripts = False
+                return await self._once(
+                    call, n, [*call.keys, *args], functions=True, readonly=False
+                )
+            if not is_denial(reply):
+                return reply
+            return await self._audit_denial(call, n, [*call.keys, *args], reply, functions=True)
         # A direct send packs str and int as they are; redis-py's path is given bytes.
         wire = [*call.keys, *args] if self.direct is not None else wire_args(call.keys, args)
         script = call.script
@@ -345,13 +367,20 @@ class AsyncDriver(DriverBase):
                 self.read_only_scripts = True
                 if not is_denial(reply):
                     return reply
-                try:  # again with writes, so that the denial is audited (_drive.py)
-                    return await self._once(call, n, wire, functions=functions, readonly=False)
-                except rexc.ResponseError as exc:
-                    if not refused_by_acl(exc):
-                        raise
-                    return reply
+                return await self._audit_denial(call, n, wire, reply, functions=functions)
         return await self._once(call, n, wire, functions=functions, readonly=False)
+
+    async def _audit_denial(
+        self, call: ScriptCall, n: int, wire: list[Any], reply: Any, *, functions: bool
+    ) -> Any:
+        """A read-only call's denial (``reply``), sent again with writes so that the denial
+        is audited (_drive.py); Redis refusing that (a read-only user) leaves ``reply``."""
+        try:
+            return await self._once(call, n, wire, functions=functions, readonly=False)
+        except rexc.ResponseError as exc:
+            if not refused_by_acl(exc):
+                raise
+            return reply
 
     async def _once(
         self, call: ScriptCall, n: int, wire: list[Any], *, functions: bool, readonly: bool
