@@ -1102,9 +1102,12 @@ end
 local MAX_HOLDERS = 10000
 
 -- A holder's expiry or token: what stored_int accepts, without its type() call (a
--- record's parts are strings; a library call costs ~0.5k instructions).
+-- record's parts are strings; a library call costs ~0.5k instructions). The text the
+-- acquire formatted is usually in NUM_MEMO (see itos) when the release reads it.
 local function lock_int(s)
-  local n = tonumber(s)
+  local n = NUM_MEMO[s]
+  if n then return n end
+  n = tonumber(s)
   if n and n % 1 == 0 and n > -9007199254740992 and n < 9007199254740992 and itos(n) == s then
     return n
   end
