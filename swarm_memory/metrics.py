@@ -51,6 +51,7 @@ import math
 import re
 import threading
 from bisect import bisect_left
+from collections import deque
 from collections.abc import Iterable
 from time import time
 
@@ -229,6 +230,7 @@ _DURATION = (
     "Wall time of swarm_memory calls (retries and CAS rounds included).",
 )
 _BOUNDS = (*OPERATION_BUCKETS, math.inf)
+_FOLD_AT = 1024  # logged calls folded into the counts at once (see _CallStats)
 # The "le" labels, spelled as prometheus_client spells them (floatToGoString: repr, and
 # "+Inf"; its exponent form starts at 1e7, above every bound here).
 _LE = tuple("+Inf" if math.isinf(b) else repr(float(b)) for b in _BOUNDS)
@@ -243,28 +245,51 @@ def _in_process_values() -> bool:
 class _CallStats(Collector):
     """``operations_total{op,outcome}`` and ``operation_duration_seconds{op}``, counted
     under one lock and exposed by :meth:`collect` as prometheus_client's Counter and
-    Histogram expose them (the same sample names, labels, buckets and ``_created``)."""
+    Histogram expose them (the same sample names, labels, buckets and ``_created``).
+
+    A call only appends ``(op, outcome, seconds)`` to a deque (atomic under the GIL, no
+    lock: ~0.1 µs); the log is folded into the counts under the lock when it reaches
+    ``_FOLD_AT`` entries and at every scrape, so its memory is bounded and a scrape sees
+    every finished call. The fold reads the log from its left while calls append on its
+    right (``popleft`` and ``append`` are thread-safe), so no call is lost or counted
+    twice. (Bucket lookup, dict updates and the lock per call cost a put ~1.3 µs of
+    client CPU, 3-4 % of a put with everything on one CPU: bench, "client-side metrics
+    cost".)"""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
+        self._log: deque[tuple[str, str, float]] = deque()
         self._counts: dict[tuple[str, str], list[float]] = {}  # [count, created]
         # op -> [per-bucket counts (not cumulative)..., sum, created]
         self._hist: dict[str, list[float]] = {}
 
     def observe(self, op: str, outcome: str, seconds: float) -> None:
-        at = bisect_left(_BOUNDS, seconds)  # the first bound >= seconds, as Histogram
+        log = self._log
+        log.append((op, outcome, seconds))
+        if len(log) >= _FOLD_AT:
+            self._fold()
+
+    def _fold(self) -> None:
+        """Move the logged calls into the counts (under the lock: one folder at a time;
+        calls keep appending meanwhile, and what they append after the length was read
+        waits for the next fold)."""
         with self._lock:
-            count = self._counts.get((op, outcome))
-            if count is None:
-                count = self._counts[(op, outcome)] = [0.0, time()]
-            count[0] += 1
-            hist = self._hist.get(op)
-            if hist is None:
-                hist = self._hist[op] = [0.0] * (len(_BOUNDS) + 1) + [time()]
-            hist[at] += 1
-            hist[-2] += seconds
+            log, counts, hists = self._log, self._counts, self._hist
+            pop, now = log.popleft, time()
+            for _ in range(len(log)):
+                op, outcome, seconds = pop()
+                count = counts.get((op, outcome))
+                if count is None:
+                    count = counts[(op, outcome)] = [0.0, now]
+                count[0] += 1
+                hist = hists.get(op)
+                if hist is None:
+                    hist = hists[op] = [0.0] * (len(_BOUNDS) + 1) + [now]
+                hist[bisect_left(_BOUNDS, seconds)] += 1  # the first bound >= seconds
+                hist[-2] += seconds
 
     def collect(self) -> Iterable[Metric]:
+        self._fold()
         with self._lock:
             counts = {k: list(v) for k, v in self._counts.items()}
             hists = {k: list(v) for k, v in self._hist.items()}

@@ -214,3 +214,39 @@ def test_multiprocess_mode_keeps_prometheus_clients_classes(monkeypatch: pytest.
     assert isinstance(mem._driver.metrics._calls, metrics_module._LibraryCallStats)  # type: ignore[union-attr]
     assert value(registry, "swarm_memory_client_operations_total", op="put", outcome="ok") == 1
     assert value(registry, "swarm_memory_client_operation_duration_seconds_count", op="put") == 1
+
+
+def test_calls_counted_from_many_threads_are_all_there_and_the_log_stays_bounded():
+    # metrics._CallStats logs each call without a lock and folds the log into the
+    # counts at _FOLD_AT entries and at every scrape: no call may be lost or counted
+    # twice while threads append during a fold, and the log never grows past the bound.
+    import threading
+
+    from swarm_memory.metrics import _FOLD_AT, _CallStats
+
+    registry = CollectorRegistry()
+    stats = _CallStats()
+    registry.register(stats)
+    per_thread, threads = 5000, 8
+    longest = [0]
+
+    def work() -> None:
+        for i in range(per_thread):
+            stats.observe("put", "ok", 0.001 * (i % 7))
+            longest[0] = max(longest[0], len(stats._log))
+            if i % 997 == 0:
+                list(registry.collect())  # a scrape while others append
+
+    workers = [threading.Thread(target=work) for _ in range(threads)]
+    for t in workers:
+        t.start()
+    for t in workers:
+        t.join()
+    total = per_thread * threads
+    assert value(registry, "swarm_memory_client_operations_total", op="put", outcome="ok") == total
+    count = _samples(registry)[
+        ("swarm_memory_client_operation_duration_seconds_count", (("op", "put"),))
+    ]
+    assert count == total
+    assert longest[0] <= _FOLD_AT + threads  # folded on reaching the bound (each thread
+    # may append once more while another folds)
