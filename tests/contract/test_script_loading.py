@@ -4,7 +4,7 @@ server has Functions, EVALSHA elsewhere; both reload what a flush or restart los
 from __future__ import annotations
 
 import uuid
-from typing import Literal
+from typing import Any, Literal
 
 import pytest
 import redis
@@ -14,7 +14,7 @@ from swarm_memory._drive import located
 from swarm_memory._ops.effects import ScriptCall
 from swarm_memory.errors import ServerError
 from swarm_memory.keys import NamespaceKeys, PresenceKeys
-from swarm_memory.scripts import _read, library, load
+from swarm_memory.scripts import Script, _read, library, load
 from swarm_memory.settings import Settings
 
 from ..conftest import Env
@@ -53,6 +53,17 @@ def test_the_mode_follows_the_server(env: Env) -> None:
         assert libs, "the library is loaded"
 
 
+def _call_raw(
+    raw: redis.Redis, script: Script, keys: list[str], args: list[Any], *, functions: bool
+) -> Any:
+    """A script called straight through redis-py (no driver): from the Functions library
+    (loaded here) or by EVAL, with the identity argument the driver appends."""
+    if functions:
+        raw.function_load(library().source, replace=True)
+        return raw.fcall(script.function, len(keys), *keys, *args, "identity")
+    return raw.eval(script.source, len(keys), *keys, *args, "identity")
+
+
 @pytest.mark.parametrize("functions", [True, False])
 def test_a_lua_error_names_the_file_and_line(redis_server: RedisServer, functions: bool) -> None:
     """Lua error lines point into the .lua files, not the generated text (fakeredis words
@@ -63,11 +74,7 @@ def test_a_lua_error_names_the_file_and_line(redis_server: RedisServer, function
     args: list[str | bytes | int] = ["planner", "not-a-number", "exists"]
     call = ScriptCall(script, keys, args, None)
     with pytest.raises(redis.ResponseError) as info:
-        if functions:
-            raw.function_load(library().source, replace=True)
-            raw.fcall(script.function, len(keys), *keys, *args, "identity")
-        else:
-            raw.eval(script.source, len(keys), *keys, *args, "identity")
+        _call_raw(raw, script, keys, args, functions=functions)
     raw.close()
     message = str(located(call, info.value, functions=functions))
     assert "bad integer for audit_maxlen" in message
@@ -172,11 +179,7 @@ def test_the_write_scripts_packed_arguments_are_checked_before_anything(  # noqa
     keys = [*nk.write_fixed(), nk.entry("k"), nk.history("k")]
     args = ["planner", "op-1", limits, counts, "put", "", "0", "", head, "k", b"1"]
     with pytest.raises(redis.ResponseError) as info:
-        if functions:
-            raw.function_load(library().source, replace=True)
-            raw.fcall(script.function, len(keys), *keys, *args, "identity")
-        else:
-            raw.eval(script.source, len(keys), *keys, *args, "identity")
+        _call_raw(raw, script, keys, args, functions=functions)
     assert problem in str(info.value), info.value
     assert {k: raw.dump(k) for k in raw.scan_iter(match=prefix + "*")} == before
     mem.close()
