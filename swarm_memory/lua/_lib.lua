@@ -686,6 +686,9 @@ end
 -- bursts, the head is inside the window: one element read, not 8), then the ~8 a purge
 -- every 8th revision usually finds, then the rest of at most 64.
 local OPS_PURGE_READS = { 0, 0, 1, 8, 9, 63 }
+-- The longest element this library writes: 15 digits, a space and an op id of at most
+-- 128 characters (_ops/args.py, MAX_OP_ID) of at most 4 bytes each. Longer is foreign.
+local OPS_ELEMENT_MAX = 16 + 4 * 128
 
 -- Drops the op records past the window whose ids the list's head holds, and those
 -- elements. cut: ms; records from it on are kept.
@@ -697,7 +700,7 @@ local function purge_op_list(cut)
     for i = 1, #head do
       local s = head[i]
       local ms, id
-      if #s <= 300 then ms, id = string.match(s, "^(%d+) (.+)$") end
+      if #s <= OPS_ELEMENT_MAX then ms, id = string.match(s, "^(%d+) (.+)$") end
       if ms and #ms <= 15 then
         if tonumber(ms) >= cut then inside = true break end
         ids[#ids + 1] = id
@@ -1101,19 +1104,6 @@ end
 -- record, whatever its stored length says.
 local MAX_HOLDERS = 10000
 
--- A holder's expiry or token: what stored_int accepts, without its type() call (a
--- record's parts are strings; a library call costs ~0.5k instructions). The text the
--- acquire formatted is usually in NUM_MEMO (see itos) when the release reads it.
-local function lock_int(s)
-  local n = NUM_MEMO[s]
-  if n then return n end
-  n = tonumber(s)
-  if n and n % 1 == 0 and n > -9007199254740992 and n < 9007199254740992 and itos(n) == s then
-    return n
-  end
-  return nil
-end
-
 local function read_lock(name, now)
   local rec = { mode = "", holders = {} }
   local raw = read_call("HGET", K_LOCKH, name)
@@ -1124,7 +1114,8 @@ local function read_lock(name, now)
   end
   rec.mode = f[1]
   for j = 2, #f, 4 do
-    local h = { owner = f[j], agent = f[j + 1], x = lock_int(f[j + 2]), token = lock_int(f[j + 3]) }
+    -- (stored_int: the texts the acquire formatted are in its memo when the release reads them)
+    local h = { owner = f[j], agent = f[j + 1], x = stored_int(f[j + 2]), token = stored_int(f[j + 3]) }
     if not (h.x and h.token) then corrupt(K_LOCKH, "malformed lock record") end
     if h.x > now then rec.holders[#rec.holders + 1] = h else rec.expired = true end
   end

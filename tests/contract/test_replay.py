@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 
 from swarm_memory import OpIdReused
+from swarm_memory._ops.args import MAX_OP_ID
 from swarm_memory._ops.records import ItemRecord, _parse_packed_record, parse_op_record
 from swarm_memory.keys import NamespaceKeys
 from tests.support import op_times, to_legacy_op_index
@@ -141,6 +142,26 @@ def test_the_purge_index_is_a_list_purged_from_its_head(env: Any) -> None:
     rest = env.raw.lrange(nk.ops_time, 0, -1)
     assert rest[:2] == [f"{future} future-op".encode(), b"1 behind-op"]
     assert [e.split(b" ")[1] for e in rest[2:]] == [f"new-{i}".encode() for i in range(16)]
+
+
+def test_the_longest_op_id_is_purged_like_any_other(env: Any) -> None:
+    """An op id of the most characters an op id may have, each of the widest UTF-8 (4
+    bytes), is a purge-index element the purge reads as one of its own (lua/_lib.lua,
+    OPS_ELEMENT_MAX): its record goes when the window has passed, never kept forever."""
+    m = env.mem(dedupe_window=WINDOW)
+    m.create_namespace("w")
+    w = m.namespace("w")
+    nk = NamespaceKeys.of(env.prefix, "w")
+    widest = "\U0001f600" * MAX_OP_ID  # 4 bytes each in UTF-8
+    w.put("k", 1, op_id=widest)
+    assert env.raw.hexists(nk.ops, widest)
+    time.sleep(WINDOW + 0.1)
+    for i in range(16):  # crosses at least one purge revision (every 8th)
+        w.put(f"n{i}", i, op_id=f"new-{i}")
+    assert not env.raw.hexists(nk.ops, widest)
+    assert [e.split(b" ", 1)[1] for e in env.raw.lrange(nk.ops_time, 0, -1)] == [
+        f"new-{i}".encode() for i in range(16)
+    ]
 
 
 def test_a_namespace_with_the_older_sorted_set_index_keeps_it(env: Any) -> None:
