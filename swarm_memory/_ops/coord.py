@@ -248,8 +248,11 @@ def acquire(ctx: Context, st: LockState, wait: float | None) -> Flow[FencingToke
 def release(ctx: Context, st: LockState) -> Flow[None]:
     """Release this acquisition. Raises LockNotOwned if its lease is gone."""
     op = st.owner + ":r"
+    # The expiry and token this acquisition holds: the script then knows the record in
+    # full and compares it instead of parsing it (lua/lock.lua, release).
+    held = [str(st.expires_ms), str(int(st.token))] if st.token is not None else []
     try:
-        reply = yield _lock_effect(ctx, "release", [st.name, st.owner, op], op)
+        reply = yield _lock_effect(ctx, "release", [st.name, st.owner, op, *held], op)
         _lock_reply(ctx, "release", st.name, reply)
     except errors.LockNotOwned:
         st.held_until = 0.0

@@ -1104,9 +1104,10 @@ end
 -- record, whatever its stored length says.
 local MAX_HOLDERS = 10000
 
-local function read_lock(name, now)
+-- A lock's record as read_lock gives it, from its stored text (raw: nil or false when
+-- there is none).
+local function read_lock_text(raw, now)
   local rec = { mode = "", holders = {} }
-  local raw = read_call("HGET", K_LOCKH, name)
   if not raw then return rec end
   local f = unpack_list(raw, K_LOCKH, 1 + 4 * MAX_HOLDERS)
   if (f[1] ~= "x" and f[1] ~= "s") or #f < 5 or (#f - 1) % 4 ~= 0 then
@@ -1120,6 +1121,10 @@ local function read_lock(name, now)
     if h.x > now then rec.holders[#rec.holders + 1] = h else rec.expired = true end
   end
   return rec, f
+end
+
+local function read_lock(name, now)
+  return read_lock_text(read_call("HGET", K_LOCKH, name), now)
 end
 
 -- The stored record of a lock with holders (HSET only); returns their latest expiry as

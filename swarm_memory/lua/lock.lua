@@ -7,7 +7,9 @@
 --            mode "x" exclusive / "s" shared; lease_ms ties the hold to the agent's lease
 --            in this namespace ("" = no tie). Re-acquiring with the same owner id (a
 --            retry whose reply was lost) returns the same token.
---   release name owner op_id                 (write) -> {"ok"}  (replays of op_id too)
+--   release name owner op_id [x token]       (write) -> {"ok"}  (replays of op_id too)
+--            x, token: the expiry and token the acquire or last extend returned (the
+--            record, when it is exactly this owner's, is then read without parsing)
 --   extend  name owner ttl_ms                (write) -> {"ok", expires_ms}
 --   force   name                             (admin) -> {"ok", holders_removed}
 --   list    limit                            (read)  -> {"ok", now_ms, name, record, ...}
@@ -17,15 +19,11 @@
 -- waiters also poll, so a lost doorbell only delays them.
 local agent, default_audit_maxlen = ARGV[1], int_arg(ARGV[2], "audit_maxlen")
 local stream_maxlen, action = int_arg(ARGV[3], "stream_maxlen"), ARGV[4]
-local meta
-if action == "acquire" then
-  -- With the fencing-token counter ("lt"), which an acquire reads (one read, not two).
-  meta = read_call("HMGET", K_META, "state", "dp", "lt")
-  if meta[1] ~= "live" then meta = nil end
-else
-  meta = load_access()
-end
-if not meta then return { "nons" } end
+-- The caller's level and the namespace's state from the ACL hash's marker (read_access:
+-- one HMGET, where the meta state and default level and then the caller's level took
+-- two reads); an acquire also reads the fencing-token counter ("lt").
+local have = read_access(agent)
+if not have then return { "nons" } end
 -- (the namespace's stored audit limit is read when a record is added; this is the fallback)
 -- The level each action needs and the name a denial is audited under: an if-chain, not a
 -- table and a concatenation built on every call.
@@ -38,8 +36,7 @@ elseif action == "list" then needed, audited = LEVEL_RANK.read, "lock_list"
 elseif action == "beat" then needed, audited = LEVEL_RANK.read, "lock_beat"
 elseif action == "leave" then needed, audited = LEVEL_RANK.read, "lock_leave"
 else error("swarm_memory: unknown lock action " .. tostring(action)) end
-local denied = deny_reply(agent, meta[2], needed, audited, ARGV[5], nil, default_audit_maxlen)
-if denied then return denied end
+if have < needed then return denial(agent, have, audited, ARGV[5], nil, default_audit_maxlen) end
 local now = now_ms()
 
 if action == "acquire" then
@@ -59,7 +56,8 @@ if action == "acquire" then
   local busy = #rec.holders > 0 and not (mode == "s" and rec.mode == "s")
   local token
   if not busy then
-    local stored = meta[3]
+    local stored = redis.pcall("HGET", K_META, "lt") -- (read_call's check, inline)
+    if type(stored) == "table" then corrupt(K_META, "holds the wrong type for HGET") end
     local last = 0
     if stored then
       -- (stored_int: the text the last acquire formatted is found in its memo, unparsed)
@@ -103,9 +101,29 @@ if action == "acquire" then
 end
 
 if action == "release" then
-  local name, owner, op_id = ARGV[5], ARGV[6], ARGV[7]
-  local rec = read_lock(name, now)
-  local mine = lock_holder(rec, owner)
+  local name, owner, op_id, held_x, held_token = ARGV[5], ARGV[6], ARGV[7], ARGV[8], ARGV[9]
+  -- The common release, without parsing the record (~25k instructions: each string
+  -- library call of the parse costs ~1.5-3k): the client sends the expiry and token its
+  -- acquire (or last extend) returned, so the record this owner holds alone is known
+  -- in full; equal to the stored text, byte for byte, it is that record (the text is
+  -- built as write_lock_record builds it). Anything else (another holder, a shared lock,
+  -- an expired or corrupt record, an older client sending neither) takes the parse.
+  local raw = redis.pcall("HGET", K_LOCKH, name)
+  if type(raw) == "table" then corrupt(K_LOCKH, "holds the wrong type for HGET") end
+  local rec, mine
+  if raw and held_token then
+    local P = PACK_PREFIX
+    if raw == "1:x" .. (P[#owner] or pack_prefix(owner)) .. owner .. (P[#agent] or pack_prefix(agent))
+      .. agent .. (P[#held_x] or pack_prefix(held_x)) .. held_x
+      .. (P[#held_token] or pack_prefix(held_token)) .. held_token then
+      local x = stored_int(held_x) -- (the text this library's acquire formatted: its memo)
+      if x and x > now then rec, mine = { mode = "x", holders = {} }, 0 end
+    end
+  end
+  if not rec then
+    rec = read_lock_text(raw, now)
+    mine = lock_holder(rec, owner)
+  end
   if not mine then
     -- A replay (this op id released the lock already: its owner is gone from the record)
     -- or a lock this owner does not hold. Only here is the op record looked up: while the
@@ -131,7 +149,7 @@ if action == "release" then
   end
   local untied = redis.pcall("ZREM", K_EPH, member)
   local recorded = (untied == 0 or untied == 1) and redis.pcall("HSETNX", K_OPS, op_id, "released")
-  table.remove(rec.holders, mine)
+  if mine > 0 then table.remove(rec.holders, mine) end
   local latest = 0
   local holders = rec.holders
   for j = 1, #holders do if holders[j].x > latest then latest = holders[j].x end end

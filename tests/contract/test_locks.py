@@ -425,3 +425,33 @@ def test_a_replayed_release_returns_its_first_outcome_and_counts_once(env, ns):
     lock.release()  # a replay still, though someone else holds the lock now
     assert ns.locks()[0].token == other.token
     other.release()
+
+
+def test_a_release_parses_the_record_unless_it_is_exactly_the_one_it_holds(env, ns):
+    """lua/lock.lua's release compares the stored record with the one its acquire wrote
+    (the client sends that acquire's expiry and token) instead of parsing it. A client
+    whose copy does not match is answered from the parsed record, as before: its own
+    hold released whatever expiry or token it sends, another owner's hold untouched
+    whatever expiry and token it claims."""
+    keys = NamespaceKeys.of(env.prefix, "team")
+    lock = ns.lock("job", ttl=5)
+    lock.acquire()
+    lock._st.expires_ms += 1  # the record holds another expiry than the client sends
+    lock.release()
+    assert ns.locks() == [] and env.raw.hget(keys.lock_records, "job") is None
+    lock = ns.lock("job", ttl=5)
+    token = lock.acquire()
+    lock._st.token = FencingToken(int(token) + 1, "job")  # and another token
+    lock.release()
+    assert ns.locks() == [] and env.raw.hget(keys.lock_records, "job") is None
+    assert env.raw.hget(keys.stats, "lock_release") == b"2"
+    holder = ns.lock("job", ttl=5)
+    holder.acquire()
+    impostor = ns.lock("job", ttl=5)  # the holder's expiry and token, another owner
+    impostor._st.expires_ms, impostor._st.token = holder._st.expires_ms, holder._st.token
+    impostor._st.owner = "impostor"
+    with pytest.raises(LockNotOwned):
+        impostor.release()
+    assert [h.token for h in ns.locks()[0].holders] == [holder.token]
+    holder.release()  # its own copy: the record read without parsing
+    assert ns.locks() == [] and env.raw.hget(keys.stats, "lock_release") == b"3"
