@@ -24,6 +24,16 @@ the entry-shaped hash (the cost of moving its 18 reply elements into Lua and bac
 ``floor.fcall_ro.packed`` / ``floor.fcall_ro.get`` one that returns the two stored fields
 of a packed entry, called with the key names and arguments of read.lua's get (9 names,
 4 arguments) / of get.lua (7 names, 3 arguments).
+
+And the floor under a write and a lock that keep every guarantee: ``floor.put`` is a
+function that makes exactly the Redis calls a put of one small entry makes (read from
+``MONITOR``: the meta and ACL reads, TIME, the op-id lookup, the entry read, the sweep
+hint's EXISTS, the op id's index, the stats counter, the event's XADD and doorbell, the
+entry, meta and op-record writes), with the put's key names and argument count and no
+logic but what joins its arguments into those calls; ``floor.lock`` the same for an
+acquire and a release (per pair). What a put or a lock pair costs above its floor is
+the Lua around the calls; what the floor costs above ``base.cas_xadd`` / ``base.lock`` is
+what the guarantees' calls cost, whatever the script does around them.
 """
 
 from __future__ import annotations
@@ -55,6 +65,52 @@ redis.register_function{function_name='smfloor_packed', flags={'no-writes'},
   callback=function(keys, args) return redis.call('HMGET', keys[8], 'm', 'v') end}
 redis.register_function{function_name='smfloor_get', flags={'no-writes'},
   callback=function(keys, args) return redis.call('HMGET', keys[#keys], 'm', 'v') end}
+redis.register_function('smfloor_put', function(keys, args)
+  local meta = redis.call('HMGET', keys[1], 'state', 'cfg', 'n', 'b', 'rev')
+  redis.call('HGET', keys[2], args[1])
+  local t = redis.call('TIME')
+  local ms, op, rev = t[1] .. string.sub(t[2], 1, 3), args[2], (meta[5] or 0) + 1
+  redis.call('HGET', keys[9], op)
+  redis.call('HMGET', keys[15], 'm', 'v', 'eo')
+  redis.call('EXISTS', keys[6], keys[12])
+  redis.call('RPUSH', keys[10], ms .. ' ' .. op)
+  redis.call('HINCRBY', keys[3], 'put', 1)
+  redis.call('XADD', keys[7], rev .. '-0', 't', 'put', 'k', args[10], 'v', '2', 'a', args[1],
+    'ms', ms, 'n', '1', 'd', args[11], 'f', 'json')
+  redis.call('SPUBLISH', keys[11], rev .. ':' .. args[11])
+  redis.call('HSET', keys[15], 'v', args[11],
+    'm', '2 1 ' .. rev .. ' ' .. ms .. ' ' .. ms .. ' 0 bench json')
+  redis.call('HSET', keys[1], 'rev', rev)
+  redis.call('HSET', keys[9], op,
+    'w1 ' .. args[6] .. ' ' .. rev .. ' ' .. ms .. ' 1 0 0|w 2 1 ' .. ms .. ' 0 62|')
+  return {'ok', rev, ms}
+end)
+redis.register_function('smfloor_lock', function(keys, args)
+  redis.call('HMGET', keys[2], args[1], '#')
+  local t = redis.call('TIME')
+  local ms = t[1] .. string.sub(t[2], 1, 3)
+  local name, owner = args[5], args[6]
+  local rec = redis.call('HGET', keys[12], name)
+  if args[4] == 'acquire' then
+    redis.call('HGET', keys[1], 'lt')
+    redis.call('ZRANGE', keys[11], 0, 0, 'WITHSCORES')
+    redis.call('HINCRBY', keys[3], 'lock_acquire', 1)
+    local token = t[1] .. t[2]
+    redis.call('HSET', keys[1], 'lt', token)
+    redis.call('HSET', keys[12], name,
+      '1:x' .. #owner .. ':' .. owner .. '5:bench13:' .. ms .. '16:' .. token)
+    redis.call('ZADD', keys[11], ms, name)
+    return {'ok', token, ms, ms}
+  end
+  redis.call('RPUSH', keys[7], ms .. ' ' .. args[7])
+  redis.call('HINCRBY', keys[3], 'lock_release', 1)
+  redis.call('ZREM', keys[10], 'bench\0l' .. name)
+  redis.call('HSETNX', keys[6], args[7], 'released')
+  redis.call('ZREM', keys[11], name)
+  redis.call('HDEL', keys[12], name)
+  redis.call('SPUBLISH', keys[13], name)
+  return {'ok'}
+end)
 """
 # Commands a client sends (the others ran inside a script: their time is in the script's).
 TOP_LEVEL = frozenset({"evalsha", "evalsha_ro", "eval", "fcall", "fcall_ro", "hgetall", "set"})
@@ -143,6 +199,39 @@ def commandstats(r: redis.Redis) -> dict[str, tuple[int, int]]:
     return out
 
 
+def _write_floors(
+    r: redis.Redis, prefix: str, body: str
+) -> tuple[Callable[[], None], Callable[[], None]]:
+    """``floor.put`` and ``floor.lock`` (see the module doc): a put's and a lock's key names
+    and argument counts (lua/write.lua, lua/lock.lua), in a namespace of their own: 14
+    fixed names + the entry and its history; 8 fixed arguments + 3 for the item + the
+    identity key. A new op id and lock owner per call."""
+    from swarm_memory.keys import NamespaceKeys
+
+    fk = NamespaceKeys.of(prefix, "bench-floor")
+    put_keys = [*fk.write_fixed(), fk.entry("p"), fk.history("p")]
+    lock_keys = fk.lock_fixed()
+    seq = [0]
+
+    def floor_put() -> None:
+        seq[0] += 1
+        op = f"floor{seq[0]:017d}"
+        digest = "6bba1536e2da5084963f152b"
+        r.execute_command(
+            "FCALL", "smfloor_put", len(put_keys), *put_keys, "bench", op, "300000 100000 10000",
+            "1 0 0", "put", digest, "0", "", "P   json", "p", body, "sm:@id:bench",
+        )  # fmt: skip
+
+    def floor_lock() -> None:
+        seq[0] += 1
+        owner = f"owner{seq[0]:017d}"
+        common = ("FCALL", "smfloor_lock", len(lock_keys), *lock_keys, "bench", "10000", "100000")
+        r.execute_command(*common, "acquire", "L", owner, "30000", "x", "", "sm:@id:bench")
+        r.execute_command(*common, "release", "L", owner, owner + ":r", "1", "2", "sm:@id:bench")
+
+    return floor_put, floor_lock
+
+
 def cases(port: int) -> dict[str, Callable[[], Any]]:
     from swarm_memory import SwarmMemory
     from swarm_memory.keys import NamespaceKeys
@@ -202,7 +291,10 @@ def cases(port: int) -> dict[str, Callable[[], Any]]:
     get_only_keys = [*nk.get_fixed(), nk.entry("g")]
     ns.put_many({f"gm{i}": VALUE for i in range(100)})
     gm_keys = [f"gm{i}" for i in range(100)]
+    floor_put, floor_lock = _write_floors(r, mem.settings.key_prefix, body)
     return {
+        "floor.put": floor_put,
+        "floor.lock": floor_lock,
         "floor.fcall_ro": lambda: r.execute_command(
             "FCALL_RO", "smfloor_empty", 18, *floor_keys, *floor_args
         ),
