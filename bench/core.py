@@ -12,7 +12,7 @@ import time
 from typing import Any
 
 from bench.baselines import BATCH, TASKS
-from bench.harness import Case, Ctx, Sample, timed, timed_tasks
+from bench.harness import Case, Ctx, Sample, encode, timed, timed_tasks
 from swarm_memory import AsyncSwarmMemory, SwarmMemory
 
 NAMESPACE = "bench-core"
@@ -40,11 +40,31 @@ def single_cases(ctx: Ctx) -> list[Case]:
             "ours.get", lambda n: timed(lambda: ns.get(kget), n), vs=("base.hgetall", "base.hget")
         ),
     ]
+    cases.append(_floor_put_case(ctx, mem))
     metrics_case = _metrics_case(ctx, value, ns)
     if metrics_case is not None:
         cases.append(metrics_case)
     cases.append(_identity_case(ctx, value, mem, ns))
     return cases
+
+
+def _floor_put_case(ctx: Ctx, mem: SwarmMemory) -> Case:
+    """``floor.put``: a Redis Function making exactly a put's Redis calls with its key
+    names and arguments and no logic around them (bench/server_cost.py), sent by bare
+    redis-py: the most a put could reach end to end if its script did nothing but those
+    calls and its client cost what a bare EVALSHA does."""
+    from bench.server_cost import FLOOR_LIBRARY, write_floors
+
+    r = ctx.raw()
+    r.function_load(FLOOR_LIBRARY, replace=True)
+    floor_put, _ = write_floors(r, mem.settings.key_prefix, encode(ctx.value))
+    return Case(
+        "floor.put",
+        lambda n: timed(floor_put, n),
+        vs=("base.cas_xadd",),
+        note="a put's Redis calls alone, bare redis-py",
+        close=r.close,
+    )
 
 
 def _metrics_case(ctx: Ctx, value: Any, plain: Any) -> Case | None:

@@ -199,7 +199,7 @@ def commandstats(r: redis.Redis) -> dict[str, tuple[int, int]]:
     return out
 
 
-def _write_floors(
+def write_floors(
     r: redis.Redis, prefix: str, body: str
 ) -> tuple[Callable[[], None], Callable[[], None]]:
     """``floor.put`` and ``floor.lock`` (see the module doc): a put's and a lock's key names
@@ -291,7 +291,7 @@ def cases(port: int) -> dict[str, Callable[[], Any]]:
     get_only_keys = [*nk.get_fixed(), nk.entry("g")]
     ns.put_many({f"gm{i}": VALUE for i in range(100)})
     gm_keys = [f"gm{i}" for i in range(100)]
-    floor_put, floor_lock = _write_floors(r, mem.settings.key_prefix, body)
+    floor_put, floor_lock = write_floors(r, mem.settings.key_prefix, body)
     return {
         "floor.put": floor_put,
         "floor.lock": floor_lock,
