@@ -204,6 +204,27 @@ local function require_counters(key, ...)
   end
 end
 
+-- A write's quota check (write.lua): the quota the namespace's counts would pass with
+-- these new totals, as (kind, limit, current, requested), or nil. Updating an existing
+-- key never counts against max_keys; bytes count by delta. (A library function, not a
+-- closure the write makes on every call.)
+local function quota_over(nk, nb, max_keys, max_bytes, n_keys, n_bytes, key_delta, byte_delta)
+  if max_keys > 0 and key_delta > 0 and nk > max_keys then
+    return "max_keys", max_keys, n_keys, n_keys + key_delta
+  end
+  if max_bytes > 0 and byte_delta > 0 and nb > max_bytes then
+    return "max_bytes", max_bytes, n_bytes, n_bytes + byte_delta
+  end
+  return nil
+end
+
+-- A fenced write refused (decision 7): counted, and the reply to send.
+local function fenced_reply(i, lock, token, latest, reason)
+  require_counters(K_STATS, "fence_rejected") -- also its type (read_call)
+  redis.call("HINCRBY", K_STATS, "fence_rejected", 1)
+  return { "fenced", i, lock, token, latest, reason }
+end
+
 local function type_of(key)
   local t = redis.call("TYPE", key)
   if type(t) == "table" then t = t.ok end
@@ -822,7 +843,8 @@ end
 -- known_maxlen: the namespace's "em" field when the caller already read it (saves a call).
 -- guarded: this is the script's first write, so a refused first XADD (not a stream, or
 -- an id past this revision there) is CorruptData with nothing written; or a function
--- that undoes the writes the caller made before, called before the error is raised.
+-- that undoes the writes the caller made before, called before the error is raised; or
+-- "refusable": the refusal returns false, and the caller undoes and raises (write.lua).
 local function publish_events(default_maxlen, rev, agent, now, known_maxlen, guarded)
   local n = #PENDING_EVENTS
   if n == 0 then return end
@@ -888,6 +910,7 @@ local function publish_events(default_maxlen, rev, agent, now, known_maxlen, gua
       added = xadd("XADD", K_EVENTS, id, "t", e[1], "k", e[2], "v", ver, "a", agent, "ms", now_s, "n", n_s)
     end
     if type(added) == "table" and added.err then
+      if guarded == "refusable" then return false end
       if type(guarded) == "function" then guarded() end -- undoes the caller's first writes
       require_feed_room(rev) -- names the reason: the key's type, or an id past rev
       corrupt(K_EVENTS, "refuses revision " .. itos(rev))

@@ -89,12 +89,7 @@ local needs_version = (strategy == "version" or strategy == "custom")
 local MAX_EXACT = 9007199254740991
 
 -- Fencing (decision 7): checked before anything else is decided; the store itself
--- refuses writes from a holder whose lease was lost or superseded.
-local function fenced_reply(i, lock, token, latest, reason)
-  require_counters(K_STATS, "fence_rejected") -- also its type (read_call)
-  redis.call("HINCRBY", K_STATS, "fence_rejected", 1)
-  return { "fenced", i, lock, token, latest, reason }
-end
+-- refuses writes from a holder whose lease was lost or superseded (fenced_reply).
 -- (Tables a call may not need are made when it does: each costs ~0.5-1k with its GC.)
 local fenced = n_fences > 0 and {} or nil
 for j = 1, n_fences do
@@ -240,18 +235,10 @@ end
 
 -- Quotas. Updating an existing key never counts against max_keys; bytes count by delta.
 local victims = {}
-local function over(nk, nb)
-  if max_keys > 0 and key_delta > 0 and nk > max_keys then
-    return "max_keys", max_keys, n_keys, n_keys + key_delta
-  end
-  if max_bytes > 0 and byte_delta > 0 and nb > max_bytes then
-    return "max_bytes", max_bytes, n_bytes, n_bytes + byte_delta
-  end
-  return nil
-end
 local kind, limit, current, requested
 if (max_keys > 0 and key_delta > 0) or (max_bytes > 0 and byte_delta > 0) then -- (else none)
-  kind, limit, current, requested = over(n_keys + key_delta, n_bytes + byte_delta)
+  kind, limit, current, requested = quota_over(n_keys + key_delta, n_bytes + byte_delta,
+    max_keys, max_bytes, n_keys, n_bytes, key_delta, byte_delta)
 end
 if kind then
   if not keeps_order then return { "quota", kind, limit, current, requested } end
@@ -278,7 +265,10 @@ if kind then
     victims[j] = { name = expect[j], ekey = ekey, hkey = KEYS[VICTIM_KEY0 + 2 * j], size = size }
     nk, nb = nk - 1, nb - size
     key_delta, byte_delta = key_delta - 1, byte_delta - size
-    if not over(nk, nb) then satisfied = true break end
+    if not quota_over(nk, nb, max_keys, max_bytes, n_keys, n_bytes, key_delta, byte_delta) then
+      satisfied = true
+      break
+    end
   end
   if not satisfied then
     local candidates = redis.call("ZCARD", K_LRU)
@@ -415,14 +405,16 @@ if type(counted) == "table" then -- refused: undo the op id's index entry
   unindex_op(op_id, indexed)
   corrupt(K_STATS, "counter " .. action .. " is not an integer, or the key not a hash")
 end
--- What publish_events calls when the events' XADD is refused: both undone (the counter
--- as it was: absent, and with it the hash when it was its only field, if this call
--- created it).
-local function undo_first_writes()
+-- The events' XADD refused: both undone (the counter as it was: absent, and with it the
+-- hash when it was its only field, if this call created it), then the reason named.
+-- (Here, not in a function passed to publish_events: a closure made on every call cost
+-- a put ~1.5k instructions with its garbage.)
+if publish_events(stream_maxlen, rev, agent, now, events_cap, "refusable") == false then
   unindex_op(op_id, indexed)
   if counted == 1 then redis.call("HDEL", K_STATS, action) else redis.call("HINCRBY", K_STATS, action, "-1") end
+  require_feed_room(rev) -- names the reason: the key's type, or an id past rev
+  corrupt(K_EVENTS, "refuses revision " .. rev_s)
 end
-publish_events(stream_maxlen, rev, agent, now, events_cap, undo_first_writes)
 if rev % 8 == 0 then
   -- The namespace's dedupe window is read only when the amortized purge is due.
   dedupe_ms = stored_limit(redis.call("HGET", K_META, "dw"), dedupe_ms) -- a hash: read above
