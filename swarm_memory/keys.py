@@ -214,9 +214,19 @@ class NamespaceKeys:
 
     def write_fixed(self) -> list[str]:
         """The fixed names of the write script (lua/write.lua's header): the fourteen of
-        the sixteen it uses (not the lock index and the lock doorbell, which only
-        lua/lock.lua touches). A fresh list (callers extend it)."""
+        the sixteen it uses (not the lock index and the lock doorbell, which only the lock
+        scripts touch). A fresh list (callers extend it)."""
         return list(_write_names(self.base))
+
+    def acquire_fixed(self) -> list[str]:
+        """The fixed names of a lock's acquire (lua/acquire.lua's header): meta acl stats
+        audit lease eph locks lockh. A fresh list."""
+        return list(_acquire_names(self.base))
+
+    def release_fixed(self) -> list[str]:
+        """The fixed names of a lock's release (lua/release.lua's header): meta acl stats
+        audit ops opst eph locks lockh lbell. A fresh list."""
+        return list(_release_names(self.base))
 
     def lock_fixed(self) -> list[str]:
         """The fixed names of the lock script (lua/lock.lua's header): the thirteen of the
@@ -293,6 +303,21 @@ def _get_names(base: str) -> tuple[str, ...]:
 def _write_names(base: str) -> tuple[str, ...]:
     full = _fixed_names(base)
     return full[:13] + full[14:15]  # meta .. eph, lockh (no locks, no lbell)
+
+
+@lru_cache(maxsize=4096)
+def _acquire_names(base: str) -> tuple[str, ...]:
+    k = NamespaceKeys(base)
+    return (k.meta, k.acl, k.stats, k.audit, k.lease, k.eph, k.locks, k.lock_records)
+
+
+@lru_cache(maxsize=4096)
+def _release_names(base: str) -> tuple[str, ...]:
+    k = NamespaceKeys(base)
+    return (
+        *(k.meta, k.acl, k.stats, k.audit, k.ops, k.ops_time, k.eph, k.locks, k.lock_records),
+        k.lock_bell,
+    )
 
 
 @lru_cache(maxsize=4096)

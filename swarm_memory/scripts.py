@@ -171,6 +171,8 @@ SCRIPT_NAMES = (
     "inbox",
     "lane",
     "lock",
+    "acquire",
+    "release",
     "reap",
     "presence",
     "agent",

@@ -339,7 +339,14 @@ EVENTS = Replies[Failure](
 )
 LOCK = Replies[Failure](
     "lock",
-    outcomes=frozenset({b"ok", b"held"}),
+    outcomes=frozenset({b"ok"}),
+    errors={**COMMON_ERRORS, b"not_owned": _lock_not_owned},
+)
+# A lock's acquire and release (lua/acquire.lua, lua/release.lua: scripts of their own).
+ACQUIRE = Replies[Failure]("acquire", outcomes=frozenset({b"ok", b"held"}), errors=COMMON_ERRORS)
+RELEASE = Replies[Failure](
+    "release",
+    outcomes=frozenset({b"ok"}),
     errors={**COMMON_ERRORS, b"not_owned": _lock_not_owned},
 )
 
@@ -545,7 +552,8 @@ def script_error(call: ScriptCall | Command, message: str) -> errors.SwarmMemory
 REPLIES: dict[str, Replies[Any]] = {
     r.script: r
     for r in (
-        *(WRITE, READ, GET, NS, PURGE, SWEEP, LRU, REAP, EVENTS, LOCK, PRESENCE),
+        *(WRITE, READ, GET, NS, PURGE, SWEEP, LRU, REAP, EVENTS, LOCK, ACQUIRE, RELEASE),
+        PRESENCE,
         *(INBOX, LANE, AGENT, GRAPH),
     )
 }

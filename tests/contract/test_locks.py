@@ -455,3 +455,28 @@ def test_a_release_parses_the_record_unless_it_is_exactly_the_one_it_holds(env, 
     assert [h.token for h in ns.locks()[0].holders] == [holder.token]
     holder.release()  # its own copy: the record read without parsing
     assert ns.locks() == [] and env.raw.hget(keys.stats, "lock_release") == b"3"
+
+
+def test_lock_releases_purge_op_records_past_the_dedupe_window(env):
+    """A release records its op id (a replay answers "ok"); those records are purged
+    past the namespace's dedupe window as a write's are, so a namespace only locks use
+    does not keep every release's record (it kept all of them before stop 23)."""
+    mem = env.mem("planner", dedupe_window=0.2)
+    mem.create_namespace("locks")
+    ns = mem.namespace("locks")
+    keys = NamespaceKeys.of(env.prefix, "locks")
+    for _ in range(40):
+        with ns.lock("job", ttl=5):
+            pass
+    assert env.raw.hlen(keys.ops) == 40
+    env.sleep(0.3)
+    for _ in range(24):  # three amortized purges of up to 64 records each
+        with ns.lock("job", ttl=5):
+            pass
+    assert env.raw.hlen(keys.ops) <= 24 and env.raw.llen(keys.ops_time) <= 24
+    last = ns.lock("job", ttl=5)
+    last.acquire()
+    last.release()
+    after = env.snapshot()
+    last.release()  # a replay inside the window still answers "ok", changing nothing
+    assert env.snapshot() == after

@@ -1,0 +1,81 @@
+--! keys: meta acl stats audit lease eph locks lockh
+--! args: agent audit_maxlen name owner ttl_ms mode lease_ms
+--! returns: {"ok", token, expires_ms, now_ms} | {"held", holder, expires_ms, now_ms, latest} | {"nons"} | {"denied", granted}
+--
+-- A lock's acquire (DESIGN.md decision 7; the lock's other actions are lock.lua's), in a
+-- script of its own since stop 23: the eight names an acquire uses and no action or feed
+-- argument (each name a call passes costs the server ~1k instructions: 13 names and 10
+-- arguments cost an empty function 25.2k, 8 and 8 cost 17.8k; docs/performance.md).
+--   name owner ttl_ms mode lease_ms (write) -> {"ok", token, expires_ms, now_ms}
+--     mode "x" exclusive / "s" shared; lease_ms ties the hold to the agent's lease in
+--     this namespace ("" = no tie). Re-acquiring with the same owner id (a retry whose
+--     reply was lost) returns the same token. A lock held by others -> {"held", ...}.
+local agent, default_audit_maxlen = ARGV[1], int_arg(ARGV[2], "audit_maxlen")
+-- The caller's level and the namespace's state from the ACL hash's marker (read_access:
+-- one HMGET, where the meta state and default level and then the caller's level took
+-- two reads).
+local have = read_access(agent)
+if not have then return { "nons" } end
+-- (the namespace's stored audit limit is read when a record is added; this is the fallback)
+if have < LEVEL_RANK.write then
+  return denial(agent, have, "lock_acquire", ARGV[3], nil, default_audit_maxlen)
+end
+local now = now_ms()
+local name, owner = ARGV[3], ARGV[4]
+local ttl_ms, mode, lease_ms = int_arg(ARGV[5], "ttl_ms"), ARGV[6], opt_int(ARGV[7], "lease_ms")
+if mode ~= "x" and mode ~= "s" then error("swarm_memory: bad lock mode " .. tostring(mode)) end
+-- Written below, checked first (K_META, K_LOCKS and K_LOCKH are read before any write).
+if lease_ms then
+  require_kinds({ K_EPH, "zset", K_LEASE, "zset" })
+end
+local rec = read_lock(name, now)
+local mine = lock_holder(rec, owner)
+if mine then
+  local h = rec.holders[mine]
+  return { "ok", h.token, h.x, now }
+end
+local busy = #rec.holders > 0 and not (mode == "s" and rec.mode == "s")
+local token
+if not busy then
+  local stored = redis.pcall("HGET", K_META, "lt") -- (read_call's check, inline)
+  if type(stored) == "table" then corrupt(K_META, "holds the wrong type for HGET") end
+  local last = 0
+  if stored then
+    -- (stored_int: the text the last acquire formatted is found in its memo, unparsed)
+    last = stored_int(stored)
+    if not last or last < 0 then corrupt(K_META, "bad fencing token counter lt") end
+  end
+  -- A token is never issued twice, even when a crash or failover lost the counter's
+  -- last increments (DESIGN.md decision 3): it is at least the server clock in
+  -- microseconds, which every earlier token trails (each took a script run of more than
+  -- 1 us), so a holder from a lost history never presents a token a new holder also got.
+  token = now_us()
+  if token <= last then token = last + 1 end
+end
+-- Records of leases that ran out, a few per acquire (never a growing table): upkeep
+-- that stands on its own, done even if this call then fails.
+prune_locks(now, 8)
+-- The call's first own write, refused with nothing written when the stats hash or its
+-- counter is corrupt (so no HMGET checks it first); nothing after it can be refused.
+-- (Literal field names: tests/ops/test_stats_fields.py finds the counters by them.)
+local counted
+if busy then
+  counted = redis.pcall("HINCRBY", K_STATS, "lock_busy", "1")
+else
+  counted = redis.pcall("HINCRBY", K_STATS, "lock_acquire", "1")
+end
+if type(counted) == "table" and counted.err then
+  corrupt(K_STATS, "counter " .. (busy and "lock_busy" or "lock_acquire")
+    .. " is not an integer, or the key not a hash")
+end
+if busy then return lock_busy(rec, now) end
+redis.call("HSET", K_META, "lt", itos(token))
+rec.mode = mode
+rec.holders[#rec.holders + 1] = { owner = owner, agent = agent, x = now + ttl_ms, token = token }
+write_lock(name, rec)
+if lease_ms then
+  redis.call("ZADD", K_EPH, 0, eph_member(agent, "l", name))
+  local lease = redis.call("ZSCORE", K_LEASE, agent)
+  if not lease or tonumber(lease) <= now then redis.call("ZADD", K_LEASE, now + lease_ms, agent) end
+end
+return { "ok", token, now + ttl_ms, now }
