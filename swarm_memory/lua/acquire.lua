@@ -4,8 +4,8 @@
 --
 -- A lock's acquire (DESIGN.md decision 7; the lock's other actions are lock.lua's), in a
 -- script of its own since stop 23: the eight names an acquire uses and no action or feed
--- argument (each name a call passes costs the server ~1k instructions: 13 names and 10
--- arguments cost an empty function 25.2k, 8 and 8 cost 17.8k; docs/performance.md).
+-- argument (each name a call passes costs the server ~1.2k instructions: 13 names and 10
+-- arguments cost an empty function 25.8k, 8 and 8 cost 18.7k; docs/performance.md).
 --   name owner ttl_ms mode lease_ms (write) -> {"ok", token, expires_ms, now_ms}
 --     mode "x" exclusive / "s" shared; lease_ms ties the hold to the agent's lease in
 --     this namespace ("" = no tie). Re-acquiring with the same owner id (a retry whose
