@@ -40,7 +40,9 @@ def single_cases(ctx: Ctx) -> list[Case]:
             "ours.get", lambda n: timed(lambda: ns.get(kget), n), vs=("base.hgetall", "base.hget")
         ),
     ]
-    cases.append(_floor_put_case(ctx, mem))
+    floor = _floor_put_case(ctx, mem)
+    if floor is not None:
+        cases.append(floor)
     metrics_case = _metrics_case(ctx, value, ns)
     if metrics_case is not None:
         cases.append(metrics_case)
@@ -48,15 +50,23 @@ def single_cases(ctx: Ctx) -> list[Case]:
     return cases
 
 
-def _floor_put_case(ctx: Ctx, mem: SwarmMemory) -> Case:
+def _floor_put_case(ctx: Ctx, mem: SwarmMemory) -> Case | None:
     """``floor.put``: a Redis Function making exactly a put's Redis calls with its key
     names and arguments and no logic around them (bench/server_cost.py), sent by bare
     redis-py: the most a put could reach end to end if its script did nothing but those
-    calls and its client cost what a bare EVALSHA does."""
+    calls and its client cost what a bare EVALSHA does. None (skipped, said so) on a
+    server without Functions."""
+    import redis
+
     from bench.server_cost import FLOOR_LIBRARY, write_floors
 
     r = ctx.raw()
-    r.function_load(FLOOR_LIBRARY, replace=True)
+    try:
+        r.function_load(FLOOR_LIBRARY, replace=True)
+    except redis.ResponseError as exc:
+        print(f"  (floor.put skipped: the server loads no Functions: {exc})")
+        r.close()
+        return None
     floor_put, _ = write_floors(r, mem.settings.key_prefix, encode(ctx.value))
     return Case(
         "floor.put",

@@ -558,6 +558,16 @@ local function denial(agent, have, action, key, audit_maxlen, default_maxlen)
   return { "denied", RANK_NAME[have] }
 end
 
+-- The reply refusing a call of `agent` that needs the rank `needed` (nons, or a denial
+-- counted and audited as `action` on `key`), or nil when the call may go on: the ACL
+-- hash's marker gives the level and the namespace's state in one HMGET (read_access).
+local function access_refused(agent, needed, action, key, default_maxlen)
+  local have = read_access(agent)
+  if not have then return { "nons" } end
+  if have < needed then return denial(agent, have, action, key, nil, default_maxlen) end
+  return nil
+end
+
 -- Permission gate shared by every script. Returns nil when allowed, else the reply to send.
 local function deny_reply(agent, default_level, needed, action, key, audit_maxlen, default_maxlen)
   local have = level_of(agent, default_level)

@@ -11,15 +11,10 @@
 --     this namespace ("" = no tie). Re-acquiring with the same owner id (a retry whose
 --     reply was lost) returns the same token. A lock held by others -> {"held", ...}.
 local agent, default_audit_maxlen = ARGV[1], int_arg(ARGV[2], "audit_maxlen")
--- The caller's level and the namespace's state from the ACL hash's marker (read_access:
--- one HMGET, where the meta state and default level and then the caller's level took
--- two reads).
-local have = read_access(agent)
-if not have then return { "nons" } end
--- (the namespace's stored audit limit is read when a record is added; this is the fallback)
-if have < LEVEL_RANK.write then
-  return denial(agent, have, "lock_acquire", ARGV[3], nil, default_audit_maxlen)
-end
+-- (access_refused: one HMGET of the ACL hash; the namespace's stored audit limit is read
+-- when a denial is recorded, this caller's is the fallback)
+local refused = access_refused(agent, LEVEL_RANK.write, "lock_acquire", ARGV[3], default_audit_maxlen)
+if refused then return refused end
 local now = now_ms()
 local name, owner = ARGV[3], ARGV[4]
 local ttl_ms, mode, lease_ms = int_arg(ARGV[5], "ttl_ms"), ARGV[6], opt_int(ARGV[7], "lease_ms")

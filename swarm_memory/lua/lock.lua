@@ -14,14 +14,10 @@
 -- waiters also poll, so a lost doorbell only delays them.
 local agent, default_audit_maxlen = ARGV[1], int_arg(ARGV[2], "audit_maxlen")
 local stream_maxlen, action = int_arg(ARGV[3], "stream_maxlen"), ARGV[4]
--- The caller's level and the namespace's state from the ACL hash's marker (read_access:
--- one HMGET, where the meta state and default level and then the caller's level took
--- two reads).
-local have = read_access(agent)
-if not have then return { "nons" } end
--- (the namespace's stored audit limit is read when a record is added; this is the fallback)
 -- The level each action needs and the name a denial is audited under: an if-chain, not a
--- table and a concatenation built on every call.
+-- table and a concatenation built on every call. (access_refused: one HMGET of the ACL
+-- hash; the namespace's stored audit limit is read when a denial is recorded, this
+-- caller's is the fallback.)
 local needed, audited
 if action == "extend" then needed, audited = LEVEL_RANK.write, "lock_extend"
 elseif action == "force" then needed, audited = LEVEL_RANK.admin, "lock_force"
@@ -29,7 +25,8 @@ elseif action == "list" then needed, audited = LEVEL_RANK.read, "lock_list"
 elseif action == "beat" then needed, audited = LEVEL_RANK.read, "lock_beat"
 elseif action == "leave" then needed, audited = LEVEL_RANK.read, "lock_leave"
 else error("swarm_memory: unknown lock action " .. tostring(action)) end
-if have < needed then return denial(agent, have, audited, ARGV[5], nil, default_audit_maxlen) end
+local refused = access_refused(agent, needed, audited, ARGV[5], default_audit_maxlen)
+if refused then return refused end
 local now = now_ms()
 
 if action == "extend" then

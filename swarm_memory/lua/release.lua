@@ -14,15 +14,10 @@
 --     wake at once; waiters also poll, so a lost doorbell only delays them.
 local agent, limits = ARGV[1], int_fields(ARGV[2], 5, "limits")
 local dedupe_ms, default_audit_maxlen = limits[1], limits[3]
--- The caller's level and the namespace's state from the ACL hash's marker (read_access:
--- one HMGET, where the meta state and default level and then the caller's level took
--- two reads).
-local have = read_access(agent)
-if not have then return { "nons" } end
--- (the namespace's stored audit limit is read when a record is added; this is the fallback)
-if have < LEVEL_RANK.write then
-  return denial(agent, have, "lock_release", ARGV[3], nil, default_audit_maxlen)
-end
+-- (access_refused: one HMGET of the ACL hash; the namespace's stored audit limit is read
+-- when a denial is recorded, this caller's is the fallback)
+local refused = access_refused(agent, LEVEL_RANK.write, "lock_release", ARGV[3], default_audit_maxlen)
+if refused then return refused end
 local now = now_ms()
 local name, owner, op_id, held_x, held_token = ARGV[3], ARGV[4], ARGV[5], ARGV[6], ARGV[7]
 -- The common release, without parsing the record (~25k instructions: each string

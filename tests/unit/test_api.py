@@ -161,20 +161,20 @@ def test_every_script_has_a_header_the_loader_checks():
             continue
         if name == "acquire":  # the eight an acquire uses, in NamespaceKeys.acquire_fixed's order
             nk = NamespaceKeys.of("sm", "team")
-            names = ("meta", "acl", "stats", "audit", "lease", "eph", "locks", "lockh")
-            assert fixed == names
-            assert tuple(k[len(nk.base) :] for k in nk.acquire_fixed()) == names
+            acquire_keys = ("meta", "acl", "stats", "audit", "lease", "eph", "locks", "lockh")
+            assert fixed == acquire_keys
+            assert tuple(k[len(nk.base) :] for k in nk.acquire_fixed()) == acquire_keys
             assert script.args.fixed == (
                 "agent", "audit_maxlen", "name", "owner", "ttl_ms", "mode", "lease_ms",
             )  # fmt: skip
             continue
         if name == "release":  # the ten a release uses, in NamespaceKeys.release_fixed's order
             nk = NamespaceKeys.of("sm", "team")
-            names = (
+            release_keys = (
                 "meta", "acl", "stats", "audit", "ops", "opst", "eph", "locks", "lockh", "lbell",
             )  # fmt: skip
-            assert fixed == names
-            assert tuple(k[len(nk.base) :] for k in nk.release_fixed()) == names
+            assert fixed == release_keys
+            assert tuple(k[len(nk.base) :] for k in nk.release_fixed()) == release_keys
             assert script.args.fixed == (
                 "agent", "limits", "name", "owner", "op_id", "held_x", "held_token",
             )  # fmt: skip
