@@ -84,10 +84,17 @@ if unlisted ~= 0 and unlisted ~= 1 then
   corrupt(K_LOCKS, "holds the wrong type for " .. (latest == 0 and "ZREM" or "ZADD"))
 end
 op_indexed(op_id, now_s, indexed)
+if latest == 0 then
+  redis.call("HDEL", K_LOCKH, name)
+else
+  write_lock_record(name, rec)
+end
+redis.call("SPUBLISH", K_LBELL, name)
 -- The op records of releases are purged here as a write purges its own (purge_ops: up to
 -- 64 past the namespace's dedupe window, amortized: on every 8th release by the stats
 -- counter), or a namespace only locks use would keep every release's record: 2,200 after
--- 2,200 releases with a 1 s window, before stop 23. Nothing can be refused any more.
+-- 2,200 releases with a 1 s window, before stop 23. Last: every write of the release is
+-- done, and nothing here can be refused (the list and the hash have their types).
 -- (The meta hash is not otherwise read here: a wrong type is no window, never an error
 -- after the writes.)
 if counted % 8 == 0 then
@@ -95,10 +102,4 @@ if counted % 8 == 0 then
   if type(dw) ~= "string" then dw = nil end
   purge_ops(counted, now, stored_limit(dw, dedupe_ms), indexed == "l")
 end
-if latest == 0 then
-  redis.call("HDEL", K_LOCKH, name)
-else
-  write_lock_record(name, rec)
-end
-redis.call("SPUBLISH", K_LBELL, name)
 return { "ok" }
