@@ -78,8 +78,10 @@ elseif action == "broadcast" then
   redis.call("HSET", K_META, "rev", rev)
   redis.call("HINCRBY", K_STATS, "broadcast", 1)
   audit(audit_maxlen, agent, "broadcast", "", op_id, "ok", rev)
-  redis.call("HSET", K_OPS, op_id, rev)
-  if listed then redis.call("RPUSH", K_OPST, itos(now) .. " " .. op_id) else redis.call("ZADD", K_OPST, now, op_id) end
+  -- The op record and its index, after the amortized purge of records past the window
+  -- (record_op, as a write's: on every 8th revision). Recorded without it before stop 23,
+  -- a namespace only broadcasts used kept every broadcast's record.
+  record_op(op_id, rev, rev, now, dedupe_ms, listed)
   return { "ok", rev }
 elseif action == "audit" then
   -- Two sources, merged newest first (DESIGN.md decision 2, revised): the audit stream

@@ -284,3 +284,23 @@ def test_a_long_feed_is_trimmed_to_its_bound_every_16th_revision(redis_server):
     assert bound <= raw.xlen(events) <= bound + slack
     mem.close()
     raw.close()
+
+
+def test_broadcast_op_records_are_purged_past_the_dedupe_window(env):
+    """A broadcast records its op id (a replay answers with its first revision); those
+    records are purged past the namespace's dedupe window as a write's are, every 8th
+    revision, so a namespace only broadcasts use does not keep them all (it kept every
+    one before stop 23)."""
+    mem = env.mem("planner", dedupe_window=0.2)
+    mem.create_namespace("chat")
+    ns = mem.namespace("chat")
+    keys = NamespaceKeys.of(env.prefix, "chat")
+    for i in range(40):
+        ns.broadcast({"n": i})
+    assert env.raw.hlen(keys.ops) == 40
+    env.sleep(0.3)
+    for i in range(24):  # three purges of up to 64 records each
+        ns.broadcast({"n": i})
+    assert env.raw.hlen(keys.ops) <= 24 and env.raw.llen(keys.ops_time) <= 24
+    rev = ns.broadcast({"n": "last"}, op_id="last-one")
+    assert ns.broadcast({"n": "last"}, op_id="last-one") == rev  # a replay in the window
