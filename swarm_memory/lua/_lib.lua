@@ -1160,17 +1160,24 @@ local function read_lock(name, now)
   return read_lock_text(read_call("HGET", K_LOCKH, name), now)
 end
 
+-- The stored text of a lock record with one holder (an exclusive lock, the common case):
+-- pack()'s text in one concatenation. What write_lock_record stores, and what a release
+-- compares its own copy with (release.lua): one builder, so the two cannot drift apart.
+local function lock_record_text(mode, owner, agent, x_s, token_s)
+  local P = PACK_PREFIX
+  return (P[#mode] or pack_prefix(mode)) .. mode .. (P[#owner] or pack_prefix(owner)) .. owner
+    .. (P[#agent] or pack_prefix(agent)) .. agent .. (P[#x_s] or pack_prefix(x_s)) .. x_s
+    .. (P[#token_s] or pack_prefix(token_s)) .. token_s
+end
+
 -- The stored record of a lock with holders (HSET only); returns their latest expiry as
 -- text, the lock's score in K_LOCKS (which the caller writes: a release writes it first,
 -- as a refusable write, to check its type without a TYPE call).
 local function write_lock_record(name, rec)
   if #rec.holders == 1 then
-    -- One holder (an exclusive lock, the common case): pack()'s text in one concatenation.
-    local h, P = rec.holders[1], PACK_PREFIX
-    local mode, owner, by, x, token = rec.mode, h.owner, h.agent, itos(h.x), itos(h.token)
-    redis.call("HSET", K_LOCKH, name, (P[#mode] or pack_prefix(mode)) .. mode
-      .. (P[#owner] or pack_prefix(owner)) .. owner .. (P[#by] or pack_prefix(by)) .. by
-      .. (P[#x] or pack_prefix(x)) .. x .. (P[#token] or pack_prefix(token)) .. token)
+    local h = rec.holders[1]
+    local x = itos(h.x)
+    redis.call("HSET", K_LOCKH, name, lock_record_text(rec.mode, h.owner, h.agent, x, itos(h.token)))
     return x
   end
   local f, latest = { rec.mode }, 0

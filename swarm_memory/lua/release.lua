@@ -23,20 +23,15 @@ local name, owner, op_id, held_x, held_token = ARGV[3], ARGV[4], ARGV[5], ARGV[6
 -- The common release, without parsing the record (~25k instructions: each string
 -- library call of the parse costs ~1.5-3k): the client sends the expiry and token its
 -- acquire (or last extend) returned, so the record this owner holds alone is known
--- in full; equal to the stored text, byte for byte, it is that record (the text is
--- built as write_lock_record builds it). Anything else (another holder, a shared lock,
--- an expired or corrupt record, a client sending "") takes the parse.
+-- in full; equal to the stored text, byte for byte, it is that record (lock_record_text
+-- builds both). Anything else (another holder, a shared lock, an expired or corrupt
+-- record, a client sending "") takes the parse.
 local raw = redis.pcall("HGET", K_LOCKH, name)
 if type(raw) == "table" then corrupt(K_LOCKH, "holds the wrong type for HGET") end
 local rec, mine
-if raw and held_token ~= "" then
-  local P = PACK_PREFIX
-  if raw == "1:x" .. (P[#owner] or pack_prefix(owner)) .. owner .. (P[#agent] or pack_prefix(agent))
-    .. agent .. (P[#held_x] or pack_prefix(held_x)) .. held_x
-    .. (P[#held_token] or pack_prefix(held_token)) .. held_token then
-    local x = stored_int(held_x) -- (the text this library's acquire formatted: its memo)
-    if x and x > now then rec, mine = { mode = "x", holders = {} }, 0 end
-  end
+if raw and held_token ~= "" and raw == lock_record_text("x", owner, agent, held_x, held_token) then
+  local x = stored_int(held_x) -- (the text this library's acquire formatted: its memo)
+  if x and x > now then rec, mine = { mode = "x", holders = {} }, 0 end
 end
 if not rec then
   rec = read_lock_text(raw, now)
