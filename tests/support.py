@@ -126,14 +126,26 @@ def drain(watch: Any, n: int, timeout: float = 5.0) -> list[Any]:
 ENTRY_META = ("ver", "cr", "mr", "ct", "mt", "x", "by", "f")
 
 
+def entry_meta_parts(m: bytes) -> list[bytes]:
+    """The eight parts of a packed "m", its shorthands written out (lua/_lib.lua
+    entry_meta: an empty mr is cr, an empty mt is ct, an empty format "json")."""
+    parts = m.split(b" ", 7)
+    assert len(parts) == 8, m
+    for i, same_as in ((2, 1), (4, 3)):
+        parts[i] = parts[i] or parts[same_as]
+    parts[7] = parts[7] or b"json"
+    return parts
+
+
 def set_entry_field(raw: Any, key: str, field: str, value: str | bytes) -> None:
     """Set one of an entry's stored fields the way it is stored: inside the packed "m"
-    when the entry has one, else as its own field ("v" and "eo" are always their own)."""
+    when the entry has one (its shorthands written out), else as its own field ("v" and
+    "eo" are always their own)."""
     m = raw.hget(key, "m")
     if field not in ENTRY_META or m is None:
         raw.hset(key, field, value)
         return
-    parts = m.split(b" ", 7)
+    parts = entry_meta_parts(m)
     parts[ENTRY_META.index(field)] = value.encode() if isinstance(value, str) else value
     raw.hset(key, "m", b" ".join(parts))
 
@@ -142,7 +154,7 @@ def to_legacy(raw: Any, key: str) -> None:
     """Rewrite a packed entry as entries were stored before "m": a field per item."""
     m = raw.hget(key, "m")
     assert m is not None, key
-    raw.hset(key, mapping=dict(zip(ENTRY_META, m.split(b" ", 7), strict=True)))
+    raw.hset(key, mapping=dict(zip(ENTRY_META, entry_meta_parts(m), strict=True)))
     raw.hdel(key, "m")
 
 

@@ -35,7 +35,7 @@ from swarm_memory._ops.records import (
     unpack,
 )
 from swarm_memory._ops.replies import EVENTS, Failure
-from swarm_memory.codec import ValueCodec
+from swarm_memory.codec import JSON_FORMAT, ValueCodec
 from swarm_memory.models import AuditRecord, Entry, Event, Snapshot, ms_to_datetime
 from swarm_memory.scripts import load
 
@@ -44,6 +44,7 @@ SNAPSHOT_BATCH = 500  # keys per get_many while taking a snapshot
 
 # ---------------------------------------------------------------------- reply shapes
 FIRST_CURSOR = "1-0"
+_JSON = JSON_FORMAT.encode()
 
 
 def next_cursor(revision: int, seq: int, count: int) -> str:
@@ -70,7 +71,8 @@ def event(codec: ValueCodec, raw: Sequence[Any]) -> Event:
         seq=seq,
         count=count,
         has_value=has_value,
-        value=codec.decode(f["d"], text(f["f"])) if has_value else None,
+        # (no "f": the "json" format, which publish_events in _lib.lua does not store)
+        value=codec.decode(f["d"], text(f.get("f", _JSON))) if has_value else None,
     )
 
 

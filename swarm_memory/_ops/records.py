@@ -28,6 +28,7 @@ from typing import Any, NamedTuple, TypeVar
 
 from swarm_memory import errors
 from swarm_memory._ops.effects import Context
+from swarm_memory.codec import JSON_FORMAT
 from swarm_memory.models import (
     Entry,
     ms_to_datetime,
@@ -312,13 +313,16 @@ def maybe_entry(ctx: Context, key: str, f: Fields) -> Entry | None:
 
 
 _PACKED_PARTS = 8  # ver cr mr ct mt x by f
+_JSON = JSON_FORMAT.encode()
 
 
 def packed_entry(ctx: Context, key: str, f: Fields) -> Entry | None:
     """The next entry as a get sends it (lua/get.lua): its stored metadata, packed
     ("<ver> <cr> <mr> <ct> <mt> <x> <by> <f>", lua/_lib.lua read_entry), then its value;
-    or the absent marker. Parsed strictly: CorruptData naming the key (the script sends
-    "m" as stored, unread where the namespace has no expiry index: this is its check)."""
+    or the absent marker. An empty <mr>, <mt> or <f> is the shorthand lua/_lib.lua
+    entry_meta writes for <cr>, <ct> and "json". Parsed strictly: CorruptData naming the
+    key (the script sends "m" as stored, unread where the namespace has no expiry index:
+    this is its check)."""
     m = f.next()
     if m == ABSENT:
         return None
@@ -327,6 +331,12 @@ def packed_entry(ctx: Context, key: str, f: Fields) -> Entry | None:
         if len(parts) != _PACKED_PARTS or not parts[6]:
             raise ValueError(f"packed entry metadata is not {_PACKED_PARTS} parts: {m!r:.60}")
         ver, cr, mr, ct, mt, x, by, fmt = parts
+        if not mr:
+            mr = cr
+        if not mt:
+            mt = ct
+        if not fmt:
+            fmt = _JSON
         return entry(ctx, key, EntryRecord(ver, cr, mr, ct, mt, x, by, fmt, f.next()))
     except DECODE_ERRORS as exc:
         raise corrupt_from(ctx.keys.entry(key), exc, **ctx.err()) from exc

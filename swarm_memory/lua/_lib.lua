@@ -582,7 +582,12 @@ end
 -- numbers checked one by one ~3k each, and every field name costs memory
 -- (docs/performance.md). Entries stored before it have the eight as fields of their own
 -- (ENTRY_LEGACY); they are read as they are and rewritten packed by their next write.
-local ENTRY_PACKED = "^(%d+) (%d+) (%d+) (%d+) (%d+) (%d+) (%S+) (.+)$"
+-- Since stop 24 three parts may be empty, each meaning its most common value: <mr> the
+-- same as <cr> (an entry's first version), <mt> the same as <ct>, <f> "json". A small
+-- entry's hash then fits a smaller allocation: 248 -> 216 bytes for the benchmark's
+-- 62-byte value (docs/performance.md, "Memory per entry, stop 24"). Texts with all eight
+-- parts written out, as stored before, read the same.
+local ENTRY_PACKED = "^(%d+) (%d+) (%d*) (%d+) (%d*) (%d+) (%S+) (.*)$"
 local ENTRY_LEGACY = { "f", "ver", "cr", "mr", "ct", "mt", "by", "x" }
 
 -- The entry table of a packed "m" (and its value and lease owner): each number digits
@@ -597,6 +602,9 @@ local function unpack_entry(key, m, v, eo)
   if not f or not v or #ver > 15 or #cr > 15 or #mr > 15 or #ct > 15 or #mt > 15 or #x > 15 then
     corrupt(key, "malformed entry")
   end
+  if mr == "" then mr = cr end -- (the shorthands entry_meta writes)
+  if mt == "" then mt = ct end
+  if f == "" then f = "json" end
   -- (digits, matched above: "+ 0" converts them with one strtod; tonumber() takes two)
   local e = { v = v, f = f, by = by, ver = ver + 0, cr = cr, mr = mr, ct = ct, mt = mt,
     x = x + 0, eo = eo or nil, key = key }
@@ -648,8 +656,13 @@ local function read_entry(key, now)
 end
 
 -- The "m" text of an entry with these fields (the version and expiry numbers, the
--- revisions and times their text, as unpack_entry keeps them).
+-- revisions and times their text, as unpack_entry keeps them), with ENTRY_PACKED's
+-- shorthands: an empty part for a mod revision or time equal to the create one, and for
+-- the "json" format.
 local function entry_meta(ver, cr_s, mr_s, ct_s, mt_s, x, by, f)
+  if mr_s == cr_s then mr_s = "" end
+  if mt_s == ct_s then mt_s = "" end
+  if f == "json" then f = "" end
   return itos(ver) .. " " .. cr_s .. " " .. mr_s .. " " .. ct_s .. " " .. mt_s
     .. " " .. itos(x) .. " " .. by .. " " .. f
 end
@@ -893,29 +906,46 @@ local function publish_events(default_maxlen, rev, agent, now, known_maxlen, gua
     end
     local xadd = (guarded and seq == 1) and redis.pcall or redis.call
     local added
-    if seq == trim_seq then
-      if e[6] and e[4] then
+    -- A value carried in the "json" format is stored without its "f" field (readers take
+    -- a missing "f" as "json"): 9.2 bytes less per event with the benchmark's 62-byte
+    -- value (docs/performance.md, "Memory per entry, stop 24"). A carried value in
+    -- another format (a codec's own; compressed values are larger than any carried one)
+    -- takes the last branch, its arguments built in a table.
+    local d = e[4]
+    if d and e[5] ~= "json" then
+      local args = { "XADD", K_EVENTS }
+      if seq == trim_seq then args[3], args[4], args[5] = "MAXLEN", "~", maxlen_s end
+      local a = #args
+      args[a + 1], args[a + 2], args[a + 3], args[a + 4], args[a + 5] = id, "t", e[1], "k", e[2]
+      args[a + 6], args[a + 7], args[a + 8], args[a + 9], args[a + 10] = "v", ver, "a", agent, "ms"
+      args[a + 11], args[a + 12], args[a + 13] = now_s, "n", n_s
+      if e[6] then args[a + 14], args[a + 15] = "c", e[6] end
+      a = #args
+      args[a + 1], args[a + 2], args[a + 3], args[a + 4] = "d", d, "f", e[5]
+      added = xadd(unpack(args))
+    elseif seq == trim_seq then
+      if e[6] and d then
         added = xadd("XADD", K_EVENTS, "MAXLEN", "~", maxlen_s, id, "t", e[1], "k", e[2], "v", ver,
-          "a", agent, "ms", now_s, "n", n_s, "c", e[6], "d", e[4], "f", e[5])
+          "a", agent, "ms", now_s, "n", n_s, "c", e[6], "d", d)
       elseif e[6] then
         added = xadd("XADD", K_EVENTS, "MAXLEN", "~", maxlen_s, id, "t", e[1], "k", e[2], "v", ver,
           "a", agent, "ms", now_s, "n", n_s, "c", e[6])
-      elseif e[4] then
+      elseif d then
         added = xadd("XADD", K_EVENTS, "MAXLEN", "~", maxlen_s, id,
-          "t", e[1], "k", e[2], "v", ver, "a", agent, "ms", now_s, "n", n_s, "d", e[4], "f", e[5])
+          "t", e[1], "k", e[2], "v", ver, "a", agent, "ms", now_s, "n", n_s, "d", d)
       else
         added = xadd("XADD", K_EVENTS, "MAXLEN", "~", maxlen_s, id,
           "t", e[1], "k", e[2], "v", ver, "a", agent, "ms", now_s, "n", n_s)
       end
-    elseif e[6] and e[4] then
+    elseif e[6] and d then
       added = xadd("XADD", K_EVENTS, id, "t", e[1], "k", e[2], "v", ver,
-        "a", agent, "ms", now_s, "n", n_s, "c", e[6], "d", e[4], "f", e[5])
+        "a", agent, "ms", now_s, "n", n_s, "c", e[6], "d", d)
     elseif e[6] then
       added = xadd("XADD", K_EVENTS, id, "t", e[1], "k", e[2], "v", ver,
         "a", agent, "ms", now_s, "n", n_s, "c", e[6])
-    elseif e[4] then
+    elseif d then
       added = xadd("XADD", K_EVENTS, id,
-        "t", e[1], "k", e[2], "v", ver, "a", agent, "ms", now_s, "n", n_s, "d", e[4], "f", e[5])
+        "t", e[1], "k", e[2], "v", ver, "a", agent, "ms", now_s, "n", n_s, "d", d)
     else
       added = xadd("XADD", K_EVENTS, id, "t", e[1], "k", e[2], "v", ver, "a", agent, "ms", now_s, "n", n_s)
     end

@@ -40,7 +40,7 @@ for i = N_FIXED + 1, #KEYS do
     -- (Unread, "m" is parsed by the client; only "" would pass as its absent marker.)
     if not v or m == "" then corrupt(key, "malformed entry") end
     if indexed then
-      local x = string.match(m, "^%d+ %d+ %d+ %d+ %d+ (%d+) ")
+      local x = string.match(m, "^%d+ %d+ %d* %d+ %d* (%d+) ")
       if not x then corrupt(key, "malformed entry") end
       if x ~= "0" then
         x = x + 0 -- (digits, matched above: one strtod; tonumber() takes two)

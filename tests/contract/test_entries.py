@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from swarm_memory import ConflictError, NotAnInteger, VersionNotFound
-from tests.support import must, to_legacy
+from tests.support import entry_meta_parts, must, to_legacy
 
 PRECISE = {"big": 123456789012345678, "f": 0.30000000000000004, "empty": [], "obj": {}, "u": "é✓"}
 
@@ -184,14 +184,18 @@ def test_an_entry_is_stored_packed_and_one_stored_field_by_field_still_works(env
     e1 = ns.put("a", {"x": 1}, ttl=3600)
     assert set(env.raw.hgetall(key)) == {b"v", b"m"}
     ver, cr, mr, ct, mt, x, by, fmt = env.raw.hget(key, "m").split(b" ", 7)
-    assert (int(ver), int(cr), int(mr), by, fmt) == (
+    # A first version's mod revision and time are its create ones, and its format is
+    # "json": each stored as the empty shorthand (lua/_lib.lua entry_meta).
+    assert (int(ver), int(cr), mr, mt, by, fmt) == (
         1,
         e1.create_revision,
-        e1.mod_revision,
+        b"",
+        b"",
         b"planner",
-        b"json",
+        b"",
     )
-    assert int(ct) == int(mt) == round(e1.updated_at.timestamp() * 1000) and int(x) > int(mt)
+    assert e1.mod_revision == e1.create_revision and e1.created_at == e1.updated_at
+    assert int(ct) == round(e1.updated_at.timestamp() * 1000) and int(x) > int(ct)
     to_legacy(env.raw, key)
     got = ns.get("a")
     assert got is not None and (got.value, got.version, got.expires_at) == (
@@ -211,3 +215,46 @@ def test_an_entry_is_stored_packed_and_one_stored_field_by_field_still_works(env
     assert [h.value for h in ns.history("a")] == [{"x": 2}, {"x": 1}]
     to_legacy(env.raw, key)
     assert ns.delete("a") is True and ns.get("a") is None and not env.raw.exists(key)
+
+
+def test_entry_metadata_shorthands_and_the_text_written_out_read_the_same(env):
+    """ "m" stores an empty part for a mod revision and time equal to the create ones and
+    for the "json" format (lua/_lib.lua entry_meta, stop 24); anything else is written
+    out, and an "m" with every part written out (as stored before) reads the same, on
+    the get path (parsed by the client, with and without an expiry index) and on the
+    write path (parsed by the scripts)."""
+    mem = env.mem(compress_threshold=100)
+    mem.create_namespace("z", history=5)
+    ns = mem.namespace("z")
+    key = f"{env.prefix}:{{z}}:e:"
+
+    def parts(name: str) -> list[bytes]:
+        return env.raw.hget(key + name, "m").split(b" ", 7)
+
+    first = ns.put("a", {"x": 1})
+    assert parts("a")[2] == parts("a")[4] == parts("a")[7] == b""
+    second = ns.put("a", {"x": 2})  # a later version: its own mod revision
+    stored = parts("a")
+    assert int(stored[2]) == second.mod_revision != first.create_revision
+    assert stored[4] in (b"", str(round(second.updated_at.timestamp() * 1000)).encode())
+    big = ns.put("z", {"text": "abc" * 1000})  # compressed: not the "json" format
+    assert parts("z")[7] not in (b"", b"json")
+    lived = ns.put("t", {"x": 3}, ttl=3600)  # an expiry index: get.lua reads "m" itself
+    assert parts("t")[2] == b""
+
+    got = {name: ns.get(name) for name in ("a", "z", "t")}
+    assert got["a"] == second and got["z"] == big and got["t"] == lived
+    assert ns.get_many(["a", "z", "t"]) == got
+    for name in ("a", "z", "t"):  # every part written out, as stored before stop 24
+        env.raw.hset(key + name, "m", b" ".join(entry_meta_parts(env.raw.hget(key + name, "m"))))
+        assert b"  " not in env.raw.hget(key + name, "m")
+    assert {name: ns.get(name) for name in ("a", "z", "t")} == got
+    assert ns.get_many(["a", "z", "t"]) == got
+    again = ns.put("t", {"x": 4}, ttl=3600)  # the write script reads it written out
+    assert (again.version, again.create_revision, again.created_at) == (
+        2,
+        lived.create_revision,
+        lived.created_at,
+    )
+    assert [h.value for h in ns.history("t")] == [{"x": 4}, {"x": 3}]
+    assert ns.touch("a", 60) is True and ns.get("a").version == 2

@@ -10,6 +10,7 @@ import redis
 from swarm_memory import EventsTrimmed, PermissionDenied, Settings, SwarmMemory
 from swarm_memory.keys import NamespaceKeys
 from tests.support import drain
+from tests.unit.test_validation import ReversedJson
 
 
 @pytest.fixture
@@ -58,6 +59,35 @@ def test_small_values_ride_in_events_large_ones_are_fetched(env, mem):
     assert not large.has_value and large.value is None
     assert ns.get("large", version=large.version).value == "x" * 1000
     w.close()
+
+
+def test_a_json_value_rides_without_a_format_field_another_format_with_its_own(env, mem):
+    """The feed stores a carried value's "f" only when it is not "json" (publish_events
+    in lua/_lib.lua, stop 24: a missing "f" reads as "json"); both read back whole from
+    the stream, in one call and in a transaction's several events."""
+    ns = mem.namespace("team")
+    custom = SwarmMemory.from_client(
+        env.raw, agent="planner", settings=env.settings, codec=ReversedJson()
+    )
+    ns.put("j", {"a": 1})
+    custom.namespace("team").put("r", {"b": 2})
+    ns.put_many({"j2": [1], "j3": "x"})
+    custom.namespace("team").put_many({"r2": [2], "r3": "y"})
+    stored = {
+        fields[b"k"]: fields
+        for _, fields in env.raw.xrange(NamespaceKeys.of(env.prefix, "team").events)
+        if fields.get(b"t") == b"put"
+    }
+    for key in (b"j", b"j2", b"j3"):
+        assert b"f" not in stored[key] and b"d" in stored[key]
+    for key in (b"r", b"r2", b"r3"):
+        assert stored[key][b"f"] == b"rjson"
+    w = custom.namespace("team").watch(since=0)  # from the stream, not a doorbell
+    values = {e.key: e.value for e in drain(w, 7) if e.type == "put"}
+    w.close()
+    custom.close()
+    want = {"j": {"a": 1}, "r": {"b": 2}, "j2": [1], "j3": "x", "r2": [2], "r3": "y"}
+    assert values == want
 
 
 def test_replay_from_a_revision_and_resume_from_a_cursor(env, mem):

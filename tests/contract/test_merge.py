@@ -23,7 +23,7 @@ from hypothesis import strategies as st
 from swarm_memory import ConflictError, Settings, SwarmMemory, merge_patch
 from swarm_memory.keys import NamespaceKeys
 from swarm_memory.scripts import load
-from tests.support import must
+from tests.support import entry_meta_parts, must
 
 PRECISE = {
     "big": 123456789012345678,
@@ -81,7 +81,7 @@ def stored(env: Any, key: str, namespace: str = "m") -> tuple[bytes, bytes]:
     """(value bytes, format tag) exactly as Redis holds them."""
     ekey = NamespaceKeys.of(env.prefix, namespace).entry(key)
     v, m = env.raw.hmget(ekey, ["v", "m"])
-    return v, m.split(b" ", 7)[7]  # the format: last of the packed metadata
+    return v, entry_meta_parts(m)[7]  # the format: last of the packed metadata
 
 
 def test_nested_objects_merge_key_by_key(ns):
