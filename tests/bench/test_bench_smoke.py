@@ -99,7 +99,9 @@ def test_quick_suite_runs_every_family(tmp_path: Path) -> None:
         assert m["bytes_by_kind"]["entry"] > 0 and m["bytes_by_kind"]["events"] > 0
         # Steady state: the window passed, the purge ran, the records are (nearly) gone.
         assert m["steady_state_dedupe_records_left"] <= 8, m
-        assert m["steady_state_per_entry"] < m["per_entry_total"], m
+        # (The dedupe records' bytes, not the total: in this tiny run the purge writes'
+        # own events may start a second stream node, larger than the records purged.)
+        assert m["steady_state_bytes_by_kind"]["dedupe"] < m["bytes_by_kind"]["dedupe"], m
 
     goals = {g["goal"]: g for g in report["goals"]}
     assert len(goals) >= 15
