@@ -118,8 +118,7 @@ class AsyncDriver(DriverBase):
                 with contextlib.suppress(Exception):
                     await handle.aclose()
         if metrics is not None:
-            op = getattr(flow, "__name__", "flow")
-            metrics.observe_operation(op, "ok", time.perf_counter() - start)
+            metrics.observe_ok(getattr(flow, "__name__", "flow"), time.perf_counter() - start)
         return result
 
     async def _bell(self, effect: Listen | WaitBell | Unlisten, bells: list[Any]) -> Any:

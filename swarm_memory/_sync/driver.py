@@ -117,8 +117,7 @@ class Driver(DriverBase):
                 with contextlib.suppress(Exception):
                     handle.close()
         if metrics is not None:
-            op = getattr(flow, "__name__", "flow")
-            metrics.observe_operation(op, "ok", time.perf_counter() - start)
+            metrics.observe_ok(getattr(flow, "__name__", "flow"), time.perf_counter() - start)
         return result
 
     def _bell(self, effect: Listen | WaitBell | Unlisten, bells: list[Any]) -> Any:
