@@ -15,7 +15,8 @@ the same through ``AsyncSwarmMemory`` (its pipelined connection's transport swap
 one that swallows the writes and hands the recorded replies to the protocol: the event
 loop's own turns are part of what is timed); ``bare_evalsha`` (redis-py EVALSHA of the
 bare Lua CAS+XADD) and ``bare_hgetall`` (redis-py HGETALL) for the floor of a redis-py
-call.
+call; ``redispy_lock`` (redis-py's ``Lock``, one object acquired without blocking and
+released, as the locks family's ``peer.redis-py.Lock`` does) beside ``lock``.
 
 It reaches into redis-py's connection (``_sock``, the pool's idle connections) and the
 async driver's pipe (``swarm_memory._pipeline``): a measuring tool, not library code; if
@@ -47,6 +48,7 @@ OPS = (
     "alock",
     "bare_evalsha",
     "bare_hgetall",
+    "redispy_lock",
 )
 ASYNC_OPS = ("aput", "aget", "alock")
 
@@ -244,6 +246,13 @@ def main(argv: list[str] | None = None) -> int:
             with ns.lock("l", ttl=10.0):
                 pass
 
+        peer_lock = raw.lock("bare:lock", timeout=10.0)
+
+        def redispy_lock() -> None:
+            if not peer_lock.acquire(blocking=False):
+                raise RuntimeError("redis-py Lock: already held")
+            peer_lock.release()
+
         sha = raw.script_load(CAS_XADD)
         body = encode(VALUE)
         raw.hset("bare:h", mapping={"v": body, "f": "json", "ver": 1, "by": "bench"})
@@ -255,6 +264,7 @@ def main(argv: list[str] | None = None) -> int:
             "lock": (mem.redis, lock),
             "bare_evalsha": (raw, lambda: raw.evalsha(sha, 2, "bare:c", "bare:s", 0, body)),
             "bare_hgetall": (raw, lambda: raw.hgetall("bare:h")),
+            "redispy_lock": (raw, redispy_lock),
         }
         print(f"{'op':14} {'min µs':>9} {'median µs':>10}  (client CPU per call, no network)")
         for op in a.ops:

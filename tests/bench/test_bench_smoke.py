@@ -172,6 +172,25 @@ def test_feed_cost_replays_every_doorbell_to_every_subscriber() -> None:
     assert "  1 subscribers:" in done.stdout and "  3 subscribers:" in done.stdout
 
 
+def test_client_cost_times_every_op_with_its_reply_replayed() -> None:
+    """bench.client_cost: each op once for real, then timed on its recorded replies (it
+    stops with a message when redis-py moved what it swaps); every op prints a row."""
+    from bench.client_cost import OPS
+
+    done = subprocess.run(
+        [sys.executable, "-m", "bench.client_cost", "--n", "40", "--repeat", "1"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    rows = {line.split()[0]: line.split()[1:] for line in done.stdout.splitlines()[1:]}
+    assert set(rows) == set(OPS), done.stdout
+    assert all(float(v) > 0 for row in rows.values() for v in row), done.stdout
+
+
 def test_table_matches_goals_by_text(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """bench.table: runs with different goal lists line up by goal, not by position."""
     from bench import table
