@@ -64,7 +64,7 @@ def test_small_values_ride_in_events_large_ones_are_fetched(env, mem):
 def test_a_json_value_rides_without_a_format_field_another_format_with_its_own(env, mem):
     """The feed stores a carried value's "f" only when it is not "json" (publish_events
     in lua/_lib.lua, stop 24: a missing "f" reads as "json"); both read back whole from
-    the stream, in one call and in a transaction's several events."""
+    the stream, from a put and from a put_many's several events."""
     ns = mem.namespace("team")
     custom = SwarmMemory.from_client(
         env.raw, agent="planner", settings=env.settings, codec=ReversedJson()
