@@ -44,7 +44,6 @@ SNAPSHOT_BATCH = 500  # keys per get_many while taking a snapshot
 
 # ---------------------------------------------------------------------- reply shapes
 FIRST_CURSOR = "1-0"
-_JSON = JSON_FORMAT.encode()
 
 
 def next_cursor(revision: int, seq: int, count: int) -> str:
@@ -72,7 +71,9 @@ def event(codec: ValueCodec, raw: Sequence[Any]) -> Event:
         count=count,
         has_value=has_value,
         # (no "f": the "json" format, which publish_events in _lib.lua does not store)
-        value=codec.decode(f["d"], text(f.get("f", _JSON))) if has_value else None,
+        value=codec.decode(f["d"], text(f["f"]) if "f" in f else JSON_FORMAT)
+        if has_value
+        else None,
     )
 
 

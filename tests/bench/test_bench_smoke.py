@@ -37,17 +37,23 @@ CONTENDED = ("base.lua_rmw", "base.watch_multi", "base.client_cas", "ours.incr",
              "ours.update")  # fmt: skip
 
 
-def test_quick_suite_runs_every_family(tmp_path: Path) -> None:
-    out = tmp_path / "bench.json"
+def run_module(*args: str, timeout: float) -> subprocess.CompletedProcess[str]:
+    """``python -m <args>`` from the repo root; it must exit 0 (its stderr's tail, if not)."""
     done = subprocess.run(
-        [sys.executable, "-m", "bench", "--quick", "--workers", "2", "--json", str(out)],
+        [sys.executable, "-m", *args],
         cwd=ROOT,
         capture_output=True,
         text=True,
-        timeout=120,
+        timeout=timeout,
         check=False,
     )
     assert done.returncode == 0, done.stderr[-3000:]
+    return done
+
+
+def test_quick_suite_runs_every_family(tmp_path: Path) -> None:
+    out = tmp_path / "bench.json"
+    done = run_module("bench", "--quick", "--workers", "2", "--json", str(out), timeout=120)
     report = json.loads(out.read_text())
     fams = report["families"]
     for family, cases in EXPECTED.items():
@@ -125,15 +131,7 @@ def test_nats_peer_unreachable_is_said_not_hidden() -> None:
     from tests.servers import free_port
 
     url = f"nats://127.0.0.1:{free_port()}"
-    done = subprocess.run(
-        [sys.executable, "-m", "bench", "--quick", "--only", "nats", "--nats", url],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
-    assert done.returncode == 0, done.stderr[-3000:]
+    done = run_module("bench", "--quick", "--only", "nats", "--nats", url, timeout=60)
     try:
         import nats  # noqa: F401  (the [bench] extra; the test run may not have it)
     except ImportError:
@@ -159,16 +157,9 @@ def test_taskset_option_is_parsed() -> None:
 def test_feed_cost_replays_every_doorbell_to_every_subscriber() -> None:
     """bench.feed_cost: the reader's steps, replayed without I/O (it raises when a
     doorbell would need a read, or when a batch is missing)."""
-    done = subprocess.run(
-        [sys.executable, "-m", "bench.feed_cost", "--events", "50", "--rounds", "1",
-         "--subscribers", "1,3"],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )  # fmt: skip
-    assert done.returncode == 0, done.stderr[-3000:]
+    done = run_module(
+        "bench.feed_cost", "--events", "50", "--rounds", "1", "--subscribers", "1,3", timeout=60
+    )
     assert "  1 subscribers:" in done.stdout and "  3 subscribers:" in done.stdout
 
 
@@ -177,15 +168,7 @@ def test_client_cost_times_every_op_with_its_reply_replayed() -> None:
     stops with a message when redis-py moved what it swaps); every op prints a row."""
     from bench.client_cost import OPS
 
-    done = subprocess.run(
-        [sys.executable, "-m", "bench.client_cost", "--n", "40", "--repeat", "1"],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
-    assert done.returncode == 0, done.stderr[-3000:]
+    done = run_module("bench.client_cost", "--n", "40", "--repeat", "1", timeout=120)
     rows = {line.split()[0]: line.split()[1:] for line in done.stdout.splitlines()[1:]}
     assert set(rows) == set(OPS), done.stdout
     assert all(float(v) > 0 for row in rows.values() for v in row), done.stdout
