@@ -31,9 +31,12 @@ function that makes exactly the Redis calls a put of one small entry makes (read
 hint's EXISTS, the op id's index, the stats counter, the event's XADD and doorbell, the
 entry, meta and op-record writes), with the put's key names and argument count and no
 logic but what joins its arguments into those calls; ``floor.lock`` the same for an
-acquire and a release (per pair). What a put or a lock pair costs above its floor is
-the Lua around the calls; what the floor costs above ``base.cas_xadd`` / ``base.lock`` is
-what the guarantees' calls cost, whatever the script does around them.
+acquire and a release (per pair); ``floor.get`` the same for a get (FCALL_RO: the
+caller's level from the ACL hash, the sweep hint's EXISTS, the entry's two fields),
+with get.lua's names and arguments and its reply. What a put, a get or a lock pair
+costs above its floor is the Lua around the calls; what the floor costs above
+``base.cas_xadd`` / ``base.hgetall`` / ``base.lock`` is what the guarantees' calls cost,
+whatever the script does around them.
 """
 
 from __future__ import annotations
@@ -65,6 +68,13 @@ redis.register_function{function_name='smfloor_packed', flags={'no-writes'},
   callback=function(keys, args) return redis.call('HMGET', keys[8], 'm', 'v') end}
 redis.register_function{function_name='smfloor_get', flags={'no-writes'},
   callback=function(keys, args) return redis.call('HMGET', keys[#keys], 'm', 'v') end}
+redis.register_function{function_name='smfloor_getcalls', flags={'no-writes'},
+  callback=function(keys, args)
+  redis.call('HMGET', keys[2], args[1], '#')
+  redis.call('EXISTS', keys[4], keys[6])
+  local h = redis.call('HMGET', keys[7], 'm', 'v')
+  return {'ok', 0, h[1], h[2]}
+end}
 redis.register_function('smfloor_put', function(keys, args)
   local meta = redis.call('HMGET', keys[1], 'state', 'cfg', 'n', 'b', 'rev')
   redis.call('HGET', keys[2], args[1])
@@ -240,6 +250,23 @@ def write_floors(
     return floor_put, floor_lock
 
 
+def get_floor(
+    r: redis.Redis, prefix: str, namespace: str, key: str, agent: str = "bench"
+) -> Callable[[], Any]:
+    """``floor.get`` (see the module doc): a Redis Function making exactly a get's Redis
+    calls (lua/get.lua: the caller's level from the ACL hash, the sweep hint's EXISTS, the
+    entry's two fields) with its 7 key names and 3 arguments, answering a get's reply for
+    one entry. ``key``: an entry of ``namespace``, a namespace that exists (its ACL hash
+    and the entry are read as a get reads them)."""
+    from swarm_memory.keys import NamespaceKeys, identity_key
+
+    nk = NamespaceKeys.of(prefix, namespace)
+    keys = [*nk.get_fixed(), nk.entry(key)]
+    command = ("FCALL_RO", "smfloor_getcalls", len(keys), *keys, agent, "10000")
+    ident = identity_key(prefix, agent)
+    return lambda: r.execute_command(*command, ident)
+
+
 def cases(port: int) -> dict[str, Callable[[], Any]]:
     from swarm_memory import SwarmMemory
     from swarm_memory.keys import NamespaceKeys
@@ -302,6 +329,7 @@ def cases(port: int) -> dict[str, Callable[[], Any]]:
     floor_put, floor_lock = write_floors(r, mem.settings.key_prefix, body)
     return {
         "floor.put": floor_put,
+        "floor.get": get_floor(r, mem.settings.key_prefix, NS, "g"),
         "floor.lock": floor_lock,
         "floor.fcall_ro": lambda: r.execute_command(
             "FCALL_RO", "smfloor_empty", 18, *floor_keys, *floor_args

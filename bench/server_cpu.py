@@ -17,7 +17,13 @@ ours ÷ bare per round (lower is better here: 2.00x = twice the server time).
   release (when ``Namespace.lock`` exists);
 - ``incr`` / ``merge``: ``ns.incr`` and a merge-strategy ``put`` vs one bare Lua
   read-add-write + XADD (``base.lua_rmw``): the server-side share of the contended
-  ``incr`` / ``merge`` ratios (no goal of their own).
+  ``incr`` / ``merge`` ratios (no goal of their own);
+- ``put.floor`` / ``get.floor`` / ``lock.floor``: the floors of bench/server_cost.py
+  (``floor.put``, ``floor.get``, ``floor.lock``: Redis Functions making exactly the
+  Redis calls of a put, a get, a lock pair, with their key names and arguments and no
+  logic around them) vs the same bare baselines, when the server loads Functions: what
+  the calls alone cost, measured beside ours, so a goal the floor misses too is seen to
+  be out of reach of any script making those calls.
 """
 
 from __future__ import annotations
@@ -71,7 +77,10 @@ def measure(r: Any, side: Side, calls: int) -> dict[str, Any]:
     }
 
 
-def pairs(ctx: Ctx, mem: SwarmMemory, r: Any) -> list[tuple[str, Side, Side]]:
+Pair = tuple[str, Side, Side]  # (what, ours or a floor, the bare baseline)
+
+
+def pairs(ctx: Ctx, mem: SwarmMemory, r: Any) -> list[Pair]:
     mem.create_namespace(NAMESPACE, exist_ok=True)
     ns = mem.namespace(NAMESPACE)
     value, data = ctx.value, encode(ctx.value)
@@ -129,6 +138,32 @@ def pairs(ctx: Ctx, mem: SwarmMemory, r: Any) -> list[tuple[str, Side, Side]]:
                 Side("base.lock", bare_lock, frozenset({"set"})),
             )
         )
+    return out + floor_pairs(r, mem, kget, data, {base.name: base for _, _, base in out})
+
+
+def floor_pairs(
+    r: Any, mem: SwarmMemory, kget: str, body: str, bases: dict[str, Side]
+) -> list[Pair]:
+    """The floors beside the same bare sides (see the module doc), or none (said so) on a
+    server without Functions."""
+    import redis
+
+    from bench.server_cost import FLOOR_LIBRARY, get_floor, write_floors
+
+    try:
+        r.function_load(FLOOR_LIBRARY, replace=True)
+    except redis.ResponseError as exc:
+        print(f"  (server floors skipped: the server loads no Functions: {exc})")
+        return []
+    prefix = mem.settings.key_prefix
+    floor_put, floor_lock = write_floors(r, prefix, body)
+    floor_get = Side("floor.get", get_floor(r, prefix, NAMESPACE, kget))
+    out = [
+        ("put.floor", Side("floor.put", floor_put), bases["base.cas_xadd"]),
+        ("get.floor", floor_get, bases["base.hgetall"]),
+    ]
+    if "base.lock" in bases:
+        out.append(("lock.floor", Side("floor.lock", floor_lock), bases["base.lock"]))
     return out
 
 
@@ -166,5 +201,7 @@ def run_server(ctx: Ctx, *, rounds: int, calls: int, log: Callable[[str], None])
     return out
 
 
-# The issue's goals: ours ÷ bare server time per call, at most.
+# The issue's goals: ours ÷ bare server time per call, at most (and the floor's pair,
+# measured beside it: the same bound, for reference).
 GOALS = {"put": 2.0, "get": 5.0}
+FLOORS = {"put": "put.floor", "get": "get.floor"}

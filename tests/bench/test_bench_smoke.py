@@ -78,6 +78,26 @@ def test_quick_suite_runs_every_family(tmp_path: Path) -> None:
         assert server[what]["base_us"]["median"] > 0, what
         assert server[what]["ratio"]["median"] > 0, what
 
+    # The floors (Redis Functions making exactly the calls of a put, a get, a lock pair)
+    # ran beside them: the commands they call, per operation, are ours (a put's and a
+    # lock's amortized purges aside: every 8th call reads and trims the op records).
+    for what, calls in (("put", 1.0), ("get", 1.0), ("lock", 2.0)):
+        floor, ours = server[f"{what}.floor"], server[what]
+        assert floor["ours_top_level_calls_per_op"] == calls, what
+        assert floor["ratio"]["median"] > 0, what
+        made = floor["rows_last_round"][floor["ours"]]
+        want = ours["rows_last_round"][ours["ours"]]
+        n = report["server"]["calls"]
+        for cmd, row in made.items():
+            assert cmd in want, (what, cmd)
+            assert row["calls"] <= want[cmd]["calls"], (what, cmd)
+        assert {c for c in want if c not in made} <= {"lrange", "hdel"}, (what, want, made)
+        if what == "get":  # no purge: exactly the same calls
+            assert {c: r["calls"] for c, r in made.items()} == {
+                c: r["calls"] for c, r in want.items()
+            }
+        assert all(r["calls"] >= n for r in made.values()), (what, made)
+
     # Ratios are paired per round and point at baselines that ran in the same family.
     assert set(fams["single"]["ours.put"]["ratios"]) >= {"base.cas_xadd"}
     assert fams["batch"]["ours.put_many(100)"]["items_per_op"] == 100
@@ -117,6 +137,9 @@ def test_quick_suite_runs_every_family(tmp_path: Path) -> None:
     # The printed report has the goals table and says which goals were not measurable.
     assert "== goals" in done.stdout
     assert "put >= 0.85x bare Lua CAS+XADD" in done.stdout
+    for what in ("put", "get"):  # each server goal with its floor's row beside it
+        assert f"floor: server µs per {what}'s calls alone" in "\n".join(goals), what
+    assert goals["floor: a put's calls alone >= 0.85x bare Lua CAS+XADD"]["status"] != "n/a"
     if "ours.lock" not in fams["locks"]:  # the lock API has not landed: said, not hidden
         assert "not available: ours.lock" in done.stdout
     for g in goals.values():
