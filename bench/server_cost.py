@@ -27,16 +27,20 @@ of a packed entry, called with the key names and arguments of read.lua's get (9 
 
 And the floor under a write and a lock that keep every guarantee: ``floor.put`` is a
 function that makes exactly the Redis calls a put of one small entry makes (read from
-``MONITOR``: the meta and ACL reads, TIME, the op-id lookup, the entry read, the sweep
-hint's EXISTS, the op id's index, the stats counter, the event's XADD and doorbell, the
-entry, meta and op-record writes), with the put's key names and argument count and no
-logic but what joins its arguments into those calls; ``floor.lock`` the same for an
+``MONITOR``, again in stop 25: the meta and ACL reads, TIME, the op-id lookup, the entry
+read, the sweep hint's EXISTS, the op id's index, the stats counter, the event's XADD
+and doorbell, the entry, meta and op-record writes, with the texts they write), with the
+put's key names and argument count and no logic but what joins its arguments into those
+calls (``PUT_FLOOR_CALLS``); ``floor.lock`` the same for an
 acquire and a release (per pair); ``floor.get`` the same for a get (FCALL_RO: the
 caller's level from the ACL hash, the sweep hint's EXISTS, the entry's two fields),
 with get.lua's names and arguments and its reply. What a put, a get or a lock pair
 costs above its floor is the Lua around the calls; what the floor costs above
 ``base.cas_xadd`` / ``base.hgetall`` / ``base.lock`` is what the guarantees' calls cost,
 whatever the script does around them.
+
+``--knockout`` (best with ``--callgrind``): floor.put whole, then once without each of its
+calls in turn (each in a namespace of its own): what each call costs a put.
 """
 
 from __future__ import annotations
@@ -75,26 +79,6 @@ redis.register_function{function_name='smfloor_getcalls', flags={'no-writes'},
   local h = redis.call('HMGET', keys[7], 'm', 'v')
   return {'ok', 0, h[1], h[2]}
 end}
-redis.register_function('smfloor_put', function(keys, args)
-  local meta = redis.call('HMGET', keys[1], 'state', 'cfg', 'n', 'b', 'rev')
-  redis.call('HGET', keys[2], args[1])
-  local t = redis.call('TIME')
-  local ms, op, rev = t[1] .. string.sub(t[2], 1, 3), args[2], (meta[5] or 0) + 1
-  redis.call('HGET', keys[9], op)
-  redis.call('HMGET', keys[15], 'm', 'v', 'eo')
-  redis.call('EXISTS', keys[6], keys[12])
-  redis.call('RPUSH', keys[10], ms .. ' ' .. op)
-  redis.call('HINCRBY', keys[3], 'put', 1)
-  redis.call('XADD', keys[7], rev .. '-0', 't', 'put', 'k', args[10], 'v', '2', 'a', args[1],
-    'ms', ms, 'n', '1', 'd', args[11], 'f', 'json')
-  redis.call('SPUBLISH', keys[11], rev .. ':' .. args[11])
-  redis.call('HSET', keys[15], 'v', args[11],
-    'm', '2 1 ' .. rev .. ' ' .. ms .. ' ' .. ms .. ' 0 bench json')
-  redis.call('HSET', keys[1], 'rev', rev)
-  redis.call('HSET', keys[9], op,
-    'w1 ' .. args[6] .. ' ' .. rev .. ' ' .. ms .. ' 1 0 0|w 2 1 ' .. ms .. ' 0 62|')
-  return {'ok', rev, ms}
-end)
 redis.register_function('smfloor_acquire', function(keys, args)
   redis.call('HMGET', keys[2], args[1], '#')
   local t = redis.call('TIME')
@@ -125,6 +109,49 @@ redis.register_function('smfloor_release', function(keys, args)
   return {'ok'}
 end)
 """
+# floor.put's body: a put's Redis calls (MONITOR of a put of an entry's third version,
+# stop 25), in its order, with its key names (write.lua's: keys[1] meta, [2] acl, [3]
+# stats, [6] exp, [7] events, [9] ops, [10] opst, [11] bell, [12] lease, [15] the entry)
+# and arguments (args[1] agent, [2] op id, [6] digest, [10] key, [11] value); ``ms`` and
+# ``rev`` are made by the line after TIME. ``--knockout`` runs it without one call at a
+# time: what each call costs the put (``put_floor_body``).
+PUT_FLOOR_CALLS = (
+    "local meta = redis.call('HMGET', keys[1], 'state', 'cfg', 'n', 'b', 'rev')",
+    "redis.call('HGET', keys[2], args[1])",
+    "local t = redis.call('TIME')",
+    "redis.call('HGET', keys[9], op)",
+    "redis.call('HMGET', keys[15], 'm', 'v', 'eo')",
+    "redis.call('EXISTS', keys[6], keys[12])",
+    "redis.call('RPUSH', keys[10], ms .. ' ' .. op)",
+    "redis.call('HINCRBY', keys[3], 'put', 1)",
+    "redis.call('XADD', keys[7], rev .. '-0', 't', 'put', 'k', args[10], 'v', '3', 'a', args[1],"
+    " 'ms', ms, 'n', '1', 'd', args[11])",
+    "redis.call('SPUBLISH', keys[11], #rev .. ':' .. rev .. '1:13:put1:' .. args[10] .. '1:3'"
+    " .. #args[11] .. ':' .. args[11] .. '4:json1:15:bench13:' .. ms)",
+    "redis.call('HSET', keys[15], 'v', args[11], 'm', '3 2 ' .. rev .. ' ' .. ms .. ' ' .. ms"
+    " .. ' 0 bench ')",
+    "redis.call('HSET', keys[1], 'rev', rev)",
+    "redis.call('HSET', keys[9], op, 'w1 ' .. args[6] .. ' ' .. rev .. ' ' .. ms"
+    " .. ' 1 0 0|w 3 2 ' .. ms .. ' 0 62|')",
+)
+# What stands in for a call knocked out whose result the body uses.
+_KNOCKED_OUT = {0: "local meta = {}", 2: "local t = {'1700000000', '123456'}"}
+
+
+def put_floor_body(without: int | None = None, rev: str = "tostring((meta[5] or 0) + 1)") -> str:
+    """floor.put's Lua body, optionally without call ``without`` (an index into
+    PUT_FLOOR_CALLS) and with the revision (text) from ``rev``, a Lua expression."""
+    lines = []
+    for i, call in enumerate(PUT_FLOOR_CALLS):
+        lines.append(_KNOCKED_OUT.get(i, "-- (knocked out)") if i == without else call)
+        if call.startswith("local t ="):
+            lines.append(f"local ms, op, rev = t[1] .. string.sub(t[2], 1, 3), args[2], {rev}")
+    return "\n".join(lines) + "\nreturn {'ok', rev, ms}"
+
+
+FLOOR_LIBRARY += (
+    "redis.register_function('smfloor_put', function(keys, args)\n" + put_floor_body() + "\nend)\n"
+)
 # Commands a client sends (the others ran inside a script: their time is in the script's).
 TOP_LEVEL = frozenset({"evalsha", "evalsha_ro", "eval", "fcall", "fcall_ro", "hgetall", "set"})
 
@@ -359,11 +386,55 @@ def cases(port: int) -> dict[str, Callable[[], Any]]:
     }
 
 
+def knockout_cases(r: redis.Redis, prefix: str, body: str) -> dict[str, Callable[[], None]]:
+    """``--knockout``: floor.put whole and without each of its calls in turn (a Function
+    each, every one in a namespace of its own, the revision from a counter argument so
+    that a body without the meta read or write still appends to its feed). What a call
+    costs the put is the whole floor's instructions less those without it."""
+    from swarm_memory.keys import NamespaceKeys, identity_key
+
+    lib = ["#!lua name=smko"]
+    for k in range(-1, len(PUT_FLOOR_CALLS)):
+        without = None if k < 0 else k
+        lib.append(f"redis.register_function('smko_{k + 1}', function(keys, args)")
+        lib += [put_floor_body(without, rev="args[12]"), "end)"]
+    r.function_load("\n".join(lib), replace=True)
+    out: dict[str, Callable[[], None]] = {}
+    for k in range(len(PUT_FLOOR_CALLS) + 1):
+        nk = NamespaceKeys.of(prefix, f"bench-ko{k}")
+        keys = [*nk.write_fixed(), nk.entry("p"), nk.history("p")]
+        r.hset(nk.ops, "floor-init", "x" * 100)  # as write_floors does
+        head = ("FCALL", f"smko_{k}", len(keys), *keys, "bench")
+        seq = [0]
+
+        def call(head: tuple[Any, ...] = head, seq: list[int] = seq) -> None:
+            seq[0] += 1
+            r.execute_command(
+                *head, f"floor{seq[0]:017d}", "300000 100000 10000", "1 0 0", "put",
+                "6bba1536e2da5084963f152b", "0", "", "P   json", "p", body, str(seq[0]),
+                identity_key(prefix, "bench"),
+            )  # fmt: skip
+
+        call_of = re.search(r"redis\.call\('(\w+)'(?:, (keys\[\d+\]))?", PUT_FLOOR_CALLS[k - 1])
+        name = (
+            "floor.put"
+            if k == 0 or call_of is None
+            else f"without {' '.join(filter(None, call_of.groups()))}"
+        )
+        out[name] = call
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("-n", type=int, default=2000)
     p.add_argument("--callgrind", action="store_true")
     p.add_argument("--only", default="")
+    p.add_argument(
+        "--knockout",
+        action="store_true",
+        help="floor.put without each of its calls in turn (what each call costs a put)",
+    )
     a = p.parse_args(argv)
     if a.callgrind and not shutil.which("valgrind"):
         print("valgrind not found", file=sys.stderr)
@@ -372,6 +443,8 @@ def main(argv: list[str] | None = None) -> int:
     proc, port = _start(a.callgrind, tmp)
     try:
         r = redis.Redis(port=port)
+        if a.knockout:
+            return _run_knockout(a, r, proc.pid, tmp)
         fns = cases(port)
         only = [c for c in a.only.split(",") if c]
         print(f"{'case':24} {'usec/call':>10} {'Ir/call':>12}  commands")
@@ -402,6 +475,32 @@ def main(argv: list[str] | None = None) -> int:
         proc.terminate()
         proc.wait(timeout=60)
         shutil.rmtree(tmp, ignore_errors=True)
+    return 0
+
+
+def _run_knockout(a: argparse.Namespace, r: redis.Redis, pid: int, tmp: str) -> int:
+    cases = knockout_cases(r, "sm", encode(VALUE))
+    whole = 0.0
+    print(f"{'case':60} {'Ir/call' if a.callgrind else 'usec/call':>12} {'the call costs':>15}")
+    for name, fn in cases.items():
+        for _ in range(20):
+            fn()
+        r.config_resetstat()
+        if a.callgrind:
+            _dump_call_ir(pid, tmp)
+            _collect(pid, True)
+        for _ in range(a.n):
+            fn()
+        if a.callgrind:
+            _collect(pid, False)
+            cost = _dump_call_ir(pid, tmp) / a.n
+        else:
+            cost = commandstats(r).get("fcall", (0, 0))[1] / a.n
+        if name == "floor.put":
+            whole = cost
+            print(f"{name:60} {cost:12,.1f}")
+        else:
+            print(f"{name:60} {cost:12,.1f} {whole - cost:15,.1f}", flush=True)
     return 0
 
 

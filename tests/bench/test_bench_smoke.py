@@ -197,6 +197,31 @@ def test_client_cost_times_every_op_with_its_reply_replayed() -> None:
     assert all(float(v) > 0 for row in rows.values() for v in row), done.stdout
 
 
+def test_server_cost_runs_every_case_and_knocks_out_every_floor_call() -> None:
+    """bench.server_cost (without callgrind: INFO commandstats µs): every case prints a
+    row with the commands it made; ``--knockout`` prints floor.put whole and once
+    without each of its calls (which is then missing from what ran)."""
+    from bench.server_cost import PUT_FLOOR_CALLS
+
+    done = run_module("bench.server_cost", "-n", "5", timeout=120)
+    rows = {line.split()[0]: line.split()[1:] for line in done.stdout.splitlines()[1:]}
+    for case in ("floor.put", "floor.get", "floor.lock", "put", "get", "lock", "base.hgetall"):
+        assert float(rows[case][0]) > 0, done.stdout
+    # floor.get makes a get's calls, exactly (its reply too: the get's shape).
+    assert rows["floor.get"][2] == rows["get"][2] == "existsx1,fcall_rox1,hmgetx2"
+
+    done = run_module("bench.server_cost", "-n", "5", "--knockout", timeout=120)
+    lines = done.stdout.splitlines()[1:]
+    assert lines[0].startswith("floor.put") and len(lines) == 1 + len(PUT_FLOOR_CALLS)
+    assert [line.split()[1] for line in lines[1:]] == [c.split("'")[1] for c in PUT_FLOOR_CALLS], (
+        done.stdout
+    )
+    # (µs per call, positive; the difference each call makes moves with the machine's
+    # noise at -n 5 and is not asserted: --callgrind counts it repeatably)
+    costs = [lines[0].split()[-1], *(line.split()[-2] for line in lines[1:])]
+    assert all(float(c.replace(",", "")) > 0 for c in costs), done.stdout
+
+
 def test_table_matches_goals_by_text(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """bench.table: runs with different goal lists line up by goal, not by position."""
     from bench import table
