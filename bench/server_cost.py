@@ -15,7 +15,8 @@ hash), ``put`` / ``get`` (one entry, through the library), ``lock`` (acquire + r
 per pair), ``base.lock`` (SET NX PX + a Lua compare-and-delete, per pair),
 ``put_many(100)`` vs ``base.cas_xadd.x100`` (100 bare CAS calls in one pipeline): per
 round, so divide by 100 for an item; ``get_many(100)`` (100 small entries, one call) per
-round too.
+round too; ``merge(32)``: the contended merge's write, one field of an object that holds
+32 fields, merged in the script (a merge-strategy namespace).
 
 And the floor under any script-based read (a Redis Function, FCALL_RO, loaded once):
 ``floor.fcall_ro`` runs an empty function with the 18 key names and 4 arguments a ``get``
@@ -63,6 +64,7 @@ from bench.baselines import CAS_XADD, RELEASE
 from bench.harness import VALUE, encode
 
 NS = "bench-cost"
+MERGE_NS = "bench-cost-merge"
 FLOOR_LIBRARY = """#!lua name=smfloor
 redis.register_function{function_name='smfloor_empty', flags={'no-writes'},
   callback=function(keys, args) return 1 end}
@@ -354,6 +356,17 @@ def cases(port: int) -> dict[str, Callable[[], Any]]:
     ns.put_many({f"gm{i}": VALUE for i in range(100)})
     gm_keys = [f"gm{i}" for i in range(100)]
     floor_put, floor_lock = write_floors(r, mem.settings.key_prefix, body)
+    # The contended merge's write (bench/contention.py): one worker's field into an
+    # object that holds 32 workers' counts, in a merge-strategy namespace.
+    mem.create_namespace(MERGE_NS, strategy="merge", exist_ok=True)
+    mns = mem.namespace(MERGE_NS)
+    mns.put("m", {f"w{w}": 1000 + w for w in range(32)})
+    merged = [0]
+
+    def merge32() -> None:
+        merged[0] += 1
+        mns.put("m", {f"w{merged[0] % 32}": 1000 + merged[0]})
+
     return {
         "floor.put": floor_put,
         "floor.get": get_floor(r, mem.settings.key_prefix, NS, "g"),
@@ -379,6 +392,7 @@ def cases(port: int) -> dict[str, Callable[[], Any]]:
         "put_many(100)": lambda: ns.put_many(many),
         "base.hgetall": lambda: r.hgetall("bare:h"),
         "put": lambda: ns.put("p", VALUE),
+        "merge(32)": merge32,
         "get": lambda: ns.get("g"),
         "get_many(100)": lambda: ns.get_many(gm_keys),
         "base.lock": base_lock,

@@ -1019,42 +1019,59 @@ local function scan_value(s, i) -- returns start, index after the value
   return i, e
 end
 
+-- One member of an object, read from i (after "{" or ","): where its key starts, the key
+-- (quoted, as written), where its value starts and ends (one past), the separator after
+-- it ("," or "}") and the position after that. A key with escapes and a string or
+-- container value take the scanners above; anything malformed raises.
+local function member_span(s, i)
+  local ks, ke, vs = string.match(s, '^[ \t\r\n]*()"[^"\\]*"()[ \t\r\n]*:[ \t\r\n]*()', i)
+  if not ks then -- a key with escapes (or malformed: the scanners raise)
+    ks = skip_ws(s, i)
+    if string.byte(s, ks) ~= 34 then error("swarm_memory: malformed JSON object") end
+    ke = scan_string(s, ks)
+    vs = skip_ws(s, ke)
+    if string.byte(s, vs) ~= 58 then error("swarm_memory: malformed JSON object") end -- ":"
+    vs = skip_ws(s, vs + 1)
+  end
+  local c, ve = string.byte(s, vs), nil
+  if c == 34 then -- '"'
+    ve = scan_string(s, vs)
+  elseif c == 123 or c == 91 then -- "{" "["
+    local _
+    _, ve = scan_value(s, vs)
+  else
+    ve = string.match(s, "^[^,}%] \t\r\n]+()", vs)
+    if not ve then error("swarm_memory: malformed JSON scalar") end
+  end
+  local sep, next_i = string.match(s, "^[ \t\r\n]*([,}])()", ve)
+  if not sep then error("swarm_memory: malformed JSON object") end
+  return ks, string.sub(s, ks, ke - 1), vs, ve, sep, next_i
+end
+
+-- The member the client's encoder writes (compact, a key without escapes, a scalar:
+-- number, true, false, null) as member_span reads it, in one match: member_span's
+-- scalar ("[^,}%] \t\r\n]+") without the characters that start another kind of value,
+-- and no space around the colon and the separator. Anything else: member_span.
+local COMPACT_MEMBER = '^()("[^"\\]*"):()[^,}%]"{%[ \t\r\n]+()([,}])()'
+
 -- An object's members as positions: the raw keys (quoted, as written), where each key
 -- starts, and where each value starts and ends (one past). Each C call costs ~0.5-1k
 -- instructions in Redis's Lua and each new string more (allocation, interning, the GC
--- that follows), so the common member (a key without escapes, a scalar value) is read by
--- three pattern matches and one sub; a key with escapes and a string or container value
--- take the scanners above.
+-- that follows), so the common member is read by one pattern match (COMPACT_MEMBER: a
+-- 32-member object of numbers, a contended merge's: 689k -> 531k instructions a
+-- merge, docs/performance.md); others by member_span's three matches and one sub, and a
+-- key with escapes and a string or container value by the scanners above.
 local function object_spans(s) -- s is an object's text
   local keys, kss, vss, ves, n = {}, {}, {}, {}, 0
   local i = string.match(s, "^[ \t\r\n]*{[ \t\r\n]*()")
   if not i then error("swarm_memory: malformed JSON object") end
   if string.byte(s, i) == 125 then return keys, kss, vss, ves, 0 end -- "}"
   while true do
-    local ks, ke, vs = string.match(s, '^[ \t\r\n]*()"[^"\\]*"()[ \t\r\n]*:[ \t\r\n]*()', i)
-    if not ks then -- a key with escapes (or malformed: the scanners raise)
-      ks = skip_ws(s, i)
-      if string.byte(s, ks) ~= 34 then error("swarm_memory: malformed JSON object") end
-      ke = scan_string(s, ks)
-      vs = skip_ws(s, ke)
-      if string.byte(s, vs) ~= 58 then error("swarm_memory: malformed JSON object") end -- ":"
-      vs = skip_ws(s, vs + 1)
-    end
-    local c, ve = string.byte(s, vs), nil
-    if c == 34 then -- '"'
-      ve = scan_string(s, vs)
-    elseif c == 123 or c == 91 then -- "{" "["
-      local _
-      _, ve = scan_value(s, vs)
-    else
-      ve = string.match(s, "^[^,}%] \t\r\n]+()", vs)
-      if not ve then error("swarm_memory: malformed JSON scalar") end
-    end
+    local ks, key, vs, ve, sep, next_i = string.match(s, COMPACT_MEMBER, i)
+    if not ks then ks, key, vs, ve, sep, next_i = member_span(s, i) end
     n = n + 1
-    keys[n], kss[n], vss[n], ves[n] = string.sub(s, ks, ke - 1), ks, vs, ve
-    local sep, next_i = string.match(s, "^[ \t\r\n]*([,}])()", ve)
+    keys[n], kss[n], vss[n], ves[n] = key, ks, vs, ve
     if sep == "}" then return keys, kss, vss, ves, n end
-    if not sep then error("swarm_memory: malformed JSON object") end
     i = next_i
   end
 end
@@ -1090,25 +1107,23 @@ local function splice_patch(target, pk, pv, pn)
     if found[keys[j]] then return nil end -- a repeated key: the general path's rules
     found[keys[j]] = true
   end
-  local out, m, run = {}, 0, nil -- run: the first member of the unchanged run being copied
-  local function item(text)
-    m = m + 1
-    out[m] = text
-  end
+  -- out: the texts to join; run: the first member of the unchanged run being copied
+  -- (appended in place: a closure made per call cost ~1k instructions with its garbage)
+  local out, m, run = {}, 0, nil
   for j = 1, n do
     local v = edit[keys[j]]
     if v == nil then
       run = run or j
     else
-      if run then item(string.sub(target, kss[run], ves[j - 1] - 1)) end
+      if run then m = m + 1; out[m] = string.sub(target, kss[run], ves[j - 1] - 1) end
       run = nil
-      if v ~= "null" then item(string.sub(target, kss[j], vss[j] - 1) .. v) end
+      if v ~= "null" then m = m + 1; out[m] = string.sub(target, kss[j], vss[j] - 1) .. v end
     end
   end
-  if run then item(string.sub(target, kss[run], ves[n] - 1)) end
+  if run then m = m + 1; out[m] = string.sub(target, kss[run], ves[n] - 1) end
   for j = 1, pn do
     local k, v = pk[j], pv[j]
-    if not found[k] and v ~= "null" then item(k .. ":" .. v) end
+    if not found[k] and v ~= "null" then m = m + 1; out[m] = k .. ":" .. v end
   end
   return "{" .. table.concat(out, ",", 1, m) .. "}"
 end
