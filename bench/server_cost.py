@@ -16,7 +16,8 @@ per pair), ``base.lock`` (SET NX PX + a Lua compare-and-delete, per pair),
 ``put_many(100)`` vs ``base.cas_xadd.x100`` (100 bare CAS calls in one pipeline): per
 round, so divide by 100 for an item; ``get_many(100)`` (100 small entries, one call) per
 round too; ``merge(32)``: the contended merge's write, one field of an object that holds
-32 fields, merged in the script (a merge-strategy namespace).
+32 fields, merged in the script (a merge-strategy namespace); ``merge_text(32)`` and
+``merge_nested(32)`` the same with short strings and with small containers for values.
 
 And the floor under any script-based read (a Redis Function, FCALL_RO, loaded once):
 ``floor.fcall_ro`` runs an empty function with the 18 key names and 4 arguments a ``get``
@@ -296,6 +297,37 @@ def get_floor(
     return lambda: r.execute_command(*command, ident)
 
 
+def merge_cases(mem: Any) -> tuple[Callable[[], None], ...]:
+    """``merge(32)``, ``merge_text(32)``, ``merge_nested(32)`` (see the module doc), in a
+    merge-strategy namespace of their own."""
+    # The contended merge's write (bench/contention.py): one worker's field into an
+    # object that holds 32 workers' counts, in a merge-strategy namespace.
+    mem.create_namespace(MERGE_NS, strategy="merge", exist_ok=True)
+    mns = mem.namespace(MERGE_NS)
+    mns.put("m", {f"w{w}": 1000 + w for w in range(32)})
+    merged = [0]
+
+    def merge32() -> None:
+        merged[0] += 1
+        mns.put("m", {f"w{merged[0] % 32}": 1000 + merged[0]})
+
+    # The same with text values (an agent's findings, say): 32 short strings.
+    mns.put("s", {f"w{w}": f"finding {w}" for w in range(32)})
+
+    def merge32_text() -> None:
+        merged[0] += 1
+        mns.put("s", {f"w{merged[0] % 32}": f"finding {merged[0]}"})
+
+    # And with small containers: a list holding an object.
+    mns.put("n", {f"w{w}": [w, {"x": w}] for w in range(32)})
+
+    def merge32_nested() -> None:
+        merged[0] += 1
+        mns.put("n", {f"w{merged[0] % 32}": [merged[0], {"x": 1}]})
+
+    return merge32, merge32_text, merge32_nested
+
+
 def cases(port: int) -> dict[str, Callable[[], Any]]:
     from swarm_memory import SwarmMemory
     from swarm_memory.keys import NamespaceKeys
@@ -356,17 +388,7 @@ def cases(port: int) -> dict[str, Callable[[], Any]]:
     ns.put_many({f"gm{i}": VALUE for i in range(100)})
     gm_keys = [f"gm{i}" for i in range(100)]
     floor_put, floor_lock = write_floors(r, mem.settings.key_prefix, body)
-    # The contended merge's write (bench/contention.py): one worker's field into an
-    # object that holds 32 workers' counts, in a merge-strategy namespace.
-    mem.create_namespace(MERGE_NS, strategy="merge", exist_ok=True)
-    mns = mem.namespace(MERGE_NS)
-    mns.put("m", {f"w{w}": 1000 + w for w in range(32)})
-    merged = [0]
-
-    def merge32() -> None:
-        merged[0] += 1
-        mns.put("m", {f"w{merged[0] % 32}": 1000 + merged[0]})
-
+    merge32, merge32_text, merge32_nested = merge_cases(mem)
     return {
         "floor.put": floor_put,
         "floor.get": get_floor(r, mem.settings.key_prefix, NS, "g"),
@@ -393,6 +415,8 @@ def cases(port: int) -> dict[str, Callable[[], Any]]:
         "base.hgetall": lambda: r.hgetall("bare:h"),
         "put": lambda: ns.put("p", VALUE),
         "merge(32)": merge32,
+        "merge_text(32)": merge32_text,
+        "merge_nested(32)": merge32_nested,
         "get": lambda: ns.get("g"),
         "get_many(100)": lambda: ns.get_many(gm_keys),
         "base.lock": base_lock,

@@ -1048,27 +1048,52 @@ local function member_span(s, i)
   return ks, string.sub(s, ks, ke - 1), vs, ve, sep, next_i
 end
 
--- The member the client's encoder writes (compact, a key without escapes, a scalar:
--- number, true, false, null) as member_span reads it, in one match: member_span's
--- scalar ("[^,}%] \t\r\n]+") without the characters that start another kind of value,
--- and no space around the colon and the separator. Anything else: member_span.
-local COMPACT_MEMBER = '^()("[^"\\]*"):()[^,}%]"{%[ \t\r\n]+()([,}])()'
+-- The members the client's encoder writes most (compact: a key without escapes, no space
+-- around the colon and the separator) as member_span reads them, in two matches: the key
+-- and the value's first character (COMPACT_KEY), then the rest of a scalar (number,
+-- true, false, null: member_span's "[^,}%] \t\r\n]+" without the characters that start
+-- another kind of value) or of a string without escapes. Anything else: member_span.
+local COMPACT_KEY = '^()("[^"\\]*"):()(.)'
+local SCALAR_REST = '^[^,}%]"{%[ \t\r\n]*()([,}])()'
+local STRING_REST = '^[^"\\]*"()([,}])()'
+local NOT_SCALAR = { [","] = true, ["}"] = true, ["]"] = true, ['"'] = true, ["{"] = true,
+  ["["] = true, [" "] = true, ["\t"] = true, ["\r"] = true, ["\n"] = true }
 
 -- An object's members as positions: the raw keys (quoted, as written), where each key
 -- starts, and where each value starts and ends (one past). Each C call costs ~0.5-1k
 -- instructions in Redis's Lua and each new string more (allocation, interning, the GC
--- that follows), so the common member is read by one pattern match (COMPACT_MEMBER: a
--- 32-member object of numbers, a contended merge's: 689k -> 531k instructions a
--- merge, docs/performance.md); others by member_span's three matches and one sub, and a
--- key with escapes and a string or container value by the scanners above.
+-- that follows), so a compact member is read by two pattern matches (COMPACT_KEY, then
+-- the rest of its scalar or string), where member_span takes three and a sub (a merge
+-- into a 32-member object, stop 25: 687k -> 592k instructions with numbers, 787k -> 602k
+-- with short strings, 1.31M -> 1.24M with small containers; docs/performance.md). A
+-- container value is still found by scan_value, a string with escapes by scan_string,
+-- and anything else (spaces, a key with escapes, malformed text) by member_span.
 local function object_spans(s) -- s is an object's text
   local keys, kss, vss, ves, n = {}, {}, {}, {}, 0
   local i = string.match(s, "^[ \t\r\n]*{[ \t\r\n]*()")
   if not i then error("swarm_memory: malformed JSON object") end
   if string.byte(s, i) == 125 then return keys, kss, vss, ves, 0 end -- "}"
   while true do
-    local ks, key, vs, ve, sep, next_i = string.match(s, COMPACT_MEMBER, i)
-    if not ks then ks, key, vs, ve, sep, next_i = member_span(s, i) end
+    local ks, key, vs, c = string.match(s, COMPACT_KEY, i)
+    local ve, sep, next_i
+    if not ks then
+      ks, key, vs, ve, sep, next_i = member_span(s, i) -- (a key with escapes, spaces)
+    elseif c == '"' then
+      ve, sep, next_i = string.match(s, STRING_REST, vs + 1)
+      if not ve then ve = scan_string(s, vs) end -- (escapes)
+    elseif c == "{" or c == "[" then
+      local _
+      _, ve = scan_value(s, vs)
+    elseif NOT_SCALAR[c] then
+      ks, key, vs, ve, sep, next_i = member_span(s, i) -- (spaces, or malformed: it raises)
+    else
+      ve, sep, next_i = string.match(s, SCALAR_REST, vs + 1)
+      if not ve then ks, key, vs, ve, sep, next_i = member_span(s, i) end
+    end
+    if not sep then -- (after a string with escapes or a container, or spaces before it)
+      sep, next_i = string.match(s, "^[ \t\r\n]*([,}])()", ve)
+      if not sep then error("swarm_memory: malformed JSON object") end
+    end
     n = n + 1
     keys[n], kss[n], vss[n], ves[n] = key, ks, vs, ve
     if sep == "}" then return keys, kss, vss, ves, n end

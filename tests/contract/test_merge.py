@@ -148,6 +148,33 @@ def test_patch_onto_absent_key_drops_its_nulls(ns):
     assert ns.put("scalar", None).value is None  # a non-object patch is stored as given
 
 
+# Stored texts the client's encoder would not write (spaces, escapes, nesting, every kind
+# of scalar), each member read by one of the scanner's ways: the compact key and its
+# value's first character, then a scalar's or a plain string's rest, a string with
+# escapes, a container, or the general reading (spaces, a key with escapes).
+SPACED_TARGETS = [
+    '{"a": 1, "b" : "x" ,"c":[1, {"d": 2}]}',
+    '{ "k\\"q": true,"s":"a\\"b","n":null,"e":-1.5e+3,"f":false }',
+    '{"w0":1,"w1":"t","w2":{"x":[]},"w3":[],"w4":"\\u0041","w5":0,"w6":"","w7":""}',
+    '{"only": "one"}',
+    '{\t"t":\n1\r}',
+]
+PATCHES = [{"a": 2}, {"b": None, "z": [1]}, {"w2": {"x": None, "y": 1}}, {'k"q': 0}, {"t": "v"}]
+
+
+@pytest.mark.parametrize("target", SPACED_TARGETS)
+def test_a_target_stored_with_spaces_and_escapes_merges_as_the_python_twin(env, ns, target):
+    """The stored text is read member by member whatever its spacing (only its values are
+    copied byte for byte): each patch gives the Python twin's value."""
+    ekey = NamespaceKeys.of(env.prefix, "m").entry("sp")
+    for patch in PATCHES:
+        ns.create("sp", {"placeholder": 1})
+        env.raw.hset(ekey, "v", target)  # the metadata stays: the same format, json
+        merged = ns.put("sp", patch).value
+        assert merged == merge_patch(json.loads(target), patch) == ns.get("sp").value
+        ns.delete("sp")
+
+
 def test_merge_with_expected_version(ns):
     e1 = ns.put("doc", {"a": 1})
     e2 = ns.put("doc", {"b": 2}, expected_version=e1.version)
