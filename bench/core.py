@@ -56,15 +56,10 @@ def _floor_put_case(ctx: Ctx, mem: SwarmMemory) -> Case | None:
     redis-py: the most a put could reach end to end if its script did nothing but those
     calls and its client cost what a bare EVALSHA does. None (skipped, said so) on a
     server without Functions."""
-    import redis
-
-    from bench.server_cost import FLOOR_LIBRARY, write_floors
+    from bench.server_cost import load_floor_library, write_floors
 
     r = ctx.raw()
-    try:
-        r.function_load(FLOOR_LIBRARY, replace=True)
-    except redis.ResponseError as exc:
-        print(f"  (floor.put skipped: the server loads no Functions: {exc})")
+    if not load_floor_library(r, "floor.put"):
         r.close()
         return None
     floor_put, _ = write_floors(r, mem.settings.key_prefix, encode(ctx.value))

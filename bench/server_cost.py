@@ -137,8 +137,8 @@ PUT_FLOOR_CALLS = (
     "redis.call('HSET', keys[9], op, 'w1 ' .. args[6] .. ' ' .. rev .. ' ' .. ms"
     " .. ' 1 0 0|w 3 2 ' .. ms .. ' 0 62|')",
 )
-# What stands in for a call knocked out whose result the body uses.
-_KNOCKED_OUT = {0: "local meta = {}", 2: "local t = {'1700000000', '123456'}"}
+# What stands in for a knocked-out call whose result the body uses, by the local it sets.
+_KNOCKED_OUT = {"meta": "local meta = {}", "t": "local t = {'1700000000', '123456'}"}
 
 
 def put_floor_body(without: int | None = None, rev: str = "tostring((meta[5] or 0) + 1)") -> str:
@@ -146,7 +146,11 @@ def put_floor_body(without: int | None = None, rev: str = "tostring((meta[5] or 
     PUT_FLOOR_CALLS) and with the revision (text) from ``rev``, a Lua expression."""
     lines = []
     for i, call in enumerate(PUT_FLOOR_CALLS):
-        lines.append(_KNOCKED_OUT.get(i, "-- (knocked out)") if i == without else call)
+        line = call
+        if i == without:
+            sets = re.match(r"local (\w+) =", call)
+            line = _KNOCKED_OUT[sets.group(1)] if sets else "-- (knocked out)"
+        lines.append(line)
         if call.startswith("local t ="):
             lines.append(f"local ms, op, rev = t[1] .. string.sub(t[2], 1, 3), args[2], {rev}")
     return "\n".join(lines) + "\nreturn {'ok', rev, ms}"
@@ -242,40 +246,69 @@ def commandstats(r: redis.Redis) -> dict[str, tuple[int, int]]:
     return out
 
 
+def load_floor_library(r: redis.Redis, what: str) -> bool:
+    """FLOOR_LIBRARY into the server, or False where it loads no Functions (``what``, the
+    cases skipped, is said so)."""
+    try:
+        r.function_load(FLOOR_LIBRARY, replace=True)
+    except redis.ResponseError as exc:
+        print(f"  ({what} skipped: the server loads no Functions: {exc})")
+        return False
+    return True
+
+
+def put_floor_caller(
+    r: redis.Redis, function: str, prefix: str, namespace: str, body: str, *, rev_arg: bool = False
+) -> Callable[[], None]:
+    """A caller of a put floor (``smfloor_put``, or a knockout's function): a put's key
+    names in ``namespace`` (lua/write.lua: 14 fixed names + the entry and its history) and
+    its arguments (8 fixed + 3 for the item + the identity key), a new op id per call.
+    ``rev_arg``: the call's count as one more argument, before the identity key (the
+    knockout's revision). Sizes the namespace's op-record hash as a put's records do
+    (values over 64 bytes: a hash table, not a listpack scanned field by field)."""
+    from swarm_memory.keys import NamespaceKeys, identity_key
+
+    nk = NamespaceKeys.of(prefix, namespace)
+    keys = [*nk.write_fixed(), nk.entry("p"), nk.history("p")]
+    r.hset(nk.ops, "floor-init", "x" * 100)
+    head = ("FCALL", function, len(keys), *keys, "bench")
+    ident = identity_key(prefix, "bench")
+    seq = [0]
+
+    def call() -> None:
+        seq[0] += 1
+        extra = (str(seq[0]),) if rev_arg else ()
+        r.execute_command(
+            *head, f"floor{seq[0]:017d}", "300000 100000 10000", "1 0 0", "put",
+            "6bba1536e2da5084963f152b", "0", "", "P   json", "p", body, *extra, ident,
+        )  # fmt: skip
+
+    return call
+
+
 def write_floors(
     r: redis.Redis, prefix: str, body: str
 ) -> tuple[Callable[[], None], Callable[[], None]]:
     """``floor.put`` and ``floor.lock`` (see the module doc): a put's and a lock's key names
-    and argument counts (lua/write.lua: 14 fixed names + the entry and its history, 8
-    fixed arguments + 3 for the item + the identity key; lua/acquire.lua and
-    lua/release.lua: 8 and 10 names, 7 arguments + the identity key each), in a namespace
-    of their own. A new op id and lock owner per call."""
-    from swarm_memory.keys import NamespaceKeys
+    and argument counts (put_floor_caller; lua/acquire.lua and lua/release.lua: 8 and 10
+    names, 7 arguments + the identity key each), in a namespace of their own. A new op id
+    and lock owner per call."""
+    from swarm_memory.keys import NamespaceKeys, identity_key
 
+    # (put_floor_caller sizes the op-record hash the lock floor's releases write too)
+    floor_put = put_floor_caller(r, "smfloor_put", prefix, "bench-floor", body)
     fk = NamespaceKeys.of(prefix, "bench-floor")
-    put_keys = [*fk.write_fixed(), fk.entry("p"), fk.history("p")]
     acquire_keys, release_keys = fk.acquire_fixed(), fk.release_fixed()
-    # The op records' hash as a put's records make it (values over 64 bytes: a hash table,
-    # not a listpack scanned field by field), whichever floor runs first.
-    r.hset(fk.ops, "floor-init", "x" * 100)
+    ident = identity_key(prefix, "bench")
     seq = [0]
-
-    def floor_put() -> None:
-        seq[0] += 1
-        op = f"floor{seq[0]:017d}"
-        digest = "6bba1536e2da5084963f152b"
-        r.execute_command(
-            "FCALL", "smfloor_put", len(put_keys), *put_keys, "bench", op, "300000 100000 10000",
-            "1 0 0", "put", digest, "0", "", "P   json", "p", body, "sm:@id:bench",
-        )  # fmt: skip
 
     def floor_lock() -> None:
         seq[0] += 1
         owner = f"owner{seq[0]:017d}"
         acq = ("FCALL", "smfloor_acquire", len(acquire_keys), *acquire_keys, "bench", "10000")
         rel = ("FCALL", "smfloor_release", len(release_keys), *release_keys, "bench", "10000")
-        r.execute_command(*acq, "L", owner, "30000", "x", "", "sm:@id:bench")
-        r.execute_command(*rel, "L", owner, owner + ":r", "1", "2", "sm:@id:bench")
+        r.execute_command(*acq, "L", owner, "30000", "x", "", ident)
+        r.execute_command(*rel, "L", owner, owner + ":r", "1", "2", ident)
 
     return floor_put, floor_lock
 
@@ -299,33 +332,28 @@ def get_floor(
 
 def merge_cases(mem: Any) -> tuple[Callable[[], None], ...]:
     """``merge(32)``, ``merge_text(32)``, ``merge_nested(32)`` (see the module doc), in a
-    merge-strategy namespace of their own."""
-    # The contended merge's write (bench/contention.py): one worker's field into an
-    # object that holds 32 workers' counts, in a merge-strategy namespace.
+    merge-strategy namespace of their own: the contended merge's write (bench/contention.py:
+    one worker's field into an object that holds 32 workers' counts), and the same with
+    short strings (an agent's findings, say) and with small containers (a list holding an
+    object) for values."""
     mem.create_namespace(MERGE_NS, strategy="merge", exist_ok=True)
     mns = mem.namespace(MERGE_NS)
-    mns.put("m", {f"w{w}": 1000 + w for w in range(32)})
-    merged = [0]
 
-    def merge32() -> None:
-        merged[0] += 1
-        mns.put("m", {f"w{merged[0] % 32}": 1000 + merged[0]})
+    def case(key: str, value_of: Callable[[int], Any]) -> Callable[[], None]:
+        mns.put(key, {f"w{w}": value_of(w) for w in range(32)})
+        n = [0]
 
-    # The same with text values (an agent's findings, say): 32 short strings.
-    mns.put("s", {f"w{w}": f"finding {w}" for w in range(32)})
+        def merge() -> None:
+            n[0] += 1
+            mns.put(key, {f"w{n[0] % 32}": value_of(1000 + n[0])})
 
-    def merge32_text() -> None:
-        merged[0] += 1
-        mns.put("s", {f"w{merged[0] % 32}": f"finding {merged[0]}"})
+        return merge
 
-    # And with small containers: a list holding an object.
-    mns.put("n", {f"w{w}": [w, {"x": w}] for w in range(32)})
-
-    def merge32_nested() -> None:
-        merged[0] += 1
-        mns.put("n", {f"w{merged[0] % 32}": [merged[0], {"x": 1}]})
-
-    return merge32, merge32_text, merge32_nested
+    return (
+        case("m", lambda i: 1000 + i),
+        case("s", lambda i: f"finding {i}"),
+        case("n", lambda i: [i, {"x": i}]),
+    )
 
 
 def cases(port: int) -> dict[str, Callable[[], Any]]:
@@ -429,8 +457,6 @@ def knockout_cases(r: redis.Redis, prefix: str, body: str) -> dict[str, Callable
     each, every one in a namespace of its own, the revision from a counter argument so
     that a body without the meta read or write still appends to its feed). What a call
     costs the put is the whole floor's instructions less those without it."""
-    from swarm_memory.keys import NamespaceKeys, identity_key
-
     lib = ["#!lua name=smko"]
     for k in range(-1, len(PUT_FLOOR_CALLS)):
         without = None if k < 0 else k
@@ -439,20 +465,7 @@ def knockout_cases(r: redis.Redis, prefix: str, body: str) -> dict[str, Callable
     r.function_load("\n".join(lib), replace=True)
     out: dict[str, Callable[[], None]] = {}
     for k in range(len(PUT_FLOOR_CALLS) + 1):
-        nk = NamespaceKeys.of(prefix, f"bench-ko{k}")
-        keys = [*nk.write_fixed(), nk.entry("p"), nk.history("p")]
-        r.hset(nk.ops, "floor-init", "x" * 100)  # as write_floors does
-        head = ("FCALL", f"smko_{k}", len(keys), *keys, "bench")
-        seq = [0]
-
-        def call(head: tuple[Any, ...] = head, seq: list[int] = seq) -> None:
-            seq[0] += 1
-            r.execute_command(
-                *head, f"floor{seq[0]:017d}", "300000 100000 10000", "1 0 0", "put",
-                "6bba1536e2da5084963f152b", "0", "", "P   json", "p", body, str(seq[0]),
-                identity_key(prefix, "bench"),
-            )  # fmt: skip
-
+        call = put_floor_caller(r, f"smko_{k}", prefix, f"bench-ko{k}", body, rev_arg=True)
         call_of = re.search(r"redis\.call\('(\w+)'(?:, (keys\[\d+\]))?", PUT_FLOOR_CALLS[k - 1])
         name = (
             "floor.put"

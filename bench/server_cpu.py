@@ -146,14 +146,9 @@ def floor_pairs(
 ) -> list[Pair]:
     """The floors beside the same bare sides (see the module doc), or none (said so) on a
     server without Functions."""
-    import redis
+    from bench.server_cost import get_floor, load_floor_library, write_floors
 
-    from bench.server_cost import FLOOR_LIBRARY, get_floor, write_floors
-
-    try:
-        r.function_load(FLOOR_LIBRARY, replace=True)
-    except redis.ResponseError as exc:
-        print(f"  (server floors skipped: the server loads no Functions: {exc})")
+    if not load_floor_library(r, "server floors"):
         return []
     prefix = mem.settings.key_prefix
     floor_put, floor_lock = write_floors(r, prefix, body)

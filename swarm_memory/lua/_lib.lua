@@ -1064,8 +1064,8 @@ local NOT_SCALAR = { [","] = true, ["}"] = true, ["]"] = true, ['"'] = true, ["{
 -- instructions in Redis's Lua and each new string more (allocation, interning, the GC
 -- that follows), so a compact member is read by two pattern matches (COMPACT_KEY, then
 -- the rest of its scalar or string), where member_span takes three and a sub (a merge
--- into a 32-member object, stop 25: 687k -> 592k instructions with numbers, 787k -> 602k
--- with short strings, 1.31M -> 1.24M with small containers; docs/performance.md). A
+-- into a 32-member object, stop 25: 688k -> 594k instructions with numbers, 793k -> 605k
+-- with short strings, 1.35M -> 1.28M with small containers; docs/performance.md). A
 -- container value is still found by scan_value, a string with escapes by scan_string,
 -- and anything else (spaces, a key with escapes, malformed text) by member_span.
 local function object_spans(s) -- s is an object's text
