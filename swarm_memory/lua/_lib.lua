@@ -1040,7 +1040,8 @@ local function member_span(s, i)
     local _
     _, ve = scan_value(s, vs)
   else
-    ve = string.match(s, "^[^,}%] \t\r\n]+()", vs)
+    -- (a scalar holds no quote, brace or bracket: '1"b":2' is no number)
+    ve = string.match(s, '^[^,}%]"{%[ \t\r\n]+()', vs)
     if not ve then error("swarm_memory: malformed JSON scalar") end
   end
   local sep, next_i = string.match(s, "^[ \t\r\n]*([,}])()", ve)
@@ -1072,7 +1073,10 @@ local function object_spans(s) -- s is an object's text
   local keys, kss, vss, ves, n = {}, {}, {}, {}, 0
   local i = string.match(s, "^[ \t\r\n]*{[ \t\r\n]*()")
   if not i then error("swarm_memory: malformed JSON object") end
-  if string.byte(s, i) == 125 then return keys, kss, vss, ves, 0 end -- "}"
+  if string.byte(s, i) == 125 then -- "}"
+    if string.find(s, "[^ \t\r\n]", i + 1) then error("swarm_memory: malformed JSON object") end
+    return keys, kss, vss, ves, 0
+  end
   while true do
     local ks, key, vs, c = string.match(s, COMPACT_KEY, i)
     local ve, sep, next_i
@@ -1096,7 +1100,11 @@ local function object_spans(s) -- s is an object's text
     end
     n = n + 1
     keys[n], kss[n], vss[n], ves[n] = key, ks, vs, ve
-    if sep == "}" then return keys, kss, vss, ves, n end
+    if sep == "}" then
+      -- nothing but spaces after the object ('{"a":1}x' is no object)
+      if string.find(s, "[^ \t\r\n]", next_i) then error("swarm_memory: malformed JSON object") end
+      return keys, kss, vss, ves, n
+    end
     i = next_i
   end
 end
@@ -1113,12 +1121,95 @@ local function is_object(raw)
   return raw ~= nil and string.find(raw, "^[ \t\r\n]*{") ~= nil
 end
 
+-- A flat object (what a swarm's shared status object usually is: scalars and strings
+-- under keys), spliced without reading its members one by one. Taken when the target is
+-- compact text, "{" first, with no NUL, backslash, "[" or other "{", and its skeleton
+-- checks: every string becomes a NUL (without escapes '%b""' is a whole string), each
+-- member (a key, ":", a string or a run of the characters of numbers, true, false
+-- and null) an "M", and "{M,M,...,M}" must be what is left. Stricter than the members'
+-- reading below, never looser: what the skeleton refuses takes that reading, which
+-- raises on malformed text. In such a text '"k":' occurs only where key k starts, unless
+-- k starts with what follows a closing quote (":", "," or "}": such a patch takes
+-- splice_patch's reading), so each patch key is found by a plain find (a second find: a repeated patch key takes
+-- splice_patch's reading). The result is splice_patch's text for the same target. A key
+-- repeated in the target but not in the patch is copied as it stands, where
+-- merge_patch's general path keeps one (its last value, at its first place): the same
+-- decoded value either way. Lua 5.1's matcher costs ~50-100 instructions a character
+-- for a bracket class and ~25 a position for a literal, so the checks are plain finds
+-- and literal patterns but one class, over the numbers' characters only. A merge into
+-- 32 members: 594k -> TODO instructions (docs/performance.md, "The flat merge, stop 26").
+local FLAT_KEY_UNSAFE = { [58] = true, [44] = true, [125] = true } -- ":" "," "}"
+local function flat_splice(target, pk, pv, pn)
+  if string.byte(target, 1) ~= 123 or string.find(target, "{", 2, true) or string.find(target, "[", 2, true)
+    or string.find(target, "\0", 2, true) or string.find(target, "\\", 2, true) then
+    return nil
+  end
+  if target ~= "{}" then
+    local skeleton, n_strings = string.gsub(target, '%b""', "\0")
+    if n_strings == 0 then return nil end
+    local n1, n2
+    skeleton, n1 = string.gsub(skeleton, "%z:%z", "M")
+    skeleton, n2 = string.gsub(skeleton, "%z:[%w%.%+%-]+", "M")
+    if skeleton ~= "{" .. string.rep("M,", n1 + n2 - 1) .. "M}" then return nil end
+  end
+  -- found: (key start, value end (one past), patch index) of each patch key present
+  local found, nf = {}, 0
+  for j = 1, pn do
+    local k = pk[j]
+    -- (a key starting with ":", "," or "}" could match where a string ends; one with
+    -- escapes is not spelled as the target spells it)
+    if FLAT_KEY_UNSAFE[string.byte(k, 2)] or string.find(k, "\\", 1, true) then return nil end
+    local ks = string.find(target, k .. ":", 2, true)
+    if ks then
+      local vs = ks + #k + 1
+      if string.find(target, k .. ":", vs, true) then return nil end
+      local ve
+      if string.byte(target, vs) == 34 then -- '"'
+        ve = string.find(target, '"', vs + 1, true) + 1
+      else
+        ve = string.find(target, "[,}]", vs)
+      end
+      -- in target order (an insertion: a patch has few keys)
+      local at = nf + 1
+      while at > 1 and found[at - 1][1] > ks do
+        found[at] = found[at - 1]
+        at = at - 1
+      end
+      found[at] = { ks, ve, j }
+      nf = nf + 1
+    end
+  end
+  -- The unchanged runs between the found members, each found member with its new value
+  -- (or none: a null cuts it), then the new members, joined by ",".
+  local out, m, pos, last = {}, 0, 2, #target - 1
+  for f = 1, nf do
+    local ks, ve, j = found[f][1], found[f][2], found[f][3]
+    if ks - 1 > pos then m = m + 1; out[m] = string.sub(target, pos, ks - 2) end
+    local v = pv[j]
+    if v ~= "null" then m = m + 1; out[m] = pk[j] .. ":" .. v end
+    pos = ve + 1
+  end
+  if pos <= last then m = m + 1; out[m] = string.sub(target, pos, last) end
+  for j = 1, pn do
+    local v = pv[j]
+    if v ~= "null" then
+      local present = false
+      for f = 1, nf do
+        if found[f][3] == j then present = true end
+      end
+      if not present then m = m + 1; out[m] = pk[j] .. ":" .. v end
+    end
+  end
+  return "{" .. table.concat(out, ",", 1, m) .. "}"
+end
+
 -- The common merge: an object target without repeated keys, and a patch of distinct keys
 -- none of whose values is an object (scalars, arrays and nulls replace or remove): the
 -- target's text with those values replaced, those members cut out and the new members
 -- appended, copied in runs instead of rebuilt member by member (a 32-member object:
 -- ~450k instructions less, docs/performance.md). The same text as merge_patch's general
 -- path below for a compact target (what the client stores), or nil to take that path.
+-- A flat target takes flat_splice, which finds only the patch's keys.
 local function splice_patch(target, pk, pv, pn)
   local edit = {}
   for j = 1, pn do
@@ -1126,6 +1217,8 @@ local function splice_patch(target, pk, pv, pn)
     if edit[pk[j]] ~= nil or string.byte(v, 1) == 123 then return nil end -- "{"
     edit[pk[j]] = v
   end
+  local flat = flat_splice(target, pk, pv, pn)
+  if flat then return flat end
   local keys, kss, vss, ves, n = object_spans(target)
   local found = {}
   for j = 1, n do

@@ -195,6 +195,45 @@ def test_a_merge_into_a_stored_value_that_is_not_json_is_corrupt_data(env, mem, 
     assert env.snapshot() == before
 
 
+# Texts that pass the flat merge's first check (a "{" first, then no backslash, NUL,
+# "{" or "["; lua/_lib.lua flat_splice) but not its skeleton: each must reach the member
+# reading, which raises, and not be spliced into. Three of them the member reading took
+# before stop 26 (a scalar running into a quote, text after the closing brace): it reads
+# them as malformed now too.
+NEAR_FLAT = [
+    '{"a":1,}',
+    '{"a":"b"x}',
+    '{"a":1}}',
+    '{"a":"b}',
+    '{"a"}',
+    '{"a":}',
+    '{"a":1"b":2}',
+    '{"a":1,"b":2',
+    '{"a":1}x',
+    '{,"a":1}',
+    '{"a":1,\x00}',
+    '{"a\x00":1,"b":2,}',
+    "{}x",
+    '{"a":"x"} ,',
+    '{"a":1,\x00:2}',
+    r'{"a":"x\\"}',
+    "{M}",
+    "{M,M}",
+]
+
+
+@pytest.mark.parametrize("text", NEAR_FLAT)
+def test_a_merge_into_a_malformed_flat_object_is_corrupt_data(env, mem, keys, text):
+    ns = mem.namespace("team")
+    mem.update_namespace("team", strategy="merge")
+    ns.put("k1", {"a": 1})
+    env.raw.hset(keys.entry("k1"), "v", text.encode().decode("unicode_escape"))
+    before = env.snapshot()
+    _corrupt(lambda: ns.put("k1", {"b": 2}), keys.entry("k1"))
+    _corrupt(lambda: ns.put("k1", {"a": None}), keys.entry("k1"))
+    assert env.snapshot() == before
+
+
 def test_corrupt_history_is_corrupt_data_naming_the_history(env, mem, keys):
     ns = mem.namespace("team")
     ns.put("k1", 1)

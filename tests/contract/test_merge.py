@@ -175,6 +175,73 @@ def test_a_target_stored_with_spaces_and_escapes_merges_as_the_python_twin(env, 
         ns.delete("sp")
 
 
+# Flat objects (scalars and strings under keys, compact: what a swarm's shared status
+# object is) are spliced by lua/_lib.lua flat_splice, which finds only the patch's keys.
+# Their strings and keys hold what the plain find must not mistake for a member:
+# separators, colons, closing brackets, "null", quotes' neighbours.
+FLAT_TARGETS = [
+    {},
+    {"a": 1},
+    {"a": 1, "b": "x", "c": None, "d": True, "e": -1.5e300, "f": False},
+    {"w0": 1000, "w1": 1001, "w2": 1002, "w3": 1003},
+    {"a": ",", "b": "}", "c": "x,", "d": "]", "e": "null", "f": "", "g": " , : "},
+    {"a": "{[}", "b": 1},
+    {"a": ",", "b": '":', "c": "}"},  # (a quote, escaped: the members' reading)
+    {"a:": 1, ",b": 2, "}": 3, " ": 4, "": 5, "é😀": "✓", "a": ',"a":'},
+    # the patch keys ":", "," and ":1," are spelled here after closing quotes
+    {"": ":", "b": "x", ":y": 1, "a": 1, ":z": 2, "}e": "}"},
+]
+FLAT_PATCHES = [
+    {"a": 2},
+    {"a": None},
+    {"w3": None},
+    {"w1": None},
+    {"z": 1},
+    {"z": None},
+    {"c": 9, "a": 8, "new": [1, {"x": None}], "b": None},
+    {"a": "s,t", "b": [], "q": "}"},
+    {"a": {"nested": None, "m": 1}},
+    {'k"q': 1, "a": 0},
+    {"a:": None, ",b": "v", "": 0, "é😀": None},
+    {":": None},
+    {",": 5, ":1,": 7},
+    {":y": None, "}e": 3},
+    {},
+]
+
+
+@pytest.mark.parametrize("target", FLAT_TARGETS, ids=range(len(FLAT_TARGETS)))
+def test_a_flat_target_merges_as_the_python_twin(ns, target):
+    """Every patch onto every flat target: the Python twin's value and bytes."""
+    for patch in FLAT_PATCHES:
+        ns.create("flat", target)
+        e = ns.put("flat", patch)
+        want = merge_patch(target, patch)
+        got = ns.get("flat")
+        assert e.value == got.value == want
+        assert text(got.value) == text(want)
+        assert got.size == e.size == len(text(want).encode())
+        ns.delete("flat")
+
+
+def test_a_key_repeated_in_a_flat_target_is_copied_unless_patched(env, ns):
+    """A flat target is spliced where its patched keys are; a key it repeats that the
+    patch does not name is copied as it stands (the same decoded value as the general
+    reading, which keeps one); a patched key it repeats takes the general reading."""
+    ekey = NamespaceKeys.of(env.prefix, "m").entry("dup")
+    for patch, after in (
+        ({"b": 5}, '{"a":1,"b":5,"a":3}'),
+        ({"a": 9}, '{"a":9,"b":2}'),
+        ({"b": None, "c": 1}, '{"a":1,"a":3,"c":1}'),
+    ):
+        ns.create("dup", {"placeholder": 1})
+        env.raw.hset(ekey, "v", '{"a":1,"b":2,"a":3}')
+        got = ns.put("dup", patch).value
+        assert got == merge_patch(json.loads('{"a":1,"b":2,"a":3}'), patch)
+        assert env.raw.hget(ekey, "v") == after.encode()
+        ns.delete("dup")
+
+
 def test_merge_with_expected_version(ns):
     e1 = ns.put("doc", {"a": 1})
     e2 = ns.put("doc", {"b": 2}, expected_version=e1.version)
@@ -341,6 +408,33 @@ def merge_ns(request: pytest.FixtureRequest) -> Iterator[Any]:
     yield mem.namespace("m")
     mem.delete_namespace("m")
     raw.close()
+
+
+# Flat objects for the property below: keys and strings without escapes and with them
+# (a quote, a backslash, a newline: those take the members' reading), scalars of every
+# kind.
+FLAT_CHARS = st.sampled_from(
+    ["a", "b", ",", ":", "}", "]", " ", "null", "é", "😀", "1", "", '"', "\\", "\n", '\\"']
+)  # fmt: skip
+FLAT_TEXT = st.lists(FLAT_CHARS, max_size=3).map("".join)
+FLAT_LEAVES = st.none() | st.booleans() | NUMBERS | FLAT_TEXT
+FLAT_OBJECTS = st.dictionaries(FLAT_TEXT, FLAT_LEAVES, max_size=6)
+FLAT_PATCH = st.dictionaries(
+    FLAT_TEXT, FLAT_LEAVES | st.lists(FLAT_LEAVES, max_size=2) | st.just({"n": None}), max_size=4
+)
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(target=FLAT_OBJECTS, patch=FLAT_PATCH)
+def test_server_merge_of_flat_objects_equals_python_merge(merge_ns, target, patch):
+    key = uuid.uuid4().hex
+    merge_ns.create(key, target)
+    e = merge_ns.put(key, patch)
+    want = merge_patch(target, patch)
+    got = merge_ns.get(key)
+    assert e.value == got.value == want
+    assert text(got.value) == text(want)
+    merge_ns.delete(key)
 
 
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
