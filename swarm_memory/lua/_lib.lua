@@ -1123,10 +1123,11 @@ end
 
 -- A flat object (what a swarm's shared status object usually is: scalars and strings
 -- under keys), spliced without reading its members one by one. Taken when the target is
--- compact text, "{" first, with no NUL, backslash, "[" or other "{", and its skeleton
--- checks: every string becomes a NUL (without escapes '%b""' is a whole string), each
--- member (a key, ":", a string or a run of the characters of numbers, true, false
--- and null) an "M", and "{M,M,...,M}" must be what is left. Stricter than the members'
+-- compact text, "{" first, with no "\1", backslash, "[", "]" or other "{" (a "[" or "{"
+-- only spares a nested object the skeleton's passes: it refuses them too), and its skeleton
+-- checks: every string becomes a "\1" (without escapes '%b""' is a whole string), each
+-- member (a key, ":", a string or a scalar: a run of the characters object_spans reads
+-- as one) an "M", and "{M,M,...,M}" must be what is left. Stricter than the members'
 -- reading below, never looser: what the skeleton refuses takes that reading, which
 -- raises on malformed text. In such a text '"k":' occurs only where key k starts, unless
 -- k starts with what follows a closing quote (":", "," or "}": such a patch takes
@@ -1134,22 +1135,26 @@ end
 -- splice_patch's reading). The result is splice_patch's text for the same target. A key
 -- repeated in the target but not in the patch is copied as it stands, where
 -- merge_patch's general path keeps one (its last value, at its first place): the same
--- decoded value either way. Lua 5.1's matcher costs ~50-100 instructions a character
--- for a bracket class and ~25 a position for a literal, so the checks are plain finds
--- and literal patterns but one class, over the numbers' characters only. A merge into
+-- decoded value either way. Lua 5.1's matcher costs ~25 instructions a position for a
+-- literal and more for a class (a "%w" or "%z" calls into the C library for every
+-- character), so the checks are plain finds and literal patterns but one class of
+-- literals, over the scalars' characters only. A merge into
 -- 32 members: 594k -> TODO instructions (docs/performance.md, "The flat merge, stop 26").
 local FLAT_KEY_UNSAFE = { [58] = true, [44] = true, [125] = true } -- ":" "," "}"
+-- (object_spans' scalar characters; "]" is refused before: "%]" costs a tolower a character)
+local FLAT_SCALAR_MEMBER = '\1:[^,}"\1 \t\r\n]+'
 local function flat_splice(target, pk, pv, pn)
   if string.byte(target, 1) ~= 123 or string.find(target, "{", 2, true) or string.find(target, "[", 2, true)
-    or string.find(target, "\0", 2, true) or string.find(target, "\\", 2, true) then
+    or string.find(target, "]", 2, true) or string.find(target, "\1", 2, true)
+    or string.find(target, "\\", 2, true) then
     return nil
   end
   if target ~= "{}" then
-    local skeleton, n_strings = string.gsub(target, '%b""', "\0")
+    local skeleton, n_strings = string.gsub(target, '%b""', "\1")
     if n_strings == 0 then return nil end
     local n1, n2
-    skeleton, n1 = string.gsub(skeleton, "%z:%z", "M")
-    skeleton, n2 = string.gsub(skeleton, "%z:[%w%.%+%-]+", "M")
+    skeleton, n1 = string.gsub(skeleton, "\1:\1", "M")
+    skeleton, n2 = string.gsub(skeleton, FLAT_SCALAR_MEMBER, "M")
     if skeleton ~= "{" .. string.rep("M,", n1 + n2 - 1) .. "M}" then return nil end
   end
   -- found: (key start, value end (one past), patch index) of each patch key present

@@ -195,11 +195,11 @@ def test_a_merge_into_a_stored_value_that_is_not_json_is_corrupt_data(env, mem, 
     assert env.snapshot() == before
 
 
-# Texts that pass the flat merge's first check (a "{" first, then no backslash, NUL,
-# "{" or "["; lua/_lib.lua flat_splice) but not its skeleton: each must reach the member
-# reading, which raises, and not be spliced into. Three of them the member reading took
-# before stop 26 (a scalar running into a quote, text after the closing brace): it reads
-# them as malformed now too.
+# Texts that pass the flat merge's first check (a "{" first, then no backslash, no
+# "\x01", "{", "[" or "]"; lua/_lib.lua flat_splice), or all of it but one, and
+# not its skeleton: each must reach the member reading, which raises, and not be spliced
+# into. Three of them the member reading took before stop 26 (a scalar running into a
+# quote, text after the closing brace): it reads them as malformed now too.
 NEAR_FLAT = [
     '{"a":1,}',
     '{"a":"b"x}',
@@ -219,6 +219,8 @@ NEAR_FLAT = [
     r'{"a":"x\\"}',
     "{M}",
     "{M,M}",
+    '{"a":1,\x01:2}',
+    '{"a":"x","b":1]}',
 ]
 
 
