@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -244,3 +245,24 @@ def test_table_matches_goals_by_text(tmp_path: Path, capsys: pytest.CaptureFixtu
     out = capsys.readouterr().out
     assert "| x | 1.00x ✓ | — |" in out
     assert "| y | 0.50x ✗ | 0.70x ✗ |" in out
+
+
+def test_lua_profile_counts_each_case_by_function_and_line() -> None:
+    """bench.lua_profile: each case's script runs in Lua 5.1 under the count hook, its
+    instructions split by function (summing to the total) and by line; a merge into the
+    32-member object takes the flat path (lua/_lib.lua flat_splice), not the members'."""
+    for case, entry in (("put", "sm_write"), ("merge", "sm_write"), ("get", "sm_get")):
+        done = run_module("bench.lua_profile", case, "-n", "5", "--lines", "3", timeout=120)
+        head, _, *rest = done.stdout.splitlines()
+        m = re.match(rf"{case}: ([\d,]+) Lua VM instructions a call \(n=5\); reply \['ok'", head)
+        assert m, done.stdout
+        total = int(m.group(1).replace(",", ""))
+        split = rest.index("instructions  line  text")
+        functions = {row.split()[1]: float(row.split()[0]) for row in rest[:split]}
+        assert entry in functions and total > 0, done.stdout
+        assert abs(sum(functions.values()) - total) < 1, done.stdout
+        assert len(rest) - split - 1 == 3, done.stdout
+        if case == "merge":
+            # object_spans reads only the one-member patch: the target is not read member
+            # by member (where it is, object_spans counts ~20 times what it does here)
+            assert functions.get("object_spans", 0) < functions["flat_splice"], done.stdout
