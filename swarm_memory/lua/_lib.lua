@@ -1143,10 +1143,13 @@ end
 local FLAT_KEY_UNSAFE = { [58] = true, [44] = true, [125] = true } -- ":" "," "}"
 -- (object_spans' scalar characters; "]" is refused before: "%]" costs a tolower a character)
 local FLAT_SCALAR_MEMBER = '\1:[^,}"\1 \t\r\n]+'
+-- A patch of more keys takes the members' reading: each key costs a find over the whole
+-- target, and a patch as long as the value limit allows would make that quadratic.
+local FLAT_MAX_KEYS = 8
 local function flat_splice(target, pk, pv, pn)
-  if string.byte(target, 1) ~= 123 or string.find(target, "{", 2, true) or string.find(target, "[", 2, true)
-    or string.find(target, "]", 2, true) or string.find(target, "\1", 2, true)
-    or string.find(target, "\\", 2, true) then
+  if pn > FLAT_MAX_KEYS or string.byte(target, 1) ~= 123 or string.find(target, "{", 2, true)
+    or string.find(target, "[", 2, true) or string.find(target, "]", 2, true)
+    or string.find(target, "\1", 2, true) or string.find(target, "\\", 2, true) then
     return nil
   end
   if target ~= "{}" then

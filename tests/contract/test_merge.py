@@ -228,12 +228,18 @@ def test_a_flat_target_merges_as_the_python_twin(ns, target):
 def test_a_key_repeated_in_a_flat_target_is_copied_unless_patched(env, ns):
     """A flat target is spliced where its patched keys are; a key it repeats that the
     patch does not name is copied as it stands (the same decoded value as the general
-    reading, which keeps one); a patched key it repeats takes the general reading."""
+    reading, which keeps one); a patched key it repeats, or a patch of more than eight
+    keys (each costs a find over the whole target), takes the general reading."""
     ekey = NamespaceKeys.of(env.prefix, "m").entry("dup")
+    eight = {"b": 5, **{f"k{i}": i for i in range(7)}}
+    nine = {**eight, "k7": 7}
+    tail8 = ",".join(f'"k{i}":{i}' for i in range(7))
     for patch, after in (
         ({"b": 5}, '{"a":1,"b":5,"a":3}'),
         ({"a": 9}, '{"a":9,"b":2}'),
         ({"b": None, "c": 1}, '{"a":1,"a":3,"c":1}'),
+        (eight, '{"a":1,"b":5,"a":3,' + tail8 + "}"),
+        (nine, '{"a":3,"b":5,' + tail8 + ',"k7":7}'),
     ):
         ns.create("dup", {"placeholder": 1})
         env.raw.hset(ekey, "v", '{"a":1,"b":2,"a":3}')
