@@ -1122,24 +1122,25 @@ local function is_object(raw)
 end
 
 -- A flat object (what a swarm's shared status object usually is: scalars and strings
--- under keys), spliced without reading its members one by one. Taken when the target is
--- compact text, "{" first, with no "\1", backslash, "[", "]" or other "{" (a "[" or "{"
--- only spares a nested object the skeleton's passes: it refuses them too), and its skeleton
--- checks: every string becomes a "\1" (without escapes '%b""' is a whole string), each
--- member (a key, ":", a string or a scalar: a run of the characters object_spans reads
--- as one) an "M", and "{M,M,...,M}" must be what is left. Stricter than the members'
--- reading below, never looser: what the skeleton refuses takes that reading, which
--- raises on malformed text. In such a text '"k":' occurs only where key k starts, unless
--- k starts with what follows a closing quote (":", "," or "}": such a patch takes
--- splice_patch's reading), so each patch key is found by a plain find (a second find: a repeated patch key takes
--- splice_patch's reading). The result is splice_patch's text for the same target. A key
--- repeated in the target but not in the patch is copied as it stands, where
--- merge_patch's general path keeps one (its last value, at its first place): the same
--- decoded value either way. Lua 5.1's matcher costs ~25 instructions a position for a
--- literal and more for a class (a "%w" or "%z" calls into the C library for every
--- character), so the checks are plain finds and literal patterns but one class of
--- literals, over the scalars' characters only. A merge into
--- 32 members: 594k -> 422k instructions (docs/performance.md, "The flat merge, stop 26").
+-- under keys), spliced without reading its members one by one. Taken for a patch of at
+-- most FLAT_MAX_KEYS keys when the target is compact text, "{" first, with no "\1",
+-- backslash, "[", "]" or other "{" (a "[" or "{" only spares a nested object the
+-- skeleton's passes: it refuses them too), and its skeleton checks: every string becomes
+-- a "\1" (without escapes '%b""' is a whole string), each member (a key, ":", a string
+-- or a scalar: a run of the characters object_spans reads as one) an "M", and
+-- "{M,M,...,M}" must be what is left. Stricter than the members' reading below, never
+-- looser: what it refuses takes that reading, which raises on malformed text. In such a
+-- text '"k":' occurs only where key k starts, unless k starts with what follows a
+-- closing quote (":", "," or "}"), so each patch key is found by a plain find; such a
+-- key, or one the target repeats (a second find), takes splice_patch's reading. The
+-- result is splice_patch's text for the same target. A key repeated in the target but
+-- not in the patch is copied as it stands, where merge_patch's general path keeps one
+-- (its last value, at its first place): the same decoded value either way. Lua 5.1's
+-- matcher costs ~25 instructions a position for a literal and more for a class (a "%w"
+-- or "%z" calls into the C library for every character), so the checks are plain finds
+-- and literal patterns but one class of literals, over the scalars' characters only. A
+-- merge into 32 members: 594k -> 422k instructions (docs/performance.md, "The flat
+-- merge, stop 26").
 local FLAT_KEY_UNSAFE = { [58] = true, [44] = true, [125] = true } -- ":" "," "}"
 -- (object_spans' scalar characters; "]" is refused before: "%]" costs a tolower a character)
 local FLAT_SCALAR_MEMBER = '\1:[^,}"\1 \t\r\n]+'
