@@ -1019,6 +1019,9 @@ local function scan_value(s, i) -- returns start, index after the value
   return i, e
 end
 
+-- The separator after a member's value, and the position after it.
+local MEMBER_END = "^[ \t\r\n]*([,}])()"
+
 -- One member of an object, read from i (after "{" or ","): where its key starts, the key
 -- (quoted, as written), where its value starts and ends (one past), the separator after
 -- it ("," or "}") and the position after that. A key with escapes and a string or
@@ -1044,7 +1047,7 @@ local function member_span(s, i)
     ve = string.match(s, '^[^,}%]"{%[ \t\r\n]+()', vs)
     if not ve then error("swarm_memory: malformed JSON scalar") end
   end
-  local sep, next_i = string.match(s, "^[ \t\r\n]*([,}])()", ve)
+  local sep, next_i = string.match(s, MEMBER_END, ve)
   if not sep then error("swarm_memory: malformed JSON object") end
   return ks, string.sub(s, ks, ke - 1), vs, ve, sep, next_i
 end
@@ -1095,7 +1098,7 @@ local function object_spans(s) -- s is an object's text
       if not ve then ks, key, vs, ve, sep, next_i = member_span(s, i) end
     end
     if not sep then -- (after a string with escapes or a container, or spaces before it)
-      sep, next_i = string.match(s, "^[ \t\r\n]*([,}])()", ve)
+      sep, next_i = string.match(s, MEMBER_END, ve)
       if not sep then error("swarm_memory: malformed JSON object") end
     end
     n = n + 1
@@ -1161,8 +1164,9 @@ local function flat_splice(target, pk, pv, pn)
     skeleton, n2 = string.gsub(skeleton, FLAT_SCALAR_MEMBER, "M")
     if skeleton ~= "{" .. string.rep("M,", n1 + n2 - 1) .. "M}" then return nil end
   end
-  -- found: (key start, value end (one past), patch index) of each patch key present
-  local found, nf = {}, 0
+  -- found: (key start, value end (one past), patch index) of each patch key present, in
+  -- target order; hit: the patch indexes found
+  local found, nf, hit = {}, 0, {}
   for j = 1, pn do
     local k = pk[j]
     -- (a key starting with ":", "," or "}" could match where a string ends; one with
@@ -1185,7 +1189,7 @@ local function flat_splice(target, pk, pv, pn)
         at = at - 1
       end
       found[at] = { ks, ve, j }
-      nf = nf + 1
+      nf, hit[j] = nf + 1, true
     end
   end
   -- The unchanged runs between the found members, each found member with its new value
@@ -1201,13 +1205,7 @@ local function flat_splice(target, pk, pv, pn)
   if pos <= last then m = m + 1; out[m] = string.sub(target, pos, last) end
   for j = 1, pn do
     local v = pv[j]
-    if v ~= "null" then
-      local present = false
-      for f = 1, nf do
-        if found[f][3] == j then present = true end
-      end
-      if not present then m = m + 1; out[m] = pk[j] .. ":" .. v end
-    end
+    if not hit[j] and v ~= "null" then m = m + 1; out[m] = pk[j] .. ":" .. v end
   end
   return "{" .. table.concat(out, ",", 1, m) .. "}"
 end

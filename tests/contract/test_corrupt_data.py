@@ -198,7 +198,7 @@ def test_a_merge_into_a_stored_value_that_is_not_json_is_corrupt_data(env, mem, 
 # Texts that pass the flat merge's first check (a "{" first, then no backslash, no
 # "\x01", "{", "[" or "]"; lua/_lib.lua flat_splice), or all of it but one, and
 # not its skeleton: each must reach the member reading, which raises, and not be spliced
-# into. Three of them the member reading took before stop 26 (a scalar running into a
+# into. Five of them the member reading took before stop 26 (a scalar running into a
 # quote, text after the closing brace): it reads them as malformed now too.
 NEAR_FLAT = [
     '{"a":1,}',
