@@ -8,7 +8,9 @@ calls by process CPU time (``time.process_time``), ``--repeat`` times; it prints
 minimum and the median per call. No server time, no loopback, no scheduling: only what
 the client itself executes, the same replies parsed every time.
 
-Ops: ``put``, ``get``, ``get_many`` (100 keys), ``put_many`` (100 entries) and ``lock``
+Ops: ``put``, ``merge`` (bench.server_cost's ``merge(32)``: one field into an object of 32,
+the reply carrying the merged object), ``incr``, ``get``, ``get_many`` (100 keys),
+``put_many`` (100 entries) and ``lock``
 (``with ns.lock(...)``: an acquire and a release, two script calls whose two replies are
 recorded and replayed in turn) through ``SwarmMemory``; ``aput``, ``aget`` and ``alock``,
 the same through ``AsyncSwarmMemory`` (its pipelined connection's transport swapped for
@@ -39,6 +41,8 @@ from bench.harness import VALUE, encode
 
 OPS = (
     "put",
+    "merge",
+    "incr",
     "get",
     "get_many",
     "put_many",
@@ -228,6 +232,7 @@ def main(argv: list[str] | None = None) -> int:
     if unknown:
         p.error(f"unknown ops: {sorted(unknown)}; known: {', '.join(OPS)}")
 
+    from bench.server_cost import merge_cases
     from swarm_memory import SwarmMemory
     from tests.servers import RedisServer
 
@@ -256,8 +261,11 @@ def main(argv: list[str] | None = None) -> int:
         sha = raw.script_load(CAS_XADD)
         body = encode(VALUE)
         raw.hset("bare:h", mapping={"v": body, "f": "json", "ver": 1, "by": "bench"})
+        merge32 = merge_cases(mem)[0]
         fns: dict[str, tuple[Any, Callable[[], Any]]] = {
             "put": (mem.redis, lambda: ns.put("p", VALUE)),
+            "merge": (mem.redis, merge32),
+            "incr": (mem.redis, lambda: ns.incr("c")),
             "get": (mem.redis, lambda: ns.get("g")),
             "get_many": (mem.redis, lambda: ns.get_many(list(many))),
             "put_many": (mem.redis, lambda: ns.put_many(many)),

@@ -19,8 +19,9 @@ merge and a get make (HMGET, HGET, HSET, HINCRBY, EXISTS, TIME, RPUSH, LRANGE, X
 SPUBLISH, ZADD, ZREM, ZSCORE, TYPE, ...) from the recorded keys; a command it does not
 know stops the run with its name.
 
-Cases: ``put`` (the suite's value over an entry written 20 times), ``merge`` (one field
-into an object of 32, ``bench.server_cost``'s ``merge(32)``), ``get`` (one entry).
+Cases: ``put`` (the suite's value over an entry written 20 times), ``merge``
+(``bench.server_cost``'s ``merge(32)``: one field into an object of 32), ``get`` (one
+entry).
 """
 
 from __future__ import annotations
@@ -227,6 +228,7 @@ def _snapshot(raw: Any, pattern: str) -> dict[str, tuple[str, Any]]:
 
 def record(case: str) -> tuple[str, list[str], list[str], dict[str, tuple[str, Any]]]:
     """(script, keys, args, the namespace's keys before the call) of one real call."""
+    from bench.server_cost import MERGE_NS, merge_cases
     from swarm_memory import SwarmMemory
     from swarm_memory.keys import identity_key
     from tests.servers import RedisServer
@@ -237,20 +239,18 @@ def record(case: str) -> tuple[str, list[str], list[str], dict[str, tuple[str, A
         mem = SwarmMemory.from_url(server.url, agent="bench")
         calls: list[tuple[str, list[str], list[Any]]] = []
         call: Callable[[], Any]
-        if case == "merge":
-            mem.create_namespace("prof", strategy="merge", exist_ok=True)
-            ns = mem.namespace("prof")
-            ns.put("k", {f"w{w}": 1000 + w for w in range(32)})
-            call = lambda: ns.put("k", {"w5": 4242})  # noqa: E731
+        if case == "merge":  # bench.server_cost's merge(32)
+            namespace, call = MERGE_NS, merge_cases(mem)[0]
         else:
-            mem.create_namespace("prof", exist_ok=True)
-            ns = mem.namespace("prof")
+            namespace = "prof"
+            mem.create_namespace(namespace, exist_ok=True)
+            ns = mem.namespace(namespace)
             for _ in range(20):
                 ns.put("k", VALUE)
             call = (lambda: ns.put("k", VALUE)) if case == "put" else (lambda: ns.get("k"))
 
         call()
-        before = _snapshot(server.client(), "*{prof}*")
+        before = _snapshot(server.client(), f"*{{{namespace}}}*")
         mem.observe_scripts(lambda s, k, a: calls.append((s, list(k), list(a))))
         call()
         script, keys, args = calls[-1]

@@ -514,7 +514,7 @@ def evaluate_goals(a: argparse.Namespace, out: dict[str, Any]) -> list[dict[str,
             # The goal's row, then its floor's (the calls alone), for reference.
             for label, p in (
                 (f"server µs per {what}", pairs.get(what)),
-                (f"floor: server µs per {what}'s calls alone", pairs.get(server_cpu.FLOORS[what])),
+                (f"floor: server µs per {what}'s calls alone", pairs.get(f"{what}.floor")),
             ):
                 if p is None:
                     continue

@@ -476,6 +476,27 @@ def knockout_cases(r: redis.Redis, prefix: str, body: str) -> dict[str, Callable
     return out
 
 
+def _measure(
+    r: redis.Redis, fn: Callable[[], Any], a: argparse.Namespace, pid: int, tmp: str
+) -> tuple[float, dict[str, tuple[int, int]]]:
+    """``fn`` warmed up (script loads, first writes), then run ``a.n`` times: the server's
+    instructions per call inside commands (with ``--callgrind``, else 0) and the
+    commandstats of those calls."""
+    for _ in range(20):
+        fn()
+    r.config_resetstat()
+    if a.callgrind:
+        _dump_call_ir(pid, tmp)
+        _collect(pid, True)
+    for _ in range(a.n):
+        fn()
+    ir = 0.0
+    if a.callgrind:
+        _collect(pid, False)
+        ir = _dump_call_ir(pid, tmp) / a.n
+    return ir, commandstats(r)
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("-n", type=int, default=2000)
@@ -502,26 +523,14 @@ def main(argv: list[str] | None = None) -> int:
         for name, fn in fns.items():
             if only and name not in only:
                 continue
-            for _ in range(20):
-                fn()  # warm up (script loads, first writes)
-            r.config_resetstat()
-            if a.callgrind:
-                _dump_call_ir(proc.pid, tmp)
-                _collect(proc.pid, True)
-            for _ in range(a.n):
-                fn()
-            ir = 0
-            if a.callgrind:
-                _collect(proc.pid, False)
-                ir = _dump_call_ir(proc.pid, tmp)
-            stats = commandstats(r)
+            ir, stats = _measure(r, fn, a, proc.pid, tmp)
             usec = sum(u for c, (_, u) in stats.items() if c in TOP_LEVEL)
             cmds = ",".join(
                 f"{c}x{calls / a.n:g}"
                 for c, (calls, _) in sorted(stats.items())
                 if c not in ("config|resetstat", "info")
             )
-            print(f"{name:24} {usec / a.n:10.2f} {ir / a.n:12.0f}  {cmds}", flush=True)
+            print(f"{name:24} {usec / a.n:10.2f} {ir:12.0f}  {cmds}", flush=True)
     finally:
         proc.terminate()
         proc.wait(timeout=60)
@@ -534,19 +543,8 @@ def _run_knockout(a: argparse.Namespace, r: redis.Redis, pid: int, tmp: str) -> 
     whole = 0.0
     print(f"{'case':60} {'Ir/call' if a.callgrind else 'usec/call':>12} {'the call costs':>15}")
     for name, fn in cases.items():
-        for _ in range(20):
-            fn()
-        r.config_resetstat()
-        if a.callgrind:
-            _dump_call_ir(pid, tmp)
-            _collect(pid, True)
-        for _ in range(a.n):
-            fn()
-        if a.callgrind:
-            _collect(pid, False)
-            cost = _dump_call_ir(pid, tmp) / a.n
-        else:
-            cost = commandstats(r).get("fcall", (0, 0))[1] / a.n
+        ir, stats = _measure(r, fn, a, pid, tmp)
+        cost = ir if a.callgrind else stats.get("fcall", (0, 0))[1] / a.n
         if name == "floor.put":
             whole = cost
             print(f"{name:60} {cost:12,.1f}")

@@ -197,6 +197,5 @@ def run_server(ctx: Ctx, *, rounds: int, calls: int, log: Callable[[str], None])
 
 
 # The goals: ours ÷ bare server time per call, at most (and the floor's pair,
-# measured beside it: the same bound, for reference).
+# "<op>.floor", measured beside it: the same bound, for reference).
 GOALS = {"put": 2.0, "get": 5.0}
-FLOORS = {"put": "put.floor", "get": "get.floor"}
