@@ -44,8 +44,10 @@ from typing import Any
 
 import hiredis
 import redis.exceptions as rexc
+from redis.asyncio.observability import recorder as _recorder
 from redis.asyncio.observability.recorder import record_error_count, record_operation_duration
 
+from swarm_memory._drive import recording_off
 from swarm_memory.settings import Settings
 
 try:  # the text redis-py matches (8.x); the READONLY reply is the common case anyway
@@ -54,6 +56,10 @@ except ImportError:  # pragma: no cover
     DEMOTED_MASTER_UNBLOCKED_ERROR = "UNBLOCKED force unblock from blocking operation"
 
 _MORE = object()  # hiredis: no complete reply buffered yet
+# redis-py's asyncio observability known off: its duration helper would return at once,
+# so a call skips it, the coroutine it makes and the work of its arguments (as the
+# drivers' direct sends do; _drive.recording_off).
+_recording_off = recording_off(_recorder)
 _DEMOTED = "The previous master is now a slave"  # redis-py's text for it
 
 
@@ -232,6 +238,8 @@ class AsyncScriptPipe:
                 is_internal=False,
             )
             raise
+        if _recording_off():
+            return reply
         await record_operation_duration(
             command_name=name,
             duration_seconds=time.monotonic() - start,

@@ -1,6 +1,7 @@
-"""The sync direct path skips redis-py's ``record_operation_duration`` only while
-redis-py's observability is off (``_drive.recording_off``): a collector set means every
-script call is recorded again, as execute_command would. Against a real redis-server."""
+"""The sync direct path and the async pipe (``_pipeline.AsyncScriptPipe.call``) skip
+redis-py's ``record_operation_duration`` only while redis-py's observability is off
+(``_drive.recording_off``): a collector set means every script call is recorded again,
+as execute_command would. Against a real redis-server."""
 
 from __future__ import annotations
 
@@ -8,9 +9,10 @@ import uuid
 from typing import Any
 
 import pytest
+from redis.asyncio.observability import recorder as async_recorder
 from redis.observability import recorder
 
-from swarm_memory import SwarmMemory
+from swarm_memory import AsyncSwarmMemory, SwarmMemory
 from swarm_memory._drive import recording_off
 from tests.servers import RedisServer
 
@@ -49,3 +51,28 @@ def test_script_calls_are_recorded_once_a_collector_is_set(
         assert collector.calls[0]["db_namespace"] == "0"
     finally:
         mem.close()
+
+
+async def test_async_pipe_calls_are_recorded_once_a_collector_is_set(
+    redis_server: RedisServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    mem = AsyncSwarmMemory.from_url(redis_server.url, agent="rec")
+    try:
+        name = f"arec-{uuid.uuid4().hex[:8]}"
+        await mem.create_namespace(name)
+        ns = mem.namespace(name)
+        await ns.put("k", 1)  # observability off: resolved to no collector
+        assert mem._driver.pipe is not None  # the calls below go through the pipe
+        if "_async_collector_resolved" not in vars(async_recorder):
+            assert not recording_off(async_recorder)()
+            return
+        assert recording_off(async_recorder)()
+        collector = _Collector()
+        monkeypatch.setattr(async_recorder, "_async_metrics_collector", collector)
+        await ns.put("k", 2)
+        assert (await ns.get("k")).value == 2  # type: ignore[union-attr]
+        assert len(collector.calls) == 2
+        assert collector.calls[0]["command_name"] in ("FCALL", "EVALSHA")
+        assert collector.calls[0]["db_namespace"] == "0"
+    finally:
+        await mem.close()
