@@ -62,8 +62,8 @@ class JsonCodec:
         object, timeit: 0.22 against 1.98 µs), to the very bytes json writes:
         tests/unit/test_json_encode.py compares the two over generated values. Outside
         plain values they differ (msgspec writes ``1e16`` for json's ``1e+16``, NaN as
-        ``null``, and encodes tuples, sets, bytes, dates and more that json refuses), so
-        anything else, and anything msgspec raises on, is json's."""
+        ``null``, and encodes sets, bytes, dates and more that json refuses), so anything
+        else, and anything msgspec raises on, is json's."""
         if plain:
             try:
                 return _MSGSPEC_ENCODER.encode(value)
