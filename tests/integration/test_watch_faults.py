@@ -235,6 +235,10 @@ def test_sync_watcher_survives_connection_kills(
                     done += len(batch)
                     while marks and done >= marks[0]:
                         marks.pop(0)
+                        # A kill must hit a live connection: the watcher reconnects on
+                        # its next read (a doorbell or a poll), and a fast writer can
+                        # reach the next mark sooner (CI found a kill of none).
+                        _wait_for(lambda: _connections(raw, name), what="a reconnect")
                         kills.append(_kill(raw, name))
             except BaseException as exc:
                 failure.append(exc)
@@ -294,6 +298,10 @@ async def test_async_watcher_survives_connection_kills(
                 done += len(batch)
                 while marks and done >= marks[0]:
                     marks.pop(0)
+                    # A kill must hit a live connection (see the sync test).
+                    await asyncio.to_thread(
+                        _wait_for, lambda: _connections(raw, name), what="a reconnect"
+                    )
                     kills.append(await asyncio.to_thread(_kill, raw, name))
 
         async def consume() -> list[Event]:
