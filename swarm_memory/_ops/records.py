@@ -81,8 +81,10 @@ def unpack(packed: bytes, max_parts: int = MAX_PARTS) -> list[bytes]:
 # What decoding stored data can raise besides MalformedReply (a ValueError): bad numbers
 # and text (ValueError, UnicodeDecodeError), a value its codec refuses (the codec's
 # ValueError / InvalidInput, zlib.error), a missing field (LookupError), a nested reply
-# where a field belongs (TypeError), a time out of range (OverflowError).
-DECODE_ERRORS = (ValueError, TypeError, LookupError, OverflowError, zlib.error)
+# where a field belongs (TypeError), a time out of range (OverflowError), a value nested
+# past the recursion limit (RecursionError: json's and msgspec's decoders recurse; a
+# write is refused far below that depth, Settings.max_depth).
+DECODE_ERRORS = (ValueError, TypeError, LookupError, OverflowError, RecursionError, zlib.error)
 
 
 def corrupt(key: str | None, problem: str, **ctx: Any) -> errors.CorruptData:

@@ -111,6 +111,7 @@ def test_corrupt_op_record_is_corrupt_data_not_a_hang(env, mem, keys):
         ("x", ""),
         ("v", "{bad"),  # was JSONDecodeError
         ("v", b"\xff\xfe\x00"),  # was UnicodeDecodeError
+        ("v", "[" * 100_000 + "]" * 100_000),  # was RecursionError
         ("f", "no-such-codec"),
         ("f", "json+z"),  # "compressed", but not zlib data
         ("mt", "99999999999999999"),  # a time out of datetime's range
