@@ -45,6 +45,9 @@ class JsonCodec:
     # One encoder for every call: json.dumps with options builds a new JSONEncoder each
     # time. Same options, same bytes.
     _encoder = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+    # For plain values (encode_checked). msgspec's encoders and decoders are thread-safe
+    # since 0.15: one of each for every thread.
+    _msgspec_encoder = msgspec.json.Encoder()
 
     def encode(self, value: Any) -> bytes:
         text = _encode_text(self._encoder, value)
@@ -66,7 +69,7 @@ class JsonCodec:
         else, and anything msgspec raises on, is json's."""
         if plain:
             try:
-                return _MSGSPEC_ENCODER.encode(value)
+                return self._msgspec_encoder.encode(value)
             except (TypeError, ValueError, OverflowError, RecursionError):
                 pass  # json's own path: its bytes, or its error
         return _encode_text(self._encoder, value).encode("utf-8")
@@ -78,7 +81,7 @@ class JsonCodec:
     # every kind, malformed ones included). What it refuses (NaN, Infinity, a float out of
     # range, a lone surrogate, a BOM, bad UTF-8, nesting past the recursion limit) takes
     # json's path below, so the error, or the value json allows there, is json.loads' own.
-    _fast = msgspec.json.Decoder()
+    _msgspec_decoder = msgspec.json.Decoder()
     _decoder = json.JSONDecoder()
     # One value at an index -> (value, end): the scanner decode() runs, made the same way
     # (json.decoder passes the decoder too; typeshed names the context's type oddly).
@@ -86,7 +89,7 @@ class JsonCodec:
 
     def decode(self, data: bytes) -> Any:
         try:
-            return self._fast.decode(data)
+            return self._msgspec_decoder.decode(data)
         except (msgspec.DecodeError, ValueError, RecursionError):
             pass
         # Our encoder writes UTF-8 without a BOM: decode that directly (json.loads sniffs
@@ -233,8 +236,6 @@ _FIXED_MIN, _FIXED_END = 1e-4, 1e16
 
 
 _SCALARS = frozenset({str, int, float, bool, type(None)})
-# One for every thread: msgspec's encoders are thread-safe since 0.15.
-_MSGSPEC_ENCODER = msgspec.json.Encoder()
 
 
 def _is_container(value: Any) -> bool:

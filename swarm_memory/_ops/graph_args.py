@@ -12,8 +12,8 @@ from datetime import UTC, datetime, timedelta
 
 from swarm_memory import errors
 from swarm_memory._ops.effects import Context
-from swarm_memory._ops.graph_records import MAX_TAGS
-from swarm_memory.codec import JsonCodec, check_depth
+from swarm_memory._ops.graph_records import CONTENT_CODEC, MAX_TAGS
+from swarm_memory.codec import check_depth
 from swarm_memory.graph import Node
 
 MAX_LABEL_BYTES = 128  # context, kind, bundle names
@@ -22,7 +22,6 @@ MAX_IDS = 1000  # nodes per get / bundle call
 _ID = re.compile(r"[0-9a-f]{24}")
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _MS = timedelta(milliseconds=1)
-_JSON = JsonCodec()
 
 
 def label_arg(value: object, field: str, max_bytes: int = MAX_LABEL_BYTES) -> str:
@@ -136,7 +135,7 @@ def content_arg(ctx: Context, content: object) -> tuple[bytes, str]:
     same hash whatever the key order it was written in."""
     try:
         check_depth(content, ctx.settings.max_depth)
-        data = _JSON.encode(content)
+        data = CONTENT_CODEC.encode(content)
         canonical = json.dumps(
             content, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False
         )

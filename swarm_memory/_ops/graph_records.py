@@ -17,8 +17,9 @@ from swarm_memory.models import ms_to_datetime
 
 MAX_TAGS = 64  # lua/graph.lua MAX_TAGS
 RECORD_TAG = b"n1"
-# A node's content: json.loads' value, read by the codec's faster decoder (codec.py).
-_JSON = JsonCodec()
+# A node's content is JSON whatever the client's value codec: written (graph_args) and
+# read (node_from_raw) by this one.
+CONTENT_CODEC = JsonCodec()
 
 
 class NodeRecord(NamedTuple):
@@ -66,7 +67,7 @@ def node_from_raw(ctx: Context, node_id: str, raw: bytes, created: bool | None =
             agent=text(rec.agent),
             context=text(rec.context),
             kind=text(rec.kind),
-            content=_JSON.decode(rec.content),
+            content=CONTENT_CODEC.decode(rec.content),
             confidence=float(rec.confidence),
             tags=tuple(text(t) for t in unpack(rec.tags, MAX_TAGS)),
             version=int(rec.version),
