@@ -83,11 +83,15 @@ C.HSETNX = function(k, f, v)
   e.v[f] = v
   return 1
 end
-C.HDEL = function(k, ...)
-  local e, n = get(k, "hash"), 0
-  if e then for _, f in ipairs({ ... }) do if e.v[f] then n = n + 1; e.v[f] = nil end end end
-  return n
+-- HDEL and ZREM: the named fields or members removed, how many were there
+local function remover(kind)
+  return function(k, ...)
+    local e, n = get(k, kind), 0
+    if e then for _, f in ipairs({ ... }) do if e.v[f] then n = n + 1; e.v[f] = nil end end end
+    return n
+  end
 end
+C.HDEL = remover("hash")
 C.HINCRBY = function(k, f, d)
   local e = mk(k, "hash", {})
   local v = tonumber(e.v[f] or "0") + tonumber(d)
@@ -144,11 +148,7 @@ C.ZADD = function(k, ...)
   end
   return n
 end
-C.ZREM = function(k, ...)
-  local e, n = get(k, "zset"), 0
-  if e then for _, m in ipairs({ ... }) do if e.v[m] then n = n + 1; e.v[m] = nil end end end
-  return n
-end
+C.ZREM = remover("zset")
 C.ZSCORE = function(k, m)
   local e = get(k, "zset")
   local s = e and e.v[m]
