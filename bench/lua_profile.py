@@ -301,7 +301,7 @@ def profile(case: str, n: int) -> tuple[dict[int, float], list[str], Any]:
     chunk_name = "=swarm_memory"
     lua.globals().loadstring(source, chunk_name)()
     fn = next(f for name, f in functions.items() if name.endswith("_" + script))
-    op_arg = 2 if script == "write" else 0  # a fresh op id each call (no replay)
+    op_arg = 2 if script in ("write", "put") else 0  # a fresh op id each call (no replay)
     counts, reply = lua.execute(
         RUNNER, fn, lua.table_from(keys), lua.table_from(args), n, chunk_name, op_arg
     )

@@ -218,6 +218,11 @@ class NamespaceKeys:
         scripts touch). A fresh list (callers extend it)."""
         return list(_write_names(self.base))
 
+    def put_fixed(self) -> list[str]:
+        """The fixed names of a single put (lua/put.lua's header): meta acl stats idx exp
+        events audit ops opst bell lease. A fresh list (callers extend it)."""
+        return list(_put_names(self.base))
+
     def acquire_fixed(self) -> list[str]:
         """The fixed names of a lock's acquire (lua/acquire.lua's header): meta acl stats
         audit lease eph locks lockh. A fresh list."""
@@ -303,6 +308,12 @@ def _get_names(base: str) -> tuple[str, ...]:
 def _write_names(base: str) -> tuple[str, ...]:
     full = _fixed_names(base)
     return full[:13] + full[14:15]  # meta .. eph, lockh (no locks, no lbell)
+
+
+@lru_cache(maxsize=4096)
+def _put_names(base: str) -> tuple[str, ...]:
+    full = _fixed_names(base)
+    return full[:4] + full[5:12]  # meta acl stats idx, exp .. lease (no lru)
 
 
 @lru_cache(maxsize=4096)

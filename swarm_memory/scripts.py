@@ -161,6 +161,7 @@ class Script:
 
 SCRIPT_NAMES = (
     "write",
+    "put",
     "read",
     "get",
     "ns",

@@ -45,7 +45,7 @@ from swarm_memory._ops.effects import (
 )
 from swarm_memory._ops.namespaces import rebuild_order, sweep_quietly
 from swarm_memory._ops.records import Fields, ItemRecord, WriteResult, parse_op_record, text
-from swarm_memory._ops.replies import GET, READ, WRITE, Failure, MergeFallback
+from swarm_memory._ops.replies import GET, PUT, READ, WRITE, Failure, MergeFallback
 from swarm_memory.codec import JSON_FORMAT, Encoded
 from swarm_memory.merge import merge_patch
 from swarm_memory.models import Entry
@@ -112,17 +112,32 @@ def write(
     """
     nk = ctx.keys
     digest = "" if echo else request_digest(ctx.agent, action, items)
+    first = items[0].key if items else None
+    if action == "put" and len(items) == 1 and not echo and not ephemeral:
+        it = items[0]
+        if it.op == "P" and it.fence is None:
+            # One put: lua/put.lua, write.lua's work for it without the general machinery,
+            # the same answers and op record. It answers "general" (having written
+            # nothing) where only write.lua will do: then the same call goes there.
+            reply = yield ScriptCall(
+                load("put"),
+                [*nk.put_fixed(), nk.entry(it.key), nk.history(it.key)],
+                [ctx.agent, op_id, ctx.write_limits, _head(it), it.key, it.value, digest],
+                op_id,
+            )
+            if reply[0] != b"general":
+                f = PUT.passed(reply)
+                if f is None:
+                    f = PUT.check(reply, Failure(ctx, action, "write", first, items))
+                return (yield from _settle(ctx, f, op_id, digest, first))
     fenced = [(i, it.fence) for i, it in enumerate(items, 1) if it.fence]
     keys = nk.write_fixed()
     body: list[str | bytes | int] = []
     for it in items:
         keys += [nk.entry(it.key), nk.history(it.key)]
-        # An item's op, expected version, TTL and format in one argument (lua/write.lua:
-        # each argument costs the server ~0.6-1.2k instructions).
-        body += [f"{it.op} {_opt(it.expected)} {_opt(it.ttl_ms)} {it.fmt}", it.key, it.value]
+        body += [_head(it), it.key, it.value]
     for i, (lock, token) in fenced:
         body += [i, lock, token]
-    first = items[0].key if items else None
     victims: list[str] = []
     for _round in range(MAX_VICTIM_ROUNDS):
         head: list[str | bytes | int] = [
@@ -151,23 +166,37 @@ def write(
             names = {it.key for it in items}
             victims = [text(v) for v in oldest if text(v) not in names][:wanted]
             continue
-        if f.tag == b"dup":
-            record, due = f.next(), f.next() != 0
-            with records.decoding(nk.ops, **ctx.err()):
-                result = parse_op_record(record, due)
-            if result is None or result.digest != digest:
-                raise errors.OpIdReused(
-                    f"op id {op_id!r} was already used for a different request; "
-                    "an op id names one request (its replays must be identical)",
-                    op_id=op_id,
-                    **ctx.err(key=first),
-                )
-        else:
-            result = records.write_ok(f)
-        if result.sweep_due:
-            yield from sweep_quietly(ctx)
-        return result
+        return (yield from _settle(ctx, f, op_id, digest, first))
     raise errors.ServerError("could not settle evict-oldest victims", **ctx.err())
+
+
+def _head(it: Item) -> str:
+    # An item's op, expected version, TTL and format in one argument (lua/write.lua,
+    # lua/put.lua: each argument costs the server ~0.6-1.2k instructions).
+    return f"{it.op} {_opt(it.expected)} {_opt(it.ttl_ms)} {it.fmt}"
+
+
+def _settle(
+    ctx: Context, f: Fields, op_id: str, digest: str, first: str | None
+) -> Flow[WriteResult]:
+    """A write's "ok" or "dup" answer (write.lua's or put.lua's) as its result; a replay
+    of the op id with another request is OpIdReused."""
+    if f.tag == b"dup":
+        record, due = f.next(), f.next() != 0
+        with records.decoding(ctx.keys.ops, **ctx.err()):
+            result = parse_op_record(record, due)
+        if result is None or result.digest != digest:
+            raise errors.OpIdReused(
+                f"op id {op_id!r} was already used for a different request; "
+                "an op id names one request (its replays must be identical)",
+                op_id=op_id,
+                **ctx.err(key=first),
+            )
+    else:
+        result = records.write_ok(f)
+    if result.sweep_due:
+        yield from sweep_quietly(ctx)
+    return result
 
 
 def _encode(ctx: Context, value: Any, allow_compress: bool = True) -> Encoded:

@@ -289,6 +289,20 @@ WRITE = Replies[Failure](
 )
 
 
+# put.lua: write.lua's answers for one put, and "general": send the call to write.lua.
+PUT = Replies[Failure](
+    "put",
+    outcomes=frozenset({b"ok", b"dup", b"general"}),
+    errors={
+        **COMMON_ERRORS,
+        b"conflict": _conflict,
+        b"version_required": _version_required,
+        b"quota": _quota,
+        b"too_large": _too_large,
+    },
+)
+
+
 # ---------------------------------------------------------------- the other scripts
 def _namespace_deleting(fail: Failure, f: Fields) -> Exception:
     ctx = fail.ctx
@@ -552,7 +566,7 @@ def script_error(call: ScriptCall | Command, message: str) -> errors.SwarmMemory
 REPLIES: dict[str, Replies[Any]] = {
     r.script: r
     for r in (
-        *(WRITE, READ, GET, NS, PURGE, SWEEP, LRU, REAP, EVENTS, LOCK, ACQUIRE, RELEASE),
+        *(WRITE, PUT, READ, GET, NS, PURGE, SWEEP, LRU, REAP, EVENTS, LOCK, ACQUIRE, RELEASE),
         PRESENCE,
         *(INBOX, LANE, AGENT, GRAPH),
     )

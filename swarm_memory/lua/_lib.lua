@@ -689,6 +689,14 @@ local function entry_reply(e)
   return { e.ver, e.cr, e.mr, e.ct, e.mt, e.x, e.by, e.f, e.v }
 end
 
+-- A write's compare failed on its item i (write.lua, put.lua): the current entry goes
+-- back with the conflict, as entry_reply gives it.
+local function conflict_reply(i, cur)
+  local r = { "conflict", i }
+  for _, x in ipairs(entry_reply(cur)) do r[#r + 1] = x end
+  return r
+end
+
 -- Work for the sweeper: 1 = entries past their expiry, 2 = agent leases that ran out
 -- (their ephemeral entries and locks must go), 3 = both. now: the call's time in ms, or
 -- nil to read the clock only when an index has a member to compare (a read of entries
@@ -824,6 +832,15 @@ local function record_op(op_id, record, rev, now, dedupe_ms, listed)
   else
     redis.call("ZADD", K_OPST, now, op_id)
   end
+end
+
+-- A write's replaced version into the entry's history hash (write.lua, put.lua): "m<ver>"
+-- its metadata, packed, and "v<ver>" its value; the version `depth` back is dropped.
+local function keep_history(hkey, cur, depth)
+  redis.call("HSET", hkey, "m" .. cur.ver, pack({ cur.cr, cur.mr, cur.ct, cur.mt, cur.x, cur.by, cur.f }),
+    "v" .. cur.ver, cur.v)
+  local gone = cur.ver - depth
+  if gone >= 1 then redis.call("HDEL", hkey, "m" .. gone, "v" .. gone) end
 end
 
 -- Ephemeral bookkeeping: members of K_EPH name what an agent's lease holds.
@@ -971,6 +988,42 @@ local function publish_events(default_maxlen, rev, agent, now, known_maxlen, gua
   else
     redis.call("SPUBLISH", K_BELL, rev_s) -- big batches: ring only; watchers read the stream
   end
+end
+
+-- A data write's bookkeeping (write.lua, put.lua), once its events are queued and before
+-- its data is written. First the three writes that can still be refused, each writing
+-- nothing when it is: the op id into the op records' purge index (RPUSH, or ZADD where
+-- the index is an older namespace's sorted set: see index_op), the call's stats counter
+-- (HINCRBY: a hash, the field an integer) and the events (XADD: a stream, no id past this
+-- revision). Refused, the ones before it are undone and the call fails as CorruptData
+-- with nothing changed (DESIGN.md decision 2). Checking the first two by reading them (a
+-- TYPE, an HMGET) cost ~15k instructions per write. The amortized purge of records past
+-- the dedupe window comes after them (a refused call must not have purged either: the
+-- corruption fuzz, seed 3). The caller writes its op record (HSET K_OPS) last: its purge
+-- index has it already.
+local function commit_write(op_id, now_s, action, stream_maxlen, rev, agent, now, events_cap, dedupe_ms)
+  local indexed = index_op(op_id, now_s) -- (see index_op: its undo and its update below)
+  local counted = redis.pcall("HINCRBY", K_STATS, action, "1")
+  if type(counted) == "table" then -- refused: undo the op id's index entry
+    unindex_op(op_id, indexed)
+    corrupt(K_STATS, "counter " .. action .. " is not an integer, or the key not a hash")
+  end
+  -- The events' XADD refused: both undone (the counter as it was: absent, and with it the
+  -- hash when it was its only field, if this call created it), then the reason named.
+  -- (Here, not in a function passed to publish_events: a closure made on every call cost
+  -- a put ~1.5k instructions with its garbage.)
+  if publish_events(stream_maxlen, rev, agent, now, events_cap, "refusable") == false then
+    unindex_op(op_id, indexed)
+    if counted == 1 then redis.call("HDEL", K_STATS, action) else redis.call("HINCRBY", K_STATS, action, "-1") end
+    require_feed_room(rev) -- names the reason: the key's type, or an id past rev
+    corrupt(K_EVENTS, "refuses revision " .. itos(rev))
+  end
+  if rev % 8 == 0 then
+    -- The namespace's dedupe window is read only when the amortized purge is due.
+    dedupe_ms = stored_limit(redis.call("HGET", K_META, "dw"), dedupe_ms) -- a hash: read above
+    purge_ops(rev, now, dedupe_ms, indexed == "l")
+  end
+  op_indexed(op_id, now_s, indexed)
 end
 
 ---------------------------------------------------------------------------------------

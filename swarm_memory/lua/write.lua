@@ -162,16 +162,12 @@ for i = 1, n_items do
 
   if expected ~= nil then
     if (expected == 0 and cur) or (expected > 0 and (not cur or cur.ver ~= expected)) then
-      local r = { "conflict", i }
-      for _, x in ipairs(entry_reply(cur)) do r[#r + 1] = x end
-      return r
+      return conflict_reply(i, cur)
     end
   elseif op == "S" or ((op == "P" or op == "D") and needs_version) then
     return { "version_required", i, strategy }
   elseif op == "P" and strategy == "first-wins" and cur then
-    local r = { "conflict", i }
-    for _, x in ipairs(entry_reply(cur)) do r[#r + 1] = x end
-    return r
+    return conflict_reply(i, cur)
   end
 
   local old_size = 0
@@ -390,37 +386,10 @@ for i = 1, n_items do
   end
 end
 
--- 2b: the writes. First the three that can still be refused, each writing nothing when
--- it is: this op id into the op records' purge index (RPUSH, or ZADD where the index
--- is an older namespace's sorted set: see index_op),
--- the call's stats counter (HINCRBY: a hash, the field an integer) and the events (XADD:
--- a stream, no id past this revision). Refused, the ones before it are undone and the
--- call fails as CorruptData with nothing changed (DESIGN.md decision 2). Checking the
--- first two by reading them (a TYPE, an HMGET) cost ~15k instructions per write. The
--- amortized purge of records past the dedupe window comes after them (a refused call
--- must not have purged either: the corruption fuzz, seed 3).
-local indexed = index_op(op_id, now_s) -- (see index_op: its undo and its update below)
-local counted = redis.pcall("HINCRBY", K_STATS, action, "1")
-if type(counted) == "table" then -- refused: undo the op id's index entry
-  unindex_op(op_id, indexed)
-  corrupt(K_STATS, "counter " .. action .. " is not an integer, or the key not a hash")
-end
--- The events' XADD refused: both undone (the counter as it was: absent, and with it the
--- hash when it was its only field, if this call created it), then the reason named.
--- (Here, not in a function passed to publish_events: a closure made on every call cost
--- a put ~1.5k instructions with its garbage.)
-if publish_events(stream_maxlen, rev, agent, now, events_cap, "refusable") == false then
-  unindex_op(op_id, indexed)
-  if counted == 1 then redis.call("HDEL", K_STATS, action) else redis.call("HINCRBY", K_STATS, action, "-1") end
-  require_feed_room(rev) -- names the reason: the key's type, or an id past rev
-  corrupt(K_EVENTS, "refuses revision " .. rev_s)
-end
-if rev % 8 == 0 then
-  -- The namespace's dedupe window is read only when the amortized purge is due.
-  dedupe_ms = stored_limit(redis.call("HGET", K_META, "dw"), dedupe_ms) -- a hash: read above
-  purge_ops(rev, now, dedupe_ms, indexed == "l")
-end
-op_indexed(op_id, now_s, indexed)
+-- 2b: the writes. First the bookkeeping that can still be refused, writing nothing when
+-- it is (commit_write: the op id's purge index, the stats counter, the events), with the
+-- amortized purge of op records past the dedupe window.
+commit_write(op_id, now_s, action, stream_maxlen, rev, agent, now, events_cap, dedupe_ms)
 -- Key and byte counters change by these deltas; one HSET of rev, n and b at the end
 -- replaces an HINCRBY per item (drop_entry's own HINCRBYs are overwritten by it: the
 -- absolute values below account for them, and nothing else runs in between).
@@ -445,12 +414,7 @@ for i = 1, n_items do
     redis.call("ZADD", K_EXP, p.x, p.name)
   elseif p.status == "w" then
     if cur then
-      if history_depth > 0 then
-        redis.call("HSET", p.hkey, "m" .. cur.ver, pack({ cur.cr, cur.mr, cur.ct, cur.mt, cur.x, cur.by, cur.f }),
-          "v" .. cur.ver, cur.v)
-        local gone = cur.ver - history_depth
-        if gone >= 1 then redis.call("HDEL", p.hkey, "m" .. gone, "v" .. gone) end
-      end
+      if history_depth > 0 then keep_history(p.hkey, cur, history_depth) end
     else
       redis.call("ZADD", K_IDX, 0, p.name)
       d_keys = d_keys + 1

@@ -461,7 +461,7 @@ def test_lock_releases_purge_op_records_past_the_dedupe_window(env):
     """A release records its op id (a replay answers "ok"); those records are purged
     past the namespace's dedupe window as a write's are, so a namespace only locks use
     does not keep every release's record (it kept all of them before stop 23)."""
-    mem = env.mem("planner", dedupe_window=0.2)
+    mem = env.mem("planner")
     mem.create_namespace("locks")
     ns = mem.namespace("locks")
     keys = NamespaceKeys.of(env.prefix, "locks")
@@ -469,6 +469,9 @@ def test_lock_releases_purge_op_records_past_the_dedupe_window(env):
         with ns.lock("job", ttl=5):
             pass
     assert env.raw.hlen(keys.ops) == 40
+    # The window shortened only now: with 0.2 s from the start, a slow or loaded host
+    # took longer than that for the 40 pairs, and their first purges were due already.
+    mem.update_namespace("locks", dedupe_window=0.2)
     env.sleep(0.3)
     for _ in range(24):  # three amortized purges of up to 64 records each
         with ns.lock("job", ttl=5):

@@ -159,6 +159,19 @@ def test_every_script_has_a_header_the_loader_checks():
                 "agent", "op_id", "limits", "counts", "action", "digest", "echo", "eph_ms",
             )  # fmt: skip
             continue
+        if name == "put":  # the eleven a single put uses, in NamespaceKeys.put_fixed's order
+            nk = NamespaceKeys.of("sm", "team")
+            put_keys = (
+                "meta", "acl", "stats", "idx", "exp", "events", "audit", "ops", "opst", "bell",
+                "lease",
+            )  # fmt: skip
+            assert fixed == put_keys
+            assert tuple(k[len(nk.base) :] for k in nk.put_fixed()) == put_keys
+            assert script.keys.groups == (("items", 2),)
+            assert script.args.fixed == (
+                "agent", "op_id", "limits", "head", "key", "value", "digest",
+            )  # fmt: skip
+            continue
         if name == "acquire":  # the eight an acquire uses, in NamespaceKeys.acquire_fixed's order
             nk = NamespaceKeys.of("sm", "team")
             acquire_keys = ("meta", "acl", "stats", "audit", "lease", "eph", "locks", "lockh")

@@ -1,0 +1,264 @@
+"""put through its own script, lua/put.lua (stop 28): one put of one key without a fence,
+not ephemeral. What it must keep of write.lua: the same reply, the same stored entry,
+event, counters, indexes and op record for every put it takes on (so a replay is answered
+by either script), and {"general"} with nothing written wherever only write.lua will do,
+after which the client sends the same call there."""
+
+from __future__ import annotations
+
+import inspect
+import re
+import time
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+
+from swarm_memory import CorruptData, FencingError
+from swarm_memory._ops.effects import ScriptCall
+from swarm_memory._ops.entries import Item, request_digest
+from swarm_memory.keys import NamespaceKeys
+from swarm_memory.scripts import load
+from tests.conftest import BACKENDS
+from tests.support import to_legacy
+
+pytestmark = pytest.mark.timeout(60)
+
+# A server time in ms or µs (these years: 17..., 18...) differs run to run, and so does
+# the sequence number of a stream id made of one ("*": the audit stream's). Times are
+# matched without a word boundary after them: a packed text puts the next part's length
+# right after (lua/_lib.lua, pack).
+_TIME = re.compile(rb"\b1[78]\d{11}(?:\d{3})?")
+_TIME_ID = re.compile(rb"^T-\d+$")
+
+
+def _run(env: Any, mem: Any, call: ScriptCall) -> list[Any]:
+    reply = mem._driver.perform(call)
+    if inspect.iscoroutine(reply):  # the async client's driver, behind the test facade
+        reply = env.loop.run_until_complete(reply)
+    assert isinstance(reply, list)
+    return reply
+
+
+def _calls(
+    env: Any, ns: str, step: tuple[str, bytes, str, int | None, int | None]
+) -> tuple[ScriptCall, ScriptCall]:
+    """The call put.lua gets for this put, and the call write.lua gets for it (as the
+    client builds each: lua/put.lua's and lua/write.lua's headers). ``step``: key, value,
+    op id, expected version, TTL in ms."""
+    key, value, op_id, expected, ttl_ms = step
+    nk = NamespaceKeys.of(env.prefix, ns)
+    limits = "60000 10000 10000 1048576 1024"  # dedupe stream audit value event_value
+    head = f"P {'' if expected is None else expected} {'' if ttl_ms is None else ttl_ms} json"
+    item = Item("P", key, value, "json", expected, ttl_ms)
+    digest = request_digest("planner", "put", [item])
+    entry = [nk.entry(key), nk.history(key)]
+    put = ScriptCall(
+        load("put"),
+        [*nk.put_fixed(), *entry],
+        ["planner", op_id, limits, head, key, value, digest],
+        op_id,
+    )
+    write = ScriptCall(
+        load("write"),
+        [*nk.write_fixed(), *entry],
+        ["planner", op_id, limits, "1 0 0", "put", digest, "0", "", head, key, value],
+        op_id,
+    )
+    return put, write
+
+
+def _norm(x: Any, ns: str) -> Any:
+    """``x`` with the namespace's name and every server time taken out."""
+    if isinstance(x, bytes):
+        return _TIME_ID.sub(b"T-n", _TIME.sub(b"T", x.replace(ns.encode(), b"NS")))
+    if isinstance(x, str):
+        return _norm(x.encode(), ns)
+    if isinstance(x, (int, float)) and 10**12 <= x < 10**16:
+        return "T"
+    if isinstance(x, (list, tuple)):
+        return [_norm(y, ns) for y in x]
+    if isinstance(x, dict):
+        return {_norm(k, ns): _norm(v, ns) for k, v in x.items()}
+    return x
+
+
+def _state(env: Any, ns: str) -> dict[Any, Any]:
+    nk = NamespaceKeys.of(env.prefix, ns)
+    out = {}
+    for key, content in env.snapshot().items():
+        if key.startswith(nk.base.encode()):
+            out[_norm(key, ns)] = _norm(content, ns)
+    return out
+
+
+# (namespace settings, the puts: key, value, op id, expected version, ttl ms)
+Steps = list[tuple[str, bytes, str, int | None, int | None]]
+_COMMON: Steps = [
+    ("a", b'{"n":1}', "op1", None, None),  # a new key
+    ("a", b'{"n":22}', "op2", None, None),  # a larger value
+    ("a", b'{"n":33}', "op3", None, None),  # the same size
+    ("b", b"[1,2]", "op4", None, 60_000),  # a TTL
+    ("a", b"7", "op5", 1, None),  # a stale expected version: conflict
+    ("a", b"7", "op6", 3, None),  # the current one
+    ("c", b"1", "op7", 0, None),  # create-if-absent
+    ("c", b"2", "op8", 0, None),  # ... present: conflict
+    ("a", b"7", "op6", 3, None),  # a replay: its first outcome
+    ("b", b"[1]", "op9", None, None),  # a TTL dropped by a plain put
+    ("d", b'"' + b"x" * 1500 + b'"', "op10", None, None),  # a value too long to ride along
+]
+CASES: dict[str, tuple[dict[str, Any], Steps]] = {
+    "latest-wins": ({}, _COMMON),
+    "history": ({"history": 2}, _COMMON),
+    "default-ttl": ({"ttl": 30.0}, _COMMON),
+    "first-wins": ({"strategy": "first-wins"}, _COMMON),
+    "version": ({"strategy": "version"}, _COMMON),
+    "custom": ({"strategy": "custom"}, _COMMON),
+    "max-keys": ({"max_keys": 2}, _COMMON),
+    "max-bytes": ({"max_bytes": 40}, _COMMON),
+    "read-only": ({"default_permission": "read"}, _COMMON[:2]),
+}
+
+
+# The scripts called directly: the async client would call the same ones (sync only).
+SYNC_ENVS = [pytest.param((b, "sync"), id=f"{b}-sync") for b in BACKENDS]
+
+
+@pytest.mark.parametrize("env", SYNC_ENVS, indirect=True)
+@pytest.mark.parametrize("case", list(CASES))
+def test_a_put_answers_and_stores_what_write_lua_does(env, case):
+    """Every put of the case through put.lua in one namespace and through write.lua in
+    another: the same replies, step by step, and the same keys with the same contents
+    (namespace names and server times aside)."""
+    settings, steps = CASES[case]
+    # (read-only: another agent creates the namespaces, the caller may only read them,
+    # and each put is a denial, counted and audited)
+    creator = env.mem("owner" if "default_permission" in settings else "planner")
+    for ns in ("via-put", "via-write"):
+        creator.create_namespace(ns, **settings)
+    mem = env.mem("planner")
+    for step in steps:
+        put, _ = _calls(env, "via-put", step)
+        _, write = _calls(env, "via-write", step)
+        got = _run(env, mem, put)
+        assert got[0] != b"general", (case, step, got)
+        want = _run(env, mem, write)
+        assert _norm(got, "via-put") == _norm(want, "via-write"), (case, step)
+    assert _state(env, "via-put") == _state(env, "via-write")
+
+
+def _observed(mem: Any) -> list[str]:
+    seen: list[str] = []
+    mem.observe_scripts(lambda name, keys, args: seen.append(name))
+    return seen
+
+
+def _nothing(env: Any, ns: Any) -> None:
+    pass
+
+
+def _put_and_expire(env: Any, ns: Any) -> None:
+    ns.put("k", 1, ttl=0.05)
+    time.sleep(0.12)
+
+
+def _put_tied(env: Any, ns: Any) -> None:
+    ns.put("k", 1, ephemeral=True)
+
+
+def _put_field_by_field(env: Any, ns: Any) -> None:
+    ns.put("k", 1)
+    to_legacy(env.raw, NamespaceKeys.of(env.prefix, "team").entry("k"))
+
+
+def _put_one(env: Any, ns: Any) -> None:
+    ns.put("k", {"a": 1})
+
+
+# (namespace settings, what comes before the put)
+GENERAL: dict[str, tuple[dict[str, Any], Callable[[Any, Any], None]]] = {
+    "merge": ({"strategy": "merge"}, _put_one),
+    "require_lock": ({"require_lock": True}, _nothing),
+    "evict-oldest": ({"max_keys": 5, "over_quota": "evict-oldest"}, _nothing),
+    "expired": ({}, _put_and_expire),
+    "ephemeral": ({}, _put_tied),
+    "legacy": ({}, _put_field_by_field),
+}
+
+
+@pytest.mark.parametrize("case", list(GENERAL))
+def test_put_lua_hands_to_write_lua_what_only_write_lua_does(env, case):
+    """put.lua answers {"general"} having written nothing; put() then sends the same call
+    to write.lua, which does what it always did."""
+    settings, before = GENERAL[case]
+    mem = env.mem("planner")
+    mem.create_namespace("team", **settings)
+    ns = mem.namespace("team")
+    before(env, ns)
+    state = env.snapshot()
+    put, _ = _calls(env, "team", ("k", b'{"b":2}', "opG", None, None))
+    assert _run(env, mem, put) == [b"general"]
+    assert env.snapshot() == state  # nothing written, not even the op record
+    seen = _observed(mem)
+    if case == "require_lock":
+        with pytest.raises(FencingError):
+            ns.put("k", {"b": 2})
+        assert seen == ["put", "write"]
+        return
+    entry = ns.put("k", {"b": 2}, op_id="opG")
+    assert seen[:2] == ["put", "write"]
+    assert set(seen[2:]) <= {"sweep"}  # (the expired entry's sweep hint)
+    assert ns.get("k").value == entry.value
+    if case == "merge":
+        assert entry.value == {"a": 1, "b": 2}
+    else:
+        assert entry.value == {"b": 2}
+    # A replay of what write.lua applied is answered by put.lua, from the same record.
+    del seen[:]
+    assert ns.put("k", {"b": 2}, op_id="opG") == entry
+    assert seen == ["put"]
+
+
+def test_a_common_put_is_one_call_of_put_lua(env):
+    mem = env.mem("planner")
+    mem.create_namespace("team", history=1)
+    ns = mem.namespace("team")
+    seen = _observed(mem)
+    ns.put("k", 1)
+    ns.put("k", 2, ttl=5.0)
+    ns.put("k", 3, expected_version=2)
+    assert seen == ["put", "put", "put"]
+    # put_many, fences, ephemeral puts, creates and CAS loops stay with write.lua.
+    del seen[:]
+    ns.put_many({"k": 4})
+    ns.put("e", 1, ephemeral=True)
+    ns.create("c", 1)
+    ns.update("k", lambda v: (v or 0) + 1)
+    assert "put" not in seen
+    assert seen.count("write") == 4
+
+
+@pytest.mark.parametrize("target", ["entry", "idx", "stats", "events", "ops", "opst", "hist"])
+def test_a_corrupt_key_fails_a_put_as_corrupt_data_with_nothing_written(env, target):
+    mem = env.mem("planner")
+    mem.create_namespace("team", history=2)
+    ns = mem.namespace("team")
+    nk = NamespaceKeys.of(env.prefix, "team")
+    if target == "hist":
+        ns.put("k", 1)  # a replaced version goes to the history hash
+    name = {
+        "entry": nk.entry("k"),
+        "idx": nk.index,
+        "stats": nk.stats,
+        "events": nk.events,
+        "ops": nk.ops,
+        "opst": nk.ops_time,
+        "hist": nk.history("k"),
+    }[target]
+    env.raw.delete(name)
+    env.raw.set(name, "not what the script expects")
+    state = env.snapshot()
+    with pytest.raises(CorruptData) as info:
+        ns.put("k", {"x": 1})
+    assert info.value.key == name, info.value
+    assert env.snapshot() == state
