@@ -124,18 +124,23 @@ def _metrics_case(ctx: Ctx, value: Any, plain: Any) -> Case | None:
 def _identity_case(ctx: Ctx, value: Any, admin: SwarmMemory, plain: Any) -> Case:
     """``put`` as an agent's own ACL user (authenticated mode: users from ``acl.plan``,
     on the server the bench started), alternating blocks of 8 with the same put through a
-    write script whose identity check is skipped (``if identity_refused()`` made
+    put script whose identity check is skipped (``if identity_refused()`` made
     ``if false``; the identity ARGV still travels). ``ab_ratio`` = time without the
     check / time with it (0.98 = the check costs 2 % of a put). ``acl_user_ratio`` = a
     put by the default user (cooperative) / the same put by the agent's ACL user: the
     whole price of authenticated mode (the check and Redis's per-command key-pattern
-    checks inside the script), measured in the same alternation."""
+    checks inside the script), measured in the same alternation.
+
+    Both arms run FCALL, as a put does: the unchecked arm's function is in a second
+    library, the scripts' library with the check made ``if false`` and another tag in its
+    names. (Until stop 28 the unchecked arm changed only the script's EVALSHA source, and
+    the agent's client, which FCALLs the library ``acl.apply`` loads, ran the checked
+    function in both arms: the ratio measured nothing.)"""
     import dataclasses
-    import hashlib
 
     from swarm_memory import acl
     from swarm_memory._ops import entries
-    from swarm_memory.scripts import load
+    from swarm_memory.scripts import library, load
 
     agent = "bench-id"
     admin.namespace(NAMESPACE).grant({agent: "write"})
@@ -146,17 +151,18 @@ def _identity_case(ctx: Ctx, value: Any, admin: SwarmMemory, plain: Any) -> Case
     if mem.auth_mode() != "authenticated":
         raise RuntimeError("the bench agent's ACL user is not authenticated")
     ns = mem.namespace(NAMESPACE)
-    write = load("write")
-    check = "if identity_refused() then"
-    if check not in write.source:
-        raise RuntimeError("write.lua's identity check moved: update bench/core.py")
-    source = write.source.replace(check, "if false then", 1)
-    unchecked = dataclasses.replace(
-        write, source=source, sha=hashlib.sha1(source.encode()).hexdigest()
+    lib, check = library(), "if identity_refused() then"
+    if lib.source.count(check) != 1:
+        raise RuntimeError("the library's identity check moved: update bench/core.py")
+    tag = "unchecked000"  # (a library tag's length: 12)
+    admin.redis.function_load(
+        lib.source.replace(lib.tag, tag).replace(check, "if false then"), replace=True
     )
+    put = load("put")
+    unchecked = dataclasses.replace(put, function=f"sm{tag}_put")
 
     def load_unchecked(name: str) -> Any:
-        return unchecked if name == "write" else load(name)
+        return unchecked if name == "put" else load(name)
 
     key, plain_key = ctx.fresh("puti"), ctx.fresh("putc")
     scope = vars(entries)

@@ -113,28 +113,28 @@ redis.register_function('smfloor_release', function(keys, args)
 end)
 """
 # floor.put's body: a put's Redis calls (MONITOR of a put of an entry's third version,
-# stop 25), in its order, with its key names (write.lua's: keys[1] meta, [2] acl, [3]
-# stats, [6] exp, [7] events, [9] ops, [10] opst, [11] bell, [12] lease, [15] the entry)
-# and arguments (args[1] agent, [2] op id, [6] digest, [10] key, [11] value); ``ms`` and
+# stop 25), in its order, with its key names (put.lua's since stop 28: keys[1] meta, [2]
+# acl, [3] stats, [5] exp, [6] events, [8] ops, [9] opst, [10] bell, [11] lease, [12] the
+# entry) and arguments (args[1] agent, [2] op id, [5] key, [6] value, [7] digest); ``ms`` and
 # ``rev`` are made by the line after TIME. ``--knockout`` runs it without one call at a
 # time: what each call costs the put (``put_floor_body``).
 PUT_FLOOR_CALLS = (
     "local meta = redis.call('HMGET', keys[1], 'state', 'cfg', 'n', 'b', 'rev')",
     "redis.call('HGET', keys[2], args[1])",
     "local t = redis.call('TIME')",
-    "redis.call('HGET', keys[9], op)",
-    "redis.call('HMGET', keys[15], 'm', 'v', 'eo')",
-    "redis.call('EXISTS', keys[6], keys[12])",
-    "redis.call('RPUSH', keys[10], ms .. ' ' .. op)",
+    "redis.call('HGET', keys[8], op)",
+    "redis.call('HMGET', keys[12], 'm', 'v', 'eo')",
+    "redis.call('EXISTS', keys[5], keys[11])",
+    "redis.call('RPUSH', keys[9], ms .. ' ' .. op)",
     "redis.call('HINCRBY', keys[3], 'put', 1)",
-    "redis.call('XADD', keys[7], rev .. '-0', 't', 'put', 'k', args[10], 'v', '3', 'a', args[1],"
-    " 'ms', ms, 'n', '1', 'd', args[11])",
-    "redis.call('SPUBLISH', keys[11], #rev .. ':' .. rev .. '1:13:put1:' .. args[10] .. '1:3'"
-    " .. #args[11] .. ':' .. args[11] .. '4:json1:15:bench13:' .. ms)",
-    "redis.call('HSET', keys[15], 'v', args[11], 'm', '3 2 ' .. rev .. ' ' .. ms .. ' ' .. ms"
+    "redis.call('XADD', keys[6], rev .. '-0', 't', 'put', 'k', args[5], 'v', '3', 'a', args[1],"
+    " 'ms', ms, 'n', '1', 'd', args[6])",
+    "redis.call('SPUBLISH', keys[10], #rev .. ':' .. rev .. '1:13:put1:' .. args[5] .. '1:3'"
+    " .. #args[6] .. ':' .. args[6] .. '4:json1:15:bench13:' .. ms)",
+    "redis.call('HSET', keys[12], 'v', args[6], 'm', '3 2 ' .. rev .. ' ' .. ms .. ' ' .. ms"
     " .. ' 0 bench ')",
     "redis.call('HSET', keys[1], 'rev', rev)",
-    "redis.call('HSET', keys[9], op, 'w1 ' .. args[6] .. ' ' .. rev .. ' ' .. ms"
+    "redis.call('HSET', keys[8], op, 'w1 ' .. args[7] .. ' ' .. rev .. ' ' .. ms"
     " .. ' 1 0 0|w 3 2 ' .. ms .. ' 0 62|')",
 )
 # What stands in for a knocked-out call whose result the body uses, by the local it sets.
@@ -261,15 +261,15 @@ def put_floor_caller(
     r: redis.Redis, function: str, prefix: str, namespace: str, body: str, *, rev_arg: bool = False
 ) -> Callable[[], None]:
     """A caller of a put floor (``smfloor_put``, or a knockout's function): a put's key
-    names in ``namespace`` (lua/write.lua: 14 fixed names + the entry and its history) and
-    its arguments (8 fixed + 3 for the item + the identity key), a new op id per call.
+    names in ``namespace`` (lua/put.lua: 11 fixed names + the entry and its history) and
+    its arguments (7 + the identity key), a new op id per call.
     ``rev_arg``: the call's count as one more argument, before the identity key (the
     knockout's revision). Sizes the namespace's op-record hash as a put's records do
     (values over 64 bytes: a hash table, not a listpack scanned field by field)."""
     from swarm_memory.keys import NamespaceKeys, identity_key
 
     nk = NamespaceKeys.of(prefix, namespace)
-    keys = [*nk.write_fixed(), nk.entry("p"), nk.history("p")]
+    keys = [*nk.put_fixed(), nk.entry("p"), nk.history("p")]
     r.hset(nk.ops, "floor-init", "x" * 100)
     head = ("FCALL", function, len(keys), *keys, "bench")
     ident = identity_key(prefix, "bench")
@@ -279,8 +279,8 @@ def put_floor_caller(
         seq[0] += 1
         extra = (str(seq[0]),) if rev_arg else ()
         r.execute_command(
-            *head, f"floor{seq[0]:017d}", "300000 100000 10000", "1 0 0", "put",
-            "6bba1536e2da5084963f152b", "0", "", "P   json", "p", body, *extra, ident,
+            *head, f"floor{seq[0]:017d}", "300000 100000 10000 1048576 1024", "P   json",
+            "p", body, "6bba1536e2da5084963f152b", *extra, ident,
         )  # fmt: skip
 
     return call
@@ -461,7 +461,7 @@ def knockout_cases(r: redis.Redis, prefix: str, body: str) -> dict[str, Callable
     for k in range(-1, len(PUT_FLOOR_CALLS)):
         without = None if k < 0 else k
         lib.append(f"redis.register_function('smko_{k + 1}', function(keys, args)")
-        lib += [put_floor_body(without, rev="args[12]"), "end)"]
+        lib += [put_floor_body(without, rev="args[8]"), "end)"]
     r.function_load("\n".join(lib), replace=True)
     out: dict[str, Callable[[], None]] = {}
     for k in range(len(PUT_FLOOR_CALLS) + 1):

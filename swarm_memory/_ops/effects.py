@@ -130,6 +130,10 @@ class Context:
     keys: NamespaceKeys = field(init=False, repr=False, compare=False)
     # "<dedupe window ms> <stream maxlen> <audit maxlen> <value bytes> <event_value_max>"
     write_limits: str = field(init=False, repr=False, compare=False)
+    # How many more puts go straight to write.lua: lua/put.lua said this namespace's puts
+    # are write.lua's (a merge strategy, say); see _ops/entries.py, GENERAL_PUTS. Mutable,
+    # one count per context (a namespace handle keeps its own).
+    general_puts: list[int] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         s = self.settings
@@ -141,6 +145,7 @@ class Context:
             f"{int(s.dedupe_window * 1000)} {s.stream_maxlen} {s.audit_maxlen} "
             f"{s.max_value_bytes} {s.event_value_max}",
         )
+        setattr_(self, "general_puts", [0])
 
     def key(self, key: object) -> str:
         return key_arg(key, self.settings.max_key_bytes)

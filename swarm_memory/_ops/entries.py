@@ -114,11 +114,14 @@ def write(
     digest = "" if echo else request_digest(ctx.agent, action, items)
     first = items[0].key if items else None
     if action == "put" and len(items) == 1 and not echo and not ephemeral:
-        it = items[0]
-        if it.op == "P" and it.fence is None:
+        it, general = items[0], ctx.general_puts
+        if general[0] > 0:
+            general[0] -= 1
+        elif it.op == "P" and it.fence is None:
             # One put: lua/put.lua, write.lua's work for it without the general machinery,
             # the same answers and op record. It answers "general" (having written
-            # nothing) where only write.lua will do: then the same call goes there.
+            # nothing) where only write.lua will do: then the same call goes there, and
+            # where that is the namespace's doing, this context's next GENERAL_PUTS puts.
             reply = yield ScriptCall(
                 load("put"),
                 [*nk.put_fixed(), nk.entry(it.key), nk.history(it.key)],
@@ -130,6 +133,8 @@ def write(
                 if f is None:
                     f = PUT.check(reply, Failure(ctx, action, "write", first, items))
                 return (yield from _settle(ctx, f, op_id, digest, first))
+            if reply[1:2] == [b"namespace"]:
+                general[0] = GENERAL_PUTS
     fenced = [(i, it.fence) for i, it in enumerate(items, 1) if it.fence]
     keys = nk.write_fixed()
     body: list[str | bytes | int] = []
@@ -168,6 +173,14 @@ def write(
             continue
         return (yield from _settle(ctx, f, op_id, digest, first))
     raise errors.ServerError("could not settle evict-oldest victims", **ctx.err())
+
+
+# After lua/put.lua says a namespace's puts are write.lua's (merge strategy, a lock
+# requirement, evict-oldest), a context sends this many puts straight to write.lua
+# before it asks put.lua again (the namespace may have changed): a merge namespace's put
+# costs one round trip, not two, and a namespace switched back to a plain strategy
+# gets put.lua again after at most this many puts. Either script gives the same answer.
+GENERAL_PUTS = 256
 
 
 def _head(it: Item) -> str:

@@ -1,6 +1,6 @@
 --! keys: meta acl stats idx exp events audit ops opst bell lease +items(entry hist)
 --! args: agent op_id limits head key value digest
---! returns: {"ok", rev, sweep_due, 1, "w", ver, cr, mr, ct, mt, x, size, "", "", 0} | {"dup", record, sweep_due} | {"general"} | {"nons"} | {"denied", granted} | {"conflict", 1, entry...} | {"version_required", 1, strategy} | {"quota", kind, limit, current, requested} | {"too_large", 1, size}
+--! returns: {"ok", rev, sweep_due, 1, "w", ver, cr, mr, ct, mt, x, size, "", "", 0} | {"dup", record, sweep_due} | {"general", "namespace"|"entry"} | {"nons"} | {"denied", granted} | {"conflict", 1, entry...} | {"version_required", 1, strategy} | {"quota", kind, limit, current, requested} | {"too_large", 1, size}
 --
 -- One put of one key (`put()` without a fence, not ephemeral), apart from write.lua
 -- (stop 28), as get.lua is apart from read.lua: the write script's work for its one "P"
@@ -15,11 +15,12 @@
 -- the stats counter and the op record, in the same texts and with the same reply; a key
 -- it writes is checked before the first write (require_kinds, commit_write).
 --
--- What only write.lua does, this answers {"general"} before it writes anything, and the
--- client sends the same call there (one round trip more, on namespaces and entries a put
--- rarely meets): a namespace with the merge strategy, a lock requirement or the
--- evict-oldest order; an entry that expired (its drop and "expire" event), one tied to a
--- lease, or one stored field by field before "m".
+-- What only write.lua does, this answers {"general", why} before it writes anything, and
+-- the client sends the same call there: "namespace" for a namespace with the merge
+-- strategy, a lock requirement or the evict-oldest order (the client then sends its
+-- puts there straight away, for a while: _ops/entries.py, GENERAL_PUTS), "entry" for an
+-- entry that expired (its drop and "expire" event), one tied to a lease, or one stored
+-- field by field before "m" (one round trip more, for that put).
 -- head: "<op> <expected> <ttl_ms> <fmt>" as write.lua's item head, op "P".
 local agent, op_id = ARGV[1], ARGV[2]
 local limits = int_fields(ARGV[3], 5, "limits")
@@ -49,9 +50,9 @@ local n_keys, n_bytes = stored_num(meta[3], K_META, "n"), stored_num(meta[4], K_
 local meta_rev = stored_num(meta[5] or "0", K_META, "rev")
 
 local strategy = cfg.strat
-if strategy == "merge" or cfg.rl or cfg.oq == "evict-oldest" then return { "general" } end
+if strategy == "merge" or cfg.rl or cfg.oq == "evict-oldest" then return { "general", "namespace" } end
 local cur, expired = read_entry(ekey, now)
-if expired or (cur and (cur.eo or cur.legacy)) then return { "general" } end
+if expired or (cur and (cur.eo or cur.legacy)) then return { "general", "entry" } end
 
 -- write.lua's phase 1 for a "P" item.
 if expected ~= nil then

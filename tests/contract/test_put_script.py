@@ -1,8 +1,9 @@
 """put through its own script, lua/put.lua (stop 28): one put of one key without a fence,
 not ephemeral. What it must keep of write.lua: the same reply, the same stored entry,
 event, counters, indexes and op record for every put it takes on (so a replay is answered
-by either script), and {"general"} with nothing written wherever only write.lua will do,
-after which the client sends the same call there."""
+by either script), and {"general", why} with nothing written wherever only write.lua will
+do, after which the client sends the same call there (and, where the namespace is why, its
+next puts too, for a while)."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from typing import Any
 import pytest
 
 from swarm_memory import CorruptData, FencingError
+from swarm_memory._ops import entries
 from swarm_memory._ops.effects import ScriptCall
 from swarm_memory._ops.entries import Item, request_digest
 from swarm_memory.keys import NamespaceKeys
@@ -175,30 +177,31 @@ def _put_one(env: Any, ns: Any) -> None:
     ns.put("k", {"a": 1})
 
 
-# (namespace settings, what comes before the put)
-GENERAL: dict[str, tuple[dict[str, Any], Callable[[Any, Any], None]]] = {
-    "merge": ({"strategy": "merge"}, _put_one),
-    "require_lock": ({"require_lock": True}, _nothing),
-    "evict-oldest": ({"max_keys": 5, "over_quota": "evict-oldest"}, _nothing),
-    "expired": ({}, _put_and_expire),
-    "ephemeral": ({}, _put_tied),
-    "legacy": ({}, _put_field_by_field),
+# (namespace settings, what comes before the put, why put.lua hands it on)
+GENERAL: dict[str, tuple[dict[str, Any], Callable[[Any, Any], None], bytes]] = {
+    "merge": ({"strategy": "merge"}, _put_one, b"namespace"),
+    "require_lock": ({"require_lock": True}, _nothing, b"namespace"),
+    "evict-oldest": ({"max_keys": 5, "over_quota": "evict-oldest"}, _nothing, b"namespace"),
+    "expired": ({}, _put_and_expire, b"entry"),
+    "ephemeral": ({}, _put_tied, b"entry"),
+    "legacy": ({}, _put_field_by_field, b"entry"),
 }
 
 
 @pytest.mark.parametrize("case", list(GENERAL))
 def test_put_lua_hands_to_write_lua_what_only_write_lua_does(env, case):
-    """put.lua answers {"general"} having written nothing; put() then sends the same call
-    to write.lua, which does what it always did."""
-    settings, before = GENERAL[case]
+    """put.lua answers {"general", why} having written nothing; put() then sends the same
+    call to write.lua, which does what it always did."""
+    settings, before, why = GENERAL[case]
     mem = env.mem("planner")
     mem.create_namespace("team", **settings)
     ns = mem.namespace("team")
     before(env, ns)
     state = env.snapshot()
     put, _ = _calls(env, "team", ("k", b'{"b":2}', "opG", None, None))
-    assert _run(env, mem, put) == [b"general"]
+    assert _run(env, mem, put) == [b"general", why]
     assert env.snapshot() == state  # nothing written, not even the op record
+    ns = mem.namespace("team")  # a handle that has not met the namespace's puts yet
     seen = _observed(mem)
     if case == "require_lock":
         with pytest.raises(FencingError):
@@ -213,10 +216,30 @@ def test_put_lua_hands_to_write_lua_what_only_write_lua_does(env, case):
         assert entry.value == {"a": 1, "b": 2}
     else:
         assert entry.value == {"b": 2}
-    # A replay of what write.lua applied is answered by put.lua, from the same record.
+    # A replay of what write.lua applied: from the same record, by put.lua where the
+    # entry was why, by write.lua straight away where the namespace was.
     del seen[:]
     assert ns.put("k", {"b": 2}, op_id="opG") == entry
-    assert seen == ["put"]
+    assert seen == (["write"] if why == b"namespace" else ["put"])
+
+
+def test_a_namespace_whose_puts_are_write_luas_is_asked_again_after_general_puts(env, monkeypatch):
+    monkeypatch.setattr(entries, "GENERAL_PUTS", 2)
+    mem = env.mem("planner")
+    mem.create_namespace("team", strategy="merge")
+    ns = mem.namespace("team")
+    seen = _observed(mem)
+    for i in range(4):
+        ns.put("k", {f"f{i}": i})
+    assert seen == ["put", "write", "write", "write", "put", "write"]
+    assert ns.get("k").value == {"f0": 0, "f1": 1, "f2": 2, "f3": 3}
+    # Switched back to a plain strategy: put.lua again once the count has run out.
+    mem.update_namespace("team", strategy="latest-wins")
+    del seen[:]
+    for i in range(3):
+        ns.put("k", i)
+    assert seen == ["write", "write", "put"]
+    assert ns.get("k").value == 2
 
 
 def test_a_common_put_is_one_call_of_put_lua(env):
