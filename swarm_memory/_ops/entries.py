@@ -105,7 +105,8 @@ def write(
     echo: bool = False,
     ephemeral: bool = False,
 ) -> Flow[WriteResult]:
-    """Run the write script; resolve evict-oldest victims; raise typed errors.
+    """Run the write script (lua/put.lua first for one plain put); resolve evict-oldest
+    victims; raise typed errors.
 
     Plain writes carry a request digest; CAS loops (``echo=True``) carry none, since their
     attempts differ, and have the written values echoed so that replays report them.
@@ -113,11 +114,11 @@ def write(
     nk = ctx.keys
     digest = "" if echo else request_digest(ctx.agent, action, items)
     first = items[0].key if items else None
-    if action == "put" and len(items) == 1 and not echo and not ephemeral:
+    if _one_put(items, action, echo, ephemeral):
         it, general = items[0], ctx.general_puts
-        if general[0] > 0:
+        if general[0] > 0:  # (a hint: a race between threads costs a round trip at most)
             general[0] -= 1
-        elif it.op == "P" and it.fence is None:
+        else:
             # One put: lua/put.lua, write.lua's work for it without the general machinery,
             # the same answers and op record. It answers "general" (having written
             # nothing) where only write.lua will do: then the same call goes there, and
@@ -181,6 +182,14 @@ def write(
 # costs one round trip, not two, and a namespace switched back to a plain strategy
 # gets put.lua again after at most this many puts. Either script gives the same answer.
 GENERAL_PUTS = 256
+
+
+def _one_put(items: list[Item], action: str, echo: bool, ephemeral: bool) -> bool:
+    """Is this call what lua/put.lua takes: one put() of one key, no fence, not ephemeral
+    (and no CAS loop's, which echoes its values)?"""
+    if action != "put" or len(items) != 1 or echo or ephemeral:
+        return False
+    return items[0].op == "P" and items[0].fence is None
 
 
 def _head(it: Item) -> str:
