@@ -129,12 +129,12 @@ def write(
                 [ctx.agent, op_id, ctx.write_limits, _head(it), it.key, it.value, digest],
                 op_id,
             )
-            if reply[0] != b"general":
-                f = PUT.passed(reply)
-                if f is None:
-                    f = PUT.check(reply, Failure(ctx, action, "write", first, items))
+            f = PUT.passed(reply)
+            if f is None:
+                f = PUT.check(reply, Failure(ctx, action, "write", first, items))
+            if f.tag != b"general":
                 return (yield from _settle(ctx, f, op_id, digest, first))
-            if reply[1:2] == [b"namespace"]:
+            if f.string() == "namespace":
                 general[0] = GENERAL_PUTS
     fenced = [(i, it.fence) for i, it in enumerate(items, 1) if it.fence]
     keys = nk.write_fixed()

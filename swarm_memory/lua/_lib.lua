@@ -689,9 +689,21 @@ local function entry_reply(e)
   return { e.ver, e.cr, e.mr, e.ct, e.mt, e.x, e.by, e.f, e.v }
 end
 
--- A write's compare failed on its item i (write.lua, put.lua): the current entry goes
--- back with the conflict, as entry_reply gives it.
-local function conflict_reply(i, cur)
+-- A write item's compare and strategy checks (write.lua, put.lua): the reply refusing
+-- item i (op, expected version or nil, the current entry or nil) in a namespace of this
+-- strategy, or nil. A failed compare sends the current entry back, as entry_reply gives
+-- it; a blind put, set or delete where the strategy wants a version is refused; so is a
+-- put over an existing entry under first-wins.
+local function compare_refused(i, op, expected, cur, strategy)
+  local conflict
+  if expected ~= nil then
+    conflict = (expected == 0 and cur) or (expected > 0 and (not cur or cur.ver ~= expected))
+  elseif op == "S" or ((op == "P" or op == "D") and (strategy == "version" or strategy == "custom")) then
+    return { "version_required", i, strategy }
+  else
+    conflict = op == "P" and strategy == "first-wins" and cur
+  end
+  if not conflict then return nil end
   local r = { "conflict", i }
   for _, x in ipairs(entry_reply(cur)) do r[#r + 1] = x end
   return r
@@ -719,6 +731,51 @@ local function sweep_due(now)
   -- (An absent key holds no wrong type: a script's later writes to them need no check.)
   if redis.call("EXISTS", K_EXP, K_LEASE) == 0 then return 0 end
   return sweep_due_read(now)
+end
+
+-- What every data write does first (write.lua, put.lua): one read of the namespace hash
+-- for everything every write needs (state, configuration packed in "cfg", see
+-- namespace_cfg, counters and revision; what only some calls need is read when they need
+-- it: the audit limit "am" when denied, the dedupe window "dw" when purging), the
+-- caller's permission, the clock, and the replay lookup: a replayed op id returns its
+-- first outcome instead of applying twice (decision 6; the record is the compact one a
+-- write stores last, or an older format, or another script's: the client decodes it and
+-- compares its request digest). Returns the reply that ends the call (nons, a denial, a
+-- replay), or nil and the meta fields, the configuration, the time, the key and byte
+-- counts and the revision.
+-- (redis.pcall and its err field, as read_call does, without a varargs call and type():
+-- an HMGET answers a table either way)
+local function write_gate(agent, op_id, action, key, audit_maxlen)
+  local meta = redis.pcall("HMGET", K_META, "state", "cfg", "n", "b", "rev")
+  if meta.err then corrupt(K_META, "holds the wrong type for HMGET") end
+  if meta[1] ~= "live" then return { "nons" } end
+  local cfg = namespace_cfg(meta[2])
+  local denied = deny_reply(agent, cfg.dp, LEVEL_RANK.write, action, key, nil, audit_maxlen)
+  if denied then return denied end
+  local now = now_ms()
+  local previous = redis.pcall("HGET", K_OPS, op_id) -- (read_call's check, inline: see meta)
+  if previous then
+    if type(previous) == "table" then corrupt(K_OPS, "holds the wrong type for HGET") end
+    return { "dup", previous, sweep_due(now) }
+  end
+  return nil, cfg, now, stored_num(meta[3], K_META, "n"), stored_num(meta[4], K_META, "b"),
+    stored_num(meta[5] or "0", K_META, "rev")
+end
+
+-- The op record of a data write (decision 6), compact (swarm_memory._ops.parse_op_record):
+-- its header "w1 <digest|-> <rev> <now> <n_items> <n_evicted> <n_values>|" (counts: those
+-- three numbers as text, "1 0 0" for a put), then per item its status and numbers
+-- ("|"-joined, a "|" after the last), then pack() of the values and evicted names, if
+-- any. By concatenation of texts itos has: string.format runs a sprintf per "%d" (~0.7k
+-- each).
+local function record_head(digest, rev_s, now_s, counts)
+  return "w1 " .. (digest == "" and "-" or digest) .. " " .. rev_s .. " " .. now_s .. " " .. counts .. "|"
+end
+
+-- A written item's part of the op record: "w <ver> <cr> <ct> <x> <size>" (its mod
+-- revision and time are the record header's; cr and ct as text, like the entry's).
+local function written_record(ver, cr, ct, x, size)
+  return "w " .. itos(ver) .. " " .. cr .. " " .. ct .. " " .. itos(x) .. " " .. itos(size)
 end
 
 -- The op records' purge index, K_OPST: which op ids to drop from K_OPS once the dedupe

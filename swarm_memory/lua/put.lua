@@ -28,26 +28,15 @@ local dedupe_ms, stream_maxlen, audit_maxlen, max_value_bytes = limits[1], limit
 local event_value_max = limits[5]
 local op, expected, ttl_ms, fmt = item_head(ARGV[4])
 local name, value, digest = ARGV[5], ARGV[6], ARGV[7]
-if #KEYS ~= N_FIXED + 2 or #ARGV ~= 7 or op ~= "P" then
+if #KEYS ~= N_FIXED + 2 or #ARGV ~= 7 then
   error("swarm_memory: put called with mismatched KEYS/ARGV")
 end
+if op ~= "P" then error("swarm_memory: put takes a P item, not " .. op) end
 local ekey, hkey = KEYS[N_FIXED + 1], KEYS[N_FIXED + 2]
 
--- As write.lua: one read of the namespace hash, the permission, the clock, the replay.
-local meta = redis.pcall("HMGET", K_META, "state", "cfg", "n", "b", "rev")
-if meta.err then corrupt(K_META, "holds the wrong type for HMGET") end
-if meta[1] ~= "live" then return { "nons" } end
-local cfg = namespace_cfg(meta[2])
-local denied = deny_reply(agent, cfg.dp, LEVEL_RANK.write, "put", name, nil, audit_maxlen)
-if denied then return denied end
-local now = now_ms()
-local previous = redis.pcall("HGET", K_OPS, op_id)
-if previous then
-  if type(previous) == "table" then corrupt(K_OPS, "holds the wrong type for HGET") end
-  return { "dup", previous, sweep_due(now) }
-end
-local n_keys, n_bytes = stored_num(meta[3], K_META, "n"), stored_num(meta[4], K_META, "b")
-local meta_rev = stored_num(meta[5] or "0", K_META, "rev")
+-- As write.lua: the namespace state, the permission, the clock, the replay (write_gate).
+local stop, cfg, now, n_keys, n_bytes, meta_rev = write_gate(agent, op_id, "put", name, audit_maxlen)
+if stop then return stop end
 
 local strategy = cfg.strat
 if strategy == "merge" or cfg.rl or cfg.oq == "evict-oldest" then return { "general", "namespace" } end
@@ -55,15 +44,8 @@ local cur, expired = read_entry(ekey, now)
 if expired or (cur and (cur.eo or cur.legacy)) then return { "general", "entry" } end
 
 -- write.lua's phase 1 for a "P" item.
-if expected ~= nil then
-  if (expected == 0 and cur) or (expected > 0 and (not cur or cur.ver ~= expected)) then
-    return conflict_reply(1, cur)
-  end
-elseif strategy == "version" or strategy == "custom" then
-  return { "version_required", 1, strategy }
-elseif strategy == "first-wins" and cur then
-  return conflict_reply(1, cur)
-end
+local refused = compare_refused(1, "P", expected, cur, strategy)
+if refused then return refused end
 local size = #value
 if size > max_value_bytes then return { "too_large", 1, size } end
 local x = 0
@@ -101,8 +83,6 @@ if key_delta ~= 0 or byte_delta ~= 0 then
 else -- (a value replaced by one of the same size: the counts are as stored)
   redis.call("HSET", K_META, "rev", rev_s)
 end
--- The op record, write.lua's text for one written item and no values: "w1 <digest|->
--- <rev> <now> 1 0 0|w <ver> <cr> <ct> <x> <size>|" (swarm_memory._ops.parse_op_record).
-redis.call("HSET", K_OPS, op_id, "w1 " .. (digest == "" and "-" or digest) .. " " .. rev_s .. " " .. now_s
-  .. " 1 0 0|w " .. itos(ver) .. " " .. cr .. " " .. ct .. " " .. itos(x) .. " " .. itos(size) .. "|")
+-- The op record, write.lua's for one written item and no values.
+redis.call("HSET", K_OPS, op_id, record_head(digest, rev_s, now_s, "1 0 0") .. written_record(ver, cr, ct, x, size) .. "|")
 return { "ok", rev, due, 1, "w", ver, cr, rev_s, ct, now_s, x, size, "", "", 0 }

@@ -47,45 +47,20 @@ if #KEYS ~= N_FIXED + 2 * n_items + 2 * n_victims or #ARGV ~= VICTIM0 + n_victim
   error("swarm_memory: write called with mismatched KEYS/ARGV")
 end
 
--- One read of the namespace hash for everything every write needs: state, configuration
--- (packed in "cfg", see namespace_cfg), counters and revision. What only some calls need
--- is read when they need it (each field an HMGET returns costs a Lua string): the audit
--- limit ("am") when denied, the dedupe window ("dw") when purging. The namespace's stored
--- retention wins over this caller's settings (older namespaces: ARGV).
--- (redis.pcall and its err field, as read_call does, without a varargs call and type():
--- an HMGET answers a table either way)
-local meta = redis.pcall("HMGET", K_META, "state", "cfg", "n", "b", "rev")
-if meta.err then corrupt(K_META, "holds the wrong type for HMGET") end
-if meta[1] ~= "live" then return { "nons" } end
-local cfg = namespace_cfg(meta[2])
-local first_key = ARGV[ARG0 + 2]
-local denied = deny_reply(agent, cfg.dp, LEVEL_RANK.write, action, first_key, nil, audit_maxlen)
-if denied then return denied end
-
-local now = now_ms()
-
--- A replayed op id returns its first outcome instead of applying twice (decision 6).
--- The record is the compact one written at the end (or an older format, or another
--- script's); the client decodes it and compares its request digest.
-local previous = redis.pcall("HGET", K_OPS, op_id) -- (read_call's check, inline: see meta)
-if previous then
-  if type(previous) == "table" then corrupt(K_OPS, "holds the wrong type for HGET") end
-  return { "dup", previous, sweep_due(now) }
-end
+-- The namespace state, the caller's permission, the clock and the replay (write_gate).
+local stop, cfg, now, n_keys, n_bytes, meta_rev = write_gate(agent, op_id, action, ARGV[ARG0 + 2], audit_maxlen)
+if stop then return stop end
 
 local strategy, default_ttl = cfg.strat, cfg.ttl
 local max_keys, max_bytes, history_depth = cfg.mk, cfg.mb, cfg.hd
-local n_keys, n_bytes = stored_num(meta[3], K_META, "n"), stored_num(meta[4], K_META, "b")
 local require_lock = cfg.rl
 local events_cap = cfg.em
-local meta_rev = stored_num(meta[5] or "0", K_META, "rev")
 -- The eviction-order index (K_LRU: entry name -> revision of its last write) is kept only
 -- where it is used, in an evict-oldest namespace: elsewhere it cost every write a ZADD
 -- and a TYPE check (~17k instructions) and every entry ~100 bytes of Redis memory
 -- (docs/performance.md). A namespace switched to evict-oldest rebuilds it from its
 -- entries' "mr" (lua/lru.lua; "lx" in K_META while that is unfinished).
 local keeps_order = cfg.oq == "evict-oldest"
-local needs_version = (strategy == "version" or strategy == "custom")
 local MAX_EXACT = 9007199254740991
 
 -- Fencing (decision 7): checked before anything else is decided; the store itself
@@ -160,15 +135,8 @@ for i = 1, n_items do
     status = false, value = false, fmt = false, computed = false, x = false, ver = false, cr = false,
     ct = false }
 
-  if expected ~= nil then
-    if (expected == 0 and cur) or (expected > 0 and (not cur or cur.ver ~= expected)) then
-      return conflict_reply(i, cur)
-    end
-  elseif op == "S" or ((op == "P" or op == "D") and needs_version) then
-    return { "version_required", i, strategy }
-  elseif op == "P" and strategy == "first-wins" and cur then
-    return conflict_reply(i, cur)
-  end
+  local refused = compare_refused(i, op, expected, cur, strategy)
+  if refused then return refused end
 
   local old_size = 0
   if cur then old_size = #cur.v elseif stale_entry then old_size = #stale_entry.v end
@@ -360,7 +328,7 @@ for i = 1, n_items do
     reply[r + 6], reply[r + 7], reply[r + 8], reply[r + 9], reply[r + 10] = now_s, p.x, size, vout, fout
     -- mr = rev and mt = now: the record's header has them
     -- itos: the entry's HSET below takes the same texts (formatted once, see itos)
-    recs[i] = "w " .. itos(p.ver) .. " " .. p.cr .. " " .. p.ct .. " " .. itos(p.x) .. " " .. itos(size)
+    recs[i] = written_record(p.ver, p.cr, p.ct, p.x, size)
     if vout ~= "" then
       vals[#vals + 1] = i
       vals[#vals + 1] = vout
@@ -456,15 +424,11 @@ if #evicted > 0 then redis.call("HINCRBY", K_STATS, "evicted", #evicted) end
 reply[#reply + 1] = #evicted
 for j = 1, #evicted do reply[#reply + 1] = evicted[j] end
 
--- The op record (decision 6), compact: "w1 <digest|-> <rev> <now> <n_items> <n_evicted>
--- <n_values>|<item>|...|" then pack({i, value, fmt, ..., evicted names...}). A replay
--- rebuilds the first reply from it (swarm_memory._ops.parse_op_record).
--- Its header by concatenation of texts itos has (the revision and time formatted above,
--- the small counts from its memo): string.format runs a sprintf per "%d" (~0.7k each).
+-- The op record (decision 6): record_head, the items' parts, then the values and evicted
+-- names packed. A replay rebuilds the first reply from it.
 local n_vals = #vals / 3
 for j = 1, #evicted do vals[#vals + 1] = evicted[j] end
-local record = "w1 " .. (digest == "" and "-" or digest) .. " " .. rev_s .. " " .. now_s .. " "
-  .. itos(n_items) .. " " .. itos(#evicted) .. " " .. itos(n_vals) .. "|"
+local record = record_head(digest, rev_s, now_s, itos(n_items) .. " " .. itos(#evicted) .. " " .. itos(n_vals))
   .. (n_items == 1 and recs[1] or table.concat(recs, "|")) .. "|"
 if #vals == 3 then
   -- One value (an incr's or a merge's result, the common case): pack()'s text in one
