@@ -160,6 +160,7 @@ def _identity_case(ctx: Ctx, value: Any, admin: SwarmMemory, plain: Any) -> Case
     )
     put = load("put")
     unchecked = dataclasses.replace(put, function=f"sm{tag}_put")
+    _check_arms(mem, put.function, unchecked.function)
 
     def load_unchecked(name: str) -> Any:
         return unchecked if name == "put" else load(name)
@@ -205,6 +206,25 @@ def _identity_case(ctx: Ctx, value: Any, admin: SwarmMemory, plain: Any) -> Case
         "cost = 1 - ab_ratio",
         close=close,
     )
+
+
+def _check_arms(mem: SwarmMemory, checked: str, unchecked: str) -> None:
+    """The identity A/B's two arms differ as they must: the agent's ACL user, naming
+    another agent, is refused by the checked put and let through by the unchecked one
+    (``denied identity`` / anything else), or the case stops."""
+    from swarm_memory.keys import NamespaceKeys, identity_key
+
+    nk = NamespaceKeys.of(mem.settings.key_prefix, NAMESPACE)
+    keys = [*nk.put_fixed(), nk.entry("id-probe"), nk.history("id-probe")]
+    other = "bench-id-other"
+    limits = "60000 10000 10000 1048576 1024"
+    for function, refused in ((checked, True), (unchecked, False)):
+        args = [other, f"id-probe-{function}", limits, "P   json", "id-probe", "1", "-"]
+        reply = mem.redis.execute_command(
+            "FCALL", function, len(keys), *keys, *args, identity_key(mem.settings.key_prefix, other)
+        )
+        if (reply[:2] == [b"denied", b"identity"]) != refused:
+            raise RuntimeError(f"identity A/B: {function} answered {reply[:2]!r}")
 
 
 def metrics_available() -> bool:
