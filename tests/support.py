@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import inspect
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any, TypeVar
 
 import redis
@@ -83,25 +83,32 @@ class Facade:
 
 
 def snapshot(raw: redis.Redis | redis.RedisCluster, prefix: str) -> dict[bytes, Any]:
-    """Every key under ``prefix`` with its full content, type-aware."""
-    out: dict[bytes, Any] = {}
-    for key in raw.scan_iter(match=prefix + "*", count=1000):
-        kind = raw.type(key)
-        kind = kind.decode() if isinstance(kind, bytes) else kind
-        if kind == "hash":
-            out[key] = ("hash", raw.hgetall(key))
-        elif kind == "zset":
-            out[key] = ("zset", raw.zrange(key, 0, -1, withscores=True))
-        elif kind == "stream":
-            out[key] = ("stream", raw.xrange(key))
-        elif kind == "string":
-            out[key] = ("string", raw.get(key))
-        elif kind == "list":
-            out[key] = ("list", raw.lrange(key, 0, -1))
-        elif kind == "set":
-            out[key] = ("set", sorted(raw.smembers(key)))
-        else:
-            out[key] = (kind, None)
+    """Every key under ``prefix`` with its full content, type-aware.
+
+    Two pipelined rounds (the types, then the contents) after the SCAN: the bad-input
+    contract snapshots the keyspace before and after each of its ~2,000 cases, and a
+    round trip per key and per type cost them ~13 ms a snapshot on Cluster."""
+    keys = list(raw.scan_iter(match=prefix + "*", count=1000))
+    if not keys:
+        return {}
+    pipe = raw.pipeline() if isinstance(raw, redis.RedisCluster) else raw.pipeline(False)
+    for key in keys:
+        pipe.type(key)
+    kinds = [k.decode() if isinstance(k, bytes) else k for k in pipe.execute()]
+    readers: dict[str, Callable[[Any], Any]] = {
+        "hash": pipe.hgetall,
+        "zset": lambda k: pipe.zrange(k, 0, -1, withscores=True),
+        "stream": pipe.xrange,
+        "string": pipe.get,
+        "list": lambda k: pipe.lrange(k, 0, -1),
+        "set": pipe.smembers,
+    }
+    read = [(key, kind) for key, kind in zip(keys, kinds, strict=True) if kind in readers]
+    for key, kind in read:
+        readers[kind](key)
+    out: dict[bytes, Any] = {key: (kind, None) for key, kind in zip(keys, kinds, strict=True)}
+    for (key, kind), content in zip(read, pipe.execute(), strict=True):
+        out[key] = (kind, sorted(content) if kind == "set" else content)
     return out
 
 
