@@ -11,13 +11,14 @@ with ``--callgrind``), runs each case ``n`` times, and prints per call:
   repeats to within a fraction of a percent whatever the machine is doing.
 
 Cases: ``base.cas_xadd`` (a bare Lua CAS + HSET + XADD), ``base.hgetall`` (an entry-shaped
-hash), ``put`` / ``get`` (one entry, through the library), ``lock`` (acquire + release,
-per pair), ``base.lock`` (SET NX PX + a Lua compare-and-delete, per pair),
-``put_many(100)`` vs ``base.cas_xadd.x100`` (100 bare CAS calls in one pipeline): per
-round, so divide by 100 for an item; ``get_many(100)`` (100 small entries, one call) per
-round too; ``merge(32)``: the contended merge's write, one field of an object that holds
-32 fields, merged in the script (a merge-strategy namespace); ``merge_text(32)`` and
-``merge_nested(32)`` the same with short strings and with small containers for values.
+hash), ``put`` / ``get`` (one entry, through the library), ``incr`` (``incr(key, 1)`` of
+one counter), ``lock`` (acquire + release, per pair), ``base.lock`` (SET NX PX + a Lua
+compare-and-delete, per pair), ``put_many(100)`` vs ``base.cas_xadd.x100`` (100 bare CAS
+calls in one pipeline): per round, so divide by 100 for an item; ``get_many(100)`` (100
+small entries, one call) per round too; ``merge(32)``: the contended merge's write, one
+field of an object that holds 32 fields, merged in the script (a merge-strategy
+namespace); ``merge_text(32)`` and ``merge_nested(32)`` the same with short strings and
+with small containers for values.
 
 And the floor under any script-based read (a Redis Function, FCALL_RO, loaded once):
 ``floor.fcall_ro`` runs an empty function with the 18 key names and 4 arguments a ``get``
@@ -442,6 +443,7 @@ def cases(port: int) -> dict[str, Callable[[], Any]]:
         "put_many(100)": lambda: ns.put_many(many),
         "base.hgetall": lambda: r.hgetall("bare:h"),
         "put": lambda: ns.put("p", VALUE),
+        "incr": lambda: ns.incr("c", 1),
         "merge(32)": merge32,
         "merge_text(32)": merge32_text,
         "merge_nested(32)": merge32_nested,

@@ -289,7 +289,8 @@ WRITE = Replies[Failure](
 )
 
 
-# put.lua: write.lua's answers for one put, and "general": send the call to write.lua.
+# put.lua: write.lua's answers for one put or incr, and "general": send the call to
+# write.lua.
 PUT = Replies[Failure](
     "put",
     outcomes=frozenset({b"ok", b"dup", b"general"}),
@@ -298,6 +299,7 @@ PUT = Replies[Failure](
         b"conflict": _conflict,
         b"version_required": _version_required,
         b"quota": _quota,
+        b"not_integer": _not_integer,
         b"too_large": _too_large,
     },
 )

@@ -778,6 +778,29 @@ local function written_record(ver, cr, ct, x, size)
   return "w " .. itos(ver) .. " " .. cr .. " " .. ct .. " " .. itos(x) .. " " .. itos(size)
 end
 
+-- The op record's values part for one item's value (an incr's or a merge's result, the
+-- common case): pack({i, value, fmt})'s text in one concatenation (see publish_events).
+local function one_value_packed(i_s, v, f)
+  local P = PACK_PREFIX
+  return (P[#i_s] or pack_prefix(i_s)) .. i_s .. (P[#v] or pack_prefix(v)) .. v
+    .. (P[#f] or pack_prefix(f)) .. f
+end
+
+-- An incr's new value ("I" items, write.lua and put.lua): the stored counter (absent: 0)
+-- plus the amount, as text; nil when the stored value is not a JSON integer of at most
+-- 17 characters, or either number is past 2^53 - 1 (the caller answers "not_integer").
+local MAX_EXACT = 9007199254740991
+local function incremented(cur, amount)
+  local base = "0"
+  if cur then
+    if cur.f ~= "json" or not string.match(cur.v, "^%-?%d+$") or #cur.v > 17 then return nil end
+    base = cur.v
+  end
+  local sum = tonumber(base) + int_arg(amount, "amount")
+  if math.abs(tonumber(base)) > MAX_EXACT or math.abs(sum) > MAX_EXACT then return nil end
+  return itos(sum)
+end
+
 -- The op records' purge index, K_OPST: which op ids to drop from K_OPS once the dedupe
 -- window has passed. A list of "<ms> <op id>", appended in the order recorded, so the
 -- purge reads the oldest at its head. Namespaces from before stop 22 hold a sorted set

@@ -1,10 +1,10 @@
 --! keys: meta acl stats idx exp events audit ops opst bell lease +items(entry hist)
 --! args: agent op_id limits head key value digest
---! returns: {"ok", rev, sweep_due, 1, "w", ver, cr, mr, ct, mt, x, size, "", "", 0} | {"dup", record, sweep_due} | {"general", "namespace"|"entry"} | {"nons"} | {"denied", granted} | {"conflict", 1, entry...} | {"version_required", 1, strategy} | {"quota", kind, limit, current, requested} | {"too_large", 1, size}
+--! returns: {"ok", rev, sweep_due, 1, "w", ver, cr, mr, ct, mt, x, size, value, fmt, 0} | {"dup", record, sweep_due} | {"general", "namespace"|"entry"} | {"nons"} | {"denied", granted} | {"conflict", 1, entry...} | {"version_required", 1, strategy} | {"quota", kind, limit, current, requested} | {"not_integer", 1} | {"too_large", 1, size}
 --
 -- One put of one key (`put()` without a fence, not ephemeral), apart from write.lua
--- (stop 28), as get.lua is apart from read.lua: the write script's work for its one "P"
--- item, without the machinery of batches, fences, victims, transactions and computed
+-- (stop 28), as get.lua is apart from read.lua, and since stop 29 one `incr()` of one
+-- key likewise: the write script's work for its one "P" or "I" item, without the machinery of batches, fences, victims, transactions and computed
 -- values (the plan, kinds, records and reply tables; the item loops), and with 11 fixed
 -- names and 7 arguments instead of 14 and 11 (docs/performance.md, "A put's own
 -- script, stop 28"). Everything a put promises is kept as write.lua keeps it, with its
@@ -21,7 +21,9 @@
 -- puts there straight away, for a while: _ops/entries.py, GENERAL_PUTS), "entry" for an
 -- entry that expired (its drop and "expire" event), one tied to a lease, or one stored
 -- field by field before "m" (one round trip more, for that put).
--- head: "<op> <expected> <ttl_ms> <fmt>" as write.lua's item head, op "P".
+-- head: "<op> <expected> <ttl_ms> <fmt>" as write.lua's item head, op "P" (a put: the
+-- action "put", value the encoded value) or "I" (an incr: the action "incr", value the
+-- amount; the reply has the counter's new value and "json", as write.lua's has).
 local agent, op_id = ARGV[1], ARGV[2]
 local limits = int_fields(ARGV[3], 5, "limits")
 local dedupe_ms, stream_maxlen, audit_maxlen, max_value_bytes = limits[1], limits[2], limits[3], limits[4]
@@ -31,11 +33,12 @@ local name, value, digest = ARGV[5], ARGV[6], ARGV[7]
 if #KEYS ~= N_FIXED + 2 or #ARGV ~= 7 then
   error("swarm_memory: put called with mismatched KEYS/ARGV")
 end
-if op ~= "P" then error("swarm_memory: put takes a P item, not " .. op) end
+local action = op == "P" and "put" or op == "I" and "incr" or nil
+if not action then error("swarm_memory: put takes a P or I item, not " .. op) end
 local ekey, hkey = KEYS[N_FIXED + 1], KEYS[N_FIXED + 2]
 
 -- As write.lua: the namespace state, the permission, the clock, the replay (write_gate).
-local stop, cfg, now, n_keys, n_bytes, meta_rev = write_gate(agent, op_id, "put", name, audit_maxlen)
+local stop, cfg, now, n_keys, n_bytes, meta_rev = write_gate(agent, op_id, action, name, audit_maxlen)
 if stop then return stop end
 
 local strategy = cfg.strat
@@ -43,13 +46,18 @@ if strategy == "merge" or cfg.rl or cfg.oq == "evict-oldest" then return { "gene
 local cur, expired = read_entry(ekey, now)
 if expired or (cur and (cur.eo or cur.legacy)) then return { "general", "entry" } end
 
--- write.lua's phase 1 for a "P" item.
-local refused = compare_refused(1, "P", expected, cur, strategy)
+-- write.lua's phase 1 for a "P" or "I" item.
+local refused = compare_refused(1, op, expected, cur, strategy)
 if refused then return refused end
+if op == "I" then
+  value, fmt = incremented(cur, value), "json"
+  if not value then return { "not_integer", 1 } end
+end
 local size = #value
 if size > max_value_bytes then return { "too_large", 1, size } end
 local x = 0
-if ttl_ms then x = now + ttl_ms elseif cfg.ttl > 0 then x = now + cfg.ttl end
+-- (a counter keeps its expiry, like Redis INCR; a put takes the namespace's default)
+if ttl_ms then x = now + ttl_ms elseif op == "I" and cur then x = cur.x elseif cfg.ttl > 0 then x = now + cfg.ttl end
 local key_delta, byte_delta = 1, size
 if cur then key_delta, byte_delta = 0, size - #cur.v end
 local max_keys, max_bytes = cfg.mk, cfg.mb
@@ -69,8 +77,10 @@ local rev = meta_rev + 1
 local rev_s, now_s = itos(rev), itos(now)
 local ver, cr, ct = 1, rev_s, now_s -- (cr and ct as text, like the entry's: see unpack_entry)
 if cur then ver, cr, ct = cur.ver + 1, cur.cr, cur.ct end
-if size <= event_value_max then event("put", name, ver, value, fmt) else event("put", name, ver) end
-commit_write(op_id, now_s, "put", stream_maxlen, rev, agent, now, cfg.em, dedupe_ms)
+-- (an incr's event carries its action as "c", as write.lua's first item event does)
+local c = op == "I" and "incr" or nil
+if size <= event_value_max then event("put", name, ver, value, fmt, c) else event("put", name, ver, nil, nil, c) end
+commit_write(op_id, now_s, action, stream_maxlen, rev, agent, now, cfg.em, dedupe_ms)
 if history then
   keep_history(hkey, cur, cfg.hd)
 elseif not cur then
@@ -83,6 +93,13 @@ if key_delta ~= 0 or byte_delta ~= 0 then
 else -- (a value replaced by one of the same size: the counts are as stored)
   redis.call("HSET", K_META, "rev", rev_s)
 end
--- The op record, write.lua's for one written item and no values.
-redis.call("HSET", K_OPS, op_id, record_head(digest, rev_s, now_s, "1 0 0") .. written_record(ver, cr, ct, x, size) .. "|")
-return { "ok", rev, due, 1, "w", ver, cr, rev_s, ct, now_s, x, size, "", "", 0 }
+-- The op record, write.lua's for one written item: a put's with no values, an incr's
+-- with its new value (which the reply has too).
+-- (One concatenation each: every string made on the way is hashed and interned.)
+if op == "P" then
+  redis.call("HSET", K_OPS, op_id, record_head(digest, rev_s, now_s, "1 0 0") .. written_record(ver, cr, ct, x, size) .. "|")
+  return { "ok", rev, due, 1, "w", ver, cr, rev_s, ct, now_s, x, size, "", "", 0 }
+end
+redis.call("HSET", K_OPS, op_id, record_head(digest, rev_s, now_s, "1 0 1") .. written_record(ver, cr, ct, x, size) .. "|"
+  .. one_value_packed("1", value, "json"))
+return { "ok", rev, due, 1, "w", ver, cr, rev_s, ct, now_s, x, size, value, "json", 0 }

@@ -61,7 +61,6 @@ local events_cap = cfg.em
 -- (docs/performance.md). A namespace switched to evict-oldest rebuilds it from its
 -- entries' "mr" (lua/lru.lua; "lx" in K_META while that is unfinished).
 local keeps_order = cfg.oq == "evict-oldest"
-local MAX_EXACT = 9007199254740991
 
 -- Fencing (decision 7): checked before anything else is decided; the store itself
 -- refuses writes from a holder whose lease was lost or superseded (fenced_reply).
@@ -157,18 +156,9 @@ for i = 1, n_items do
   else
     local new_value, new_fmt, computed = value, fmt, false
     if op == "I" then
-      local base = "0"
-      if cur then
-        if cur.f ~= "json" or not string.match(cur.v, "^%-?%d+$") or #cur.v > 17 then
-          return { "not_integer", i }
-        end
-        base = cur.v
-      end
-      local sum = tonumber(base) + int_arg(value, "amount")
-      if math.abs(tonumber(base)) > MAX_EXACT or math.abs(sum) > MAX_EXACT then
-        return { "not_integer", i }
-      end
-      new_value, new_fmt, computed = itos(sum), "json", true
+      new_value = incremented(cur, value)
+      if not new_value then return { "not_integer", i } end
+      new_fmt, computed = "json", true
     elseif op == "P" and strategy == "merge" then
       -- Only plain JSON text can be merged here; the client re-sends a compressed patch
       -- uncompressed, and merges values stored compressed or in another codec itself.
@@ -430,12 +420,8 @@ local n_vals = #vals / 3
 for j = 1, #evicted do vals[#vals + 1] = evicted[j] end
 local record = record_head(digest, rev_s, now_s, itos(n_items) .. " " .. itos(#evicted) .. " " .. itos(n_vals))
   .. (n_items == 1 and recs[1] or table.concat(recs, "|")) .. "|"
-if #vals == 3 then
-  -- One value (an incr's or a merge's result, the common case): pack()'s text in one
-  -- concatenation (see publish_events).
-  local i, v, f, P = itos(vals[1]), vals[2], vals[3], PACK_PREFIX
-  record = record .. (P[#i] or pack_prefix(i)) .. i .. (P[#v] or pack_prefix(v)) .. v
-    .. (P[#f] or pack_prefix(f)) .. f
+if #vals == 3 then -- (one value: an incr's or a merge's result, the common case)
+  record = record .. one_value_packed(itos(vals[1]), vals[2], vals[3])
 elseif #vals > 0 then
   record = record .. pack(vals)
 end

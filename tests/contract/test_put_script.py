@@ -1,9 +1,10 @@
 """put through its own script, lua/put.lua (stop 28): one put of one key without a fence,
-not ephemeral. What it must keep of write.lua: the same reply, the same stored entry,
-event, counters, indexes and op record for every put it takes on (so a replay is answered
-by either script), and {"general", why} with nothing written wherever only write.lua will
-do, after which the client sends the same call there (and, where the namespace is why, its
-next puts too, for a while)."""
+not ephemeral, and since stop 29 one incr of one key likewise. What it must keep of
+write.lua: the same reply, the same stored entry, event, counters, indexes and op record
+for every put and incr it takes on (so a replay is answered by either script), and
+{"general", why} with nothing written wherever only write.lua will do, after which the
+client sends the same call there (and, where the namespace is why, its next puts too, for
+a while)."""
 
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from swarm_memory import CorruptData, FencingError
+from swarm_memory import CorruptData, FencingError, NotAnInteger
 from swarm_memory._ops import entries
 from swarm_memory._ops.effects import ScriptCall
 from swarm_memory._ops.entries import Item, request_digest
@@ -42,18 +43,22 @@ def _run(env: Any, mem: Any, call: ScriptCall) -> list[Any]:
     return reply
 
 
-def _calls(
-    env: Any, ns: str, step: tuple[str, bytes, str, int | None, int | None]
-) -> tuple[ScriptCall, ScriptCall]:
-    """The call put.lua gets for this put, and the call write.lua gets for it (as the
-    client builds each: lua/put.lua's and lua/write.lua's headers). ``step``: key, value,
-    op id, expected version, TTL in ms."""
-    key, value, op_id, expected, ttl_ms = step
+# A put ("P") or an incr ("I", the value its amount): op, key, value, op id, expected
+# version, TTL in ms.
+Step = tuple[str, str, bytes, str, int | None, int | None]
+_ACTION = {"P": "put", "I": "incr"}
+
+
+def _calls(env: Any, ns: str, step: Step) -> tuple[ScriptCall, ScriptCall]:
+    """The call put.lua gets for this put or incr, and the call write.lua gets for it (as
+    the client builds each: lua/put.lua's and lua/write.lua's headers)."""
+    op, key, value, op_id, expected, ttl_ms = step
+    action = _ACTION[op]
     nk = NamespaceKeys.of(env.prefix, ns)
     limits = "60000 10000 10000 1048576 1024"  # dedupe stream audit value event_value
-    head = f"P {'' if expected is None else expected} {'' if ttl_ms is None else ttl_ms} json"
-    item = Item("P", key, value, "json", expected, ttl_ms)
-    digest = request_digest("planner", "put", [item])
+    head = f"{op} {'' if expected is None else expected} {'' if ttl_ms is None else ttl_ms} json"
+    item = Item(op, key, value, "json", expected, ttl_ms)
+    digest = request_digest("planner", action, [item])
     entry = [nk.entry(key), nk.history(key)]
     put = ScriptCall(
         load("put"),
@@ -64,7 +69,7 @@ def _calls(
     write = ScriptCall(
         load("write"),
         [*nk.write_fixed(), *entry],
-        ["planner", op_id, limits, "1 0 0", "put", digest, "0", "", head, key, value],
+        ["planner", op_id, limits, "1 0 0", action, digest, "0", "", head, key, value],
         op_id,
     )
     return put, write
@@ -94,20 +99,29 @@ def _state(env: Any, ns: str) -> dict[Any, Any]:
     return out
 
 
-# (namespace settings, the puts: key, value, op id, expected version, ttl ms)
-Steps = list[tuple[str, bytes, str, int | None, int | None]]
+# (namespace settings, the puts and incrs)
+Steps = list[Step]
 _COMMON: Steps = [
-    ("a", b'{"n":1}', "op1", None, None),  # a new key
-    ("a", b'{"n":22}', "op2", None, None),  # a larger value
-    ("a", b'{"n":33}', "op3", None, None),  # the same size
-    ("b", b"[1,2]", "op4", None, 60_000),  # a TTL
-    ("a", b"7", "op5", 1, None),  # a stale expected version: conflict
-    ("a", b"7", "op6", 3, None),  # the current one
-    ("c", b"1", "op7", 0, None),  # create-if-absent
-    ("c", b"2", "op8", 0, None),  # ... present: conflict
-    ("a", b"7", "op6", 3, None),  # a replay: its first outcome
-    ("b", b"[1]", "op9", None, None),  # a TTL dropped by a plain put
-    ("d", b'"' + b"x" * 1500 + b'"', "op10", None, None),  # a value too long to ride along
+    ("P", "a", b'{"n":1}', "op1", None, None),  # a new key
+    ("P", "a", b'{"n":22}', "op2", None, None),  # a larger value
+    ("P", "a", b'{"n":33}', "op3", None, None),  # the same size
+    ("P", "b", b"[1,2]", "op4", None, 60_000),  # a TTL
+    ("P", "a", b"7", "op5", 1, None),  # a stale expected version: conflict
+    ("P", "a", b"7", "op6", 3, None),  # the current one
+    ("P", "c", b"1", "op7", 0, None),  # create-if-absent
+    ("P", "c", b"2", "op8", 0, None),  # ... present: conflict
+    ("P", "a", b"7", "op6", 3, None),  # a replay: its first outcome
+    ("P", "b", b"[1]", "op9", None, None),  # a TTL dropped by a plain put
+    ("P", "d", b'"' + b"x" * 1500 + b'"', "op10", None, None),  # too long to ride along
+    ("I", "n", b"5", "op11", None, None),  # a new counter
+    ("I", "n", b"-12", "op12", None, None),  # an existing one, below zero
+    ("I", "n", b"3", "op13", None, 60_000),  # a TTL
+    ("I", "n", b"1", "op14", None, None),  # ... which the counter keeps
+    ("I", "n", b"-12", "op12", None, None),  # a replay: its first outcome (the value too)
+    ("I", "a", b"2", "op15", None, None),  # a put's integer counts
+    ("I", "b", b"1", "op16", None, None),  # a list is no integer
+    ("I", "n", b"9007199254740991", "op17", None, None),  # past 2**53 - 1
+    ("I", "d", b"1", "op18", None, None),  # a string is no integer
 ]
 CASES: dict[str, tuple[dict[str, Any], Steps]] = {
     "latest-wins": ({}, _COMMON),
@@ -118,7 +132,7 @@ CASES: dict[str, tuple[dict[str, Any], Steps]] = {
     "custom": ({"strategy": "custom"}, _COMMON),
     "max-keys": ({"max_keys": 2}, _COMMON),
     "max-bytes": ({"max_bytes": 40}, _COMMON),
-    "read-only": ({"default_permission": "read"}, _COMMON[:2]),
+    "read-only": ({"default_permission": "read"}, [*_COMMON[:2], _COMMON[11]]),
 }
 
 
@@ -198,7 +212,7 @@ def test_put_lua_hands_to_write_lua_what_only_write_lua_does(env, case):
     ns = mem.namespace("team")
     before(env, ns)
     state = env.snapshot()
-    put, _ = _calls(env, "team", ("k", b'{"b":2}', "opG", None, None))
+    put, _ = _calls(env, "team", ("P", "k", b'{"b":2}', "opG", None, None))
     assert _run(env, mem, put) == [b"general", why]
     assert env.snapshot() == state  # nothing written, not even the op record
     ns = mem.namespace("team")  # a handle that has not met the namespace's puts yet
@@ -259,6 +273,37 @@ def test_a_common_put_is_one_call_of_put_lua(env):
     ns.update("k", lambda v: (v or 0) + 1)
     assert "put" not in seen
     assert seen.count("write") == 4
+
+
+def test_a_common_incr_is_one_call_of_put_lua(env):
+    mem = env.mem("planner")
+    mem.create_namespace("team")
+    ns = mem.namespace("team")
+    seen = _observed(mem)
+    assert ns.incr("n") == 1
+    assert ns.incr("n", 41, ttl=5.0) == 42
+    assert ns.incr("n", -50, op_id="opI") == -8
+    assert ns.incr("n", -50, op_id="opI") == -8  # a replay, from its op record
+    ns.put("s", "text")
+    with pytest.raises(NotAnInteger) as info:
+        ns.incr("s")
+    assert info.value.key == "s"
+    assert seen == ["put"] * 6
+    got = ns.get("n")
+    assert (got.value, got.version) == (-8, 3)
+    assert got.expires_at is not None  # the TTL the second incr gave it, kept by the third
+    # Fenced and ephemeral-namespace incrs stay with write.lua; in a merge namespace put.lua
+    # hands the incr on (then this handle's next calls go to write.lua for a while).
+    del seen[:]
+    with ns.lock("n") as lock:
+        assert ns.incr("n", 1, fence=lock.token) == -7
+    assert seen == ["acquire", "write", "release"]
+    mem.create_namespace("merged", strategy="merge")
+    merged = mem.namespace("merged")
+    del seen[:]
+    assert merged.incr("c", 2) == 2
+    assert merged.incr("c", 2) == 4
+    assert seen == ["put", "write", "write"]
 
 
 @pytest.mark.parametrize("target", ["entry", "idx", "stats", "events", "ops", "opst", "hist"])
