@@ -107,7 +107,7 @@ def _make_op(
 
     def count_writes(script: str, _keys: list[str], _args: list[Any]) -> None:
         stats["script_calls"] += 1  # every round trip: the reads of a CAS loop too
-        if script == "write":
+        if script in WRITE_SCRIPTS:
             stats["write_calls"] += 1
 
     mem.observe_scripts(count_writes)
@@ -124,6 +124,11 @@ def _make_op(
         ns.put(key, {field: stats["acks"] + 1})
 
     return merge
+
+
+# The scripts that write an entry: lua/put.lua (one put or incr, since stops 28 and 29)
+# and lua/write.lua (the rest, and what put.lua hands on).
+WRITE_SCRIPTS = frozenset({"put", "write"})
 
 
 def _worker(  # noqa: PLR0917 - a multiprocessing target takes positional args
@@ -205,7 +210,9 @@ def run_contended(ctx: Ctx, kind: str, workers: int, seconds: float) -> Sample:
         "conflicts": sum(r[1]["conflicts"] for r in reports),
     }
     if kind.startswith("ours."):
-        # Write-script calls beyond one per acknowledged op: CAS retries inside update().
+        # Write-script calls beyond one per acknowledged op: CAS retries inside update(),
+        # and put.lua's hand-backs to write.lua (a merge namespace's: one per worker, then
+        # one every GENERAL_PUTS puts).
         extra["retries"] = sum(r[1]["write_calls"] for r in reports) - sum(acks.values())
         # Script calls (writes and reads) per acknowledged op: the round trips a CAS loop
         # spends per success, steadier than its throughput on a loaded machine.
