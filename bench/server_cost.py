@@ -12,7 +12,8 @@ with ``--callgrind``), runs each case ``n`` times, and prints per call:
 
 Cases: ``base.cas_xadd`` (a bare Lua CAS + HSET + XADD), ``base.hgetall`` (an entry-shaped
 hash), ``put`` / ``get`` (one entry, through the library), ``incr`` (``incr(key, 1)`` of
-one counter), ``lock`` (acquire + release, per pair), ``base.lock`` (SET NX PX + a Lua
+one counter), ``create`` (``create(key, value)`` of a new key each call), ``lock``
+(acquire + release, per pair), ``base.lock`` (SET NX PX + a Lua
 compare-and-delete, per pair), ``put_many(100)`` vs ``base.cas_xadd.x100`` (100 bare CAS
 calls in one pipeline): per round, so divide by 100 for an item; ``get_many(100)`` (100
 small entries, one call) per round too; ``merge(32)``: the contended merge's write, one
@@ -49,6 +50,7 @@ calls in turn (each in a namespace of its own): what each call costs a put.
 from __future__ import annotations
 
 import argparse
+import itertools
 import os
 import re
 import shutil
@@ -408,6 +410,7 @@ def cases(port: int) -> dict[str, Callable[[], Any]]:
             ver_of[k] = reply[1]
 
     ver_of: dict[str, int] = {}
+    fresh = itertools.count()  # a create's key: a new one each call
     r.function_load(FLOOR_LIBRARY, replace=True)
     floor_keys = [f"sm:{{{NS}}}:k{i}" for i in range(18)]
     floor_args = ["bench", "10000", "get", "sm:id:bench"]
@@ -444,6 +447,7 @@ def cases(port: int) -> dict[str, Callable[[], Any]]:
         "base.hgetall": lambda: r.hgetall("bare:h"),
         "put": lambda: ns.put("p", VALUE),
         "incr": lambda: ns.incr("c", 1),
+        "create": lambda: ns.create(f"new{next(fresh)}", VALUE),
         "merge(32)": merge32,
         "merge_text(32)": merge32_text,
         "merge_nested(32)": merge32_nested,

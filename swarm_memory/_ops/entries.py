@@ -105,8 +105,8 @@ def write(
     echo: bool = False,
     ephemeral: bool = False,
 ) -> Flow[WriteResult]:
-    """Run the write script (lua/put.lua first for one plain put or incr); resolve evict-oldest
-    victims; raise typed errors.
+    """Run the write script (lua/put.lua first for one plain put, incr or create); resolve
+    evict-oldest victims; raise typed errors.
 
     Plain writes carry a request digest; CAS loops (``echo=True``) carry none, since their
     attempts differ, and have the written values echoed so that replays report them.
@@ -119,10 +119,11 @@ def write(
         if general[0] > 0:  # (a hint: a race between threads costs a round trip at most)
             general[0] -= 1
         else:
-            # One put or incr: lua/put.lua, write.lua's work for it without the general machinery,
-            # the same answers and op record. It answers "general" (having written
-            # nothing) where only write.lua will do: then the same call goes there, and
-            # where that is the namespace's doing, this context's next GENERAL_PUTS puts.
+            # One put, incr or create: lua/put.lua, write.lua's work for it without the
+            # general machinery, the same answers and op record. It answers "general"
+            # (having written nothing) where only write.lua will do: then the same call
+            # goes there, and where that is the namespace's doing, this context's next
+            # GENERAL_PUTS puts.
             reply = yield ScriptCall(
                 load("put"),
                 [*nk.put_fixed(), nk.entry(it.key), nk.history(it.key)],
@@ -184,13 +185,14 @@ def write(
 GENERAL_PUTS = 256
 
 
-# What lua/put.lua takes: the call's action and its one item's op.
-_PUT_LUA_OPS = {"put": "P", "incr": "I"}
+# What lua/put.lua takes: the call's action and its one item's op (put.lua names the
+# action by the op).
+_PUT_LUA_OPS = {"put": "P", "incr": "I", "create": "S"}
 
 
 def _one_put(items: list[Item], action: str, echo: bool, ephemeral: bool) -> bool:
-    """Is this call what lua/put.lua takes: one put() or incr() of one key, no fence, not
-    ephemeral (and no CAS loop's, which echoes its values)?"""
+    """Is this call what lua/put.lua takes: one put(), incr() or create() of one key, no
+    fence, not ephemeral (and no CAS loop's, which echoes its values)?"""
     if len(items) != 1 or echo or ephemeral:
         return False
     return _PUT_LUA_OPS.get(action) == items[0].op and items[0].fence is None

@@ -3,11 +3,13 @@
 --! returns: {"ok", rev, sweep_due, 1, "w", ver, cr, mr, ct, mt, x, size, value, fmt, 0} | {"dup", record, sweep_due} | {"general", "namespace"|"entry"} | {"nons"} | {"denied", granted} | {"conflict", 1, entry...} | {"version_required", 1, strategy} | {"quota", kind, limit, current, requested} | {"not_integer", 1} | {"too_large", 1, size}
 --
 -- One put of one key (`put()` without a fence, not ephemeral), apart from write.lua
--- (stop 28), as get.lua is apart from read.lua, and since stop 29 one `incr()` of one
--- key likewise: the write script's work for its one "P" or "I" item, without the machinery of batches, fences, victims, transactions and computed
--- values (the plan, kinds, records and reply tables; the item loops), and with 11 fixed
+-- (stop 28), as get.lua is apart from read.lua, and since stop 29 one `incr()` or
+-- `create()` of one key likewise: the write script's work for its one "P", "I" or "S"
+-- item, without the machinery of batches, fences, victims, transactions and computed
+-- values other than an incr's (the plan, kinds, records and reply tables; the item
+-- loops), and with 11 fixed
 -- names and 7 arguments instead of 14 and 11 (docs/performance.md, "A put's own
--- script, stop 28"). Everything a put promises is kept as write.lua keeps it, with its
+-- script, stop 28"). Everything these calls promise is kept as write.lua keeps it, with its
 -- helpers: the identity and permission checks, the dedupe record (found before anything
 -- else is decided, so a replay of a call that write.lua applied is answered here too),
 -- the strategy and expected-version checks, the quota, the value and its metadata, the
@@ -21,8 +23,10 @@
 -- puts there straight away, for a while: _ops/entries.py, GENERAL_PUTS), "entry" for an
 -- entry that expired (its drop and "expire" event), one tied to a lease, or one stored
 -- field by field before "m" (one round trip more, for that put).
--- head: "<op> <expected> <ttl_ms> <fmt>" as write.lua's item head, op "P" (a put: the
--- action "put", value the encoded value) or "I" (an incr: the action "incr", value the
+-- head: "<op> <expected> <ttl_ms> <fmt>" as write.lua's item head. The op names the call
+-- (its action: the stats counter, the event's call tag, a denial's audit record): "P" a
+-- put; "S" a create (the whole value, never merged, expected version 0: the only "S" a
+-- call of one item without echo sends, _ops/entries.py); "I" an incr (value: the
 -- amount; the reply has the counter's new value and "json", as write.lua's has).
 local agent, op_id = ARGV[1], ARGV[2]
 local limits = int_fields(ARGV[3], 5, "limits")
@@ -33,8 +37,8 @@ local name, value, digest = ARGV[5], ARGV[6], ARGV[7]
 if #KEYS ~= N_FIXED + 2 or #ARGV ~= 7 then
   error("swarm_memory: put called with mismatched KEYS/ARGV")
 end
-local action = op == "P" and "put" or op == "I" and "incr" or nil
-if not action then error("swarm_memory: put takes a P or I item, not " .. op) end
+local action = op == "P" and "put" or op == "I" and "incr" or op == "S" and "create" or nil
+if not action then error("swarm_memory: put takes a P, I or S item, not " .. op) end
 local ekey, hkey = KEYS[N_FIXED + 1], KEYS[N_FIXED + 2]
 
 -- As write.lua: the namespace state, the permission, the clock, the replay (write_gate).
@@ -46,7 +50,7 @@ if strategy == "merge" or cfg.rl or cfg.oq == "evict-oldest" then return { "gene
 local cur, expired = read_entry(ekey, now)
 if expired or (cur and (cur.eo or cur.legacy)) then return { "general", "entry" } end
 
--- write.lua's phase 1 for a "P" or "I" item.
+-- write.lua's phase 1 for a "P", "S" or "I" item.
 local refused = compare_refused(1, op, expected, cur, strategy)
 if refused then return refused end
 if op == "I" then
@@ -77,8 +81,9 @@ local rev = meta_rev + 1
 local rev_s, now_s = itos(rev), itos(now)
 local ver, cr, ct = 1, rev_s, now_s -- (cr and ct as text, like the entry's: see unpack_entry)
 if cur then ver, cr, ct = cur.ver + 1, cur.cr, cur.ct end
--- (an incr's event carries its action as "c", as write.lua's first item event does)
-local c = op == "I" and "incr" or nil
+-- (an incr's and a create's event carry the action as "c", as write.lua's first item
+-- event does when the action is not "put")
+local c = op ~= "P" and action or nil
 if size <= event_value_max then event("put", name, ver, value, fmt, c) else event("put", name, ver, nil, nil, c) end
 commit_write(op_id, now_s, action, stream_maxlen, rev, agent, now, cfg.em, dedupe_ms)
 if history then
@@ -93,10 +98,10 @@ if key_delta ~= 0 or byte_delta ~= 0 then
 else -- (a value replaced by one of the same size: the counts are as stored)
   redis.call("HSET", K_META, "rev", rev_s)
 end
--- The op record, write.lua's for one written item: a put's with no values, an incr's
--- with its new value (which the reply has too).
+-- The op record, write.lua's for one written item: a put's or a create's with no
+-- values, an incr's with its new value (which the reply has too).
 -- (One concatenation each: every string made on the way is hashed and interned.)
-if op == "P" then
+if op ~= "I" then
   redis.call("HSET", K_OPS, op_id, record_head(digest, rev_s, now_s, "1 0 0") .. written_record(ver, cr, ct, x, size) .. "|")
   return { "ok", rev, due, 1, "w", ver, cr, rev_s, ct, now_s, x, size, "", "", 0 }
 end

@@ -43,10 +43,10 @@ def _run(env: Any, mem: Any, call: ScriptCall) -> list[Any]:
     return reply
 
 
-# A put ("P") or an incr ("I", the value its amount): op, key, value, op id, expected
-# version, TTL in ms.
+# A put ("P"), a create ("S", expected version 0) or an incr ("I", the value its amount):
+# op, key, value, op id, expected version, TTL in ms.
 Step = tuple[str, str, bytes, str, int | None, int | None]
-_ACTION = {"P": "put", "I": "incr"}
+_ACTION = {"P": "put", "S": "create", "I": "incr"}
 
 
 def _calls(env: Any, ns: str, step: Step) -> tuple[ScriptCall, ScriptCall]:
@@ -122,6 +122,10 @@ _COMMON: Steps = [
     ("I", "b", b"1", "op16", None, None),  # a list is no integer
     ("I", "n", b"9007199254740991", "op17", None, None),  # past 2**53 - 1
     ("I", "d", b"1", "op18", None, None),  # a string is no integer
+    ("S", "e", b'{"c":1}', "op19", 0, None),  # a create
+    ("S", "e", b'{"c":2}', "op20", 0, None),  # ... of a key that is there: conflict
+    ("S", "f", b"[3]", "op21", 0, 60_000),  # a create with a TTL
+    ("S", "e", b'{"c":1}', "op19", 0, None),  # a replay: its first outcome
 ]
 CASES: dict[str, tuple[dict[str, Any], Steps]] = {
     "latest-wins": ({}, _COMMON),
@@ -132,7 +136,7 @@ CASES: dict[str, tuple[dict[str, Any], Steps]] = {
     "custom": ({"strategy": "custom"}, _COMMON),
     "max-keys": ({"max_keys": 2}, _COMMON),
     "max-bytes": ({"max_bytes": 40}, _COMMON),
-    "read-only": ({"default_permission": "read"}, [*_COMMON[:2], _COMMON[11]]),
+    "read-only": ({"default_permission": "read"}, [*_COMMON[:2], _COMMON[11], _COMMON[20]]),
 }
 
 
@@ -265,11 +269,13 @@ def test_a_common_put_is_one_call_of_put_lua(env):
     ns.put("k", 2, ttl=5.0)
     ns.put("k", 3, expected_version=2)
     assert seen == ["put", "put", "put"]
-    # put_many, fences, ephemeral puts, creates and CAS loops stay with write.lua.
+    ns.create("c", 1)
+    assert seen == ["put"] * 4
+    # put_many, fences, ephemeral puts and creates, and CAS loops stay with write.lua.
     del seen[:]
     ns.put_many({"k": 4})
     ns.put("e", 1, ephemeral=True)
-    ns.create("c", 1)
+    ns.create("c2", 1, ephemeral=True)
     ns.update("k", lambda v: (v or 0) + 1)
     assert "put" not in seen
     assert seen.count("write") == 4
