@@ -207,8 +207,11 @@ def test_server_cost_runs_every_case_and_knocks_out_every_floor_call() -> None:
     done = run_module("bench.server_cost", "-n", "5", timeout=120)
     rows = {line.split()[0]: line.split()[1:] for line in done.stdout.splitlines()[1:]}
     for case in ("floor.put", "floor.get", "floor.lock", "put", "get", "lock", "base.hgetall",
-                 "merge(32)", "merge_text(32)", "merge_nested(32)"):  # fmt: skip
+                 "merge(32)", "merge_text(32)", "merge_nested(32)", "incr", "create"):  # fmt: skip
         assert float(rows[case][0]) > 0, done.stdout
+    # A put, an incr and a create of one key: one script call each (lua/put.lua's).
+    for case in ("put", "incr", "create"):
+        assert "fcallx1" in rows[case][2].split(","), done.stdout
     # floor.get makes a get's calls, exactly (its reply too: the get's shape).
     assert rows["floor.get"][2] == rows["get"][2] == "existsx1,fcall_rox1,hmgetx2"
 
