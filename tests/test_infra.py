@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 import redis
@@ -13,6 +14,7 @@ from redis.asyncio.retry import Retry as AsyncRetry
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
+from tests.conftest import BACKENDS
 from tests.faultproxy import FaultProxy
 from tests.servers import (
     RedisCluster,
@@ -300,3 +302,41 @@ async def test_proxy_drop_with_asyncio_client(server: RedisServer) -> None:
         finally:
             await client.aclose()
             direct.close()
+
+
+# The keyspace snapshot the contract tests compare before and after a call
+# (tests/support.py): every backend, sync (it reads through the sync client only).
+SNAPSHOT_ENVS = [pytest.param((b, "sync"), id=f"{b}-sync") for b in BACKENDS]
+
+
+@pytest.mark.parametrize("env", SNAPSHOT_ENVS, indirect=True)
+def test_the_snapshot_sees_every_change_of_every_type(env: Any) -> None:
+    """Each kind of key under the prefix, one by one changed, moves the snapshot; a key
+    outside the prefix does not (read in two pipelined rounds; on Cluster through the
+    session's one client)."""
+    raw, p = env.raw, env.prefix + ":{s}:"
+    raw.hset(p + "h", mapping={"a": "1", "b": "2"})
+    raw.zadd(p + "z", {"m": 1.0})
+    raw.xadd(p + "x", {"f": "v"})
+    raw.set(p + "s", "v")
+    raw.rpush(p + "l", "1", "2")
+    raw.sadd(p + "t", "a", "b")
+    before = env.snapshot()
+    assert len(before) == 6
+    raw.set("elsewhere:" + p, "v")  # not under the prefix
+    assert env.snapshot() == before
+    for change in (
+        lambda: raw.hset(p + "h", "b", "3"),
+        lambda: raw.zadd(p + "z", {"m": 2.0}),
+        lambda: raw.xadd(p + "x", {"f": "w"}),
+        lambda: raw.set(p + "s", "w"),
+        lambda: raw.lset(p + "l", 0, "9"),
+        lambda: raw.sadd(p + "t", "c"),
+        lambda: raw.delete(p + "s"),
+        lambda: raw.set(p + "new", "v"),
+    ):
+        change()
+        after = env.snapshot()
+        assert after != before
+        before = after
+    raw.delete("elsewhere:" + p)

@@ -289,8 +289,8 @@ WRITE = Replies[Failure](
 )
 
 
-# put.lua: write.lua's answers for one put or incr, and "general": send the call to
-# write.lua.
+# put.lua: write.lua's answers for one put, incr or create, and "general": send the call
+# to write.lua.
 PUT = Replies[Failure](
     "put",
     outcomes=frozenset({b"ok", b"dup", b"general"}),

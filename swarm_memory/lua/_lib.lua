@@ -793,7 +793,8 @@ local MAX_EXACT = 9007199254740991
 local function incremented(cur, amount)
   local base = "0"
   if cur then
-    if cur.f ~= "json" or not string.match(cur.v, "^%-?%d+$") or #cur.v > 17 then return nil end
+    -- (the length first: the pattern would scan a stored value of any size)
+    if cur.f ~= "json" or #cur.v > 17 or not string.match(cur.v, "^%-?%d+$") then return nil end
     base = cur.v
   end
   local sum = tonumber(base) + int_arg(amount, "amount")

@@ -7,11 +7,11 @@
 -- `create()` of one key likewise: the write script's work for its one "P", "I" or "S"
 -- item, without the machinery of batches, fences, victims, transactions and computed
 -- values other than an incr's (the plan, kinds, records and reply tables; the item
--- loops), and with 11 fixed
--- names and 7 arguments instead of 14 and 11 (docs/performance.md, "A put's own
--- script, stop 28"). Everything these calls promise is kept as write.lua keeps it, with its
--- helpers: the identity and permission checks, the dedupe record (found before anything
--- else is decided, so a replay of a call that write.lua applied is answered here too),
+-- loops), and with 11 fixed names and 7 arguments instead of 14 and 11
+-- (docs/performance.md, "A put's own script, stop 28"). Everything these calls promise
+-- is kept as write.lua keeps it, with its helpers: the identity and permission checks,
+-- the dedupe record (found before anything else is decided, so a replay of a call that
+-- write.lua applied is answered here too),
 -- the strategy and expected-version checks, the quota, the value and its metadata, the
 -- version and the namespace revision, the key index, the expiry, history, the event,
 -- the stats counter and the op record, in the same texts and with the same reply; a key
@@ -99,12 +99,10 @@ else -- (a value replaced by one of the same size: the counts are as stored)
   redis.call("HSET", K_META, "rev", rev_s)
 end
 -- The op record, write.lua's for one written item: a put's or a create's with no
--- values, an incr's with its new value (which the reply has too).
--- (One concatenation each: every string made on the way is hashed and interned.)
-if op ~= "I" then
-  redis.call("HSET", K_OPS, op_id, record_head(digest, rev_s, now_s, "1 0 0") .. written_record(ver, cr, ct, x, size) .. "|")
-  return { "ok", rev, due, 1, "w", ver, cr, rev_s, ct, now_s, x, size, "", "", 0 }
-end
-redis.call("HSET", K_OPS, op_id, record_head(digest, rev_s, now_s, "1 0 1") .. written_record(ver, cr, ct, x, size) .. "|"
-  .. one_value_packed("1", value, "json"))
-return { "ok", rev, due, 1, "w", ver, cr, rev_s, ct, now_s, x, size, value, "json", 0 }
+-- values, an incr's with its new value, which its reply has too (write.lua's "echo" of a
+-- computed value). (One concatenation: every string made on the way is hashed and
+-- interned; an empty part adds none.)
+local counts, packed, vout, fout = "1 0 0", "", "", ""
+if op == "I" then counts, packed, vout, fout = "1 0 1", one_value_packed("1", value, "json"), value, "json" end
+redis.call("HSET", K_OPS, op_id, record_head(digest, rev_s, now_s, counts) .. written_record(ver, cr, ct, x, size) .. "|" .. packed)
+return { "ok", rev, due, 1, "w", ver, cr, rev_s, ct, now_s, x, size, vout, fout, 0 }
