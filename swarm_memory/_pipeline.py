@@ -61,6 +61,16 @@ _MORE = object()  # hiredis: no complete reply buffered yet
 # drivers' direct sends do; _drive.recording_off).
 _recording_off = recording_off(_recorder)
 _DEMOTED = "The previous master is now a slave"  # redis-py's text for it
+# Calls of one event loop turn written together at most: a turn with more writes them in
+# chunks of this many as they come, so Redis runs the first while the client is still
+# building the rest. One write per turn left the two taking turns: with 50 tasks, Redis
+# idled while the client built 50 calls, and the client while Redis ran them. 50 tasks'
+# puts with the client and Redis on two CPUs: 0.80x / 0.81x the wall time of one write
+# per turn in two runs (chunks of 8-25 read 0.80x-0.84x). On one CPU each early write
+# wakes Redis on the client's CPU: 1.03x / 1.11x (chunks of 25: 0.99x, but a turn of
+# fewer than 25 calls gains nothing then). `python -m bench.pipe_chunks`;
+# docs/performance.md, "The async pipe writes in chunks, stop 30".
+FLUSH_EVERY = 16
 
 
 def _usable(pool: Any) -> bool:
@@ -102,6 +112,7 @@ class _Wire(asyncio.Protocol):
         self.pending: deque[tuple[asyncio.Future[Any], float]] = deque()
         self.timer: asyncio.TimerHandle | None = None
         self.out: list[bytes] = []  # packed commands not written yet (see send)
+        self.flush_due = False  # a _flush is scheduled for the end of this turn
 
     # -- calls
     def send(self, packed: bytes) -> asyncio.Future[Any]:
@@ -115,16 +126,25 @@ class _Wire(asyncio.Protocol):
             self.pending.append((fut, deadline))
             if self.timer is None:  # one timer, for the oldest call only (see _expire)
                 self.timer = self.loop.call_at(deadline, self._expire)
-        # Written once per event loop turn: the commands of every task that sent one
-        # in this turn go out in one system call (a send() per command cost more than
-        # all of this module's own code).
+        # Written at the end of the event loop turn: the commands of every task that
+        # sent one in this turn go out in one system call (a send() per command cost
+        # more than all of this module's own code), or in chunks of FLUSH_EVERY.
         out = self.out
         out.append(packed)
         if len(out) == 1:
-            self.loop.call_soon(self._flush)
+            if not self.flush_due:
+                self.flush_due = True
+                self.loop.call_soon(self._flush)
+        elif len(out) >= FLUSH_EVERY:
+            self._write()
         return fut
 
     def _flush(self) -> None:
+        self.flush_due = False
+        if self.out:
+            self._write()
+
+    def _write(self) -> None:
         out, self.out = self.out, []
         if not self.closed:
             self.transport.write(out[0] if len(out) == 1 else b"".join(out))

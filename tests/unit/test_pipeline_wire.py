@@ -12,7 +12,7 @@ import pytest
 import redis.exceptions as rexc
 from redis._parsers import _AsyncHiredisParser
 
-from swarm_memory._pipeline import _Wire
+from swarm_memory._pipeline import FLUSH_EVERY, _Wire
 
 
 class _Transport:
@@ -65,6 +65,35 @@ async def test_replies_go_to_the_calls_in_order_and_writes_are_batched() -> None
     wire.data_received(b"7\r\n")
     assert futs[2].result() == 7
     assert not wire.closed
+
+
+async def test_a_turn_with_many_calls_writes_them_in_chunks_in_order() -> None:
+    """More than FLUSH_EVERY calls in one turn go out as they come, FLUSH_EVERY at a
+    time (Redis starts on the first while the rest are built), the rest at the turn's
+    end; the replies still go to the calls in the order written."""
+    wire, transport = await _wire()
+    n = 2 * FLUSH_EVERY + 5
+    cmds = [b"*2\r\n$4\r\nECHO\r\n$2\r\n%02d\r\n" % i for i in range(n)]
+    futs = []
+    for i, cmd in enumerate(cmds):
+        futs.append(wire.send(cmd))
+        assert len(transport.written) == (i + 1) // FLUSH_EVERY  # a chunk once it is full
+    assert transport.written == [
+        b"".join(cmds[:FLUSH_EVERY]),
+        b"".join(cmds[FLUSH_EVERY : 2 * FLUSH_EVERY]),
+    ]
+    await asyncio.sleep(0)
+    assert transport.written[2:] == [b"".join(cmds[2 * FLUSH_EVERY :])]  # the turn's end
+    wire.data_received(b"".join(b"$2\r\n%02d\r\n" % i for i in range(n)))
+    assert [f.result() for f in futs] == [b"%02d" % i for i in range(n)]
+    # A turn of exactly one chunk is one write, and its end writes nothing more.
+    futs = [wire.send(cmd) for cmd in cmds[:FLUSH_EVERY]]
+    await asyncio.sleep(0)
+    assert transport.written[3:] == [b"".join(cmds[:FLUSH_EVERY])]
+    # The next turn's calls are written at its end again.
+    wire.send(cmds[0])
+    await asyncio.sleep(0)
+    assert transport.written[4:] == [cmds[0]]
 
 
 async def test_a_cancelled_call_s_reply_is_dropped() -> None:

@@ -1,0 +1,107 @@
+"""The async pipe's chunk size, A/B in one process: ``python -m bench.pipe_chunks``.
+
+``swarm_memory._pipeline`` writes the script calls of one event loop turn together, at
+most ``FLUSH_EVERY`` at a time (a fuller turn goes out in chunks as its calls come, so
+Redis runs the first while the client builds the rest). This runs 50 tasks of
+``AsyncSwarmMemory.put`` (each awaiting its own puts, one key each, as the suite's
+``ours.async.put``) with ``FLUSH_EVERY`` set to each size in turn, the sizes interleaved
+round by round on one client, and prints per size the median wall time and client CPU
+time per put, and the wall ratio against one write per turn (the code before stop 30).
+
+``--taskset CLIENT:SERVER`` pins this process and ``redis-server`` (default ``0:1``,
+two CPUs; ``0:0`` puts both on one). Starts its own ``redis-server`` (never 6379).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import statistics
+import sys
+import time
+
+from bench.harness import VALUE, affinity
+
+ONE_WRITE = 10**9  # one write per turn, whatever the turn holds: the code before stop 30
+TASKS = 50
+
+
+async def _measure(
+    url: str, sizes: list[int], rounds: int, n: int
+) -> dict[int, list[tuple[float, float]]]:
+    from swarm_memory import AsyncSwarmMemory, _pipeline
+
+    mem = AsyncSwarmMemory.from_url(url, agent="bench")
+    ns = mem.namespace("bench-chunks")
+
+    async def task(key: str) -> None:
+        for _ in range(n):
+            await ns.put(key, VALUE)
+
+    async def burst() -> None:
+        await asyncio.gather(*(task(f"k{i}") for i in range(TASKS)))
+
+    before = _pipeline.FLUSH_EVERY
+    out: dict[int, list[tuple[float, float]]] = {size: [] for size in sizes}
+    try:
+        await burst()  # warm up: the library loaded, the pipe connected
+        if mem._driver.pipe is None:
+            sys.exit("bench.pipe_chunks: this client sends without the pipe (Settings.pipeline?)")
+        for _ in range(rounds):
+            for size in sizes:
+                _pipeline.FLUSH_EVERY = size
+                wall0, cpu0 = time.perf_counter(), time.process_time()
+                await burst()
+                wall, cpu = time.perf_counter() - wall0, time.process_time() - cpu0
+                out[size].append((wall / (TASKS * n) * 1e6, cpu / (TASKS * n) * 1e6))
+    finally:
+        _pipeline.FLUSH_EVERY = before
+        await mem.close()
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--rounds", type=int, default=16)
+    p.add_argument("--n", type=int, default=100, help="puts per task per round")
+    p.add_argument("--sizes", default="8,12,16", help="chunk sizes beside one write per turn")
+    p.add_argument("--taskset", default="0:1", help="CLIENT:SERVER CPUs (one each)")
+    a = p.parse_args(argv)
+    client_cpu, server_cpu = (int(x) for x in a.taskset.split(":"))
+    sizes = [ONE_WRITE, *(int(x) for x in a.sizes.split(","))]
+
+    from swarm_memory import SwarmMemory
+    from tests.servers import RedisServer
+
+    server = RedisServer()
+    with affinity({server_cpu}):
+        server.start()
+    try:
+        os.sched_setaffinity(0, {client_cpu})
+        setup = SwarmMemory.from_url(server.url, agent="bench")
+        setup.create_namespace("bench-chunks", exist_ok=True)
+        setup.close()
+        res = asyncio.run(_measure(server.url, sizes, a.rounds, a.n))
+    finally:
+        server.stop()
+    base = [wall for wall, _ in res[ONE_WRITE]]
+    print(
+        f"{TASKS} tasks x {a.n} puts, {a.rounds} rounds; client on CPU {client_cpu}, "
+        f"redis-server on CPU {server_cpu}"
+    )
+    print(f"{'chunk':>14} {'wall µs/put':>12} {'client CPU µs/put':>18} {'wall ÷ one write':>17}")
+    for size in sizes:
+        walls = [wall for wall, _ in res[size]]
+        cpus = [cpu for _, cpu in res[size]]
+        ratios = sorted(w / b for w, b in zip(walls, base, strict=True))
+        label = "one per turn" if size == ONE_WRITE else str(size)
+        print(
+            f"{label:>14} {statistics.median(walls):12.1f} {statistics.median(cpus):18.1f} "
+            f"{statistics.median(ratios):8.2f} ({ratios[0]:.2f}-{ratios[-1]:.2f})"
+        )
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
