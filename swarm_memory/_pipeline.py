@@ -6,8 +6,9 @@ release. With 50 tasks on one client that was 35-45 % of a put's client time
 (docs/performance.md, "Async pipelining"). Here each script call (FCALL / FCALL_RO /
 EVALSHA / EVALSHA_RO, sent by ``AsyncDriver._direct``) is queued on one connection and
 written at the end of the event loop turn that issued it, with every other call of that
-turn in one system call; one asyncio Protocol reads the replies, in the order the calls
-were written, into their futures: what the NATS client does over its connection.
+turn in one system call (a turn of more than ``FLUSH_EVERY`` calls in chunks of that many,
+as they come); one asyncio Protocol reads the replies, in the order the calls were
+written, into their futures: what the NATS client does over its connection.
 
 The same semantics as the pool path, for everything the driver relies on:
 
