@@ -143,3 +143,18 @@ async def test_connection_lost_fails_every_call_in_flight() -> None:
     errors = [f.exception() for f in futs]
     assert all(isinstance(e, rexc.ConnectionError) for e in errors)
     assert len({id(e) for e in errors}) == 3
+
+
+async def test_a_connection_lost_mid_turn_fails_the_written_chunk_and_the_rest() -> None:
+    """A connection lost after a turn's first chunk was written and before its end: the
+    chunk's calls (maybe run) and the calls not written yet fail alike, with
+    ConnectionError, and the turn's end writes nothing on the closed connection."""
+    wire, transport = await _wire()
+    futs = [wire.send(b"x") for _ in range(FLUSH_EVERY + 3)]
+    assert transport.written == [b"x" * FLUSH_EVERY]
+    wire.connection_lost(ConnectionResetError(104, "reset"))
+    await asyncio.sleep(0)
+    assert transport.written == [b"x" * FLUSH_EVERY]
+    assert all(isinstance(f.exception(), rexc.ConnectionError) for f in futs)
+    with pytest.raises(rexc.ConnectionError):
+        wire.send(b"y")
