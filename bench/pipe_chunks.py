@@ -1,13 +1,16 @@
-"""The async pipe's chunk size, A/B in one process: ``python -m bench.pipe_chunks``.
+"""The async pipe's early writes, A/B in one process: ``python -m bench.pipe_chunks``.
 
-``swarm_memory._pipeline`` writes the script calls of one event loop turn together, at
-most ``FLUSH_EVERY`` at a time (a fuller turn goes out in chunks as its calls come, so
-Redis runs the first while the client builds the rest). This runs 50 tasks of
+``swarm_memory._pipeline`` writes the script calls of one event loop turn in one write at
+the turn's end, except that a turn's first ``FLUSH_EVERY`` calls go out as soon as there
+are that many (``EARLY_CHUNKS`` chunks of a turn are written ahead of its end), so Redis
+runs them while the client builds the rest. This runs 50 tasks of
 ``AsyncSwarmMemory.put`` (each awaiting its own puts, one key each, as the suite's
-``ours.async.put``) with ``FLUSH_EVERY`` set to each size in turn, the sizes interleaved
-round by round on one client, and prints per size the median wall time and client CPU
-time per put, and the wall ratio against one write per turn (the code before stop 30).
+``ours.async.put``) with each variant in turn, the variants interleaved round by round on
+one client, and prints per variant the median wall time and client CPU time per put, and
+the wall ratio against one write per turn (the code before stop 30).
 
+Variants (``--variants``): ``N`` writes a turn's first N calls ahead (one chunk, the
+pipe's rule), ``N*`` every chunk of N as it fills (stop 30's first version).
 ``--taskset CLIENT:SERVER`` pins this process and ``redis-server`` (default ``0:1``,
 two CPUs; ``0:0`` puts both on one). Starts its own ``redis-server`` (never 6379).
 """
@@ -23,13 +26,23 @@ import time
 
 from bench.harness import VALUE, affinity
 
-ONE_WRITE = 10**9  # one write per turn, whatever the turn holds: the code before stop 30
+ONE_WRITE = "one per turn"  # the code before stop 30
 TASKS = 50
+EVERY = 10**9  # EARLY_CHUNKS for "N*": every chunk of a turn ahead of its end
+
+
+def _settings(variant: str) -> tuple[int, int]:
+    """(FLUSH_EVERY, EARLY_CHUNKS) of a variant."""
+    if variant == ONE_WRITE:
+        return EVERY, 0
+    if variant.endswith("*"):
+        return int(variant[:-1]), EVERY
+    return int(variant), 1
 
 
 async def _measure(
-    url: str, sizes: list[int], rounds: int, n: int
-) -> dict[int, list[tuple[float, float]]]:
+    url: str, variants: list[str], rounds: int, n: int
+) -> dict[str, list[tuple[float, float]]]:
     from swarm_memory import AsyncSwarmMemory, _pipeline
 
     mem = AsyncSwarmMemory.from_url(url, agent="bench")
@@ -42,21 +55,21 @@ async def _measure(
     async def burst() -> None:
         await asyncio.gather(*(task(f"k{i}") for i in range(TASKS)))
 
-    before = _pipeline.FLUSH_EVERY
-    out: dict[int, list[tuple[float, float]]] = {size: [] for size in sizes}
+    before = _pipeline.FLUSH_EVERY, _pipeline.EARLY_CHUNKS
+    out: dict[str, list[tuple[float, float]]] = {v: [] for v in variants}
     try:
         await burst()  # warm up: the library loaded, the pipe connected
         if mem._driver.pipe is None:
             sys.exit("bench.pipe_chunks: this client sends without the pipe (Settings.pipeline?)")
         for _ in range(rounds):
-            for size in sizes:
-                _pipeline.FLUSH_EVERY = size
+            for variant in variants:
+                _pipeline.FLUSH_EVERY, _pipeline.EARLY_CHUNKS = _settings(variant)
                 wall0, cpu0 = time.perf_counter(), time.process_time()
                 await burst()
                 wall, cpu = time.perf_counter() - wall0, time.process_time() - cpu0
-                out[size].append((wall / (TASKS * n) * 1e6, cpu / (TASKS * n) * 1e6))
+                out[variant].append((wall / (TASKS * n) * 1e6, cpu / (TASKS * n) * 1e6))
     finally:
-        _pipeline.FLUSH_EVERY = before
+        _pipeline.FLUSH_EVERY, _pipeline.EARLY_CHUNKS = before
         await mem.close()
     return out
 
@@ -65,11 +78,20 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--rounds", type=int, default=16)
     p.add_argument("--n", type=int, default=100, help="puts per task per round")
-    p.add_argument("--sizes", default="8,12,16", help="chunk sizes beside one write per turn")
+    p.add_argument(
+        "--variants",
+        default="12,16,16*,25",
+        help="N: a turn's first N calls ahead; N*: every chunk of N ahead",
+    )
     p.add_argument("--taskset", default="0:1", help="CLIENT:SERVER CPUs (one each)")
     a = p.parse_args(argv)
     client_cpu, server_cpu = (int(x) for x in a.taskset.split(":"))
-    sizes = [ONE_WRITE, *(int(x) for x in a.sizes.split(","))]
+    variants = [ONE_WRITE, *a.variants.split(",")]
+    for v in variants:
+        try:
+            _settings(v)
+        except ValueError:
+            p.error(f"bad variant {v!r}: want N or N*")
 
     from swarm_memory import SwarmMemory
     from tests.servers import RedisServer
@@ -82,7 +104,7 @@ def main(argv: list[str] | None = None) -> int:
         setup = SwarmMemory.from_url(server.url, agent="bench")
         setup.create_namespace("bench-chunks", exist_ok=True)
         setup.close()
-        res = asyncio.run(_measure(server.url, sizes, a.rounds, a.n))
+        res = asyncio.run(_measure(server.url, variants, a.rounds, a.n))
     finally:
         server.stop()
     base = [wall for wall, _ in res[ONE_WRITE]]
@@ -90,14 +112,13 @@ def main(argv: list[str] | None = None) -> int:
         f"{TASKS} tasks x {a.n} puts, {a.rounds} rounds; client on CPU {client_cpu}, "
         f"redis-server on CPU {server_cpu}"
     )
-    print(f"{'chunk':>14} {'wall µs/put':>12} {'client CPU µs/put':>18} {'wall ÷ one write':>17}")
-    for size in sizes:
-        walls = [wall for wall, _ in res[size]]
-        cpus = [cpu for _, cpu in res[size]]
+    print(f"{'variant':>14} {'wall µs/put':>12} {'client CPU µs/put':>18} {'wall ÷ one write':>17}")
+    for variant in variants:
+        walls = [wall for wall, _ in res[variant]]
+        cpus = [cpu for _, cpu in res[variant]]
         ratios = sorted(w / b for w, b in zip(walls, base, strict=True))
-        label = "one per turn" if size == ONE_WRITE else str(size)
         print(
-            f"{label:>14} {statistics.median(walls):12.1f} {statistics.median(cpus):18.1f} "
+            f"{variant:>14} {statistics.median(walls):12.1f} {statistics.median(cpus):18.1f} "
             f"{statistics.median(ratios):8.2f} ({ratios[0]:.2f}-{ratios[-1]:.2f})"
         )
     return 0

@@ -6,9 +6,10 @@ release. With 50 tasks on one client that was 35-45 % of a put's client time
 (docs/performance.md, "Async pipelining"). Here each script call (FCALL / FCALL_RO /
 EVALSHA / EVALSHA_RO, sent by ``AsyncDriver._direct``) is queued on one connection and
 written at the end of the event loop turn that issued it, with every other call of that
-turn in one system call (a turn of more than ``FLUSH_EVERY`` calls in chunks of that many,
-as they come); one asyncio Protocol reads the replies, in the order the calls were
-written, into their futures: what the NATS client does over its connection.
+turn in one system call (the first ``FLUSH_EVERY`` calls of a busier turn ahead of the
+rest, as soon as there are that many); one asyncio Protocol reads the replies, in the
+order the calls were written, into their futures: what the NATS client does over its
+connection.
 
 The same semantics as the pool path, for everything the driver relies on:
 
@@ -62,16 +63,18 @@ _MORE = object()  # hiredis: no complete reply buffered yet
 # drivers' direct sends do; _drive.recording_off).
 _recording_off = recording_off(_recorder)
 _DEMOTED = "The previous master is now a slave"  # redis-py's text for it
-# Calls of one event loop turn written together at most: a turn with more writes them in
-# chunks of this many as they come, so Redis runs the first while the client is still
-# building the rest. One write per turn left the two taking turns: with 50 tasks, Redis
-# idled while the client built 50 calls, and the client while Redis ran them. 50 tasks'
-# puts with the client and Redis on two CPUs: 0.80x / 0.81x the wall time of one write
-# per turn in two runs (chunks of 8-25 read 0.80x-0.84x). On one CPU each early write
-# wakes Redis on the client's CPU: 1.03x / 1.11x (chunks of 25: 0.99x, but a turn of
-# fewer than 25 calls gains nothing then). `python -m bench.pipe_chunks`;
-# docs/performance.md, "The async pipe writes in chunks, stop 30".
+# A turn's first FLUSH_EVERY calls are written as soon as there are that many, the rest at
+# the turn's end (EARLY_CHUNKS: how many chunks a turn writes ahead of its end), so Redis
+# runs the first while the client is still building the rest. One write per turn left the
+# two taking turns: with 50 tasks, Redis idled while the client built its calls, and the
+# client while Redis ran them. 50 tasks' puts with the client and Redis on two CPUs:
+# 0.82x-0.92x the wall time of one write per turn in three runs; on one CPU, where each
+# early write wakes Redis on the client's own CPU, 0.97x-1.02x. Writing every chunk of 16
+# ahead (stop 30's first version) was no quicker on two CPUs (0.85x-0.92x in the same
+# runs) and cost 3-6 % on one. `python -m bench.pipe_chunks`; docs/performance.md, "The
+# async pipe writes in chunks, stop 30".
 FLUSH_EVERY = 16
+EARLY_CHUNKS = 1
 
 
 def _usable(pool: Any) -> bool:
@@ -114,6 +117,7 @@ class _Wire(asyncio.Protocol):
         self.timer: asyncio.TimerHandle | None = None
         self.out: list[bytes] = []  # packed commands not written yet (see send)
         self.flush_due = False  # a _flush is scheduled for the end of this turn
+        self.early = 0  # chunks of this turn written ahead of its end
 
     # -- calls
     def send(self, packed: bytes) -> asyncio.Future[Any]:
@@ -129,19 +133,21 @@ class _Wire(asyncio.Protocol):
                 self.timer = self.loop.call_at(deadline, self._expire)
         # Written at the end of the event loop turn: the commands of every task that
         # sent one in this turn go out in one system call (a send() per command cost
-        # more than all of this module's own code), or in chunks of FLUSH_EVERY.
+        # more than all of this module's own code); a turn's first FLUSH_EVERY ahead.
         out = self.out
         out.append(packed)
         if len(out) == 1:
             if not self.flush_due:
                 self.flush_due = True
                 self.loop.call_soon(self._flush)
-        elif len(out) >= FLUSH_EVERY:
+        elif len(out) >= FLUSH_EVERY and self.early < EARLY_CHUNKS:
+            self.early += 1
             self._write()
         return fut
 
     def _flush(self) -> None:
         self.flush_due = False
+        self.early = 0
         if self.out:
             self._write()
 

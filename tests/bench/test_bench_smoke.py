@@ -198,18 +198,23 @@ def test_client_cost_times_every_op_with_its_reply_replayed() -> None:
     assert all(float(v) > 0 for row in rows.values() for v in row), done.stdout
 
 
-def test_pipe_chunks_times_each_chunk_size_beside_one_write_per_turn() -> None:
-    """bench.pipe_chunks: 50 async tasks' puts with each chunk size in turn; a row per
-    size with its wall and CPU µs per put and its ratio to one write per turn (1.00
-    for that row itself)."""
+def test_pipe_chunks_times_each_variant_beside_one_write_per_turn() -> None:
+    """bench.pipe_chunks: 50 async tasks' puts with each early-write variant in turn; a
+    row per variant with its wall and CPU µs per put and its ratio to one write per turn
+    (1.00 for that row itself); a variant it cannot read is refused."""
     done = run_module(
-        "bench.pipe_chunks", "--rounds", "1", "--n", "2", "--sizes", "4,50", "--taskset", "0:0",
-        timeout=120,
+        "bench.pipe_chunks", "--rounds", "1", "--n", "2", "--variants", "4,4*",
+        "--taskset", "0:0", timeout=120,
     )  # fmt: skip
     rows = {line[:14].strip(): line[14:].split() for line in done.stdout.splitlines()[2:]}
-    assert set(rows) == {"one per turn", "4", "50"}, done.stdout
+    assert set(rows) == {"one per turn", "4", "4*"}, done.stdout
     assert all(float(row[0]) > 0 and float(row[1]) > 0 for row in rows.values()), done.stdout
     assert rows["one per turn"][2] == "1.00", done.stdout
+    bad = subprocess.run(
+        [sys.executable, "-m", "bench.pipe_chunks", "--variants", "x"],
+        cwd=ROOT, capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert bad.returncode == 2 and "bad variant 'x'" in bad.stderr, bad.stderr
 
 
 def test_server_cost_runs_every_case_and_knocks_out_every_floor_call() -> None:

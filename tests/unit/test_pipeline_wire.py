@@ -67,33 +67,34 @@ async def test_replies_go_to_the_calls_in_order_and_writes_are_batched() -> None
     assert not wire.closed
 
 
-async def test_a_turn_with_many_calls_writes_them_in_chunks_in_order() -> None:
-    """More than FLUSH_EVERY calls in one turn go out as they come, FLUSH_EVERY at a
-    time (Redis starts on the first while the rest are built), the rest at the turn's
-    end; the replies still go to the calls in the order written."""
+async def test_a_busy_turn_writes_its_first_chunk_ahead_and_the_rest_at_its_end() -> None:
+    """A turn's first FLUSH_EVERY calls are written as soon as there are that many (Redis
+    starts on them while the rest are built), the rest at the turn's end, in order; the
+    replies still go to the calls in the order written. Each turn writes its own first
+    chunk ahead; a turn of exactly one chunk is one write."""
     wire, transport = await _wire()
     n = 2 * FLUSH_EVERY + 5
     cmds = [b"*2\r\n$4\r\nECHO\r\n$2\r\n%02d\r\n" % i for i in range(n)]
     futs = []
     for i, cmd in enumerate(cmds):
         futs.append(wire.send(cmd))
-        assert len(transport.written) == (i + 1) // FLUSH_EVERY  # a chunk once it is full
-    assert transport.written == [
-        b"".join(cmds[:FLUSH_EVERY]),
-        b"".join(cmds[FLUSH_EVERY : 2 * FLUSH_EVERY]),
-    ]
+        assert len(transport.written) == (1 if i + 1 >= FLUSH_EVERY else 0)
+    assert transport.written == [b"".join(cmds[:FLUSH_EVERY])]
     await asyncio.sleep(0)
-    assert transport.written[2:] == [b"".join(cmds[2 * FLUSH_EVERY :])]  # the turn's end
+    assert transport.written[1:] == [b"".join(cmds[FLUSH_EVERY:])]  # the turn's end
     wire.data_received(b"".join(b"$2\r\n%02d\r\n" % i for i in range(n)))
     assert [f.result() for f in futs] == [b"%02d" % i for i in range(n)]
+    # The next turn writes its own first chunk ahead again, then the rest at its end.
+    for cmd in cmds[: FLUSH_EVERY + 1]:
+        wire.send(cmd)
+    assert transport.written[2:] == [b"".join(cmds[:FLUSH_EVERY])]
+    await asyncio.sleep(0)
+    assert transport.written[3:] == [cmds[FLUSH_EVERY]]
     # A turn of exactly one chunk is one write, and its end writes nothing more.
-    futs = [wire.send(cmd) for cmd in cmds[:FLUSH_EVERY]]
+    for cmd in cmds[:FLUSH_EVERY]:
+        wire.send(cmd)
     await asyncio.sleep(0)
-    assert transport.written[3:] == [b"".join(cmds[:FLUSH_EVERY])]
-    # The next turn's calls are written at its end again.
-    wire.send(cmds[0])
-    await asyncio.sleep(0)
-    assert transport.written[4:] == [cmds[0]]
+    assert transport.written[4:] == [b"".join(cmds[:FLUSH_EVERY])]
 
 
 async def test_a_cancelled_call_s_reply_is_dropped() -> None:
@@ -146,8 +147,8 @@ async def test_connection_lost_fails_every_call_in_flight() -> None:
 
 
 async def test_a_connection_lost_mid_turn_fails_the_written_chunk_and_the_rest() -> None:
-    """A connection lost after a turn's first chunk was written and before its end: the
-    chunk's calls (maybe run) and the calls not written yet fail alike, with
+    """A connection lost after a turn's first chunk was written ahead and before the turn's
+    end: the chunk's calls (maybe run) and the calls not written yet fail alike, with
     ConnectionError, and the turn's end writes nothing on the closed connection."""
     wire, transport = await _wire()
     futs = [wire.send(b"x") for _ in range(FLUSH_EVERY + 3)]
