@@ -116,8 +116,9 @@ class _Wire(asyncio.Protocol):
         self.pending: deque[tuple[asyncio.Future[Any], float]] = deque()
         self.timer: asyncio.TimerHandle | None = None
         self.out: list[bytes] = []  # packed commands not written yet (see send)
-        self.flush_due = False  # a _flush is scheduled for the end of this turn
-        self.early = 0  # chunks of this turn written ahead of its end
+        # Chunks of this turn written ahead of its end. (A _flush is scheduled for the
+        # turn's end exactly while ``out`` holds calls or this is above 0.)
+        self.early = 0
 
     # -- calls
     def send(self, packed: bytes) -> asyncio.Future[Any]:
@@ -137,8 +138,7 @@ class _Wire(asyncio.Protocol):
         out = self.out
         out.append(packed)
         if len(out) == 1:
-            if not self.flush_due:
-                self.flush_due = True
+            if not self.early:  # (else this turn's _flush is scheduled already)
                 self.loop.call_soon(self._flush)
         elif len(out) >= FLUSH_EVERY and self.early < EARLY_CHUNKS:
             self.early += 1
@@ -146,7 +146,6 @@ class _Wire(asyncio.Protocol):
         return fut
 
     def _flush(self) -> None:
-        self.flush_due = False
         self.early = 0
         if self.out:
             self._write()
