@@ -6,8 +6,9 @@ are that many (``EARLY_CHUNKS`` chunks of a turn are written ahead of its end), 
 runs them while the client builds the rest. This runs 50 tasks of
 ``AsyncSwarmMemory.put`` (each awaiting its own puts, one key each, as the suite's
 ``ours.async.put``) with each variant in turn, the variants interleaved round by round on
-one client, and prints per variant the median wall time and client CPU time per put, and
-the wall ratio against one write per turn (the code before stop 30).
+one client, and prints per variant the median wall time and client CPU time per put, the
+pipe's writes per 50 puts (each variant's rule shows in it), and the wall ratio against
+one write per turn (the code before stop 30).
 
 Variants (``--variants``): ``N`` writes a turn's first N calls ahead (one chunk, the
 pipe's rule), ``N*`` every chunk of N as it fills (stop 30's first version).
@@ -23,6 +24,7 @@ import os
 import statistics
 import sys
 import time
+from unittest import mock
 
 from bench.harness import VALUE, affinity
 
@@ -42,7 +44,7 @@ def _settings(variant: str) -> tuple[int, int]:
 
 async def _measure(
     url: str, variants: list[str], rounds: int, n: int
-) -> dict[str, list[tuple[float, float]]]:
+) -> dict[str, list[tuple[float, float, float]]]:
     from swarm_memory import AsyncSwarmMemory, _pipeline
 
     mem = AsyncSwarmMemory.from_url(url, agent="bench")
@@ -55,8 +57,18 @@ async def _measure(
     async def burst() -> None:
         await asyncio.gather(*(task(f"k{i}") for i in range(TASKS)))
 
+    # The pipe's writes, counted (each variant's rule shows in how many it makes).
+    write = _pipeline._Wire._write
+    writes = [0]
+
+    def counted(wire: _pipeline._Wire) -> None:
+        writes[0] += 1
+        write(wire)
+
     before = _pipeline.FLUSH_EVERY, _pipeline.EARLY_CHUNKS
-    out: dict[str, list[tuple[float, float]]] = {v: [] for v in variants}
+    out: dict[str, list[tuple[float, float, float]]] = {v: [] for v in variants}
+    counting = mock.patch.object(_pipeline._Wire, "_write", counted)
+    counting.start()
     try:
         await burst()  # warm up: the library loaded, the pipe connected
         if mem._driver.pipe is None:
@@ -64,11 +76,14 @@ async def _measure(
         for _ in range(rounds):
             for variant in variants:
                 _pipeline.FLUSH_EVERY, _pipeline.EARLY_CHUNKS = _settings(variant)
+                writes[0] = 0
                 wall0, cpu0 = time.perf_counter(), time.process_time()
                 await burst()
                 wall, cpu = time.perf_counter() - wall0, time.process_time() - cpu0
-                out[variant].append((wall / (TASKS * n) * 1e6, cpu / (TASKS * n) * 1e6))
+                puts = TASKS * n
+                out[variant].append((wall / puts * 1e6, cpu / puts * 1e6, writes[0] / n))
     finally:
+        counting.stop()
         _pipeline.FLUSH_EVERY, _pipeline.EARLY_CHUNKS = before
         await mem.close()
     return out
@@ -107,18 +122,23 @@ def main(argv: list[str] | None = None) -> int:
         res = asyncio.run(_measure(server.url, variants, a.rounds, a.n))
     finally:
         server.stop()
-    base = [wall for wall, _ in res[ONE_WRITE]]
+    base = [wall for wall, _, _ in res[ONE_WRITE]]
     print(
         f"{TASKS} tasks x {a.n} puts, {a.rounds} rounds; client on CPU {client_cpu}, "
         f"redis-server on CPU {server_cpu}"
     )
-    print(f"{'variant':>14} {'wall µs/put':>12} {'client CPU µs/put':>18} {'wall ÷ one write':>17}")
+    print(
+        f"{'variant':>14} {'wall µs/put':>12} {'client CPU µs/put':>18} "
+        f"{'writes/50 puts':>15} {'wall ÷ one write':>17}"
+    )
     for variant in variants:
-        walls = [wall for wall, _ in res[variant]]
-        cpus = [cpu for _, cpu in res[variant]]
+        walls = [wall for wall, _, _ in res[variant]]
+        cpus = [cpu for _, cpu, _ in res[variant]]
+        counts = [w for _, _, w in res[variant]]
         ratios = sorted(w / b for w, b in zip(walls, base, strict=True))
         print(
             f"{variant:>14} {statistics.median(walls):12.1f} {statistics.median(cpus):18.1f} "
+            f"{statistics.median(counts):15.1f} "
             f"{statistics.median(ratios):8.2f} ({ratios[0]:.2f}-{ratios[-1]:.2f})"
         )
     return 0

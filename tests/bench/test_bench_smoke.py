@@ -200,8 +200,8 @@ def test_client_cost_times_every_op_with_its_reply_replayed() -> None:
 
 def test_pipe_chunks_times_each_variant_beside_one_write_per_turn() -> None:
     """bench.pipe_chunks: 50 async tasks' puts with each early-write variant in turn; a
-    row per variant with its wall and CPU µs per put and its ratio to one write per turn
-    (1.00 for that row itself); a variant it cannot read is refused."""
+    row per variant with its wall and CPU µs per put, its writes and its ratio to one
+    write per turn (1.00 for that row itself); a variant it cannot read is refused."""
     done = run_module(
         "bench.pipe_chunks", "--rounds", "1", "--n", "2", "--variants", "4,4*",
         "--taskset", "0:0", timeout=120,
@@ -209,7 +209,11 @@ def test_pipe_chunks_times_each_variant_beside_one_write_per_turn() -> None:
     rows = {line[:14].strip(): line[14:].split() for line in done.stdout.splitlines()[2:]}
     assert set(rows) == {"one per turn", "4", "4*"}, done.stdout
     assert all(float(row[0]) > 0 and float(row[1]) > 0 for row in rows.values()), done.stdout
-    assert rows["one per turn"][2] == "1.00", done.stdout
+    assert rows["one per turn"][3] == "1.00", done.stdout
+    # Each variant's rule took effect: a burst starts 50 calls in one turn, which the
+    # variants write in more pieces than one per turn does (every chunk ahead: most).
+    writes = {variant: float(row[2]) for variant, row in rows.items()}
+    assert writes["one per turn"] < writes["4"] < writes["4*"], done.stdout
     bad = subprocess.run(
         [sys.executable, "-m", "bench.pipe_chunks", "--variants", "x"],
         cwd=ROOT, capture_output=True, text=True, timeout=60, check=False,
