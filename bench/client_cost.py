@@ -15,10 +15,19 @@ the reply carrying the merged object), ``incr``, ``get``, ``get_many`` (100 keys
 recorded and replayed in turn) through ``SwarmMemory``; ``aput``, ``aget`` and ``alock``,
 the same through ``AsyncSwarmMemory`` (its pipelined connection's transport swapped for
 one that swallows the writes and hands the recorded replies to the protocol: the event
-loop's own turns are part of what is timed); ``bare_evalsha`` (redis-py EVALSHA of the
+loop's own turns are part of what is timed); ``aput50``, the suite's async family's
+mode: 50 tasks' puts gathered, each write of the pipe answered in the next event loop
+turn with one recorded reply per call it carried (µs per put: the tasks, the gather and
+the pipe's turns included); ``bare_evalsha`` (redis-py EVALSHA of the
 bare Lua CAS+XADD) and ``bare_hgetall`` (redis-py HGETALL) for the floor of a redis-py
 call; ``redispy_lock`` (redis-py's ``Lock``, one object acquired without blocking and
 released, as the locks family's ``peer.redis-py.Lock`` does) beside ``lock``.
+
+``--callgrind`` counts instructions instead of timing, for A/B comparisons that a noisy
+VM's timings cannot settle: each op runs in a child process under ``valgrind
+--tool=callgrind`` twice, with ``--n`` and three times ``--n`` calls, and the difference of the
+two totals, divided by the calls between them, is the op's client instructions per
+call (the start, the recording and the warm-up cancel out; the server is not traced).
 
 It reaches into redis-py's connection (``_sock``, the pool's idle connections) and the
 async driver's pipe (``swarm_memory._pipeline``): a measuring tool, not library code; if
@@ -30,7 +39,10 @@ from __future__ import annotations
 import argparse
 import asyncio
 import gc
+import re
+import shutil
 import statistics
+import subprocess
 import sys
 import time
 from collections.abc import Awaitable, Callable
@@ -48,13 +60,15 @@ OPS = (
     "put_many",
     "lock",
     "aput",
+    "aput50",
     "aget",
     "alock",
     "bare_evalsha",
     "bare_hgetall",
     "redispy_lock",
 )
-ASYNC_OPS = ("aput", "aget", "alock")
+ASYNC_OPS = ("aput", "aput50", "aget", "alock")
+TASKS = 50  # aput50's tasks, as the suite's async family runs them
 
 
 class ReplaySocket:
@@ -143,15 +157,18 @@ def time_op(client: Any, fn: Callable[[], Any], n: int, repeat: int) -> list[flo
 class ReplayTransport:
     """The async pipe's transport, recording the replies its protocol is handed, or
     swallowing writes and handing it the recorded replies in turn (one per write:
-    each call is written in its own event loop turn, as the timing loop awaits it)."""
+    each call is written in its own event loop turn, as the timing loop awaits it).
+    In ``many`` mode a write may carry many calls: it is answered in the next turn, as
+    a socket's reply would be, with the one recorded reply repeated once per call."""
 
     def __init__(self, wire: Any) -> None:
         self.wire = wire
         self.real = wire.transport
-        self.mode = "pass"  # pass | record | replay
+        self.mode = "pass"  # pass | record | replay | many
         self.log: list[list[bytes]] = []
         self.replies: list[bytes] = []
         self.turn = -1
+        self.owed = 0  # (many) replies scheduled and not yet handed over
         self.received = type(wire).data_received.__get__(wire)
 
     def write(self, data: bytes) -> None:
@@ -159,9 +176,20 @@ class ReplayTransport:
             self.turn = (self.turn + 1) % len(self.replies)
             self.received(self.replies[self.turn])
             return
+        if self.mode == "many":
+            # The calls this write carries: those waiting for a reply, less those whose
+            # replies are already on their way.
+            calls = len(self.wire.pending) - self.owed
+            self.owed += calls
+            self.wire.loop.call_soon(self._answer, calls)
+            return
         if self.mode == "record":
             self.log.append([])
         self.real.write(data)
+
+    def _answer(self, calls: int) -> None:
+        self.owed -= calls
+        self.received(self.replies[0] * calls)
 
     def data_received(self, data: bytes) -> None:
         if self.mode == "record":
@@ -172,8 +200,11 @@ class ReplayTransport:
         return getattr(self.real, name)
 
 
-async def atime_op(mem: Any, fn: Callable[[], Awaitable[Any]], n: int, repeat: int) -> list[float]:
-    """:func:`time_op` for the async client: µs of process CPU per awaited call."""
+async def atime_op(
+    mem: Any, fn: Callable[[], Awaitable[Any]], n: int, repeat: int, many: Any = None
+) -> list[float]:
+    """:func:`time_op` for the async client: µs of process CPU per awaited call. With
+    ``many`` (a burst of TASKS calls of ``fn``'s one reply, gathered), µs per call of it."""
     await fn()  # warm up: scripts loaded, the pipe connected
     pipe = mem._driver.pipe
     wire = getattr(pipe, "wire", None)
@@ -187,13 +218,22 @@ async def atime_op(mem: Any, fn: Callable[[], Awaitable[Any]], n: int, repeat: i
         await fn()
         fake.replies = [b"".join(chunks) for chunks in fake.log]
         fake.mode = "replay"
+        if many is not None:
+            if len(fake.replies) != 1:
+                sys.exit("bench.client_cost: a many-task op must make one call")
+            fake.mode, fn, per = "many", many, TASKS
+            n = max(1, n // TASKS)
+            for _ in range(3):
+                await fn()  # warm up the tasks' path
+        else:
+            per = 1
         out = []
         for _ in range(repeat):
             gc.collect()
             t0 = time.process_time()
             for _ in range(n):
                 await fn()
-            out.append((time.process_time() - t0) / n * 1e6)
+            out.append((time.process_time() - t0) / (n * per) * 1e6)
         return out
     finally:
         fake.mode = "pass"
@@ -211,26 +251,89 @@ async def run_async(url: str, ops: list[str], n: int, repeat: int) -> dict[str, 
         async with ns.lock("al", ttl=10.0):
             pass
 
+    async def aput50() -> None:
+        await asyncio.gather(*(ns.put(f"ap{i}", VALUE) for i in range(TASKS)))
+
     fns: dict[str, Callable[[], Awaitable[Any]]] = {
         "aput": lambda: ns.put("ap", VALUE),
+        "aput50": lambda: ns.put("ap", VALUE),
         "aget": lambda: ns.get("g"),
         "alock": alock,
     }
+    bursts = {"aput50": aput50}
     try:
-        return {op: await atime_op(mem, fns[op], n, repeat) for op in ops}
+        return {op: await atime_op(mem, fns[op], n, repeat, bursts.get(op)) for op in ops}
     finally:
         await mem.close()
 
 
+def timed_calls(op: str, n: int) -> int:
+    """How many calls of ``op`` one timing makes with ``--n n`` (see :func:`main`)."""
+    if op.endswith("_many"):
+        return max(1, n // 20)
+    if op == "aput50":
+        return max(1, n // TASKS) * TASKS
+    return n
+
+
+def _instructions(op: str, n: int) -> int:
+    """The instructions of a child ``bench.client_cost --n n --repeat 1 op`` under
+    callgrind (its whole run: the server it starts is not traced)."""
+    done = subprocess.run(
+        [
+            "valgrind",
+            "--tool=callgrind",
+            "--callgrind-out-file=/dev/null",
+            sys.executable,
+            "-m",
+            "bench.client_cost",
+            "--n",
+            str(n),
+            "--repeat",
+            "1",
+            op,
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    found = re.search(r"Collected : (\d+)", done.stderr)
+    if done.returncode != 0 or found is None:
+        sys.exit(f"bench.client_cost: {op} under callgrind failed:\n{done.stderr[-2000:]}")
+    return int(found.group(1))
+
+
+def count_instructions(ops: list[str], n: int) -> int:
+    """``--callgrind``: client instructions per call of each op (see the module doc)."""
+    if not shutil.which("valgrind"):
+        sys.exit("bench.client_cost --callgrind: valgrind is not installed")
+    print(f"{'op':14} {'Ir/call':>10}  (client instructions per call, no network)")
+    for op in ops:
+        low, high = (_instructions(op, m) for m in (n, 3 * n))
+        calls = timed_calls(op, 3 * n) - timed_calls(op, n)
+        print(f"{op:14} {(high - low) / calls:10.0f}", flush=True)
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--n", type=int, default=20000, help="calls per timing (÷20 for *_many)")
+    p.add_argument(
+        "--n", type=int, default=None, help="calls per timing (÷20 for *_many; default 20000)"
+    )
     p.add_argument("--repeat", type=int, default=5)
+    p.add_argument(
+        "--callgrind",
+        action="store_true",
+        help="instructions per call under valgrind instead of CPU time (--n defaults to 1000)",
+    )
     p.add_argument("ops", nargs="*", default=list(OPS))
     a = p.parse_args(argv)
     unknown = set(a.ops) - set(OPS)
     if unknown:
         p.error(f"unknown ops: {sorted(unknown)}; known: {', '.join(OPS)}")
+    if a.callgrind:
+        return count_instructions(a.ops, a.n or 1000)
+    a.n = a.n or 20000
 
     from bench.server_cost import merge_cases
     from swarm_memory import SwarmMemory
@@ -280,8 +383,7 @@ def main(argv: list[str] | None = None) -> int:
                 res = asyncio.run(run_async(server.url, [op], a.n, a.repeat))[op]
             else:
                 client, fn = fns[op]
-                n = max(1, a.n // 20) if op.endswith("_many") else a.n
-                res = time_op(client, fn, n, a.repeat)
+                res = time_op(client, fn, timed_calls(op, a.n), a.repeat)
             print(f"{op:14} {min(res):9.2f} {statistics.median(res):10.2f}", flush=True)
         mem.close()
     finally:

@@ -42,6 +42,9 @@ SUBSTITUTIONS: list[tuple[str, str]] = [
     (r"\b_async\b", "_sync"),
     (r"\bis_async=True\b", "is_async=False"),
     (r"\bAsync([A-Z]\w*)", r"\1"),
+    # What a plain function hands back to be awaited (a coroutine's or a future's
+    # value) is, in the sync twin, the value itself.
+    (r"\bAwaitable\[Any\]", "Any"),
 ]
 _COMPILED = [(re.compile(pattern), repl) for pattern, repl in SUBSTITUTIONS]
 

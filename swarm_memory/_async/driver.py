@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
 import redis.asyncio
@@ -292,8 +292,10 @@ class AsyncDriver(DriverBase):
             return False
         return True
 
-    async def _send(self, call: ScriptCall, args: list[Any], *, functions: bool) -> Any:
-        n = len(call.keys)
+    def _send(self, call: ScriptCall, args: list[Any], *, functions: bool) -> Awaitable[Any]:
+        """The call's reply. (In the async driver a plain function, not a coroutine: its
+        common case hands back what its one send gives to wait on, so a call makes and
+        resumes one coroutine fewer.)"""
         if (
             functions
             and self.direct is not None
@@ -301,8 +303,17 @@ class AsyncDriver(DriverBase):
             and (call.op_id is None or not self.settings.wait_replicas)
         ):
             # The common case, as _once sends it (an FCALL on a connection of the pool),
-            # without its layers and copies of the arguments.
-            return await self._direct(("FCALL", call.script.function, n, *call.keys, *args))
+            # without its layers and copies of the arguments; on the pipe, without a
+            # coroutine between this and the reply's future.
+            command = ("FCALL", call.script.function, len(call.keys), *call.keys, *args)
+            if self.pipe is not None:
+                return self.pipe.call("FCALL", pack(command))
+            return self._direct(command)
+        return self._send_other(call, args, functions=functions)
+
+    async def _send_other(self, call: ScriptCall, args: list[Any], *, functions: bool) -> Any:
+        """:meth:`_send` but for its common case: reads, EVALSHA, WAIT, no direct pool."""
+        n = len(call.keys)
         if (
             functions
             and self.direct is not None

@@ -292,7 +292,9 @@ class Driver(DriverBase):
         return True
 
     def _send(self, call: ScriptCall, args: list[Any], *, functions: bool) -> Any:
-        n = len(call.keys)
+        """The call's reply. (In the async driver a plain function, not a coroutine: its
+        common case hands back what its one send gives to wait on, so a call makes and
+        resumes one coroutine fewer.)"""
         if (
             functions
             and self.direct is not None
@@ -300,8 +302,17 @@ class Driver(DriverBase):
             and (call.op_id is None or not self.settings.wait_replicas)
         ):
             # The common case, as _once sends it (an FCALL on a connection of the pool),
-            # without its layers and copies of the arguments.
-            return self._direct(("FCALL", call.script.function, n, *call.keys, *args))
+            # without its layers and copies of the arguments; on the pipe, without a
+            # coroutine between this and the reply's future.
+            command = ("FCALL", call.script.function, len(call.keys), *call.keys, *args)
+            if self.pipe is not None:
+                return self.pipe.call("FCALL", pack(command))
+            return self._direct(command)
+        return self._send_other(call, args, functions=functions)
+
+    def _send_other(self, call: ScriptCall, args: list[Any], *, functions: bool) -> Any:
+        """:meth:`_send` but for its common case: reads, EVALSHA, WAIT, no direct pool."""
+        n = len(call.keys)
         if (
             functions
             and self.direct is not None

@@ -9,10 +9,12 @@ import asyncio
 from typing import Any
 
 import pytest
+import redis.asyncio.observability.recorder as async_recorder
 import redis.exceptions as rexc
 from redis._parsers import _AsyncHiredisParser
 
-from swarm_memory._pipeline import FLUSH_EVERY, _Wire
+from swarm_memory._drive import recording_off
+from swarm_memory._pipeline import FLUSH_EVERY, AsyncScriptPipe, _Wire
 
 
 class _Transport:
@@ -159,3 +161,59 @@ async def test_a_connection_lost_mid_turn_fails_the_written_chunk_and_the_rest()
     assert all(isinstance(f.exception(), rexc.ConnectionError) for f in futs)
     with pytest.raises(rexc.ConnectionError):
         wire.send(b"y")
+
+
+class _Collector:
+    def __init__(self) -> None:
+        self.durations: list[str] = []
+
+    def record_operation_duration(self, **kw: Any) -> None:
+        self.durations.append(kw["command_name"])
+
+
+async def test_a_call_on_the_open_wire_is_its_future_unless_calls_are_recorded(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """``AsyncScriptPipe.call`` on an open wire of this loop, with redis-py's observability
+    off, hands back the wire's future itself (no coroutine of its own per call); with a
+    collector set, the call goes through the coroutine that records its duration; a
+    closed wire, through the one that connects a new one. Either way the reply is the
+    call's."""
+    wire, transport = await _wire()
+    pipe = AsyncScriptPipe(pool=None)
+    pipe.wire = wire
+    if "_async_collector_resolved" not in vars(async_recorder):
+        # A redis-py whose recorder we cannot see off: every call is recorded.
+        assert not recording_off(async_recorder)()
+        call = pipe.call("PING", b"*1\r\n$4\r\nPING\r\n")
+        assert asyncio.iscoroutine(call)
+        call.close()
+        return
+    monkeypatch.setattr(async_recorder, "_async_metrics_collector", None)
+    monkeypatch.setattr(async_recorder, "_async_collector_resolved", True)  # looked: none
+    assert recording_off(async_recorder)()
+    fast = pipe.call("PING", b"*1\r\n$4\r\nPING\r\n")
+    assert isinstance(fast, asyncio.Future)
+    await asyncio.sleep(0)
+    wire.data_received(b"+PONG\r\n")
+    assert await fast == b"PONG"
+
+    collector = _Collector()
+    monkeypatch.setattr(async_recorder, "_async_metrics_collector", collector)
+    assert not recording_off(async_recorder)()
+    recorded = pipe.call("PING", b"*1\r\n$4\r\nPING\r\n")
+    assert asyncio.iscoroutine(recorded)
+    task = asyncio.ensure_future(recorded)
+    await asyncio.sleep(0)
+    await asyncio.sleep(0)
+    wire.data_received(b"+PONG\r\n")
+    assert await task == b"PONG"
+    assert collector.durations == ["PING"]
+    assert transport.written == [b"*1\r\n$4\r\nPING\r\n"] * 2
+    monkeypatch.setattr(async_recorder, "_async_metrics_collector", None)
+    assert recording_off(async_recorder)()
+
+    wire.closed = True
+    reconnecting = pipe.call("PING", b"*1\r\n$4\r\nPING\r\n")
+    assert asyncio.iscoroutine(reconnecting)
+    reconnecting.close()  # (it would connect through the pool: not here)
