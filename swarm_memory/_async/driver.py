@@ -95,17 +95,21 @@ class AsyncDriver(DriverBase):
                     result: T = stop.value
                     break
                 send, throw = None, None
-                if isinstance(effect, CallUser):
-                    try:
-                        send = await acall_user(effect.fn)
-                    except Exception as exc:
-                        throw = exc
-                    continue
-                try:
+                if type(effect) is not ScriptCall:  # (the common effect: no isinstance chain)
+                    if isinstance(effect, CallUser):
+                        try:
+                            send = await acall_user(effect.fn)
+                        except Exception as exc:
+                            throw = exc
+                        continue
                     if isinstance(effect, Listen | WaitBell | Unlisten):
-                        send = await self._bell(effect, bells)
-                    else:
-                        send = await self.perform(effect)
+                        try:
+                            send = await self._bell(effect, bells)
+                        except errors.SwarmMemoryError as exc:
+                            throw = exc
+                        continue
+                try:
+                    send = await self.perform(effect)
                 except errors.SwarmMemoryError as exc:
                     throw = exc
         except BaseException as exc:

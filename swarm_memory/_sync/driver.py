@@ -94,17 +94,21 @@ class Driver(DriverBase):
                     result: T = stop.value
                     break
                 send, throw = None, None
-                if isinstance(effect, CallUser):
-                    try:
-                        send = call_user(effect.fn)
-                    except Exception as exc:
-                        throw = exc
-                    continue
-                try:
+                if type(effect) is not ScriptCall:  # (the common effect: no isinstance chain)
+                    if isinstance(effect, CallUser):
+                        try:
+                            send = call_user(effect.fn)
+                        except Exception as exc:
+                            throw = exc
+                        continue
                     if isinstance(effect, Listen | WaitBell | Unlisten):
-                        send = self._bell(effect, bells)
-                    else:
-                        send = self.perform(effect)
+                        try:
+                            send = self._bell(effect, bells)
+                        except errors.SwarmMemoryError as exc:
+                            throw = exc
+                        continue
+                try:
+                    send = self.perform(effect)
                 except errors.SwarmMemoryError as exc:
                     throw = exc
         except BaseException as exc:
