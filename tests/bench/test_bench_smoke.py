@@ -292,3 +292,33 @@ def test_lua_profile_counts_each_case_by_function_and_line() -> None:
             # object_spans reads only the one-member patch: the target is not read member
             # by member (where it is, object_spans counts ~20 times what it does here)
             assert functions.get("object_spans", 0) < functions["flat_splice"], done.stdout
+
+
+def test_client_cost_callgrind_divides_the_difference_by_the_calls_between_the_runs(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """bench.client_cost --callgrind: each op's two child runs (--n and three times
+    --n calls) under valgrind, their instruction totals' difference per call between
+    them (valgrind itself stands in here: its runs take a minute each)."""
+    from bench import client_cost
+
+    runs: list[list[str]] = []
+
+    def fake_run(cmd: list[str], **kw: object) -> subprocess.CompletedProcess[str]:
+        runs.append(cmd)
+        n = int(cmd[cmd.index("--n") + 1])
+        calls = client_cost.timed_calls(cmd[-1], n)
+        total = 5_000_000 + 1_000 * calls  # a start of 5M, 1,000 a call
+        return subprocess.CompletedProcess(cmd, 0, "", f"==1== Collected : {total}\n")
+
+    monkeypatch.setattr(client_cost.shutil, "which", lambda name: "/usr/bin/" + name)
+    monkeypatch.setattr(client_cost.subprocess, "run", fake_run)
+    assert client_cost.main(["--callgrind", "--n", "60", "put", "put_many", "aput50"]) == 0
+    rows = {line.split()[0]: line.split()[1] for line in capsys.readouterr().out.splitlines()[1:]}
+    assert rows == {"put": "1000", "put_many": "1000", "aput50": "1000"}
+    assert [int(r[r.index("--n") + 1]) for r in runs] == [60, 180] * 3
+    assert all(r[:2] == ["valgrind", "--tool=callgrind"] and r[-1] in rows for r in runs)
+
+    monkeypatch.setattr(client_cost.shutil, "which", lambda name: None)
+    with pytest.raises(SystemExit, match="valgrind is not installed"):
+        client_cost.main(["--callgrind", "put"])
