@@ -311,14 +311,14 @@ def test_client_cost_callgrind_divides_the_difference_by_the_calls_between_the_r
         total = 5_000_000 + 1_000 * calls  # a start of 5M, 1,000 a call
         return subprocess.CompletedProcess(cmd, 0, "", f"==1== Collected : {total}\n")
 
-    monkeypatch.setattr(client_cost.shutil, "which", lambda name: "/usr/bin/" + name)
-    monkeypatch.setattr(client_cost.subprocess, "run", fake_run)
+    monkeypatch.setattr("bench.client_cost.shutil.which", lambda name: "/usr/bin/" + name)
+    monkeypatch.setattr("bench.client_cost.subprocess.run", fake_run)
     assert client_cost.main(["--callgrind", "--n", "60", "put", "put_many", "aput50"]) == 0
     rows = {line.split()[0]: line.split()[1] for line in capsys.readouterr().out.splitlines()[1:]}
     assert rows == {"put": "1000", "put_many": "1000", "aput50": "1000"}
     assert [int(r[r.index("--n") + 1]) for r in runs] == [60, 180] * 3
     assert all(r[:2] == ["valgrind", "--tool=callgrind"] and r[-1] in rows for r in runs)
 
-    monkeypatch.setattr(client_cost.shutil, "which", lambda name: None)
+    monkeypatch.setattr("bench.client_cost.shutil.which", lambda name: None)
     with pytest.raises(SystemExit, match="valgrind is not installed"):
         client_cost.main(["--callgrind", "put"])
