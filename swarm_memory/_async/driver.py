@@ -316,7 +316,7 @@ class AsyncDriver(DriverBase):
         return self._send_other(call, args, functions=functions)
 
     async def _send_other(self, call: ScriptCall, args: list[Any], *, functions: bool) -> Any:
-        """:meth:`_send` but for its common case: reads, EVALSHA, WAIT, no direct pool."""
+        """:meth:`_send` for all but its common case: reads, EVALSHA, WAIT, no direct pool."""
         n = len(call.keys)
         if (
             functions

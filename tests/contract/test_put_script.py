@@ -93,9 +93,15 @@ def _norm(x: Any, ns: str) -> Any:
 def _state(env: Any, ns: str) -> dict[Any, Any]:
     nk = NamespaceKeys.of(env.prefix, ns)
     out = {}
-    for key, content in env.snapshot().items():
+    for key, (kind, content) in env.snapshot().items():
         if key.startswith(nk.base.encode()):
-            out[_norm(key, ns)] = _norm(content, ns)
+            if kind == "zset":
+                # A sorted set is its (member, score) pairs, compared in the members'
+                # order: by score, the server times that _norm takes out would order
+                # it, and two writes in the same millisecond tie in one namespace and
+                # not in the other.
+                content = sorted(content, key=lambda pair: pair[0])
+            out[_norm(key, ns)] = _norm((kind, content), ns)
     return out
 
 
