@@ -95,13 +95,11 @@ def _state(env: Any, ns: str) -> dict[Any, Any]:
     out = {}
     for key, (kind, content) in env.snapshot().items():
         if key.startswith(nk.base.encode()):
-            if kind == "zset":
-                # A sorted set is its (member, score) pairs, compared in the members'
-                # order: by score, the server times that _norm takes out would order
-                # it, and two writes in the same millisecond tie in one namespace and
-                # not in the other.
-                content = sorted(content, key=lambda pair: pair[0])
-            out[_norm(key, ns)] = _norm((kind, content), ns)
+            # A sorted set is its (member, score) pairs, compared in the members' order:
+            # by score, the server times that _norm takes out would order it, and two
+            # writes in the same millisecond tie in one namespace and not in the other.
+            pairs = sorted(content, key=lambda pair: pair[0]) if kind == "zset" else content
+            out[_norm(key, ns)] = _norm((kind, pairs), ns)
     return out
 
 
