@@ -162,10 +162,12 @@ def test_context_manager_releases_and_reports_a_lost_lease(env, ns):
 
 
 def test_extend_and_renew_keep_the_lease(env, ns):
-    lock = ns.lock("res", ttl=0.3)
+    # A 1 s lease, extended to 3 s, and used past the first second. (A 0.3 s lease once
+    # ran out between the acquire and the extend on fakeredis in a loaded CI run.)
+    lock = ns.lock("res", ttl=1.0)
     lock.acquire()
-    lock.extend(2)
-    env.sleep(0.4)
+    lock.extend(3)
+    env.sleep(1.2)
     ns.put("x", 1, fence=lock.token)
     lock.release()
     # Renewed every third of the lease, so it outlives 1.5 leases only if renewed. A 0.3 s
