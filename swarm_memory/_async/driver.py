@@ -58,6 +58,10 @@ from swarm_memory.settings import Settings
 
 T = TypeVar("T")
 
+# The doorbell effects, made once (``Listen | WaitBell | Unlisten`` in an isinstance made a
+# new union type at every effect the flow loop looked at).
+_BELL_EFFECTS = (Listen, WaitBell, Unlisten)
+
 # redis-py's observability known off: its recording helpers would return at once, and
 # their arguments (the connection's address, its db as text) cost ~0.4 µs a call.
 _recording_off = recording_off(_recorder)
@@ -95,21 +99,17 @@ class AsyncDriver(DriverBase):
                     result: T = stop.value
                     break
                 send, throw = None, None
-                if type(effect) is not ScriptCall:  # (the common effect: no isinstance chain)
-                    if isinstance(effect, CallUser):
-                        try:
-                            send = await acall_user(effect.fn)
-                        except Exception as exc:
-                            throw = exc
-                        continue
-                    if isinstance(effect, Listen | WaitBell | Unlisten):
-                        try:
-                            send = await self._bell(effect, bells)
-                        except errors.SwarmMemoryError as exc:
-                            throw = exc
-                        continue
+                if isinstance(effect, CallUser):
+                    try:
+                        send = await acall_user(effect.fn)
+                    except Exception as exc:
+                        throw = exc
+                    continue
                 try:
-                    send = await self.perform(effect)
+                    if isinstance(effect, _BELL_EFFECTS):
+                        send = await self._bell(effect, bells)
+                    else:
+                        send = await self.perform(effect)
                 except errors.SwarmMemoryError as exc:
                     throw = exc
         except BaseException as exc:
@@ -298,8 +298,9 @@ class AsyncDriver(DriverBase):
 
     def _send(self, call: ScriptCall, args: list[Any], *, functions: bool) -> Awaitable[Any]:
         """The call's reply. (In the async driver a plain function, not a coroutine: its
-        common case hands back what its one send gives to wait on, so a call makes and
-        resumes one coroutine fewer.)"""
+        common case hands back what its one send gives to wait on, on the pipe the
+        reply's future itself, so a write makes and resumes no coroutine below
+        ``_script``.)"""
         if (
             functions
             and self.direct is not None

@@ -59,6 +59,10 @@ from swarm_memory.settings import Settings
 
 T = TypeVar("T")
 
+# The doorbell effects, made once (``Listen | WaitBell | Unlisten`` in an isinstance made a
+# new union type at every effect the flow loop looked at).
+_BELL_EFFECTS = (Listen, WaitBell, Unlisten)
+
 # redis-py's observability known off: its recording helpers would return at once, and
 # their arguments (the connection's address, its db as text) cost ~0.4 µs a call.
 _recording_off = recording_off(_recorder)
@@ -94,21 +98,17 @@ class Driver(DriverBase):
                     result: T = stop.value
                     break
                 send, throw = None, None
-                if type(effect) is not ScriptCall:  # (the common effect: no isinstance chain)
-                    if isinstance(effect, CallUser):
-                        try:
-                            send = call_user(effect.fn)
-                        except Exception as exc:
-                            throw = exc
-                        continue
-                    if isinstance(effect, Listen | WaitBell | Unlisten):
-                        try:
-                            send = self._bell(effect, bells)
-                        except errors.SwarmMemoryError as exc:
-                            throw = exc
-                        continue
+                if isinstance(effect, CallUser):
+                    try:
+                        send = call_user(effect.fn)
+                    except Exception as exc:
+                        throw = exc
+                    continue
                 try:
-                    send = self.perform(effect)
+                    if isinstance(effect, _BELL_EFFECTS):
+                        send = self._bell(effect, bells)
+                    else:
+                        send = self.perform(effect)
                 except errors.SwarmMemoryError as exc:
                     throw = exc
         except BaseException as exc:
@@ -297,8 +297,9 @@ class Driver(DriverBase):
 
     def _send(self, call: ScriptCall, args: list[Any], *, functions: bool) -> Any:
         """The call's reply. (In the async driver a plain function, not a coroutine: its
-        common case hands back what its one send gives to wait on, so a call makes and
-        resumes one coroutine fewer.)"""
+        common case hands back what its one send gives to wait on, on the pipe the
+        reply's future itself, so a write makes and resumes no coroutine below
+        ``_script``.)"""
         if (
             functions
             and self.direct is not None
