@@ -203,8 +203,9 @@ class ReplayTransport:
 async def atime_op(
     mem: Any, fn: Callable[[], Awaitable[Any]], n: int, repeat: int, many: Any = None
 ) -> list[float]:
-    """:func:`time_op` for the async client: µs of process CPU per awaited call. With
-    ``many`` (a burst of TASKS calls of ``fn``'s one reply, gathered), µs per call of it."""
+    """:func:`time_op` for the async client: µs of process CPU per call, ``n`` calls
+    (:func:`timed_calls`). With ``many`` (a burst of TASKS calls of ``fn``'s one reply,
+    gathered), ``n`` is a multiple of TASKS, made as bursts."""
     await fn()  # warm up: scripts loaded, the pipe connected
     pipe = mem._driver.pipe
     wire = getattr(pipe, "wire", None)
@@ -221,19 +222,18 @@ async def atime_op(
         if many is not None:
             if len(fake.replies) != 1:
                 sys.exit("bench.client_cost: a many-task op must make one call")
-            fake.mode, fn, per = "many", many, TASKS
-            n = max(1, n // TASKS)
+            fake.mode, fn, awaits = "many", many, n // TASKS
             for _ in range(3):
                 await fn()  # warm up the tasks' path
         else:
-            per = 1
+            awaits = n
         out = []
         for _ in range(repeat):
             gc.collect()
             t0 = time.process_time()
-            for _ in range(n):
+            for _ in range(awaits):
                 await fn()
-            out.append((time.process_time() - t0) / (n * per) * 1e6)
+            out.append((time.process_time() - t0) / n * 1e6)
         return out
     finally:
         fake.mode = "pass"
@@ -262,7 +262,10 @@ async def run_async(url: str, ops: list[str], n: int, repeat: int) -> dict[str, 
     }
     bursts = {"aput50": aput50}
     try:
-        return {op: await atime_op(mem, fns[op], n, repeat, bursts.get(op)) for op in ops}
+        return {
+            op: await atime_op(mem, fns[op], timed_calls(op, n), repeat, bursts.get(op))
+            for op in ops
+        }
     finally:
         await mem.close()
 
