@@ -126,8 +126,9 @@ def _make_op(
     return merge
 
 
-# The scripts that write an entry: lua/put.lua (one put or incr, since stops 28 and 29)
-# and lua/write.lua (the rest, and what put.lua hands on).
+# The scripts that write an entry: lua/put.lua (one put or incr, since stops 28 and 29;
+# a merge namespace's put too since stop 32) and lua/write.lua (the rest, and what
+# put.lua hands on).
 WRITE_SCRIPTS = frozenset({"put", "write"})
 
 
@@ -211,8 +212,8 @@ def run_contended(ctx: Ctx, kind: str, workers: int, seconds: float) -> Sample:
     }
     if kind.startswith("ours."):
         # Write-script calls beyond one per acknowledged op: CAS retries inside update(),
-        # and put.lua's hand-backs to write.lua (a merge namespace's: one per worker, then
-        # one every GENERAL_PUTS puts).
+        # and put.lua's hand-backs to write.lua (before stop 32, a merge namespace's: one
+        # per worker, then one every GENERAL_PUTS puts; none since).
         extra["retries"] = sum(r[1]["write_calls"] for r in reports) - sum(acks.values())
         # Script calls (writes and reads) per acknowledged op: the round trips a CAS loop
         # spends per success, steadier than its throughput on a loaded machine.

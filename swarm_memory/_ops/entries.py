@@ -177,11 +177,12 @@ def write(
     raise errors.ServerError("could not settle evict-oldest victims", **ctx.err())
 
 
-# After lua/put.lua says a namespace's puts are write.lua's (merge strategy, a lock
-# requirement, evict-oldest), a context sends this many puts straight to write.lua
-# before it asks put.lua again (the namespace may have changed): a merge namespace's put
-# costs one round trip, not two, and a namespace switched back to a plain strategy
-# gets put.lua again after at most this many puts. Either script gives the same answer.
+# After lua/put.lua says a namespace's puts are write.lua's (a lock requirement,
+# evict-oldest; a merge strategy until stop 32, now merged by put.lua too), a context
+# sends this many puts straight to write.lua before it asks put.lua again (the namespace
+# may have changed): such a namespace's put costs one round trip, not two, and a
+# namespace switched back to a plain order gets put.lua again after at most this many
+# puts. Either script gives the same answer.
 GENERAL_PUTS = 256
 
 

@@ -289,8 +289,8 @@ WRITE = Replies[Failure](
 )
 
 
-# put.lua: write.lua's answers for one put, incr or create, and "general": send the call
-# to write.lua.
+# put.lua: write.lua's answers for one put (merged in a merge namespace), incr or create,
+# and "general": send the call to write.lua.
 PUT = Replies[Failure](
     "put",
     outcomes=frozenset({b"ok", b"dup", b"general"}),
@@ -299,6 +299,7 @@ PUT = Replies[Failure](
         b"conflict": _conflict,
         b"version_required": _version_required,
         b"quota": _quota,
+        b"merge_fallback": _merge_fallback,
         b"not_integer": _not_integer,
         b"too_large": _too_large,
     },

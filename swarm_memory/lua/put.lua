@@ -1,6 +1,6 @@
 --! keys: meta acl stats idx exp events audit ops opst bell lease +items(entry hist)
 --! args: agent op_id limits head key value digest
---! returns: {"ok", rev, sweep_due, 1, "w", ver, cr, mr, ct, mt, x, size, value, fmt, 0} | {"dup", record, sweep_due} | {"general", "namespace"|"entry"} | {"nons"} | {"denied", granted} | {"conflict", 1, entry...} | {"version_required", 1, strategy} | {"quota", kind, limit, current, requested} | {"not_integer", 1} | {"too_large", 1, size}
+--! returns: {"ok", rev, sweep_due, 1, "w", ver, cr, mr, ct, mt, x, size, value, fmt, 0} | {"dup", record, sweep_due} | {"general", "namespace"|"entry"} | {"nons"} | {"denied", granted} | {"conflict", 1, entry...} | {"version_required", 1, strategy} | {"quota", kind, limit, current, requested} | {"not_integer", 1} | {"too_large", 1, size} | {"merge_fallback", 1, "patch"|"stored"}
 --
 -- One put of one key (`put()` without a fence, not ephemeral), apart from write.lua
 -- (stop 28), as get.lua is apart from read.lua, and since stop 29 one `incr()` or
@@ -17,15 +17,19 @@
 -- the stats counter and the op record, in the same texts and with the same reply; a key
 -- it writes is checked before the first write (require_kinds, commit_write).
 --
+-- Since stop 32 a put in a namespace with the merge strategy is merged here too, as
+-- write.lua merges it (merge_patch on the stored JSON text; "merge_fallback" where only
+-- the client can merge), its merged value in the reply and the op record as an incr's
+-- new value is (docs/performance.md, "A merge's own script, stop 32").
 -- What only write.lua does, this answers {"general", why} before it writes anything, and
--- the client sends the same call there: "namespace" for a namespace with the merge
--- strategy, a lock requirement or the evict-oldest order (the client then sends its
+-- the client sends the same call there: "namespace" for a namespace with a lock
+-- requirement or the evict-oldest order (the client then sends its
 -- puts there straight away, for a while: _ops/entries.py, GENERAL_PUTS), "entry" for an
 -- entry that expired (its drop and "expire" event), one tied to a lease, or one stored
 -- field by field before "m" (one round trip more, for that put).
 -- head: "<op> <expected> <ttl_ms> <fmt>" as write.lua's item head. The op names the call
 -- (its action: the stats counter, the event's call tag, a denial's audit record): "P" a
--- put; "S" a create (the whole value, never merged, expected version 0: the only "S" a
+-- put (merged into the stored value in a merge namespace); "S" a create (the whole value, never merged, expected version 0: the only "S" a
 -- call of one item without echo sends, _ops/entries.py); "I" an incr (value: the
 -- amount; the reply has the counter's new value and "json", as write.lua's has).
 local agent, op_id = ARGV[1], ARGV[2]
@@ -46,16 +50,29 @@ local stop, cfg, now, n_keys, n_bytes, meta_rev = write_gate(agent, op_id, actio
 if stop then return stop end
 
 local strategy = cfg.strat
-if strategy == "merge" or cfg.rl or cfg.oq == "evict-oldest" then return { "general", "namespace" } end
+if cfg.rl or cfg.oq == "evict-oldest" then return { "general", "namespace" } end
 local cur, expired = read_entry(ekey, now)
 if expired or (cur and (cur.eo or cur.legacy)) then return { "general", "entry" } end
 
 -- write.lua's phase 1 for a "P", "S" or "I" item.
 local refused = compare_refused(1, op, expected, cur, strategy)
 if refused then return refused end
+-- computed: the value stored is not the one sent (an incr's sum, a merge's result), so
+-- the reply and the op record carry it, as write.lua's do.
+local computed = false
 if op == "I" then
-  value, fmt = incremented(cur, value), "json"
+  value, fmt, computed = incremented(cur, value), "json", true
   if not value then return { "not_integer", 1 } end
+elseif op == "P" and strategy == "merge" then
+  -- As write.lua: only plain JSON text is merged here; the client re-sends a compressed
+  -- patch uncompressed, and merges values stored compressed or in another codec itself.
+  if fmt ~= "json" then return { "merge_fallback", 1, "patch" } end
+  if cur and cur.f ~= "json" then return { "merge_fallback", 1, "stored" } end
+  -- (a patch applied to nothing drops its nulls too; the patch is the client's, valid
+  -- JSON: a scan that fails is the stored value's)
+  local ok, merged = pcall(merge_patch, cur and cur.v or "{}", value)
+  if not ok then corrupt(ekey, "stored value is not the JSON its format says") end
+  value, computed = merged, true
 end
 local size = #value
 if size > max_value_bytes then return { "too_large", 1, size } end
@@ -99,10 +116,10 @@ else -- (a value replaced by one of the same size: the counts are as stored)
   redis.call("HSET", K_META, "rev", rev_s)
 end
 -- The op record, write.lua's for one written item: a put's or a create's with no
--- values, an incr's with its new value, which its reply has too (write.lua's "echo" of a
--- computed value). (One concatenation: every string made on the way is hashed and
+-- values, an incr's or a merge's with its new value, which its reply has too
+-- (write.lua's "echo" of a computed value). (One concatenation: every string made on the way is hashed and
 -- interned; an empty part adds none.)
 local counts, packed, vout, fout = "1 0 0", "", "", ""
-if op == "I" then counts, packed, vout, fout = "1 0 1", one_value_packed("1", value, "json"), value, "json" end
+if computed then counts, packed, vout, fout = "1 0 1", one_value_packed("1", value, "json"), value, "json" end
 redis.call("HSET", K_OPS, op_id, record_head(digest, rev_s, now_s, counts) .. written_record(ver, cr, ct, x, size) .. "|" .. packed)
 return { "ok", rev, due, 1, "w", ver, cr, rev_s, ct, now_s, x, size, vout, fout, 0 }

@@ -56,6 +56,8 @@ class Calls:
             n = int(str(args[3]).split(" ")[0])
             first = len(load("write").args.fixed)  # item args follow the fixed ones
             self.log.append(("write", [str(args[first + 3 * i])[0] for i in range(n)]))
+        elif script == "put":  # one item, its head the fourth argument (lua/put.lua)
+            self.log.append(("put", [str(args[3])[0]]))
         else:
             self.log.append((script, []))
 
@@ -118,7 +120,7 @@ def test_precision_survives_a_server_side_merge(env, setup):
     ns.put("doc", PRECISE)
     calls.clear()
     e = ns.put("doc", {"added": 1.0000000000000002, "obj": {"n": 9007199254740993}})
-    assert calls.log == [("write", ["P"])]  # merged by the script, no client fallback
+    assert calls.log == [("put", ["P"])]  # merged by the script, no client fallback
     want = PRECISE | {"obj": {"n": 9007199254740993}, "added": 1.0000000000000002}
     assert text(e.value) == text(ns.get("doc").value) == text(want)
     raw, fmt = stored(env, "doc")
@@ -303,8 +305,9 @@ def test_compressed_stored_value_falls_back_to_a_client_merge(env):
     want = merge_patch(big, {"keep": {"x": None, "z": 3}, "f": 0.30000000000000004})
     assert text(e.value) == text(ns.get("doc").value) == text(want)
     assert e.version == 2
-    ops = [items for script, items in calls.log if script == "write"]
-    assert ops == [["P"], ["S"]]  # refused by the script, then merged here as a CAS write
+    ops = [(script, items) for script, items in calls.log if script in ("put", "write")]
+    # refused by the script, then merged here as a CAS write
+    assert ops == [("put", ["P"]), ("write", ["S"])]
     assert ns.info().bytes == ns.get("doc").size
     # CAS on the fallback path still checks the version.
     with pytest.raises(ConflictError) as info:
@@ -326,7 +329,9 @@ def test_compressed_patch_is_resent_plain_and_merged_by_the_server(env):
     e = ns.put("doc", patch)
     want = {"small": 1, "text": "xyz" * 200, "big": 123456789012345678}
     assert text(e.value) == text(ns.get("doc").value) == text(want)
-    assert [items for script, items in calls.log if script == "write"] == [["P"], ["P"]]
+    # refused by the script (a compressed patch), then sent again plain and merged there
+    writes = [(script, items) for script, items in calls.log if script in ("put", "write")]
+    assert writes == [("put", ["P"]), ("put", ["P"])]
     assert stored(env, "doc")[1] == b"json"  # the server stores what it merged, plain
     assert ns.info().bytes == e.size == len(text(want).encode())
 

@@ -49,15 +49,15 @@ Step = tuple[str, str, bytes, str, int | None, int | None]
 _ACTION = {"P": "put", "S": "create", "I": "incr"}
 
 
-def _calls(env: Any, ns: str, step: Step) -> tuple[ScriptCall, ScriptCall]:
+def _calls(env: Any, ns: str, step: Step, fmt: str = "json") -> tuple[ScriptCall, ScriptCall]:
     """The call put.lua gets for this put or incr, and the call write.lua gets for it (as
     the client builds each: lua/put.lua's and lua/write.lua's headers)."""
     op, key, value, op_id, expected, ttl_ms = step
     action = _ACTION[op]
     nk = NamespaceKeys.of(env.prefix, ns)
     limits = "60000 10000 10000 1048576 1024"  # dedupe stream audit value event_value
-    head = f"{op} {'' if expected is None else expected} {'' if ttl_ms is None else ttl_ms} json"
-    item = Item(op, key, value, "json", expected, ttl_ms)
+    head = f"{op} {'' if expected is None else expected} {'' if ttl_ms is None else ttl_ms} {fmt}"
+    item = Item(op, key, value, fmt, expected, ttl_ms)
     digest = request_digest("planner", action, [item])
     entry = [nk.entry(key), nk.history(key)]
     put = ScriptCall(
@@ -131,7 +131,24 @@ _COMMON: Steps = [
     ("S", "f", b"[3]", "op21", 0, 60_000),  # a create with a TTL
     ("S", "e", b'{"c":1}', "op19", 0, None),  # a replay: its first outcome
 ]
+# A merge namespace's puts (put.lua merges them since stop 32): into a new key, nested
+# objects key by key, a null deleting at any depth, a patch of nulls onto nothing, a
+# non-object patch replacing the value, a stale expected version, a replay (the merged
+# value from the op record), a merge carried too long to ride along in its event.
+_MERGE: Steps = [
+    ("P", "m", b'{"a":1,"b":{"c":2,"d":[1]}}', "opm1", None, None),
+    ("P", "m", b'{"b":{"c":null,"d":[2,3]},"e":"x"}', "opm2", None, None),
+    ("P", "m", b'{"a":null}', "opm3", None, None),
+    ("P", "m0", b'{"gone":null,"kept":{"x":null}}', "opm4", None, None),
+    ("P", "m", b'{"b":{"c":null,"d":[2,3]},"e":"x"}', "opm2", None, None),
+    ("P", "m", b'{"f":1}', "opm5", 2, None),
+    ("P", "m", b'{"f":1}', "opm6", 3, 60_000),
+    ("P", "m", b'{"long":"' + b"y" * 1500 + b'"}', "opm7", None, None),
+    ("P", "m0", b"[1,2]", "opm8", None, None),
+    ("P", "m0", b'{"after":"array"}', "opm9", None, None),
+]
 CASES: dict[str, tuple[dict[str, Any], Steps]] = {
+    "merge": ({"strategy": "merge"}, [*_COMMON, *_MERGE]),
     "latest-wins": ({}, _COMMON),
     "history": ({"history": 2}, _COMMON),
     "default-ttl": ({"ttl": 30.0}, _COMMON),
@@ -171,6 +188,46 @@ def test_a_put_answers_and_stores_what_write_lua_does(env, case):
     assert _state(env, "via-put") == _state(env, "via-write")
 
 
+@pytest.mark.parametrize("env", SYNC_ENVS, indirect=True)
+def test_a_merge_only_the_client_can_make_is_answered_as_write_lua_answers_it(env):
+    """A merge namespace's put of a patch in another format, or onto a value stored in
+    another format: put.lua answers "merge_fallback" with write.lua's reason, having
+    written nothing, and the client merges (test_merge.py: the fallbacks end to end)."""
+    mem = env.mem("planner")
+    for ns in ("via-put", "via-write"):
+        mem.create_namespace(ns, strategy="merge")
+        mem.namespace(ns).create("z", {"a": 1})
+    for ns in ("via-put", "via-write"):  # "z" stored in another format than "json"
+        ekey = NamespaceKeys.of(env.prefix, ns).entry("z")
+        meta = env.raw.hget(ekey, "m")
+        env.raw.hset(ekey, "m", meta.rsplit(b" ", 1)[0] + b" json+z")
+    state = {ns: _state(env, ns) for ns in ("via-put", "via-write")}
+    for step, fmt, why in [
+        (("P", "k", b"x", "opf1", None, None), "json+z", b"patch"),
+        (("P", "z", b'{"b":2}', "opf2", None, None), "json", b"stored"),
+    ]:
+        put, _ = _calls(env, "via-put", step, fmt)
+        _, write = _calls(env, "via-write", step, fmt)
+        assert _run(env, mem, put) == _run(env, mem, write) == [b"merge_fallback", 1, why]
+    assert {ns: _state(env, ns) for ns in ("via-put", "via-write")} == state
+
+
+def test_a_merge_is_one_call_of_put_lua(env):
+    mem = env.mem("planner")
+    mem.create_namespace("team", strategy="merge", history=1)
+    ns = mem.namespace("team")
+    seen = _observed(mem)
+    assert ns.put("k", {"a": 1, "b": {"c": 1}}).value == {"a": 1, "b": {"c": 1}}
+    assert ns.put("k", {"b": {"c": None, "d": 2}}).value == {"a": 1, "b": {"d": 2}}
+    e = ns.put("k", {"a": 3}, expected_version=2, op_id="opM")
+    assert (e.value, e.version) == ({"a": 3, "b": {"d": 2}}, 3)
+    assert ns.put("k", {"a": 3}, expected_version=2, op_id="opM") == e  # a replay
+    assert seen == ["put"] * 4
+    assert ns.get("k").value == e.value
+    assert [h.version for h in ns.history("k")] == [3, 2]
+    assert ns.history("k")[1].value == {"a": 1, "b": {"d": 2}}
+
+
 def _observed(mem: Any) -> list[str]:
     seen: list[str] = []
     mem.observe_scripts(lambda name, keys, args: seen.append(name))
@@ -195,13 +252,8 @@ def _put_field_by_field(env: Any, ns: Any) -> None:
     to_legacy(env.raw, NamespaceKeys.of(env.prefix, "team").entry("k"))
 
 
-def _put_one(env: Any, ns: Any) -> None:
-    ns.put("k", {"a": 1})
-
-
 # (namespace settings, what comes before the put, why put.lua hands it on)
 GENERAL: dict[str, tuple[dict[str, Any], Callable[[Any, Any], None], bytes]] = {
-    "merge": ({"strategy": "merge"}, _put_one, b"namespace"),
     "require_lock": ({"require_lock": True}, _nothing, b"namespace"),
     "evict-oldest": ({"max_keys": 5, "over_quota": "evict-oldest"}, _nothing, b"namespace"),
     "expired": ({}, _put_and_expire, b"entry"),
@@ -248,15 +300,16 @@ def test_put_lua_hands_to_write_lua_what_only_write_lua_does(env, case):
 def test_a_namespace_whose_puts_are_write_luas_is_asked_again_after_general_puts(env, monkeypatch):
     monkeypatch.setattr(entries, "GENERAL_PUTS", 2)
     mem = env.mem("planner")
-    mem.create_namespace("team", strategy="merge")
+    mem.create_namespace("team", max_keys=10, over_quota="evict-oldest")
     ns = mem.namespace("team")
     seen = _observed(mem)
     for i in range(4):
         ns.put("k", {f"f{i}": i})
     assert seen == ["put", "write", "write", "write", "put", "write"]
-    assert ns.get("k").value == {"f0": 0, "f1": 1, "f2": 2, "f3": 3}
-    # Switched back to a plain strategy: put.lua again once the count has run out.
-    mem.update_namespace("team", strategy="latest-wins")
+    assert ns.get("k").value == {"f3": 3}
+    # Switched back to refusing writes over the quota: put.lua again once the count has
+    # run out.
+    mem.update_namespace("team", over_quota="reject")
     del seen[:]
     for i in range(3):
         ns.put("k", i)
@@ -302,8 +355,8 @@ def test_a_common_incr_is_one_call_of_put_lua(env):
     got = ns.get("n")
     assert (got.value, got.version) == (-8, 3)
     assert got.expires_at is not None  # the TTL the second incr gave it, kept by the third
-    # Fenced and ephemeral-namespace incrs stay with write.lua; in a merge namespace put.lua
-    # hands the incr on (then this handle's next calls go to write.lua for a while).
+    # Fenced incrs stay with write.lua; a merge namespace's are put.lua's too (stop 32:
+    # before, put.lua handed them on, and the handle's next calls went to write.lua).
     del seen[:]
     with ns.lock("n") as lock:
         assert ns.incr("n", 1, fence=lock.token) == -7
@@ -313,7 +366,7 @@ def test_a_common_incr_is_one_call_of_put_lua(env):
     del seen[:]
     assert merged.incr("c", 2) == 2
     assert merged.incr("c", 2) == 4
-    assert seen == ["put", "write", "write"]
+    assert seen == ["put", "put"]
 
 
 @pytest.mark.parametrize("target", ["entry", "idx", "stats", "events", "ops", "opst", "hist"])
