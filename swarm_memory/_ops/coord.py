@@ -428,9 +428,7 @@ def commit(ctx: Context, plan: TxPlan, op_id: str | None = None) -> Flow[TxResul
         if k not in plan.writes:
             items.append(Item("C", k, expected=v))
     try:
-        result = yield from write(
-            ctx, items, "transaction", op_id_arg(op_id), made_op_id=op_id is None
-        )
+        result = yield from write(ctx, items, "transaction", op_id_arg(op_id))
     except MergeFallback as fb:
         # Puts are sent uncompressed, so only a stored value the server cannot merge
         # (compressed, another codec) lands here.

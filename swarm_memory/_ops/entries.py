@@ -104,20 +104,15 @@ def write(
     *,
     echo: bool = False,
     ephemeral: bool = False,
-    made_op_id: bool = False,
 ) -> Flow[WriteResult]:
     """Run the write script (lua/put.lua first for one plain put, incr or create); resolve
     evict-oldest victims; raise typed errors.
 
-    Plain writes under the caller's op id carry a request digest, so that the id's reuse
-    for another request is OpIdReused, not the first request's outcome. A write whose op
-    id this client made (``made_op_id``: the caller gave none) carries none: only its own
-    retries of this very call send that id again (since stop 32; the digest was 3.8 µs of
-    a put's ~35 µs of client CPU). CAS loops (``echo=True``) carry none either, since
-    their attempts differ, and have the written values echoed so that replays report them.
+    Plain writes carry a request digest; CAS loops (``echo=True``) carry none, since their
+    attempts differ, and have the written values echoed so that replays report them.
     """
     nk = ctx.keys
-    digest = "" if echo or made_op_id else request_digest(ctx.agent, action, items)
+    digest = "" if echo else request_digest(ctx.agent, action, items)
     first = items[0].key if items else None
     if _one_put(items, action, echo, ephemeral):
         it, general = items[0], ctx.general_puts
@@ -258,14 +253,7 @@ def put(
     prepared = [(k, value, version_arg(expected_version), _encode(ctx, value))]
     fence_of = {k: fenced} if fenced else {}
     entries = yield from _put_prepared(
-        ctx,
-        prepared,
-        ttl_ms=ttl_ms,
-        op=op,
-        made=op_id is None,
-        eph=eph,
-        fence_of=fence_of,
-        action="put",
+        ctx, prepared, ttl_ms=ttl_ms, op=op, eph=eph, fence_of=fence_of, action="put"
     )
     return entries[k]
 
@@ -296,14 +284,7 @@ def put_many(
     ]
     return (
         yield from _put_prepared(
-            ctx,
-            prepared,
-            ttl_ms=ttl_ms,
-            op=op,
-            made=op_id is None,
-            eph=eph,
-            fence_of=fence_of,
-            action=action,
+            ctx, prepared, ttl_ms=ttl_ms, op=op, eph=eph, fence_of=fence_of, action=action
         )
     )
 
@@ -314,13 +295,12 @@ def _put_prepared(
     *,
     ttl_ms: int | None,
     op: str,
-    made: bool,
     eph: bool,
     fence_of: Mapping[str, tuple[str, int]],
     action: str,
 ) -> Flow[dict[str, Entry]]:
     """put / put_many once their arguments are checked: ``prepared`` holds (key, value,
-    expected version, encoded value) per key; ``made``: this client made the op id."""
+    expected version, encoded value) per key."""
 
     def items_for(compress: bool) -> list[Item]:
         out = []
@@ -332,12 +312,12 @@ def _put_prepared(
     items = items_for(True)
     try:
         try:
-            result = yield from write(ctx, items, action, op, ephemeral=eph, made_op_id=made)
+            result = yield from write(ctx, items, action, op, ephemeral=eph)
         except MergeFallback as fb:
             if fb.reason != "patch" or ctx.codec.codec.name != JSON_FORMAT:
                 raise
             items = items_for(False)
-            result = yield from write(ctx, items, action, op, ephemeral=eph, made_op_id=made)
+            result = yield from write(ctx, items, action, op, ephemeral=eph)
     except MergeFallback:
         # Stored values the server cannot merge (compressed, other codec): merge here,
         # as one CAS batch so the whole call stays all-or-nothing.
@@ -402,9 +382,7 @@ def create(
     fenced = fence_arg(fence, k, ctx.settings.max_key_bytes)
     enc = _encode(ctx, value)
     item = Item("S", k, enc.data, enc.fmt, 0, ttl_arg(ttl, ctx.settings), value, fenced)
-    result = yield from write(
-        ctx, [item], "create", op_id_arg(op_id), ephemeral=eph, made_op_id=op_id is None
-    )
+    result = yield from write(ctx, [item], "create", op_id_arg(op_id), ephemeral=eph)
     return item_entry(ctx, item, result.items[0])
 
 
@@ -522,7 +500,7 @@ def delete(
     k = ctx.key(key)
     fenced = fence_arg(fence, k, ctx.settings.max_key_bytes)
     item = Item("D", k, expected=version_arg(expected_version), fence=fenced)
-    result = yield from write(ctx, [item], "delete", op_id_arg(op_id), made_op_id=op_id is None)
+    result = yield from write(ctx, [item], "delete", op_id_arg(op_id))
     return result.items[0].status == "d"
 
 
@@ -546,7 +524,7 @@ def incr(
         ttl_arg(ttl, ctx.settings),
         fence=fence_arg(fence, k, ctx.settings.max_key_bytes),
     )
-    result = yield from write(ctx, [item], "incr", op_id_arg(op_id), made_op_id=op_id is None)
+    result = yield from write(ctx, [item], "incr", op_id_arg(op_id))
     return int(result.items[0].value)
 
 
@@ -558,11 +536,7 @@ def touch(
     if ttl_ms is None:
         raise errors.InvalidTTL("touch needs a ttl", field="ttl", value=None)
     result = yield from write(
-        ctx,
-        [Item("T", ctx.key(key), ttl_ms=ttl_ms)],
-        "touch",
-        op_id_arg(op_id),
-        made_op_id=op_id is None,
+        ctx, [Item("T", ctx.key(key), ttl_ms=ttl_ms)], "touch", op_id_arg(op_id)
     )
     return result.items[0].status == "t"
 

@@ -10,7 +10,6 @@ is purged without losing records still inside it.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -57,46 +56,6 @@ def test_replays_equal_the_first_outcome_for_every_write(ns: Any) -> None:
         first, again = _twice(call)
         assert again == first, name
     assert ns.get("counter").value == 12  # the replayed incr did not add twice
-
-
-def _digests(env: Any) -> dict[str, str]:
-    """Each op record of the namespace's write calls: its op id -> its request digest
-    ("-": none; lua/_lib.lua, record_head)."""
-    ops = env.raw.hgetall(NamespaceKeys.of(env.prefix, "team").ops)
-    return {k.decode(): v.split(b" ")[1].decode() for k, v in ops.items() if v[:3] == b"w1 "}
-
-
-def test_a_write_under_an_op_id_this_client_made_carries_no_digest(env: Any, ns: Any) -> None:
-    """The request digest guards an op id the caller gave: its reuse for another request
-    is OpIdReused. An id the client made (the caller gave none) is sent again only by the
-    client's retries of that very call, so those writes carry none (stop 32)."""
-    made = {
-        "put": lambda: ns.put("a", 1),
-        "put_many": lambda: ns.put_many({"b": 1, "c": 2}),
-        "create": lambda: ns.create("d", 1),
-        "incr": lambda: ns.incr("n"),
-        "touch": lambda: ns.touch("a", 60),
-        "delete": lambda: ns.delete("c"),
-    }
-    for name, call in made.items():
-        before = set(_digests(env))
-        call()
-        new = {k: v for k, v in _digests(env).items() if k not in before}
-        assert list(new.values()) == ["-"], name
-    given: dict[str, Callable[[int], Any]] = {
-        "put": lambda v: ns.put("a", v, op_id="g-put"),
-        "put_many": lambda v: ns.put_many({"b": v}, op_id="g-put_many"),
-        "create": lambda v: ns.create(f"e{v}", 1, op_id="g-create"),
-        "incr": lambda v: ns.incr("n", v, op_id="g-incr"),
-        "touch": lambda v: ns.touch("a", 60 + v, op_id="g-touch"),
-        "delete": lambda v: ns.delete(f"x{v}", op_id="g-delete"),
-    }
-    for name, write in given.items():
-        first = write(1)
-        assert write(1) == first, name  # a replay: the first outcome
-        assert len(_digests(env)[f"g-{name}"]) == 24, name
-        with pytest.raises(OpIdReused):
-            write(2)
 
 
 def test_transaction_replay_with_compares(ns: Any) -> None:
