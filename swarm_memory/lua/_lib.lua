@@ -1197,6 +1197,19 @@ local STRING_REST = '^[^"\\]*"()([,}])()'
 local NOT_SCALAR = { [","] = true, ["}"] = true, ["]"] = true, ['"'] = true, ["{"] = true,
   ["["] = true, [" "] = true, ["\t"] = true, ["\r"] = true, ["\n"] = true }
 
+-- The member positions of the texts splice_patch made lately, as object_spans reads them
+-- (SPANS_MEMO[text] = {keys, key starts, value starts, value ends, n}), computed while it
+-- builds each text from the spans of its target and the patch's members (both read by
+-- object_spans), so each holds what object_spans would read from that text
+-- (tests/unit/test_merge_memos.py). The text a merge writes is the next merge's target: a
+-- target found here is not read again, member by member (a merge of a small container
+-- into 32 members: ~1.25M instructions, most of them that reading; docs/performance.md,
+-- stop 32). A hit is the same bytes, never trusted because of where it was read. The
+-- arrays are shared: no caller changes them. (Kept across calls in a Functions library,
+-- like the other memos.) Bounded: 64 texts and 1 MiB (a member counted as 64 bytes),
+-- then emptied.
+local SPANS_MEMO, SPANS_MEMO_N, SPANS_MEMO_BYTES = {}, 0, 0
+
 -- An object's members as positions: the raw keys (quoted, as written), where each key
 -- starts, and where each value starts and ends (one past). Each C call costs ~0.5-1k
 -- instructions in Redis's Lua and each new string more (allocation, interning, the GC
@@ -1207,6 +1220,8 @@ local NOT_SCALAR = { [","] = true, ["}"] = true, ["]"] = true, ['"'] = true, ["{
 -- container value is still found by scan_value, a string with escapes by scan_string,
 -- and anything else (spaces, a key with escapes, malformed text) by member_span.
 local function object_spans(s) -- s is an object's text
+  local memo = SPANS_MEMO[s] -- (a text splice_patch made: its spans as it made them)
+  if memo then return memo[1], memo[2], memo[3], memo[4], memo[5] end
   local keys, kss, vss, ves, n = {}, {}, {}, {}, 0
   local i = string.match(s, "^[ \t\r\n]*{[ \t\r\n]*()")
   if not i then error("swarm_memory: malformed JSON object") end
@@ -1286,7 +1301,7 @@ local FLAT_SCALAR_MEMBER = '\1:[^,}"\1 \t\r\n]+'
 local FLAT_MAX_KEYS = 8
 -- The flat texts this library made lately: flat_splice's results whose every member it
 -- checked (the target's by flat_text below, each new one by FLAT_NEW_KEY and
--- FLAT_NEW_VALUE), so each passes flat_text (tests/unit/test_flat_memo.py). The text a
+-- FLAT_NEW_VALUE), so each passes flat_text (tests/unit/test_merge_memos.py). The text a
 -- merge writes is the next merge's target, and one found here skips flat_text: its
 -- skeleton's three passes are
 -- ~80k of a 32-member merge's ~390k instructions (callgrind, stop 32; the pattern
@@ -1406,24 +1421,57 @@ local function splice_patch(target, pk, pv, pn)
     found[keys[j]] = true
   end
   -- out: the texts to join; run: the first member of the unchanged run being copied
-  -- (appended in place: a closure made per call cost ~1k instructions with its garbage)
+  -- (appended in place: a closure made per call cost ~1k instructions with its garbage).
+  -- And the result's spans as object_spans would read them (SPANS_MEMO): o is where the
+  -- next text joined starts in the result ("{" is at 1; a "," after each text).
   local out, m, run = {}, 0, nil
-  for j = 1, n do
-    local v = edit[keys[j]]
-    if v == nil then
+  local rk, rks, rvs, rve, rn, o = {}, {}, {}, {}, 0, 2
+  for j = 1, n + 1 do
+    local v
+    if j <= n then v = edit[keys[j]] end
+    if j <= n and v == nil then
       run = run or j
     else
-      if run then m = m + 1; out[m] = string.sub(target, kss[run], ves[j - 1] - 1) end
+      if run then
+        local last = j - 1 -- (the run's last member)
+        m = m + 1; out[m] = string.sub(target, kss[run], ves[last] - 1)
+        local d = o - kss[run]
+        for t = run, last do
+          rn = rn + 1
+          rk[rn], rks[rn], rvs[rn], rve[rn] = keys[t], kss[t] + d, vss[t] + d, ves[t] + d
+        end
+        o = ves[last] + d + 1
+      end
       run = nil
-      if v ~= "null" then m = m + 1; out[m] = string.sub(target, kss[j], vss[j] - 1) .. v end
+      if v ~= nil and v ~= "null" then
+        m = m + 1; out[m] = string.sub(target, kss[j], vss[j] - 1) .. v
+        rn = rn + 1
+        local vs = o + vss[j] - kss[j]
+        rk[rn], rks[rn], rvs[rn], rve[rn] = keys[j], o, vs, vs + #v
+        o = vs + #v + 1
+      end
     end
   end
-  if run then m = m + 1; out[m] = string.sub(target, kss[run], ves[n] - 1) end
   for j = 1, pn do
     local k, v = pk[j], pv[j]
-    if not found[k] and v ~= "null" then m = m + 1; out[m] = k .. ":" .. v end
+    if not found[k] and v ~= "null" then
+      m = m + 1; out[m] = k .. ":" .. v
+      rn = rn + 1
+      local vs = o + #k + 1
+      rk[rn], rks[rn], rvs[rn], rve[rn] = k, o, vs, vs + #v
+      o = vs + #v + 1
+    end
   end
-  return "{" .. table.concat(out, ",", 1, m) .. "}"
+  local result = "{" .. table.concat(out, ",", 1, m) .. "}"
+  local size = #result + 64 * rn
+  if SPANS_MEMO_N >= 64 or SPANS_MEMO_BYTES + size > 1048576 then
+    SPANS_MEMO, SPANS_MEMO_N, SPANS_MEMO_BYTES = {}, 0, 0
+  end
+  if size <= 1048576 then
+    SPANS_MEMO[result] = { rk, rks, rvs, rve, rn }
+    SPANS_MEMO_N, SPANS_MEMO_BYTES = SPANS_MEMO_N + 1, SPANS_MEMO_BYTES + size
+  end
+  return result
 end
 
 -- Arrays and scalars in the patch replace the target's value wholesale (RFC 7386).

@@ -1,0 +1,167 @@
+"""The merge's memos (lua/_lib.lua, stop 32), each of texts a merge made, for the next
+merge into them: FLAT_MEMO's texts skip ``flat_text``'s checks, so each must pass them;
+SPANS_MEMO's member positions stand in for ``object_spans``'s reading, so each must be
+what that reading gives. Run on the library's own Lua in Lua 5.1 (lupa, which
+fakeredis's Lua support brings), over chains of merges where each result is the next
+target."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from swarm_memory.merge import merge_patch as python_merge
+from swarm_memory.scripts import _lib_parts, _parts_for
+
+lua51 = pytest.importorskip("lupa.lua51")
+
+# What the library's functions are reached by, in one chunk: the per-call state, the
+# parts merge_patch and flat_text need, then a table of them and views of the memos.
+_EXPOSE = """
+return {
+  merge = merge_patch,
+  flat_text = flat_text,
+  memo = function()
+    local out = {}
+    for text in pairs(FLAT_MEMO) do out[#out + 1] = text end
+    return out
+  end,
+  spans_memo = function()
+    local out = {}
+    for text, sp in pairs(SPANS_MEMO) do
+      out[#out + 1] = { text, { unpack(sp[1], 1, sp[5]) }, { unpack(sp[2], 1, sp[5]) },
+        { unpack(sp[3], 1, sp[5]) }, { unpack(sp[4], 1, sp[5]) } }
+    end
+    return out
+  end,
+  read_spans = function(text) -- object_spans's own reading, past the memo
+    local held = SPANS_MEMO[text]
+    SPANS_MEMO[text] = nil
+    local ok, keys, kss, vss, ves, n = pcall(object_spans, text)
+    SPANS_MEMO[text] = held
+    if not ok then return nil end
+    return { { unpack(keys, 1, n) }, { unpack(kss, 1, n) }, { unpack(vss, 1, n) },
+      { unpack(ves, 1, n) } }
+  end,
+}
+"""
+_STUB = "redis = { error_reply = function(m) return { err = m } end }"
+
+
+def _library() -> Any:
+    state, _ = _lib_parts()
+    lines = list(state)
+    for part in _parts_for(["merge_patch", "flat_text", "FLAT_MEMO", "SPANS_MEMO"]):
+        lines += part.lines
+    lua = lua51.LuaRuntime(unpack_returned_tuples=True, encoding=None)
+    lua.execute(_STUB)
+    return lua.execute("\n".join(lines) + _EXPOSE)
+
+
+def _text(value: Any) -> bytes:
+    return json.dumps(value, ensure_ascii=False, separators=(",", ":")).encode()
+
+
+# Keys and values of flat objects, with what the checks refuse mixed in (brackets, a
+# quote, a backslash, a newline: escaped by the encoder), and scalars of every kind.
+CHARS = st.sampled_from(
+    ["a", "b", ",", ":", "}", "{", "]", "[", " ", "null", "é", "1", "", '"', "\\", "\n", "\x01"]
+)  # fmt: skip
+TEXT = st.lists(CHARS, max_size=3).map("".join)
+LEAVES = st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | TEXT
+FLAT = st.dictionaries(TEXT, LEAVES, max_size=6)
+PATCH = st.dictionaries(
+    st.sampled_from(["a", "b", "c", ":x", "é"]) | TEXT,
+    LEAVES | st.lists(LEAVES, max_size=2),
+    max_size=4,
+)
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(target=FLAT, patches=st.lists(PATCH, min_size=1, max_size=6))
+def test_every_text_the_memo_holds_passes_the_checks_it_skips(target, patches):
+    lib = _library()
+    text, value = _text(target), target
+    for patch in patches:
+        text = lib.merge(text, _text(patch))
+        value = python_merge(value, patch)
+        assert json.loads(text) == value  # the memo changes no merge's result
+    memo = list(lib.memo().values())
+    for held in memo:
+        assert lib.flat_text(held), held
+
+
+def test_a_chain_of_flat_merges_is_remembered_and_a_text_that_is_not_flat_is_not():
+    lib = _library()
+    text = lib.merge(b"{}", b'{"a":1,"b":"x"}')
+    text = lib.merge(text, b'{"c":true}')
+    assert text == b'{"a":1,"b":"x","c":true}'
+    assert set(lib.memo().values()) == {b'{"a":1,"b":"x"}', text}
+    # A member the checks refuse (a list, an escape) leaves its result out of the memo.
+    listed = lib.merge(text, b'{"d":[1]}')
+    escaped = lib.merge(text, b'{"e":"q\\"q"}')
+    assert not lib.flat_text(listed) and not lib.flat_text(escaped)
+    assert listed not in set(lib.memo().values())
+    assert escaped not in set(lib.memo().values())
+
+
+def _lists(table: Any, first: int = 1) -> list[Any]:
+    """A Lua table of Lua lists (from ``first`` on) as Python lists."""
+    return [list(table[i].values()) for i in range(first, len(table) + 1)]
+
+
+# Objects whose members hold containers (what the flat merge leaves to splice_patch),
+# written compact or with spaces, and patches of scalars, arrays and nulls (splice_patch's;
+# an object in a patch takes the general path, whose results are not kept).
+NESTED = st.recursive(
+    LEAVES, lambda c: st.lists(c, max_size=3) | st.dictionaries(TEXT, c, max_size=3), max_leaves=8
+)
+NESTED_OBJECTS = st.dictionaries(TEXT, NESTED, max_size=6)
+SPLICE_PATCH = st.dictionaries(
+    st.sampled_from(["a", "b", "c", "é"]) | TEXT, LEAVES | st.lists(NESTED, max_size=2), max_size=4
+)
+SEPARATORS = st.sampled_from([(",", ":"), (", ", ": "), (" , ", " :  ")])
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    target=NESTED_OBJECTS,
+    separators=SEPARATORS,
+    patches=st.lists(SPLICE_PATCH | PATCH, min_size=1, max_size=6),
+)
+def test_every_kept_span_is_what_reading_the_text_gives(target, separators, patches):
+    lib = _library()
+    text = json.dumps(target, ensure_ascii=False, separators=separators).encode()
+    value = target
+    for patch in patches:
+        text = lib.merge(text, _text(patch))
+        value = python_merge(value, patch)
+        assert json.loads(text) == value  # the memo changes no merge's result
+    held = lib.spans_memo()
+    for i in range(1, len(held) + 1):
+        entry = held[i]
+        kept, read = _lists(entry, 2), lib.read_spans(entry[1])
+        assert read is not None, entry[1]
+        assert kept == _lists(read), entry[1]
+
+
+def test_a_splice_keeps_its_result_s_spans_and_the_next_merge_reads_no_member():
+    lib = _library()
+    text = lib.merge(b'{"a":[1],"b" : {"x":1} ,"c":2}', b'{"b":[2],"d":null,"e":"new"}')
+    assert text == b'{"a":[1],"b" : [2],"c":2,"e":"new"}'
+    held = lib.spans_memo()
+    assert len(held) == 1 and held[1][1] == text
+    assert _lists(held[1], 2) == _lists(lib.read_spans(text))
+    # The next merge into it takes the spans kept (a deleted member shifts the rest).
+    again = lib.merge(text, b'{"a":null,"c":[3]}')
+    assert again == b'{"b" : [2],"c":[3],"e":"new"}'
+    assert _lists(lib.read_spans(again)) == [
+        [b'"b"', b'"c"', b'"e"'],
+        [2, 12, 20],
+        [8, 16, 24],
+        [11, 19, 29],
+    ]
