@@ -19,7 +19,8 @@ calls in one pipeline): per round, so divide by 100 for an item; ``get_many(100)
 small entries, one call) per round too; ``merge(32)``: the contended merge's write, one
 field of an object that holds 32 fields, merged in the script (a merge-strategy
 namespace); ``merge_text(32)`` and ``merge_nested(32)`` the same with short strings and
-with small containers for values.
+with small containers for values; ``merge_deep(32)`` an object into one of 32 objects (a
+patch with an object in it: the merge goes member by member, at each depth).
 
 And the floor under any script-based read (a Redis Function, FCALL_RO, loaded once):
 ``floor.fcall_ro`` runs an empty function with the 18 key names and 4 arguments a ``get``
@@ -334,11 +335,13 @@ def get_floor(
 
 
 def merge_cases(mem: Any) -> tuple[Callable[[], None], ...]:
-    """``merge(32)``, ``merge_text(32)``, ``merge_nested(32)`` (see the module doc), in a
-    merge-strategy namespace of their own: the contended merge's write (bench/contention.py:
-    one worker's field into an object that holds 32 workers' counts), and the same with
-    short strings (an agent's findings, say) and with small containers (a list holding an
-    object) for values."""
+    """``merge(32)``, ``merge_text(32)``, ``merge_nested(32)``, ``merge_deep(32)`` (see the
+    module doc), in a merge-strategy namespace of their own: the contended merge's write
+    (bench/contention.py: one worker's field into an object that holds 32 workers'
+    counts), and the same with short strings (an agent's findings, say), with small
+    containers (a list holding an object) for values, and with an object merged into an
+    object (an agent's own part of a shared status: {"w7": {"n": 1007}} into
+    {"w7": {"n": 7, "tags": [...]}, ...})."""
     mem.create_namespace(MERGE_NS, strategy="merge", exist_ok=True)
     mns = mem.namespace(MERGE_NS)
 
@@ -352,10 +355,21 @@ def merge_cases(mem: Any) -> tuple[Callable[[], None], ...]:
 
         return merge
 
+    def deep(key: str) -> Callable[[], None]:
+        mns.put(key, {f"w{w}": {"n": w, "tags": ["a", "b"]} for w in range(32)})
+        n = [0]
+
+        def merge() -> None:
+            n[0] += 1
+            mns.put(key, {f"w{n[0] % 32}": {"n": 1000 + n[0]}})
+
+        return merge
+
     return (
         case("m", lambda i: 1000 + i),
         case("s", lambda i: f"finding {i}"),
         case("n", lambda i: [i, {"x": i}]),
+        deep("d"),
     )
 
 
@@ -420,7 +434,7 @@ def cases(port: int) -> dict[str, Callable[[], Any]]:
     ns.put_many({f"gm{i}": VALUE for i in range(100)})
     gm_keys = [f"gm{i}" for i in range(100)]
     floor_put, floor_lock = write_floors(r, mem.settings.key_prefix, body)
-    merge32, merge32_text, merge32_nested = merge_cases(mem)
+    merge32, merge32_text, merge32_nested, merge32_deep = merge_cases(mem)
     return {
         "floor.put": floor_put,
         "floor.get": get_floor(r, mem.settings.key_prefix, NS, "g"),
@@ -451,6 +465,7 @@ def cases(port: int) -> dict[str, Callable[[], Any]]:
         "merge(32)": merge32,
         "merge_text(32)": merge32_text,
         "merge_nested(32)": merge32_nested,
+        "merge_deep(32)": merge32_deep,
         "get": lambda: ns.get("g"),
         "get_many(100)": lambda: ns.get_many(gm_keys),
         "base.lock": base_lock,

@@ -1197,10 +1197,11 @@ local STRING_REST = '^[^"\\]*"()([,}])()'
 local NOT_SCALAR = { [","] = true, ["}"] = true, ["]"] = true, ['"'] = true, ["{"] = true,
   ["["] = true, [" "] = true, ["\t"] = true, ["\r"] = true, ["\n"] = true }
 
--- The member positions of the texts splice_patch made lately, as object_spans reads them
--- (SPANS_MEMO[text] = {keys, key starts, value starts, value ends, n}), computed while it
--- builds each text from the spans of its target and the patch's members (both read by
--- object_spans), so each holds what object_spans would read from that text
+-- The member positions of the objects merges made lately (splice_patch's results, and
+-- merge_patch's member by member, at every depth), as object_spans reads them
+-- (SPANS_MEMO[text] = {keys, key starts, value starts, value ends, n}), computed while
+-- each text is built from members object_spans read (the target's and the patch's), so
+-- each holds what object_spans would read from that text
 -- (tests/unit/test_merge_memos.py). The text a merge writes is the next merge's target: a
 -- target found here is not read again, member by member (a merge of a small container
 -- into 32 members: ~1.25M instructions, most of them that reading; docs/performance.md,
@@ -1209,6 +1210,18 @@ local NOT_SCALAR = { [","] = true, ["}"] = true, ["]"] = true, ['"'] = true, ["{
 -- like the other memos.) Bounded: 64 texts and 1 MiB (a member counted as 64 bytes),
 -- then emptied.
 local SPANS_MEMO, SPANS_MEMO_N, SPANS_MEMO_BYTES = {}, 0, 0
+
+-- A merge's result and its spans into SPANS_MEMO (splice_patch, merge_patch).
+local function keep_spans(text, keys, kss, vss, ves, n)
+  local size = #text + 64 * n
+  if SPANS_MEMO_N >= 64 or SPANS_MEMO_BYTES + size > 1048576 then
+    SPANS_MEMO, SPANS_MEMO_N, SPANS_MEMO_BYTES = {}, 0, 0
+  end
+  if size <= 1048576 then
+    SPANS_MEMO[text] = { keys, kss, vss, ves, n }
+    SPANS_MEMO_N, SPANS_MEMO_BYTES = SPANS_MEMO_N + 1, SPANS_MEMO_BYTES + size
+  end
+end
 
 -- An object's members as positions: the raw keys (quoted, as written), where each key
 -- starts, and where each value starts and ends (one past). Each C call costs ~0.5-1k
@@ -1220,7 +1233,7 @@ local SPANS_MEMO, SPANS_MEMO_N, SPANS_MEMO_BYTES = {}, 0, 0
 -- container value is still found by scan_value, a string with escapes by scan_string,
 -- and anything else (spaces, a key with escapes, malformed text) by member_span.
 local function object_spans(s) -- s is an object's text
-  local memo = SPANS_MEMO[s] -- (a text splice_patch made: its spans as it made them)
+  local memo = SPANS_MEMO[s] -- (a text a merge made: its spans as the merge made them)
   if memo then return memo[1], memo[2], memo[3], memo[4], memo[5] end
   local keys, kss, vss, ves, n = {}, {}, {}, {}, 0
   local i = string.match(s, "^[ \t\r\n]*{[ \t\r\n]*()")
@@ -1463,14 +1476,7 @@ local function splice_patch(target, pk, pv, pn)
     end
   end
   local result = "{" .. table.concat(out, ",", 1, m) .. "}"
-  local size = #result + 64 * rn
-  if SPANS_MEMO_N >= 64 or SPANS_MEMO_BYTES + size > 1048576 then
-    SPANS_MEMO, SPANS_MEMO_N, SPANS_MEMO_BYTES = {}, 0, 0
-  end
-  if size <= 1048576 then
-    SPANS_MEMO[result] = { rk, rks, rvs, rve, rn }
-    SPANS_MEMO_N, SPANS_MEMO_BYTES = SPANS_MEMO_N + 1, SPANS_MEMO_BYTES + size
-  end
+  keep_spans(result, rk, rks, rvs, rve, rn)
   return result
 end
 
@@ -1504,7 +1510,9 @@ local function merge_patch(target, patch)
       values[k] = merge_patch(values[k], v)
     end
   end
+  -- (and the result's spans, each member "k:v" after "{" or ",": see splice_patch)
   local out, seen, n_out = {}, {}, 0
+  local rk, rks, rvs, rve, o = {}, {}, {}, {}, 2
   for j = 1, n_order do
     local k = order[j]
     local v = values[k]
@@ -1512,9 +1520,14 @@ local function merge_patch(target, patch)
       seen[k] = true
       n_out = n_out + 1
       out[n_out] = k .. ":" .. v
+      local vs = o + #k + 1
+      rk[n_out], rks[n_out], rvs[n_out], rve[n_out] = k, o, vs, vs + #v
+      o = vs + #v + 1
     end
   end
-  return "{" .. table.concat(out, ",") .. "}"
+  local result = "{" .. table.concat(out, ",") .. "}"
+  keep_spans(result, rk, rks, rvs, rve, n_out)
+  return result
 end
 
 ---------------------------------------------------------------------------------------

@@ -115,8 +115,7 @@ def _lists(table: Any, first: int = 1) -> list[Any]:
 
 
 # Objects whose members hold containers (what the flat merge leaves to splice_patch),
-# written compact or with spaces, and patches of scalars, arrays and nulls (splice_patch's;
-# an object in a patch takes the general path, whose results are not kept).
+# written compact or with spaces, and patches of scalars, arrays and nulls (splice_patch's).
 NESTED = st.recursive(
     LEAVES, lambda c: st.lists(c, max_size=3) | st.dictionaries(TEXT, c, max_size=3), max_leaves=8
 )
@@ -124,6 +123,8 @@ NESTED_OBJECTS = st.dictionaries(TEXT, NESTED, max_size=6)
 SPLICE_PATCH = st.dictionaries(
     st.sampled_from(["a", "b", "c", "é"]) | TEXT, LEAVES | st.lists(NESTED, max_size=2), max_size=4
 )
+# Patches with objects in them: merge_patch's member-by-member path, at every depth.
+DEEP_PATCH = st.dictionaries(st.sampled_from(["a", "b", "c", "é"]) | TEXT, NESTED, max_size=4)
 SEPARATORS = st.sampled_from([(",", ":"), (", ", ": "), (" , ", " :  ")])
 
 
@@ -131,7 +132,7 @@ SEPARATORS = st.sampled_from([(",", ":"), (", ", ": "), (" , ", " :  ")])
 @given(
     target=NESTED_OBJECTS,
     separators=SEPARATORS,
-    patches=st.lists(SPLICE_PATCH | PATCH, min_size=1, max_size=6),
+    patches=st.lists(SPLICE_PATCH | PATCH | DEEP_PATCH, min_size=1, max_size=6),
 )
 def test_every_kept_span_is_what_reading_the_text_gives(target, separators, patches):
     lib = _library()
@@ -147,6 +148,17 @@ def test_every_kept_span_is_what_reading_the_text_gives(target, separators, patc
         kept, read = _lists(entry, 2), lib.read_spans(entry[1])
         assert read is not None, entry[1]
         assert kept == _lists(read), entry[1]
+
+
+def test_a_deep_merge_keeps_the_spans_of_every_object_it_makes():
+    lib = _library()
+    text = lib.merge(b'{"a":{"x":1,"y":[1]},"b":2}', b'{"a":{"x":null,"z":{"q":1}}}')
+    assert text == b'{"a":{"y":[1],"z":{"q":1}},"b":2}'
+    held = {entry[1]: _lists(entry, 2) for entry in lib.spans_memo().values()}
+    # the result, and the objects made inside it ({"q":1}: the patch's, merged into none)
+    assert set(held) == {text, b'{"y":[1],"z":{"q":1}}', b'{"q":1}'}
+    for made, spans in held.items():
+        assert spans == _lists(lib.read_spans(made))
 
 
 def test_a_splice_keeps_its_result_s_spans_and_the_next_merge_reads_no_member():
