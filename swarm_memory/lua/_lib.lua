@@ -1316,13 +1316,12 @@ local FLAT_MAX_KEYS = 8
 -- checked (the target's by flat_text below, each new one by FLAT_NEW_KEY and
 -- FLAT_NEW_VALUE), so each passes flat_text (tests/unit/test_merge_memos.py). The text a
 -- merge writes is the next merge's target, and one found here skips flat_text: its
--- skeleton's three passes are
--- ~80k of a 32-member merge's ~390k instructions (callgrind, stop 32; the pattern
--- matcher runs every character). A hit is the same bytes as a text made here, never
--- trusted because of where it was read: a stored value changed by anything else is
--- another string and takes the checks. (Kept across calls where the library is a
--- Functions library, like the other memos; EVALSHA starts each call with it empty.)
--- Bounded: 256 texts and 1 MiB, then emptied.
+-- skeleton's three passes were ~80k of a 32-member merge's ~390k instructions
+-- (callgrind, stop 32; the pattern matcher runs every character, docs/performance.md).
+-- A hit is the same bytes as a text made here, never trusted because of where it was
+-- read: a stored value changed by anything else is another string and takes the checks.
+-- (Kept across calls where the library is a Functions library, like the other memos;
+-- EVALSHA starts each call with it empty.) Bounded: 256 texts and 1 MiB, then emptied.
 local FLAT_MEMO, FLAT_MEMO_N, FLAT_MEMO_BYTES = {}, 0, 0
 -- A new member's key and value as flat_text takes them: a key is a string with none of
 -- the refused characters and no quote inside (it starts with none of ":", "," and "}":
@@ -1330,8 +1329,8 @@ local FLAT_MEMO, FLAT_MEMO_N, FLAT_MEMO_BYTES = {}, 0, 0
 local FLAT_NEW_KEY = '^"[^"\\\1{%[%]]*"$'
 local FLAT_NEW_VALUE = '^[^,}"\1 \t\r\n{%[%]\\]+$'
 
--- Whether a target passes the checks above: "{" first, none of the refused characters,
--- and its skeleton "{M,M,...,M}" (or "{}").
+-- Whether a target passes the checks described above flat_splice: "{" first, none of
+-- the refused characters, and its skeleton "{M,M,...,M}" (or "{}").
 local function flat_text(target)
   if string.byte(target, 1) ~= 123 or string.find(target, "{", 2, true)
     or string.find(target, "[", 2, true) or string.find(target, "]", 2, true)

@@ -20,18 +20,20 @@
 -- Since stop 32 a put in a namespace with the merge strategy is merged here too, as
 -- write.lua merges it (merge_patch on the stored JSON text; "merge_fallback" where only
 -- the client can merge), its merged value in the reply and the op record as an incr's
--- new value is (docs/performance.md, "A merge's own script, stop 32").
+-- new value is (docs/performance.md, "Merges on put.lua, and what a merge remembers,
+-- stop 32").
 -- What only write.lua does, this answers {"general", why} before it writes anything, and
 -- the client sends the same call there: "namespace" for a namespace with a lock
--- requirement or the evict-oldest order (the client then sends its
--- puts there straight away, for a while: _ops/entries.py, GENERAL_PUTS), "entry" for an
+-- requirement or the evict-oldest order (the client then sends its puts there straight
+-- away, for a while: _ops/entries.py, GENERAL_PUTS), "entry" for an
 -- entry that expired (its drop and "expire" event), one tied to a lease, or one stored
 -- field by field before "m" (one round trip more, for that put).
 -- head: "<op> <expected> <ttl_ms> <fmt>" as write.lua's item head. The op names the call
 -- (its action: the stats counter, the event's call tag, a denial's audit record): "P" a
--- put (merged into the stored value in a merge namespace); "S" a create (the whole value, never merged, expected version 0: the only "S" a
--- call of one item without echo sends, _ops/entries.py); "I" an incr (value: the
--- amount; the reply has the counter's new value and "json", as write.lua's has).
+-- put (merged into the stored value in a merge namespace); "S" a create (the whole
+-- value, never merged, expected version 0: the only "S" a call of one item without echo
+-- sends, _ops/entries.py); "I" an incr (value: the amount; the reply has the counter's
+-- new value and "json", as write.lua's has).
 local agent, op_id = ARGV[1], ARGV[2]
 local limits = int_fields(ARGV[3], 5, "limits")
 local dedupe_ms, stream_maxlen, audit_maxlen, max_value_bytes = limits[1], limits[2], limits[3], limits[4]
@@ -117,8 +119,8 @@ else -- (a value replaced by one of the same size: the counts are as stored)
 end
 -- The op record, write.lua's for one written item: a put's or a create's with no
 -- values, an incr's or a merge's with its new value, which its reply has too
--- (write.lua's "echo" of a computed value). (One concatenation: every string made on the way is hashed and
--- interned; an empty part adds none.)
+-- (write.lua's "echo" of a computed value). (One concatenation: every string made on the
+-- way is hashed and interned; an empty part adds none.)
 local counts, packed, vout, fout = "1 0 0", "", "", ""
 if computed then counts, packed, vout, fout = "1 0 1", one_value_packed("1", value, "json"), value, "json" end
 redis.call("HSET", K_OPS, op_id, record_head(digest, rev_s, now_s, counts) .. written_record(ver, cr, ct, x, size) .. "|" .. packed)
