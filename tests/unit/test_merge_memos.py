@@ -10,14 +10,12 @@ from __future__ import annotations
 import json
 from typing import Any
 
-import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from lupa import lua51  # (fakeredis[lua], a runtime dependency, brings lupa)
 
 from swarm_memory.merge import merge_patch as python_merge
 from swarm_memory.scripts import _lib_parts, _parts_for
-
-lua51 = pytest.importorskip("lupa.lua51")
 
 # What the library's functions are reached by, in one chunk: the per-call state, the
 # parts merge_patch and flat_text need, then a table of them and views of the memos.
