@@ -1199,7 +1199,7 @@ local NOT_SCALAR = { [","] = true, ["}"] = true, ["]"] = true, ['"'] = true, ["{
 
 -- The member positions of the objects merges made lately (splice_patch's results, and
 -- merge_patch's member by member, at every depth), as object_spans reads them
--- (SPANS_MEMO[text] = {keys, key starts, value starts, value ends, n}), computed while
+-- (SPANS_MEMO.t[text] = {keys, key starts, value starts, value ends, n}), computed while
 -- each text is built from members object_spans read (the target's and the patch's), so
 -- each holds what object_spans would read from that text
 -- (tests/unit/test_merge_memos.py). The text a merge writes is the next merge's target: a
@@ -1209,18 +1209,14 @@ local NOT_SCALAR = { [","] = true, ["}"] = true, ["]"] = true, ['"'] = true, ["{
 -- arrays are shared: no caller changes them. (Kept across calls in a Functions library,
 -- like the other memos.) Bounded: 64 texts and 1 MiB (a member counted as 64 bytes),
 -- then emptied.
-local SPANS_MEMO, SPANS_MEMO_N, SPANS_MEMO_BYTES = {}, 0, 0
+local SPANS_MEMO = { t = {}, n = 0, bytes = 0, max_n = 64 }
 
--- A merge's result and its spans into SPANS_MEMO (splice_patch, merge_patch).
-local function keep_spans(text, keys, kss, vss, ves, n)
-  local size = #text + 64 * n
-  if SPANS_MEMO_N >= 64 or SPANS_MEMO_BYTES + size > 1048576 then
-    SPANS_MEMO, SPANS_MEMO_N, SPANS_MEMO_BYTES = {}, 0, 0
-  end
-  if size <= 1048576 then
-    SPANS_MEMO[text] = { keys, kss, vss, ves, n }
-    SPANS_MEMO_N, SPANS_MEMO_BYTES = SPANS_MEMO_N + 1, SPANS_MEMO_BYTES + size
-  end
+-- A text a merge made into one of its memos (SPANS_MEMO, FLAT_MEMO: m.t[text] = value),
+-- which holds at most m.max_n texts and 1 MiB (size: what this one counts), emptied when
+-- this one would not fit.
+local function memo_keep(m, text, value, size)
+  if m.n >= m.max_n or m.bytes + size > 1048576 then m.t, m.n, m.bytes = {}, 0, 0 end
+  if size <= 1048576 then m.t[text], m.n, m.bytes = value, m.n + 1, m.bytes + size end
 end
 
 -- An object's members as positions: the raw keys (quoted, as written), where each key
@@ -1233,7 +1229,7 @@ end
 -- container value is still found by scan_value, a string with escapes by scan_string,
 -- and anything else (spaces, a key with escapes, malformed text) by member_span.
 local function object_spans(s) -- s is an object's text
-  local memo = SPANS_MEMO[s] -- (a text a merge made: its spans as the merge made them)
+  local memo = SPANS_MEMO.t[s] -- (a text a merge made: its spans as the merge made them)
   if memo then return memo[1], memo[2], memo[3], memo[4], memo[5] end
   local keys, kss, vss, ves, n = {}, {}, {}, {}, 0
   local i = string.match(s, "^[ \t\r\n]*{[ \t\r\n]*()")
@@ -1322,7 +1318,7 @@ local FLAT_MAX_KEYS = 8
 -- read: a stored value changed by anything else is another string and takes the checks.
 -- (Kept across calls where the library is a Functions library, like the other memos;
 -- EVALSHA starts each call with it empty.) Bounded: 256 texts and 1 MiB, then emptied.
-local FLAT_MEMO, FLAT_MEMO_N, FLAT_MEMO_BYTES = {}, 0, 0
+local FLAT_MEMO = { t = {}, n = 0, bytes = 0, max_n = 256 }
 -- A new member's key and value as flat_text takes them: a key is a string with none of
 -- the refused characters and no quote inside (it starts with none of ":", "," and "}":
 -- FLAT_KEY_UNSAFE, checked before); a value the same, or a scalar run.
@@ -1347,7 +1343,7 @@ local function flat_text(target)
 end
 
 local function flat_splice(target, pk, pv, pn)
-  if pn > FLAT_MAX_KEYS or not (FLAT_MEMO[target] or flat_text(target)) then return nil end
+  if pn > FLAT_MAX_KEYS or not (FLAT_MEMO.t[target] or flat_text(target)) then return nil end
   -- found: (key start, value end (one past), patch index) of each patch key present, in
   -- target order; hit: the patch indexes found
   local found, nf, hit = {}, 0, {}
@@ -1401,12 +1397,7 @@ local function flat_splice(target, pk, pv, pn)
       return result
     end
   end
-  if FLAT_MEMO_N >= 256 or FLAT_MEMO_BYTES + #result > 1048576 then
-    FLAT_MEMO, FLAT_MEMO_N, FLAT_MEMO_BYTES = {}, 0, 0
-  end
-  if #result <= 1048576 then
-    FLAT_MEMO[result], FLAT_MEMO_N, FLAT_MEMO_BYTES = true, FLAT_MEMO_N + 1, FLAT_MEMO_BYTES + #result
-  end
+  memo_keep(FLAT_MEMO, result, true, #result)
   return result
 end
 
@@ -1475,7 +1466,7 @@ local function splice_patch(target, pk, pv, pn)
     end
   end
   local result = "{" .. table.concat(out, ",", 1, m) .. "}"
-  keep_spans(result, rk, rks, rvs, rve, rn)
+  memo_keep(SPANS_MEMO, result, { rk, rks, rvs, rve, rn }, #result + 64 * rn)
   return result
 end
 
@@ -1525,8 +1516,22 @@ local function merge_patch(target, patch)
     end
   end
   local result = "{" .. table.concat(out, ",") .. "}"
-  keep_spans(result, rk, rks, rvs, rve, n_out)
+  memo_keep(SPANS_MEMO, result, { rk, rks, rvs, rve, n_out }, #result + 64 * n_out)
   return result
+end
+
+-- A "P" item's value in a merge namespace (write.lua, put.lua): the stored JSON text
+-- merged with the patch, or nil and why only the client can merge it ("patch": the patch
+-- is not plain JSON text, the client sends it again uncompressed; "stored": the value is
+-- stored compressed or in another codec, the client merges it). A patch applied to
+-- nothing drops its nulls too. The patch is the client's (valid JSON): a scan that
+-- fails is the stored value's, CorruptData naming the entry.
+local function merged_value(ekey, cur, fmt, patch)
+  if fmt ~= "json" then return nil, "patch" end
+  if cur and cur.f ~= "json" then return nil, "stored" end
+  local ok, merged = pcall(merge_patch, cur and cur.v or "{}", patch)
+  if not ok then corrupt(ekey, "stored value is not the JSON its format says") end
+  return merged
 end
 
 ---------------------------------------------------------------------------------------

@@ -66,14 +66,8 @@ if op == "I" then
   value, fmt, computed = incremented(cur, value), "json", true
   if not value then return { "not_integer", 1 } end
 elseif op == "P" and strategy == "merge" then
-  -- As write.lua: only plain JSON text is merged here; the client re-sends a compressed
-  -- patch uncompressed, and merges values stored compressed or in another codec itself.
-  if fmt ~= "json" then return { "merge_fallback", 1, "patch" } end
-  if cur and cur.f ~= "json" then return { "merge_fallback", 1, "stored" } end
-  -- (a patch applied to nothing drops its nulls too; the patch is the client's, valid
-  -- JSON: a scan that fails is the stored value's)
-  local ok, merged = pcall(merge_patch, cur and cur.v or "{}", value)
-  if not ok then corrupt(ekey, "stored value is not the JSON its format says") end
+  local merged, why = merged_value(ekey, cur, fmt, value) -- (write.lua's merge)
+  if not merged then return { "merge_fallback", 1, why } end
   value, computed = merged, true
 end
 local size = #value

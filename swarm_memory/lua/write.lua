@@ -160,14 +160,8 @@ for i = 1, n_items do
       if not new_value then return { "not_integer", i } end
       new_fmt, computed = "json", true
     elseif op == "P" and strategy == "merge" then
-      -- Only plain JSON text can be merged here; the client re-sends a compressed patch
-      -- uncompressed, and merges values stored compressed or in another codec itself.
-      if fmt ~= "json" then return { "merge_fallback", i, "patch" } end
-      if cur and cur.f ~= "json" then return { "merge_fallback", i, "stored" } end
-      local target = cur and cur.v or "{}" -- a patch applied to nothing drops its nulls too
-      -- The patch is the client's (valid JSON): a scan that fails is the stored value's.
-      local ok, merged = pcall(merge_patch, target, value)
-      if not ok then corrupt(ekey, "stored value is not the JSON its format says") end
+      local merged, why = merged_value(ekey, cur, fmt, value)
+      if not merged then return { "merge_fallback", i, why } end
       new_value, computed = merged, true
     end
     if #new_value > max_value_bytes then return { "too_large", i, #new_value } end

@@ -25,22 +25,25 @@ return {
   flat_text = flat_text,
   memo = function()
     local out = {}
-    for text in pairs(FLAT_MEMO) do out[#out + 1] = text end
+    for text in pairs(FLAT_MEMO.t) do out[#out + 1] = text end
     return out
   end,
   spans_memo = function()
     local out = {}
-    for text, sp in pairs(SPANS_MEMO) do
+    for text, sp in pairs(SPANS_MEMO.t) do
       out[#out + 1] = { text, { unpack(sp[1], 1, sp[5]) }, { unpack(sp[2], 1, sp[5]) },
         { unpack(sp[3], 1, sp[5]) }, { unpack(sp[4], 1, sp[5]) } }
     end
     return out
   end,
+  sizes = function() return FLAT_MEMO.n, FLAT_MEMO.bytes, SPANS_MEMO.n, SPANS_MEMO.bytes end,
+  keep = memo_keep,
+  new_memo = function(max_n) return { t = {}, n = 0, bytes = 0, max_n = max_n } end,
   read_spans = function(text) -- object_spans's own reading, past the memo
-    local held = SPANS_MEMO[text]
-    SPANS_MEMO[text] = nil
+    local held = SPANS_MEMO.t[text]
+    SPANS_MEMO.t[text] = nil
     local ok, keys, kss, vss, ves, n = pcall(object_spans, text)
-    SPANS_MEMO[text] = held
+    SPANS_MEMO.t[text] = held
     if not ok then return nil end
     return { { unpack(keys, 1, n) }, { unpack(kss, 1, n) }, { unpack(vss, 1, n) },
       { unpack(ves, 1, n) } }
@@ -53,7 +56,7 @@ _STUB = "redis = { error_reply = function(m) return { err = m } end }"
 def _library() -> Any:
     state, _ = _lib_parts()
     lines = list(state)
-    for part in _parts_for(["merge_patch", "flat_text", "FLAT_MEMO", "SPANS_MEMO"]):
+    for part in _parts_for(["merge_patch", "flat_text", "FLAT_MEMO", "SPANS_MEMO", "memo_keep"]):
         lines += part.lines
     lua = lua51.LuaRuntime(unpack_returned_tuples=True, encoding=None)
     lua.execute(_STUB)
@@ -175,3 +178,25 @@ def test_a_splice_keeps_its_result_s_spans_and_the_next_merge_reads_no_member():
         [8, 16, 24],
         [11, 19, 29],
     ]
+
+
+def test_the_memos_hold_at_most_their_count_and_a_mebibyte():
+    lib = _library()
+    text = b"{}"
+    for i in range(300):  # each merge's result is flat and kept: 256 kept, then emptied
+        text = lib.merge(text, _text({f"k{i % 40}": i}))
+    flat_n, flat_bytes, _, _ = lib.sizes()
+    assert flat_n == 300 - 256
+    assert flat_bytes < 44 * len(text) + 1
+    # Objects of containers: the first merge is still flat_splice's (its target is flat),
+    # the 69 after it splice_patch's, their spans kept: 64, then emptied.
+    for i in range(70):
+        text = lib.merge(text, _text({"l": [i]}))
+    assert lib.sizes()[2] == 69 - 64
+    # by bytes: a text that would pass 1 MiB empties the memo; one over it is not kept
+    memo = lib.new_memo(8)
+    lib.keep(memo, b"a", True, 700_000)
+    lib.keep(memo, b"b", True, 700_000)
+    assert (list(memo[b"t"].keys()), memo[b"n"], memo[b"bytes"]) == ([b"b"], 1, 700_000)
+    lib.keep(memo, b"c", True, 2_000_000)
+    assert (len(memo[b"t"]), memo[b"n"], memo[b"bytes"]) == (0, 0, 0)
