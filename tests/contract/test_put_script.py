@@ -23,7 +23,7 @@ from swarm_memory._ops.entries import Item, request_digest
 from swarm_memory.keys import NamespaceKeys
 from swarm_memory.scripts import load
 from tests.conftest import BACKENDS
-from tests.support import to_legacy
+from tests.support import set_entry_field, to_legacy
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -198,9 +198,7 @@ def test_a_merge_only_the_client_can_make_is_answered_as_write_lua_answers_it(en
         mem.create_namespace(ns, strategy="merge")
         mem.namespace(ns).create("z", {"a": 1})
     for ns in ("via-put", "via-write"):  # "z" stored in another format than "json"
-        ekey = NamespaceKeys.of(env.prefix, ns).entry("z")
-        meta = env.raw.hget(ekey, "m")
-        env.raw.hset(ekey, "m", meta.rsplit(b" ", 1)[0] + b" json+z")
+        set_entry_field(env.raw, NamespaceKeys.of(env.prefix, ns).entry("z"), "f", "json+z")
     state = {ns: _state(env, ns) for ns in ("via-put", "via-write")}
     for step, fmt, why in [
         (("P", "k", b"x", "opf1", None, None), "json+z", b"patch"),
