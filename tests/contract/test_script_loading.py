@@ -53,6 +53,36 @@ def test_the_mode_follows_the_server(env: Env) -> None:
         assert libs, "the library is loaded"
 
 
+# Reads the step multiplier of the collector of the Lua state it runs in (Lua 5.1 has no
+# getter: collectgarbage("setstepmul") answers the value it replaces), and puts it back.
+_STEPMUL_READ = (
+    "local was = collectgarbage('setstepmul', 200) collectgarbage('setstepmul', was) return was"
+)
+_STEPMUL_PROBE = (
+    "#!lua name=smtest_stepmul\n"
+    f"redis.register_function('smtest_stepmul', function(keys, args) {_STEPMUL_READ} end)"
+)
+
+
+@pytest.mark.parametrize("mode", ["auto", "eval"])
+def test_the_scripts_pace_the_collector_of_their_lua_state(env: Env, mode: str) -> None:
+    """_lib.lua's enter(): the first call in a Lua state sets its collector's step
+    multiplier to 25 (Lua's default: 200), in the Functions library's state and in the
+    state EVALSHA runs in (docs/performance.md, "The Lua collector's pace")."""
+    mem = env.mem(script_mode=mode)
+    mem.create_namespace("team")
+    mem.namespace("team").get("k")
+    meta = NamespaceKeys.of(env.prefix, "team").meta  # (routes the probe to the node that ran it)
+    if mem._driver.script_mode == "functions":
+        env.raw.function_load(_STEPMUL_PROBE, replace=True)
+        try:
+            assert env.raw.fcall("smtest_stepmul", 1, meta) == 25
+        finally:
+            env.raw.function_delete("smtest_stepmul")
+    else:
+        assert env.raw.eval(_STEPMUL_READ, 1, meta) == 25
+
+
 def _call_raw(
     raw: redis.Redis, script: Script, keys: list[str], args: list[Any], *, functions: bool
 ) -> Any:
