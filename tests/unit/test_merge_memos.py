@@ -18,8 +18,10 @@ from swarm_memory.merge import merge_patch as python_merge
 from swarm_memory.scripts import _lib_parts, _parts_for
 
 # What the library's functions are reached by, in one chunk: the per-call state, the
-# parts merge_patch and flat_text need, then a table of them and views of the memos.
+# parts merge_patch and flat_text need, then a table of them and views of the memos
+# (after adopt_runtime, which enter() calls first in a state: the globals as upvalues).
 _EXPOSE = """
+adopt_runtime()
 return {
   merge = merge_patch,
   flat_text = flat_text,
@@ -56,7 +58,8 @@ _STUB = "redis = { error_reply = function(m) return { err = m } end }"
 def _library() -> Any:
     state, _ = _lib_parts()
     lines = list(state)
-    for part in _parts_for(["merge_patch", "flat_text", "FLAT_MEMO", "SPANS_MEMO", "memo_keep"]):
+    names = ["adopt_runtime", "merge_patch", "flat_text", "FLAT_MEMO", "SPANS_MEMO", "memo_keep"]
+    for part in _parts_for(names):
         lines += part.lines
     lua = lua51.LuaRuntime(unpack_returned_tuples=True, encoding=None)
     lua.execute(_STUB)
