@@ -98,6 +98,20 @@ def _kill(raw: Any, name: str, *, normal: bool = True) -> tuple[int, int]:
     return killed_pubsub, killed_normal
 
 
+def _kill_live(raw: Any, name: str) -> tuple[int, int]:
+    """``_kill`` once it hits a connection: retried (for up to 5 s) while a kill finds
+    none. The watcher reconnects on its next read (a doorbell or a poll), a fast writer
+    can reach the next mark sooner, and a connection just listed can be gone a moment
+    later, dropped by the client after another one's error (CI found kills of none)."""
+
+    def hit() -> tuple[int, int] | None:
+        killed = _kill(raw, name)
+        return killed if killed != (0, 0) else None
+
+    found: tuple[int, int] = _wait_for(hit, what="a watcher connection to kill")
+    return found
+
+
 def _wait_for(cond: Callable[[], Any], timeout: float = 5.0, what: str = "condition") -> Any:
     deadline = time.monotonic() + timeout
     while True:
@@ -235,11 +249,7 @@ def test_sync_watcher_survives_connection_kills(
                     done += len(batch)
                     while marks and done >= marks[0]:
                         marks.pop(0)
-                        # A kill must hit a live connection: the watcher reconnects on
-                        # its next read (a doorbell or a poll), and a fast writer can
-                        # reach the next mark sooner (CI found a kill of none).
-                        _wait_for(lambda: _connections(raw, name), what="a reconnect")
-                        kills.append(_kill(raw, name))
+                        kills.append(_kill_live(raw, name))  # (a kill of none retried)
             except BaseException as exc:
                 failure.append(exc)
 
@@ -256,7 +266,6 @@ def test_sync_watcher_survives_connection_kills(
         thread.join(10)
         assert not failure, f"writer failed: {failure[0]!r}"
         assert len(kills) == KILLS
-        assert all(p + n >= 1 for p, n in kills), kills
         assert sum(p for p, _ in kills) >= 3, f"the doorbell was rarely killed: {kills}"
         assert len(got) == EVENTS, (
             f"{len(got)} of {EVENTS} events after {time.monotonic() - started:.1f}s; "
@@ -298,11 +307,7 @@ async def test_async_watcher_survives_connection_kills(
                 done += len(batch)
                 while marks and done >= marks[0]:
                     marks.pop(0)
-                    # A kill must hit a live connection (see the sync test).
-                    await asyncio.to_thread(
-                        _wait_for, lambda: _connections(raw, name), what="a reconnect"
-                    )
-                    kills.append(await asyncio.to_thread(_kill, raw, name))
+                    kills.append(await asyncio.to_thread(_kill_live, raw, name))
 
         async def consume() -> list[Event]:
             got: list[Event] = []
@@ -326,7 +331,6 @@ async def test_async_watcher_survives_connection_kills(
         await writing  # re-raises a writer failure
         assert time.monotonic() - started < RUN_TIMEOUT
         assert len(kills) == KILLS
-        assert all(p + n >= 1 for p, n in kills), kills
         assert sum(p for p, _ in kills) >= 3, f"the doorbell was rarely killed: {kills}"
         _check_run(got, raw, settings.key_prefix, since)
         assert await w.get(0.3) is None
