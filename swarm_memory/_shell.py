@@ -24,6 +24,7 @@ from swarm_memory._ops import coord as _coord
 from swarm_memory._ops.args import consumer_arg
 from swarm_memory._ops.effects import AgentSession, Context, Flow, InboxContext, Resolver
 from swarm_memory._ops.inbox import InboxState, default_consumer
+from swarm_memory._sockets import use_kernel_timeouts
 from swarm_memory._sync.driver import Driver
 from swarm_memory.codec import Codec, ValueCodec
 from swarm_memory.errors import IdentityMismatch, InvalidInput, InvalidOption, InvalidURL
@@ -135,11 +136,14 @@ def make_client(url: str | None, settings: Settings, *, is_async: bool = False) 
     else:
         cls = redis.RedisCluster if settings.cluster else redis.Redis
     try:
-        return cls.from_url(target, **options)
+        client = cls.from_url(target, **options)
     except (ValueError, TypeError) as exc:  # a parameter the Cluster client refuses
         raise _invalid_url(target, exc) from None
     except (rexc.RedisError, rexc.RedisClusterException) as exc:
         raise setup_error(exc) from exc
+    if cls is redis.Redis:
+        use_kernel_timeouts(client)  # (no poll() before each send and receive: _sockets.py)
+    return client
 
 
 def companions(client: Any) -> list[Any]:
