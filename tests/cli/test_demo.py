@@ -79,7 +79,10 @@ def test_demo_live_table_on_a_terminal():
     fcntl.ioctl(follower, termios.TIOCSWINSZ, struct.pack("HHHH", 40, 120, 0, 0))
     proc = subprocess.Popen(
         [sys.executable, "-m", "swarm_memory", "--agents", "2", "--tasks", "20"],
-        stdin=follower, stdout=follower, stderr=follower, env={**ENV_NO_URL, "TERM": "xterm"},
+        stdin=follower, stdout=follower, stderr=follower,
+        # (COLUMNS and LINES as the terminal's size: rich takes them over the terminal's,
+        # and a run under xdist passed COLUMNS=80 on, wrapping "results seen" in two)
+        env={**ENV_NO_URL, "TERM": "xterm", "COLUMNS": "120", "LINES": "40"},
     )  # fmt: skip
     os.close(follower)
     chunks = []
