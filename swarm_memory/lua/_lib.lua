@@ -45,9 +45,9 @@ local ADOPTED = false
 -- sweeping over the whole state (this library and its memos: ~0.6 MB) per 50 calls:
 -- ~6k instructions of every call, 11 % of a get. At 25 those steps do an eighth of that,
 -- and the collector keeps up with allocation at a quarter of its speed, so the state holds
--- more garbage between cycles: at most 0.7-1.2 MB -> 1.4-1.9 MB with small values, 5.1 ->
--- 12.8 MB while merging into a 500 KB object (bench/results/stop33-lua-heap.txt); Redis
--- keeps that memory outside maxmemory.
+-- more garbage between cycles: at most 0.5-1.2 MB -> 1.0-1.9 MB with small values, 5.2 ->
+-- 15 MB while merging into a 500 KB object (python -m bench.lua_heap,
+-- bench/results/stop33-lua-heap.txt); Redis keeps that memory outside maxmemory.
 -- The state is shared by every Functions library on the server (and every EVAL script by
 -- the other state): they get the same pace. (pcall: a server without collectgarbage in its
 -- scripts' globals only keeps Lua's pace.)

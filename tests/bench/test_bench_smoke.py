@@ -322,3 +322,24 @@ def test_client_cost_callgrind_divides_the_difference_by_the_calls_between_the_r
     monkeypatch.setattr("bench.client_cost.shutil.which", lambda name: None)
     with pytest.raises(SystemExit, match="valgrind is not installed"):
         client_cost.main(["--callgrind", "put"])
+
+
+HEAP_CASES = ("put", "get", "merge_deep(32)", "merge_text(32)", "merge_nested(32)", "lock")
+
+
+def test_lua_heap_reads_the_lua_state_for_each_case_and_the_large_merges() -> None:
+    """bench.lua_heap: a reading for every case and for the merges into the 500 KB object
+    (which the state must hold at least once: the stored text is read into it), with
+    the library's multiplier and with --stepmul."""
+    for extra in ((), ("--stepmul", "200")):
+        done = run_module("bench.lua_heap", "--calls", "20", "--merges", "12", *extra, timeout=120)
+        lines = done.stdout.splitlines()
+        assert lines[0] == ("stepmul 200" if extra else "stepmul as the library sets it")
+        readings = {}
+        for line in lines[1:]:
+            m = re.match(r"(\S+(?: 500 KB)?)\s+largest (\d+) KB", line)
+            assert m, done.stdout
+            readings[m.group(1)] = int(m.group(2))
+        assert set(readings) == {*HEAP_CASES, "merge 500 KB"}, done.stdout
+        assert all(kb > 0 for kb in readings.values()), done.stdout
+        assert readings["merge 500 KB"] > 500, done.stdout
