@@ -33,9 +33,8 @@ local PENDING_EVENTS = {}
 -- and the rest on the first call in a state (adopt_runtime). Under EVALSHA this code runs
 -- before every call, and so does that.
 local redis = redis
+-- (nil until adopt_runtime has taken them: enter() tests `string`)
 local string, table, math, type, tonumber, tostring, pairs, ipairs, unpack, pcall, error
--- Whether enter() has taken them, and set the pace of the state's collector (GC_STEPMUL).
-local ADOPTED = false
 --- end of per-call state
 
 -- The pace of the Lua collector (stop 33; docs/performance.md, "The Lua collector's
@@ -61,7 +60,6 @@ local function adopt_runtime()
   type, tonumber, tostring, pairs, ipairs = G.type, G.tonumber, G.tostring, G.pairs, G.ipairs
   unpack, pcall, error = G.unpack, G.pcall, G.error
   pcall(function() G.collectgarbage("setstepmul", GC_STEPMUL) end)
-  ADOPTED = true
 end
 
 -- Identity (DESIGN.md decision 8, authenticated mode). The client appends the claimed
@@ -94,7 +92,7 @@ local function enter(keys, args, n_fixed)
   -- events behind, so the empty table is kept rather than made anew for every call.
   if PENDING_EVENTS[1] then PENDING_EVENTS = {} end
   NOW_TIME, NOW_MS, NOW_US = nil, nil, nil
-  if not ADOPTED then adopt_runtime() end
+  if not string then adopt_runtime() end
   local n = #args -- table.remove, without the library call
   IDENTITY_KEY = args[n]
   args[n] = nil
