@@ -91,13 +91,12 @@ def _norm(x: Any, ns: str) -> Any:
 
 
 def _written_out(meta: bytes) -> bytes:
-    """An entry's packed metadata ("m") with its mod revision and time written out where
-    they equal its create revision and time: lua/_lib.lua's entry_meta stores them as ""
-    then, and two writes of a key within one millisecond in one namespace need not be in
-    the other (a clean-clone CI run found one)."""
+    """An entry's packed metadata ("m") with its mod time written out where it equals its
+    create time: lua/_lib.lua's entry_meta stores it as "" then, and two writes of a key
+    within one millisecond in one namespace need not be in the other (a clean-clone CI
+    run found one). The revisions, the same in both namespaces, stay as stored."""
     parts = meta.split(b" ")
     if len(parts) >= 6:
-        parts[2] = parts[2] or parts[1]
         parts[4] = parts[4] or parts[3]
     return b" ".join(parts)
 
