@@ -14,9 +14,12 @@ from typing import Any
 
 import pytest
 import redis
+import redis.asyncio
+import redis.sentinel
 from redis import exceptions as rexc
 
 from swarm_memory import Settings, SwarmMemory
+from swarm_memory._shell import make_client
 from swarm_memory._sockets import KernelTimeoutConnection, use_kernel_timeouts
 from swarm_memory.errors import TransportError
 
@@ -118,3 +121,20 @@ def test_only_plain_tcp_connections_with_a_timeout_change(url: str) -> None:
     untimed = redis.Redis.from_url("redis://127.0.0.1:6390/0")
     use_kernel_timeouts(untimed)
     assert untimed.connection_pool.connection_class is redis.Connection
+
+
+def test_sentinel_and_async_clients_keep_redis_py_s_timeouts() -> None:
+    """A Sentinel-managed pool's connections are not plain ones: left alone; and the
+    client builder gives kernel timeouts to a sync redis:// client only (never
+    connected here)."""
+    sentinel = redis.sentinel.Sentinel([("127.0.0.1", 1)]).master_for("m", socket_timeout=TIMEOUT)
+    before = sentinel.connection_pool.connection_class
+    use_kernel_timeouts(sentinel)
+    assert sentinel.connection_pool.connection_class is before
+    url = "redis://127.0.0.1:6390/0"
+    settings = Settings(socket_timeout=TIMEOUT)
+    sync_client = make_client(url, settings)
+    assert sync_client.connection_pool.connection_class is KernelTimeoutConnection
+    async_client = make_client(url, settings, is_async=True)
+    assert async_client.connection_pool.connection_class is redis.asyncio.Connection
+    assert async_client.connection_pool.connection_kwargs["socket_timeout"] == TIMEOUT
