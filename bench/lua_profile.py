@@ -21,7 +21,10 @@ know stops the run with its name.
 
 Cases: ``put`` (the suite's value over an entry written 20 times), ``merge``
 (``bench.server_cost``'s ``merge(32)``: one field into an object of 32), ``get`` (one
-entry).
+entry), ``acquire`` and ``release`` (a lock's two calls, as ``bench.server_cost``'s
+``lock`` makes them: an exclusive lock that is free, then the release of the acquire's
+hold). Every call of the ``-n`` starts from the recorded keys and the recorded clock (a
+lock's second acquire would find it held, its second release not held).
 """
 
 from __future__ import annotations
@@ -34,7 +37,7 @@ from typing import Any
 
 from bench.harness import VALUE
 
-CASES = ("put", "merge", "get")
+CASES = ("put", "merge", "get", "acquire", "release")
 
 # The stand-in for Redis's `redis` table, over STORE (key -> {t = type, v = value}).
 MOCK_REDIS = r"""
@@ -107,6 +110,29 @@ C.TIME = function()
   CLOCK = CLOCK + 1
   return { tostring(math.floor(CLOCK / 1000)), tostring(CLOCK % 1000 * 1000) }
 end
+-- A copy of the keys FROM (one level deep: a key's fields, members or elements).
+local function copied(from)
+  local to = {}
+  for k, e in pairs(from) do
+    local v = e.v
+    if type(v) == "table" then
+      local c = {}
+      for f, x in pairs(v) do c[f] = x end
+      v = c
+    end
+    to[k] = { t = e.t, v = v }
+  end
+  return to
+end
+-- A function that puts the keys and the clock back as they are now (a lock's calls).
+local function rewinder()
+  local snap, start = copied(STORE), CLOCK
+  return function()
+    for k in pairs(STORE) do STORE[k] = nil end
+    for k, e in pairs(copied(snap)) do STORE[k] = e end
+    CLOCK = start
+  end
+end
 C.RPUSH = function(k, ...)
   local e = mk(k, "list", {})
   for _, x in ipairs({ ... }) do e.v[#e.v + 1] = x end
@@ -154,6 +180,19 @@ C.ZSCORE = function(k, m)
   local s = e and e.v[m]
   return s and tostring(s) or false
 end
+-- ZRANGE by rank (start stop [WITHSCORES]), members in score order
+C.ZRANGE = function(k, a, b, withscores)
+  local e, all, r = get(k, "zset"), {}, {}
+  if e then for m, sc in pairs(e.v) do all[#all + 1] = { m, sc } end end
+  table.sort(all, function(x, y) return x[2] < y[2] or (x[2] == y[2] and x[1] < y[1]) end)
+  a, b = tonumber(a), tonumber(b)
+  if b < 0 then b = #all + b end
+  for i = a + 1, math.min(b + 1, #all) do
+    r[#r + 1] = all[i][1]
+    if withscores then r[#r + 1] = tostring(all[i][2]) end
+  end
+  return r
+end
 C.ZCARD = function(k)
   local e, n = get(k, "zset"), 0
   if e then for _ in pairs(e.v) do n = n + 1 end end
@@ -178,12 +217,15 @@ return {
   log = function() end,
   LOG_WARNING = 3,
   setresp = function() end,
+  rewinder = rewinder,
 }
 """
 
 # Runs FN(KEYS, ARGV) N times under a count hook; returns {line = count} and the reply.
+# reset: nil, or a function run before each call, outside the hook (the stand-in's keys
+# and clock as recorded).
 RUNNER = r"""
-local fn, keys, args, n, source, op_arg = ...
+local fn, keys, args, n, source, op_arg, reset = ...
 local counts, reply = {}, nil
 local getinfo = debug.getinfo
 local function hook()
@@ -198,6 +240,7 @@ for i = 1, n do
   for j = 1, #keys do K[j] = keys[j] end
   for j = 1, #args do A[j] = args[j] end
   if op_arg > 0 then A[op_arg] = A[op_arg] .. "-" .. i end
+  if reset then reset() end
   debug.sethook(hook, "", 1)
   local r = fn(K, A)
   debug.sethook()
@@ -226,8 +269,9 @@ def _snapshot(raw: Any, pattern: str) -> dict[str, tuple[str, Any]]:
     return out
 
 
-def record(case: str) -> tuple[str, list[str], list[str], dict[str, tuple[str, Any]]]:
-    """(script, keys, args, the namespace's keys before the call) of one real call."""
+def record(case: str) -> tuple[str, list[str], list[str], dict[str, tuple[str, Any]], int]:
+    """(script, keys, args, the namespace's keys before the call, the server's clock in ms
+    then) of one real call."""
     from bench.server_cost import MERGE_NS, merge_cases
     from swarm_memory import SwarmMemory
     from swarm_memory.keys import identity_key
@@ -241,6 +285,17 @@ def record(case: str) -> tuple[str, list[str], list[str], dict[str, tuple[str, A
         call: Callable[[], Any]
         if case == "merge":  # bench.server_cost's merge(32)
             namespace, call = MERGE_NS, merge_cases(mem)[0]
+        elif case in ("acquire", "release"):  # bench.server_cost's lock, one call of it
+            namespace = "prof"
+            mem.create_namespace(namespace, exist_ok=True)
+            ns = mem.namespace(namespace)
+            for _ in range(20):
+                with ns.lock("L", ttl=30):
+                    pass
+            lock = ns.lock("L", ttl=30)
+            call = lock.acquire if case == "acquire" else lock.release
+            if case == "release":
+                lock.acquire()
         else:
             namespace = "prof"
             mem.create_namespace(namespace, exist_ok=True)
@@ -249,8 +304,13 @@ def record(case: str) -> tuple[str, list[str], list[str], dict[str, tuple[str, A
                 ns.put("k", VALUE)
             call = (lambda: ns.put("k", VALUE)) if case == "put" else (lambda: ns.get("k"))
 
-        call()
+        if case != "release":
+            call()
+        if case == "acquire":
+            lock.release()
         before = _snapshot(server.client(), f"*{{{namespace}}}*")
+        seconds, micros = server.client().time()
+        clock = seconds * 1000 + micros // 1000
         mem.observe_scripts(lambda s, k, a: calls.append((s, list(k), list(a))))
         call()
         script, keys, args = calls[-1]
@@ -259,7 +319,7 @@ def record(case: str) -> tuple[str, list[str], list[str], dict[str, tuple[str, A
         if not texts or texts[-1] != ident:
             texts.append(ident)  # (the client appends it as it sends: Script.identity_args)
         mem.close()
-        return script, keys, texts, before
+        return script, keys, texts, before, clock
     finally:
         server.stop()
 
@@ -281,14 +341,18 @@ def profile(case: str, n: int) -> tuple[dict[int, float], list[str], Any]:
 
     from swarm_memory.scripts import library
 
-    script, keys, args, before = record(case)
+    script, keys, args, before, clock = record(case)
     lib = library()
     lua = LuaRuntime(unpack_returned_tuples=True)
     store = lua.table()
     for name, (kind, contents) in before.items():
         value = lua.table_from(contents) if isinstance(contents, (dict, list)) else contents
         store[name] = lua.table_from({"t": kind, "v": value})
-    lua.globals().redis = lua.execute(MOCK_REDIS, store, 1_800_000_000_000)
+    lock_case = case in ("acquire", "release")
+    # (a lock's expiry is the real clock's: its call runs at the clock it was recorded at)
+    start = clock if lock_case else 1_800_000_000_000
+    lua.globals().redis = lua.execute(MOCK_REDIS, store, start)
+    reset = lua.globals().redis.rewinder() if lock_case else None
     functions: dict[str, Any] = {}
 
     def register(name: Any, fn: Any = None) -> None:
@@ -303,11 +367,12 @@ def profile(case: str, n: int) -> tuple[dict[int, float], list[str], Any]:
     fn = next(f for name, f in functions.items() if name.endswith("_" + script))
     op_arg = 2 if script in ("write", "put") else 0  # a fresh op id each call (no replay)
     counts, reply = lua.execute(
-        RUNNER, fn, lua.table_from(keys), lua.table_from(args), n, chunk_name, op_arg
+        RUNNER, fn, lua.table_from(keys), lua.table_from(args), n, chunk_name, op_arg, reset
     )
     per_line = {int(line): c / n for line, c in counts.items()}
     lines = source.split("\n")
-    first = list(reply.values()) if hasattr(reply, "values") else reply
+    # (a packed reply, a string: its fields, as the client splits them)
+    first = list(reply.values()) if hasattr(reply, "values") else str(reply).split(" ")
     return per_line, lines, first
 
 

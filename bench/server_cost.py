@@ -84,22 +84,20 @@ redis.register_function{function_name='smfloor_getcalls', flags={'no-writes'},
   redis.call('HMGET', keys[2], args[1], '#')
   redis.call('EXISTS', keys[4], keys[6])
   local h = redis.call('HMGET', keys[7], 'm', 'v')
-  return {'ok', 0, h[1], h[2]}
+  return 'ok 0 ' .. #h[1] .. ' ' .. h[1] .. h[2]
 end}
 redis.register_function('smfloor_acquire', function(keys, args)
   redis.call('HMGET', keys[2], args[1], '#')
   local t = redis.call('TIME')
   local ms, name, owner = t[1] .. string.sub(t[2], 1, 3), args[3], args[4]
-  redis.call('HGET', keys[8], name)
-  redis.call('HGET', keys[1], 'lt')
+  redis.call('HMGET', keys[8], name, '\\0lt')
   redis.call('ZRANGE', keys[7], 0, 0, 'WITHSCORES')
   redis.call('HINCRBY', keys[3], 'lock_acquire', 1)
   local token = t[1] .. t[2]
-  redis.call('HSET', keys[1], 'lt', token)
   redis.call('HSET', keys[8], name,
-    '1:x' .. #owner .. ':' .. owner .. '5:bench13:' .. ms .. '16:' .. token)
+    '1:x' .. #owner .. ':' .. owner .. '5:bench13:' .. ms .. '16:' .. token, '\\0lt', token)
   redis.call('ZADD', keys[7], ms, name)
-  return {'ok', token, ms, ms}
+  return 'ok ' .. token .. ' ' .. ms .. ' ' .. ms
 end)
 redis.register_function('smfloor_release', function(keys, args)
   redis.call('HMGET', keys[2], args[1], '#')
@@ -113,7 +111,7 @@ redis.register_function('smfloor_release', function(keys, args)
   redis.call('ZREM', keys[8], name)
   redis.call('HDEL', keys[9], name)
   redis.call('SPUBLISH', keys[10], name)
-  return {'ok'}
+  return 'ok'
 end)
 """
 # floor.put's body: a put's Redis calls (MONITOR of a put of an entry's third version,

@@ -10,6 +10,14 @@ Every script answers a tagged array, ``{tag, ...}``, and lists its tags in its
   the call (a :class:`Failure` / :class:`InboxFailure`) and the reply's fields;
 * any other tag is a :class:`~swarm_memory.errors.ServerError`, never a silent pass.
 
+A script may answer its common outcome **packed** instead (since stop 34): one bulk
+string, not an array, which its table's ``unpack`` turns into the array it stands for
+before the tag is read (``split_packed``: the tag and fields joined by single spaces;
+``unpack_get``: a get's one entry). Redis turns a Lua table into a reply at ~4.4k
+instructions for ``{"ok"}`` and ~6.5k for four numbers, a string at ~0.4k
+(docs/performance.md, "Packed replies, stop 34"). A packed reply to a script whose table
+has no ``unpack`` is a ServerError, as an unknown tag is.
+
 ``REPLIES`` maps every script to its table; ``tests/unit/test_reply_tags.py`` checks that
 the tags each script's header lists (``Script.returns``) are exactly those its table
 handles.
@@ -71,27 +79,70 @@ F = TypeVar("F", Failure, InboxFailure)
 ErrorBuilder = Callable[[F, Fields], Exception]
 
 
+def split_packed(reply: bytes) -> list[bytes]:
+    """A packed reply of a tag and fields without spaces: ``b"ok 12 34"`` is
+    ``[b"ok", b"12", b"34"]`` (the fields stay bytes; ``Fields.number`` reads them)."""
+    return reply.split(b" ")
+
+
+_GET_PARTS = 4  # "ok", due, the metadata's length, the metadata and the value
+_LENGTH_DIGITS = 9  # (a length past 10^9 bytes is no stored entry's: malformed)
+
+
+def unpack_get(reply: bytes) -> list[Any]:
+    """lua/get.lua's packed answer for one stored entry, ``"ok <due> <len(m)> <m><v>"``:
+    ``[b"ok", due, m, v]``, the array its other answers send (``m`` as stored, unparsed:
+    records.packed_entry checks it). Framed by the length, so neither part's bytes can
+    move the boundary."""
+    parts = reply.split(b" ", _GET_PARTS - 1)
+    if (
+        len(parts) != _GET_PARTS
+        or not (parts[1].isdigit() and parts[2].isdigit())
+        or len(parts[2]) > _LENGTH_DIGITS
+    ):
+        raise MalformedReply(f"not a packed get reply: {reply!r:.40}")
+    n, rest = int(parts[2]), parts[3]
+    if n > len(rest):
+        raise MalformedReply(f"a packed get reply's metadata runs past its end: {reply!r:.40}")
+    return [parts[0], int(parts[1]), rest[:n], rest[n:]]
+
+
 @dataclass(frozen=True)
 class Replies(Generic[F]):
-    """One script's reply tags: those its flows read, and those that are errors."""
+    """One script's reply tags: those its flows read, and those that are errors.
+    ``unpack``: how its packed answers (a bulk string, see the module doc) read as the
+    array they stand for; None for a script that answers only arrays."""
 
     script: str
     outcomes: frozenset[bytes]
     errors: Mapping[bytes, ErrorBuilder[F]]
+    unpack: Callable[[bytes], list[Any]] | None = None
 
     @property
     def tags(self) -> frozenset[str]:
         return frozenset(t.decode() for t in self.outcomes | self.errors.keys())
 
-    def passed(self, reply: list[Any]) -> Fields | None:
+    def _array(self, reply: Any) -> list[Any]:
+        if reply.__class__ is bytes:
+            if self.unpack is None:
+                raise errors.ServerError(
+                    f"unexpected reply {reply!r:.40} from the {self.script} script"
+                )
+            return self.unpack(reply)
+        return reply  # type: ignore[no-any-return]
+
+    def passed(self, reply: list[Any] | bytes) -> Fields | None:
         """The reply's fields after an outcome tag, or None: then ``check`` raises the
         tag's error. A flow builds its Failure (only an error reads it) when this is None."""
+        if reply.__class__ is bytes:
+            reply = self._array(reply)
         tag = reply[0]
         return Fields(reply, 1, tag) if tag in self.outcomes else None
 
-    def check(self, reply: list[Any], failure: F | None) -> Fields:
+    def check(self, reply: list[Any] | bytes, failure: F | None) -> Fields:
         """The reply's fields after an outcome tag; else raise the tag's error (``failure``
         may be None only for a script whose table has no errors)."""
+        reply = self._array(reply)
         tag = reply[0]
         if tag in self.outcomes:
             return Fields(reply, 1, tag)
@@ -339,7 +390,7 @@ def _lock_not_owned(fail: Failure, f: Fields) -> Exception:
 
 
 READ = Replies[Failure]("read", frozenset({b"ok"}), COMMON_ERRORS)
-GET = Replies[Failure]("get", frozenset({b"ok"}), COMMON_ERRORS)
+GET = Replies[Failure]("get", frozenset({b"ok"}), COMMON_ERRORS, unpack_get)
 NS = Replies[Failure](
     "ns",
     outcomes=frozenset({b"ok", b"exists"}),  # "exists": create finds it (exist_ok decides)
@@ -360,11 +411,14 @@ LOCK = Replies[Failure](
     errors={**COMMON_ERRORS, b"not_owned": _lock_not_owned},
 )
 # A lock's acquire and release (lua/acquire.lua, lua/release.lua: scripts of their own).
-ACQUIRE = Replies[Failure]("acquire", outcomes=frozenset({b"ok", b"held"}), errors=COMMON_ERRORS)
+ACQUIRE = Replies[Failure](
+    "acquire", outcomes=frozenset({b"ok", b"held"}), errors=COMMON_ERRORS, unpack=split_packed
+)
 RELEASE = Replies[Failure](
     "release",
     outcomes=frozenset({b"ok"}),
     errors={**COMMON_ERRORS, b"not_owned": _lock_not_owned},
+    unpack=split_packed,
 )
 
 

@@ -1574,9 +1574,24 @@ end
 -- Lock records (DESIGN.md decision 7). K_LOCKH[name] = pack({mode, owner, agent, x, token,
 -- ...}): mode "x" (one exclusive holder) or "s" (shared holders); x = lease expiry ms.
 -- K_LOCKS[name] = the latest expiry among holders, so expired records are found by score.
--- Fencing tokens come from one counter per namespace (meta "lt"), so they strictly increase
--- per lock; a record only lives while some holder's lease does.
+-- Fencing tokens come from one counter per namespace, so they strictly increase per lock;
+-- a record only lives while some holder's lease does. The counter is K_LOCKH's field
+-- LOCK_COUNTER (since stop 34; before, meta "lt", which ns.lua still sets at create and
+-- an acquire reads while K_LOCKH has no counter): an acquire reads it with the lock's
+-- record in one HMGET and writes it with the record in one HSET, two Redis calls fewer
+-- than reading and writing meta (docs/performance.md, "The fencing counter beside the lock
+-- records, stop 34").
 ---------------------------------------------------------------------------------------
+-- The counter's field: no lock name starts with NUL (keys.key_arg refuses control
+-- characters), and every script that takes a lock name refuses this one (lock_name).
+local LOCK_COUNTER = "\0lt"
+
+-- A lock name from a call's arguments; the counter's field is no lock's.
+local function lock_name(name)
+  if name == LOCK_COUNTER then error("swarm_memory: bad lock name") end
+  return name
+end
+
 -- At most this many holders in one record (shared locks): a bound on every loop over a
 -- record, whatever its stored length says.
 local MAX_HOLDERS = 10000
@@ -1601,7 +1616,7 @@ local function read_lock_text(raw, now)
 end
 
 local function read_lock(name, now)
-  return read_lock_text(read_call("HGET", K_LOCKH, name), now)
+  return read_lock_text(read_call("HGET", K_LOCKH, lock_name(name)), now)
 end
 
 -- The stored text of a lock record with one holder (an exclusive lock, the common case):
@@ -1616,31 +1631,38 @@ end
 
 -- The stored record of a lock with holders (HSET only); returns their latest expiry as
 -- text, the lock's score in K_LOCKS (which the caller writes: a release writes it first,
--- as a refusable write, to check its type without a TYPE call).
-local function write_lock_record(name, rec)
+-- as a refusable write, to check its type without a TYPE call). counter: the fencing
+-- counter's new value as text (an acquire's), written in the same HSET, or nil.
+local function write_lock_record(name, rec, counter)
+  local text, x
   if #rec.holders == 1 then
     local h = rec.holders[1]
-    local x = itos(h.x)
-    redis.call("HSET", K_LOCKH, name, lock_record_text(rec.mode, h.owner, h.agent, x, itos(h.token)))
-    return x
+    x = itos(h.x)
+    text = lock_record_text(rec.mode, h.owner, h.agent, x, itos(h.token))
+  else
+    local f, latest = { rec.mode }, 0
+    for _, h in ipairs(rec.holders) do
+      local n = #f
+      f[n + 1], f[n + 2], f[n + 3], f[n + 4] = h.owner, h.agent, h.x, h.token
+      if h.x > latest then latest = h.x end
+    end
+    text, x = pack(f), itos(latest)
   end
-  local f, latest = { rec.mode }, 0
-  for _, h in ipairs(rec.holders) do
-    local n = #f
-    f[n + 1], f[n + 2], f[n + 3], f[n + 4] = h.owner, h.agent, h.x, h.token
-    if h.x > latest then latest = h.x end
+  if counter then
+    redis.call("HSET", K_LOCKH, name, text, LOCK_COUNTER, counter)
+  else
+    redis.call("HSET", K_LOCKH, name, text)
   end
-  redis.call("HSET", K_LOCKH, name, pack(f))
-  return itos(latest)
+  return x
 end
 
-local function write_lock(name, rec)
+local function write_lock(name, rec, counter)
   if #rec.holders == 0 then
     redis.call("HDEL", K_LOCKH, name)
     redis.call("ZREM", K_LOCKS, name)
     return
   end
-  redis.call("ZADD", K_LOCKS, write_lock_record(name, rec), name)
+  redis.call("ZADD", K_LOCKS, write_lock_record(name, rec, counter), name)
 end
 
 -- The newest token among live holders (0 when free).
@@ -1708,7 +1730,9 @@ local function prune_locks(now, n)
     if f then
       for j = 2, #f, 4 do redis.call("ZREM", K_EPH, eph_member(f[j + 1], "l", name)) end
     end
-    redis.call("HDEL", K_LOCKH, name)
+    -- (a name in the index that is the counter's field, which only a hand-made index
+    -- holds, leaves the counter as it is)
+    if name ~= LOCK_COUNTER then redis.call("HDEL", K_LOCKH, name) end
     redis.call("ZREM", K_LOCKS, name)
   end
 end

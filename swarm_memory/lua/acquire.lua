@@ -1,6 +1,8 @@
 --! keys: meta acl stats audit lease eph locks lockh
 --! args: agent audit_maxlen name owner ttl_ms mode lease_ms
 --! returns: {"ok", token, expires_ms, now_ms} | {"held", holder, expires_ms, now_ms, latest} | {"nons"} | {"denied", granted}
+-- A new hold's "ok" goes packed, "ok <token> <expires_ms> <now_ms>" (one string: Redis
+-- converts a table reply at ~6.5k instructions, a string at ~0.4k; _ops/replies.py).
 --
 -- A lock's acquire (DESIGN.md decision 7; the lock's other actions are lock.lua's), in a
 -- script of its own since stop 23: the eight names an acquire uses and no action or feed
@@ -16,14 +18,18 @@ local agent, default_audit_maxlen = ARGV[1], int_arg(ARGV[2], "audit_maxlen")
 local refused = access_refused(agent, LEVEL_RANK.write, "lock_acquire", ARGV[3], default_audit_maxlen)
 if refused then return refused end
 local now = now_ms()
-local name, owner = ARGV[3], ARGV[4]
+local name, owner = lock_name(ARGV[3]), ARGV[4]
 local ttl_ms, mode, lease_ms = int_arg(ARGV[5], "ttl_ms"), ARGV[6], opt_int(ARGV[7], "lease_ms")
 if mode ~= "x" and mode ~= "s" then error("swarm_memory: bad lock mode " .. tostring(mode)) end
--- Written below, checked first (K_META, K_LOCKS and K_LOCKH are read before any write).
+-- Written below, checked first (K_LOCKS and K_LOCKH are read before any write; K_META
+-- where the counter is still there).
 if lease_ms then
   require_kinds({ K_EPH, "zset", K_LEASE, "zset" })
 end
-local rec = read_lock(name, now)
+-- The lock's record and the fencing counter in one read (_lib.lua, LOCK_COUNTER).
+local got = redis.pcall("HMGET", K_LOCKH, name, LOCK_COUNTER)
+if got.err then corrupt(K_LOCKH, "holds the wrong type for HMGET") end
+local rec = read_lock_text(got[1], now)
 local mine = lock_holder(rec, owner)
 if mine then
   local h = rec.holders[mine]
@@ -32,13 +38,18 @@ end
 local busy = #rec.holders > 0 and not (mode == "s" and rec.mode == "s")
 local token
 if not busy then
-  local stored = redis.pcall("HGET", K_META, "lt") -- (read_call's check, inline)
-  if type(stored) == "table" then corrupt(K_META, "holds the wrong type for HGET") end
+  local stored, counter_key = got[2], K_LOCKH
+  if not stored then
+    -- No counter beside the records yet: a namespace's first acquire since stop 34 (or
+    -- since its create, which sets meta "lt"). The counter is then meta's, once.
+    stored, counter_key = redis.pcall("HGET", K_META, "lt"), K_META -- (read_call's check, inline)
+    if type(stored) == "table" then corrupt(K_META, "holds the wrong type for HGET") end
+  end
   local last = 0
   if stored then
     -- (stored_int: the text the last acquire formatted is found in its memo, unparsed)
     last = stored_int(stored)
-    if not last or last < 0 then corrupt(K_META, "bad fencing token counter lt") end
+    if not last or last < 0 then corrupt(counter_key, "bad fencing token counter") end
   end
   -- A token is never issued twice, even when a crash or failover lost the counter's
   -- last increments (DESIGN.md decision 3): it is at least the server clock in
@@ -64,13 +75,14 @@ if type(counted) == "table" and counted.err then
     .. " is not an integer, or the key not a hash")
 end
 if busy then return lock_busy(rec, now) end
-redis.call("HSET", K_META, "lt", itos(token))
 rec.mode = mode
 rec.holders[#rec.holders + 1] = { owner = owner, agent = agent, x = now + ttl_ms, token = token }
-write_lock(name, rec)
+local token_s = itos(token)
+write_lock(name, rec, token_s) -- (the record and the counter: one HSET)
 if lease_ms then
   redis.call("ZADD", K_EPH, 0, eph_member(agent, "l", name))
   local lease = redis.call("ZSCORE", K_LEASE, agent)
   if not lease or tonumber(lease) <= now then redis.call("ZADD", K_LEASE, now + lease_ms, agent) end
 end
-return { "ok", token, now + ttl_ms, now }
+-- (the texts the record's were: itos's memo)
+return "ok " .. token_s .. " " .. itos(now + ttl_ms) .. " " .. itos(now)

@@ -1,6 +1,9 @@
 --! keys: meta acl stats exp audit lease +items(entry)
 --! args: agent audit_maxlen
 --! returns: {"ok", sweep_due, ...} | {"nons"} | {"denied", granted}
+-- The get of one stored entry answers "ok" packed, "ok <due> <len(m)> <m><v>" (one string:
+-- Redis converts a table reply at ~6k instructions, a string at ~0.4k; _ops/replies.py
+-- unpack_get reads it as the array it stands for).
 --
 -- get and get_many, apart from read.lua (stop 22): only the names a get uses (each name
 -- a call passes costs the server ~0.5-1.2k instructions: no key index, no history
@@ -29,8 +32,9 @@ if indexed then due = sweep_due_read(nil) end -- (no second EXISTS)
 -- entry an expiry adds it to that index in the same script, and only a script that
 -- removes the entry (or finds it gone) takes it out, so without the index no entry here
 -- can expire. The common get (no expiry index, no lease) reads no pattern and no TIME.
--- (Made with room for one entry: a get's reply grows no table; nil ends the reply.)
-local reply, r = { "ok", due, nil, nil }, 2
+-- (Made with room for one entry: a get's reply grows no table; nil ends the reply. Made
+-- where it is first needed: the get of one stored entry answers packed, with no table.)
+local reply, r = nil, 2
 for i = N_FIXED + 1, #KEYS do
   local key = KEYS[i]
   local h = redis.pcall("HMGET", key, "m", "v") -- (a table either way: read_call's check)
@@ -54,9 +58,12 @@ for i = N_FIXED + 1, #KEYS do
     end
   end
   if m then
+    if i == N_FIXED + 1 and i == #KEYS then return "ok " .. itos(due) .. " " .. itos(#m) .. " " .. m .. v end
+    if not reply then reply = { "ok", due, nil, nil } end
     reply[r + 1], reply[r + 2], r = m, v, r + 2
   else
+    if not reply then reply = { "ok", due, nil, nil } end
     reply[r + 1], r = "", r + 1
   end
 end
-return reply
+return reply or { "ok", due }

@@ -1,6 +1,8 @@
 --! keys: meta acl stats audit ops opst eph locks lockh lbell
 --! args: agent limits name owner op_id held_x held_token
 --! returns: {"ok"} | {"not_owned", holder} | {"nons"} | {"denied", granted}
+-- A release's "ok" goes packed, as the string "ok" (Redis converts {"ok"} at ~4.4k
+-- instructions, a string at ~0.4k; _ops/replies.py); a replay's is {"ok"}.
 --
 -- A lock's release (DESIGN.md decision 7; the lock's other actions are lock.lua's), in a
 -- script of its own since stop 23: the ten names a release uses and no action or feed
@@ -19,7 +21,7 @@ local dedupe_ms, default_audit_maxlen = limits[1], limits[3]
 local refused = access_refused(agent, LEVEL_RANK.write, "lock_release", ARGV[3], default_audit_maxlen)
 if refused then return refused end
 local now = now_ms()
-local name, owner, op_id, held_x, held_token = ARGV[3], ARGV[4], ARGV[5], ARGV[6], ARGV[7]
+local name, owner, op_id, held_x, held_token = lock_name(ARGV[3]), ARGV[4], ARGV[5], ARGV[6], ARGV[7]
 -- The common release, without parsing the record (~25k instructions: each string
 -- library call of the parse costs ~1.5-3k): the client sends the expiry and token its
 -- acquire (or last extend) returned, so the record this owner holds alone is known
@@ -97,4 +99,4 @@ if counted % 8 == 0 then
   if type(dw) ~= "string" then dw = nil end
   purge_ops(counted, now, stored_limit(dw, dedupe_ms), indexed == "l")
 end
-return { "ok" }
+return "ok"

@@ -276,8 +276,12 @@ def test_table_matches_goals_by_text(tmp_path: Path, capsys: pytest.CaptureFixtu
 def test_lua_profile_counts_each_case_by_function_and_line() -> None:
     """bench.lua_profile: each case's script runs in Lua 5.1 under the count hook, its
     instructions split by function (summing to the total) and by line; a merge into the
-    32-member object takes the flat path (lua/_lib.lua flat_splice), not the members'."""
-    for case, entry in (("put", "sm_put"), ("merge", "sm_put"), ("get", "sm_get")):
+    32-member object takes the flat path (lua/_lib.lua flat_splice), not the members';
+    each of a lock's calls finds the lock as recorded (an acquire answers "ok", not
+    "held"; a release "ok", not "not_owned": the keys are put back before every call)."""
+    cases = [("put", "sm_put"), ("merge", "sm_put"), ("get", "sm_get")]
+    cases += [("acquire", "sm_acquire"), ("release", "sm_release")]
+    for case, entry in cases:
         done = run_module("bench.lua_profile", case, "-n", "5", "--lines", "3", timeout=120)
         head, _, *rest = done.stdout.splitlines()
         m = re.match(rf"{case}: ([\d,]+) Lua VM instructions a call \(n=5\); reply \['ok'", head)

@@ -71,6 +71,35 @@ def test_listing_locks_with_a_corrupt_record_is_corrupt_data_not_a_hang(env, mem
         _corrupt(lambda: ns.lock("L0", wait=0).acquire(), keys.lock_records)
 
 
+@pytest.mark.parametrize("counter", [b"soon", b"-5", b"1.5", b"007", b"99999999999999999999"])
+def test_a_corrupt_fencing_counter_is_corrupt_data_naming_its_key(env, mem, keys, counter):
+    """The counter beside the lock records (lua/_lib.lua LOCK_COUNTER), or meta's where
+    it still is: a corrupt one refuses the acquire with nothing written."""
+    ns = mem.namespace("team")
+    with ns.lock("L0", wait=0):
+        pass
+    env.raw.hset(keys.lock_records, "\0lt", counter)
+    _corrupt(lambda: ns.lock("L1", wait=0).acquire(), keys.lock_records)
+    assert env.raw.hget(keys.lock_records, "L1") is None
+    env.raw.hdel(keys.lock_records, "\0lt")
+    env.raw.hset(keys.meta, "lt", counter)
+    _corrupt(lambda: ns.lock("L1", wait=0).acquire(), keys.meta)
+    assert env.raw.hget(keys.lock_records, "L1") is None
+
+
+def test_an_index_naming_the_fencing_counter_leaves_it(env, mem, keys):
+    """A lock index member named like the counter's field (only a hand-made index holds
+    one) is pruned from the index without taking the counter with it."""
+    ns = mem.namespace("team")
+    with ns.lock("L0", wait=0) as lock:
+        token = int(lock.token)
+    env.raw.zadd(keys.locks, {"\0lt": 1})  # due long ago
+    with ns.lock("L1", wait=0) as lock:
+        assert int(lock.token) > token
+    assert env.raw.zscore(keys.locks, "\0lt") is None
+    assert env.raw.hget(keys.lock_records, "\0lt") is not None
+
+
 def test_an_expired_corrupt_lock_record_is_pruned_not_blocking_other_locks(env, mem, keys):
     ns = mem.namespace("team")
     env.raw.hset(keys.lock_records, "old", "-4:")

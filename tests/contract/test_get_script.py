@@ -15,6 +15,7 @@ import pytest
 
 from swarm_memory import CorruptData, NamespaceNotFound, PermissionDenied
 from swarm_memory._ops.effects import ScriptCall
+from swarm_memory._ops.replies import unpack_get
 from swarm_memory.keys import NamespaceKeys
 from swarm_memory.scripts import load
 from tests.support import to_legacy
@@ -41,6 +42,9 @@ def _get_reply(env: Any, mem: Any, keys: NamespaceKeys, *names: str) -> list[Any
     reply = mem._driver.perform(ScriptCall(load("get"), call_keys, args, None, True))
     if inspect.iscoroutine(reply):  # the async client's driver, behind the test facade
         reply = env.loop.run_until_complete(reply)
+    if isinstance(reply, bytes):  # one stored entry: packed (the array it stands for)
+        assert len(names) == 1, reply
+        reply = unpack_get(reply)
     assert isinstance(reply, list)
     return reply
 
@@ -65,6 +69,26 @@ def test_an_expired_entry_reads_absent_before_any_sweep(env, mem, keys):
     got = ns.get_many(["plain", "short"])
     assert got["short"] is None and got["plain"] is not None and got["plain"].value == 2
     assert ns.get("short") is None
+
+
+@pytest.mark.parametrize("indexed", [False, True], ids=["no-expiry-index", "expiry-index"])
+def test_the_get_of_one_stored_entry_answers_packed_what_the_array_holds(env, mem, keys, indexed):
+    """One stored entry goes out packed, "ok <due> <len(m)> <m><v>" (one string, not a
+    table: _ops/replies.py unpack_get); the same entry read beside an absent one goes out
+    in the array, with the same metadata and value, byte for byte."""
+    ns = mem.namespace("team")
+    if indexed:
+        ns.put("expiring", 1, ttl=3600)
+    ns.put("k", {"text": "ok 0 12 3 4", "n": [1, 2]})
+    call_keys = [*keys.get_fixed(), keys.entry("k")]
+    raw = mem._driver.perform(ScriptCall(load("get"), call_keys, ["planner", 1000], None, True))
+    if inspect.iscoroutine(raw):
+        raw = env.loop.run_until_complete(raw)
+    assert isinstance(raw, bytes) and raw.startswith(b"ok 0 ")
+    packed = _get_reply(env, mem, keys, "k")
+    array = _get_reply(env, mem, keys, "k", "absent")
+    assert packed == array[:4] and array[4:] == [b""]
+    assert ns.get("k").value == {"text": "ok 0 12 3 4", "n": [1, 2]}
 
 
 def test_without_an_expiry_or_lease_index_no_sweep_is_due(env, mem, keys):

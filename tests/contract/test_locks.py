@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import inspect
 import threading
 import time
 
@@ -15,8 +16,11 @@ from swarm_memory import (
     LockNotOwned,
     LockTimeout,
     PermissionDenied,
+    ServerError,
 )
+from swarm_memory._ops.effects import ScriptCall
 from swarm_memory.keys import NamespaceKeys
+from swarm_memory.scripts import load
 from tests.support import drain
 
 
@@ -43,6 +47,56 @@ def test_tokens_strictly_increase_and_name_their_lock(ns):
     assert tokens == sorted(set(tokens)) and int(other.token) > tokens[-1]
     assert all(isinstance(t, FencingToken) and t.lock == "job" for t in tokens)
     other.release()
+
+
+def test_the_fencing_counter_is_kept_beside_the_lock_records(env, ns):
+    """Since stop 34 an acquire reads and writes the namespace's fencing counter as a field
+    of the lock records' hash (lua/_lib.lua LOCK_COUNTER), with the lock's own record."""
+    lockh = NamespaceKeys.of(env.prefix, "team").lock_records
+    with ns.lock("job", ttl=5) as lock:
+        assert env.raw.hget(lockh, "\0lt") == str(int(lock.token)).encode()
+    assert env.raw.hkeys(lockh) == [b"\x00lt"]  # a released lock's record is gone, not it
+    with pytest.raises(InvalidInput):  # no lock may be named like it
+        ns.lock("\0lt")
+
+
+def test_a_call_naming_the_counters_field_as_its_lock_is_refused(env, mem, ns):
+    """A client that skips the library's name check (here: the script called directly)
+    cannot acquire, release, extend or force the counter's field as a lock."""
+    keys = NamespaceKeys.of(env.prefix, "team")
+    with ns.lock("job", ttl=5):
+        pass
+    counter = env.raw.hget(keys.lock_records, "\0lt")
+    calls = [
+        ("acquire", keys.acquire_fixed(), ["planner", 1000, "\0lt", "o1", 5000, "x", ""]),
+        ("release", keys.release_fixed(), ["planner", mem._ctx("team").write_limits,
+                                           "\0lt", "o1", "o1:r", "", ""]),
+        ("lock", keys.lock_fixed(), ["planner", 1000, 1000, "extend", "\0lt", "o1", 5000]),
+        ("lock", keys.lock_fixed(), ["planner", 1000, 1000, "force", "\0lt"]),
+    ]  # fmt: skip
+    for script, call_keys, args in calls:
+        with pytest.raises(ServerError, match="bad lock name"):
+            reply = mem._driver.perform(ScriptCall(load(script), call_keys, args, "op1"))
+            if inspect.iscoroutine(reply):
+                env.loop.run_until_complete(reply)
+    assert env.raw.hget(keys.lock_records, "\0lt") == counter
+
+
+def test_a_counter_still_in_meta_is_taken_over_and_tokens_keep_increasing(env, ns):
+    """A namespace whose last acquire ran before the counter moved keeps it in meta "lt":
+    the next acquire counts on from there (here a counter ahead of the server's clock, as
+    a failover to a host whose clock is behind leaves it), and then keeps it beside the
+    records; meta's is not read again."""
+    keys = NamespaceKeys.of(env.prefix, "team")
+    ahead = int(time.time() * 1_000_000) + 10**12
+    env.raw.hset(keys.meta, "lt", ahead)
+    env.raw.hdel(keys.lock_records, "\0lt")
+    with ns.lock("job", ttl=5) as lock:
+        assert int(lock.token) == ahead + 1
+    assert env.raw.hget(keys.lock_records, "\0lt") == str(ahead + 1).encode()
+    env.raw.hset(keys.meta, "lt", "0")
+    with ns.lock("other", ttl=5) as lock:
+        assert int(lock.token) == ahead + 2
 
 
 def test_fenced_write_accepted_from_the_holder_refused_when_stale(env, mem, ns):
@@ -346,7 +400,8 @@ def test_records_of_lapsed_leases_are_pruned(env, ns):
     for i in range(3):  # each acquire prunes a few lapsed records
         ns.lock(f"live-{i}", ttl=5).acquire()
     records = env.raw.hkeys(f"{env.prefix}:{{team}}:lockh")
-    assert sorted(records) == [b"live-0", b"live-1", b"live-2"]
+    # (and the fencing counter's field, lua/_lib.lua LOCK_COUNTER, which no prune drops)
+    assert sorted(records) == [b"\x00lt", b"live-0", b"live-1", b"live-2"]
     assert env.raw.zcard(f"{env.prefix}:{{team}}:locks") == 3
     assert [i.name for i in ns.locks()] == ["live-0", "live-1", "live-2"]
 

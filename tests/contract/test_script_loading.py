@@ -12,6 +12,7 @@ import redis
 from swarm_memory import SwarmMemory
 from swarm_memory._drive import located
 from swarm_memory._ops.effects import ScriptCall
+from swarm_memory._ops.replies import unpack_get
 from swarm_memory.errors import ServerError
 from swarm_memory.keys import NamespaceKeys, PresenceKeys
 from swarm_memory.scripts import Script, _read, library, load
@@ -125,7 +126,7 @@ def test_a_readonly_call_runs_as_fcall_ro_or_evalsha_ro(
     mem.namespace("ro-" + mode).put("k", 1)
     keys = NamespaceKeys.of(mem.settings.key_prefix, "ro-" + mode)
     read = ScriptCall(load("get"), [*keys.get_fixed(), keys.entry("k")], ["a", 100], None, True)
-    reply = mem._driver.perform(read)
+    reply = unpack_get(mem._driver.perform(read))  # (one stored entry: a packed reply)
     assert reply[0] == b"ok" and reply[2].split(b" ")[0] == b"1"  # version 1, packed
     presence = PresenceKeys.of(mem.settings.key_prefix)
     beat: list[str | bytes | int] = ["beat", "a", 1000, 60000]  # writes with redis.call

@@ -15,7 +15,18 @@ import pytest
 from swarm_memory import Settings, errors
 from swarm_memory._ops.effects import Context, InboxContext, ScriptCall
 from swarm_memory._ops.records import MalformedReply
-from swarm_memory._ops.replies import INBOX, REPLIES, WRITE, Failure, InboxFailure, Replies
+from swarm_memory._ops.replies import (
+    ACQUIRE,
+    GET,
+    INBOX,
+    RELEASE,
+    REPLIES,
+    WRITE,
+    Failure,
+    InboxFailure,
+    Replies,
+    unpack_get,
+)
 from swarm_memory._shell import make_codec
 from swarm_memory.scripts import SCRIPT_NAMES, load, parse_returns
 
@@ -66,6 +77,42 @@ def test_error_tags_raise_their_error_and_outcomes_return_the_fields(world_ctx):
         WRITE.check([b"nons"], fail)
     f = WRITE.check([b"victims", 3], fail)
     assert (f.tag, f.number(), len(f)) == (b"victims", 3, 0)
+
+
+def test_packed_replies_read_as_the_arrays_they_stand_for(world_ctx):
+    """Packed answers (_ops/replies.py): an acquire's and a release's "ok" split at
+    spaces, a get's one entry framed by its metadata's length (its value may hold any
+    byte, spaces and digits included)."""
+    f = ACQUIRE.check(b"ok 1796647890270000 1796647920270 1796647890270", None)
+    assert (f.tag, f.number(), f.number(), f.number(), len(f)) == (
+        b"ok", 1796647890270000, 1796647920270, 1796647890270, 0,
+    )  # fmt: skip
+    assert RELEASE.passed(b"ok") is not None and len(RELEASE.check(b"ok", None)) == 0
+    m, v = b"3 2  1796647950631  0 bench ", b'{"a": "ok 0 12 x"}\n 7'
+    packed = b"ok 0 %d %b%b" % (len(m), m, v)
+    assert unpack_get(packed) == [b"ok", 0, m, v]
+    f = GET.check(packed, Failure(world_ctx, "get", "read", "k"))
+    assert (f.next(), f.next(), f.next(), len(f)) == (0, m, v, 0)
+    assert unpack_get(b"ok 1 0 ") == [b"ok", 1, b"", b""]  # (m empty: packed_entry's check)
+
+
+@pytest.mark.parametrize(
+    "reply",
+    [
+        *(b"", b"ok", b"ok 0", b"ok 0 5 abc", b"ok x 3 abc", b"ok 0 -1 abc"),
+        *(b"ok 0 1e3 abc", b"ok 0 9999999999 abc", b"ok 0 \xd9\xa3 abc"),
+    ],
+)
+def test_a_malformed_packed_get_reply_is_a_server_error_not_an_index_error(world_ctx, reply):
+    with pytest.raises(MalformedReply):
+        GET.check(reply, Failure(world_ctx, "get", "read", "k"))
+
+
+def test_a_packed_reply_from_a_script_that_never_packs_is_a_server_error(world_ctx):
+    with pytest.raises(errors.ServerError, match="unexpected reply b'ok 1' from the write"):
+        WRITE.check(b"ok 1", Failure(world_ctx, "put", "write"))
+    with pytest.raises(errors.ServerError, match="unexpected reply"):
+        WRITE.passed(b"ok 1")
 
 
 def test_a_reply_naming_a_missing_item_is_malformed_not_an_index_error(world_ctx):
