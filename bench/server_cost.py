@@ -155,7 +155,8 @@ def put_floor_body(without: int | None = None, rev: str = "tostring((meta[5] or 
         lines.append(line)
         if call.startswith("local t ="):
             lines.append(f"local ms, op, rev = t[1] .. string.sub(t[2], 1, 3), args[2], {rev}")
-    return "\n".join(lines) + "\nreturn {'ok', rev, ms}"
+    # (a string, as a put answers "ok" since stop 34: _ops/replies.py unpack_put)
+    return "\n".join(lines) + "\nreturn 'ok ' .. rev .. ' ' .. ms"
 
 
 FLOOR_LIBRARY += (

@@ -107,6 +107,26 @@ def unpack_get(reply: bytes) -> list[Any]:
     return [parts[0], int(parts[1]), rest[:n], rest[n:]]
 
 
+_PUT_PARTS = 13  # "ok", rev, due, "w", ver, cr, mr, ct, mt, x, size, fmt, the value
+
+
+def unpack_put(reply: bytes) -> list[Any]:
+    """lua/put.lua's packed "ok", ``"ok <rev> <due> w <ver> <cr> <mr> <ct> <mt> <x> <size>
+    <fmt> <value>"``: the array its table form is, ``[b"ok", rev, due, 1, b"w", ver, cr,
+    mr, ct, mt, x, size, value, fmt, 0]``: the revision and the counts as ints, as RESP
+    gives them (records.write_ok reads them by index), the item's fields as the bytes of
+    their text, as a replay's op record gives them (records.item_entry reads both). The
+    value is last: it may hold any byte. (The numbers are the script's own texts, made by
+    itos, never stored text; cr, mr, ct and mt are stored texts that read_entry matched as
+    digits.)"""
+    p = reply.split(b" ", _PUT_PARTS - 1)
+    try:
+        due = 0 if p[2] == b"0" else int(p[2])  # (the common answer without a parse)
+        return [p[0], int(p[1]), due, 1, *p[3:11], p[12], p[11], 0]
+    except (ValueError, IndexError):
+        raise MalformedReply(f"not a packed put reply: {reply!r:.40}") from None
+
+
 @dataclass(frozen=True)
 class Replies(Generic[F]):
     """One script's reply tags: those its flows read, and those that are errors.
@@ -354,6 +374,7 @@ PUT = Replies[Failure](
         b"not_integer": _not_integer,
         b"too_large": _too_large,
     },
+    unpack=unpack_put,
 )
 
 

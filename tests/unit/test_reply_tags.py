@@ -14,11 +14,12 @@ import pytest
 
 from swarm_memory import Settings, errors
 from swarm_memory._ops.effects import Context, InboxContext, ScriptCall
-from swarm_memory._ops.records import MalformedReply
+from swarm_memory._ops.records import MalformedReply, write_ok
 from swarm_memory._ops.replies import (
     ACQUIRE,
     GET,
     INBOX,
+    PUT,
     RELEASE,
     REPLIES,
     WRITE,
@@ -26,6 +27,7 @@ from swarm_memory._ops.replies import (
     InboxFailure,
     Replies,
     unpack_get,
+    unpack_put,
 )
 from swarm_memory._shell import make_codec
 from swarm_memory.scripts import SCRIPT_NAMES, load, parse_returns
@@ -94,6 +96,23 @@ def test_packed_replies_read_as_the_arrays_they_stand_for(world_ctx):
     f = GET.check(packed, Failure(world_ctx, "get", "read", "k"))
     assert (f.next(), f.next(), f.next(), len(f)) == (0, m, v, 0)
     assert unpack_get(b"ok 1 0 ") == [b"ok", 1, b"", b""]  # (m empty: packed_entry's check)
+
+
+def test_a_packed_put_reads_as_its_array_with_the_value_last(world_ctx):
+    """put.lua's packed "ok": the counts as ints (what records.write_ok reads by index),
+    the item's fields as text, and a computed value holding spaces kept whole."""
+    packed = b'ok 41 1 w 7 3 41 1796648423891 1796648423902 0 9 json {"a": "b c", "n": 1}'
+    reply = unpack_put(packed)
+    assert reply == [
+        *(b"ok", 41, 1, 1, b"w", b"7", b"3", b"41", b"1796648423891", b"1796648423902"),
+        *(b"0", b"9", b'{"a": "b c", "n": 1}', b"json", 0),
+    ]
+    result = write_ok(PUT.check(packed, Failure(world_ctx, "put", "write", "k")))
+    assert (result.revision, result.sweep_due, result.evicted) == (41, True, [])
+    assert result.items[0].value == b'{"a": "b c", "n": 1}' and result.items[0].fmt == b"json"
+    for bad in (b"ok", b"ok x 0 w 1 1 1 1 1 0 1  ", b"ok 1 0 w 1 1 1 1 1 0"):
+        with pytest.raises(MalformedReply):
+            PUT.check(bad, Failure(world_ctx, "put", "write", "k"))
 
 
 @pytest.mark.parametrize(
