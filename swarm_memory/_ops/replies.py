@@ -16,7 +16,10 @@ before the tag is read (``split_packed``: the tag and fields joined by single sp
 ``unpack_get``: a get's one entry). Redis turns a Lua table into a reply at ~4.4k
 instructions for ``{"ok"}`` and ~6.5k for four numbers, a string at ~0.4k
 (docs/performance.md, "Packed replies, stop 34"). A packed reply to a script whose table
-has no ``unpack`` is a ServerError, as an unknown tag is.
+has no ``unpack`` is a ServerError, as an unknown tag is. (STYLE.md asks for tagged
+arrays; a packed reply is still tagged, its first word, and is packed only on the hot
+paths where the conversion was a measured share of the call: a put, incr or create, the
+get of one entry, an acquire and a release. Every other answer is an array.)
 
 ``REPLIES`` maps every script to its table; ``tests/unit/test_reply_tags.py`` checks that
 the tags each script's header lists (``Script.returns``) are exactly those its table
