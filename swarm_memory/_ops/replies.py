@@ -14,7 +14,7 @@ A script may answer its common outcome **packed** instead (since stop 34): one b
 string, not an array, which its table's ``unpack`` turns into the array it stands for
 before the tag is read (``split_packed``: the tag and fields joined by single spaces;
 ``unpack_get``: a get's one entry). Redis turns a Lua table into a reply at ~4.4k
-instructions for ``{"ok"}`` and ~6.5k for four numbers, a string at ~0.4k
+instructions for ``{"ok"}`` and ~6.5k for "ok" and three numbers, a string at ~0.4k
 (docs/performance.md, "Packed replies, stop 34"). A packed reply to a script whose table
 has no ``unpack`` is a ServerError, as an unknown tag is. (STYLE.md asks for tagged
 arrays; a packed reply is still tagged, its first word, and is packed only on the hot
