@@ -88,26 +88,21 @@ def split_packed(reply: bytes) -> list[bytes]:
     return reply.split(b" ")
 
 
-_GET_PARTS = 4  # "ok", due, the metadata's length, the metadata and the value
-_LENGTH_DIGITS = 9  # (a length past 10^9 bytes is no stored entry's: malformed)
-
-
 def unpack_get(reply: bytes) -> list[Any]:
     """lua/get.lua's packed answer for one stored entry, ``"ok <due> <len(m)> <m><v>"``:
     ``[b"ok", due, m, v]``, the array its other answers send (``m`` as stored, unparsed:
     records.packed_entry checks it). Framed by the length, so neither part's bytes can
-    move the boundary."""
-    parts = reply.split(b" ", _GET_PARTS - 1)
-    if (
-        len(parts) != _GET_PARTS
-        or not (parts[1].isdigit() and parts[2].isdigit())
-        or len(parts[2]) > _LENGTH_DIGITS
-    ):
-        raise MalformedReply(f"not a packed get reply: {reply!r:.40}")
-    n, rest = int(parts[2]), parts[3]
-    if n > len(rest):
-        raise MalformedReply(f"a packed get reply's metadata runs past its end: {reply!r:.40}")
-    return [parts[0], int(parts[1]), rest[:n], rest[n:]]
+    move the boundary. (due and the length are the script's own texts, made by itos:
+    int() reads them, and a reply that does not split, or a length past its end, is
+    malformed.)"""
+    try:
+        tag, due, length, rest = reply.split(b" ", 3)
+        n = int(length)
+        if not 0 <= n <= len(rest):
+            raise ValueError(f"a metadata length of {n} in {len(rest)} bytes")
+        return [tag, 0 if due == b"0" else int(due), rest[:n], rest[n:]]
+    except ValueError:
+        raise MalformedReply(f"not a packed get reply: {reply!r:.40}") from None
 
 
 _PUT_PARTS = 13  # "ok", rev, due, "w", ver, cr, mr, ct, mt, x, size, fmt, the value
@@ -147,18 +142,20 @@ class Replies(Generic[F]):
 
     def _array(self, reply: Any) -> list[Any]:
         if reply.__class__ is bytes:
-            if self.unpack is None:
+            unpack = self.unpack
+            if unpack is None:
                 raise errors.ServerError(
                     f"unexpected reply {reply!r:.40} from the {self.script} script"
                 )
-            return self.unpack(reply)
+            return unpack(reply)
         return reply  # type: ignore[no-any-return]
 
     def passed(self, reply: list[Any] | bytes) -> Fields | None:
         """The reply's fields after an outcome tag, or None: then ``check`` raises the
         tag's error. A flow builds its Failure (only an error reads it) when this is None."""
         if reply.__class__ is bytes:
-            reply = self._array(reply)
+            unpack = self.unpack
+            reply = unpack(reply) if unpack is not None else self._array(reply)
         tag = reply[0]
         return Fields(reply, 1, tag) if tag in self.outcomes else None
 
