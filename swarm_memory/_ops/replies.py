@@ -19,7 +19,9 @@ instructions for ``{"ok"}`` and ~6.5k for "ok" and three numbers, a string at ~0
 has no ``unpack`` is a ServerError, as an unknown tag is. (STYLE.md asks for tagged
 arrays; a packed reply is still tagged, its first word, and is packed only on the hot
 paths where the conversion was a measured share of the call: a put, incr or create, the
-get of one entry, an acquire and a release. Every other answer is an array.)
+get of one entry, an acquire and a release, and a put's or a get's only while the value
+it carries is at most 4,096 bytes, lua/_lib.lua PACKED_VALUE_MAX. Every other answer is an
+array.)
 
 ``REPLIES`` maps every script to its table; ``tests/unit/test_reply_tags.py`` checks that
 the tags each script's header lists (``Script.returns``) are exactly those its table

@@ -311,6 +311,13 @@ local function int_fields(s, n, what)
   return t
 end
 
+-- The longest value a packed reply carries (put.lua's computed value, get.lua's stored
+-- one; _ops/replies.py): packing copies the value into one new Lua string, which a
+-- table reply does not, and the string stays in the Lua heap until it is collected; a
+-- longer value goes out in the table, whose conversion (~4-9k instructions) is then the
+-- smaller cost.
+local PACKED_VALUE_MAX = 4096
+
 -- A write item's head, "<op> <expected> <ttl_ms> <fmt>": one argument for four (see
 -- int_fields). expected and ttl_ms are "" when not given; the format is last, whatever
 -- it holds. Returns op, expected, ttl_ms (numbers or nil) and fmt.

@@ -1,7 +1,8 @@
 --! keys: meta acl stats exp audit lease +items(entry)
 --! args: agent audit_maxlen
 --! returns: {"ok", sweep_due, ...} | {"nons"} | {"denied", granted}
--- The get of one stored entry answers "ok" packed, "ok <due> <len(m)> <m><v>" (one string:
+-- The get of one stored entry (its value at most PACKED_VALUE_MAX bytes) answers "ok"
+-- packed, "ok <due> <len(m)> <m><v>" (one string:
 -- Redis converts a table reply at ~6k instructions, a string at ~0.4k; _ops/replies.py
 -- unpack_get reads it as the array it stands for).
 --
@@ -58,7 +59,9 @@ for i = N_FIXED + 1, #KEYS do
     end
   end
   if m then
-    if i == N_FIXED + 1 and i == #KEYS then return "ok " .. itos(due) .. " " .. itos(#m) .. " " .. m .. v end
+    if i == N_FIXED + 1 and i == #KEYS and #v <= PACKED_VALUE_MAX then
+      return "ok " .. itos(due) .. " " .. itos(#m) .. " " .. m .. v
+    end
     if not reply then reply = { "ok", due, nil, nil } end
     reply[r + 1], reply[r + 2], r = m, v, r + 2
   else

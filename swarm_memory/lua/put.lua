@@ -2,7 +2,8 @@
 --! args: agent op_id limits head key value digest
 --! returns: {"ok", rev, sweep_due, 1, "w", ver, cr, mr, ct, mt, x, size, value, fmt, 0} | {"dup", record, sweep_due} | {"general", "namespace"|"entry"} | {"nons"} | {"denied", granted} | {"conflict", 1, entry...} | {"version_required", 1, strategy} | {"quota", kind, limit, current, requested} | {"not_integer", 1} | {"too_large", 1, size} | {"merge_fallback", 1, "patch"|"stored"}
 --
--- Its "ok" goes packed, "ok <rev> <due> w <ver> <cr> <mr> <ct> <mt> <x> <size> <fmt> <value>"
+-- Its "ok" goes packed (a computed value of at most PACKED_VALUE_MAX bytes),
+-- "ok <rev> <due> w <ver> <cr> <mr> <ct> <mt> <x> <size> <fmt> <value>"
 -- (one string, the value last: it may hold spaces; _ops/replies.py unpack_put reads it as
 -- the array above): Redis converts a table of 15 at ~9k instructions, this string at ~0.4k
 -- (docs/performance.md, "Packed replies, stop 34").
@@ -123,6 +124,8 @@ end
 local counts, packed, vout, fout = "1 0 0", "", "", ""
 if computed then counts, packed, vout, fout = "1 0 1", one_value_packed("1", value, "json"), value, "json" end
 redis.call("HSET", K_OPS, op_id, record_head(digest, rev_s, now_s, counts) .. written_record(ver, cr, ct, x, size) .. "|" .. packed)
--- (every number's text is itos's memo: the entry's metadata formatted them above)
+-- (every number's text is itos's memo: the entry's metadata formatted them above; a
+-- computed value longer than PACKED_VALUE_MAX goes out in the table)
+if #vout > PACKED_VALUE_MAX then return { "ok", rev, due, 1, "w", ver, cr, rev_s, ct, now_s, x, size, vout, fout, 0 } end
 return "ok " .. rev_s .. " " .. itos(due) .. " w " .. itos(ver) .. " " .. cr .. " " .. rev_s .. " "
   .. ct .. " " .. now_s .. " " .. itos(x) .. " " .. itos(size) .. " " .. fout .. " " .. vout

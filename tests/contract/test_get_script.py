@@ -91,6 +91,22 @@ def test_the_get_of_one_stored_entry_answers_packed_what_the_array_holds(env, me
     assert ns.get("k").value == {"text": "ok 0 12 3 4", "n": [1, 2]}
 
 
+def test_a_long_value_is_got_in_the_array(env, mem, keys):
+    """A value longer than lua/_lib.lua's PACKED_VALUE_MAX goes out in the array (packing
+    would copy it once more); the client reads either."""
+    ns = mem.namespace("team")
+    ns.put("long", "v" * 5000)
+    reply = mem._driver.perform(
+        ScriptCall(
+            load("get"), [*keys.get_fixed(), keys.entry("long")], ["planner", 1000], None, True
+        )
+    )
+    if inspect.iscoroutine(reply):
+        reply = env.loop.run_until_complete(reply)
+    assert isinstance(reply, list) and reply[0] == b"ok" and len(reply[3]) == 5002
+    assert ns.get("long").value == "v" * 5000
+
+
 def test_without_an_expiry_or_lease_index_no_sweep_is_due(env, mem, keys):
     ns = mem.namespace("team")
     ns.put("k", 1)

@@ -168,6 +168,7 @@ _MERGE: Steps = [
     ("P", "m", b'{"long":"' + b"y" * 1500 + b'"}', "opm7", None, None),
     ("P", "m0", b"[1,2]", "opm8", None, None),
     ("P", "m0", b'{"after":"array"}', "opm9", None, None),
+    ("P", "m", b'{"big":"' + b"w" * 5000 + b'"}', "opm10", None, None),  # answered unpacked
 ]
 CASES: dict[str, tuple[dict[str, Any], Steps]] = {
     "merge": ({"strategy": "merge"}, [*_COMMON, *_MERGE]),
@@ -208,6 +209,23 @@ def test_a_put_answers_and_stores_what_write_lua_does(env, case):
         want = _run(env, mem, write)
         assert _norm(got, "via-put") == _norm(want, "via-write"), (case, step)
     assert _state(env, "via-put") == _state(env, "via-write")
+
+
+@pytest.mark.parametrize("env", SYNC_ENVS, indirect=True)
+def test_a_put_answers_packed_unless_its_computed_value_is_long(env):
+    """put.lua's "ok" is one string (_ops/replies.py unpack_put) unless the value it sends
+    back (a merge's, an incr's) is longer than lua/_lib.lua's PACKED_VALUE_MAX: that goes
+    out in the table, which packing would copy once more."""
+    mem = env.mem("planner")
+    mem.create_namespace("team", strategy="merge")
+    big = b'{"b":"' + b"z" * 5000 + b'"}'
+    small, _ = _calls(env, "team", ("P", "m", b'{"a":1}', "opk1", None, None))
+    large, _ = _calls(env, "team", ("P", "m", big, "opk2", None, None))
+    packed = mem._driver.perform(small)
+    assert isinstance(packed, bytes) and packed.startswith(b"ok ") and packed.endswith(b'{"a":1}')
+    table = mem._driver.perform(large)
+    assert isinstance(table, list) and table[0] == b"ok" and b"z" * 5000 in table[12]
+    assert mem.namespace("team").get("m").value == {"a": 1, "b": "z" * 5000}
 
 
 @pytest.mark.parametrize("env", SYNC_ENVS, indirect=True)
