@@ -84,5 +84,5 @@ if lease_ms then
   local lease = redis.call("ZSCORE", K_LEASE, agent)
   if not lease or tonumber(lease) <= now then redis.call("ZADD", K_LEASE, now + lease_ms, agent) end
 end
--- (the texts the record's were: itos's memo)
+-- (the expiry's text is the record's, from itos's memo; only now's is formatted here)
 return "ok " .. token_s .. " " .. itos(now + ttl_ms) .. " " .. itos(now)

@@ -2,9 +2,9 @@
 --! args: agent audit_maxlen
 --! returns: {"ok", sweep_due, ...} | {"nons"} | {"denied", granted}
 -- The get of one stored entry (its value at most PACKED_VALUE_MAX bytes) answers "ok"
--- packed, "ok <due> <len(m)> <m><v>" (one string:
--- Redis converts a table reply at ~6k instructions, a string at ~0.4k; _ops/replies.py
--- unpack_get reads it as the array it stands for).
+-- packed, "ok <due> <len(m)> <m><v>" (one string: Redis converts a table reply at ~6k
+-- instructions, a string at ~0.4k; _ops/replies.py unpack_get reads it as the array it
+-- stands for).
 --
 -- get and get_many, apart from read.lua (stop 22): only the names a get uses (each name
 -- a call passes costs the server ~0.5-1.2k instructions: no key index, no history
