@@ -142,29 +142,28 @@ class Replies(Generic[F]):
     def tags(self) -> frozenset[str]:
         return frozenset(t.decode() for t in self.outcomes | self.errors.keys())
 
-    def _array(self, reply: Any) -> list[Any]:
-        if reply.__class__ is bytes:
-            unpack = self.unpack
-            if unpack is None:
-                raise errors.ServerError(
-                    f"unexpected reply {reply!r:.40} from the {self.script} script"
-                )
-            return unpack(reply)
-        return reply  # type: ignore[no-any-return]
+    def _unpacked(self, reply: bytes) -> list[Any]:
+        """A packed reply as the array it stands for (a ServerError from a script that
+        never packs)."""
+        if self.unpack is None:
+            raise errors.ServerError(
+                f"unexpected reply {reply!r:.40} from the {self.script} script"
+            )
+        return self.unpack(reply)
 
     def passed(self, reply: list[Any] | bytes) -> Fields | None:
         """The reply's fields after an outcome tag, or None: then ``check`` raises the
         tag's error. A flow builds its Failure (only an error reads it) when this is None."""
-        if reply.__class__ is bytes:
-            unpack = self.unpack
-            reply = unpack(reply) if unpack is not None else self._array(reply)
+        if isinstance(reply, bytes):
+            reply = self._unpacked(reply)
         tag = reply[0]
         return Fields(reply, 1, tag) if tag in self.outcomes else None
 
     def check(self, reply: list[Any] | bytes, failure: F | None) -> Fields:
         """The reply's fields after an outcome tag; else raise the tag's error (``failure``
         may be None only for a script whose table has no errors)."""
-        reply = self._array(reply)
+        if isinstance(reply, bytes):
+            reply = self._unpacked(reply)
         tag = reply[0]
         if tag in self.outcomes:
             return Fields(reply, 1, tag)

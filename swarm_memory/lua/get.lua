@@ -58,14 +58,13 @@ for i = N_FIXED + 1, #KEYS do
       m, v = entry_meta(e.ver, e.cr, e.mr, e.ct, e.mt, e.x, e.by, e.f), e.v -- (text: see unpack_entry)
     end
   end
+  if m and i == N_FIXED + 1 and i == #KEYS and #v <= PACKED_VALUE_MAX then
+    return "ok " .. itos(due) .. " " .. itos(#m) .. " " .. m .. v
+  end
+  if not reply then reply = { "ok", due, nil, nil } end
   if m then
-    if i == N_FIXED + 1 and i == #KEYS and #v <= PACKED_VALUE_MAX then
-      return "ok " .. itos(due) .. " " .. itos(#m) .. " " .. m .. v
-    end
-    if not reply then reply = { "ok", due, nil, nil } end
     reply[r + 1], reply[r + 2], r = m, v, r + 2
   else
-    if not reply then reply = { "ok", due, nil, nil } end
     reply[r + 1], r = "", r + 1
   end
 end

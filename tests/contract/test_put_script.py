@@ -46,6 +46,7 @@ def _run(env: Any, mem: Any, call: ScriptCall) -> list[Any]:
         # (the item's version, expiry and size come as their text, as from an op record;
         # write.lua's table sends them as numbers)
         for i in (5, 10, 11):
+            assert reply[i] == b"%d" % int(reply[i]), reply  # (as Redis spells an integer)
             reply[i] = int(reply[i])
     assert isinstance(reply, list)
     return reply
