@@ -707,16 +707,16 @@ local function read_entry(key, now)
   return e, false
 end
 
--- The "m" text of an entry with these fields (the version and expiry numbers, the
--- revisions and times their text, as unpack_entry keeps them), with ENTRY_PACKED's
+-- The "m" text of an entry with these fields, every number as its text (the revisions
+-- and times as unpack_entry keeps them; the version and expiry as itos gives them: a
+-- caller that also sends them elsewhere formats them once), with ENTRY_PACKED's
 -- shorthands: an empty part for a mod revision or time equal to the create one, and for
 -- the "json" format.
-local function entry_meta(ver, cr_s, mr_s, ct_s, mt_s, x, by, f)
+local function entry_meta(ver_s, cr_s, mr_s, ct_s, mt_s, x_s, by, f)
   if mr_s == cr_s then mr_s = "" end
   if mt_s == ct_s then mt_s = "" end
   if f == "json" then f = "" end
-  return itos(ver) .. " " .. cr_s .. " " .. mr_s .. " " .. ct_s .. " " .. mt_s
-    .. " " .. itos(x) .. " " .. by .. " " .. f
+  return ver_s .. " " .. cr_s .. " " .. mr_s .. " " .. ct_s .. " " .. mt_s .. " " .. x_s .. " " .. by .. " " .. f
 end
 
 -- After an entry's "m" was written: an entry stored field by field loses those fields.
@@ -810,8 +810,11 @@ local function write_gate(agent, op_id, action, key, audit_maxlen)
     if type(previous) == "table" then corrupt(K_OPS, "holds the wrong type for HGET") end
     return { "dup", previous, sweep_due(now) }
   end
-  return nil, cfg, now, stored_num(meta[3], K_META, "n"), stored_num(meta[4], K_META, "b"),
-    stored_num(meta[5] or "0", K_META, "rev")
+  -- (stored_num's memo read here, not through two calls each: the counts and revision are
+  -- the texts the write before formatted; see stored_int)
+  local N = NUM_MEMO
+  return nil, cfg, now, N[meta[3]] or stored_num(meta[3], K_META, "n"),
+    N[meta[4]] or stored_num(meta[4], K_META, "b"), N[meta[5]] or stored_num(meta[5] or "0", K_META, "rev")
 end
 
 -- The op record of a data write (decision 6), compact (swarm_memory._ops.parse_op_record):
@@ -824,10 +827,10 @@ local function record_head(digest, rev_s, now_s, counts)
   return "w1 " .. (digest == "" and "-" or digest) .. " " .. rev_s .. " " .. now_s .. " " .. counts .. "|"
 end
 
--- A written item's part of the op record: "w <ver> <cr> <ct> <x> <size>" (its mod
--- revision and time are the record header's; cr and ct as text, like the entry's).
-local function written_record(ver, cr, ct, x, size)
-  return "w " .. itos(ver) .. " " .. cr .. " " .. ct .. " " .. itos(x) .. " " .. itos(size)
+-- A written item's part of the op record: "w <ver> <cr> <ct> <x> <size>", each as its
+-- text (its mod revision and time are the record header's; see entry_meta).
+local function written_record(ver_s, cr, ct, x_s, size_s)
+  return "w " .. ver_s .. " " .. cr .. " " .. ct .. " " .. x_s .. " " .. size_s
 end
 
 -- The op record's values part for one item's value (an incr's or a merge's result, the
@@ -1030,7 +1033,11 @@ local function publish_events(default_maxlen, rev, agent, now, known_maxlen, gua
   -- The doorbell carries the events too, so an up-to-date watcher needs no read; one
   -- that is behind (or sees a permission change) reads the stream as usual. Numbers used
   -- more than once become text once (each number redis.call gets is a "%.17g").
-  local rev_s, n_s, now_s, maxlen_s = itos(rev), itos(n), itos(now), itos(maxlen)
+  -- (itos's memo read here, not through a call: the caller formatted rev and now, and a
+  -- call costs ~0.5k instructions more than the lookup; see itos)
+  local M = TEXT_MEMO
+  local rev_s, n_s, now_s = M[rev] or itos(rev), M[n] or itos(n), M[now] or itos(now)
+  local maxlen_s = M[maxlen] or itos(maxlen)
   -- The doorbell is pack({rev, n, (type, key, ver, value, fmt, has_value) per event,
   -- agent, ms}). A call with one event (the common case) builds its text in one
   -- concatenation instead of a table and pack(): ~13k instructions less a put
@@ -1043,10 +1050,11 @@ local function publish_events(default_maxlen, rev, agent, now, known_maxlen, gua
   -- events more than its bound for a while. An XADD with MAXLEN cost a put ~3.7k
   -- instructions more than one without (docs/performance.md).
   local trim_seq = (n > 1 or maxlen < 1024 or rev % 16 == 0) and n or 0
-  for seq, e in ipairs(PENDING_EVENTS) do
+  for seq = 1, n do -- (a numeric for: ipairs costs a library call and one per step)
+    local e = PENDING_EVENTS[seq]
     local ver = e[3]
-    if type(ver) == "number" then ver = itos(ver) end
-    local id = rev_s .. "-" .. itos(seq - 1)
+    if type(ver) == "number" then ver = M[ver] or itos(ver) end
+    local id = rev_s .. (seq == 1 and "-0" or "-" .. itos(seq - 1))
     if bell then
       local b = #bell
       bell[b + 1], bell[b + 2], bell[b + 3] = e[1], e[2], ver

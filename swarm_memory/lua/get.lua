@@ -55,7 +55,7 @@ for i = N_FIXED + 1, #KEYS do
   elseif v or redis.call("EXISTS", key) == 1 then -- stored before "m", or corrupt
     local e = read_legacy_entry(key)
     if e and not (e.x > 0 and e.x <= now_ms()) then
-      m, v = entry_meta(e.ver, e.cr, e.mr, e.ct, e.mt, e.x, e.by, e.f), e.v -- (text: see unpack_entry)
+      m, v = entry_meta(itos(e.ver), e.cr, e.mr, e.ct, e.mt, itos(e.x), e.by, e.f), e.v -- (text: see unpack_entry)
     end
   end
   if m and i == N_FIXED + 1 and i == #KEYS and #v <= PACKED_VALUE_MAX then

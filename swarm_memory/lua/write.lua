@@ -312,7 +312,7 @@ for i = 1, n_items do
     reply[r + 6], reply[r + 7], reply[r + 8], reply[r + 9], reply[r + 10] = now_s, p.x, size, vout, fout
     -- mr = rev and mt = now: the record's header has them
     -- itos: the entry's HSET below takes the same texts (formatted once, see itos)
-    recs[i] = written_record(p.ver, p.cr, p.ct, p.x, size)
+    recs[i] = written_record(itos(p.ver), p.cr, p.ct, itos(p.x), itos(size))
     if vout ~= "" then
       vals[#vals + 1] = i
       vals[#vals + 1] = vout
@@ -361,7 +361,7 @@ for i = 1, n_items do
     drop_entry(p.name, p.ekey, p.hkey, #cur.v, keeps_order)
     d_keys, d_bytes = d_keys - 1, d_bytes - #cur.v
   elseif p.status == "t" then
-    redis.call("HSET", p.ekey, "m", entry_meta(cur.ver, cur.cr, cur.mr, cur.ct, cur.mt, p.x, cur.by, cur.f))
+    redis.call("HSET", p.ekey, "m", entry_meta(itos(cur.ver), cur.cr, cur.mr, cur.ct, cur.mt, itos(p.x), cur.by, cur.f))
     drop_legacy_fields(cur)
     redis.call("ZADD", K_EXP, p.x, p.name)
   elseif p.status == "w" then
@@ -371,7 +371,7 @@ for i = 1, n_items do
       redis.call("ZADD", K_IDX, 0, p.name)
       d_keys = d_keys + 1
     end
-    redis.call("HSET", p.ekey, "v", p.value, "m", entry_meta(p.ver, p.cr, rev_s, p.ct, now_s, p.x, agent, p.fmt))
+    redis.call("HSET", p.ekey, "v", p.value, "m", entry_meta(itos(p.ver), p.cr, rev_s, p.ct, now_s, itos(p.x), agent, p.fmt))
     if cur and cur.legacy then drop_legacy_fields(cur) end
     -- Lease ties: an ephemeral write (re)binds the entry to this agent's lease; a plain
     -- put/create makes it permanent again. Counters and touches keep what they had.
