@@ -1021,8 +1021,11 @@ end
 -- an id past this revision there) is CorruptData with nothing written; or a function
 -- that undoes the writes the caller made before, called before the error is raised; or
 -- "refusable": the refusal returns false, and the caller undoes and raises (write.lua).
-local function publish_events(default_maxlen, rev, agent, now, known_maxlen, guarded)
-  local n = #PENDING_EVENTS
+-- ot, ok, ov, od, of, oc: a call's one event, event()'s six parts (as it stores them)
+-- given here instead of queued (put.lua: no table, ~3k instructions a put less than a
+-- queue of one), or nil (ot) for the queue.
+local function publish_events(default_maxlen, rev, agent, now, known_maxlen, guarded, ot, ok, ov, od, of, oc)
+  local n = ot and 1 or #PENDING_EVENTS
   if n == 0 then return end
   local maxlen = default_maxlen
   if known_maxlen == nil then
@@ -1051,16 +1054,19 @@ local function publish_events(default_maxlen, rev, agent, now, known_maxlen, gua
   -- instructions more than one without (docs/performance.md).
   local trim_seq = (n > 1 or maxlen < 1024 or rev % 16 == 0) and n or 0
   for seq = 1, n do -- (a numeric for: ipairs costs a library call and one per step)
-    local e = PENDING_EVENTS[seq]
-    local ver = e[3]
+    local et, ek, ver, d, ef, ec = ot, ok, ov, od, of, oc
+    if not ot then
+      local e = PENDING_EVENTS[seq]
+      et, ek, ver, d, ef, ec = e[1], e[2], e[3], e[4], e[5], e[6]
+    end
     if type(ver) == "number" then ver = M[ver] or itos(ver) end
     local id = rev_s .. (seq == 1 and "-0" or "-" .. itos(seq - 1))
     if bell then
       local b = #bell
-      bell[b + 1], bell[b + 2], bell[b + 3] = e[1], e[2], ver
-      bell[b + 4], bell[b + 5], bell[b + 6] = e[4] or "", e[5] or "", e[4] and "1" or "0"
+      bell[b + 1], bell[b + 2], bell[b + 3] = et, ek, ver
+      bell[b + 4], bell[b + 5], bell[b + 6] = d or "", ef or "", d and "1" or "0"
     else
-      t1, k1, v1, d1, f1, h1 = e[1], e[2], ver, e[4] or "", e[5] or "", e[4] and "1" or "0"
+      t1, k1, v1, d1, f1, h1 = et, ek, ver, d or "", ef or "", d and "1" or "0"
     end
     local xadd = (guarded and seq == 1) and redis.pcall or redis.call
     local added
@@ -1069,43 +1075,42 @@ local function publish_events(default_maxlen, rev, agent, now, known_maxlen, gua
     -- value (docs/performance.md, "Memory per entry, stop 24"). A carried value in
     -- another format (a codec's own; compressed values are larger than any carried one)
     -- takes the last branch, its arguments built in a table.
-    local d = e[4]
-    if d and e[5] ~= "json" then
+    if d and ef ~= "json" then
       local args = { "XADD", K_EVENTS }
       if seq == trim_seq then args[3], args[4], args[5] = "MAXLEN", "~", maxlen_s end
       local a = #args
-      args[a + 1], args[a + 2], args[a + 3], args[a + 4], args[a + 5] = id, "t", e[1], "k", e[2]
+      args[a + 1], args[a + 2], args[a + 3], args[a + 4], args[a + 5] = id, "t", et, "k", ek
       args[a + 6], args[a + 7], args[a + 8], args[a + 9], args[a + 10] = "v", ver, "a", agent, "ms"
       args[a + 11], args[a + 12], args[a + 13] = now_s, "n", n_s
-      if e[6] then args[a + 14], args[a + 15] = "c", e[6] end
+      if ec then args[a + 14], args[a + 15] = "c", ec end
       a = #args
-      args[a + 1], args[a + 2], args[a + 3], args[a + 4] = "d", d, "f", e[5]
+      args[a + 1], args[a + 2], args[a + 3], args[a + 4] = "d", d, "f", ef
       added = xadd(unpack(args))
     elseif seq == trim_seq then
-      if e[6] and d then
-        added = xadd("XADD", K_EVENTS, "MAXLEN", "~", maxlen_s, id, "t", e[1], "k", e[2], "v", ver,
-          "a", agent, "ms", now_s, "n", n_s, "c", e[6], "d", d)
-      elseif e[6] then
-        added = xadd("XADD", K_EVENTS, "MAXLEN", "~", maxlen_s, id, "t", e[1], "k", e[2], "v", ver,
-          "a", agent, "ms", now_s, "n", n_s, "c", e[6])
+      if ec and d then
+        added = xadd("XADD", K_EVENTS, "MAXLEN", "~", maxlen_s, id, "t", et, "k", ek, "v", ver,
+          "a", agent, "ms", now_s, "n", n_s, "c", ec, "d", d)
+      elseif ec then
+        added = xadd("XADD", K_EVENTS, "MAXLEN", "~", maxlen_s, id, "t", et, "k", ek, "v", ver,
+          "a", agent, "ms", now_s, "n", n_s, "c", ec)
       elseif d then
         added = xadd("XADD", K_EVENTS, "MAXLEN", "~", maxlen_s, id,
-          "t", e[1], "k", e[2], "v", ver, "a", agent, "ms", now_s, "n", n_s, "d", d)
+          "t", et, "k", ek, "v", ver, "a", agent, "ms", now_s, "n", n_s, "d", d)
       else
         added = xadd("XADD", K_EVENTS, "MAXLEN", "~", maxlen_s, id,
-          "t", e[1], "k", e[2], "v", ver, "a", agent, "ms", now_s, "n", n_s)
+          "t", et, "k", ek, "v", ver, "a", agent, "ms", now_s, "n", n_s)
       end
-    elseif e[6] and d then
-      added = xadd("XADD", K_EVENTS, id, "t", e[1], "k", e[2], "v", ver,
-        "a", agent, "ms", now_s, "n", n_s, "c", e[6], "d", d)
-    elseif e[6] then
-      added = xadd("XADD", K_EVENTS, id, "t", e[1], "k", e[2], "v", ver,
-        "a", agent, "ms", now_s, "n", n_s, "c", e[6])
+    elseif ec and d then
+      added = xadd("XADD", K_EVENTS, id, "t", et, "k", ek, "v", ver,
+        "a", agent, "ms", now_s, "n", n_s, "c", ec, "d", d)
+    elseif ec then
+      added = xadd("XADD", K_EVENTS, id, "t", et, "k", ek, "v", ver,
+        "a", agent, "ms", now_s, "n", n_s, "c", ec)
     elseif d then
       added = xadd("XADD", K_EVENTS, id,
-        "t", e[1], "k", e[2], "v", ver, "a", agent, "ms", now_s, "n", n_s, "d", d)
+        "t", et, "k", ek, "v", ver, "a", agent, "ms", now_s, "n", n_s, "d", d)
     else
-      added = xadd("XADD", K_EVENTS, id, "t", e[1], "k", e[2], "v", ver, "a", agent, "ms", now_s, "n", n_s)
+      added = xadd("XADD", K_EVENTS, id, "t", et, "k", ek, "v", ver, "a", agent, "ms", now_s, "n", n_s)
     end
     if type(added) == "table" and added.err then
       if guarded == "refusable" then return false end
@@ -1114,7 +1119,8 @@ local function publish_events(default_maxlen, rev, agent, now, known_maxlen, gua
       corrupt(K_EVENTS, "refuses revision " .. itos(rev))
     end
   end
-  PENDING_EVENTS = {}
+  -- (emptied in place: a new table every call cost ~1k instructions with its collection)
+  if not ot then for i = n, 1, -1 do PENDING_EVENTS[i] = nil end end
   if not bell then
     local P = PACK_PREFIX
     redis.call("SPUBLISH", K_BELL, (P[#rev_s] or pack_prefix(rev_s)) .. rev_s .. "1:1"
@@ -1142,7 +1148,9 @@ end
 -- the dedupe window comes after them (a refused call must not have purged either: the
 -- corruption fuzz, seed 3). The caller writes its op record (HSET K_OPS) last: its purge
 -- index has it already.
-local function commit_write(op_id, now_s, action, stream_maxlen, rev, agent, now, events_cap, dedupe_ms)
+-- (ot ... oc: the call's one event, given as publish_events takes it, or nil: queued)
+local function commit_write(op_id, now_s, action, stream_maxlen, rev, agent, now, events_cap, dedupe_ms,
+                            ot, ok, ov, od, of, oc)
   local indexed = index_op(op_id, now_s) -- (see index_op: its undo and its update below)
   local counted = redis.pcall("HINCRBY", K_STATS, action, "1")
   if type(counted) == "table" then -- refused: undo the op id's index entry
@@ -1153,7 +1161,7 @@ local function commit_write(op_id, now_s, action, stream_maxlen, rev, agent, now
   -- hash when it was its only field, if this call created it), then the reason named.
   -- (Here, not in a function passed to publish_events: a closure made on every call cost
   -- a put ~1.5k instructions with its garbage.)
-  if publish_events(stream_maxlen, rev, agent, now, events_cap, "refusable") == false then
+  if publish_events(stream_maxlen, rev, agent, now, events_cap, "refusable", ot, ok, ov, od, of, oc) == false then
     unindex_op(op_id, indexed)
     if counted == 1 then redis.call("HDEL", K_STATS, action) else redis.call("HINCRBY", K_STATS, action, "-1") end
     require_feed_room(rev) -- names the reason: the key's type, or an id past rev

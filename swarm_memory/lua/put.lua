@@ -104,11 +104,14 @@ if cur then ver, cr, ct = cur.ver + 1, cur.cr, cur.ct end
 -- op record and the reply take the same texts (a call of itos costs ~0.6k instructions
 -- even when its memo has the text).
 local ver_s, x_s, size_s = itos(ver), itos(x), itos(size)
--- (an incr's and a create's event carry the action as "c", as write.lua's first item
--- event does when the action is not "put")
+-- The event, given to commit_write rather than queued (see publish_events). (An incr's
+-- and a create's event carry the action as "c", as write.lua's first item event does
+-- when the action is not "put".)
 local c = op ~= "P" and action or nil
-if size <= event_value_max then event("put", name, ver_s, value, fmt, c) else event("put", name, ver_s, nil, nil, c) end
-commit_write(op_id, now_s, action, stream_maxlen, rev, agent, now, cfg.em, dedupe_ms)
+local carried, carried_fmt = nil, nil
+if size <= event_value_max then carried, carried_fmt = value, fmt end
+commit_write(op_id, now_s, action, stream_maxlen, rev, agent, now, cfg.em, dedupe_ms,
+  "put", name, ver_s, carried, carried_fmt, c)
 if history then
   keep_history(hkey, cur, cfg.hd)
 elseif not cur then
