@@ -30,12 +30,14 @@ local name, owner, op_id, held_x, held_token = lock_name(ARGV[3]), ARGV[4], ARGV
 -- record, a client sending "") takes the parse.
 local raw = redis.pcall("HGET", K_LOCKH, name)
 if type(raw) == "table" then corrupt(K_LOCKH, "holds the wrong type for HGET") end
+-- (rec: the record without this owner's hold; the lone holder's release needs no
+-- table for it: mine 0, rec nil, no holder left)
 local rec, mine
 if raw and held_token ~= "" and raw == lock_record_text("x", owner, agent, held_x, held_token) then
   local x = stored_int(held_x) -- (the text this library's acquire formatted: its memo)
-  if x and x > now then rec, mine = { mode = "x", holders = {} }, 0 end
+  if x and x > now then mine = 0 end
 end
-if not rec then
+if not mine then
   rec = read_lock_text(raw, now)
   mine = lock_holder(rec, owner)
 end
@@ -64,10 +66,12 @@ if type(counted) == "table" then
 end
 local untied = redis.pcall("ZREM", K_EPH, member)
 local recorded = (untied == 0 or untied == 1) and redis.pcall("HSETNX", K_OPS, op_id, "released")
-if mine > 0 then table.remove(rec.holders, mine) end
 local latest = 0
-local holders = rec.holders
-for j = 1, #holders do if holders[j].x > latest then latest = holders[j].x end end
+if mine > 0 then
+  table.remove(rec.holders, mine)
+  local holders = rec.holders
+  for j = 1, #holders do if holders[j].x > latest then latest = holders[j].x end end
+end
 local unlisted = (recorded == 0 or recorded == 1) and (latest == 0
   and redis.pcall("ZREM", K_LOCKS, name) or redis.pcall("ZADD", K_LOCKS, itos(latest), name))
 if unlisted ~= 0 and unlisted ~= 1 then
