@@ -28,7 +28,7 @@ of one entry passes; ``floor.fcall_ro.hgetall`` a function that only returns HGE
 the entry-shaped hash (the cost of moving its 18 reply elements into Lua and back out);
 ``floor.fcall_ro.packed`` / ``floor.fcall_ro.get`` one that returns the two stored fields
 of a packed entry, called with the key names and arguments of read.lua's get (9 names,
-4 arguments) / of get.lua (7 names, 3 arguments).
+4 arguments) / of get.lua (4 names and 2 arguments since stop 35; 7 and 3 before).
 
 And the floor under a write and a lock that keep every guarantee: ``floor.put`` is a
 function that makes exactly the Redis calls a put of one small entry makes (read from
@@ -81,9 +81,9 @@ redis.register_function{function_name='smfloor_get', flags={'no-writes'},
   callback=function(keys, args) return redis.call('HMGET', keys[#keys], 'm', 'v') end}
 redis.register_function{function_name='smfloor_getcalls', flags={'no-writes'},
   callback=function(keys, args)
-  redis.call('HMGET', keys[2], args[1], '#')
-  redis.call('EXISTS', keys[4], keys[6])
-  local h = redis.call('HMGET', keys[7], 'm', 'v')
+  redis.call('HMGET', keys[1], args[1], '#')
+  redis.call('EXISTS', keys[2], keys[3])
+  local h = redis.call('HMGET', keys[4], 'm', 'v')
   return 'ok 0 ' .. #h[1] .. ' ' .. h[1] .. h[2]
 end}
 redis.register_function('smfloor_acquire', function(keys, args)
@@ -321,14 +321,14 @@ def get_floor(
 ) -> Callable[[], Any]:
     """``floor.get`` (see the module doc): a Redis Function making exactly a get's Redis
     calls (lua/get.lua: the caller's level from the ACL hash, the sweep hint's EXISTS, the
-    entry's two fields) with its 7 key names and 3 arguments, answering a get's reply for
-    one entry. ``key``: an entry of ``namespace``, a namespace that exists (its ACL hash
+    entry's two fields) with its 4 key names and 2 arguments (since stop 35: 7 and 3
+    before), answering a get's reply for one entry. ``key``: an entry of ``namespace``, a namespace that exists (its ACL hash
     and the entry are read as a get reads them)."""
     from swarm_memory.keys import NamespaceKeys, identity_key
 
     nk = NamespaceKeys.of(prefix, namespace)
     keys = [*nk.get_fixed(), nk.entry(key)]
-    command = ("FCALL_RO", "smfloor_getcalls", len(keys), *keys, agent, "10000")
+    command = ("FCALL_RO", "smfloor_getcalls", len(keys), *keys, agent)
     ident = identity_key(prefix, agent)
     return lambda: r.execute_command(*command, ident)
 
@@ -452,7 +452,7 @@ def cases(port: int) -> dict[str, Callable[[], Any]]:
         # The get script's shape since stop 22 (lua/get.lua): its 7 key names and 3
         # arguments, returning the stored entry's two fields and nothing else.
         "floor.fcall_ro.get": lambda: r.execute_command(
-            "FCALL_RO", "smfloor_get", 7, *get_only_keys, *floor_args[:2], floor_args[3]
+            "FCALL_RO", "smfloor_get", 4, *get_only_keys, floor_args[0], floor_args[3]
         ),
         "base.cas_xadd": cas,
         "base.cas_xadd.x100": cas_x100,

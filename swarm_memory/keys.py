@@ -208,8 +208,9 @@ class NamespaceKeys:
         return list(_read_names(self.base))
 
     def get_fixed(self) -> list[str]:
-        """The fixed names of the get script (lua/get.lua's header): the six of the
-        sixteen a get uses (read_fixed without the key index). A fresh list."""
+        """The fixed names of the get script (lua/get.lua's header): the three of the
+        sixteen its common path uses (acl exp lease; the rest of a get is read.lua's). A
+        fresh list."""
         return list(_get_names(self.base))
 
     def write_fixed(self) -> list[str]:
@@ -301,7 +302,7 @@ def _read_names(base: str) -> tuple[str, ...]:
 @lru_cache(maxsize=4096)
 def _get_names(base: str) -> tuple[str, ...]:
     keys = NamespaceKeys(base)
-    return (keys.meta, keys.acl, keys.stats, keys.expiry, keys.audit, keys.lease)
+    return (keys.acl, keys.expiry, keys.lease)
 
 
 @lru_cache(maxsize=4096)

@@ -575,16 +575,19 @@ def _read(
 
 
 def _get(ctx: Context, keys: list[str]) -> Flow[Fields]:
-    """One get-script call (``lua/get.lua``: only the key names a get uses, not the read
-    script's); its fields after the sweep flag (a due sweep is run)."""
+    """One get-script call (``lua/get.lua``: only the key names a get's common path uses,
+    not the read script's); its fields after the sweep flag (a due sweep is run). Where
+    get.lua answers "general" (a denial, an identity refusal, a namespace without its ACL
+    marker, or none), the same get goes to read.lua, which answers it the same way."""
     nk = ctx.keys
     call_keys = nk.get_fixed()
     call_keys.extend(map(nk.entry, keys))
-    args: list[str | bytes | int] = [ctx.agent, ctx.settings.audit_maxlen]
-    reply = yield ScriptCall(load("get"), call_keys, args, None, readonly=True)
+    reply = yield ScriptCall(load("get"), call_keys, [ctx.agent], None, readonly=True)
     f = GET.passed(reply)
     if f is None:
         f = GET.check(reply, Failure(ctx, "get", "read", keys[0] if len(keys) == 1 else None))
+    if f.tag == b"general":
+        return (yield from _read(ctx, "get", keys, []))
     if f.next() != 0:
         yield from sweep_quietly(ctx)
     return f

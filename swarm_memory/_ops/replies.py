@@ -412,7 +412,9 @@ def _lock_not_owned(fail: Failure, f: Fields) -> Exception:
 
 
 READ = Replies[Failure]("read", frozenset({b"ok"}), COMMON_ERRORS)
-GET = Replies[Failure]("get", frozenset({b"ok"}), COMMON_ERRORS, unpack_get)
+# get.lua: "general" sends the get to read.lua (its denials, identity refusals, older
+# namespaces and absent ones: lua/get.lua), whose answers raise them.
+GET = Replies[Failure]("get", frozenset({b"ok", b"general"}), {}, unpack_get)
 NS = Replies[Failure](
     "ns",
     outcomes=frozenset({b"ok", b"exists"}),  # "exists": create finds it (exist_ok decides)

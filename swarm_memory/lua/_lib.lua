@@ -98,6 +98,9 @@ local function enter(keys, args, n_fixed)
   args[n] = nil
   if identity_refused() then
     if #keys >= N_FIXED then
+      -- A namespace script without the audit names (get.lua: only its common path's)
+      -- leaves the refusal to the one its client then sends the call to (read.lua).
+      if not K_AUDIT then return { "general", "identity" } end
       -- A namespace script (agent = ARGV[1]): count and audit the denial where the calling
       -- user may write (pcall: a user with read-only keys is refused, just not audited).
       redis.pcall("HINCRBY", K_STATS, "denied", 1)

@@ -1,14 +1,25 @@
---! keys: meta acl stats exp audit lease +items(entry)
---! args: agent audit_maxlen
---! returns: {"ok", sweep_due, ...} | {"nons"} | {"denied", granted}
+--! keys: acl exp lease +items(entry)
+--! args: agent
+--! returns: {"ok", sweep_due, ...} | {"general"} | {"general", "identity"}
 -- The get of one stored entry (its value at most PACKED_VALUE_MAX bytes) answers "ok"
 -- packed, "ok <due> <len(m)> <m><v>" (one string: Redis converts a table reply at ~6k
 -- instructions, a string at ~0.4k; _ops/replies.py unpack_get reads it as the array it
 -- stands for).
 --
--- get and get_many, apart from read.lua (stop 22): only the names a get uses (each name
--- a call passes costs the server ~0.5-1.2k instructions: no key index, no history
--- names) and no action argument (docs/performance.md, "Server cost of a get").
+-- get and get_many, apart from read.lua (stop 22), with only the names a get's common
+-- path uses (each name a call passes costs the server ~1k instructions, an argument
+-- ~0.5k): the ACL hash, the two indexes of the sweep hint and the entries. What needs
+-- another name, it leaves to read.lua's "get", which answers the same: it answers
+-- {"general"} having done nothing, and the client sends the same get there (one round
+-- trip more, for those gets; _ops/entries.py _get):
+--   - a caller below read: its denial is counted and audited (the stats, audit and meta
+--     names);
+--   - an ACL hash without its marker "#" (a namespace created by a version before stop 22
+--     and not changed since, one being deleted, or none): the level and the namespace's
+--     state are in meta;
+--   - a caller whose Redis user is not the agent the call names: enter() answers
+--     {"general", "identity"}, and read.lua's refusal is audited (stop 35, "A get's
+--     names" in docs/performance.md).
 -- Permission-checked like every read (DESIGN.md decision 8); expired entries read as
 -- absent even before the sweeper removes them.
 --   +items -> {"ok", due, (m, value | "")...}: per item the packed entry as stored, its
@@ -17,12 +28,11 @@
 -- only the expiry is read here. An entry stored field by field (before "m") is checked
 -- here and sent packed.
 local agent = ARGV[1]
-local have = read_access(agent) -- (one HMGET of the ACL hash while it has its marker)
-if not have then return { "nons" } end
-if have < LEVEL_RANK.read then
-  -- A denial's record is kept as the namespace's retention says, else the caller's.
-  return denial(agent, have, "get", nil, nil, int_arg(ARGV[2], "audit_maxlen"))
-end
+-- The caller's level and the namespace's default in one HMGET of the ACL hash (read_access
+-- without its fallback to meta; a wrong type is corrupt data, as there).
+local a = redis.pcall("HMGET", K_ACL, agent, ACL_MARK)
+if a.err then corrupt(K_ACL, "holds the wrong type for HMGET") end
+if not a[2] or (LEVEL_RANK[a[1] or a[2]] or 0) < LEVEL_RANK.read then return { "general" } end
 -- The sweep hint as sweep_due(nil) gives it, its common case inline: neither the expiry
 -- index nor the lease index exists (one EXISTS, no function call).
 local indexed = redis.call("EXISTS", K_EXP, K_LEASE) ~= 0

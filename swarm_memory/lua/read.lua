@@ -6,6 +6,8 @@
 -- (DESIGN.md decision 8). Expired entries read as absent even before the sweeper removes
 -- them. Its fixed keys are the seven of the sixteen namespace names it uses (keys.py,
 -- NamespaceKeys.read_fixed; _lib.lua).
+--   get +items                 -> {"ok", due, (m, value | "")...}  get.lua's answer (not
+--                                 packed), for the gets it sends here ({"general"})
 --   exists +items              -> {"ok", due, 0|1 ...}
 --   version 1 item, ARGV ver   -> {"ok", due, entry}  (current or from history)
 --   history 1 item             -> {"ok", due, entry (current), field, value, ...} (raw HGETALL)
@@ -22,7 +24,19 @@ local function add_entry(e)
   for _, x in ipairs(entry_reply(e)) do reply[#reply + 1] = x end
 end
 
-if action == "exists" then
+if action == "get" then
+  -- Each entry's metadata as its "m" text (a legacy entry's too, packed: get.lua sends it
+  -- so; the client parses either spelling) and its value; expired ones read as absent.
+  for i = N_FIXED + 1, #KEYS, 2 do
+    local e = read_entry(KEYS[i], now_ms())
+    if e then
+      reply[#reply + 1] = entry_meta(itos(e.ver), e.cr, e.mr, e.ct, e.mt, itos(e.x), e.by, e.f)
+      reply[#reply + 1] = e.v
+    else
+      reply[#reply + 1] = ""
+    end
+  end
+elseif action == "exists" then
   for i = N_FIXED + 1, #KEYS, 2 do
     local e = read_entry(KEYS[i], now_ms())
     reply[#reply + 1] = e and 1 or 0

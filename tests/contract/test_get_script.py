@@ -38,7 +38,7 @@ def keys(env) -> NamespaceKeys:
 def _get_reply(env: Any, mem: Any, keys: NamespaceKeys, *names: str) -> list[Any]:
     """The get script's own reply (no client parsing, no sweep after it)."""
     call_keys = [*keys.get_fixed(), *(keys.entry(n) for n in names)]
-    args: list[str | bytes | int] = ["planner", 1000]
+    args: list[str | bytes | int] = ["planner"]
     reply = mem._driver.perform(ScriptCall(load("get"), call_keys, args, None, True))
     if inspect.iscoroutine(reply):  # the async client's driver, behind the test facade
         reply = env.loop.run_until_complete(reply)
@@ -81,7 +81,7 @@ def test_the_get_of_one_stored_entry_answers_packed_what_the_array_holds(env, me
         ns.put("expiring", 1, ttl=3600)
     ns.put("k", {"text": "ok 0 12 3 4", "n": [1, 2]})
     call_keys = [*keys.get_fixed(), keys.entry("k")]
-    raw = mem._driver.perform(ScriptCall(load("get"), call_keys, ["planner", 1000], None, True))
+    raw = mem._driver.perform(ScriptCall(load("get"), call_keys, ["planner"], None, True))
     if inspect.iscoroutine(raw):
         raw = env.loop.run_until_complete(raw)
     assert isinstance(raw, bytes) and raw.startswith(b"ok 0 ")
@@ -98,7 +98,7 @@ def test_a_long_value_is_got_in_the_array(env, mem, keys):
     ns.put("long", "v" * 5000)
     reply = mem._driver.perform(
         ScriptCall(
-            load("get"), [*keys.get_fixed(), keys.entry("long")], ["planner", 1000], None, True
+            load("get"), [*keys.get_fixed(), keys.entry("long")], ["planner"], None, True
         )
     )
     if inspect.iscoroutine(reply):

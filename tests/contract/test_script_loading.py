@@ -125,7 +125,7 @@ def test_a_readonly_call_runs_as_fcall_ro_or_evalsha_ro(
     mem.create_namespace("ro-" + mode)
     mem.namespace("ro-" + mode).put("k", 1)
     keys = NamespaceKeys.of(mem.settings.key_prefix, "ro-" + mode)
-    read = ScriptCall(load("get"), [*keys.get_fixed(), keys.entry("k")], ["a", 100], None, True)
+    read = ScriptCall(load("get"), [*keys.get_fixed(), keys.entry("k")], ["a"], None, True)
     reply = unpack_get(mem._driver.perform(read))  # (one stored entry: a packed reply)
     assert reply[0] == b"ok" and reply[2].split(b" ")[0] == b"1"  # version 1, packed
     presence = PresenceKeys.of(mem.settings.key_prefix)

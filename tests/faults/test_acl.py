@@ -142,9 +142,10 @@ def test_the_identity_denial_is_audited(swarm: Swarm):
 
 @pytest.mark.parametrize("read", ["get", "get_many"])
 def test_an_identity_refused_get_is_refused_and_audited(swarm: Swarm, read: str):
-    """lua/get.lua (the names a get uses, stop 22) still has the stats and audit keys
-    that enter() records an identity refusal in: the FCALL_RO refusal runs again with
-    writes, and a user that may write the namespace leaves the record."""
+    """lua/get.lua (only the names a get's common path uses, stop 35) has no stats and
+    audit keys to record an identity refusal in: it answers "general", the get goes to
+    read.lua, whose FCALL_RO refusal runs again with writes, and a user that may write
+    the namespace leaves the record, once."""
     team = swarm.admin.namespace("team")
     before = len(team.audit(action="identity", agent="w2", limit=100))
     with swarm.connect("w1", agent="w2") as impostor, pytest.raises(errors.IdentityMismatch):
