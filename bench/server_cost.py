@@ -322,8 +322,8 @@ def get_floor(
     """``floor.get`` (see the module doc): a Redis Function making exactly a get's Redis
     calls (lua/get.lua: the caller's level from the ACL hash, the sweep hint's EXISTS, the
     entry's two fields) with its 4 key names and 2 arguments (since stop 35: 7 and 3
-    before), answering a get's reply for one entry. ``key``: an entry of ``namespace``, a namespace that exists (its ACL hash
-    and the entry are read as a get reads them)."""
+    before), answering a get's reply for one entry. ``key``: an entry of ``namespace``, a
+    namespace that exists (its ACL hash and the entry are read as a get reads them)."""
     from swarm_memory.keys import NamespaceKeys, identity_key
 
     nk = NamespaceKeys.of(prefix, namespace)
