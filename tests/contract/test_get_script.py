@@ -97,9 +97,7 @@ def test_a_long_value_is_got_in_the_array(env, mem, keys):
     ns = mem.namespace("team")
     ns.put("long", "v" * 5000)
     reply = mem._driver.perform(
-        ScriptCall(
-            load("get"), [*keys.get_fixed(), keys.entry("long")], ["planner"], None, True
-        )
+        ScriptCall(load("get"), [*keys.get_fixed(), keys.entry("long")], ["planner"], None, True)
     )
     if inspect.iscoroutine(reply):
         reply = env.loop.run_until_complete(reply)
