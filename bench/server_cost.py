@@ -449,8 +449,8 @@ def cases(port: int) -> dict[str, Callable[[], Any]]:
         "floor.fcall_ro.packed": lambda: r.execute_command(
             "FCALL_RO", "smfloor_packed", 9, *get_keys, *floor_args
         ),
-        # The get script's shape since stop 22 (lua/get.lua): its 7 key names and 3
-        # arguments, returning the stored entry's two fields and nothing else.
+        # The get script's shape (lua/get.lua: 4 key names and 2 arguments since stop 35,
+        # 7 and 3 from stop 22), returning the stored entry's two fields and nothing else.
         "floor.fcall_ro.get": lambda: r.execute_command(
             "FCALL_RO", "smfloor_get", 4, *get_only_keys, floor_args[0], floor_args[3]
         ),
