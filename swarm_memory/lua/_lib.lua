@@ -351,12 +351,21 @@ local function server_time()
   return t
 end
 
+-- The seconds of the last TIME converted, as its text and its number: the next calls in
+-- the same second compare the text (one instruction: Lua strings are interned) instead
+-- of converting it again (a strtod, ~0.6k instructions).
+local SEC_TEXT, SEC_NUM = nil, 0
+
 local function now_ms()
   local ms = NOW_MS
   if not ms then
     local t = server_time()
     -- (TIME's two replies are digits: "+ 0" converts them once; tonumber() twice.)
-    local sec, us = t[1] + 0, t[2] + 0
+    local sec, us = SEC_NUM, t[2] + 0
+    if t[1] ~= SEC_TEXT then
+      sec = t[1] + 0
+      SEC_TEXT, SEC_NUM = t[1], sec
+    end
     ms = sec * 1000 + (us - us % 1000) / 1000 -- math.floor, without a library call
     NOW_MS, NOW_US = ms, sec * 1000000 + us
   end
@@ -1750,7 +1759,9 @@ end
 local function prune_locks(now, n)
   -- The earliest expiry first (no number to format, ~7k instructions less): usually none
   -- is due, or the index is empty. (Also K_LOCKS's type check for the caller's writes.)
-  local first = read_call("ZRANGE", K_LOCKS, "0", "0", "WITHSCORES")
+  -- (read_call's check, inline: ZRANGE answers a table either way; no varargs call)
+  local first = redis.pcall("ZRANGE", K_LOCKS, "0", "0", "WITHSCORES")
+  if first.err then corrupt(K_LOCKS, "holds the wrong type for ZRANGE") end
   if not first[2] or tonumber(first[2]) > now then return end
   local names = read_call("ZRANGEBYSCORE", K_LOCKS, "-inf", itos(now), "LIMIT", "0", itos(n))
   if #names == 0 then return end
