@@ -249,3 +249,29 @@ def test_a_denied_get_is_counted_and_audited_with_the_marker(env, mem, keys):
     denied = [r for r in closed.audit(action="get") if r.agent == "stranger"]
     assert len(denied) == 2 and all(r.outcome == "denied" for r in denied)
     assert closed.stats()["denied"] == 2
+
+
+def test_what_get_lua_cannot_answer_it_leaves_to_read_lua_which_answers_the_same(env, mem, keys):
+    """get.lua takes only the names its common path uses (stop 35: the ACL hash, the sweep
+    hint's indexes, the entries). Without the ACL marker it answers "general" having
+    written nothing, and read.lua's "get" (where _ops/entries.py sends the same get then)
+    answers what get.lua answers with the marker: the same metadata and values."""
+    ns = mem.namespace("team")
+    ns.put("k", {"a": 1})
+    ns.put("later", 2, ttl=3600)
+    direct = _get_reply(env, mem, keys, "k", "absent", "later")
+    assert direct[:2] == [b"ok", 0] and direct[4] == b"" and len(direct) == 7
+    names = ["k", "absent", "later"]
+    read_keys = [*keys.read_fixed(), *(x for n in names for x in (keys.entry(n), keys.history(n)))]
+    call = ScriptCall(load("read"), read_keys, ["planner", 1000, "get"], None, True)
+    via_read = mem._driver.perform(call)
+    if inspect.iscoroutine(via_read):
+        via_read = env.loop.run_until_complete(via_read)
+    assert via_read == direct
+    env.raw.hdel(keys.acl, "#")
+    before = env.snapshot()
+    assert _get_reply(env, mem, keys, "k") == [b"general"]
+    assert env.snapshot() == before
+    got = ns.get_many(names)
+    assert got["k"] is not None and got["k"].value == {"a": 1} and got["absent"] is None
+    assert got["later"] is not None and got["later"].value == 2
