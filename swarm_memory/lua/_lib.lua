@@ -857,15 +857,23 @@ end
 -- plus the amount, as text; nil when the stored value is not a JSON integer of at most
 -- 17 characters, or either number is past 2^53 - 1 (the caller answers "not_integer").
 local MAX_EXACT = 9007199254740991
+-- A stored counter the incr before formatted is in itos's NUM_MEMO: such a text is an
+-- integer as Redis and JSON spell it (digits, a "-" for a negative one, below 2^53), so
+-- it is taken from there without the pattern and the conversions (~3k instructions an
+-- incr); any other text is checked and converted as before.
 local function incremented(cur, amount)
-  local base = "0"
+  local base = 0
   if cur then
-    -- (the length first: the pattern would scan a stored value of any size)
-    if cur.f ~= "json" or #cur.v > 17 or not string.match(cur.v, "^%-?%d+$") then return nil end
-    base = cur.v
+    if cur.f ~= "json" then return nil end
+    base = NUM_MEMO[cur.v]
+    if not base then
+      -- (the length first: the pattern would scan a stored value of any size)
+      if #cur.v > 17 or not string.match(cur.v, "^%-?%d+$") then return nil end
+      base = tonumber(cur.v)
+    end
   end
-  local sum = tonumber(base) + int_arg(amount, "amount")
-  if math.abs(tonumber(base)) > MAX_EXACT or math.abs(sum) > MAX_EXACT then return nil end
+  local sum = base + int_arg(amount, "amount")
+  if base > MAX_EXACT or base < -MAX_EXACT or sum > MAX_EXACT or sum < -MAX_EXACT then return nil end
   return itos(sum)
 end
 
