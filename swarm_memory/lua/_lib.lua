@@ -568,14 +568,16 @@ end
 local ACL_MARK = "#"
 
 -- A read's access: nil when the namespace is not live, else the caller's rank (see
--- LEVEL_RANK; an unknown level ranks 0).
+-- LEVEL_RANK; an unknown level ranks 0). marker_only: a caller without the meta name
+-- (get.lua) gets false, not meta's answer, where the ACL hash has no marker.
 -- (redis.pcall and the reply's err field directly: HMGET answers a table either way, and
 -- read_call's varargs and type() cost ~1k.)
-local function read_access(agent)
+local function read_access(agent, marker_only)
   local a = redis.pcall("HMGET", K_ACL, agent, ACL_MARK)
   if a.err then corrupt(K_ACL, "holds the wrong type for HMGET") end
   local default_level = a[2]
   if not default_level then
+    if marker_only then return false end
     local m = load_access()
     if not m then return nil end
     default_level = m[2]
@@ -729,6 +731,11 @@ local function entry_meta(ver_s, cr_s, mr_s, ct_s, mt_s, x_s, by, f)
   if mt_s == ct_s then mt_s = "" end
   if f == "json" then f = "" end
   return ver_s .. " " .. cr_s .. " " .. mr_s .. " " .. ct_s .. " " .. mt_s .. " " .. x_s .. " " .. by .. " " .. f
+end
+
+-- The "m" text of an entry as read_entry gives it (a legacy one's too: sent packed).
+local function entry_text(e)
+  return entry_meta(itos(e.ver), e.cr, e.mr, e.ct, e.mt, itos(e.x), e.by, e.f)
 end
 
 -- After an entry's "m" was written: an entry stored field by field loses those fields.

@@ -29,10 +29,9 @@
 -- here and sent packed.
 local agent = ARGV[1]
 -- The caller's level and the namespace's default in one HMGET of the ACL hash (read_access
--- without its fallback to meta; a wrong type is corrupt data, as there).
-local a = redis.pcall("HMGET", K_ACL, agent, ACL_MARK)
-if a.err then corrupt(K_ACL, "holds the wrong type for HMGET") end
-if not a[2] or (LEVEL_RANK[a[1] or a[2]] or 0) < LEVEL_RANK.read then return { "general" } end
+-- without its fallback to meta: false without the marker).
+local have = read_access(agent, true)
+if not have or have < LEVEL_RANK.read then return { "general" } end
 -- The sweep hint as sweep_due(nil) gives it, its common case inline: neither the expiry
 -- index nor the lease index exists (one EXISTS, no function call).
 local indexed = redis.call("EXISTS", K_EXP, K_LEASE) ~= 0
@@ -65,7 +64,7 @@ for i = N_FIXED + 1, #KEYS do
   elseif v or redis.call("EXISTS", key) == 1 then -- stored before "m", or corrupt
     local e = read_legacy_entry(key)
     if e and not (e.x > 0 and e.x <= now_ms()) then
-      m, v = entry_meta(itos(e.ver), e.cr, e.mr, e.ct, e.mt, itos(e.x), e.by, e.f), e.v -- (text: see unpack_entry)
+      m, v = entry_text(e), e.v
     end
   end
   if m and i == N_FIXED + 1 and i == #KEYS and #v <= PACKED_VALUE_MAX then

@@ -30,7 +30,7 @@ if action == "get" then
   for i = N_FIXED + 1, #KEYS, 2 do
     local e = read_entry(KEYS[i], now_ms())
     if e then
-      reply[#reply + 1] = entry_meta(itos(e.ver), e.cr, e.mr, e.ct, e.mt, itos(e.x), e.by, e.f)
+      reply[#reply + 1] = entry_text(e)
       reply[#reply + 1] = e.v
     else
       reply[#reply + 1] = ""
