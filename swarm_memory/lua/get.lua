@@ -18,8 +18,8 @@
 --     and not changed since, one being deleted, or none): the level and the namespace's
 --     state are in meta;
 --   - a caller whose Redis user is not the agent the call names: enter() answers
---     {"general", "identity"}, and read.lua's refusal is audited (stop 35, "A get's
---     names" in docs/performance.md).
+--     {"general", "identity"}, and read.lua's refusal is audited (docs/performance.md,
+--     "Fewer Lua VM instructions, and a get's own names, stop 35").
 -- Permission-checked like every read (DESIGN.md decision 8); expired entries read as
 -- absent even before the sweeper removes them.
 --   +items -> {"ok", due, (m, value | "")...}: per item the packed entry as stored, its
