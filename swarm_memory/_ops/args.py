@@ -109,6 +109,32 @@ def new_op_id() -> str:
 
 
 _ALT = bytes.maketrans(b"+/", b"._")  # base64's two symbols -> ours
+_OP_ID_CHARS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789._")
+_DIGEST_CHARS = frozenset("0123456789abcdef")
+_NEW_OP_ID_LEN, _DIGEST_LEN = 22, 24
+
+
+# A data write under an op id the client made itself carries no request digest
+# (_ops/entries.py, write): no other request can carry 128 fresh random bits. Such an id
+# leaves the client only in an error that asks the caller to replay the call
+# (OutcomeUnknown, NotReplicated); it leaves as "<id>~<digest>", the id with its
+# request's digest, made then. A replay under that form sends the id alone and is
+# checked against the digest it carries, as a caller's own op id is checked against the
+# one its first request stored (OpIdReused).
+def hand_out(op_id: str, digest: str) -> str:
+    """A generated op id as the caller is given it: ``<id>~<request digest>``."""
+    return f"{op_id}~{digest}"
+
+
+def handed_out(op_id: str) -> tuple[str, str] | None:
+    """(id, digest) of an op id of :func:`hand_out`'s form, else None. (The form is
+    exact: 22 characters of new_op_id's alphabet, "~", 24 lower-case hex digits.)"""
+    if len(op_id) != _NEW_OP_ID_LEN + 1 + _DIGEST_LEN or op_id[_NEW_OP_ID_LEN] != "~":
+        return None
+    head, digest = op_id[:_NEW_OP_ID_LEN], op_id[_NEW_OP_ID_LEN + 1 :]
+    if _OP_ID_CHARS.issuperset(head) and _DIGEST_CHARS.issuperset(digest):
+        return head, digest
+    return None
 
 
 def op_id_arg(op_id: object) -> str:

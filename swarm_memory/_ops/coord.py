@@ -428,7 +428,9 @@ def commit(ctx: Context, plan: TxPlan, op_id: str | None = None) -> Flow[TxResul
         if k not in plan.writes:
             items.append(Item("C", k, expected=v))
     try:
-        result = yield from write(ctx, items, "transaction", op_id_arg(op_id))
+        result = yield from write(
+            ctx, items, "transaction", op_id_arg(op_id), generated=op_id is None
+        )
     except MergeFallback as fb:
         # Puts are sent uncompressed, so only a stored value the server cannot merge
         # (compressed, another codec) lands here.

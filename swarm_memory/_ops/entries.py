@@ -27,6 +27,8 @@ from swarm_memory._ops.args import (
     expected_versions_arg,
     fence_arg,
     fences_arg,
+    hand_out,
+    handed_out,
     key_pattern_arg,
     keys_arg,
     op_id_arg,
@@ -104,77 +106,144 @@ def write(
     *,
     echo: bool = False,
     ephemeral: bool = False,
+    generated: bool = False,
 ) -> Flow[WriteResult]:
     """Run the write script (lua/put.lua first for one plain put, incr or create); resolve
     evict-oldest victims; raise typed errors.
 
     Plain writes carry a request digest; CAS loops (``echo=True``) carry none, since their
     attempts differ, and have the written values echoed so that replays report them.
+    ``generated``: ``op_id`` is one this call made (``op_id_arg(None)``), not the
+    caller's. No other request can carry its 128 fresh random bits and the call's own
+    retries resend the same arguments, so it carries no digest either (its record stores
+    "-"): the digest cost a put ~9 % of its client instructions (docs/performance.md,
+    "Tried and taken back: no request digest under an op id the client made", stop 32,
+    and "The digest made only when the op id leaves", stop 36). The id leaves the client
+    only in OutcomeUnknown or NotReplicated, which ask for a replay under it: there it
+    goes out as ``hand_out(id, digest)``, the digest made then, and a replay under that
+    form is checked against it here, before anything is sent.
     """
-    nk = ctx.keys
-    digest = "" if echo else request_digest(ctx.agent, action, items)
-    first = items[0].key if items else None
-    if _one_put(items, action, echo, ephemeral):
-        it, general = items[0], ctx.general_puts
-        if general[0] > 0:  # (a hint: a race between threads costs a round trip at most)
-            general[0] -= 1
-        else:
-            # One put, incr or create: lua/put.lua, write.lua's work for it without the
-            # general machinery, the same answers and op record. It answers "general"
-            # (having written nothing) where only write.lua will do: then the same call
-            # goes there, and where that is the namespace's doing, this context's next
-            # GENERAL_PUTS puts.
-            reply = yield ScriptCall(
-                load("put"),
-                [*nk.put_fixed(), nk.entry(it.key), nk.history(it.key)],
-                [ctx.agent, op_id, ctx.write_limits, _head(it), it.key, it.value, digest],
+    first, given = (items[0].key if items else None), op_id
+    own = None if generated else handed_out(op_id)
+    if own is not None:
+        op_id = own[0]
+    digest = (
+        "" if generated or echo else _digest(ctx, items, action, own=own, given=given, first=first)
+    )
+    try:
+        nk = ctx.keys
+        if _one_put(items, action, echo, ephemeral):
+            it, general = items[0], ctx.general_puts
+            if general[0] > 0:  # (a hint: a race between threads costs a round trip at most)
+                general[0] -= 1
+            else:
+                # One put, incr or create: lua/put.lua, write.lua's work for it without the
+                # general machinery, the same answers and op record. It answers "general"
+                # (having written nothing) where only write.lua will do: then the same call
+                # goes there, and where that is the namespace's doing, this context's next
+                # GENERAL_PUTS puts.
+                reply = yield ScriptCall(
+                    load("put"),
+                    [*nk.put_fixed(), nk.entry(it.key), nk.history(it.key)],
+                    [ctx.agent, op_id, ctx.write_limits, _head(it), it.key, it.value, digest],
+                    op_id,
+                )
+                f = PUT.passed(reply)
+                if f is None:
+                    f = PUT.check(reply, Failure(ctx, action, "write", first, items))
+                if f.tag != b"general":
+                    return (yield from _settle(ctx, f, op_id, digest, first))
+                if f.string() == "namespace":
+                    general[0] = GENERAL_PUTS
+        fenced = [(i, it.fence) for i, it in enumerate(items, 1) if it.fence]
+        keys = nk.write_fixed()
+        body: list[str | bytes | int] = []
+        for it in items:
+            keys += [nk.entry(it.key), nk.history(it.key)]
+            body += [_head(it), it.key, it.value]
+        for i, (lock, token) in fenced:
+            body += [i, lock, token]
+        victims: list[str] = []
+        for _round in range(MAX_VICTIM_ROUNDS):
+            head: list[str | bytes | int] = [
+                ctx.agent,
                 op_id,
+                ctx.write_limits,  # packed (lua/write.lua, int_fields in _lib.lua)
+                f"{len(items)} {len(victims)} {len(fenced)}",
+                action,
+                digest,
+                "1" if echo else "0",
+                _opt(bind_lease(ctx)) if ephemeral else "",
+            ]
+            call_keys = (
+                keys + [k for v in victims for k in (nk.entry(v), nk.history(v))]
+                if victims
+                else keys
             )
-            f = PUT.passed(reply)
+            reply = yield ScriptCall(load("write"), call_keys, [*head, *body, *victims], op_id)
+            f = WRITE.passed(reply)
             if f is None:
-                f = PUT.check(reply, Failure(ctx, action, "write", first, items))
-            if f.tag != b"general":
-                return (yield from _settle(ctx, f, op_id, digest, first))
-            if f.string() == "namespace":
-                general[0] = GENERAL_PUTS
-    fenced = [(i, it.fence) for i, it in enumerate(items, 1) if it.fence]
-    keys = nk.write_fixed()
-    body: list[str | bytes | int] = []
-    for it in items:
-        keys += [nk.entry(it.key), nk.history(it.key)]
-        body += [_head(it), it.key, it.value]
-    for i, (lock, token) in fenced:
-        body += [i, lock, token]
-    victims: list[str] = []
-    for _round in range(MAX_VICTIM_ROUNDS):
-        head: list[str | bytes | int] = [
-            ctx.agent,
-            op_id,
-            ctx.write_limits,  # packed (lua/write.lua, int_fields in _lib.lua)
-            f"{len(items)} {len(victims)} {len(fenced)}",
-            action,
-            digest,
-            "1" if echo else "0",
-            _opt(bind_lease(ctx)) if ephemeral else "",
-        ]
-        call_keys = (
-            keys + [k for v in victims for k in (nk.entry(v), nk.history(v))] if victims else keys
+                f = WRITE.check(reply, Failure(ctx, action, "write", first, items))
+            if f.tag == b"lru":  # evict-oldest since a switch: its order index is unfinished
+                yield from rebuild_order(ctx)
+                continue
+            if f.tag == b"victims":
+                wanted = max(f.number(), 1)
+                oldest = yield Command(("ZRANGE", nk.lru, 0, wanted + len(items) + _VICTIM_SLACK))
+                names = {it.key for it in items}
+                victims = [text(v) for v in oldest if text(v) not in names][:wanted]
+                continue
+            return (yield from _settle(ctx, f, op_id, digest, first))
+        raise errors.ServerError("could not settle evict-oldest victims", **ctx.err())
+    except (errors.OutcomeUnknown, errors.NotReplicated) as exc:
+        # (a replay under the handed-out form shows that form again)
+        if exc.op_id != op_id or not (own or (generated and not echo)):
+            raise
+        shown = given if own else hand_out(op_id, request_digest(ctx.agent, action, items))
+        raise _showing(exc, shown) from exc.__cause__
+
+
+def _digest(
+    ctx: Context,
+    items: list[Item],
+    action: str,
+    *,
+    own: tuple[str, str] | None,
+    given: str,
+    first: str | None,
+) -> str:
+    """The digest a plain write under the caller's op id sends: its request's, or under
+    a handed-out op id none (as the first request's record has it), once the request is
+    found to be that one's."""
+    digest = request_digest(ctx.agent, action, items)
+    if own is None:
+        return digest
+    if digest != own[1]:
+        raise _reused(ctx, given, first)
+    return ""
+
+
+def _reused(ctx: Context, op_id: str, first: str | None) -> errors.OpIdReused:
+    return errors.OpIdReused(
+        f"op id {op_id!r} was already used for a different request; "
+        "an op id names one request (its replays must be identical)",
+        op_id=op_id,
+        **ctx.err(key=first),
+    )
+
+
+def _showing(
+    exc: errors.OutcomeUnknown | errors.NotReplicated, shown: str
+) -> errors.SwarmMemoryError:
+    """``exc`` with the op id the caller replays under (``hand_out``) in place of the id
+    sent."""
+    where = {"namespace": exc.namespace, "key": exc.key, "agent": exc.agent}
+    if isinstance(exc, errors.NotReplicated):
+        return errors.NotReplicated(
+            exc.message, op_id=shown, required=exc.required, acked=exc.acked, **where
         )
-        reply = yield ScriptCall(load("write"), call_keys, [*head, *body, *victims], op_id)
-        f = WRITE.passed(reply)
-        if f is None:
-            f = WRITE.check(reply, Failure(ctx, action, "write", first, items))
-        if f.tag == b"lru":  # evict-oldest since a switch: its order index is unfinished
-            yield from rebuild_order(ctx)
-            continue
-        if f.tag == b"victims":
-            wanted = max(f.number(), 1)
-            oldest = yield Command(("ZRANGE", nk.lru, 0, wanted + len(items) + _VICTIM_SLACK))
-            names = {it.key for it in items}
-            victims = [text(v) for v in oldest if text(v) not in names][:wanted]
-            continue
-        return (yield from _settle(ctx, f, op_id, digest, first))
-    raise errors.ServerError("could not settle evict-oldest victims", **ctx.err())
+    message = exc.message.replace(repr(exc.op_id), repr(shown))
+    return errors.OutcomeUnknown(message, op_id=shown, **where)
 
 
 # After lua/put.lua says a namespace's puts are write.lua's (a lock requirement,
@@ -215,12 +284,7 @@ def _settle(
         with records.decoding(ctx.keys.ops, **ctx.err()):
             result = parse_op_record(record, due)
         if result is None or result.digest != digest:
-            raise errors.OpIdReused(
-                f"op id {op_id!r} was already used for a different request; "
-                "an op id names one request (its replays must be identical)",
-                op_id=op_id,
-                **ctx.err(key=first),
-            )
+            raise _reused(ctx, op_id, first)
     else:
         result = records.write_ok(f)
     if result.sweep_due:
@@ -253,7 +317,14 @@ def put(
     prepared = [(k, value, version_arg(expected_version), _encode(ctx, value))]
     fence_of = {k: fenced} if fenced else {}
     entries = yield from _put_prepared(
-        ctx, prepared, ttl_ms=ttl_ms, op=op, eph=eph, fence_of=fence_of, action="put"
+        ctx,
+        prepared,
+        ttl_ms=ttl_ms,
+        op=op,
+        eph=eph,
+        fence_of=fence_of,
+        action="put",
+        generated=op_id is None,
     )
     return entries[k]
 
@@ -284,7 +355,14 @@ def put_many(
     ]
     return (
         yield from _put_prepared(
-            ctx, prepared, ttl_ms=ttl_ms, op=op, eph=eph, fence_of=fence_of, action=action
+            ctx,
+            prepared,
+            ttl_ms=ttl_ms,
+            op=op,
+            eph=eph,
+            fence_of=fence_of,
+            action=action,
+            generated=op_id is None,
         )
     )
 
@@ -298,6 +376,7 @@ def _put_prepared(
     eph: bool,
     fence_of: Mapping[str, tuple[str, int]],
     action: str,
+    generated: bool,
 ) -> Flow[dict[str, Entry]]:
     """put / put_many once their arguments are checked: ``prepared`` holds (key, value,
     expected version, encoded value) per key."""
@@ -312,12 +391,12 @@ def _put_prepared(
     items = items_for(True)
     try:
         try:
-            result = yield from write(ctx, items, action, op, ephemeral=eph)
+            result = yield from write(ctx, items, action, op, ephemeral=eph, generated=generated)
         except MergeFallback as fb:
             if fb.reason != "patch" or ctx.codec.codec.name != JSON_FORMAT:
                 raise
             items = items_for(False)
-            result = yield from write(ctx, items, action, op, ephemeral=eph)
+            result = yield from write(ctx, items, action, op, ephemeral=eph, generated=generated)
     except MergeFallback:
         # Stored values the server cannot merge (compressed, other codec): merge here,
         # as one CAS batch so the whole call stays all-or-nothing.
@@ -382,7 +461,9 @@ def create(
     fenced = fence_arg(fence, k, ctx.settings.max_key_bytes)
     enc = _encode(ctx, value)
     item = Item("S", k, enc.data, enc.fmt, 0, ttl_arg(ttl, ctx.settings), value, fenced)
-    result = yield from write(ctx, [item], "create", op_id_arg(op_id), ephemeral=eph)
+    result = yield from write(
+        ctx, [item], "create", op_id_arg(op_id), ephemeral=eph, generated=op_id is None
+    )
     return item_entry(ctx, item, result.items[0])
 
 
@@ -500,7 +581,7 @@ def delete(
     k = ctx.key(key)
     fenced = fence_arg(fence, k, ctx.settings.max_key_bytes)
     item = Item("D", k, expected=version_arg(expected_version), fence=fenced)
-    result = yield from write(ctx, [item], "delete", op_id_arg(op_id))
+    result = yield from write(ctx, [item], "delete", op_id_arg(op_id), generated=op_id is None)
     return result.items[0].status == "d"
 
 
@@ -524,7 +605,7 @@ def incr(
         ttl_arg(ttl, ctx.settings),
         fence=fence_arg(fence, k, ctx.settings.max_key_bytes),
     )
-    result = yield from write(ctx, [item], "incr", op_id_arg(op_id))
+    result = yield from write(ctx, [item], "incr", op_id_arg(op_id), generated=op_id is None)
     return int(result.items[0].value)
 
 
@@ -535,9 +616,8 @@ def touch(
     ttl_ms = ttl_arg(ttl, ctx.settings)
     if ttl_ms is None:
         raise errors.InvalidTTL("touch needs a ttl", field="ttl", value=None)
-    result = yield from write(
-        ctx, [Item("T", ctx.key(key), ttl_ms=ttl_ms)], "touch", op_id_arg(op_id)
-    )
+    item = Item("T", ctx.key(key), ttl_ms=ttl_ms)
+    result = yield from write(ctx, [item], "touch", op_id_arg(op_id), generated=op_id is None)
     return result.items[0].status == "t"
 
 

@@ -93,6 +93,70 @@ def test_an_op_id_of_another_script_is_not_a_write_outcome(ns: Any) -> None:
     assert ns.get("k") is None
 
 
+def _record_digest(env: Any, namespace: str, op_id: str) -> bytes:
+    record = env.raw.hget(NamespaceKeys.of(env.prefix, namespace).ops, op_id)
+    assert record is not None and record.startswith(b"w1 "), record
+    return bytes(record.split(b" ")[1])
+
+
+def test_a_generated_op_id_stores_no_digest_and_a_callers_own_does(
+    env: Any, mem: Any, ns: Any
+) -> None:
+    """A write under an op id the client made stores "-" for its request digest (nothing
+    else can carry that id); under the caller's own op id, its digest. Seen through the
+    records the scripts wrote: put.lua's and write.lua's."""
+    seen: list[Any] = []
+    # (the op id: put.lua's and write.lua's second argument)
+    mem.observe_scripts(
+        lambda script, _k, args: seen.append(args[1]) if script in ("put", "write") else None
+    )
+    for call in (
+        lambda: ns.put("g1", 1),  # put.lua
+        lambda: ns.incr("g2"),  # put.lua
+        lambda: ns.put_many({"g3": 1, "g4": 2}),  # write.lua
+        lambda: ns.delete("g1"),  # write.lua
+    ):
+        seen.clear()
+        call()
+        (generated,) = {a.decode() if isinstance(a, bytes) else a for a in seen}
+        assert _record_digest(env, "team", generated) == b"-"
+    ns.put("own", 1, op_id="mine")
+    digest = _record_digest(env, "team", "mine")
+    assert len(digest) == 24 and digest != b"-"
+
+
+def test_a_handed_out_op_id_replays_its_request_and_refuses_another(mem: Any, ns: Any) -> None:
+    """The form a generated op id leaves the client in (OutcomeUnknown, NotReplicated:
+    ``<id>~<request digest>``, made by hand_out) replays the first outcome for the same
+    request and is OpIdReused, with nothing written, for any other; the bare id without
+    its digest is refused too, as a caller's op id meeting a record of another request.
+    (The errors that hand it out: tests/integration/test_retry.py and
+    test_durability.py.)"""
+    from swarm_memory._ops.args import hand_out
+    from swarm_memory._ops.entries import Item, request_digest
+
+    seen: list[Any] = []
+    mem.observe_scripts(lambda script, _k, args: seen.append(args[1]) if script == "put" else None)
+    first = ns.put("h", {"a": 1})
+    generated = seen[-1].decode() if isinstance(seen[-1], bytes) else seen[-1]
+    body = b'{"a":1}'
+    digest = request_digest("planner", "put", [Item("P", "h", body, "json")])
+    handed = hand_out(generated, digest)
+    assert ns.put("h", {"a": 1}, op_id=handed) == first  # the replay: the first outcome
+    revision = ns.info().revision
+    for other in (
+        lambda: ns.put("h", {"a": 2}, op_id=handed),  # another value
+        lambda: ns.put("h2", {"a": 1}, op_id=handed),  # another key
+        lambda: ns.put_many({"h": {"a": 1}}, op_id=handed),  # another call
+        lambda: ns.put("h", {"a": 1}, op_id=generated),  # the id without its digest
+    ):
+        with pytest.raises(OpIdReused) as err:
+            other()
+        assert err.value.op_id in (handed, generated)
+    assert ns.info().revision == revision and ns.get("h2") is None
+    assert ns.get("h").version == first.version
+
+
 def test_dedupe_window_is_purged_but_keeps_recent_records(env: Any) -> None:
     m = env.mem(dedupe_window=0.2)
     m.create_namespace("w")

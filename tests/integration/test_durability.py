@@ -7,7 +7,8 @@ import uuid
 
 import pytest
 
-from swarm_memory import NotReplicated, Settings, SwarmMemory
+from swarm_memory import NotReplicated, OpIdReused, Settings, SwarmMemory
+from swarm_memory._ops.args import handed_out
 from tests.servers import RedisServer
 
 
@@ -55,3 +56,18 @@ def test_too_few_replicas_raises_not_replicated_but_write_is_applied(primary_and
         again = ns.put("k", 1, op_id="op-1")  # replay: deduped, and now replicated
         stored = ns.get("k")
         assert again.version == 1 and stored is not None and stored.version == 1
+        # Under an op id the client made (sent without a request digest), the error
+        # gives it out with its request's digest: the replay answers the first outcome,
+        # another request under it is refused.
+        replica.pause()
+        try:
+            with pytest.raises(NotReplicated) as exc:
+                ns.put("g", 1)
+        finally:
+            replica.resume()
+        assert handed_out(exc.value.op_id) is not None
+        assert ns.put("g", 1, op_id=exc.value.op_id).version == 1
+        with pytest.raises(OpIdReused):
+            ns.put("g", 2, op_id=exc.value.op_id)
+        stored = ns.get("g")
+        assert stored is not None and stored.version == 1

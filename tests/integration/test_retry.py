@@ -31,6 +31,7 @@ from swarm_memory import (
     SwarmMemory,
     TransportError,
 )
+from swarm_memory._ops.args import handed_out
 from swarm_memory.keys import NamespaceKeys
 from tests.faultproxy import FaultProxy
 from tests.servers import RedisServer
@@ -141,6 +142,19 @@ def _act(ns: Any, op: str, op_id: str | None) -> Any:
         return ns.delete("k", op_id=op_id)
     if op == "update":
         return ns.update("k", lambda v: (v or 0) + 1, op_id=op_id)
+    raise AssertionError(op)
+
+
+def _act_other(ns: Any, op: str, op_id: str) -> Any:
+    """A request other than ``_act``'s under the same op id."""
+    if op == "put":
+        return ns.put("k", 2, op_id=op_id)
+    if op == "incr":
+        return ns.incr("k", 2, op_id=op_id)
+    if op == "put_many":
+        return ns.put_many({"k": 1}, op_id=op_id)
+    if op == "delete":
+        return ns.delete("k2", op_id=op_id)
     raise AssertionError(op)
 
 
@@ -362,6 +376,12 @@ def test_outcome_unknown_then_replay_returns_first_outcome(
         _check_result(op, replay)
         _check_applied_once(srv, op, rev_before, events_before)  # still exactly once
         assert ns.stats()[op] == 1
+        # The op id the client made goes out with its request's digest (the write sent
+        # none: _ops/entries.py, write), so another request under it is refused.
+        assert handed_out(err.op_id) is not None
+        with pytest.raises(OpIdReused):
+            _act_other(ns, op, err.op_id)
+        _check_applied_once(srv, op, rev_before, events_before)
     finally:
         mem.close()
 

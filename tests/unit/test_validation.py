@@ -14,7 +14,14 @@ from pydantic import ValidationError
 from redis.crc import key_slot
 
 from swarm_memory import InvalidName, InvalidOption, InvalidValue, Settings, merge_patch
-from swarm_memory._ops.args import agent_arg, key_arg, namespace_arg
+from swarm_memory._ops.args import (
+    agent_arg,
+    hand_out,
+    handed_out,
+    key_arg,
+    namespace_arg,
+    new_op_id,
+)
 from swarm_memory.codec import Codec, JsonCodec, ValueCodec, check_depth
 from swarm_memory.keys import (
     MAX_NAME_LEN,
@@ -533,3 +540,21 @@ def test_merge_patch_on_absent_target_and_empty_patch():
     assert merge_patch(None, {"a": {"b": None, "c": 1}}) == {"a": {"c": 1}}
     assert merge_patch({"a": 1}, {}) == {"a": 1}
     assert merge_patch("scalar", {"a": None}) == {}
+
+
+def test_only_a_generated_op_id_with_a_digest_reads_as_handed_out():
+    """hand_out's form is exact (22 characters of new_op_id's alphabet, "~", 24 lower-case
+    hex digits): a caller's own op id of any other shape is its own, checked against the
+    digest its first request stored."""
+    gen, digest = new_op_id(), "0123456789abcdef01234567"
+    assert handed_out(hand_out(gen, digest)) == (gen, digest)
+    for own in (
+        gen,
+        "task-7",
+        gen + "~" + digest[:-1],  # a digest digit short
+        gen + "~" + digest.upper(),
+        gen[:-1] + "-~" + digest,  # "-" is not in new_op_id's alphabet
+        gen + "/" + digest,
+        "~" * 47,
+    ):
+        assert handed_out(own) is None, own
