@@ -435,7 +435,9 @@ class NotReplicated(SwarmMemoryError):
     """With ``wait_replicas`` set: the write WAS applied on the primary, but fewer than
     ``required`` replicas acknowledged it within ``wait_timeout`` (``acked`` did).
 
-    It may be lost if the primary fails now. Replaying ``op_id`` is safe (it is deduped).
+    It may be lost if the primary fails now. Replaying ``op_id`` is safe (it is deduped;
+    for a data write whose op id the client made it reads ``<id>~<request digest>``, as
+    :class:`OutcomeUnknown`'s does).
     """
 
     def __init__(self, message: str, *, op_id: str, required: int, acked: int, **ctx: Any) -> None:
@@ -476,7 +478,9 @@ class OutcomeUnknown(TransportError):
     """A write was sent but its reply never arrived, and retries were exhausted.
 
     Retry the same call with ``op_id=err.op_id``: within the dedupe window the store
-    returns the first outcome instead of applying the write twice.
+    returns the first outcome instead of applying the write twice. (For a data write
+    whose op id the client made, ``op_id`` reads ``<id>~<request digest>``: pass it as
+    it is; another request under it is :class:`OpIdReused`.)
     """
 
     def __init__(self, message: str, *, op_id: str, **ctx: Any) -> None:
