@@ -13,6 +13,7 @@ from __future__ import annotations
 import binascii
 import math
 import os
+import string
 from collections.abc import Iterable, Mapping
 from datetime import datetime, timedelta
 from typing import Any
@@ -105,13 +106,19 @@ def new_op_id() -> str:
     # zset) and once in the audit record, and at 22 characters each copy fits a 32-byte
     # allocation instead of a 48-byte one.
     # (base64.b64encode with altchars builds its translation table on every call.)
-    return binascii.b2a_base64(os.urandom(16), newline=False)[:22].translate(_ALT).decode()
+    return (
+        binascii.b2a_base64(os.urandom(16), newline=False)[:_NEW_OP_ID_LEN].translate(_ALT).decode()
+    )
 
 
+_NEW_OP_ID_LEN = 22  # 128 bits in base64 characters (6 bits each)
 _ALT = bytes.maketrans(b"+/", b"._")  # base64's two symbols -> ours
-_OP_ID_CHARS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789._")
-_DIGEST_CHARS = frozenset("0123456789abcdef")
-_NEW_OP_ID_LEN, _DIGEST_LEN = 22, 24
+_OP_ID_CHARS = frozenset(string.ascii_letters + string.digits + "._")  # (after _ALT)
+# A write's request digest (_ops/entries.py, request_digest): blake2b of this many bytes,
+# in hex.
+REQUEST_DIGEST_BYTES = 12
+_DIGEST_LEN = 2 * REQUEST_DIGEST_BYTES
+_DIGEST_CHARS = frozenset(string.hexdigits.lower())
 
 
 # A data write under an op id the client made itself carries no request digest

@@ -21,6 +21,7 @@ from typing import Any, NamedTuple
 from swarm_memory import errors
 from swarm_memory._ops import records
 from swarm_memory._ops.args import (
+    REQUEST_DIGEST_BYTES,
     amount_arg,
     bool_arg,
     callable_arg,
@@ -94,7 +95,7 @@ def request_digest(agent: str, action: str, items: list[Item]) -> str:
             f"{len(e)}:{e}{len(t)}:{t}{len(fence)}:{fence}{len(it.value)}:".encode()
         )
         chunks.append(it.value)
-    return hashlib.blake2b(b"".join(chunks), digest_size=12).hexdigest()
+    return hashlib.blake2b(b"".join(chunks), digest_size=REQUEST_DIGEST_BYTES).hexdigest()
 
 
 # ------------------------------------------------------------------------------ writing
