@@ -103,11 +103,24 @@ def start_server(spec: str, log: Log) -> tuple[str | None, NatsServer | None]:
     return server.url, server
 
 
+async def _quiet(exc: Exception) -> None:
+    """nats-py's error callback: a failure to connect is raised to the caller, who says
+    it in one line (the default callback logs a traceback per attempt)."""
+
+
 async def _connect(url: str) -> Any:
     import nats
 
+    # nats-py's first connect retries a refused server until max_reconnect_attempts is
+    # passed, and 0 means without end (only the setup's 10 s wait_for stopped it): one
+    # retry, 0.1 s later, then NoServersError.
     return await nats.connect(
-        url, connect_timeout=1, allow_reconnect=False, max_reconnect_attempts=0
+        url,
+        connect_timeout=1,
+        allow_reconnect=False,
+        max_reconnect_attempts=1,
+        reconnect_time_wait=0.1,
+        error_cb=_quiet,
     )
 
 
