@@ -10,7 +10,8 @@ the client itself executes, the same replies parsed every time.
 
 Ops: ``put``, ``merge`` (bench.server_cost's ``merge(32)``: one field into an object of 32,
 the reply carrying the merged object), ``incr``, ``get``, ``get_many`` (100 keys),
-``put_many`` (100 entries) and ``lock``
+``put_many`` (100 entries), ``put_metrics`` (``put`` by a client with client-side metrics
+on, ``metrics=ClientMetrics(...)``: beside ``put``, what they cost a call) and ``lock``
 (``with ns.lock(...)``: an acquire and a release, two script calls whose two replies are
 recorded and replayed in turn) through ``SwarmMemory``; ``aput``, ``aget`` and ``alock``,
 the same through ``AsyncSwarmMemory`` (its pipelined connection's transport swapped for
@@ -53,6 +54,7 @@ from bench.harness import VALUE, encode
 
 OPS = (
     "put",
+    "put_metrics",
     "merge",
     "incr",
     "get",
@@ -338,48 +340,12 @@ def main(argv: list[str] | None = None) -> int:
         return count_instructions(a.ops, a.n or 1000)
     a.n = a.n or 20000
 
-    from bench.server_cost import merge_cases
-    from swarm_memory import SwarmMemory
     from tests.servers import RedisServer
 
     server = RedisServer()
     server.start()
     try:
-        mem = SwarmMemory.from_url(server.url, agent="bench")
-        mem.create_namespace("cpu", exist_ok=True)
-        ns = mem.namespace("cpu")
-        many = {f"m{i}": VALUE for i in range(100)}
-        ns.put("g", VALUE)
-        ns.put_many(many)
-        raw = server.client()
-
-        def lock() -> None:
-            with ns.lock("l", ttl=10.0):
-                pass
-
-        peer_lock = raw.lock("bare:lock", timeout=10.0)
-
-        def redispy_lock() -> None:
-            if not peer_lock.acquire(blocking=False):
-                raise RuntimeError("redis-py Lock: already held")
-            peer_lock.release()
-
-        sha = raw.script_load(CAS_XADD)
-        body = encode(VALUE)
-        raw.hset("bare:h", mapping={"v": body, "f": "json", "ver": 1, "by": "bench"})
-        merge32 = merge_cases(mem)[0]
-        fns: dict[str, tuple[Any, Callable[[], Any]]] = {
-            "put": (mem.redis, lambda: ns.put("p", VALUE)),
-            "merge": (mem.redis, merge32),
-            "incr": (mem.redis, lambda: ns.incr("c")),
-            "get": (mem.redis, lambda: ns.get("g")),
-            "get_many": (mem.redis, lambda: ns.get_many(list(many))),
-            "put_many": (mem.redis, lambda: ns.put_many(many)),
-            "lock": (mem.redis, lock),
-            "bare_evalsha": (raw, lambda: raw.evalsha(sha, 2, "bare:c", "bare:s", 0, body)),
-            "bare_hgetall": (raw, lambda: raw.hgetall("bare:h")),
-            "redispy_lock": (raw, redispy_lock),
-        }
+        fns, clients = sync_ops(server)
         print(f"{'op':14} {'min µs':>9} {'median µs':>10}  (client CPU per call, no network)")
         for op in a.ops:
             if op in ASYNC_OPS:
@@ -388,10 +354,62 @@ def main(argv: list[str] | None = None) -> int:
                 client, fn = fns[op]
                 res = time_op(client, fn, timed_calls(op, a.n), a.repeat)
             print(f"{op:14} {min(res):9.2f} {statistics.median(res):10.2f}", flush=True)
-        mem.close()
+        for mem in clients:
+            mem.close()
     finally:
         server.stop()
     return 0
+
+
+def sync_ops(server: Any) -> tuple[dict[str, tuple[Any, Callable[[], Any]]], list[Any]]:
+    """The sync ops on ``server`` (a started ``tests.servers.RedisServer``): op -> (the
+    redis client whose connection it uses, the call), and the SwarmMemory clients made."""
+    from prometheus_client import CollectorRegistry
+
+    from bench.server_cost import merge_cases
+    from swarm_memory import ClientMetrics, SwarmMemory
+
+    mem = SwarmMemory.from_url(server.url, agent="bench")
+    mem.create_namespace("cpu", exist_ok=True)
+    ns = mem.namespace("cpu")
+    many = {f"m{i}": VALUE for i in range(100)}
+    ns.put("g", VALUE)
+    ns.put_many(many)
+    raw = server.client()
+    measured = SwarmMemory.from_url(
+        server.url, agent="bench", metrics=ClientMetrics(CollectorRegistry())
+    )
+    ns_measured = measured.namespace("cpu")
+
+    def lock() -> None:
+        with ns.lock("l", ttl=10.0):
+            pass
+
+    peer_lock = raw.lock("bare:lock", timeout=10.0)
+
+    def redispy_lock() -> None:
+        if not peer_lock.acquire(blocking=False):
+            raise RuntimeError("redis-py Lock: already held")
+        peer_lock.release()
+
+    sha = raw.script_load(CAS_XADD)
+    body = encode(VALUE)
+    raw.hset("bare:h", mapping={"v": body, "f": "json", "ver": 1, "by": "bench"})
+    merge32 = merge_cases(mem)[0]
+    fns: dict[str, tuple[Any, Callable[[], Any]]] = {
+        "put": (mem.redis, lambda: ns.put("p", VALUE)),
+        "put_metrics": (measured.redis, lambda: ns_measured.put("pm", VALUE)),
+        "merge": (mem.redis, merge32),
+        "incr": (mem.redis, lambda: ns.incr("c")),
+        "get": (mem.redis, lambda: ns.get("g")),
+        "get_many": (mem.redis, lambda: ns.get_many(list(many))),
+        "put_many": (mem.redis, lambda: ns.put_many(many)),
+        "lock": (mem.redis, lock),
+        "bare_evalsha": (raw, lambda: raw.evalsha(sha, 2, "bare:c", "bare:s", 0, body)),
+        "bare_hgetall": (raw, lambda: raw.hgetall("bare:h")),
+        "redispy_lock": (raw, redispy_lock),
+    }
+    return fns, [mem, measured]
 
 
 if __name__ == "__main__":
