@@ -91,14 +91,12 @@ redis.register_function('smfloor_acquire', function(keys, args)
   local t = redis.call('TIME')
   local ms, name, owner = t[1] .. string.sub(t[2], 1, 3), args[3], args[4]
   redis.call('HMGET', keys[8], name, '\\0lt')
-  -- (the prune's read of the lock index, on every 8th acquire as acquire.lua's since stop 37)
-  if redis.call('HINCRBY', keys[3], 'lock_acquire', 1) % 8 == 0 then
-    redis.call('ZRANGE', keys[7], 0, 0, 'WITHSCORES')
-  end
+  redis.call('ZRANGE', keys[7], 0, 0, 'WITHSCORES')
+  redis.call('HINCRBY', keys[3], 'lock_acquire', 1)
   local token = t[1] .. t[2]
-  redis.call('ZADD', keys[7], ms, name)
   redis.call('HSET', keys[8], name,
     '1:x' .. #owner .. ':' .. owner .. '5:bench13:' .. ms .. '16:' .. token, '\\0lt', token)
+  redis.call('ZADD', keys[7], ms, name)
   return 'ok ' .. token .. ' ' .. ms .. ' ' .. ms
 end)
 redis.register_function('smfloor_release', function(keys, args)
