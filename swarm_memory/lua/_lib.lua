@@ -1164,13 +1164,6 @@ local function publish_events(default_maxlen, rev, agent, now, known_maxlen, gua
   end
 end
 
--- A stats counter's increment undone, by a call refused after it (`counted`: what its
--- HINCRBY answered): the counter as it was, absent (and with it the hash when it was
--- its only field, if the call created it) when the increment made it 1.
-local function uncount(counted, field)
-  if counted == 1 then redis.call("HDEL", K_STATS, field) else redis.call("HINCRBY", K_STATS, field, "-1") end
-end
-
 -- A data write's bookkeeping (write.lua, put.lua), once its events are queued and before
 -- its data is written. First the three writes that can still be refused, each writing
 -- nothing when it is: the op id into the op records' purge index (RPUSH, or ZADD where
@@ -1191,12 +1184,13 @@ local function commit_write(op_id, now_s, action, stream_maxlen, rev, agent, now
     unindex_op(op_id, indexed)
     corrupt(K_STATS, "counter " .. action .. " is not an integer, or the key not a hash")
   end
-  -- The events' XADD refused: both undone, then the reason named.
+  -- The events' XADD refused: both undone (the counter as it was: absent, and with it the
+  -- hash when it was its only field, if this call created it), then the reason named.
   -- (Here, not in a function passed to publish_events: a closure made on every call cost
   -- a put ~1.5k instructions with its garbage.)
   if publish_events(stream_maxlen, rev, agent, now, events_cap, "refusable", ot, ok, ov, od, of, oc) == false then
     unindex_op(op_id, indexed)
-    uncount(counted, action)
+    if counted == 1 then redis.call("HDEL", K_STATS, action) else redis.call("HINCRBY", K_STATS, action, "-1") end
     require_feed_room(rev) -- names the reason: the key's type, or an id past rev
     corrupt(K_EVENTS, "refuses revision " .. itos(rev))
   end

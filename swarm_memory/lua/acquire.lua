@@ -21,8 +21,8 @@ local now = now_ms()
 local name, owner = lock_name(ARGV[3]), ARGV[4]
 local ttl_ms, mode, lease_ms = int_arg(ARGV[5], "ttl_ms"), ARGV[6], opt_int(ARGV[7], "lease_ms")
 if mode ~= "x" and mode ~= "s" then error("swarm_memory: bad lock mode " .. tostring(mode)) end
--- Written below, checked first (K_LOCKH is read before any write, K_META where the
--- counter is still there; K_STATS and K_LOCKS are refusable writes, see below).
+-- Written below, checked first (K_LOCKS and K_LOCKH are read before any write; K_META
+-- where the counter is still there).
 if lease_ms then
   require_kinds({ K_EPH, "zset", K_LEASE, "zset" })
 end
@@ -63,9 +63,11 @@ if not busy then
   token = now_us()
   if token <= last then token = last + 1 end
 end
+-- Records of leases that ran out, a few per acquire (never a growing table): upkeep
+-- that stands on its own, done even if this call then fails.
+prune_locks(now, 8)
 -- The call's first own write, refused with nothing written when the stats hash or its
--- counter is corrupt (so no HMGET checks it first); what can be refused after it (the
--- prune, the expiry index) undoes it.
+-- counter is corrupt (so no HMGET checks it first); nothing after it can be refused.
 -- (Literal field names: tests/ops/test_stats_fields.py finds the counters by them.)
 local counted
 if busy then
@@ -78,45 +80,21 @@ if type(counted) == "table" and counted.err then
     .. " is not an integer, or the key not a hash")
 end
 if busy then return lock_busy(rec, now) end
--- Records of leases that ran out (never a growing table: a record is only made by an
--- acquire, and this drops up to two an acquire), on every 8th acquire by its counter:
--- the earliest expiry's read cost ~8k instructions of a pair's ~200k when it ran on every
--- acquire (docs/performance.md, stop 37). Refused (a wrong-typed index or lease-tie set),
--- the counter is undone and nothing else was written.
-if counted % 8 == 0 then
-  local pruned, err = pcall(prune_locks, now, 16)
-  if not pruned then
-    uncount(counted, "lock_acquire")
-    error(err, 0)
-  end
-end
 local token_s, x = itos(token), now + ttl_ms
-local x_s, latest = itos(x), x
 if rec then
   rec.mode = mode
   rec.holders[#rec.holders + 1] = { owner = owner, agent = agent, x = x, token = token }
-  for j = 1, #rec.holders do
-    if rec.holders[j].x > latest then latest = rec.holders[j].x end
-  end
-end
--- The lock's first write: its expiry index, refused on a key of the wrong type (no read
--- checks its type first, now that the prune's runs on every 8th acquire only) with the
--- counter undone and nothing else written. ZADD replies 0 or 1, a refusal a table.
-local listed = redis.pcall("ZADD", K_LOCKS, latest == x and x_s or itos(latest), name)
-if listed ~= 0 and listed ~= 1 then
-  uncount(counted, "lock_acquire")
-  corrupt(K_LOCKS, "holds the wrong type for ZADD")
-end
-if rec then
-  write_lock_record(name, rec, token_s) -- (the record and the counter: one HSET)
+  write_lock(name, rec, token_s) -- (the record and the counter: one HSET)
 else
-  -- (write_lock_record's work for a record of this one holder: its text)
+  -- (write_lock's work for a record of this one holder: write_lock_record's text)
+  local x_s = itos(x)
   redis.call("HSET", K_LOCKH, name, lock_record_text(mode, owner, agent, x_s, token_s), LOCK_COUNTER, token_s)
+  redis.call("ZADD", K_LOCKS, x_s, name)
 end
 if lease_ms then
   redis.call("ZADD", K_EPH, 0, eph_member(agent, "l", name))
   local lease = redis.call("ZSCORE", K_LEASE, agent)
   if not lease or tonumber(lease) <= now then redis.call("ZADD", K_LEASE, now + lease_ms, agent) end
 end
--- (the expiry's text is the record's; only now's is formatted here)
-return "ok " .. token_s .. " " .. x_s .. " " .. itos(now)
+-- (the expiry's text is the record's, from itos's memo; only now's is formatted here)
+return "ok " .. token_s .. " " .. itos(x) .. " " .. itos(now)

@@ -76,7 +76,8 @@ local unlisted = (recorded == 0 or recorded == 1) and (latest == 0
   and redis.pcall("ZREM", K_LOCKS, name) or redis.pcall("ZADD", K_LOCKS, itos(latest), name))
 if unlisted ~= 0 and unlisted ~= 1 then
   unindex_op(op_id, indexed)
-  uncount(counted, "lock_release")
+  if counted == 1 then redis.call("HDEL", K_STATS, "lock_release") else
+    redis.call("HINCRBY", K_STATS, "lock_release", "-1") end
   if untied ~= 0 and untied ~= 1 then corrupt(K_EPH, "holds the wrong type for ZREM") end
   if untied == 1 then redis.call("ZADD", K_EPH, "0", member) end
   if recorded ~= 0 and recorded ~= 1 then corrupt(K_OPS, "holds the wrong type for HSETNX") end
