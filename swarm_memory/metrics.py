@@ -51,7 +51,6 @@ import math
 import re
 import threading
 from bisect import bisect_left
-from collections import deque
 from collections.abc import Callable, Iterable, Sequence
 from time import time
 
@@ -234,7 +233,7 @@ _DURATION = (
     "Wall time of swarm_memory calls (retries and CAS rounds included).",
 )
 _BOUNDS = (*OPERATION_BUCKETS, math.inf)
-_FOLD_AT = 1024  # logged calls folded into the counts at once (see _CallStats)
+_FOLD_AT = 1024  # "ok" calls of an op folded into the counts at once (see _CallStats)
 # The "le" labels, spelled as prometheus_client spells them (floatToGoString: repr, and
 # "+Inf"; its exponent form starts at 1e7, above every bound here).
 _LE = tuple("+Inf" if math.isinf(b) else repr(float(b)) for b in _BOUNDS)
@@ -251,21 +250,22 @@ class _CallStats(Collector):
     under one lock and exposed by :meth:`collect` as prometheus_client's Counter and
     Histogram expose them (the same sample names, labels, buckets and ``_created``).
 
-    A call only appends, without a lock (atomic under the GIL): a call that ended "ok"
-    its duration to its op's list, any other ``(op, outcome, seconds)`` to a deque. The
-    lists and the log are folded into the counts under the lock when one reaches
-    ``_FOLD_AT`` entries and at every scrape, so their memory is bounded and a scrape sees
-    every finished call. The fold takes what a list or the log held when it looked, from
-    the front, while calls append at the end (``del lst[:n]`` and ``popleft`` are one
-    operation each), so no call is lost or counted twice. (Bucket lookup, dict updates
-    and the lock per call cost a put ~1.3 µs of client CPU, 3-4 % of a put with
-    everything on one CPU: bench, "client-side metrics cost". Logging a tuple a call and
-    folding it item by item cost a put ~6.0k client instructions, the lists ~4.7k:
-    ``python -m bench.client_cost --callgrind put put_metrics``, stop 37.)"""
+    A call that ended "ok" (nearly every call) only appends its duration to its op's
+    list, without a lock (atomic under the GIL). The lists are folded into the counts
+    under the lock when one reaches ``_FOLD_AT`` entries and at every scrape, so their
+    memory is bounded and a scrape sees every finished call. A fold takes what a list
+    held when it looked, from the front, while calls append at the end (``del lst[:n]``
+    is one list operation), so no call is lost or counted twice. A call with any other
+    outcome (an error) folds the lists and is counted at once, under the lock: the
+    durations are added in the order the calls ended, so a sequence of calls gives the
+    library's sum to the bit. (Bucket lookup, dict updates and the lock per call cost a
+    put ~1.3 µs of client CPU, 3-4 % of a put with everything on one CPU: bench,
+    "client-side metrics cost". Logging a tuple a call and folding it item by item cost
+    a put ~6.0k client instructions, the lists ~4.7k: ``python -m bench.client_cost
+    --callgrind put put_metrics``, stop 37.)"""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._log: deque[tuple[str, str, float]] = deque()
         # op -> the durations of its "ok" calls not yet folded, in the order they ended
         self._ok: dict[str, list[float]] = {}
         self._counts: dict[tuple[str, str], list[float]] = {}  # [count, created]
@@ -273,13 +273,15 @@ class _CallStats(Collector):
         self._hist: dict[str, list[float]] = {}
 
     def observe(self, op: str, outcome: str, seconds: float) -> None:
-        log = self._log
-        log.append((op, outcome, seconds))
-        if len(log) >= _FOLD_AT:
-            self._fold()
+        if outcome == "ok":
+            self.observe_ok(op, seconds)
+            return
+        with self._lock:  # after the "ok" calls that ended before it
+            self._fold_locked()
+            self._add(op, outcome, time(), (seconds,))
 
     def observe_ok(self, op: str, seconds: float) -> None:
-        # Nearly every call: its duration alone, on its op's list (no tuple a call).
+        # Nearly every call: its duration alone, on its op's list (no tuple, no lock).
         pending = self._ok.get(op)
         if pending is None:
             pending = self._ok.setdefault(op, [])  # (setdefault: one list, whoever wins)
@@ -288,21 +290,20 @@ class _CallStats(Collector):
             self._fold()
 
     def _fold(self) -> None:
-        """Move the logged calls into the counts (under the lock: one folder at a time;
-        calls keep appending meanwhile, and what they append after the length was read
-        waits for the next fold)."""
+        """Move the calls on the lists into the counts (one folder at a time; calls keep
+        appending meanwhile, and what they append after a list's length was read waits
+        for the next fold)."""
         with self._lock:
-            log, now = self._log, time()
-            pop = log.popleft
-            for _ in range(len(log)):
-                op, outcome, seconds = pop()
-                self._add(op, outcome, now, (seconds,))
-            for op, pending in list(self._ok.items()):
-                n = len(pending)
-                if n:
-                    batch = pending[:n]
-                    del pending[:n]  # (one list operation: appends meanwhile stay)
-                    self._add(op, "ok", now, batch)
+            self._fold_locked()
+
+    def _fold_locked(self) -> None:
+        now = time()
+        for op, pending in list(self._ok.items()):
+            n = len(pending)
+            if n:
+                batch = pending[:n]
+                del pending[:n]  # (one list operation: appends meanwhile stay)
+                self._add(op, "ok", now, batch)
 
     def _add(self, op: str, outcome: str, now: float, durations: Sequence[float]) -> None:
         """Count calls of ``op`` that ended with ``outcome`` (under the lock)."""
