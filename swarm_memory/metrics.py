@@ -261,7 +261,7 @@ class _CallStats(Collector):
     library's sum to the bit. (Bucket lookup, dict updates and the lock per call cost a
     put ~1.3 µs of client CPU, 3-4 % of a put with everything on one CPU: bench,
     "client-side metrics cost". Logging a tuple a call and folding it item by item cost
-    a put ~6.0k client instructions, the lists ~4.7k: ``python -m bench.client_cost
+    a put ~6.0k client instructions, the lists ~4.9k: ``python -m bench.client_cost
     --callgrind put put_metrics``, stop 37.)"""
 
     def __init__(self) -> None:
