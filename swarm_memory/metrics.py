@@ -277,8 +277,9 @@ class _CallStats(Collector):
             self.observe_ok(op, seconds)
             return
         with self._lock:  # after the "ok" calls that ended before it
-            self._fold_locked()
-            self._add(op, outcome, time(), (seconds,))
+            now = time()
+            self._fold_locked(now)
+            self._add(op, outcome, now, (seconds,))
 
     def observe_ok(self, op: str, seconds: float) -> None:
         # Nearly every call: its duration alone, on its op's list (no tuple, no lock).
@@ -294,10 +295,9 @@ class _CallStats(Collector):
         appending meanwhile, and what they append after a list's length was read waits
         for the next fold)."""
         with self._lock:
-            self._fold_locked()
+            self._fold_locked(time())
 
-    def _fold_locked(self) -> None:
-        now = time()
+    def _fold_locked(self, now: float) -> None:
         for op, pending in list(self._ok.items()):
             n = len(pending)
             if n:

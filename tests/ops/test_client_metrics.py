@@ -260,7 +260,9 @@ def test_calls_counted_from_many_threads_are_all_there_and_the_log_stays_bounded
 
     def work() -> None:
         for i in range(per_thread):
-            if i % 2:  # the drivers' path for a call that finished "ok"
+            if i % 100 == 50:  # an error: it folds every list, under the lock
+                stats.observe("put", "conflict_error", 0.002)
+            elif i % 2:  # the drivers' path for a call that finished "ok"
                 stats.observe_ok("put", 0.001 * (i % 7))
             else:
                 stats.observe("put", "ok", 0.001 * (i % 7))
@@ -275,7 +277,13 @@ def test_calls_counted_from_many_threads_are_all_there_and_the_log_stays_bounded
     for t in workers:
         t.join()
     total = per_thread * threads
-    assert value(registry, "swarm_memory_client_operations_total", op="put", outcome="ok") == total
+    errors = per_thread // 100 * threads
+    ok = value(registry, "swarm_memory_client_operations_total", op="put", outcome="ok")
+    assert ok == total - errors
+    failed = value(
+        registry, "swarm_memory_client_operations_total", op="put", outcome="conflict_error"
+    )
+    assert failed == errors
     count = _samples(registry)[
         ("swarm_memory_client_operation_duration_seconds_count", (("op", "put"),))
     ]
