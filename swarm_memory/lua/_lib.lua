@@ -1669,7 +1669,13 @@ local function read_lock_text(raw, now)
     -- (stored_int: the texts the acquire formatted are in its memo when the release reads them)
     local h = { owner = f[j], agent = f[j + 1], x = stored_int(f[j + 2]), token = stored_int(f[j + 3]) }
     if not (h.x and h.token) then corrupt(K_LOCKH, "malformed lock record") end
-    if h.x > now then rec.holders[#rec.holders + 1] = h else rec.expired = true end
+    if h.x > now then
+      rec.holders[#rec.holders + 1] = h
+    else -- (a lapsed hold: its agent, for untie_lapsed)
+      local lapsed = rec.lapsed
+      if not lapsed then lapsed = {}; rec.lapsed = lapsed end
+      lapsed[#lapsed + 1] = h.agent
+    end
   end
   return rec, f
 end
@@ -1715,7 +1721,30 @@ local function write_lock_record(name, rec, counter)
   return x
 end
 
+-- The lease ties (eph_member(agent, "l", name)) of a record's lapsed holders (rec.lapsed,
+-- from read_lock_text), dropped when the record is written without them; an agent that
+-- still holds the lock keeps its tie (a tie is per agent and lock, not per hold). A tie
+-- left behind would let the reaper, when that agent's lease ends, drop a later hold of
+-- the same lock the agent took without a lease. Every rewrite of a record read with
+-- lapsed holders comes here (write_lock; an acquire before it adds its holder; a
+-- release). (pcall: a tie set of the wrong type fails the reaper's read of it as
+-- corrupt data; it must not fail a lock's write half-way.)
+local function untie_lapsed(name, rec)
+  local lapsed = rec.lapsed
+  if not lapsed then return end
+  rec.lapsed = nil
+  local holders = rec.holders
+  for _, a in ipairs(lapsed) do
+    local holds = false
+    for j = 1, #holders do
+      if holders[j].agent == a then holds = true; break end
+    end
+    if not holds then redis.pcall("ZREM", K_EPH, eph_member(a, "l", name)) end
+  end
+end
+
 local function write_lock(name, rec, counter)
+  untie_lapsed(name, rec)
   if #rec.holders == 0 then
     redis.call("HDEL", K_LOCKH, name)
     redis.call("ZREM", K_LOCKS, name)

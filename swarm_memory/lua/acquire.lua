@@ -82,6 +82,9 @@ end
 if busy then return lock_busy(rec, now) end
 local token_s, x = itos(token), now + ttl_ms
 if rec then
+  -- (the lapsed holders' ties go before this hold joins: a lapsed hold of this agent loses
+  -- its tie, which this hold gets again below if it is taken with a lease)
+  untie_lapsed(name, rec)
   rec.mode = mode
   rec.holders[#rec.holders + 1] = { owner = owner, agent = agent, x = x, token = token }
   write_lock(name, rec, token_s) -- (the record and the counter: one HSET)

@@ -90,6 +90,7 @@ if latest == 0 then
 else
   write_lock_record(name, rec)
 end
+if rec then untie_lapsed(name, rec) end -- (none on the path without a parse: one live holder)
 redis.call("SPUBLISH", K_LBELL, name)
 -- The op records of releases are purged here as a write purges its own (purge_ops: up to
 -- 64 past the namespace's dedupe window, amortized: on every 8th release by the stats

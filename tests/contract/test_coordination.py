@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from swarm_memory import ConflictError, InvalidInput, TransactionConflict
+from swarm_memory.keys import NamespaceKeys
 from tests.support import drain
 
 
@@ -162,6 +163,56 @@ def test_bad_lease_input(env, mem, ns):
     with pytest.raises(InvalidInput):
         ns.put("k", 1, ephemeral="yes")
     assert env.snapshot() == before
+
+
+@pytest.mark.parametrize("rewrite", ["release", "acquire", "reacquire"])
+def test_a_lapsed_holds_lease_tie_goes_when_its_record_is_written_without_it(env, mem, ns, rewrite):
+    """A lease-tied hold that ran out is dropped from its lock's record by the next
+    rewrite of the record (another holder's release, another acquire, or the agent's own
+    new hold), and its lease tie goes with it: left behind, the tie let the reaper drop
+    the agent's later hold of the same lock, taken without a lease, when its lease ended
+    (lua/_lib.lua untie_lapsed)."""
+    leased = mem.as_agent("worker")
+    leased.heartbeat(0.8)
+    leased.namespace("team").lock("job", ttl=0.1, mode="shared").acquire()
+    other = ns.lock("job", ttl=30, mode="shared")
+    other.acquire()
+    env.sleep(0.2)  # the worker's hold ran out; its lease did not
+    plain = mem.as_agent("worker").namespace("team")  # no heartbeat: holds without a lease
+    if rewrite == "release":
+        other.release()  # the record goes, with the lapsed hold in it
+        held = plain.lock("job", ttl=30)
+    elif rewrite == "acquire":
+        ns.lock("job", ttl=30, mode="shared").acquire()  # the record without the lapsed hold
+        held = plain.lock("job", ttl=30, mode="shared")
+    else:  # the worker's own new hold rewrites the record
+        held = plain.lock("job", ttl=30, mode="shared")
+    held.acquire()
+    ties = env.raw.zrange(NamespaceKeys.of(env.prefix, "team").eph, 0, -1)
+    assert b"worker\x00ljob" not in ties, ties
+    env.sleep(0.8)  # the worker's lease ends
+    assert ns.sweep().lost_agents == ["worker"]
+    holders = [h.agent for info in ns.locks() for h in info.holders]
+    assert "worker" in holders  # its hold without a lease is still there
+    held.release()
+
+
+def test_a_lapsed_hold_leaves_the_tie_of_the_same_agents_live_hold(env, mem, ns):
+    """A tie is per agent and lock: a rewrite that drops one lapsed hold of an agent that
+    still holds the lock with a lease keeps the tie, and the reaper ends that hold with
+    the lease."""
+    leased = mem.as_agent("worker")
+    leased.heartbeat(0.8)
+    team = leased.namespace("team")
+    team.lock("job", ttl=0.1, mode="shared").acquire()
+    team.lock("job", ttl=30, mode="shared").acquire()
+    env.sleep(0.2)  # one of the worker's holds ran out
+    ns.lock("job", ttl=30, mode="shared").acquire()  # the record without the lapsed hold
+    ties = env.raw.zrange(NamespaceKeys.of(env.prefix, "team").eph, 0, -1)
+    assert b"worker\x00ljob" in ties, ties
+    env.sleep(0.8)  # the worker's lease ends
+    assert ns.sweep().lost_agents == ["worker"]
+    assert [h.agent for info in ns.locks() for h in info.holders] == ["planner"]
 
 
 def test_the_reaper_runs_only_when_a_lease_ran_out(env, mem, ns):
