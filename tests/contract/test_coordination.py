@@ -215,6 +215,20 @@ def test_a_lapsed_hold_leaves_the_tie_of_the_same_agents_live_hold(env, mem, ns)
     assert [h.agent for info in ns.locks() for h in info.holders] == ["planner"]
 
 
+def test_a_tie_is_per_agent_and_lock_not_per_hold(env, mem, ns):
+    """The documented limit (docs/guarantees.md, 17): an agent holding one shared lock
+    twice at once, once with a lease and once without, loses both holds with the lease."""
+    leased = mem.as_agent("worker")
+    leased.heartbeat(0.5)
+    leased.namespace("team").lock("job", ttl=30, mode="shared").acquire()
+    plain = mem.as_agent("worker").namespace("team").lock("job", ttl=30, mode="shared")
+    plain.acquire()
+    assert [h.agent for info in ns.locks() for h in info.holders] == ["worker", "worker"]
+    env.sleep(0.6)  # the worker's lease ends
+    assert ns.sweep().lost_agents == ["worker"]
+    assert ns.locks() == []
+
+
 def test_the_reaper_runs_only_when_a_lease_ran_out(env, mem, ns):
     calls = []
     mem.observe_scripts(lambda name, keys, args: calls.append(name))
