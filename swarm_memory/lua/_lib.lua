@@ -1729,17 +1729,19 @@ end
 -- lapsed holders comes here (write_lock; an acquire before it adds its holder; a
 -- release). (pcall: a tie set of the wrong type fails the reaper's read of it as
 -- corrupt data; it must not fail a lock's write half-way.)
+-- (Linear in the record's holders, which MAX_HOLDERS bounds: the live agents in a set
+-- first, and each lapsed agent's tie dropped once.)
 local function untie_lapsed(name, rec)
   local lapsed = rec.lapsed
   if not lapsed then return end
   rec.lapsed = nil
-  local holders = rec.holders
+  local kept = {}
+  for _, h in ipairs(rec.holders) do kept[h.agent] = true end
   for _, a in ipairs(lapsed) do
-    local holds = false
-    for j = 1, #holders do
-      if holders[j].agent == a then holds = true; break end
+    if not kept[a] then
+      kept[a] = true
+      redis.pcall("ZREM", K_EPH, eph_member(a, "l", name))
     end
-    if not holds then redis.pcall("ZREM", K_EPH, eph_member(a, "l", name)) end
   end
 end
 
@@ -1798,8 +1800,10 @@ end
 
 -- Drop records whose every lease ran out (a few per call; any lock call does this). All
 -- are read before any is removed; a record that does not parse is expired by its index
--- all the same, so it is removed without its lease ties (the reaper drops those as
--- stale): one corrupt record must not block every lock of the namespace.
+-- all the same, so it is removed without its lease ties (the reaper drops a tie whose
+-- lock is not held; a tie still there when its agent takes the lock again without a
+-- lease ties that hold, docs/performance.md, stop 38): one corrupt record must not
+-- block every lock of the namespace.
 local function prune_locks(now, n)
   -- The earliest expiry first (no number to format, ~7k instructions less): usually none
   -- is due, or the index is empty. (Also K_LOCKS's type check for the caller's writes.)

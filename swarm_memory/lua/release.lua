@@ -64,7 +64,17 @@ if type(counted) == "table" then
   unindex_op(op_id, indexed)
   corrupt(K_STATS, "counter lock_release is not an integer, or the key not a hash")
 end
-local untied = redis.pcall("ZREM", K_EPH, member)
+-- The agent's lease tie goes, unless it still holds the lock under another owner id (a
+-- tie is per agent and lock: that hold may be tied too, docs/guarantees.md, 17).
+local keeps_tie = false
+if mine > 0 then
+  local holders = rec.holders
+  for j = 1, #holders do
+    if j ~= mine and holders[j].agent == agent then keeps_tie = true; break end
+  end
+end
+local untied = 0
+if not keeps_tie then untied = redis.pcall("ZREM", K_EPH, member) end
 local recorded = (untied == 0 or untied == 1) and redis.pcall("HSETNX", K_OPS, op_id, "released")
 local latest = 0
 if mine > 0 then

@@ -165,36 +165,72 @@ def test_bad_lease_input(env, mem, ns):
     assert env.snapshot() == before
 
 
-@pytest.mark.parametrize("rewrite", ["release", "acquire", "reacquire"])
+REWRITES = ["release", "acquire", "reacquire", "extend", "force", "reap"]
+
+
+@pytest.mark.parametrize("rewrite", REWRITES)
 def test_a_lapsed_holds_lease_tie_goes_when_its_record_is_written_without_it(env, mem, ns, rewrite):
     """A lease-tied hold that ran out is dropped from its lock's record by the next
-    rewrite of the record (another holder's release, another acquire, or the agent's own
-    new hold), and its lease tie goes with it: left behind, the tie let the reaper drop
-    the agent's later hold of the same lock, taken without a lease, when its lease ended
-    (lua/_lib.lua untie_lapsed)."""
+    rewrite of the record (another holder's release, another acquire, the agent's own new
+    hold, another holder's extend, an admin's force release, the reaper ending another
+    agent's hold), and its lease tie goes with it: left behind, the tie let the reaper
+    drop the agent's later hold of the same lock, taken without a lease, when its lease
+    ended (lua/_lib.lua untie_lapsed)."""
     leased = mem.as_agent("worker")
-    leased.heartbeat(0.8)
+    leased.heartbeat(1.0)
     leased.namespace("team").lock("job", ttl=0.1, mode="shared").acquire()
     other = ns.lock("job", ttl=30, mode="shared")
     other.acquire()
-    env.sleep(0.2)  # the worker's hold ran out; its lease did not
+    if rewrite == "reap":  # a third holder whose lease ends first
+        aux = mem.as_agent("aux")
+        aux.heartbeat(0.15)
+        aux.namespace("team").lock("job", ttl=30, mode="shared").acquire()
+    env.sleep(0.25)  # the worker's hold ran out; its lease did not
     plain = mem.as_agent("worker").namespace("team")  # no heartbeat: holds without a lease
+    held = plain.lock("job", ttl=30, mode="shared")
     if rewrite == "release":
         other.release()  # the record goes, with the lapsed hold in it
         held = plain.lock("job", ttl=30)
     elif rewrite == "acquire":
         ns.lock("job", ttl=30, mode="shared").acquire()  # the record without the lapsed hold
-        held = plain.lock("job", ttl=30, mode="shared")
-    else:  # the worker's own new hold rewrites the record
-        held = plain.lock("job", ttl=30, mode="shared")
+    elif rewrite == "extend":
+        other.extend(30)
+    elif rewrite == "force":
+        assert ns.force_release("job") is True
+        held = plain.lock("job", ttl=30)
+    elif rewrite == "reap":
+        assert ns.sweep().lost_agents == ["aux"]
+    # (else: the worker's own new hold rewrites the record)
     held.acquire()
     ties = env.raw.zrange(NamespaceKeys.of(env.prefix, "team").eph, 0, -1)
     assert b"worker\x00ljob" not in ties, ties
-    env.sleep(0.8)  # the worker's lease ends
+    env.sleep(1.0)  # the worker's lease ends
     assert ns.sweep().lost_agents == ["worker"]
     holders = [h.agent for info in ns.locks() for h in info.holders]
     assert "worker" in holders  # its hold without a lease is still there
     held.release()
+
+
+@pytest.mark.parametrize("released", ["leased", "plain"])
+def test_releasing_one_of_an_agents_holds_leaves_the_tie_of_the_other(env, mem, ns, released):
+    """An agent holding one shared lock twice, one hold lease-tied: releasing the other
+    hold (leased too, or without a lease) leaves the tie, so the leased hold still ends
+    with the lease (lua/release.lua keeps the tie while the agent holds the lock)."""
+    leased = mem.as_agent("worker")
+    leased.heartbeat(0.6)
+    team = leased.namespace("team")
+    team.lock("job", ttl=30, mode="shared").acquire()
+    if released == "leased":
+        second = team.lock("job", ttl=30, mode="shared")
+    else:
+        second = mem.as_agent("worker").namespace("team").lock("job", ttl=30, mode="shared")
+    second.acquire()
+    second.release()
+    ties = env.raw.zrange(NamespaceKeys.of(env.prefix, "team").eph, 0, -1)
+    assert b"worker\x00ljob" in ties, ties
+    env.sleep(0.7)  # the worker's lease ends
+    assert ns.sweep().lost_agents == ["worker"]
+    assert ns.locks() == []
 
 
 def test_a_lapsed_hold_leaves_the_tie_of_the_same_agents_live_hold(env, mem, ns):

@@ -536,6 +536,32 @@ def test_a_release_refused_by_a_wrong_typed_key_writes_nothing(env, mem, keys, n
         lease.stop(release=False)
 
 
+def test_a_wrong_typed_lease_tie_set_fails_no_lock_rewrite_half_way(env, mem, keys):
+    """A rewrite of a lock record drops its lapsed holds' lease ties under pcall
+    (lua/_lib.lua untie_lapsed): a tie set of the wrong type leaves that drop undone and
+    the acquire whole (its counter, its hold), never a raw error after its first write;
+    the tie set itself stays corrupt data where it is read (a release's own tie)."""
+    lease = mem.lease(30)
+    try:
+        ns = mem.namespace("team")
+        ns.lock("L", ttl=0.1, mode="shared").acquire()  # tied, and soon lapsed
+        # a live hold beside it, so no acquire's prune takes the record whole
+        env.mem("aux").namespace("team").lock("L", ttl=30, mode="shared").acquire()
+        time.sleep(0.2)
+    finally:
+        lease.stop(release=False)
+    env.raw.delete(keys.eph)
+    env.raw.set(keys.eph, "x")
+    acquired = int(env.raw.hget(keys.stats, "lock_acquire"))
+    worker = env.mem("worker").namespace("team")  # (a client of its own: no lease)
+    lock = worker.lock("L", ttl=30, mode="shared", wait=0)
+    lock.acquire()  # rewrites the record without the lapsed hold
+    assert int(env.raw.hget(keys.stats, "lock_acquire")) == acquired + 1
+    assert sorted(h.agent for info in ns.locks() for h in info.holders) == ["aux", "worker"]
+    assert env.raw.get(keys.eph) == b"x"
+    _corrupt(lock.release, keys.eph)
+
+
 @pytest.mark.parametrize("index", ["list", "zset"])
 def test_a_refused_write_purges_no_op_records_either(env, mem, index):
     """Every 8th revision a write purges op records past the dedupe window; a write
