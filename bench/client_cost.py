@@ -46,7 +46,7 @@ import statistics
 import subprocess
 import sys
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 from bench.baselines import CAS_XADD
@@ -345,7 +345,7 @@ def main(argv: list[str] | None = None) -> int:
     server = RedisServer()
     server.start()
     try:
-        fns, clients = sync_ops(server)
+        fns, clients = sync_ops(server, a.ops)
         print(f"{'op':14} {'min µs':>9} {'median µs':>10}  (client CPU per call, no network)")
         for op in a.ops:
             if op in ASYNC_OPS:
@@ -361,9 +361,13 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def sync_ops(server: Any) -> tuple[dict[str, tuple[Any, Callable[[], Any]]], list[Any]]:
+def sync_ops(
+    server: Any, ops: Sequence[str] = OPS
+) -> tuple[dict[str, tuple[Any, Callable[[], Any]]], list[Any]]:
     """The sync ops on ``server`` (a started ``tests.servers.RedisServer``): op -> (the
-    redis client whose connection it uses, the call), and the SwarmMemory clients made."""
+    redis client whose connection it uses, the call), and the SwarmMemory clients made.
+    The client with metrics on (its own connection) is made only where ``ops`` asks for
+    ``put_metrics``."""
     from prometheus_client import CollectorRegistry
 
     from bench.server_cost import merge_cases
@@ -376,10 +380,6 @@ def sync_ops(server: Any) -> tuple[dict[str, tuple[Any, Callable[[], Any]]], lis
     ns.put("g", VALUE)
     ns.put_many(many)
     raw = server.client()
-    measured = SwarmMemory.from_url(
-        server.url, agent="bench", metrics=ClientMetrics(CollectorRegistry())
-    )
-    ns_measured = measured.namespace("cpu")
 
     def lock() -> None:
         with ns.lock("l", ttl=10.0):
@@ -398,7 +398,6 @@ def sync_ops(server: Any) -> tuple[dict[str, tuple[Any, Callable[[], Any]]], lis
     merge32 = merge_cases(mem)[0]
     fns: dict[str, tuple[Any, Callable[[], Any]]] = {
         "put": (mem.redis, lambda: ns.put("p", VALUE)),
-        "put_metrics": (measured.redis, lambda: ns_measured.put("pm", VALUE)),
         "merge": (mem.redis, merge32),
         "incr": (mem.redis, lambda: ns.incr("c")),
         "get": (mem.redis, lambda: ns.get("g")),
@@ -409,7 +408,15 @@ def sync_ops(server: Any) -> tuple[dict[str, tuple[Any, Callable[[], Any]]], lis
         "bare_hgetall": (raw, lambda: raw.hgetall("bare:h")),
         "redispy_lock": (raw, redispy_lock),
     }
-    return fns, [mem, measured]
+    clients = [mem]
+    if "put_metrics" in ops:
+        measured = SwarmMemory.from_url(
+            server.url, agent="bench", metrics=ClientMetrics(CollectorRegistry())
+        )
+        ns_measured = measured.namespace("cpu")
+        fns["put_metrics"] = (measured.redis, lambda: ns_measured.put("pm", VALUE))
+        clients.append(measured)
+    return fns, clients
 
 
 if __name__ == "__main__":

@@ -1011,6 +1011,16 @@ local function eph_member(agent, kind, name)
   return agent .. "\0" .. kind .. name
 end
 
+-- A lock hold's lease tie, per hold since stop 39: "<agent>\0l<lock>\0<token>" (no two
+-- holds of a namespace share a token, and no lock name holds a NUL: keys.key_arg). The
+-- tie before it, "<agent>\0l<lock>" (eph_member(agent, "l", lock)), stood for every hold
+-- of the agent on that lock; an older client still makes it, so the reaper still reads
+-- it that way, and every rewrite that leaves the agent no hold of the lock drops it too
+-- (untie_lapsed, prune_locks, lock.lua's force) (docs/guarantees.md, 17).
+local function lock_tie(agent, name, token_s)
+  return agent .. "\0l" .. name .. "\0" .. token_s
+end
+
 -- Remove one entry from every index and adjust the counters. Returns its size.
 -- order: false when the caller knows the namespace keeps no eviction-order index (a
 -- write outside evict-oldest, which checks K_LRU's type only where it keeps one).
@@ -1671,10 +1681,11 @@ local function read_lock_text(raw, now)
     if not (h.x and h.token) then corrupt(K_LOCKH, "malformed lock record") end
     if h.x > now then
       rec.holders[#rec.holders + 1] = h
-    else -- (a lapsed hold: its agent, for untie_lapsed)
+    else -- (a lapsed hold: its agent and its token's text, for untie_lapsed)
       local lapsed = rec.lapsed
       if not lapsed then lapsed = {}; rec.lapsed = lapsed end
       lapsed[#lapsed + 1] = h.agent
+      lapsed[#lapsed + 1] = f[j + 3]
     end
   end
   return rec, f
@@ -1721,26 +1732,30 @@ local function write_lock_record(name, rec, counter)
   return x
 end
 
--- The lease ties (eph_member(agent, "l", name)) of a record's lapsed holders (rec.lapsed,
--- from read_lock_text), dropped when the record is written without them; an agent that
--- still holds the lock keeps its tie (a tie is per agent and lock, not per hold). A tie
--- left behind would let the reaper, when that agent's lease ends, drop a later hold of
--- the same lock the agent took without a lease. Every rewrite of a record read with
--- lapsed holders comes here (write_lock; an acquire before it adds its holder; a
--- release). (pcall: a tie set of the wrong type fails the reaper's read of it as
--- corrupt data; it must not fail a lock's write half-way.)
+-- The lease ties of a record's lapsed holders (rec.lapsed, from read_lock_text: agent
+-- and token text, in pairs), dropped when the record is written without them: each
+-- lapsed hold's own tie (lock_tie), and an older client's tie of the agent and lock
+-- (eph_member(agent, "l", name)) where the agent holds the lock no more. A tie left
+-- behind would let the reaper, when that agent's lease ends, drop a later hold of the
+-- same lock the agent took without a lease. Every rewrite of a record read with lapsed
+-- holders comes here (write_lock; an acquire before it adds its holder; a release).
+-- (pcall: a tie set of the wrong type fails the reaper's read of it as corrupt data; it
+-- must not fail a lock's write half-way.)
 -- (Linear in the record's holders, which MAX_HOLDERS bounds: the live agents in a set
--- first, and each lapsed agent's tie dropped once.)
+-- first, one ZREM a lapsed hold.)
 local function untie_lapsed(name, rec)
   local lapsed = rec.lapsed
   if not lapsed then return end
   rec.lapsed = nil
   local kept = {}
   for _, h in ipairs(rec.holders) do kept[h.agent] = true end
-  for _, a in ipairs(lapsed) do
-    if not kept[a] then
+  for j = 1, #lapsed, 2 do
+    local a = lapsed[j]
+    if kept[a] then
+      redis.pcall("ZREM", K_EPH, lock_tie(a, name, lapsed[j + 1]))
+    else
       kept[a] = true
-      redis.pcall("ZREM", K_EPH, eph_member(a, "l", name))
+      redis.pcall("ZREM", K_EPH, lock_tie(a, name, lapsed[j + 1]), eph_member(a, "l", name))
     end
   end
 end
@@ -1800,10 +1815,10 @@ end
 
 -- Drop records whose every lease ran out (a few per call; any lock call does this). All
 -- are read before any is removed; a record that does not parse is expired by its index
--- all the same, so it is removed without its lease ties (the reaper drops a tie whose
--- lock is not held; a tie still there when its agent takes the lock again without a
--- lease ties that hold, docs/performance.md, stop 38): one corrupt record must not
--- block every lock of the namespace.
+-- all the same, so it is removed without its lease ties (one corrupt record must not
+-- block every lock of the namespace). Such a tie names its hold's token, which no later
+-- hold has: the reaper drops it and no hold (an older client's tie of the agent and
+-- lock alone would still tie that agent's next hold of the lock).
 local function prune_locks(now, n)
   -- The earliest expiry first (no number to format, ~7k instructions less): usually none
   -- is due, or the index is empty. (Also K_LOCKS's type check for the caller's writes.)
@@ -1822,7 +1837,9 @@ local function prune_locks(now, n)
   for i, name in ipairs(names) do
     local f = records[i]
     if f then
-      for j = 2, #f, 4 do redis.call("ZREM", K_EPH, eph_member(f[j + 1], "l", name)) end
+      for j = 2, #f, 4 do
+        redis.call("ZREM", K_EPH, lock_tie(f[j + 1], name, f[j + 3]), eph_member(f[j + 1], "l", name))
+      end
     end
     -- (a name in the index that is the counter's field, which only a hand-made index
     -- holds, leaves the counter as it is)

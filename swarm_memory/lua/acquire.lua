@@ -95,7 +95,7 @@ else
   redis.call("ZADD", K_LOCKS, x_s, name)
 end
 if lease_ms then
-  redis.call("ZADD", K_EPH, 0, eph_member(agent, "l", name))
+  redis.call("ZADD", K_EPH, 0, lock_tie(agent, name, token_s)) -- (this hold's own tie)
   local lease = redis.call("ZSCORE", K_LEASE, agent)
   if not lease or tonumber(lease) <= now then redis.call("ZADD", K_LEASE, now + lease_ms, agent) end
 end

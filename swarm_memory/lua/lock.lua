@@ -49,7 +49,10 @@ if action == "force" then
     require_stream_room(K_AUDIT)
     require_next_revision_room()
     local audit_maxlen = stored_limit(read_call("HGET", K_META, "am"), default_audit_maxlen)
-    for _, h in ipairs(rec.holders) do redis.call("ZREM", K_EPH, eph_member(h.agent, "l", name)) end
+    -- (each hold's tie, and an older client's tie of the agent and lock: no hold is left)
+    for _, h in ipairs(rec.holders) do
+      redis.call("ZREM", K_EPH, lock_tie(h.agent, name, itos(h.token)), eph_member(h.agent, "l", name))
+    end
     rec.holders = {}
     write_lock(name, rec)
     local rev = redis.call("HINCRBY", K_META, "rev", 1)

@@ -39,9 +39,32 @@ if dead ~= "" and lease_over(dead) then
     local cur, _, stale = read_entry(KEYS[N_FIXED + 2 * j - 1], now)
     held[j] = cur or stale or false
   end
+  -- The agent's lock ties: since stop 39 one a hold, "<lock>\0<token>" after the agent's
+  -- prefix (lock_tie), which ends that hold alone; an older client's names the lock
+  -- alone and ends every hold of the agent there. Two ties may name one lock (two
+  -- holds): its record is read once and written once (a second copy read before the
+  -- first write would put the first dropped hold back).
   local locks = members(dead, "l", batch)
-  local lock_recs = {}
-  for i, m in ipairs(locks) do lock_recs[i] = read_lock(string.sub(m, #dead + 3), now) end
+  local lock_names, lock_recs, lock_drop = {}, {}, {}
+  for _, m in ipairs(locks) do
+    local rest = string.sub(m, #dead + 3)
+    local sep = string.find(rest, "\0", 1, true)
+    local name = sep and string.sub(rest, 1, sep - 1) or rest
+    local drop = lock_drop[name]
+    if not drop then
+      lock_names[#lock_names + 1] = name
+      lock_recs[name] = read_lock(name, now)
+      drop = {}
+      lock_drop[name] = drop
+    end
+    if not sep then
+      lock_drop[name] = true -- (every hold of the agent)
+    elseif drop ~= true then
+      -- (a token that is no integer names no hold: the tie goes, and nothing else)
+      local token = stored_int(string.sub(rest, sep + 1))
+      if token then drop[token] = true end
+    end
+  end
   require_kinds({ K_IDX, "zset", K_LRU, "zset", K_EXP, "zset", K_STATS, "hash", K_LOCKS, "zset" })
   require_counters(K_STATS, "lease_expired", "agents_lost")
   require_counters(K_META, "n", "b") -- drop_entry adjusts them
@@ -59,12 +82,11 @@ if dead ~= "" and lease_over(dead) then
       redis.call("ZREM", K_EPH, eph_member(dead, "k", name)) -- stale membership
     end
   end
-  for i, m in ipairs(locks) do
-    local name = string.sub(m, #dead + 3)
-    local rec = lock_recs[i]
+  for _, name in ipairs(lock_names) do
+    local rec, drop = lock_recs[name], lock_drop[name]
     local kept, dropped = {}, false
     for _, h in ipairs(rec.holders) do
-      if h.agent == dead then dropped = true else kept[#kept + 1] = h end
+      if h.agent == dead and (drop == true or drop[h.token]) then dropped = true else kept[#kept + 1] = h end
     end
     if dropped then
       rec.holders = kept
@@ -73,8 +95,8 @@ if dead ~= "" and lease_over(dead) then
       event("unlock", name, 0)
       redis.call("SPUBLISH", K_LBELL, name)
     end
-    redis.call("ZREM", K_EPH, m)
   end
+  for _, m in ipairs(locks) do redis.call("ZREM", K_EPH, m) end
   if #members(dead, "", 1) == 0 then
     redis.call("ZREM", K_LEASE, dead)
     revision()

@@ -56,7 +56,9 @@ end
 -- it was), and the expiry index (K_LOCKS, last: its own undo would need its old score).
 -- Each of these but HINCRBY replies 0 or 1, anything else (a table) is a refusal:
 -- compared as numbers, with no type() call (a library call costs ~0.5k instructions).
-local member = eph_member(agent, "l", name)
+-- (the hold's own lease tie: the token's text is the record's, which the client sent
+-- when the record was read without a parse)
+local member = lock_tie(agent, name, mine == 0 and held_token or itos(rec.holders[mine].token))
 local now_s = itos(now)
 local indexed = index_op(op_id, now_s)
 local counted = redis.pcall("HINCRBY", K_STATS, "lock_release", "1")
@@ -64,17 +66,11 @@ if type(counted) == "table" then
   unindex_op(op_id, indexed)
   corrupt(K_STATS, "counter lock_release is not an integer, or the key not a hash")
 end
--- The agent's lease tie goes, unless it still holds the lock under another owner id (a
--- tie is per agent and lock: that hold may be tied too, docs/guarantees.md, 17).
-local keeps_tie = false
-if mine > 0 then
-  local holders = rec.holders
-  for j = 1, #holders do
-    if j ~= mine and holders[j].agent == agent then keeps_tie = true; break end
-  end
-end
-local untied = 0
-if not keeps_tie then untied = redis.pcall("ZREM", K_EPH, member) end
+-- The hold's lease tie goes (a tie per hold: the agent's other holds keep theirs). An
+-- older client's tie of the agent and lock alone is not looked for here (one more
+-- call a release); the reaper, a force release and the prune drop it
+-- (docs/guarantees.md, 17).
+local untied = redis.pcall("ZREM", K_EPH, member)
 local recorded = (untied == 0 or untied == 1) and redis.pcall("HSETNX", K_OPS, op_id, "released")
 local latest = 0
 if mine > 0 then

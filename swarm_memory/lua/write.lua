@@ -223,7 +223,9 @@ if kind then
     for name in pairs(in_batch) do
       if redis.call("ZSCORE", K_LRU, name) then candidates = candidates - 1 end
     end
-    if candidates > n_victims then return { "victims", math.max(2 * n_victims, 4) } end
+    -- (not math.max: this body is near Lua 5.1's 60 upvalues a function, and each
+    -- library table or function it names is one)
+    if candidates > n_victims then return { "victims", n_victims > 2 and 2 * n_victims or 4 } end
     return { "quota", kind, limit, current, requested }
   end
 end

@@ -21,6 +21,18 @@ def ns(mem):
     return mem.namespace("team")
 
 
+def tie(agent: str, lock: str, token: int) -> bytes:
+    """A hold's lease tie as stored (lua/_lib.lua lock_tie)."""
+    return f"{agent}\x00l{lock}\x00{token}".encode()
+
+
+def lock_ties(env, agent: str, lock: str) -> list[bytes]:
+    """The agent's lease ties on the lock, of either form, sorted."""
+    members = env.raw.zrange(NamespaceKeys.of(env.prefix, "team").eph, 0, -1)
+    old = f"{agent}\x00l{lock}".encode()
+    return sorted(m for m in members if m == old or m.startswith(old + b"\x00"))
+
+
 # ------------------------------------------------------------------------ transactions
 def test_transaction_commits_everything_in_one_revision(ns):
     a = ns.put("a", 1)
@@ -202,8 +214,7 @@ def test_a_lapsed_holds_lease_tie_goes_when_its_record_is_written_without_it(env
         assert ns.sweep().lost_agents == ["aux"]
     # (else: the worker's own new hold rewrites the record)
     held.acquire()
-    ties = env.raw.zrange(NamespaceKeys.of(env.prefix, "team").eph, 0, -1)
-    assert b"worker\x00ljob" not in ties, ties
+    assert lock_ties(env, "worker", "job") == []
     env.sleep(1.0)  # the worker's lease ends
     assert ns.sweep().lost_agents == ["worker"]
     holders = [h.agent for info in ns.locks() for h in info.holders]
@@ -214,55 +225,179 @@ def test_a_lapsed_holds_lease_tie_goes_when_its_record_is_written_without_it(env
 @pytest.mark.parametrize("released", ["leased", "plain"])
 def test_releasing_one_of_an_agents_holds_leaves_the_tie_of_the_other(env, mem, ns, released):
     """An agent holding one shared lock twice, one hold lease-tied: releasing the other
-    hold (leased too, or without a lease) leaves the tie, so the leased hold still ends
-    with the lease (lua/release.lua keeps the tie while the agent holds the lock)."""
+    hold (leased too, or without a lease) leaves the first hold's tie, so that hold still
+    ends with the lease (a tie per hold: lua/release.lua drops its own hold's)."""
     leased = mem.as_agent("worker")
     leased.heartbeat(0.6)
     team = leased.namespace("team")
-    team.lock("job", ttl=30, mode="shared").acquire()
+    first = team.lock("job", ttl=30, mode="shared")
+    token = int(first.acquire())
     if released == "leased":
         second = team.lock("job", ttl=30, mode="shared")
     else:
         second = mem.as_agent("worker").namespace("team").lock("job", ttl=30, mode="shared")
     second.acquire()
     second.release()
-    ties = env.raw.zrange(NamespaceKeys.of(env.prefix, "team").eph, 0, -1)
-    assert b"worker\x00ljob" in ties, ties
+    assert lock_ties(env, "worker", "job") == [tie("worker", "job", token)]
     env.sleep(0.7)  # the worker's lease ends
     assert ns.sweep().lost_agents == ["worker"]
     assert ns.locks() == []
 
 
 def test_a_lapsed_hold_leaves_the_tie_of_the_same_agents_live_hold(env, mem, ns):
-    """A tie is per agent and lock: a rewrite that drops one lapsed hold of an agent that
-    still holds the lock with a lease keeps the tie, and the reaper ends that hold with
-    the lease."""
+    """A rewrite that drops one lapsed hold of an agent that still holds the lock with a
+    lease drops the lapsed hold's tie and keeps the live hold's, and the reaper ends that
+    hold with the lease."""
     leased = mem.as_agent("worker")
     leased.heartbeat(0.8)
     team = leased.namespace("team")
     team.lock("job", ttl=0.1, mode="shared").acquire()
-    team.lock("job", ttl=30, mode="shared").acquire()
+    live = int(team.lock("job", ttl=30, mode="shared").acquire())
     env.sleep(0.2)  # one of the worker's holds ran out
     ns.lock("job", ttl=30, mode="shared").acquire()  # the record without the lapsed hold
-    ties = env.raw.zrange(NamespaceKeys.of(env.prefix, "team").eph, 0, -1)
-    assert b"worker\x00ljob" in ties, ties
+    assert lock_ties(env, "worker", "job") == [tie("worker", "job", live)]
     env.sleep(0.8)  # the worker's lease ends
     assert ns.sweep().lost_agents == ["worker"]
     assert [h.agent for info in ns.locks() for h in info.holders] == ["planner"]
 
 
-def test_a_tie_is_per_agent_and_lock_not_per_hold(env, mem, ns):
-    """The documented limit (docs/guarantees.md, 17): an agent holding one shared lock
-    twice at once, once with a lease and once without, loses both holds with the lease."""
+@pytest.mark.parametrize("leased_first", [True, False])
+def test_a_tie_is_per_hold(env, mem, ns, leased_first):
+    """An agent holding one shared lock twice at once, once with a lease and once
+    without, loses only the leased hold when the lease ends (since stop 39: before, a
+    tie was per agent and lock, and both holds went, docs/guarantees.md, 17)."""
     leased = mem.as_agent("worker")
     leased.heartbeat(0.5)
-    leased.namespace("team").lock("job", ttl=30, mode="shared").acquire()
-    plain = mem.as_agent("worker").namespace("team").lock("job", ttl=30, mode="shared")
-    plain.acquire()
+    with_lease = leased.namespace("team").lock("job", ttl=30, mode="shared")
+    without = mem.as_agent("worker").namespace("team").lock("job", ttl=30, mode="shared")
+    if leased_first:
+        with_lease.acquire()
+        kept = int(without.acquire())
+    else:
+        kept = int(without.acquire())
+        with_lease.acquire()
     assert [h.agent for info in ns.locks() for h in info.holders] == ["worker", "worker"]
     env.sleep(0.6)  # the worker's lease ends
     assert ns.sweep().lost_agents == ["worker"]
+    assert [(h.agent, h.token) for info in ns.locks() for h in info.holders] == [("worker", kept)]
+    without.release()
     assert ns.locks() == []
+
+
+def test_a_leased_hold_released_leaves_no_tie_on_the_agents_next_hold(env, mem, ns):
+    """The leased hold released first: the agent's hold taken without a lease after it
+    outlives the lease."""
+    leased = mem.as_agent("worker")
+    leased.heartbeat(0.5)
+    tied = leased.namespace("team").lock("job", ttl=30, mode="shared")
+    tied.acquire()
+    without = mem.as_agent("worker").namespace("team").lock("job", ttl=30, mode="shared")
+    kept = int(without.acquire())
+    tied.release()
+    assert lock_ties(env, "worker", "job") == []
+    env.sleep(0.6)
+    assert ns.sweep().lost_agents == ["worker"]
+    assert [(h.agent, h.token) for info in ns.locks() for h in info.holders] == [("worker", kept)]
+
+
+def test_two_leased_holds_of_one_lock_both_end_with_the_lease(env, mem, ns):
+    """Two ties naming one lock: the reaper reads its record once and writes it once (a
+    second copy, read before the first write, would put the first dropped hold back),
+    and the other agent's hold stays."""
+    leased = mem.as_agent("worker")
+    leased.heartbeat(0.5)
+    team = leased.namespace("team")
+    team.lock("job", ttl=30, mode="shared").acquire()
+    team.lock("job", ttl=30, mode="shared").acquire()
+    ns.lock("job", ttl=30, mode="shared").acquire()
+    assert len(lock_ties(env, "worker", "job")) == 2
+    w = ns.watch(types={"unlock", "agent_lost"})
+    env.sleep(0.6)
+    assert ns.sweep().lost_agents == ["worker"]
+    assert [h.agent for info in ns.locks() for h in info.holders] == ["planner"]
+    assert lock_ties(env, "worker", "job") == []
+    got = drain(w, 2)
+    assert sorted((e.type, e.key) for e in got) == [("agent_lost", None), ("unlock", "job")]
+    assert w.get(0.2) is None  # one unlock for the lock, not one a tie
+
+
+def test_a_corrupt_records_tie_ties_no_later_hold(env, mem, ns):
+    """The prune drops a record that does not parse without its ties (it cannot read
+    their agents); the tie left names its hold's token, which no later hold has, so the
+    agent's next hold of the lock, taken without a lease, outlives the lease."""
+    leased = mem.as_agent("worker")
+    leased.heartbeat(0.8)
+    leased.namespace("team").lock("job", ttl=0.1).acquire()
+    keys = NamespaceKeys.of(env.prefix, "team")
+    env.raw.hset(keys.lock_records, "job", "garbage")
+    env.sleep(0.2)  # the hold ran out; its index entry is due
+    ns.lock("other", ttl=30).acquire()  # its acquire prunes the due record, unread
+    assert env.raw.hget(keys.lock_records, "job") is None
+    assert len(lock_ties(env, "worker", "job")) == 1  # left behind
+    plain = mem.as_agent("worker").namespace("team").lock("job", ttl=30)
+    kept = int(plain.acquire())
+    env.sleep(0.8)  # the worker's lease ends
+    assert ns.sweep().lost_agents == ["worker"]
+    holders = [(i.name, h.agent, h.token) for i in ns.locks() for h in i.holders]
+    assert ("job", "worker", kept) in holders, holders
+    assert lock_ties(env, "worker", "job") == []
+    plain.release()
+
+
+def test_an_older_clients_tie_still_ends_the_agents_holds(env, mem, ns):
+    """A tie an older client made names the agent and lock alone ("<agent>\\0l<lock>"):
+    the reaper still ends every hold of the agent on that lock with the lease."""
+    leased = mem.as_agent("worker")
+    leased.heartbeat(0.5)
+    leased.namespace("team").lock("aux", ttl=30).acquire()  # (the lease in this namespace)
+    plain = mem.as_agent("worker").namespace("team").lock("job", ttl=30, mode="shared")
+    plain.acquire()
+    keys = NamespaceKeys.of(env.prefix, "team")
+    env.raw.zadd(keys.eph, {b"worker\x00ljob": 0})  # as an older client's acquire tied it
+    ns.lock("job", ttl=30, mode="shared").acquire()
+    env.sleep(0.6)
+    assert ns.sweep().lost_agents == ["worker"]
+    assert [h.agent for info in ns.locks() for h in info.holders] == ["planner"]
+    assert lock_ties(env, "worker", "job") == []
+
+
+@pytest.mark.parametrize("rewrite", ["force", "prune", "lapsed"])
+def test_an_older_clients_tie_goes_where_the_agent_holds_the_lock_no_more(env, mem, ns, rewrite):
+    """An older client's tie of the agent and lock goes with the agent's last hold there:
+    a force release, the prune of a record whose every hold ran out, and a rewrite that
+    drops the agent's lapsed hold. It stays where the agent still holds the lock."""
+    leased = mem.as_agent("worker")
+    leased.heartbeat(30)
+    team = leased.namespace("team")
+    keys = NamespaceKeys.of(env.prefix, "team")
+    if rewrite == "force":
+        team.lock("job", ttl=30).acquire()
+        env.raw.zadd(keys.eph, {b"worker\x00ljob": 0})
+        assert ns.force_release("job") is True
+    elif rewrite == "prune":
+        team.lock("job", ttl=0.1).acquire()
+        env.raw.zadd(keys.eph, {b"worker\x00ljob": 0})
+        env.sleep(0.2)
+        ns.lock("other", ttl=30).acquire()  # prunes the due record, read whole
+        assert env.raw.hget(keys.lock_records, "job") is None
+    else:
+        team.lock("job", ttl=0.1, mode="shared").acquire()
+        env.raw.zadd(keys.eph, {b"worker\x00ljob": 0})
+        ns.lock("job", ttl=30, mode="shared").acquire()
+        env.sleep(0.2)
+        ns.lock("job", ttl=30, mode="shared").acquire()  # the record without the lapsed hold
+        assert [h.agent for info in ns.locks() for h in info.holders] == ["planner", "planner"]
+    assert lock_ties(env, "worker", "job") == []
+    # the same agent still holding the lock: the older tie stays
+    live = team.lock("job", ttl=30, mode="shared")
+    token = int(live.acquire())
+    env.raw.zadd(keys.eph, {b"worker\x00ljob": 0})
+    team.lock("job", ttl=0.1, mode="shared").acquire()
+    env.sleep(0.2)
+    ns.lock("job", ttl=30, mode="shared").acquire()  # drops the lapsed hold, not the older tie
+    older = b"worker\x00ljob"
+    assert lock_ties(env, "worker", "job") == sorted([older, tie("worker", "job", token)])
+    live.release()
 
 
 def test_the_reaper_runs_only_when_a_lease_ran_out(env, mem, ns):

@@ -509,7 +509,8 @@ def test_a_release_refused_by_a_wrong_typed_key_writes_nothing(env, mem, keys, n
         ns = mem.namespace("team")
         lock = ns.lock("L", wait=0)
         lock.acquire()
-        ns.lock("L2", wait=0).acquire()  # the counters and indexes hold something to undo to
+        # the counters and indexes hold something to undo to
+        token2 = int(ns.lock("L2", wait=0).acquire())
         key = getattr(keys, name)
         kept = env.raw.dump(key)
         env.raw.delete(key)
@@ -531,7 +532,7 @@ def test_a_release_refused_by_a_wrong_typed_key_writes_nothing(env, mem, keys, n
         assert env.raw.zscore(keys.locks, "L") is None
         assert env.raw.zscore(keys.locks, "L2") is not None
         assert int(env.raw.hget(keys.stats, "lock_release")) == released + 1
-        assert env.raw.zrange(keys.eph, 0, -1) == [b"planner\0lL2"]
+        assert env.raw.zrange(keys.eph, 0, -1) == [f"planner\0lL2\0{token2}".encode()]
     finally:
         lease.stop(release=False)
 
