@@ -151,7 +151,9 @@ class NamespaceKeys:
         return self.base + "lease"
 
     @property
-    def eph(self) -> str:  # zset, scores 0: "<agent>\0k<key>" / "<agent>\0l<lock>" tied to a lease
+    def eph(self) -> str:
+        # zset, scores 0, what a lease ties: "<agent>\0k<key>" an entry, "<agent>\0l<lock>\0
+        # <token>" a lock hold (since stop 39; "<agent>\0l<lock>" before: lua/_lib.lua lock_tie)
         return self.base + "eph"
 
     @property

@@ -175,6 +175,11 @@ def _lock_call(
 
 
 # ------------------------------------------------------------------------------ locks
+# The end of the owner id of a hold taken without a lease (lua/reap.lua reads it: the
+# same text there). new_op_id's alphabet has no ":", so no older client's id ends so.
+UNLEASED = ":n"
+
+
 @dataclass
 class LockState:
     """One lock handle's acquisition: mutable, owned by a Lock object."""
@@ -190,9 +195,12 @@ class LockState:
 
 def acquire(ctx: Context, st: LockState, wait: float | None) -> Flow[FencingToken]:
     """Acquire or raise LockTimeout. Waiters wake on the lock doorbell, else poll."""
-    st.owner = new_op_id()
     session = ctx.session
     tie = str(bind_lease(ctx)) if session is not None and session.leased else ""
+    # A hold taken without a lease says so in its owner id (UNLEASED, never the end of an
+    # older client's id): a lease tie an older client made names only the agent and lock,
+    # and the reaper, following such a tie, spares the holds that say it (lua/reap.lua).
+    st.owner = new_op_id() if tie else new_op_id() + UNLEASED
     deadline = None if wait is None else time.monotonic() + wait
     handle: Any = None
     # (Acquire and release yield their script call themselves: a delegating generator per

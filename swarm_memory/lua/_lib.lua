@@ -1015,8 +1015,9 @@ end
 -- holds of a namespace share a token, and no lock name holds a NUL: keys.key_arg). The
 -- tie before it, "<agent>\0l<lock>" (eph_member(agent, "l", lock)), stood for every hold
 -- of the agent on that lock; an older client still makes it, so the reaper still reads
--- it that way, and every rewrite that leaves the agent no hold of the lock drops it too
--- (untie_lapsed, prune_locks, lock.lua's force) (docs/guarantees.md, 17).
+-- it that way (sparing a hold this version took without a lease: its owner id ends
+-- ":n", _ops/coord.py UNLEASED), and every rewrite that leaves the agent no hold of the
+-- lock drops it too (untie_lapsed, prune_locks, lock.lua's force) (docs/guarantees.md, 17).
 local function lock_tie(agent, name, token_s)
   return agent .. "\0l" .. name .. "\0" .. token_s
 end

@@ -41,9 +41,10 @@ if dead ~= "" and lease_over(dead) then
   end
   -- The agent's lock ties: since stop 39 one a hold, "<lock>\0<token>" after the agent's
   -- prefix (lock_tie), which ends that hold alone; an older client's names the lock
-  -- alone and ends every hold of the agent there. Two ties may name one lock (two
-  -- holds): its record is read once and written once (a second copy read before the
-  -- first write would put the first dropped hold back).
+  -- alone and ends every hold of the agent there but one this version took without a
+  -- lease (its owner id ends ":n": _ops/coord.py UNLEASED), which no tie is for. Two
+  -- ties may name one lock (two holds): its record is read once and written once (a
+  -- second copy read before the first write would put the first dropped hold back).
   local locks = members(dead, "l", batch)
   local lock_names, lock_recs, lock_drop = {}, {}, {}
   for _, m in ipairs(locks) do
@@ -58,7 +59,7 @@ if dead ~= "" and lease_over(dead) then
       lock_drop[name] = drop
     end
     if not sep then
-      lock_drop[name] = true -- (every hold of the agent)
+      lock_drop[name] = true -- (every hold of the agent but an unleased one)
     elseif drop ~= true then
       -- (a token that is no integer names no hold: the tie goes, and nothing else)
       local token = stored_int(string.sub(rest, sep + 1))
@@ -86,7 +87,11 @@ if dead ~= "" and lease_over(dead) then
     local rec, drop = lock_recs[name], lock_drop[name]
     local kept, dropped = {}, false
     for _, h in ipairs(rec.holders) do
-      if h.agent == dead and (drop == true or drop[h.token]) then dropped = true else kept[#kept + 1] = h end
+      local hit = h.agent == dead
+      if hit then
+        if drop == true then hit = string.sub(h.owner, -2) ~= ":n" else hit = drop[h.token] end
+      end
+      if hit then dropped = true else kept[#kept + 1] = h end
     end
     if dropped then
       rec.holders = kept

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
 from swarm_memory import ConflictError, InvalidInput, TransactionConflict
@@ -285,8 +287,8 @@ def test_a_tie_is_per_hold(env, mem, ns, leased_first):
 
 
 def test_a_leased_hold_released_leaves_no_tie_on_the_agents_next_hold(env, mem, ns):
-    """The leased hold released first: the agent's hold taken without a lease after it
-    outlives the lease."""
+    """The agent's leased hold released while it holds the lock without a lease too:
+    the hold without a lease outlives the lease."""
     leased = mem.as_agent("worker")
     leased.heartbeat(0.5)
     tied = leased.namespace("team").lock("job", ttl=30, mode="shared")
@@ -344,14 +346,25 @@ def test_a_corrupt_records_tie_ties_no_later_hold(env, mem, ns):
     plain.release()
 
 
+def as_an_older_clients_hold(env, lock: str) -> None:
+    """The lock's record with every owner id this version marked as a hold taken without
+    a lease (``<id>:n``: _ops/coord.py UNLEASED) as an older client wrote it (``<id>``)."""
+    keys = NamespaceKeys.of(env.prefix, "team")
+    raw = env.raw.hget(keys.lock_records, lock)
+    older = re.sub(rb"24:([A-Za-z0-9._]{22}):n", rb"22:\1", raw)
+    assert older != raw
+    env.raw.hset(keys.lock_records, lock, older)
+
+
 def test_an_older_clients_tie_still_ends_the_agents_holds(env, mem, ns):
     """A tie an older client made names the agent and lock alone ("<agent>\\0l<lock>"):
-    the reaper still ends every hold of the agent on that lock with the lease."""
+    the reaper still ends every hold of the agent on that lock that an older client took
+    (or that was taken with a lease) with the lease."""
     leased = mem.as_agent("worker")
     leased.heartbeat(0.5)
     leased.namespace("team").lock("aux", ttl=30).acquire()  # (the lease in this namespace)
-    plain = mem.as_agent("worker").namespace("team").lock("job", ttl=30, mode="shared")
-    plain.acquire()
+    mem.as_agent("worker").namespace("team").lock("job", ttl=30, mode="shared").acquire()
+    as_an_older_clients_hold(env, "job")
     keys = NamespaceKeys.of(env.prefix, "team")
     env.raw.zadd(keys.eph, {b"worker\x00ljob": 0})  # as an older client's acquire tied it
     ns.lock("job", ttl=30, mode="shared").acquire()
@@ -359,6 +372,40 @@ def test_an_older_clients_tie_still_ends_the_agents_holds(env, mem, ns):
     assert ns.sweep().lost_agents == ["worker"]
     assert [h.agent for info in ns.locks() for h in info.holders] == ["planner"]
     assert lock_ties(env, "worker", "job") == []
+
+
+@pytest.mark.parametrize("left_by", ["release", "corrupt_prune"])
+def test_an_older_clients_tie_spares_a_hold_taken_without_a_lease(env, mem, ns, left_by):
+    """An older client's tie can outlive the agent's last hold on the lock: a release by
+    this version does not look for it (nor does an older client's while the agent holds
+    the lock under another owner id), nor can the prune of a record that does not parse.
+    The agent's next hold, taken without a lease, says so in its owner id, and the
+    reaper following that tie spares it."""
+    leased = mem.as_agent("worker")
+    leased.heartbeat(0.8)
+    team = leased.namespace("team")
+    keys = NamespaceKeys.of(env.prefix, "team")
+    if left_by == "release":
+        tied = team.lock("job", ttl=30)
+        tied.acquire()
+        env.raw.zadd(keys.eph, {b"worker\x00ljob": 0})  # as an older client tied it
+        tied.release()
+    else:
+        team.lock("job", ttl=0.1).acquire()
+        env.raw.zadd(keys.eph, {b"worker\x00ljob": 0})
+        env.raw.hset(keys.lock_records, "job", "garbage")
+        env.sleep(0.2)
+        ns.lock("other", ttl=30).acquire()  # prunes the due record, unread
+        assert env.raw.hget(keys.lock_records, "job") is None
+    assert b"worker\x00ljob" in lock_ties(env, "worker", "job")  # left behind
+    plain = mem.as_agent("worker").namespace("team").lock("job", ttl=30)
+    kept = int(plain.acquire())
+    env.sleep(0.9)  # the worker's lease ends
+    assert ns.sweep().lost_agents == ["worker"]
+    holders = [(i.name, h.agent, h.token) for i in ns.locks() for h in i.holders]
+    assert ("job", "worker", kept) in holders, holders
+    assert lock_ties(env, "worker", "job") == []
+    plain.release()
 
 
 @pytest.mark.parametrize("rewrite", ["force", "prune", "lapsed"])
