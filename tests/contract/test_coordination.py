@@ -323,6 +323,19 @@ def test_two_leased_holds_of_one_lock_both_end_with_the_lease(env, mem, ns):
     assert w.get(0.2) is None  # one unlock for the lock, not one a tie
 
 
+def the_next_unleased_hold_outlives_the_lease(env, mem, ns, wait: float) -> None:
+    """The worker takes "job" without a lease; after ``wait`` its lease has ended, and the
+    sweep that reaps the worker leaves that hold, and no tie of the worker on "job"."""
+    plain = mem.as_agent("worker").namespace("team").lock("job", ttl=30)
+    kept = int(plain.acquire())
+    env.sleep(wait)  # the worker's lease ends
+    assert ns.sweep().lost_agents == ["worker"]
+    holders = [(i.name, h.agent, h.token) for i in ns.locks() for h in i.holders]
+    assert ("job", "worker", kept) in holders, holders
+    assert lock_ties(env, "worker", "job") == []
+    plain.release()
+
+
 def test_a_corrupt_records_tie_ties_no_later_hold(env, mem, ns):
     """The prune drops a record that does not parse without its ties (it cannot read
     their agents); the tie left names its hold's token, which no later hold has, so the
@@ -336,14 +349,7 @@ def test_a_corrupt_records_tie_ties_no_later_hold(env, mem, ns):
     ns.lock("other", ttl=30).acquire()  # its acquire prunes the due record, unread
     assert env.raw.hget(keys.lock_records, "job") is None
     assert len(lock_ties(env, "worker", "job")) == 1  # left behind
-    plain = mem.as_agent("worker").namespace("team").lock("job", ttl=30)
-    kept = int(plain.acquire())
-    env.sleep(0.8)  # the worker's lease ends
-    assert ns.sweep().lost_agents == ["worker"]
-    holders = [(i.name, h.agent, h.token) for i in ns.locks() for h in i.holders]
-    assert ("job", "worker", kept) in holders, holders
-    assert lock_ties(env, "worker", "job") == []
-    plain.release()
+    the_next_unleased_hold_outlives_the_lease(env, mem, ns, 0.8)
 
 
 def as_an_older_clients_hold(env, lock: str) -> None:
@@ -398,14 +404,7 @@ def test_an_older_clients_tie_spares_a_hold_taken_without_a_lease(env, mem, ns, 
         ns.lock("other", ttl=30).acquire()  # prunes the due record, unread
         assert env.raw.hget(keys.lock_records, "job") is None
     assert b"worker\x00ljob" in lock_ties(env, "worker", "job")  # left behind
-    plain = mem.as_agent("worker").namespace("team").lock("job", ttl=30)
-    kept = int(plain.acquire())
-    env.sleep(0.9)  # the worker's lease ends
-    assert ns.sweep().lost_agents == ["worker"]
-    holders = [(i.name, h.agent, h.token) for i in ns.locks() for h in i.holders]
-    assert ("job", "worker", kept) in holders, holders
-    assert lock_ties(env, "worker", "job") == []
-    plain.release()
+    the_next_unleased_hold_outlives_the_lease(env, mem, ns, 0.9)
 
 
 @pytest.mark.parametrize("rewrite", ["force", "prune", "lapsed"])
