@@ -1819,7 +1819,8 @@ end
 -- all the same, so it is removed without its lease ties (one corrupt record must not
 -- block every lock of the namespace). Such a tie names its hold's token, which no later
 -- hold has: the reaper drops it and no hold (an older client's tie of the agent and
--- lock alone would still tie that agent's next hold of the lock).
+-- lock alone stays; the reaper following it spares the agent's holds this version takes
+-- without a lease, docs/guarantees.md, 17).
 local function prune_locks(now, n)
   -- The earliest expiry first (no number to format, ~7k instructions less): usually none
   -- is due, or the index is empty. (Also K_LOCKS's type check for the caller's writes.)
